@@ -1,0 +1,156 @@
+from swarmsecrets.api.v1 import objects_pb2 as _objects_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CreateSecretRequest(_message.Message):
+    __slots__ = ("spec", "request_id")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    spec: _objects_pb2.SecretSpec
+    request_id: str
+    def __init__(self, spec: _Optional[_Union[_objects_pb2.SecretSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateSecretResponse(_message.Message):
+    __slots__ = ("secret",)
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    secret: _objects_pb2.Secret
+    def __init__(self, secret: _Optional[_Union[_objects_pb2.Secret, _Mapping]] = ...) -> None: ...
+
+class GetSecretRequest(_message.Message):
+    __slots__ = ("secret_id",)
+    SECRET_ID_FIELD_NUMBER: _ClassVar[int]
+    secret_id: str
+    def __init__(self, secret_id: _Optional[str] = ...) -> None: ...
+
+class GetSecretResponse(_message.Message):
+    __slots__ = ("secret",)
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    secret: _objects_pb2.Secret
+    def __init__(self, secret: _Optional[_Union[_objects_pb2.Secret, _Mapping]] = ...) -> None: ...
+
+class ListSecretsRequest(_message.Message):
+    __slots__ = ("filters",)
+    class Filters(_message.Message):
+        __slots__ = ("names", "name_prefixes", "id_prefixes", "labels")
+        class LabelsEntry(_message.Message):
+            __slots__ = ("key", "value")
+            KEY_FIELD_NUMBER: _ClassVar[int]
+            VALUE_FIELD_NUMBER: _ClassVar[int]
+            key: str
+            value: str
+            def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+        NAMES_FIELD_NUMBER: _ClassVar[int]
+        NAME_PREFIXES_FIELD_NUMBER: _ClassVar[int]
+        ID_PREFIXES_FIELD_NUMBER: _ClassVar[int]
+        LABELS_FIELD_NUMBER: _ClassVar[int]
+        names: _containers.RepeatedScalarFieldContainer[str]
+        name_prefixes: _containers.RepeatedScalarFieldContainer[str]
+        id_prefixes: _containers.RepeatedScalarFieldContainer[str]
+        labels: _containers.ScalarMap[str, str]
+        def __init__(self, names: _Optional[_Iterable[str]] = ..., name_prefixes: _Optional[_Iterable[str]] = ..., id_prefixes: _Optional[_Iterable[str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    filters: ListSecretsRequest.Filters
+    def __init__(self, filters: _Optional[_Union[ListSecretsRequest.Filters, _Mapping]] = ...) -> None: ...
+
+class ListSecretsResponse(_message.Message):
+    __slots__ = ("secrets",)
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    secrets: _containers.RepeatedCompositeFieldContainer[_objects_pb2.Secret]
+    def __init__(self, secrets: _Optional[_Iterable[_Union[_objects_pb2.Secret, _Mapping]]] = ...) -> None: ...
+
+class UpdateSecretRequest(_message.Message):
+    __slots__ = ("secret_id", "secret_version", "spec", "request_id")
+    SECRET_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    secret_id: str
+    secret_version: _objects_pb2.Version
+    spec: _objects_pb2.SecretSpec
+    request_id: str
+    def __init__(self, secret_id: _Optional[str] = ..., secret_version: _Optional[_Union[_objects_pb2.Version, _Mapping]] = ..., spec: _Optional[_Union[_objects_pb2.SecretSpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpdateSecretResponse(_message.Message):
+    __slots__ = ("secret",)
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    secret: _objects_pb2.Secret
+    def __init__(self, secret: _Optional[_Union[_objects_pb2.Secret, _Mapping]] = ...) -> None: ...
+
+class RemoveSecretRequest(_message.Message):
+    __slots__ = ("secret_id", "request_id")
+    SECRET_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    secret_id: str
+    request_id: str
+    def __init__(self, secret_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RemoveSecretResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListNodesResponse(_message.Message):
+    __slots__ = ("nodes",)
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[_objects_pb2.Node]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_objects_pb2.Node, _Mapping]]] = ...) -> None: ...
+
+class GetNodeRequest(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    def __init__(self, node_id: _Optional[str] = ...) -> None: ...
+
+class GetNodeResponse(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: _objects_pb2.Node
+    def __init__(self, node: _Optional[_Union[_objects_pb2.Node, _Mapping]] = ...) -> None: ...
+
+class GetClusterRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetClusterResponse(_message.Message):
+    __slots__ = ("cluster",)
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    cluster: _objects_pb2.Cluster
+    def __init__(self, cluster: _Optional[_Union[_objects_pb2.Cluster, _Mapping]] = ...) -> None: ...
+
+class RotateJoinTokenRequest(_message.Message):
+    __slots__ = ("role", "request_id")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    request_id: str
+    def __init__(self, role: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RotateJoinTokenResponse(_message.Message):
+    __slots__ = ("join_tokens",)
+    JOIN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    join_tokens: _objects_pb2.JoinTokens
+    def __init__(self, join_tokens: _Optional[_Union[_objects_pb2.JoinTokens, _Mapping]] = ...) -> None: ...
+
+class GetUnlockKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RotateUnlockKeyRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class GetUnlockKeyResponse(_message.Message):
+    __slots__ = ("unlock_key",)
+    UNLOCK_KEY_FIELD_NUMBER: _ClassVar[int]
+    unlock_key: str
+    def __init__(self, unlock_key: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,143 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Version(_message.Message):
+    __slots__ = ("index",)
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    def __init__(self, index: _Optional[int] = ...) -> None: ...
+
+class SecretSpec(_message.Message):
+    __slots__ = ("name", "labels", "data")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    labels: _containers.ScalarMap[str, str]
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Secret(_message.Message):
+    __slots__ = ("id", "version", "created_at", "updated_at", "spec")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: Version
+    created_at: str
+    updated_at: str
+    spec: SecretSpec
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., spec: _Optional[_Union[SecretSpec, _Mapping]] = ...) -> None: ...
+
+class NodeSpec(_message.Message):
+    __slots__ = ("role", "availability", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    availability: str
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, role: _Optional[str] = ..., availability: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class NodeDescription(_message.Message):
+    __slots__ = ("hostname", "platform_os", "platform_arch", "engine_version")
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_OS_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_ARCH_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    hostname: str
+    platform_os: str
+    platform_arch: str
+    engine_version: str
+    def __init__(self, hostname: _Optional[str] = ..., platform_os: _Optional[str] = ..., platform_arch: _Optional[str] = ..., engine_version: _Optional[str] = ...) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("state", "message", "addr")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ADDR_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    message: str
+    addr: str
+    def __init__(self, state: _Optional[str] = ..., message: _Optional[str] = ..., addr: _Optional[str] = ...) -> None: ...
+
+class ManagerStatus(_message.Message):
+    __slots__ = ("leader", "reachability", "addr", "raft_addr")
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    REACHABILITY_FIELD_NUMBER: _ClassVar[int]
+    ADDR_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDR_FIELD_NUMBER: _ClassVar[int]
+    leader: bool
+    reachability: str
+    addr: str
+    raft_addr: str
+    def __init__(self, leader: _Optional[bool] = ..., reachability: _Optional[str] = ..., addr: _Optional[str] = ..., raft_addr: _Optional[str] = ...) -> None: ...
+
+class Node(_message.Message):
+    __slots__ = ("id", "version", "created_at", "updated_at", "spec", "description", "status", "manager_status", "cert_serial")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CERT_SERIAL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: Version
+    created_at: str
+    updated_at: str
+    spec: NodeSpec
+    description: NodeDescription
+    status: NodeStatus
+    manager_status: ManagerStatus
+    cert_serial: str
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., spec: _Optional[_Union[NodeSpec, _Mapping]] = ..., description: _Optional[_Union[NodeDescription, _Mapping]] = ..., status: _Optional[_Union[NodeStatus, _Mapping]] = ..., manager_status: _Optional[_Union[ManagerStatus, _Mapping]] = ..., cert_serial: _Optional[str] = ...) -> None: ...
+
+class JoinTokens(_message.Message):
+    __slots__ = ("worker", "manager")
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    MANAGER_FIELD_NUMBER: _ClassVar[int]
+    worker: str
+    manager: str
+    def __init__(self, worker: _Optional[str] = ..., manager: _Optional[str] = ...) -> None: ...
+
+class Cluster(_message.Message):
+    __slots__ = ("id", "version", "created_at", "updated_at", "join_tokens", "autolock", "root_ca_cert")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    JOIN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    AUTOLOCK_FIELD_NUMBER: _ClassVar[int]
+    ROOT_CA_CERT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: Version
+    created_at: str
+    updated_at: str
+    join_tokens: JoinTokens
+    autolock: bool
+    root_ca_cert: str
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., join_tokens: _Optional[_Union[JoinTokens, _Mapping]] = ..., autolock: _Optional[bool] = ..., root_ca_cert: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,99 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class InitRequest(_message.Message):
+    __slots__ = ("advertise_addr", "listen_addr", "raft_addr", "autolock", "force_new_cluster")
+    ADVERTISE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_ADDR_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDR_FIELD_NUMBER: _ClassVar[int]
+    AUTOLOCK_FIELD_NUMBER: _ClassVar[int]
+    FORCE_NEW_CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    advertise_addr: str
+    listen_addr: str
+    raft_addr: str
+    autolock: bool
+    force_new_cluster: bool
+    def __init__(self, advertise_addr: _Optional[str] = ..., listen_addr: _Optional[str] = ..., raft_addr: _Optional[str] = ..., autolock: _Optional[bool] = ..., force_new_cluster: _Optional[bool] = ...) -> None: ...
+
+class InitResponse(_message.Message):
+    __slots__ = ("node_id", "worker_join_command", "unlock_key")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_JOIN_COMMAND_FIELD_NUMBER: _ClassVar[int]
+    UNLOCK_KEY_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    worker_join_command: str
+    unlock_key: str
+    def __init__(self, node_id: _Optional[str] = ..., worker_join_command: _Optional[str] = ..., unlock_key: _Optional[str] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("remote_addr", "join_token", "advertise_addr", "listen_addr", "raft_addr")
+    REMOTE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ADVERTISE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_ADDR_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDR_FIELD_NUMBER: _ClassVar[int]
+    remote_addr: str
+    join_token: str
+    advertise_addr: str
+    listen_addr: str
+    raft_addr: str
+    def __init__(self, remote_addr: _Optional[str] = ..., join_token: _Optional[str] = ..., advertise_addr: _Optional[str] = ..., listen_addr: _Optional[str] = ..., raft_addr: _Optional[str] = ...) -> None: ...
+
+class JoinResponse(_message.Message):
+    __slots__ = ("node_id", "role")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    role: str
+    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class LeaveRequest(_message.Message):
+    __slots__ = ("force",)
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    force: bool
+    def __init__(self, force: _Optional[bool] = ...) -> None: ...
+
+class LeaveResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UnlockRequest(_message.Message):
+    __slots__ = ("unlock_key",)
+    UNLOCK_KEY_FIELD_NUMBER: _ClassVar[int]
+    unlock_key: str
+    def __init__(self, unlock_key: _Optional[str] = ...) -> None: ...
+
+class UnlockResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InfoResponse(_message.Message):
+    __slots__ = ("node_id", "local_node_state", "control_available", "node_addr", "cluster_id", "remote_managers", "nodes", "managers", "error")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_NODE_STATE_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    NODE_ADDR_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_MANAGERS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    MANAGERS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    local_node_state: str
+    control_available: bool
+    node_addr: str
+    cluster_id: str
+    remote_managers: _containers.RepeatedScalarFieldContainer[str]
+    nodes: int
+    managers: int
+    error: str
+    def __init__(self, node_id: _Optional[str] = ..., local_node_state: _Optional[str] = ..., control_available: _Optional[bool] = ..., node_addr: _Optional[str] = ..., cluster_id: _Optional[str] = ..., remote_managers: _Optional[_Iterable[str]] = ..., nodes: _Optional[int] = ..., managers: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
