@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import os
 import socket
 import ssl
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -155,6 +157,74 @@ def issue_node_cert(ca: RootCA, csr_pem: bytes, *, node_id: str, role: str, clus
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+# --- bootstrap identity for joiners ----------------------------------------------------
+#
+# The gRPC port requires a client certificate (grpc-python cannot ask for one
+# optionally, as Go's VerifyClientCertIfGiven does). A joiner has none yet, so it
+# presents a "bootstrap" certificate signed by a key that anyone can derive from
+# the CA digest. It proves nothing: RPCs accept only certificates that the root CA
+# itself issued (verified_identity), and a bootstrap peer may only fetch the CA and
+# ask for a certificate with its join token.
+
+BOOTSTRAP_OU = "swarm-bootstrap"
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _bootstrap_key(digest: str) -> ec.EllipticCurvePrivateKey:
+    seed = int.from_bytes(hashlib.sha256(b"swarmsecrets-bootstrap:" + digest.encode()).digest(), "big")
+    return ec.derive_private_key(seed % (_P256_ORDER - 1) + 1, ec.SECP256R1())
+
+
+def _bootstrap_name(digest: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swarm-bootstrap-ca"),
+                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, BOOTSTRAP_OU),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, digest[:50])])
+
+
+def bootstrap_ca_cert(digest: str) -> bytes:
+    """The bootstrap CA certificate a manager adds to its client trust bundle."""
+    key = _bootstrap_key(digest)
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_bootstrap_name(digest)).issuer_name(_bootstrap_name(digest))
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now - BACKDATE).not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def bootstrap_client_cert(digest: str) -> tuple[bytes, bytes]:
+    """(key PEM, cert PEM) a joiner presents before it has a real certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "joiner"),
+                                 x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, BOOTSTRAP_OU)]))
+        .issuer_name(_bootstrap_name(digest))
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE).not_valid_after(now + datetime.timedelta(hours=2))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(_bootstrap_key(digest), hashes.SHA256())
+    )
+    return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+
+def verified_identity(cert_pem: bytes, root: x509.Certificate) -> NodeIdentity | None:
+    """The identity in a peer certificate, only if the root CA itself issued it."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        cert.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature):
+        return None
+    ident = identity_of(cert)
+    return ident if ident.role in ROLE_TO_OU else None
+
+
 def identity_of(cert: x509.Certificate) -> NodeIdentity:
     def attr(oid: x509.ObjectIdentifier) -> str:
         values = cert.subject.get_attributes_for_oid(oid)
@@ -223,14 +293,27 @@ def client_context(cert_path: str, key_path: str, ca_pem: bytes) -> ssl.SSLConte
     return ctx
 
 
-def fetch_unverified_root(host: str, port: int, timeout: float = 5.0) -> bytes:
+def _load_pems(ctx: ssl.SSLContext, key_pem: bytes, cert_pem: bytes) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        key_path, cert_path = os.path.join(d, "k"), os.path.join(d, "c")
+        with open(key_path, "wb") as f:
+            f.write(key_pem)
+        with open(cert_path, "wb") as f:
+            f.write(cert_pem)
+        ctx.load_cert_chain(cert_path, key_path)
+
+
+def fetch_unverified_root(host: str, port: int, digest: str, timeout: float = 5.0) -> bytes:
     """The root certificate a manager presents (last of its chain), NOT yet trusted.
 
-    The joiner pins it afterwards by comparing ca_digest() with the join token.
+    The joiner pins it afterwards by comparing ca_digest() with the join token's digest.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    _load_pems(ctx, *bootstrap_client_cert(digest))
     ctx.set_alpn_protocols(["h2"])
     with socket.create_connection((host, port), timeout=timeout) as raw:
         with ctx.wrap_socket(raw) as tls:

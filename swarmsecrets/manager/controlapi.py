@@ -1,0 +1,232 @@
+"""The Control service: validation → proposal → result (DESIGN §3).
+
+Served on the unix socket (the local operator) and on the TLS port (manager
+certificates only; the caller check lives in ``get_manager``). Writes go through
+the raft log; reads are linearizable: a read barrier, then the local state.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from swarmsecrets import errors, ids, validation
+from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+from swarmsecrets.ca import tokens
+from swarmsecrets.crypto import keys
+from swarmsecrets.manager.manager import Manager
+from swarmsecrets.rpcutil import format_ts, rpc
+
+GetManager = Callable[[grpc.aio.ServicerContext], Manager]
+
+
+def secret_to_proto(s: dict[str, Any]) -> objects_pb2.Secret:
+    return objects_pb2.Secret(
+        id=s["id"], version=objects_pb2.Version(index=s["version"]),
+        created_at=format_ts(s["created_at"]), updated_at=format_ts(s["updated_at"]),
+        spec=objects_pb2.SecretSpec(name=s["name"], labels=s.get("labels") or {}),
+    )
+
+
+def node_to_proto(n: dict[str, Any], manager: Manager) -> objects_pb2.Node:
+    status = manager.raft_status()
+    pb = objects_pb2.Node(
+        id=n["id"], version=objects_pb2.Version(index=n["version"]),
+        created_at=format_ts(n["created_at"]), updated_at=format_ts(n["updated_at"]),
+        spec=objects_pb2.NodeSpec(role=n["role"], availability=n.get("availability", "active"),
+                                  labels=n.get("labels") or {}),
+        description=objects_pb2.NodeDescription(hostname=n.get("hostname", ""), platform_os="linux",
+                                                platform_arch=n.get("arch", ""),
+                                                engine_version=n.get("engine_version", "")),
+        cert_serial=n.get("cert_serial", ""),
+    )
+    if n["role"] == "manager":
+        raft_addr = n.get("raft_addr", "")
+        is_self = raft_addr == manager.state.raft_addr
+        reachable = is_self or raft_addr in status.reachable
+        pb.manager_status.CopyFrom(objects_pb2.ManagerStatus(
+            leader=status.leader == raft_addr and status.leader is not None,
+            reachability="reachable" if reachable else "unreachable",
+            addr=n.get("addr", ""), raft_addr=raft_addr,
+        ))
+        pb.status.CopyFrom(objects_pb2.NodeStatus(state="ready" if reachable else "down",
+                                                  addr=n.get("addr", "").rsplit(":", 1)[0]))
+    else:
+        pb.status.CopyFrom(objects_pb2.NodeStatus(state=n.get("state", "unknown"),
+                                                  addr=n.get("addr", "").rsplit(":", 1)[0]))
+    return pb
+
+
+def _rid(request_id: str) -> str:
+    return request_id or ids.new_request_id()
+
+
+class ControlService(control_pb2_grpc.ControlServicer):
+    def __init__(self, get_manager: GetManager) -> None:
+        self.get_manager = get_manager
+
+    # --- secrets --------------------------------------------------------------------------
+
+    @rpc
+    async def CreateSecret(self, request: control_pb2.CreateSecretRequest,
+                           context: grpc.aio.ServicerContext) -> control_pb2.CreateSecretResponse:
+        m = self.get_manager(context)
+        if not request.HasField("spec"):
+            raise errors.InvalidArgument("invalid argument")
+        spec = request.spec
+        validation.validate_secret_name(spec.name)
+        validation.validate_secret_data(spec.data)
+        created = await m.propose({
+            "op": "create_secret", "rid": _rid(request.request_id), "id": ids.new_id(),
+            "name": spec.name, "labels": dict(spec.labels), "data": m.seal(spec.data), "key_id": m.key_id,
+        })
+        return control_pb2.CreateSecretResponse(secret=secret_to_proto(created))
+
+    @rpc
+    async def GetSecret(self, request: control_pb2.GetSecretRequest,
+                        context: grpc.aio.ServicerContext) -> control_pb2.GetSecretResponse:
+        m = self.get_manager(context)
+        if not request.secret_id:
+            raise errors.InvalidArgument("secret ID must be provided")
+        await m.barrier()
+        return control_pb2.GetSecretResponse(secret=secret_to_proto(m.store.resolve_secret(request.secret_id)))
+
+    @rpc
+    async def ListSecrets(self, request: control_pb2.ListSecretsRequest,
+                          context: grpc.aio.ServicerContext) -> control_pb2.ListSecretsResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        f = request.filters
+        names = {n.lower() for n in f.names}
+        out = []
+        for s in m.store.secrets():
+            if names and s["name"].lower() not in names:
+                continue
+            if f.name_prefixes and not any(s["name"].startswith(p) for p in f.name_prefixes):
+                continue
+            if f.id_prefixes and not any(s["id"].startswith(p) for p in f.id_prefixes):
+                continue
+            labels = s.get("labels") or {}
+            if any(k not in labels or (v and labels[k] != v) for k, v in f.labels.items()):
+                continue
+            out.append(secret_to_proto(s))
+        return control_pb2.ListSecretsResponse(secrets=out)
+
+    @rpc
+    async def UpdateSecret(self, request: control_pb2.UpdateSecretRequest,
+                           context: grpc.aio.ServicerContext) -> control_pb2.UpdateSecretResponse:
+        m = self.get_manager(context)
+        if not request.secret_id or not request.HasField("secret_version") or not request.HasField("spec"):
+            raise errors.InvalidArgument("invalid argument")
+        await m.barrier()
+        current = m.store.resolve_secret(request.secret_id)
+        spec = request.spec
+        if spec.name != current["name"] or (
+            spec.data and not hmac.compare_digest(spec.data, m.unseal(current["data"]))
+        ):
+            raise errors.InvalidArgument(errors.ONLY_LABELS)
+        updated = await m.propose({
+            "op": "update_secret", "rid": _rid(request.request_id), "id": current["id"],
+            "version": request.secret_version.index, "labels": dict(spec.labels),
+        })
+        return control_pb2.UpdateSecretResponse(secret=secret_to_proto(updated))
+
+    @rpc
+    async def RemoveSecret(self, request: control_pb2.RemoveSecretRequest,
+                           context: grpc.aio.ServicerContext) -> control_pb2.RemoveSecretResponse:
+        m = self.get_manager(context)
+        if not request.secret_id:
+            raise errors.InvalidArgument("secret ID must be provided")
+        rid = _rid(request.request_id)
+        await m.barrier()
+        try:
+            secret_id = m.store.resolve_secret(request.secret_id)["id"]
+        except errors.NotFound:
+            # A retry of a remove that already happened answers with the first outcome.
+            if not request.request_id or not m.store.has_request(rid):
+                raise
+            secret_id = request.secret_id
+        await m.propose({"op": "remove_secret", "rid": rid, "id": secret_id})
+        return control_pb2.RemoveSecretResponse()
+
+    # --- nodes ----------------------------------------------------------------------------
+
+    @rpc
+    async def ListNodes(self, request: control_pb2.ListNodesRequest,
+                        context: grpc.aio.ServicerContext) -> control_pb2.ListNodesResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        return control_pb2.ListNodesResponse(nodes=[node_to_proto(n, m) for n in m.store.nodes()])
+
+    @rpc
+    async def GetNode(self, request: control_pb2.GetNodeRequest,
+                      context: grpc.aio.ServicerContext) -> control_pb2.GetNodeResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        ref = m.state.node_id if request.node_id == "self" else request.node_id
+        return control_pb2.GetNodeResponse(node=node_to_proto(m.store.resolve_node(ref), m))
+
+    # --- cluster ----------------------------------------------------------------------------
+
+    @rpc
+    async def GetCluster(self, request: control_pb2.GetClusterRequest,
+                         context: grpc.aio.ServicerContext) -> control_pb2.GetClusterResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        return control_pb2.GetClusterResponse(cluster=_cluster_to_proto(m))
+
+    @rpc
+    async def RotateJoinToken(self, request: control_pb2.RotateJoinTokenRequest,
+                              context: grpc.aio.ServicerContext) -> control_pb2.RotateJoinTokenResponse:
+        m = self.get_manager(context)
+        if request.role not in ("worker", "manager"):
+            raise errors.InvalidArgument(f"unknown role {request.role}")
+        await m.barrier()
+        cluster = m.store.cluster or {}
+        sealed = dict(cluster.get("join_tokens", {}))
+        sealed[request.role] = m.seal(str(tokens.new_token(m.ca.cert_pem)).encode())
+        await m.propose({"op": "update_cluster", "rid": _rid(request.request_id),
+                         "changes": {"join_tokens": sealed}})
+        jt = m.join_tokens()
+        return control_pb2.RotateJoinTokenResponse(
+            join_tokens=objects_pb2.JoinTokens(worker=jt["worker"], manager=jt["manager"]))
+
+    @rpc
+    async def GetUnlockKey(self, request: control_pb2.GetUnlockKeyRequest,
+                           context: grpc.aio.ServicerContext) -> control_pb2.GetUnlockKeyResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        key = m.unlock_key()
+        if key is None:
+            raise errors.FailedPrecondition("no unlock key is set")
+        return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))
+
+    @rpc
+    async def RotateUnlockKey(self, request: control_pb2.RotateUnlockKeyRequest,
+                              context: grpc.aio.ServicerContext) -> control_pb2.GetUnlockKeyResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        if not (m.store.cluster or {}).get("autolock"):
+            raise errors.FailedPrecondition("cannot rotate because autolock is not turned on")
+        new = keys.new_key()
+        await m.propose({"op": "update_cluster", "rid": _rid(request.request_id),
+                         "changes": {"unlock_key": m.seal(new)}})
+        key = m.unlock_key()
+        assert key is not None
+        return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))
+
+
+def _cluster_to_proto(m: Manager) -> objects_pb2.Cluster:
+    c = m.store.cluster
+    if c is None:
+        raise errors.Unavailable("the cluster state is not available yet")
+    jt = m.join_tokens()
+    return objects_pb2.Cluster(
+        id=c["id"], version=objects_pb2.Version(index=c["version"]),
+        created_at=format_ts(c["created_at"]), updated_at=format_ts(c["updated_at"]),
+        join_tokens=objects_pb2.JoinTokens(worker=jt["worker"], manager=jt["manager"]),
+        autolock=bool(c.get("autolock")), root_ca_cert=c["root_ca_cert"],
+    )

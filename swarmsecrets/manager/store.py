@@ -1,0 +1,277 @@
+"""The replicated state machine: objects, commands, apply, snapshot (DESIGN §4).
+
+``apply`` is pure and deterministic: no clock, no randomness, no I/O. The proposer
+puts IDs, timestamps and a request id into each command. Results are plain data:
+``{"ok": value}`` or ``{"err": [kind, message]}`` (see errors.to_wire).
+
+Secret payloads exist here only as SecretBox ciphertext; so do the join tokens
+and the unlock key. Every command carries a request id: a retried command (same
+id) returns the first outcome instead of running again.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from swarmsecrets import errors
+
+log = logging.getLogger(__name__)
+
+# Idempotency records are kept this long (by the proposers' clocks) and at most this many.
+REQUEST_TTL_NS = 24 * 3600 * 10**9
+MAX_REQUESTS = 200_000
+
+Result = dict[str, Any]
+
+
+def _ok(value: Any = None) -> Result:
+    return {"ok": value}
+
+
+def _err(e: errors.SwarmError) -> Result:
+    return {"err": list(errors.to_wire(e))}
+
+
+def unwrap(result: Result) -> Any:
+    """The value of an apply result, or raise its typed error."""
+    if "err" in result:
+        raise errors.from_wire(*result["err"])
+    return result.get("ok")
+
+
+def _empty_state() -> dict[str, Any]:
+    return {"cluster": None, "nodes": {}, "secrets": {}, "services": {}, "requests": {}}
+
+
+class Store:
+    """Objects by kind, each a plain dict. Reads take the lock; apply runs on the raft thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.state: dict[str, Any] = _empty_state()
+        self._names: dict[str, str] = {}  # lower-case secret name -> id
+        self.applied_index = 0
+        self._listeners: list[Callable[[dict[str, Any], Result], None]] = []
+
+    # --- raft StateMachine protocol -------------------------------------------------
+
+    def apply(self, command: dict[str, Any], index: int) -> Result:
+        with self.lock:
+            self.applied_index = index
+            rid = command.get("rid")
+            requests = self.state["requests"]
+            if rid and rid in requests:
+                return requests[rid]["result"]
+            handler = _HANDLERS.get(command.get("op", ""))
+            if handler is None:
+                result = _err(errors.InvalidArgument(f"unknown command {command.get('op')!r}"))
+            else:
+                try:
+                    result = handler(self, command, index)
+                except errors.SwarmError as e:
+                    result = _err(e)
+                except Exception as e:  # apply never raises: a bad command fails alone, on every node alike
+                    log.exception("command %r at index %d failed", command.get("op"), index)
+                    result = _err(errors.SwarmError(f"internal error applying {command.get('op')}: {e}"))
+            if rid:
+                requests[rid] = {"result": result, "ts": int(command.get("ts", 0))}
+                self._prune_requests(int(command.get("ts", 0)))
+        for listener in self._listeners:
+            try:
+                listener(command, result)
+            except Exception:  # a listener must never break apply
+                log.exception("state listener failed")
+        return result
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"state": self.state, "applied_index": self.applied_index}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        with self.lock:
+            self.state = copy.deepcopy(data["state"]) if data else _empty_state()
+            for kind in ("nodes", "secrets", "services", "requests"):
+                self.state.setdefault(kind, {})
+            self.applied_index = int(data.get("applied_index", 0)) if data else 0
+            self._names = {s["name"].lower(): sid for sid, s in self.state["secrets"].items()}
+
+    def add_listener(self, fn: Callable[[dict[str, Any], Result], None]) -> None:
+        """Called after every apply (on the raft thread) with the command and its result."""
+        self._listeners.append(fn)
+
+    def _prune_requests(self, now_ns: int) -> None:
+        requests = self.state["requests"]
+        while requests:
+            oldest = next(iter(requests))
+            if len(requests) > MAX_REQUESTS or requests[oldest]["ts"] < now_ns - REQUEST_TTL_NS:
+                del requests[oldest]
+            else:
+                break
+
+    # --- reads (callers hold no lock; we copy out) -------------------------------------
+
+    @property
+    def cluster(self) -> dict[str, Any] | None:
+        with self.lock:
+            c = self.state["cluster"]
+            return dict(c) if c else None
+
+    def secrets(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(s) for s in self.state["secrets"].values()]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(n) for n in self.state["nodes"].values()]
+
+    def node(self, node_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            n = self.state["nodes"].get(node_id)
+            return dict(n) if n else None
+
+    def resolve_secret(self, ref: str) -> dict[str, Any]:
+        """Docker's resolution: full ID, then exact name, then unique ID prefix."""
+        with self.lock:
+            secrets = self.state["secrets"]
+            if ref in secrets:
+                return dict(secrets[ref])
+            by_name = [s for s in secrets.values() if s["name"] == ref]
+            if len(by_name) == 1:
+                return dict(by_name[0])
+            by_prefix = [s for sid, s in secrets.items() if ref and sid.startswith(ref)]
+            if len(by_prefix) == 1:
+                return dict(by_prefix[0])
+            if len(by_prefix) > 1:
+                raise errors.secret_ambiguous(ref, len(by_prefix))
+            raise errors.secret_not_found(ref)
+
+    def resolve_node(self, ref: str) -> dict[str, Any]:
+        with self.lock:
+            nodes = self.state["nodes"]
+            if ref in nodes:
+                return dict(nodes[ref])
+            by_name = [n for n in nodes.values() if n["hostname"] == ref]
+            if len(by_name) == 1:
+                return dict(by_name[0])
+            by_prefix = [n for nid, n in nodes.items() if ref and nid.startswith(ref)]
+            if len(by_prefix) == 1:
+                return dict(by_prefix[0])
+            if len(by_prefix) > 1 or len(by_name) > 1:
+                raise errors.node_ambiguous(ref, max(len(by_prefix), len(by_name)))
+            raise errors.node_not_found(ref)
+
+    def has_request(self, rid: str) -> bool:
+        with self.lock:
+            return rid in self.state["requests"]
+
+    def services_using_secret(self, secret_id: str) -> list[str]:
+        with self.lock:
+            return sorted(
+                svc["name"] for svc in self.state["services"].values()
+                if any(ref.get("secret_id") == secret_id for ref in svc.get("secrets", []))
+            )
+
+    # --- command handlers -------------------------------------------------------------
+
+    def _init_cluster(self, cmd: dict[str, Any], index: int) -> Result:
+        if self.state["cluster"] is not None:
+            raise errors.FailedPrecondition("the cluster is already initialized")
+        cluster = dict(cmd["cluster"])
+        cluster.update(created_at=cmd["ts"], updated_at=cmd["ts"], version=index)
+        self.state["cluster"] = cluster
+        self._put_node(cmd["node"], cmd["ts"], index)
+        return _ok(cluster["id"])
+
+    def _put_node(self, node: dict[str, Any], ts: int, index: int) -> dict[str, Any]:
+        nodes = self.state["nodes"]
+        old = nodes.get(node["id"])
+        new = dict(old or {"created_at": ts, "availability": "active"})
+        new.update(node)
+        new.update(updated_at=ts, version=index)
+        nodes[node["id"]] = new
+        return new
+
+    def _add_node(self, cmd: dict[str, Any], index: int) -> Result:
+        node = cmd["node"]
+        if node["id"] in self.state["nodes"]:
+            raise errors.AlreadyExists(f"node {node['id']} already exists")
+        if node.get("raft_addr") and any(
+            n.get("raft_addr") == node["raft_addr"] for n in self.state["nodes"].values()
+        ):
+            raise errors.AlreadyExists(f"raft address {node['raft_addr']} is already used by another manager")
+        return _ok(self._put_node(node, cmd["ts"], index))
+
+    def _update_node(self, cmd: dict[str, Any], index: int) -> Result:
+        node = cmd["node"]
+        if node["id"] not in self.state["nodes"]:
+            raise errors.node_not_found(node["id"])
+        return _ok(self._put_node(node, cmd["ts"], index))
+
+    def _remove_node(self, cmd: dict[str, Any], index: int) -> Result:
+        if self.state["nodes"].pop(cmd["node_id"], None) is None:
+            raise errors.node_not_found(cmd["node_id"])
+        return _ok()
+
+    def _update_cluster(self, cmd: dict[str, Any], index: int) -> Result:
+        cluster = self.state["cluster"]
+        if cluster is None:
+            raise errors.FailedPrecondition(errors.NOT_IN_SWARM)
+        cluster.update(cmd["changes"])
+        cluster.update(updated_at=cmd["ts"], version=index)
+        return _ok(dict(cluster))
+
+    def _create_secret(self, cmd: dict[str, Any], index: int) -> Result:
+        name = cmd["name"]
+        if name.lower() in self._names:
+            raise errors.secret_exists(name)
+        if cmd["id"] in self.state["secrets"]:
+            raise errors.AlreadyExists(f"secret {cmd['id']} already exists")
+        secret = {
+            "id": cmd["id"], "name": name, "labels": dict(cmd.get("labels") or {}),
+            "data": cmd["data"], "key_id": cmd["key_id"],
+            "created_at": cmd["ts"], "updated_at": cmd["ts"], "version": index,
+        }
+        self.state["secrets"][secret["id"]] = secret
+        self._names[name.lower()] = secret["id"]
+        return _ok(_public(secret))
+
+    def _update_secret(self, cmd: dict[str, Any], index: int) -> Result:
+        secret = self.state["secrets"].get(cmd["id"])
+        if secret is None:
+            raise errors.secret_not_found(cmd["id"])
+        if cmd["version"] != secret["version"]:
+            raise errors.SwarmError(errors.UPDATE_OUT_OF_SEQUENCE)
+        secret["labels"] = dict(cmd.get("labels") or {})
+        secret.update(updated_at=cmd["ts"], version=index)
+        return _ok(_public(secret))
+
+    def _remove_secret(self, cmd: dict[str, Any], index: int) -> Result:
+        secret = self.state["secrets"].get(cmd["id"])
+        if secret is None:
+            raise errors.NotFound(f"could not find secret {cmd['id']}")
+        users = self.services_using_secret(cmd["id"])
+        if users:
+            raise errors.secret_in_use(secret["name"], users)
+        del self.state["secrets"][cmd["id"]]
+        self._names.pop(secret["name"].lower(), None)
+        return _ok()
+
+
+def _public(secret: dict[str, Any]) -> dict[str, Any]:
+    """A secret as results carry it: never the payload."""
+    return {k: v for k, v in secret.items() if k != "data"}
+
+
+_HANDLERS: dict[str, Callable[[Store, dict[str, Any], int], Result]] = {
+    "init_cluster": Store._init_cluster,
+    "add_node": Store._add_node,
+    "update_node": Store._update_node,
+    "remove_node": Store._remove_node,
+    "update_cluster": Store._update_cluster,
+    "create_secret": Store._create_secret,
+    "update_secret": Store._update_secret,
+    "remove_secret": Store._remove_secret,
+}

@@ -1,0 +1,76 @@
+"""What a node remembers about itself across restarts, under its data dir.
+
+    DIR/node.json                          role, ids, addresses (no secrets)
+    DIR/certificates/swarm-root-ca.crt     the cluster's root CA
+    DIR/certificates/swarm-node.crt|.key   this node's identity (key 0600, never leaves the node)
+    DIR/keys/                              the wrapped data key and CA key (managers)
+    DIR/raft/                              the raft journal, metadata and snapshot (managers)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+
+from swarmsecrets.crypto.keys import write_private
+
+
+@dataclass
+class NodeState:
+    role: str = "inactive"  # "inactive" | "manager" | "worker"
+    node_id: str = ""
+    cluster_id: str = ""
+    advertise_addr: str = ""
+    listen_addr: str = ""
+    raft_addr: str = ""
+    # Raft members this node starts with (the raft journal's own record wins once it has one).
+    members: list[str] = field(default_factory=list)
+    # Managers' control addresses, for workers and for leaving.
+    remote_managers: list[str] = field(default_factory=list)
+    autolock: bool = False
+
+
+class NodeDir:
+    def __init__(self, data_dir: str) -> None:
+        self.root = os.path.abspath(data_dir)
+        self.state_path = os.path.join(self.root, "node.json")
+        self.cert_dir = os.path.join(self.root, "certificates")
+        self.keys_dir = os.path.join(self.root, "keys")
+        self.raft_dir = os.path.join(self.root, "raft")
+        self.ca_path = os.path.join(self.cert_dir, "swarm-root-ca.crt")
+        self.cert_path = os.path.join(self.cert_dir, "swarm-node.crt")
+        self.key_path = os.path.join(self.cert_dir, "swarm-node.key")
+
+    def ensure(self) -> None:
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+    def load(self) -> NodeState:
+        try:
+            with open(self.state_path) as f:
+                return NodeState(**json.load(f))
+        except FileNotFoundError:
+            return NodeState()
+
+    def save(self, state: NodeState) -> None:
+        write_private(self.state_path, json.dumps(asdict(state), indent=2).encode())
+
+    def write_identity(self, ca_pem: bytes, cert_pem: bytes, key_pem: bytes | None = None) -> None:
+        os.makedirs(self.cert_dir, mode=0o700, exist_ok=True)
+        if key_pem is not None:
+            write_private(self.key_path, key_pem)
+        write_private(self.ca_path, ca_pem)
+        write_private(self.cert_path, cert_pem)
+
+    def read(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def wipe(self) -> None:
+        """Forget the swarm: identity, keys, raft data. Leaves an inactive node."""
+        for d in (self.cert_dir, self.keys_dir, self.raft_dir):
+            shutil.rmtree(d, ignore_errors=True)
+        if os.path.exists(self.state_path):
+            os.unlink(self.state_path)

@@ -1,0 +1,80 @@
+"""kill -9 of managers: writes go on, restarted managers catch up, quorum loss fails fast."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from swarmsecrets import errors
+from tests.integration.cluster import Cluster, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        c.start()
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()
+
+
+def names(node) -> set[str]:  # type: ignore[no-untyped-def]
+    return set(node.ok("secret", "ls", "--format", "{{.Name}}").split())
+
+
+@pytest.mark.parametrize("victim", ["leader", "follower"])
+def test_kill_one_manager_writes_go_on_and_it_catches_up(fresh: Cluster, victim: str) -> None:
+    leader = fresh.leader()
+    dead = leader if victim == "leader" else next(n for n in fresh.nodes if n is not leader)
+    alive = [n for n in fresh.nodes if n is not dead]
+    alive[0].ok("secret", "create", "before", "-", input="v")
+    dead.kill()
+    for i in range(20):
+        alive[i % 2].ok("secret", "create", f"during{i}", "-", input=f"v{i}")
+    dead.start()
+    expected = {"before"} | {f"during{i}" for i in range(20)}
+    wait_until(lambda: expected <= names(dead), 30, 0.3, "the restarted manager to catch up")
+    alive[1].ok("secret", "create", "after", "-", input="v")
+    wait_until(lambda: "after" in names(dead), 15, 0.2, "a write after the restart")
+
+
+def test_majority_gone_fails_fast_with_no_leader_then_recovers(fresh: Cluster) -> None:
+    m1, m2, m3 = fresh.nodes
+    m1.ok("secret", "create", "kept", "-", input="v")
+    m2.kill()
+    m3.kill()
+    t0 = time.monotonic()
+    err = m1.fails("secret", "create", "lost", "-", input="v", timeout=30)
+    elapsed = time.monotonic() - t0
+    assert errors.NO_LEADER in err, err
+    assert elapsed < 10, f"the write took {elapsed:.1f}s to fail"
+    m2.start()
+    m3.start()
+    wait_until(lambda: m1.cli("secret", "create", "back", "-", input="v").returncode == 0, 30, 0.5,
+               "writes after the majority returned")
+    for n in fresh.nodes:
+        wait_until(lambda n=n: {"kept", "back"} <= names(n), 20, 0.3, f"{n.name} to have every write")
+        assert "lost" not in names(n)
+
+
+def test_whole_cluster_restart_loses_nothing(fresh: Cluster) -> None:
+    m1, m2, m3 = fresh.nodes
+    created = {f"s{i}" for i in range(30)}
+    for i, name in enumerate(sorted(created)):
+        fresh.nodes[i % 3].ok("secret", "create", name, "-", input=name)
+    for n in fresh.nodes:
+        n.kill()
+    for n in fresh.nodes:
+        n.start()
+    for n in fresh.nodes:
+        wait_until(lambda n=n: created <= names(n), 30, 0.3, f"{n.name} to come back with every secret")
+    m2.ok("secret", "create", "post-restart", "-", input="v")

@@ -1,0 +1,152 @@
+"""The secret commands against a real 3-manager cluster: Swarm's rules and texts."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from tests.integration.cluster import Cluster, wait_until
+
+ID = re.compile(r"^[0-9a-z]{25}$")
+
+
+def test_create_on_one_manager_is_listed_on_every_manager(cluster: Cluster) -> None:
+    m1, m2, m3 = cluster.nodes
+    sid = m2.ok("secret", "create", "-l", "env=prod", "-l", "team", "everywhere", "-", input="v1\n").strip()
+    assert ID.match(sid), sid
+    for n in (m1, m2, m3):
+        out = n.ok("secret", "ls", "--format", "{{.ID}} {{.Name}}")
+        assert f"{sid} everywhere" in out.splitlines()
+    doc = json.loads(m3.ok("secret", "inspect", "everywhere"))
+    assert doc[0]["ID"] == sid
+    assert doc[0]["Spec"]["Name"] == "everywhere"
+    assert doc[0]["Spec"]["Labels"] == {"env": "prod", "team": ""}
+    assert doc[0]["Version"]["Index"] > 0
+    assert "Data" not in json.dumps(doc) and "djEK" not in json.dumps(doc)
+
+
+def test_payload_size_limits(cluster: Cluster) -> None:
+    m1 = cluster.nodes[0]
+    m1.ok("secret", "create", "biggest", "-", input=b"x" * 511_999)
+    err = m1.fails("secret", "create", "toobig", "-", input=b"x" * 512_000)
+    assert "secret data must be larger than 0 and less than 512000 bytes" in err
+    err = m1.fails("secret", "create", "empty", "-", input=b"")
+    assert "error reading from STDIN: data is empty" in err
+    names = m1.ok("secret", "ls", "--format", "{{.Name}}").split()
+    assert "biggest" in names and "toobig" not in names and "empty" not in names
+
+
+def test_name_rules(cluster: Cluster) -> None:
+    m1 = cluster.nodes[0]
+    text = ("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end "
+            "character must be [a-zA-Z0-9]")
+    for bad in ("-lead", "trail.", "has space", "a" * 65, "x/y", "ümlaut"):
+        assert text in m1.fails("secret", "create", bad, "-", input="v"), bad
+    for good in ("a", "A-b_c.D", "z" * 64, "9--9..9"):
+        m1.ok("secret", "create", good, "-", input="v")
+
+
+def test_names_are_unique_case_insensitively(cluster: Cluster) -> None:
+    m1, m2, _ = cluster.nodes
+    m1.ok("secret", "create", "CaseName", "-", input="v")
+    assert "secret casename already exists" in m2.fails("secret", "create", "casename", "-", input="v")
+    assert m1.ok("secret", "ls", "-q", "-f", "name=casename") == ""
+    assert len(m1.ok("secret", "ls", "-q", "-f", "name=CaseName").split()) == 1
+
+
+def test_resolution_by_id_name_and_prefix(cluster: Cluster) -> None:
+    m1 = cluster.nodes[0]
+    ids = [m1.ok("secret", "create", f"prefix{i}", "-", input="v").strip() for i in range(40)]
+    by_id = json.loads(m1.ok("secret", "inspect", ids[0]))[0]
+    assert by_id["Spec"]["Name"] == "prefix0"
+    # A unique prefix resolves; a prefix shared by several is ambiguous.
+    unique = next(i[:6] for i in ids if sum(j.startswith(i[:6]) for j in ids) == 1)
+    assert json.loads(m1.ok("secret", "inspect", unique))[0]["ID"].startswith(unique)
+    shared = next((p for p in "0123456789abcdefghijklmnopqrstuvwxyz"
+                   if sum(i.startswith(p) for i in ids) > 1), None)
+    assert shared is not None
+    err = m1.fails("secret", "inspect", shared)
+    assert re.search(rf"secret {shared} is ambiguous \(\d+ matches found\)", err), err
+    assert "secret nosuchthing not found" in m1.fails("secret", "inspect", "nosuchthing")
+
+
+def test_rm_reports_every_failure_and_removes_the_rest(cluster: Cluster) -> None:
+    m1, _, m3 = cluster.nodes
+    m1.ok("secret", "create", "rm1", "-", input="v")
+    m1.ok("secret", "create", "rm2", "-", input="v")
+    p = m1.cli("secret", "rm", "rm1", "missing1", "rm2", "missing2")
+    assert p.returncode != 0
+    assert p.stdout.split() == ["rm1", "rm2"]
+    assert "missing1" in p.stderr and "missing2" in p.stderr
+    names = m3.ok("secret", "ls", "--format", "{{.Name}}").split()
+    assert "rm1" not in names and "rm2" not in names
+
+
+def test_ls_filters_and_formats(cluster: Cluster) -> None:
+    m1 = cluster.nodes[0]
+    m1.ok("secret", "create", "-l", "tier=web", "flt-web", "-", input="v")
+    m1.ok("secret", "create", "-l", "tier=db", "flt-db", "-", input="v")
+    assert m1.ok("secret", "ls", "--format", "{{.Name}}", "-f", "label=tier=db").split() == ["flt-db"]
+    assert set(m1.ok("secret", "ls", "--format", "{{.Name}}", "-f", "label=tier").split()) == {"flt-web", "flt-db"}
+    assert set(m1.ok("secret", "ls", "--format", "{{.Name}}", "-f", "name=flt-").split()) == {"flt-web", "flt-db"}
+    rows = [json.loads(line) for line in m1.ok("secret", "ls", "--format", "json", "-f", "name=flt-").splitlines()]
+    assert {r["Name"] for r in rows} == {"flt-web", "flt-db"}
+    table = m1.ok("secret", "ls", "-f", "name=flt-").splitlines()
+    assert table[0].split() == ["ID", "NAME", "DRIVER", "CREATED", "UPDATED"]
+    assert json.loads(m1.ok("secret", "inspect", "--format", "{{json .Spec.Labels}}", "flt-db")) == {"tier": "db"}
+    pretty = m1.ok("secret", "inspect", "--pretty", "flt-db")
+    assert re.search(r"^Name:\s+flt-db$", pretty, re.M) and " - tier=db" in pretty
+
+
+def test_label_only_update(cluster: Cluster) -> None:
+    import grpc
+
+    from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+
+    m1, m2, _ = cluster.nodes
+    m1.ok("secret", "create", "-l", "a=1", "upd", "-", input="payload")
+    with grpc.insecure_channel(f"unix:{m2.sock}") as ch:
+        stub = control_pb2_grpc.ControlStub(ch)
+        cur = stub.GetSecret(control_pb2.GetSecretRequest(secret_id="upd")).secret
+        res = stub.UpdateSecret(control_pb2.UpdateSecretRequest(
+            secret_id=cur.id, secret_version=cur.version,
+            spec=objects_pb2.SecretSpec(name="upd", labels={"a": "2"}, data=b"payload"))).secret
+        assert dict(res.spec.labels) == {"a": "2"} and res.version.index > cur.version.index
+        for spec in (objects_pb2.SecretSpec(name="upd", labels={}, data=b"other"),
+                     objects_pb2.SecretSpec(name="UPD", labels={})):
+            try:
+                stub.UpdateSecret(control_pb2.UpdateSecretRequest(
+                    secret_id=cur.id, secret_version=res.version, spec=spec))
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert e.details() == "only updates to Labels are allowed"
+            else:
+                raise AssertionError("a data or name change was accepted")
+        try:
+            stub.UpdateSecret(control_pb2.UpdateSecretRequest(
+                secret_id=cur.id, secret_version=cur.version, spec=objects_pb2.SecretSpec(name="upd")))
+        except grpc.RpcError as e:
+            assert e.details() == "update out of sequence"
+        else:
+            raise AssertionError("a stale version was accepted")
+    assert json.loads(m1.ok("secret", "inspect", "upd"))[0]["Spec"]["Labels"] == {"a": "2"}
+
+
+def test_retry_with_same_request_id_returns_first_outcome(cluster: Cluster) -> None:
+    import grpc
+
+    from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+
+    m1, m2, _ = cluster.nodes
+    spec = objects_pb2.SecretSpec(name="retried", data=b"v")
+    with grpc.insecure_channel(f"unix:{m1.sock}") as c1, grpc.insecure_channel(f"unix:{m2.sock}") as c2:
+        first = control_pb2_grpc.ControlStub(c1).CreateSecret(
+            control_pb2.CreateSecretRequest(spec=spec, request_id="rid-create-1")).secret
+        again = control_pb2_grpc.ControlStub(c2).CreateSecret(
+            control_pb2.CreateSecretRequest(spec=spec, request_id="rid-create-1")).secret
+        assert again.id == first.id
+        control_pb2_grpc.ControlStub(c1).RemoveSecret(
+            control_pb2.RemoveSecretRequest(secret_id="retried", request_id="rid-rm-1"))
+        control_pb2_grpc.ControlStub(c2).RemoveSecret(
+            control_pb2.RemoveSecretRequest(secret_id="retried", request_id="rid-rm-1"))
+    wait_until(lambda: "retried" not in m2.ok("secret", "ls", "--format", "{{.Name}}").split())

@@ -1,0 +1,163 @@
+"""No plaintext on disk, TLS everywhere, authorization from certificates, a private socket."""
+
+from __future__ import annotations
+
+import base64
+import os
+import pickle
+import secrets
+import socket
+import ssl
+import stat
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc
+from swarmsecrets.ca import certs
+from tests.integration.cluster import Cluster, Node, wait_until
+
+
+def test_no_secret_marker_on_any_managers_disk(cluster: Cluster) -> None:
+    markers = [secrets.token_hex(16).encode() for _ in range(3)]
+    m1, m2, m3 = cluster.nodes
+    for i, marker in enumerate(markers):
+        payload = b"prefix-" + marker + b"-suffix" + (b"\0" * (i * 70_000))
+        cluster.nodes[i].ok("secret", "create", f"marker{i}", "-", input=payload)
+    # Force snapshots too: many writes so compaction runs on at least the defaults' thresholds.
+    for n in cluster.nodes:
+        wait_until(lambda n=n: {f"marker{i}" for i in range(3)} <= set(
+            n.ok("secret", "ls", "--format", "{{.Name}}").split()), 15, 0.2, "replication")
+    needles = []
+    for marker in markers:
+        needles += [marker, base64.b64encode(marker), marker.hex().encode(), base64.b64encode(b"prefix-" + marker)]
+    hits = []
+    for n in cluster.nodes:
+        for dirpath, _, files in os.walk(n.data_dir):
+            for f in files:
+                path = Path(dirpath) / f
+                if path.is_socket():
+                    continue
+                data = path.read_bytes()
+                hits += [f"{path}: {needle[:12]!r}" for needle in needles if needle in data]
+    assert hits == []
+
+
+def test_unix_socket_is_0600(cluster: Cluster) -> None:
+    for n in cluster.nodes:
+        assert stat.S_IMODE(n.sock.stat().st_mode) == 0o600
+
+
+def _tls_connect(port: int, cert: tuple[str, str] | None, ca_pem: bytes | None) -> ssl.SSLSocket:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if cert:
+        ctx.load_cert_chain(*cert)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return ctx.wrap_socket(raw)
+
+
+def _refused(port: int, cert: tuple[str, str] | None) -> bool:
+    """True if the raft port closes the connection instead of talking raft to us."""
+    try:
+        s = _tls_connect(port, cert, None)
+    except (ssl.SSLError, OSError):
+        return True
+    try:
+        s.settimeout(3)
+        s.sendall(b"\x00" * 64)
+        return s.recv(1) == b""
+    except (ssl.SSLError, OSError):
+        return True
+    finally:
+        s.close()
+
+
+def _write_cert(tmp: Path, name: str, ca: certs.RootCA, role: str, cluster_id: str, raft: str | None) -> tuple[str, str]:
+    key, csr = certs.generate_key_and_csr()
+    cert = certs.issue_node_cert(ca, csr, node_id="x" * 25, role=role, cluster_id=cluster_id,
+                                 addrs=["127.0.0.1:1"], raft_addr=raft)
+    (tmp / f"{name}.crt").write_bytes(cert)
+    (tmp / f"{name}.key").write_bytes(key)
+    return str(tmp / f"{name}.crt"), str(tmp / f"{name}.key")
+
+
+def test_raft_port_refuses_outsiders(cluster: Cluster, tmp_path: Path) -> None:
+    m1 = cluster.nodes[0]
+    raft_port = m1.port + 1
+    # Plain TCP: a raft frame in clear gets nothing back.
+    with socket.create_connection(("127.0.0.1", raft_port), timeout=5) as s:
+        s.settimeout(3)
+        s.sendall(b"\x00\x00\x00\x10" + b"{" * 16)
+        try:
+            assert s.recv(1) == b""
+        except (ConnectionResetError, TimeoutError, socket.timeout):
+            pass
+    # TLS without a client certificate.
+    assert _refused(raft_port, None)
+    # A certificate of another cluster's CA, claiming a real member's raft address.
+    other = certs.create_root_ca()
+    assert _refused(raft_port, _write_cert(tmp_path, "other", other, "manager", "y" * 25, m1.raft_addr))
+
+
+def test_worker_certificate_is_refused_by_raft_and_control(cluster: Cluster, tmp_path: Path) -> None:
+    m1 = cluster.nodes[0]
+    worker = Node("w1", cluster.root)
+    worker.start()
+    try:
+        token = m1.ok("swarm", "join-token", "-q", "worker").strip()
+        assert "This node joined a swarm as a worker." in worker.ok("swarm", "join", "--token", token, m1.addr)
+        cert_dir = worker.data_dir / "certificates"
+        wcert = (str(cert_dir / "swarm-node.crt"), str(cert_dir / "swarm-node.key"))
+        assert _refused(m1.port + 1, wcert)
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=(cert_dir / "swarm-root-ca.crt").read_bytes(),
+            private_key=(cert_dir / "swarm-node.key").read_bytes(),
+            certificate_chain=(cert_dir / "swarm-node.crt").read_bytes())
+        with grpc.secure_channel(m1.addr, creds, options=[("grpc.ssl_target_name_override", "swarm-manager")]) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                control_pb2_grpc.ControlStub(ch).ListSecrets(control_pb2.ListSecretsRequest(), timeout=10)
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # The worker's own CLI gets Docker's message.
+        assert "This node is not a swarm manager." in worker.fails("secret", "ls")
+    finally:
+        worker.kill()
+
+
+def test_pickle_gadget_on_raft_port_executes_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    m1 = cluster.nodes[0]
+    flag = tmp_path / "pwned"
+
+    class Gadget:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (os.system, (f"touch {flag}",))
+
+    import zlib
+
+    frame = zlib.compress(pickle.dumps(Gadget(), protocol=2))
+    payload = len(frame).to_bytes(4, "big") + frame
+    for port in (m1.port + 1,):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+                s.sendall(payload)
+                s.settimeout(2)
+                try:
+                    s.recv(1)
+                except OSError:
+                    pass
+        except OSError:
+            pass
+    time.sleep(1)
+    assert not flag.exists()
+
+
+def test_inactive_node_says_it_is_not_in_a_swarm(cluster: Cluster) -> None:
+    lone = Node("lone", cluster.root)
+    lone.start()
+    try:
+        assert "This node is not part of a swarm" in lone.fails("secret", "ls")
+    finally:
+        lone.kill()

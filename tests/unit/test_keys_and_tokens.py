@@ -1,0 +1,80 @@
+"""Keys, unlock keys, join tokens and node certificates."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from swarmsecrets import errors
+from swarmsecrets.ca import certs, tokens
+from swarmsecrets.crypto import keys
+from swarmsecrets.ids import new_id
+
+
+def test_ids_are_25_base36_chars() -> None:
+    seen = {new_id() for _ in range(2000)}
+    assert len(seen) == 2000
+    assert all(len(i) == 25 and set(i) <= set("0123456789abcdefghijklmnopqrstuvwxyz") for i in seen)
+
+
+def test_unlock_key_format_round_trips_and_rejects_garbage() -> None:
+    k = keys.new_key()
+    text = keys.format_unlock_key(k)
+    assert text.startswith("SWMKEY-1-") and len(text) == 52
+    assert keys.parse_unlock_key(text) == k
+    for bad in ("SWMKEY-1-short", "nope", text[:-2], "SWMKEY-2-" + text[9:]):
+        with pytest.raises(errors.InvalidArgument, match="invalid key string"):
+            keys.parse_unlock_key(bad)
+
+
+def test_wrapped_keys_without_autolock(tmp_path: Path) -> None:
+    w = keys.WrappedKeys(str(tmp_path / "keys"))
+    dek, ca_key = keys.new_key(), b"-----BEGIN PRIVATE KEY-----\nabc\n"
+    w.store(dek, ca_key, None)
+    assert w.load() == (dek, ca_key)
+    for name in ("kek", "manager-keys.json"):
+        assert stat.S_IMODE(os.stat(tmp_path / "keys" / name).st_mode) == 0o600
+    raw = (tmp_path / "keys" / "manager-keys.json").read_bytes()
+    assert dek not in raw and b"abc" not in raw
+
+
+def test_wrapped_keys_with_autolock_need_the_unlock_key(tmp_path: Path) -> None:
+    w = keys.WrappedKeys(str(tmp_path / "keys"))
+    dek, unlock = keys.new_key(), keys.new_key()
+    w.store(dek, b"ca", unlock)
+    assert not (tmp_path / "keys" / "kek").exists()
+    assert w.autolocked()
+    with pytest.raises(errors.FailedPrecondition):
+        w.load()
+    with pytest.raises(errors.InvalidArgument, match="invalid key provided"):
+        w.load(keys.new_key())
+    assert w.load(unlock) == (dek, b"ca")
+
+
+def test_join_tokens_pin_the_ca() -> None:
+    ca = certs.create_root_ca()
+    tok = tokens.new_token(ca.cert_pem)
+    text = str(tok)
+    assert text.startswith("SWMTKN-1-") and len(text) == 85
+    assert tokens.parse_token(text).ca_digest == certs.ca_digest(ca.cert_pem)
+    assert certs.ca_digest(certs.create_root_ca().cert_pem) != tok.ca_digest
+    for bad in ("SWMTKN-1-abc-def", text + "x", text.replace("SWMTKN", "SWMKEY")):
+        with pytest.raises(errors.InvalidArgument, match="invalid join token"):
+            tokens.parse_token(bad)
+
+
+def test_node_certificates_carry_identity_from_the_ca_not_the_csr() -> None:
+    ca = certs.create_root_ca()
+    _, csr = certs.generate_key_and_csr()
+    pem = certs.issue_node_cert(ca, csr, node_id="n" * 25, role="manager", cluster_id="c" * 25,
+                                addrs=["127.0.0.1:4242"], raft_addr="127.0.0.1:4243")
+    ident = certs.identity_from_pem(pem)
+    assert (ident.node_id, ident.role, ident.cluster_id) == ("n" * 25, "manager", "c" * 25)
+    assert ident.raft_addrs == ("127.0.0.1:4243",)
+    wpem = certs.issue_node_cert(ca, csr, node_id="w" * 25, role="worker", cluster_id="c" * 25,
+                                 addrs=["127.0.0.1:1"], raft_addr="127.0.0.1:4243")
+    assert certs.identity_from_pem(wpem).role == "worker"
+    assert certs.identity_from_pem(wpem).raft_addrs == ()

@@ -1,0 +1,108 @@
+"""The state machine: deterministic apply, Swarm's rules, idempotent retries, snapshots."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from swarmsecrets import errors
+from swarmsecrets.manager.store import Store, unwrap
+
+TS = 1_700_000_000_000_000_000
+
+
+def create(store: Store, name: str, index: int, rid: str | None = None, sid: str | None = None, **kw):  # type: ignore[no-untyped-def]
+    cmd = {"op": "create_secret", "rid": rid or f"r-{name}-{index}", "ts": TS + index, "id": sid or f"id{index:023d}",
+           "name": name, "labels": kw.get("labels", {}), "data": b"ciphertext", "key_id": "k"}
+    return store.apply(cmd, index)
+
+
+def test_create_sets_version_to_raft_index_and_never_returns_data() -> None:
+    s = Store()
+    res = unwrap(create(s, "db_pass", 7))
+    assert res["version"] == 7 and res["name"] == "db_pass"
+    assert "data" not in res
+
+
+def test_names_are_unique_regardless_of_case() -> None:
+    s = Store()
+    unwrap(create(s, "Name", 1))
+    with pytest.raises(errors.AlreadyExists, match="secret name already exists"):
+        unwrap(create(s, "name", 2))
+
+
+def test_a_retried_command_returns_its_first_outcome() -> None:
+    s = Store()
+    first = unwrap(create(s, "once", 1, rid="same", sid="a" * 25))
+    # The retry is a new log entry with a new proposed ID, but the same request id.
+    again = unwrap(create(s, "once", 2, rid="same", sid="b" * 25))
+    assert again == first
+    assert len(s.secrets()) == 1
+    # Without the request id, the same create is a conflict.
+    with pytest.raises(errors.AlreadyExists):
+        unwrap(create(s, "once", 3, rid="other"))
+
+
+def test_remove_retry_is_not_a_false_not_found() -> None:
+    s = Store()
+    sid = unwrap(create(s, "gone", 1))["id"]
+    rm = {"op": "remove_secret", "rid": "rm-1", "ts": TS + 2, "id": sid}
+    assert unwrap(s.apply(rm, 2)) is None
+    assert unwrap(s.apply(dict(rm), 3)) is None
+    with pytest.raises(errors.NotFound, match=f"could not find secret {sid}"):
+        unwrap(s.apply({**rm, "rid": "rm-2"}, 4))
+
+
+def test_label_update_checks_the_version() -> None:
+    s = Store()
+    sid = unwrap(create(s, "lbl", 1))["id"]
+    upd = {"op": "update_secret", "rid": "u1", "ts": TS + 2, "id": sid, "version": 1, "labels": {"a": "b"}}
+    assert unwrap(s.apply(upd, 2))["labels"] == {"a": "b"}
+    with pytest.raises(errors.SwarmError, match="update out of sequence"):
+        unwrap(s.apply({**upd, "rid": "u2"}, 3))
+
+
+def test_in_use_secret_cannot_be_removed() -> None:
+    s = Store()
+    sid = unwrap(create(s, "used", 1))["id"]
+    s.state["services"]["svc1"] = {"name": "app", "secrets": [{"secret_id": sid}]}
+    s.state["services"]["svc2"] = {"name": "web", "secrets": [{"secret_id": sid}]}
+    with pytest.raises(errors.InvalidArgument,
+                       match="secret 'used' is in use by the following services: app, web"):
+        unwrap(s.apply({"op": "remove_secret", "rid": "x", "ts": TS, "id": sid}, 2))
+
+
+def test_a_bad_command_fails_alone_and_apply_never_raises() -> None:
+    s = Store()
+    res = s.apply({"op": "create_secret", "rid": "bad", "ts": TS}, 1)  # missing fields
+    assert "err" in res
+    res = s.apply({"op": "no_such_op", "rid": "bad2", "ts": TS}, 2)
+    assert "err" in res
+    assert unwrap(create(s, "fine", 3))["name"] == "fine"
+
+
+def test_apply_is_deterministic_and_snapshots_restore_everything() -> None:
+    cmds = []
+    for i in range(1, 50):
+        cmds.append({"op": "create_secret", "rid": f"r{i}", "ts": TS + i, "id": f"{i:025d}",
+                     "name": f"s{i % 30}", "labels": {}, "data": b"c", "key_id": "k"})
+    a, b = Store(), Store()
+    ra = [a.apply(copy.deepcopy(c), i) for i, c in enumerate(cmds, 1)]
+    rb = [b.apply(copy.deepcopy(c), i) for i, c in enumerate(cmds, 1)]
+    assert ra == rb and a.state == b.state
+    c = Store()
+    c.restore(copy.deepcopy(a.snapshot()))
+    assert c.state == a.state
+    # The name index is rebuilt: duplicates are still refused after a restore.
+    with pytest.raises(errors.AlreadyExists):
+        unwrap(create(c, "S1", 99))
+
+
+def test_request_records_expire_by_the_proposers_clock() -> None:
+    s = Store()
+    unwrap(create(s, "old", 1, rid="old-rid"))
+    later = {"op": "create_secret", "rid": "new-rid", "ts": TS + 25 * 3600 * 10**9, "id": "n" * 25,
+             "name": "new", "labels": {}, "data": b"c", "key_id": "k"}
+    unwrap(s.apply(later, 2))
+    assert not s.has_request("old-rid") and s.has_request("new-rid")
