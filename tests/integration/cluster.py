@@ -90,7 +90,8 @@ class Node:
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
 
-    def cli(self, *args: str, input: bytes | str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, input: bytes | str | None = None,
+            timeout: float = 30) -> subprocess.CompletedProcess[str]:
         data = input.encode() if isinstance(input, str) else input
         p = subprocess.run([sys.executable, "-m", "swarmsecrets.cli.main", "-H", self.host, *args],
                            input=data, capture_output=True, timeout=timeout)

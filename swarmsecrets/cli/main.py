@@ -1,0 +1,59 @@
+"""``swarmsecrets``: the docker-like command line for the local swarmsecretsd."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from swarmsecrets import __version__
+from swarmsecrets.cli import node, secret, swarm
+from swarmsecrets.cli.client import DEFAULT_HOST, Client
+
+
+@click.group()
+@click.option("-H", "--host", envvar="SWARMSECRETS_HOST", default=DEFAULT_HOST, show_default=True,
+              help="Daemon socket to connect to (env SWARMSECRETS_HOST).")
+@click.version_option(__version__, "--version", prog_name="swarmsecrets",
+                      message="%(prog)s version %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, host: str) -> None:
+    """Docker Swarm-style secrets for fleets of Linux VMs."""
+    client = Client(host)
+    ctx.obj = client
+    ctx.call_on_close(client.close)
+
+
+cli.add_command(secret.secret)
+cli.add_command(swarm.swarm)
+cli.add_command(node.node)
+
+
+def run(args: list[str]) -> int:
+    """Run one command; every failure is a message on stderr and an exit status, never a traceback."""
+    try:
+        rv = cli.main(args=args, prog_name="swarmsecrets", standalone_mode=False)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.Abort as e:
+        return 130 if isinstance(e.__cause__, KeyboardInterrupt) else 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`swarmsecrets secret ls | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as e:  # the last line of defence against a traceback
+        click.echo(f"error: {type(e).__name__}: {e}", err=True)
+        return 1
+    return rv if isinstance(rv, int) else 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

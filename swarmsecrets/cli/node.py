@@ -1,0 +1,168 @@
+"""``swarmsecrets node ls|inspect``, shaped like docker's."""
+
+from __future__ import annotations
+
+import click
+
+from swarmsecrets.api.v1 import control_pb2, objects_pb2, swarm_pb2
+from swarmsecrets.cli.client import Client
+from swarmsecrets.cli.common import (
+    PRETTY,
+    each,
+    finish,
+    inspect_format,
+    list_format,
+    render_inspect,
+    render_rows,
+)
+from swarmsecrets.cli.format import GoTime, NilMap, Row, Struct, natural_sorted, pretty_print
+
+DEFAULT_TABLE = ("table {{.ID}} {{if .Self}}*{{else}} {{ end }}\t{{.Hostname}}\t{{.Status}}"
+                 "\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}")
+HEADERS = {"ID": "ID", "Self": "", "Hostname": "HOSTNAME", "Status": "STATUS", "Availability": "AVAILABILITY",
+           "ManagerStatus": "MANAGER STATUS", "EngineVersion": "ENGINE VERSION"}
+# docker's node pretty template without the parts we have no data for (resources, plugins, TLS info).
+PRETTY_TEMPLATE = """ID:\t\t\t{{.ID}}
+{{- if .Labels }}
+Labels:
+{{- range $k, $v := .Labels }}
+ - {{ $k }}{{if $v }}={{ $v }}{{ end }}
+{{- end }}{{ end }}
+Hostname:              \t{{.Hostname}}
+Joined at:             \t{{.CreatedAt}}
+Status:
+ State:\t\t\t{{.StatusState}}
+ {{- if .HasStatusMessage}}
+ Message:              \t{{.StatusMessage}}
+ {{- end}}
+ Availability:         \t{{.SpecAvailability}}
+ {{- if .Status.Addr}}
+ Address:\t\t{{.StatusAddr}}
+ {{- end}}
+{{- if .HasManagerStatus}}
+Manager Status:
+ Address:\t\t{{.ManagerStatusAddr}}
+ Raft Status:\t\t{{.ManagerStatusReachability}}
+ {{- if .IsManagerStatusLeader}}
+ Leader:\t\tYes
+ {{- else}}
+ Leader:\t\tNo
+ {{- end}}
+{{- end}}
+Platform:
+ Operating System:\t{{.PlatformOS}}
+ Architecture:\t\t{{.PlatformArchitecture}}
+Engine Version:\t\t{{.EngineVersion}}"""
+
+
+@click.group()
+def node() -> None:
+    """Manage swarm nodes."""
+
+
+def manager_status(n: objects_pb2.Node) -> str:
+    """Leader / Reachable / Unreachable; blank for workers."""
+    if not n.HasField("manager_status"):
+        return ""
+    return "Leader" if n.manager_status.leader else pretty_print(n.manager_status.reachability)
+
+
+def node_row(n: objects_pb2.Node, self_id: str) -> Row:
+    return Row("node.nodeContext", {
+        "ID": n.id,
+        "Self": n.id == self_id,
+        "Hostname": n.description.hostname,
+        "Status": pretty_print(n.status.state),
+        "Availability": pretty_print(n.spec.availability),
+        "ManagerStatus": manager_status(n),
+        "EngineVersion": n.description.engine_version,
+    }, HEADERS)
+
+
+@node.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only display IDs.")
+@click.option("--format", "fmt", default="", help="'table', 'table TEMPLATE', 'json' or a Go template.")
+@click.pass_obj
+def ls(client: Client, quiet: bool, fmt: str) -> None:
+    """List nodes in the swarm."""
+    nodes = client.call(client.control.ListNodes, control_pb2.ListNodesRequest()).nodes
+    self_id = client.call(client.swarm.Info, swarm_pb2.InfoRequest()).node_id if nodes and not quiet else ""
+    rows = [node_row(n, self_id) for n in natural_sorted(nodes, key=lambda n: n.description.hostname)]
+    header = Row("node.nodeContext", {}, HEADERS)
+    click.echo(render_rows(list_format(fmt, quiet, DEFAULT_TABLE), rows, header), nl=False)
+
+
+node.add_command(ls, "list")
+
+
+def node_struct(n: objects_pb2.Node) -> Struct:
+    """The inspect view, shaped like docker's swarm.Node."""
+    ms = n.manager_status
+    return Struct("swarm.Node", {
+        "ID": n.id,
+        "Version": Struct("swarm.Version", {"Index": n.version.index}),
+        "CreatedAt": GoTime(n.created_at),
+        "UpdatedAt": GoTime(n.updated_at),
+        "Spec": Struct("swarm.NodeSpec", {
+            "Labels": dict(n.spec.labels) or NilMap(),
+            "Role": n.spec.role,
+            "Availability": n.spec.availability,
+        }),
+        "Description": Struct("swarm.NodeDescription", {
+            "Hostname": n.description.hostname,
+            "Platform": Struct("swarm.Platform", {"Architecture": n.description.platform_arch,
+                                                  "OS": n.description.platform_os}),
+            "Engine": Struct("swarm.EngineDescription", {"EngineVersion": n.description.engine_version}),
+        }),
+        "Status": Struct("swarm.NodeStatus", {"State": n.status.state, "Message": n.status.message,
+                                              "Addr": n.status.addr}, omitempty=("Message", "Addr")),
+        "ManagerStatus": Struct("swarm.ManagerStatus", {"Leader": ms.leader, "Reachability": ms.reachability,
+                                                        "Addr": ms.addr}, omitempty=("Leader",))
+        if n.HasField("manager_status") else None,
+    })
+
+
+def _pretty_context(n: objects_pb2.Node) -> Struct:
+    ms = n.manager_status
+    return Struct("node.nodeInspectContext", {
+        "ID": n.id,
+        "Labels": dict(n.spec.labels),
+        "Hostname": n.description.hostname,
+        "CreatedAt": pretty_print(GoTime(n.created_at).go_string()),
+        "StatusState": pretty_print(n.status.state),
+        "HasStatusMessage": bool(n.status.message),
+        "StatusMessage": pretty_print(n.status.message),
+        "SpecAvailability": pretty_print(n.spec.availability),
+        "Status": Struct("swarm.NodeStatus", {"Addr": n.status.addr}),
+        "StatusAddr": n.status.addr,
+        "HasManagerStatus": n.HasField("manager_status"),
+        "ManagerStatusAddr": ms.addr,
+        "ManagerStatusReachability": pretty_print(ms.reachability),
+        "IsManagerStatusLeader": ms.leader,
+        "PlatformOS": n.description.platform_os,
+        "PlatformArchitecture": n.description.platform_arch,
+        "EngineVersion": n.description.engine_version,
+    })
+
+
+@node.command("inspect")
+@click.option("--pretty", is_flag=True, help="Print the information in a human friendly format.")
+@click.option("-f", "--format", "fmt", default="", help="Go template for each node.")
+@click.argument("refs", nargs=-1, required=True, metavar="NODE...")
+@click.pass_obj
+def inspect(client: Client, pretty: bool, fmt: str, refs: tuple[str, ...]) -> None:
+    """Display detailed information on one or more nodes ("self" is this node)."""
+    spec = inspect_format(pretty, fmt)
+
+    def get(ref: str) -> objects_pb2.Node:
+        if ref == "self":
+            ref = client.call(client.swarm.Info, swarm_pb2.InfoRequest()).node_id
+        return client.call(client.control.GetNode, control_pb2.GetNodeRequest(node_id=ref)).node
+
+    found, failed = each(refs, get)
+    if spec == PRETTY:
+        out = render_rows(PRETTY_TEMPLATE, [_pretty_context(n) for n in found])
+    else:
+        out = render_inspect([node_struct(n) for n in found], spec)
+    click.echo(out, nl=False)
+    finish(failed)
