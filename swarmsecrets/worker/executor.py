@@ -1,0 +1,455 @@
+"""Run a service's command as a task: its secrets read-only at /run/secrets, restarted with backoff when it exits.
+
+With CAP_SYS_ADMIN the command runs through a small helper (this module, re-executed) that enters a
+private mount namespace, bind-mounts the task's secrets dir read-only at /run/secrets, hides the other
+tasks' secrets, drops to the task's user and execs the command. The mounts exist only for that process
+tree; the host's /run/secrets stays an empty directory. A helper rather than ``preexec_fn`` because the
+agent is multi-threaded, and forked children of threaded processes must not run arbitrary Python.
+
+Without CAP_SYS_ADMIN the command runs directly, finds its secrets through ``$SWARMSECRETS_SECRETS_DIR``,
+and ``fallback_reason`` says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal as signals
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from swarmsecrets.worker.secretsfs import (
+    CLONE_NEWNS,
+    MS_BIND,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    SECURE_FLAGS,
+    has_cap_sys_admin,
+    mount,
+    unshare,
+    write_all,
+)
+
+log = logging.getLogger(__name__)
+
+SECRETS_MOUNT = "/run/secrets"
+SECRETS_DIR_ENV = "SWARMSECRETS_SECRETS_DIR"
+OUTPUT_TAIL = 64 * 1024
+
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# -I and an empty environment: the task's (PYTHONPATH, PYTHONHOME…) must not steer the root helper, and
+# Python's locale coercion must not leak LC_CTYPE into the task. The task's environment comes through a pipe.
+_HELPER = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from swarmsecrets.worker.executor import helper_main; sys.exit(helper_main(sys.argv[2:]))"
+)
+
+
+class TaskStartError(RuntimeError):
+    """The command could not be started (setup or exec failed); the text says why."""
+
+
+def _exit_code(returncode: int) -> int:
+    """Shell/Docker convention: killed by signal N -> 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class TaskProcess:
+    """One run of a task's command, in its own process group (stop/signal reach everything it spawned)."""
+
+    def __init__(
+        self,
+        task_id: str,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        user: tuple[int, int] | None,
+        secrets_dir: str,
+        *,
+        mask: Sequence[str] = (),
+    ) -> None:
+        """``mask``: directories to hide from the task under an empty read-only tmpfs (the secrets root)."""
+        self.task_id = task_id
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.user = user
+        self.secrets_dir = secrets_dir
+        self.mask = list(mask)
+        self.namespaced = has_cap_sys_admin()
+        self.fallback_reason: str | None = None
+        if not self.namespaced:
+            self.fallback_reason = (
+                f"no CAP_SYS_ADMIN (euid {os.geteuid()}): task {task_id} runs without a private mount namespace; "
+                f"its secrets are at ${SECRETS_DIR_ENV}={secrets_dir}, not {SECRETS_MOUNT}"
+            )
+            if user is not None and os.geteuid() != 0 and user != (os.geteuid(), os.getegid()):
+                self.fallback_reason += f"; runs as {os.geteuid()}:{os.getegid()}, not {user[0]}:{user[1]}"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reap_lock = threading.Lock()
+        self._output = bytearray()
+        self._output_lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def exit_code(self) -> int | None:
+        if self._proc is None or self._proc.returncode is None:
+            return None
+        return _exit_code(self._proc.returncode)
+
+    def start(self) -> None:
+        """Start the command; returns once it is exec'd. Raises TaskStartError if that fails."""
+        if self._proc is not None:
+            raise RuntimeError(f"task {self.task_id} was already started")
+        if not self.argv:
+            raise TaskStartError("no command to run")
+        if self.fallback_reason:
+            log.warning("%s", self.fallback_reason)
+        if self.namespaced:
+            self._start_helper()
+        else:
+            self._start_direct()
+
+    def poll(self) -> int | None:
+        """The exit code if the command has exited, else None."""
+        return self.wait(0)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the command to exit (None: forever); its exit code, or None on timeout.
+
+        When the main process exits, whatever it left in its process group is killed, as a container's
+        leftovers die with it.
+        """
+        proc = self._started()
+        if proc.returncode is None and not self._wait_exited(proc.pid, timeout):
+            return None
+        with self._reap_lock:
+            if proc.returncode is None:
+                self._kill_group(signals.SIGKILL)  # the unreaped leader keeps the group id from being reused
+                proc.wait()
+        if self._reader is not None:
+            self._reader.join(2.0)
+        return self.exit_code
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the whole process group (e.g. SIGHUP after a secret rotation)."""
+        with self._reap_lock:
+            if self._started().returncode is None:
+                self._kill_group(sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM to the group, SIGKILL after ``timeout`` seconds; the exit code."""
+        proc = self._started()
+        self.signal(signals.SIGTERM)
+        if proc.returncode is None and not self._wait_exited(proc.pid, timeout):
+            self.signal(signals.SIGKILL)
+        return self.wait()
+
+    def output(self) -> bytes:
+        """The last 64 KiB the command wrote to stdout/stderr."""
+        with self._output_lock:
+            return bytes(self._output)
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self._proc is None:
+            raise RuntimeError(f"task {self.task_id} was not started")
+        return self._proc
+
+    def _start_helper(self) -> None:
+        env = {**self.env, SECRETS_DIR_ENV: SECRETS_MOUNT}
+        if any("\0" in k + v or "=" in k or not k for k, v in env.items()):
+            raise TaskStartError("invalid environment: names must be non-empty without '=', no NUL anywhere")
+        status_r, status_w = os.pipe()
+        env_r, env_w = os.pipe()
+        cmd = [sys.executable, "-I", "-c", _HELPER, _PACKAGE_PARENT, "--secrets-dir", self.secrets_dir]
+        cmd += ["--status-fd", str(status_w), "--env-fd", str(env_r)]
+        if self.user is not None:
+            cmd += ["--user", f"{self.user[0]}:{self.user[1]}"]
+        for path in self.mask:
+            cmd += ["--mask", path]
+        try:
+            self._popen([*cmd, "--", *self.argv], {}, pass_fds=(status_w, env_r))
+        except BaseException:
+            os.close(status_r)
+            os.close(env_w)
+            raise
+        finally:
+            os.close(status_w)
+            os.close(env_r)
+        try:
+            write_all(env_w, b"\0".join(os.fsencode(f"{k}={v}") for k, v in env.items()))
+        except BrokenPipeError:
+            pass  # the helper died before reading it; the status pipe says why
+        finally:
+            os.close(env_w)
+        with os.fdopen(status_r, "rb") as status:
+            error = status.read()  # EOF when the helper execs the command (the fd is close-on-exec)
+        if error:
+            self.wait()
+            raise TaskStartError(error.decode(errors="replace"))
+
+    def _start_direct(self) -> None:
+        user = self.user if self.user is not None and os.geteuid() == 0 else None
+        try:
+            self._popen(self.argv, {**self.env, SECRETS_DIR_ENV: self.secrets_dir}, user=user)
+        except OSError as e:
+            raise TaskStartError(_exec_error(self.argv[0], e)) from None
+
+    def _popen(
+        self, cmd: list[str], env: dict[str, str], *, pass_fds: Sequence[int] = (), user: tuple[int, int] | None = None
+    ) -> None:
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=pass_fds,
+            user=None if user is None else user[0],
+            group=None if user is None else user[1],
+            extra_groups=None if user is None else [],
+        )
+        self._proc = proc
+        self._reader = threading.Thread(target=self._read_output, name=f"task-{self.task_id}-output", daemon=True)
+        self._reader.start()
+
+    def _read_output(self) -> None:
+        stream = self._started().stdout
+        assert stream is not None
+        with stream:
+            while chunk := os.read(stream.fileno(), 65536):
+                with self._output_lock:
+                    self._output += chunk
+                    del self._output[:-OUTPUT_TAIL]
+
+    def _wait_exited(self, pid: int, timeout: float | None) -> bool:
+        """Wait for the process to exit without reaping it, so its pid stays ours for killpg."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        flags = os.WEXITED | os.WNOWAIT
+        while True:
+            try:
+                if os.waitid(os.P_PID, pid, flags | (0 if deadline is None else os.WNOHANG)) is not None:
+                    return True
+            except ChildProcessError:
+                return True  # reaped by a concurrent wait()
+            if deadline is None:
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(0.02, left))
+
+    def _kill_group(self, sig: int) -> None:
+        try:
+            os.killpg(self._started().pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _exec_error(command: str, e: OSError) -> str:
+    if e.errno == errno.ENOENT:
+        return f'exec: "{command}": executable file not found in $PATH'
+    return f'exec: "{command}": {e.strerror}'
+
+
+# --- the helper: runs as root in the child, between fork and the task's exec -------------------------
+
+
+def helper_main(args: list[str]) -> int:
+    """Set up the task's mount namespace and user, then exec its command; errors go to --status-fd."""
+    split = args.index("--")
+    parser = argparse.ArgumentParser(prog="swarmsecrets-task")
+    parser.add_argument("--secrets-dir", required=True)
+    parser.add_argument("--status-fd", type=int, required=True)
+    parser.add_argument("--env-fd", type=int, required=True)
+    parser.add_argument("--user")
+    parser.add_argument("--mask", action="append", default=[])
+    opts = parser.parse_args(args[:split])
+    argv = args[split + 1 :]
+    os.set_inheritable(opts.status_fd, False)
+    step = "unable to read the task environment"
+    try:
+        with os.fdopen(opts.env_fd, "rb") as f:
+            env = dict(os.fsdecode(item).split("=", 1) for item in f.read().split(b"\0") if item)
+        step = "unable to setup secret mount"
+        unshare(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
+        os.makedirs(SECRETS_MOUNT, mode=0o755, exist_ok=True)  # the host keeps an empty dir
+        mount(opts.secrets_dir, SECRETS_MOUNT, None, MS_BIND)
+        step = "unable to remount dir as readonly"
+        mount(None, SECRETS_MOUNT, None, MS_REMOUNT | MS_BIND | MS_RDONLY | SECURE_FLAGS)
+        step = "unable to hide other secrets"
+        for path in opts.mask:
+            mount("tmpfs", path, "tmpfs", MS_RDONLY | SECURE_FLAGS, "size=4k,mode=0755")
+        if opts.user:
+            step = "unable to switch to user " + opts.user
+            uid, gid = (int(x) for x in opts.user.split(":"))
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+        step = ""
+        os.execvpe(argv[0], argv, env)
+    except Exception as e:  # anything: the parent must learn why, not see a clean exec
+        message = f"{step}: {e}" if step or not isinstance(e, OSError) else _exec_error(argv[0], e)
+        os.write(opts.status_fd, message.encode())
+    return 127
+
+
+# --- supervision ----------------------------------------------------------------------------------------
+
+State = Literal["starting", "running", "failed", "complete"]
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """What the agent reports to the leader. ``error`` is the last error, kept while the task runs again."""
+
+    state: State
+    error: str | None = None
+    exit_code: int | None = None
+    pid: int | None = None
+    restarts: int = 0
+    backoff: float | None = None  # seconds until the next start, while waiting for it
+
+
+class Supervisor:
+    """Keeps a task's command running: restarts it when it exits, with exponential backoff.
+
+    The delay starts at ``initial_backoff``, doubles on each restart up to ``max_backoff``, and goes back
+    to the start after a run that lasted ``healthy_after`` seconds. ``restart_condition`` follows
+    Swarm's restart policy: ``any`` (default), ``on-failure`` (exit 0 completes the task), ``none``.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], TaskProcess],
+        *,
+        restart_condition: Literal["any", "on-failure", "none"] = "any",
+        initial_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        healthy_after: float = 10.0,
+        stop_timeout: float = 10.0,
+        on_change: Callable[[TaskStatus], None] | None = None,
+    ) -> None:
+        """``factory`` makes a fresh TaskProcess per run; ``on_change`` gets every status (under a lock: be quick)."""
+        self._factory = factory
+        self._condition = restart_condition
+        self._initial = initial_backoff
+        self._max = max_backoff
+        self._healthy_after = healthy_after
+        self._stop_timeout = stop_timeout
+        self._on_change = on_change
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._restart_now = False
+        self._proc: TaskProcess | None = None
+        self._status = TaskStatus(state="starting")
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+
+    @property
+    def status(self) -> TaskStatus:
+        with self._lock:
+            return self._status
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> TaskStatus:
+        """Stop the command (SIGTERM, then SIGKILL after ``stop_timeout``) and supervising; the final status."""
+        with self._lock:
+            self._stopping = True
+            self._wake.set()
+            proc = self._proc
+        if proc is not None and proc.pid is not None:
+            proc.stop(self._stop_timeout)
+        if self._thread.is_alive():
+            self._thread.join()
+        return self.status
+
+    def restart(self) -> None:
+        """Stop the command and start it again at once (the ``restart`` update action after a rotation)."""
+        with self._lock:
+            self._restart_now = True
+            self._wake.set()
+            proc = self._proc
+        if proc is not None and proc.pid is not None:
+            proc.stop(self._stop_timeout)
+
+    def signal(self, sig: int) -> None:
+        """Signal the running command's process group (the ``signal:HUP`` update action)."""
+        with self._lock:
+            proc = self._proc
+        if proc is not None and proc.pid is not None and proc.exit_code is None:
+            proc.signal(sig)
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            self._status = replace(self._status, **changes)
+            if self._on_change is not None:
+                try:
+                    self._on_change(self._status)
+                except Exception:  # a reporting bug must not end the supervision
+                    log.exception("status callback failed")
+
+    def _run(self) -> None:
+        delay = self._initial
+        runs = 0
+        while True:
+            with self._lock:
+                if self._stopping:
+                    self._update(state="complete", pid=None, backoff=None)
+                    return
+                if self._restart_now:
+                    delay = self._initial
+                self._wake.clear()
+                self._restart_now = False
+                self._update(state="starting", restarts=runs, pid=None, backoff=None, exit_code=None)
+                runs += 1
+                proc: TaskProcess | None = None
+                try:
+                    proc = self._proc = self._factory()
+                    proc.start()
+                    error = None
+                    self._update(state="running", pid=proc.pid)
+                except Exception as e:  # reported and retried, never the end of the supervisor
+                    error = f"starting task failed: {e}"
+            started = time.monotonic()
+            code = proc.wait() if proc is not None and error is None else None
+            with self._lock:
+                if self._stopping:
+                    self._update(state="complete", exit_code=code, pid=None)
+                    return
+                if self._restart_now:
+                    continue
+                if time.monotonic() - started >= self._healthy_after:
+                    delay = self._initial
+                failed = error is not None or code != 0
+                error = error or (f"task: non-zero exit ({code})" if failed else None)
+                final = self._condition == "none" or (self._condition == "on-failure" and not failed)
+                self._update(
+                    state="failed" if failed else "complete",
+                    error=error or self._status.error,
+                    exit_code=code,
+                    pid=None,
+                    backoff=None if final else delay,
+                )
+                if final:
+                    return
+            log.info("%s; restarting in %.1fs", error or "task exited", delay)
+            if not self._wake.wait(delay):
+                delay = min(delay * 2, self._max)
