@@ -252,7 +252,7 @@ class Daemon:
                                              certificate_chain=boot_cert)
         async with grpc.aio.secure_channel(_grpc_target(remote), creds, options=_channel_options()) as ch:
             issued = await ca_pb2_grpc.NodeCAStub(ch).IssueNodeCertificate(ca_pb2.IssueNodeCertificateRequest(
-                csr=csr, token=str(token), advertise_addr=advertise or "0.0.0.0:0", raft_addr=raft_addr,
+                csr=csr, token=str(token), advertise_addr=advertise, raft_addr=raft_addr,
                 hostname=socket.gethostname(), request_id=ids.new_request_id()), timeout=30)
         if issued.role == "manager" and not advertise:
             raise errors.InvalidArgument("--advertise-addr is required to join as a manager")

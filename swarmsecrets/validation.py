@@ -5,8 +5,12 @@ Pure functions: they raise ``errors.InvalidArgument`` with Docker's wording wher
 
 from __future__ import annotations
 
+import csv
 import ipaddress
+import posixpath
 import re
+import signal
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from swarmsecrets import errors
@@ -133,3 +137,254 @@ def parse_filters(args: list[str]) -> SecretFilters:
         else:
             raise errors.InvalidArgument(f"invalid filter '{key}'")
     return out
+
+
+# --- services ---------------------------------------------------------------------------------------
+
+SERVICE_MODES = ("replicated", "global")
+AVAILABILITIES = ("active", "pause", "drain")
+MAX_SERVICE_NAME_LENGTH = 63
+DEFAULT_SECRET_MODE = 0o444
+MAX_FILE_MODE = 0o777
+MAX_TARGET_BYTES = 255
+# uid_t is 32 bits and (uid_t)-1 means "leave unchanged" to chown(2), so it is never a real id.
+MAX_ID = 2**32 - 2
+UPDATE_ACTIONS_HELP = "expected restart, none or signal:<SIGNAL>"
+
+# SwarmKit's isValidDNSName, ^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$, rewritten without the nested
+# quantifier that makes Python's backtracking engine exponential. '_' is allowed: stacks name
+# their services <stack>_<name>.
+_SERVICE_NAME_RE = re.compile(r"[a-zA-Z0-9](?:[-_a-zA-Z0-9]*[a-zA-Z0-9])?")
+_OCTAL_DIGITS = frozenset("01234567")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """One ``--secret``: which secret (by name) and the file it becomes under /run/secrets."""
+
+    source: str
+    target: str
+    uid: str = "0"
+    gid: str = "0"
+    mode: int = DEFAULT_SECRET_MODE
+
+
+def _printable(s: str) -> str:
+    """User input inside an error line: no NUL, no unencodable surrogates."""
+    return s.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+
+
+def validate_service_name(name: str) -> None:
+    """SwarmKit's rule and texts for service names (a DNS label that may also contain '_')."""
+    if not name:
+        raise errors.InvalidArgument("meta: name must be provided")
+    if not _SERVICE_NAME_RE.fullmatch(name):
+        raise errors.InvalidArgument("name must be valid as a DNS name component")
+    if len(name) > MAX_SERVICE_NAME_LENGTH:
+        raise errors.InvalidArgument("name must be 63 characters or fewer")
+
+
+def validate_service_mode(mode: str, replicas: int | None) -> None:
+    """docker's ``--mode``/``--replicas`` rules; ``replicas`` is None when it was not given."""
+    if mode not in SERVICE_MODES:
+        raise errors.InvalidArgument(f"Unknown mode: {mode}, only replicated and global supported")
+    if mode == "global" and replicas is not None:
+        raise errors.InvalidArgument("replicas can only be used with replicated mode")
+
+
+def parse_availability(value: str) -> str:
+    """A node availability, case-insensitive like dockerd; returned lower-case."""
+    if value.lower() not in AVAILABILITIES:
+        raise errors.InvalidArgument(f'invalid Availability: "{_printable(value)}"')
+    return value.lower()
+
+
+def _is_number(s: str) -> bool:
+    return s.isascii() and s.isdigit()
+
+
+def validate_uid_gid(value: str, what: str = "uid") -> None:
+    """A numeric uid or gid (``what`` names it in the error). Names such as ``nginx`` are refused
+    here instead of failing the task at mount time, as Docker does."""
+    if not _is_number(value):
+        raise errors.InvalidArgument(f"invalid {what} '{_printable(value)}': must be numeric")
+    if int(value) > MAX_ID:
+        raise errors.InvalidArgument(f"invalid {what} '{value}': must be at most {MAX_ID}")
+
+
+def validate_user(value: str) -> None:
+    """``--user UID[:GID]``, numeric; "" means the default user."""
+    if not value:
+        return
+    parts = value.split(":")
+    if len(parts) > 2 or not all(_is_number(p) for p in parts):
+        raise errors.InvalidArgument(f"invalid user '{_printable(value)}': must be UID[:GID] with numeric ids")
+    if any(int(p) > MAX_ID for p in parts):
+        raise errors.InvalidArgument(f"invalid user '{value}': ids must be at most {MAX_ID}")
+
+
+def validate_file_mode(mode: int) -> None:
+    """Permission bits only: no setuid/setgid/sticky, nothing above 0777."""
+    if not 0 <= mode <= MAX_FILE_MODE:
+        raise errors.InvalidArgument(f"invalid mode specified: 0{mode:o} (must be at most 0777)")
+
+
+def parse_file_mode(text: str) -> int:
+    """An octal mode, ``0400`` or ``0o400``.
+
+    Docker parses with base auto-detection, so ``mode=400`` silently means decimal 400 = 0620;
+    a mode without the leading 0 is refused with a hint instead.
+    """
+    digits = text[2:] if text[:2].lower() == "0o" else text if text.startswith("0") else ""
+    if digits and _OCTAL_DIGITS.issuperset(digits):
+        mode = int(digits, 8)
+        validate_file_mode(mode)
+        return mode
+    if text and _OCTAL_DIGITS.issuperset(text):
+        raise errors.InvalidArgument(f"invalid mode specified: {text} (file modes are octal: did you mean 0{text}?)")
+    raise errors.InvalidArgument(f"invalid mode specified: {_printable(text)} (file modes are octal, e.g. 0400)")
+
+
+def validate_secret_target(target: str) -> None:
+    """The file a secret becomes: a normalized relative path that stays under /run/secrets.
+
+    Docker accepts absolute paths and ``..`` (its filepath.Join lets ``../etc/x`` escape); we do not.
+    """
+    def bad(reason: str) -> errors.InvalidArgument:
+        return errors.InvalidArgument(f"invalid secret target '{_printable(target)}': {reason}")
+
+    if not target:
+        raise bad("must not be empty")
+    if "\x00" in target:
+        raise bad("must not contain NUL")
+    try:
+        size = len(target.encode())
+    except UnicodeEncodeError:
+        raise bad("must be valid UTF-8") from None
+    if size > MAX_TARGET_BYTES:
+        raise bad(f"must be at most {MAX_TARGET_BYTES} bytes")
+    if target.startswith("/") or ".." in target.split("/"):
+        raise bad("must be a relative path without '..'")
+    normal = posixpath.normpath(target)
+    if normal == ".":
+        raise bad("must name a file")
+    if normal != target:
+        raise bad(f"must be a normalized path (did you mean '{normal}'?)")
+
+
+def validate_secret_ref(ref: SecretRef) -> None:
+    """Every field of a secret reference; the manager calls this on each reference it receives."""
+    validate_secret_name(ref.source)
+    validate_secret_target(ref.target)
+    validate_uid_gid(ref.uid, "uid")
+    validate_uid_gid(ref.gid, "gid")
+    validate_file_mode(ref.mode)
+
+
+def parse_secret_spec(value: str) -> SecretRef:
+    """docker's ``--secret``: ``NAME``, or CSV ``source|src=NAME,target=PATH,uid=N,gid=N,mode=0NNN``.
+
+    Keys are case-insensitive; defaults are target = source, uid and gid "0", mode 0444.
+    """
+    try:
+        fields = next(csv.reader([value]), [])
+    except csv.Error as e:
+        raise errors.InvalidArgument(f"invalid secret '{_printable(value)}': {e}") from None
+    source = target = ""
+    uid = gid = "0"
+    mode = DEFAULT_SECRET_MODE
+    if len(fields) == 1 and "=" not in fields[0]:
+        source = fields[0]
+    else:
+        for f in fields:
+            key, sep, val = f.partition("=")
+            if not sep:
+                raise errors.InvalidArgument(f"invalid field '{_printable(f)}' must be a key=value pair")
+            match key.lower():
+                case "source" | "src":
+                    source = val
+                case "target":
+                    target = val
+                case "uid":
+                    uid = val
+                case "gid":
+                    gid = val
+                case "mode":
+                    mode = parse_file_mode(val)
+                case _:
+                    raise errors.InvalidArgument(f"invalid field in secret request: {_printable(key)}")
+    if not source:
+        raise errors.InvalidArgument("source is required")
+    ref = SecretRef(source=source, target=target or source, uid=uid, gid=gid, mode=mode)
+    validate_secret_ref(ref)
+    return ref
+
+
+def _first_conflict(refs: Sequence[SecretRef]) -> tuple[SecretRef, SecretRef] | None:
+    seen: dict[str, SecretRef] = {}
+    for ref in refs:
+        if ref.target in seen:
+            return seen[ref.target], ref
+        seen[ref.target] = ref
+    return None
+
+
+def check_conflicting_targets(refs: Sequence[SecretRef]) -> None:
+    """The manager's check on a service's final references (SwarmKit's text)."""
+    conflict = _first_conflict(refs)
+    if conflict:
+        a, b = conflict
+        raise errors.InvalidArgument(
+            f"secret references '{a.source}' and '{b.source}' have a conflicting target: '{b.target}'")
+
+
+def check_duplicate_targets(refs: Sequence[SecretRef]) -> None:
+    """The CLI's check on the ``--secret``/``--secret-add`` flags of one command (docker's text)."""
+    conflict = _first_conflict(refs)
+    if conflict:
+        raise errors.InvalidArgument(f"duplicate secret target for {conflict[1].source} not allowed")
+
+
+def parse_update_action(value: str) -> str:
+    """What a running task gets when its secrets change: ``restart`` (also for ""), ``none`` or
+    ``signal:<SIG>`` with any signal name, with or without ``SIG``, any case; normalized to
+    ``signal:SIGHUP`` style with aliases resolved (``signal:iot`` -> ``signal:SIGABRT``)."""
+    if not value:
+        return "restart"
+    kind, sep, sig = value.partition(":")
+    kind = kind.lower()
+    if kind in ("restart", "none") and not sep:
+        return kind
+    if kind != "signal" or not sig:
+        raise errors.InvalidArgument(f"invalid update action '{_printable(value)}': {UPDATE_ACTIONS_HELP}")
+    name = sig.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    if name not in signal.Signals.__members__:
+        raise errors.InvalidArgument(f"invalid update action '{_printable(value)}': unknown signal '{_printable(sig)}'")
+    return f"signal:{signal.Signals[name].name}"
+
+
+def validate_env(env: Mapping[str, str]) -> None:
+    """Environment entries a process can actually receive: a key without '=', no NUL anywhere."""
+    for key, value in env.items():
+        if not key or "=" in key or "\x00" in key or "\x00" in value:
+            raise errors.InvalidArgument(f"invalid environment variable: {_printable(key)}={_printable(value)}")
+
+
+def parse_env(items: Iterable[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """docker's ``-e K=V``; a bare ``K`` takes its value from ``environ`` (the CLI's environment)
+    and is left out when it is not set there, which is what docker's container ends up with.
+    A later entry for the same key wins."""
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise errors.InvalidArgument(f"invalid environment variable: {_printable(item)}")
+        if not sep:
+            if key not in environ:
+                continue
+            value = environ[key]
+        env[key] = value
+    validate_env(env)
+    return env

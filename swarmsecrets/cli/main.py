@@ -8,7 +8,7 @@ import sys
 import click
 
 from swarmsecrets import __version__
-from swarmsecrets.cli import node, secret, swarm
+from swarmsecrets.cli import node, secret, service, swarm
 from swarmsecrets.cli.client import DEFAULT_HOST, Client
 
 
@@ -28,6 +28,7 @@ def cli(ctx: click.Context, host: str) -> None:
 cli.add_command(secret.secret)
 cli.add_command(swarm.swarm)
 cli.add_command(node.node)
+cli.add_command(service.service)
 
 
 def run(args: list[str]) -> int:

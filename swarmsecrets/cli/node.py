@@ -1,11 +1,12 @@
-"""``swarmsecrets node ls|inspect``, shaped like docker's."""
+"""``swarmsecrets node ls|inspect|update|rm|promote|demote``, shaped like docker's."""
 
 from __future__ import annotations
 
 import click
 
+from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import control_pb2, objects_pb2, swarm_pb2
-from swarmsecrets.cli.client import Client
+from swarmsecrets.cli.client import CLIError, Client
 from swarmsecrets.cli.common import (
     PRETTY,
     each,
@@ -166,3 +167,72 @@ def inspect(client: Client, pretty: bool, fmt: str, refs: tuple[str, ...]) -> No
         out = render_inspect([node_struct(n) for n in found], spec)
     click.echo(out, nl=False)
     finish(failed)
+
+
+@node.command("update")
+@click.option("--availability", default="", metavar="active|pause|drain", help="Availability of the node.")
+@click.argument("ref", metavar="NODE")
+@click.pass_obj
+def update(client: Client, availability: str, ref: str) -> None:
+    """Update a node."""
+    if availability:
+        try:
+            availability = validation.parse_availability(availability)
+        except errors.SwarmError as e:
+            raise CLIError(e.message) from None
+    client.write(client.control.UpdateNode, control_pb2.UpdateNodeRequest(node_id=ref, availability=availability))
+    click.echo(ref)
+
+
+@click.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Force-remove a node from the swarm.")
+@click.argument("refs", nargs=-1, required=True, metavar="NODE...")
+@click.pass_obj
+def rm(client: Client, force: bool, refs: tuple[str, ...]) -> None:
+    """Remove one or more nodes from the swarm."""
+
+    def remove(ref: str) -> None:
+        client.write(client.control.RemoveNode, control_pb2.RemoveNodeRequest(node_id=ref, force=force))
+        click.echo(ref)
+
+    _, failed = each(refs, remove)
+    finish(failed)
+
+
+node.add_command(rm, "rm")
+node.add_command(rm, "remove")
+
+
+def _change_role(client: Client, refs: tuple[str, ...], role: str, unchanged: str, changed: str) -> None:
+    """docker's promote/demote: look the node up, say so if it already has the role, else change it.
+
+    Messages (``{}`` is the node as typed) go to stdout; errors are collected and reported after the rest.
+    """
+
+    def one(ref: str) -> None:
+        n = client.call(client.control.GetNode, control_pb2.GetNodeRequest(node_id=ref)).node
+        if n.spec.role == role:
+            click.echo(unchanged.format(ref))
+            return
+        client.write(client.control.UpdateNode, control_pb2.UpdateNodeRequest(node_id=n.id, role=role))
+        click.echo(changed.format(ref))
+
+    _, failed = each(refs, one)
+    finish(failed)
+
+
+@node.command("promote")
+@click.argument("refs", nargs=-1, required=True, metavar="NODE...")
+@click.pass_obj
+def promote(client: Client, refs: tuple[str, ...]) -> None:
+    """Promote one or more nodes to manager in the swarm."""
+    _change_role(client, refs, "manager", "Node {} is already a manager.",
+                 "Node {} promoted to a manager in the swarm.")
+
+
+@node.command("demote")
+@click.argument("refs", nargs=-1, required=True, metavar="NODE...")
+@click.pass_obj
+def demote(client: Client, refs: tuple[str, ...]) -> None:
+    """Demote one or more nodes from manager in the swarm."""
+    _change_role(client, refs, "worker", "Node {} is already a worker.", "Manager {} demoted in the swarm.")

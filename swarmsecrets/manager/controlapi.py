@@ -60,6 +60,71 @@ def node_to_proto(n: dict[str, Any], manager: Manager) -> objects_pb2.Node:
     return pb
 
 
+def service_to_proto(s: dict[str, Any], tasks: list[dict[str, Any]]) -> objects_pb2.Service:
+    refs = [objects_pb2.SecretReference(
+        secret_id=r["secret_id"], secret_name=r["secret_name"],
+        file=objects_pb2.FileTarget(name=r["target"], uid=r["uid"], gid=r["gid"], mode=r["mode"]))
+        for r in s.get("secrets", [])]
+    spec = objects_pb2.ServiceSpec(name=s["name"], labels=s.get("labels") or {}, mode=s["mode"],
+                                   command=s.get("command", []), env=s.get("env", {}), user=s.get("user", ""),
+                                   secrets=refs, update_action=s.get("update_action", "restart"))
+    if s["mode"] == "replicated":
+        spec.replicas = int(s["replicas"])
+    live = [t for t in tasks if t["desired_state"] == "running"]
+    return objects_pb2.Service(
+        id=s["id"], version=objects_pb2.Version(index=s["version"]),
+        created_at=format_ts(s["created_at"]), updated_at=format_ts(s["updated_at"]), spec=spec,
+        spec_version=s.get("spec_version", 1), running_tasks=sum(t["state"] == "running" for t in live),
+        desired_tasks=len(live) if s["mode"] == "global" else int(s["replicas"]),
+    )
+
+
+def task_to_proto(t: dict[str, Any]) -> objects_pb2.Task:
+    return objects_pb2.Task(
+        id=t["id"], version=objects_pb2.Version(index=t["version"]),
+        created_at=format_ts(t["created_at"]), updated_at=format_ts(t["updated_at"]),
+        service_id=t["service_id"], service_name=t["service_name"], slot=t["slot"], node_id=t["node_id"],
+        desired_state=t["desired_state"], spec_version=t.get("spec_version", 1),
+        status=objects_pb2.TaskStatus(state=t["state"], message=t.get("message", ""), err=t.get("err", ""),
+                                      timestamp=format_ts(t.get("status_ts", t["updated_at"])),
+                                      exit_code=t.get("exit_code", 0)),
+    )
+
+
+def _resolve_refs(m: Manager, refs: Any) -> list[dict[str, Any]]:
+    """Secret references by name → validated records with the secret ids (Swarm's texts)."""
+    by_name = {s["name"]: s for s in m.store.secrets()}
+    out, missing = [], []
+    for ref in refs:
+        secret = by_name.get(ref.secret_name) or (m.store.secret(ref.secret_id) if ref.secret_id else None)
+        if not ref.secret_name and not ref.secret_id:
+            raise errors.InvalidArgument("malformed secret reference")
+        if secret is None:
+            missing.append(ref.secret_name or ref.secret_id)
+            continue
+        if not ref.HasField("file"):
+            raise errors.InvalidArgument("malformed secret reference, no target provided")
+        f = ref.file
+        if not f.name:
+            raise errors.InvalidArgument("malformed file secret reference, invalid target file name provided")
+        checked = validation.SecretRef(source=secret["name"], target=f.name, uid=f.uid or "0", gid=f.gid or "0",
+                                       mode=f.mode)
+        validation.validate_secret_ref(checked)
+        out.append({"secret_id": secret["id"], "secret_name": secret["name"], "target": checked.target,
+                    "uid": checked.uid, "gid": checked.gid, "mode": checked.mode})
+    if missing:
+        noun = "secret" if len(missing) == 1 else "secrets"
+        raise errors.InvalidArgument(f"{noun} not found: {', '.join(missing)}")
+    _check_targets(out)
+    return out
+
+
+def _check_targets(refs: list[dict[str, Any]]) -> None:
+    validation.check_conflicting_targets([
+        validation.SecretRef(source=r["secret_name"], target=r["target"], uid=r["uid"], gid=r["gid"], mode=r["mode"])
+        for r in refs])
+
+
 def _rid(request_id: str) -> str:
     return request_id or ids.new_request_id()
 
@@ -168,6 +233,130 @@ class ControlService(control_pb2_grpc.ControlServicer):
         await m.barrier()
         ref = m.state.node_id if request.node_id == "self" else request.node_id
         return control_pb2.GetNodeResponse(node=node_to_proto(m.store.resolve_node(ref), m))
+
+    @rpc
+    async def UpdateNode(self, request: control_pb2.UpdateNodeRequest,
+                         context: grpc.aio.ServicerContext) -> control_pb2.UpdateNodeResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        node = m.store.resolve_node(request.node_id)
+        changes: dict[str, Any] = {"id": node["id"]}
+        if request.availability:
+            changes["availability"] = validation.parse_availability(request.availability)
+        if request.role and request.role != node["role"]:
+            raise errors.FailedPrecondition(
+                "changing a node's role (promote/demote) is not supported yet: "
+                "make the node leave and join again with the other token")
+        updated = await m.propose({"op": "update_node", "rid": _rid(request.request_id), "node": changes})
+        return control_pb2.UpdateNodeResponse(node=node_to_proto(updated, m))
+
+    @rpc
+    async def RemoveNode(self, request: control_pb2.RemoveNodeRequest,
+                         context: grpc.aio.ServicerContext) -> control_pb2.RemoveNodeResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        node = m.store.resolve_node(request.node_id)
+        if node["role"] == "manager":
+            raise errors.FailedPrecondition(
+                f"node {node['id']} is a cluster manager and is a member of the raft cluster. "
+                "It must be demoted to worker before removal")
+        if node.get("status") == "ready" and not request.force:
+            raise errors.FailedPrecondition(f"node {node['id']} is not down and can't be removed")
+        await m.propose({"op": "remove_node", "rid": _rid(request.request_id), "node_id": node["id"]})
+        return control_pb2.RemoveNodeResponse()
+
+    # --- services and tasks ------------------------------------------------------------------
+
+    @rpc
+    async def CreateService(self, request: control_pb2.CreateServiceRequest,
+                            context: grpc.aio.ServicerContext) -> control_pb2.CreateServiceResponse:
+        m = self.get_manager(context)
+        spec = request.spec
+        validation.validate_service_name(spec.name)
+        mode = spec.mode or "replicated"
+        replicas = spec.replicas if spec.HasField("replicas") else None
+        if mode == "global" and replicas == 0:
+            replicas = None  # "no replicas" as a client may spell it for a global service
+        validation.validate_service_mode(mode, replicas)
+        validation.validate_user(spec.user)
+        validation.validate_env(spec.env)
+        action = validation.parse_update_action(spec.update_action)
+        await m.barrier()
+        refs = _resolve_refs(m, spec.secrets)
+        svc = {"id": ids.new_id(), "name": spec.name, "labels": dict(spec.labels), "mode": mode,
+               "replicas": 1 if replicas is None else replicas, "command": list(spec.command),
+               "env": dict(spec.env), "user": spec.user, "secrets": refs, "update_action": action}
+        created = await m.propose({"op": "create_service", "rid": _rid(request.request_id), "service": svc})
+        m.poke_scheduler()
+        return control_pb2.CreateServiceResponse(service=service_to_proto(created, []))
+
+    @rpc
+    async def GetService(self, request: control_pb2.GetServiceRequest,
+                         context: grpc.aio.ServicerContext) -> control_pb2.GetServiceResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        svc = m.store.resolve_service(request.service_id)
+        return control_pb2.GetServiceResponse(service=service_to_proto(svc, m.store.tasks(service_id=svc["id"])))
+
+    @rpc
+    async def ListServices(self, request: control_pb2.ListServicesRequest,
+                           context: grpc.aio.ServicerContext) -> control_pb2.ListServicesResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        tasks = m.store.tasks()
+        return control_pb2.ListServicesResponse(services=[
+            service_to_proto(s, [t for t in tasks if t["service_id"] == s["id"]]) for s in m.store.services()])
+
+    @rpc
+    async def UpdateService(self, request: control_pb2.UpdateServiceRequest,
+                            context: grpc.aio.ServicerContext) -> control_pb2.UpdateServiceResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        svc = m.store.resolve_service(request.service_id)
+        changes: dict[str, Any] = {}
+        if request.secret_rm or request.secret_add:
+            drop = set(request.secret_rm)
+            kept = [r for r in svc.get("secrets", []) if r["secret_name"] not in drop and r["secret_id"] not in drop]
+            added = _resolve_refs(m, request.secret_add)
+            refs = kept + added
+            _check_targets(refs)
+            changes["secrets"] = refs
+        if request.set_replicas:
+            if svc["mode"] != "replicated":
+                raise errors.InvalidArgument("replicas can only be used with replicated mode")
+            changes["replicas"] = request.replicas
+        version = request.service_version.index if request.HasField("service_version") else 0
+        updated = await m.propose({"op": "update_service", "rid": _rid(request.request_id), "id": svc["id"],
+                                   "version": version, "changes": changes, "force": request.force})
+        m.poke_scheduler()
+        return control_pb2.UpdateServiceResponse(
+            service=service_to_proto(updated, m.store.tasks(service_id=svc["id"])))
+
+    @rpc
+    async def RemoveService(self, request: control_pb2.RemoveServiceRequest,
+                            context: grpc.aio.ServicerContext) -> control_pb2.RemoveServiceResponse:
+        m = self.get_manager(context)
+        rid = _rid(request.request_id)
+        await m.barrier()
+        try:
+            sid = m.store.resolve_service(request.service_id)["id"]
+        except errors.NotFound:
+            if not request.request_id or not m.store.has_request(rid):
+                raise
+            sid = request.service_id
+        await m.propose({"op": "remove_service", "rid": rid, "id": sid})
+        return control_pb2.RemoveServiceResponse()
+
+    @rpc
+    async def ListTasks(self, request: control_pb2.ListTasksRequest,
+                        context: grpc.aio.ServicerContext) -> control_pb2.ListTasksResponse:
+        m = self.get_manager(context)
+        await m.barrier()
+        service_id = m.store.resolve_service(request.service_id)["id"] if request.service_id else None
+        node_id = m.store.resolve_node(request.node_id)["id"] if request.node_id else None
+        tasks = sorted(m.store.tasks(service_id=service_id, node_id=node_id),
+                       key=lambda t: (t["service_name"], t["slot"], -t["created_at"]))
+        return control_pb2.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks])
 
     # --- cluster ----------------------------------------------------------------------------
 

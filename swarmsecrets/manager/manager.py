@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -13,8 +13,11 @@ import grpc
 from swarmsecrets import errors
 from swarmsecrets.ca import certs
 from swarmsecrets.crypto import keys
+from swarmsecrets.api.v1 import dispatcher_pb2_grpc
 from swarmsecrets.manager import store as store_mod
+from swarmsecrets.manager.dispatcher import Dispatcher
 from swarmsecrets.manager.raft import RaftNode, RaftStatus, RaftTiming, RaftTLS
+from swarmsecrets.manager.scheduler import Scheduler
 from swarmsecrets.nodestate import NodeDir, NodeState
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,11 @@ class Manager:
                              data_dir=nodedir.raft_dir, tls=self.tls, state_machine=self.store,
                              timing=timing)
         self.server: grpc.aio.Server | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.scheduler: Scheduler | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        # About one election: how long a request waits for a leader before reporting none.
+        self.no_leader_grace = 2 * timing.election_max
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -54,7 +62,14 @@ class Manager:
         self.raft.start()
 
     async def start_server(self, register: Callable[[grpc.aio.Server], None]) -> None:
-        """Serve the TLS port: Control (manager certs), NodeCA, RaftMembership."""
+        """Serve the TLS port (Control for manager certs, NodeCA, RaftMembership, Dispatcher)
+        and run the leader-only loops (scheduler, worker liveness)."""
+        loop = asyncio.get_running_loop()
+        self.dispatcher = Dispatcher(self)
+        self.scheduler = Scheduler(self)
+        self.store.add_listener(self.dispatcher.on_apply)
+        self.store.add_listener(lambda cmd, result: loop.call_soon_threadsafe(self.scheduler.poke))
+        self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor())]
         creds = grpc.ssl_server_credentials(
             [(self.dir.read(self.dir.key_path), self.dir.read(self.dir.cert_path) + self.ca.cert_pem)],
             # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert); RPCs
@@ -64,11 +79,19 @@ class Manager:
         )
         server = grpc.aio.server(options=_SERVER_OPTIONS)
         register(server)
+        dispatcher_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, server)
         server.add_secure_port(self.state.listen_addr or self.state.advertise_addr, creds)
         await server.start()
         self.server = server
 
+    def poke_scheduler(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.poke()
+
     async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        self._loops = []
         if self.server is not None:
             await self.server.stop(grace=0.5)
             self.server = None
@@ -77,16 +100,57 @@ class Manager:
     # --- raft ---------------------------------------------------------------------------
 
     async def propose(self, cmd: dict[str, Any], timeout: float = PROPOSE_TIMEOUT) -> Any:
+        """Replicate a command and return its result (or raise its typed error).
+
+        Through a failover it retries the same command (same request id, so the state
+        machine applies it at most once): after no leader for about one election it
+        reports none; after ``timeout`` with the outcome unknown it says so.
+        """
         cmd.setdefault("ts", now_ns())
-        result = await asyncio.wrap_future(self.raft.propose_async(cmd, timeout))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        result = await self._ride_out_failover(
+            lambda: asyncio.wrap_future(self.raft.propose_async(cmd, max(0.1, deadline - loop.time()))),
+            deadline)
         return store_mod.unwrap(result)
 
     async def barrier(self) -> None:
         """Linearizable reads: local state reflects every write acknowledged before this call."""
-        await asyncio.to_thread(self.raft.read_barrier, BARRIER_TIMEOUT)
+        deadline = asyncio.get_running_loop().time() + BARRIER_TIMEOUT
+        await self._ride_out_failover(lambda: asyncio.to_thread(self.raft.read_barrier, BARRIER_TIMEOUT), deadline)
+
+    async def _ride_out_failover(self, attempt: Callable[[], Awaitable[Any]], deadline: float) -> Any:
+        loop = asyncio.get_running_loop()
+        no_leader_until = loop.time() + self.no_leader_grace
+        while True:
+            try:
+                self._require_quorum()
+                return await attempt()
+            except errors.Unavailable:
+                if loop.time() >= min(no_leader_until, deadline):
+                    raise
+            except errors.DeadlineExceeded:
+                if loop.time() >= deadline:
+                    raise
+                no_leader_until = loop.time() + self.no_leader_grace
+            await asyncio.sleep(0.05)
+
+    def _require_quorum(self) -> None:
+        """Refuse before sending when this manager cannot reach a majority (its links to the
+        others are down): the request then certainly did not happen, and says so at once."""
+        st = self.raft.status()
+        if len(st.reachable) * 2 <= len(st.members):
+            raise errors.Unavailable(errors.NO_LEADER)
 
     def raft_status(self) -> RaftStatus:
         return self.raft.status()
+
+    def control_addr_of(self, raft_addr: str) -> str:
+        """The advertised control address of the manager at this raft address ("" if unknown)."""
+        return next((n.get("addr", "") for n in self.store.nodes() if n.get("raft_addr") == raft_addr), "")
+
+    def manager_addrs(self) -> list[str]:
+        return sorted(n["addr"] for n in self.store.nodes() if n["role"] == "manager" and n.get("addr"))
 
     # --- keys -----------------------------------------------------------------------------
 

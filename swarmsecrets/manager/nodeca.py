@@ -40,6 +40,15 @@ def require_manager_peer(m: Manager, context: grpc.aio.ServicerContext) -> NodeI
     return ident
 
 
+def _peer_host(context: grpc.aio.ServicerContext) -> str:
+    """The caller's IP as this manager sees it (context.peer() is e.g. 'ipv4:10.0.0.5:53012')."""
+    peer = context.peer()
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]").replace("%5B", "").replace("%5D", "")
+    return rest.rsplit(":", 1)[0] if kind == "ipv4" else ""
+
+
 class NodeCAService(ca_pb2_grpc.NodeCAServicer):
     def __init__(self, get_manager: GetManager) -> None:
         self.get_manager = get_manager
@@ -62,9 +71,12 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         role = next((r for r in ("manager", "worker") if tokens.same_token(str(presented), current[r])), None)
         if role is None:
             raise errors.InvalidArgument(errors.INVALID_JOIN_TOKEN)
-        validation.validate_addr(request.advertise_addr, 0)
-        node = {"id": ids.new_id(), "role": role, "hostname": request.hostname or "unknown",
-                "addr": request.advertise_addr}
+        addr = request.advertise_addr or _peer_host(context)
+        if request.advertise_addr:
+            validation.validate_addr(request.advertise_addr, 0)
+        elif role == "manager":
+            raise errors.InvalidArgument("--advertise-addr is required to join as a manager")
+        node = {"id": ids.new_id(), "role": role, "hostname": request.hostname or "unknown", "addr": addr}
         if role == "manager":
             validation.validate_addr(request.raft_addr, 0)
             node["raft_addr"] = request.raft_addr
@@ -72,7 +84,7 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
                                  "node": node})
         cert = certs.issue_node_cert(
             m.ca, request.csr, node_id=added["id"], role=role, cluster_id=m.state.cluster_id,
-            addrs=[request.advertise_addr], raft_addr=added.get("raft_addr"),
+            addrs=[addr], raft_addr=added.get("raft_addr"),
         )
         return ca_pb2.IssueNodeCertificateResponse(node_id=added["id"], role=role, certificate=cert,
                                                    cluster_id=m.state.cluster_id)

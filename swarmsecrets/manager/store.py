@@ -43,8 +43,14 @@ def unwrap(result: Result) -> Any:
     return result.get("ok")
 
 
+_KINDS = ("nodes", "secrets", "services", "tasks", "removed_nodes", "requests")
+TERMINAL_STATES = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned"})
+
+
 def _empty_state() -> dict[str, Any]:
-    return {"cluster": None, "nodes": {}, "secrets": {}, "services": {}, "requests": {}}
+    state: dict[str, Any] = {kind: {} for kind in _KINDS}
+    state["cluster"] = None
+    return state
 
 
 class Store:
@@ -93,7 +99,7 @@ class Store:
     def restore(self, data: dict[str, Any]) -> None:
         with self.lock:
             self.state = copy.deepcopy(data["state"]) if data else _empty_state()
-            for kind in ("nodes", "secrets", "services", "requests"):
+            for kind in _KINDS:
                 self.state.setdefault(kind, {})
             self.applied_index = int(data.get("applied_index", 0)) if data else 0
             self._names = {s["name"].lower(): sid for sid, s in self.state["secrets"].items()}
@@ -174,6 +180,46 @@ class Store:
                 if any(ref.get("secret_id") == secret_id for ref in svc.get("secrets", []))
             )
 
+    def services(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [copy.deepcopy(s) for s in self.state["services"].values()]
+
+    def service(self, service_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            s = self.state["services"].get(service_id)
+            return copy.deepcopy(s) if s else None
+
+    def tasks(self, service_id: str | None = None, node_id: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(t) for t in self.state["tasks"].values()
+                    if (service_id is None or t["service_id"] == service_id)
+                    and (node_id is None or t["node_id"] == node_id)]
+
+    def secret(self, secret_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            s = self.state["secrets"].get(secret_id)
+            return dict(s) if s else None
+
+    def is_removed_node(self, node_id: str) -> bool:
+        with self.lock:
+            return node_id in self.state["removed_nodes"]
+
+    def resolve_service(self, ref: str) -> dict[str, Any]:
+        """Like secrets: full ID, then exact name, then unique ID prefix."""
+        with self.lock:
+            services = self.state["services"]
+            if ref in services:
+                return copy.deepcopy(services[ref])
+            by_name = [s for s in services.values() if s["name"] == ref]
+            if len(by_name) == 1:
+                return copy.deepcopy(by_name[0])
+            by_prefix = [s for sid, s in services.items() if ref and sid.startswith(ref)]
+            if len(by_prefix) == 1:
+                return copy.deepcopy(by_prefix[0])
+            if len(by_prefix) > 1:
+                raise errors.InvalidArgument(f"service {ref} is ambiguous ({len(by_prefix)} matches found)")
+            raise errors.NotFound(f"service {ref} not found")
+
     # --- command handlers -------------------------------------------------------------
 
     def _init_cluster(self, cmd: dict[str, Any], index: int) -> Result:
@@ -211,8 +257,13 @@ class Store:
         return _ok(self._put_node(node, cmd["ts"], index))
 
     def _remove_node(self, cmd: dict[str, Any], index: int) -> Result:
+        """Forget a node and refuse its certificate from now on; its tasks are rescheduled."""
         if self.state["nodes"].pop(cmd["node_id"], None) is None:
             raise errors.node_not_found(cmd["node_id"])
+        self.state["removed_nodes"][cmd["node_id"]] = cmd["ts"]
+        for task in self.state["tasks"].values():
+            if task["node_id"] == cmd["node_id"]:
+                task.update(state="orphaned", desired_state="shutdown", updated_at=cmd["ts"], version=index)
         return _ok()
 
     def _update_cluster(self, cmd: dict[str, Any], index: int) -> Result:
@@ -260,6 +311,84 @@ class Store:
         return _ok()
 
 
+def _check_secret_refs(store: Store, refs: list[dict[str, Any]]) -> None:
+    """Each reference names an existing secret by id, with its current name (Swarm's rule)."""
+    secrets = store.state["secrets"]
+    missing = sorted({r["secret_name"] for r in refs
+                      if r["secret_id"] not in secrets or secrets[r["secret_id"]]["name"] != r["secret_name"]})
+    if missing:
+        noun = "secret" if len(missing) == 1 else "secrets"
+        raise errors.InvalidArgument(f"{noun} not found: {', '.join(missing)}")
+
+
+def _create_service(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    svc = dict(cmd["service"])
+    if any(s["name"].lower() == svc["name"].lower() for s in store.state["services"].values()):
+        raise errors.AlreadyExists(f"service {svc['name']} already exists")
+    _check_secret_refs(store, svc.get("secrets", []))
+    svc.update(created_at=cmd["ts"], updated_at=cmd["ts"], version=index, spec_version=1)
+    store.state["services"][svc["id"]] = svc
+    return _ok(copy.deepcopy(svc))
+
+
+def _update_service(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    svc = store.state["services"].get(cmd["id"])
+    if svc is None:
+        raise errors.NotFound(f"service {cmd['id']} not found")
+    if cmd.get("version") and cmd["version"] != svc["version"]:
+        raise errors.SwarmError(errors.UPDATE_OUT_OF_SEQUENCE)
+    changes = cmd["changes"]
+    if "secrets" in changes:
+        _check_secret_refs(store, changes["secrets"])
+    spec_changed = cmd.get("force") or any(svc.get(k) != v for k, v in changes.items() if k != "replicas")
+    svc.update(changes)
+    if spec_changed:
+        svc["spec_version"] = svc.get("spec_version", 1) + 1
+    svc.update(updated_at=cmd["ts"], version=index)
+    return _ok(copy.deepcopy(svc))
+
+
+def _remove_service(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    svc = store.state["services"].pop(cmd["id"], None)
+    if svc is None:
+        raise errors.NotFound(f"service {cmd['id']} not found")
+    tasks = store.state["tasks"]
+    for tid in [tid for tid, t in tasks.items() if t["service_id"] == cmd["id"]]:
+        del tasks[tid]
+    return _ok()
+
+
+def _schedule(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    """The leader's scheduler decisions, as one batch: new tasks, changed tasks, deleted tasks."""
+    tasks = store.state["tasks"]
+    for t in cmd.get("create", []):
+        if t["service_id"] in store.state["services"] and t["id"] not in tasks:
+            tasks[t["id"]] = dict(t, created_at=cmd["ts"], updated_at=cmd["ts"], version=index)
+    for change in cmd.get("update", []):
+        task = tasks.get(change["id"])
+        if task is not None:
+            task.update(change["changes"])
+            task.update(updated_at=cmd["ts"], version=index)
+    for tid in cmd.get("delete", []):
+        tasks.pop(tid, None)
+    return _ok()
+
+
+def _task_status(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    """Status reports of one node's agent; a node can only report on its own tasks."""
+    tasks = store.state["tasks"]
+    for u in cmd["updates"]:
+        task = tasks.get(u["task_id"])
+        if task is None or task["node_id"] != cmd["node_id"]:
+            continue
+        task.update(state=u["state"], message=u.get("message", ""), err=u.get("err", ""),
+                    exit_code=u.get("exit_code", 0), status_ts=u.get("ts", cmd["ts"]),
+                    updated_at=cmd["ts"], version=index)
+        if u.get("spec_version"):
+            task["spec_version"] = u["spec_version"]
+    return _ok()
+
+
 def _public(secret: dict[str, Any]) -> dict[str, Any]:
     """A secret as results carry it: never the payload."""
     return {k: v for k, v in secret.items() if k != "data"}
@@ -274,4 +403,9 @@ _HANDLERS: dict[str, Callable[[Store, dict[str, Any], int], Result]] = {
     "create_secret": Store._create_secret,
     "update_secret": Store._update_secret,
     "remove_secret": Store._remove_secret,
+    "create_service": _create_service,
+    "update_service": _update_service,
+    "remove_service": _remove_service,
+    "schedule": _schedule,
+    "task_status": _task_status,
 }

@@ -41,7 +41,7 @@ def test_name_rules(cluster: Cluster) -> None:
     text = ("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end "
             "character must be [a-zA-Z0-9]")
     for bad in ("-lead", "trail.", "has space", "a" * 65, "x/y", "ümlaut"):
-        assert text in m1.fails("secret", "create", bad, "-", input="v"), bad
+        assert text in m1.fails("secret", "create", "--", bad, "-", input="v"), bad
     for good in ("a", "A-b_c.D", "z" * 64, "9--9..9"):
         m1.ok("secret", "create", good, "-", input="v")
 

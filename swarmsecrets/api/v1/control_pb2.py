@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from swarmsecrets.api.v1 import objects_pb2 as swarmsecrets_dot_v1_dot_objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dswarmsecrets/v1/control.proto\x12\x0fswarmsecrets.v1\x1a\x1dswarmsecrets/v1/objects.proto\"T\n\x13\x43reateSecretRequest\x12)\n\x04spec\x18\x01 \x01(\x0b\x32\x1b.swarmsecrets.v1.SecretSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"?\n\x14\x43reateSecretResponse\x12\'\n\x06secret\x18\x01 \x01(\x0b\x32\x17.swarmsecrets.v1.Secret\"%\n\x10GetSecretRequest\x12\x11\n\tsecret_id\x18\x01 \x01(\t\"<\n\x11GetSecretResponse\x12\'\n\x06secret\x18\x01 \x01(\x0b\x32\x17.swarmsecrets.v1.Secret\"\x91\x02\n\x12ListSecretsRequest\x12<\n\x07\x66ilters\x18\x01 \x01(\x0b\x32+.swarmsecrets.v1.ListSecretsRequest.Filters\x1a\xbc\x01\n\x07\x46ilters\x12\r\n\x05names\x18\x01 \x03(\t\x12\x15\n\rname_prefixes\x18\x02 \x03(\t\x12\x13\n\x0bid_prefixes\x18\x03 \x03(\t\x12G\n\x06labels\x18\x04 \x03(\x0b\x32\x37.swarmsecrets.v1.ListSecretsRequest.Filters.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x13ListSecretsResponse\x12(\n\x07secrets\x18\x01 \x03(\x0b\x32\x17.swarmsecrets.v1.Secret\"\x99\x01\n\x13UpdateSecretRequest\x12\x11\n\tsecret_id\x18\x01 \x01(\t\x12\x30\n\x0esecret_version\x18\x02 \x01(\x0b\x32\x18.swarmsecrets.v1.Version\x12)\n\x04spec\x18\x03 \x01(\x0b\x32\x1b.swarmsecrets.v1.SecretSpec\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"?\n\x14UpdateSecretResponse\x12\'\n\x06secret\x18\x01 \x01(\x0b\x32\x17.swarmsecrets.v1.Secret\"<\n\x13RemoveSecretRequest\x12\x11\n\tsecret_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x16\n\x14RemoveSecretResponse\"\x12\n\x10ListNodesRequest\"9\n\x11ListNodesResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.swarmsecrets.v1.Node\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"6\n\x0fGetNodeResponse\x12#\n\x04node\x18\x01 \x01(\x0b\x32\x15.swarmsecrets.v1.Node\"\x13\n\x11GetClusterRequest\"?\n\x12GetClusterResponse\x12)\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x18.swarmsecrets.v1.Cluster\":\n\x16RotateJoinTokenRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"K\n\x17RotateJoinTokenResponse\x12\x30\n\x0bjoin_tokens\x18\x01 \x01(\x0b\x32\x1b.swarmsecrets.v1.JoinTokens\"\x15\n\x13GetUnlockKeyRequest\",\n\x16RotateUnlockKeyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"*\n\x14GetUnlockKeyResponse\x12\x12\n\nunlock_key\x18\x01 \x01(\t2\xed\x07\n\x07\x43ontrol\x12[\n\x0c\x43reateSecret\x12$.swarmsecrets.v1.CreateSecretRequest\x1a%.swarmsecrets.v1.CreateSecretResponse\x12R\n\tGetSecret\x12!.swarmsecrets.v1.GetSecretRequest\x1a\".swarmsecrets.v1.GetSecretResponse\x12X\n\x0bListSecrets\x12#.swarmsecrets.v1.ListSecretsRequest\x1a$.swarmsecrets.v1.ListSecretsResponse\x12[\n\x0cUpdateSecret\x12$.swarmsecrets.v1.UpdateSecretRequest\x1a%.swarmsecrets.v1.UpdateSecretResponse\x12[\n\x0cRemoveSecret\x12$.swarmsecrets.v1.RemoveSecretRequest\x1a%.swarmsecrets.v1.RemoveSecretResponse\x12R\n\tListNodes\x12!.swarmsecrets.v1.ListNodesRequest\x1a\".swarmsecrets.v1.ListNodesResponse\x12L\n\x07GetNode\x12\x1f.swarmsecrets.v1.GetNodeRequest\x1a .swarmsecrets.v1.GetNodeResponse\x12U\n\nGetCluster\x12\".swarmsecrets.v1.GetClusterRequest\x1a#.swarmsecrets.v1.GetClusterResponse\x12\x64\n\x0fRotateJoinToken\x12\'.swarmsecrets.v1.RotateJoinTokenRequest\x1a(.swarmsecrets.v1.RotateJoinTokenResponse\x12[\n\x0cGetUnlockKey\x12$.swarmsecrets.v1.GetUnlockKeyRequest\x1a%.swarmsecrets.v1.GetUnlockKeyResponse\x12\x61\n\x0fRotateUnlockKey\x12\'.swarmsecrets.v1.RotateUnlockKeyRequest\x1a%.swarmsecrets.v1.GetUnlockKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dswarmsecrets/v1/control.proto\x12\x0fswarmsecrets.v1\x1a\x1dswarmsecrets/v1/objects.proto\"T\n\x13\x43reateSecretRequest\x12)\n\x04spec\x18\x01 \x01(\x0b\x32\x1b.swarmsecrets.v1.SecretSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"?\n\x14\x43reateSecretResponse\x12\'\n\x06secret\x18\x01 \x01(\x0b\x32\x17.swarmsecrets.v1.Secret\"%\n\x10GetSecretRequest\x12\x11\n\tsecret_id\x18\x01 \x01(\t\"<\n\x11GetSecretResponse\x12\'\n\x06secret\x18\x01 \x01(\x0b\x32\x17.swarmsecrets.v1.Secret\"\x91\x02\n\x12ListSecretsRequest\x12<\n\x07\x66ilters\x18\x01 \x01(\x0b\x32+.swarmsecrets.v1.ListSecretsRequest.Filters\x1a\xbc\x01\n\x07\x46ilters\x12\r\n\x05names\x18\x01 \x03(\t\x12\x15\n\rname_prefixes\x18\x02 \x03(\t\x12\x13\n\x0bid_prefixes\x18\x03 \x03(\t\x12G\n\x06labels\x18\x04 \x03(\x0b\x32\x37.swarmsecrets.v1.ListSecretsRequest.Filters.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x13ListSecretsResponse\x12(\n\x07secrets\x18\x01 \x03(\x0b\x32\x17.swarmsecrets.v1.Secret\"\x99\x01\n\x13UpdateSecretRequest\x12\x11\n\tsecret_id\x18\x01 \x01(\t\x12\x30\n\x0esecret_version\x18\x02 \x01(\x0b\x32\x18.swarmsecrets.v1.Version\x12)\n\x04spec\x18\x03 \x01(\x0b\x32\x1b.swarmsecrets.v1.SecretSpec\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"?\n\x14UpdateSecretResponse\x12\'\n\x06secret\x18\x01 \x01(\x0b\x32\x17.swarmsecrets.v1.Secret\"<\n\x13RemoveSecretRequest\x12\x11\n\tsecret_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x16\n\x14RemoveSecretResponse\"\x12\n\x10ListNodesRequest\"9\n\x11ListNodesResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.swarmsecrets.v1.Node\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"6\n\x0fGetNodeResponse\x12#\n\x04node\x18\x01 \x01(\x0b\x32\x15.swarmsecrets.v1.Node\"\\\n\x11UpdateNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61vailability\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"9\n\x12UpdateNodeResponse\x12#\n\x04node\x18\x01 \x01(\x0b\x32\x15.swarmsecrets.v1.Node\"G\n\x11RemoveNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\x14\n\x12RemoveNodeResponse\"V\n\x14\x43reateServiceRequest\x12*\n\x04spec\x18\x01 \x01(\x0b\x32\x1c.swarmsecrets.v1.ServiceSpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"B\n\x15\x43reateServiceResponse\x12)\n\x07service\x18\x01 \x01(\x0b\x32\x18.swarmsecrets.v1.Service\"\'\n\x11GetServiceRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\"?\n\x12GetServiceResponse\x12)\n\x07service\x18\x01 \x01(\x0b\x32\x18.swarmsecrets.v1.Service\"\x15\n\x13ListServicesRequest\"B\n\x14ListServicesResponse\x12*\n\x08services\x18\x01 \x03(\x0b\x32\x18.swarmsecrets.v1.Service\"\xf1\x01\n\x14UpdateServiceRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x31\n\x0fservice_version\x18\x02 \x01(\x0b\x32\x18.swarmsecrets.v1.Version\x12\x11\n\tsecret_rm\x18\x03 \x03(\t\x12\x34\n\nsecret_add\x18\x04 \x03(\x0b\x32 .swarmsecrets.v1.SecretReference\x12\x14\n\x0cset_replicas\x18\x05 \x01(\x08\x12\x10\n\x08replicas\x18\x06 \x01(\x04\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\r\n\x05\x66orce\x18\x08 \x01(\x08\"B\n\x15UpdateServiceResponse\x12)\n\x07service\x18\x01 \x01(\x0b\x32\x18.swarmsecrets.v1.Service\">\n\x14RemoveServiceRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x17\n\x15RemoveServiceResponse\"7\n\x10ListTasksRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"9\n\x11ListTasksResponse\x12$\n\x05tasks\x18\x01 \x03(\x0b\x32\x15.swarmsecrets.v1.Task\"\x13\n\x11GetClusterRequest\"?\n\x12GetClusterResponse\x12)\n\x07\x63luster\x18\x01 \x01(\x0b\x32\x18.swarmsecrets.v1.Cluster\":\n\x16RotateJoinTokenRequest\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"K\n\x17RotateJoinTokenResponse\x12\x30\n\x0bjoin_tokens\x18\x01 \x01(\x0b\x32\x1b.swarmsecrets.v1.JoinTokens\"\x15\n\x13GetUnlockKeyRequest\",\n\x16RotateUnlockKeyRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"*\n\x14GetUnlockKeyResponse\x12\x12\n\nunlock_key\x18\x01 \x01(\t2\xc3\r\n\x07\x43ontrol\x12[\n\x0c\x43reateSecret\x12$.swarmsecrets.v1.CreateSecretRequest\x1a%.swarmsecrets.v1.CreateSecretResponse\x12R\n\tGetSecret\x12!.swarmsecrets.v1.GetSecretRequest\x1a\".swarmsecrets.v1.GetSecretResponse\x12X\n\x0bListSecrets\x12#.swarmsecrets.v1.ListSecretsRequest\x1a$.swarmsecrets.v1.ListSecretsResponse\x12[\n\x0cUpdateSecret\x12$.swarmsecrets.v1.UpdateSecretRequest\x1a%.swarmsecrets.v1.UpdateSecretResponse\x12[\n\x0cRemoveSecret\x12$.swarmsecrets.v1.RemoveSecretRequest\x1a%.swarmsecrets.v1.RemoveSecretResponse\x12R\n\tListNodes\x12!.swarmsecrets.v1.ListNodesRequest\x1a\".swarmsecrets.v1.ListNodesResponse\x12L\n\x07GetNode\x12\x1f.swarmsecrets.v1.GetNodeRequest\x1a .swarmsecrets.v1.GetNodeResponse\x12U\n\nUpdateNode\x12\".swarmsecrets.v1.UpdateNodeRequest\x1a#.swarmsecrets.v1.UpdateNodeResponse\x12U\n\nRemoveNode\x12\".swarmsecrets.v1.RemoveNodeRequest\x1a#.swarmsecrets.v1.RemoveNodeResponse\x12^\n\rCreateService\x12%.swarmsecrets.v1.CreateServiceRequest\x1a&.swarmsecrets.v1.CreateServiceResponse\x12U\n\nGetService\x12\".swarmsecrets.v1.GetServiceRequest\x1a#.swarmsecrets.v1.GetServiceResponse\x12[\n\x0cListServices\x12$.swarmsecrets.v1.ListServicesRequest\x1a%.swarmsecrets.v1.ListServicesResponse\x12^\n\rUpdateService\x12%.swarmsecrets.v1.UpdateServiceRequest\x1a&.swarmsecrets.v1.UpdateServiceResponse\x12^\n\rRemoveService\x12%.swarmsecrets.v1.RemoveServiceRequest\x1a&.swarmsecrets.v1.RemoveServiceResponse\x12R\n\tListTasks\x12!.swarmsecrets.v1.ListTasksRequest\x1a\".swarmsecrets.v1.ListTasksResponse\x12U\n\nGetCluster\x12\".swarmsecrets.v1.GetClusterRequest\x1a#.swarmsecrets.v1.GetClusterResponse\x12\x64\n\x0fRotateJoinToken\x12\'.swarmsecrets.v1.RotateJoinTokenRequest\x1a(.swarmsecrets.v1.RotateJoinTokenResponse\x12[\n\x0cGetUnlockKey\x12$.swarmsecrets.v1.GetUnlockKeyRequest\x1a%.swarmsecrets.v1.GetUnlockKeyResponse\x12\x61\n\x0fRotateUnlockKey\x12\'.swarmsecrets.v1.RotateUnlockKeyRequest\x1a%.swarmsecrets.v1.GetUnlockKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -66,20 +66,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETNODEREQUEST']._serialized_end=1093
   _globals['_GETNODERESPONSE']._serialized_start=1095
   _globals['_GETNODERESPONSE']._serialized_end=1149
-  _globals['_GETCLUSTERREQUEST']._serialized_start=1151
-  _globals['_GETCLUSTERREQUEST']._serialized_end=1170
-  _globals['_GETCLUSTERRESPONSE']._serialized_start=1172
-  _globals['_GETCLUSTERRESPONSE']._serialized_end=1235
-  _globals['_ROTATEJOINTOKENREQUEST']._serialized_start=1237
-  _globals['_ROTATEJOINTOKENREQUEST']._serialized_end=1295
-  _globals['_ROTATEJOINTOKENRESPONSE']._serialized_start=1297
-  _globals['_ROTATEJOINTOKENRESPONSE']._serialized_end=1372
-  _globals['_GETUNLOCKKEYREQUEST']._serialized_start=1374
-  _globals['_GETUNLOCKKEYREQUEST']._serialized_end=1395
-  _globals['_ROTATEUNLOCKKEYREQUEST']._serialized_start=1397
-  _globals['_ROTATEUNLOCKKEYREQUEST']._serialized_end=1441
-  _globals['_GETUNLOCKKEYRESPONSE']._serialized_start=1443
-  _globals['_GETUNLOCKKEYRESPONSE']._serialized_end=1485
-  _globals['_CONTROL']._serialized_start=1488
-  _globals['_CONTROL']._serialized_end=2493
+  _globals['_UPDATENODEREQUEST']._serialized_start=1151
+  _globals['_UPDATENODEREQUEST']._serialized_end=1243
+  _globals['_UPDATENODERESPONSE']._serialized_start=1245
+  _globals['_UPDATENODERESPONSE']._serialized_end=1302
+  _globals['_REMOVENODEREQUEST']._serialized_start=1304
+  _globals['_REMOVENODEREQUEST']._serialized_end=1375
+  _globals['_REMOVENODERESPONSE']._serialized_start=1377
+  _globals['_REMOVENODERESPONSE']._serialized_end=1397
+  _globals['_CREATESERVICEREQUEST']._serialized_start=1399
+  _globals['_CREATESERVICEREQUEST']._serialized_end=1485
+  _globals['_CREATESERVICERESPONSE']._serialized_start=1487
+  _globals['_CREATESERVICERESPONSE']._serialized_end=1553
+  _globals['_GETSERVICEREQUEST']._serialized_start=1555
+  _globals['_GETSERVICEREQUEST']._serialized_end=1594
+  _globals['_GETSERVICERESPONSE']._serialized_start=1596
+  _globals['_GETSERVICERESPONSE']._serialized_end=1659
+  _globals['_LISTSERVICESREQUEST']._serialized_start=1661
+  _globals['_LISTSERVICESREQUEST']._serialized_end=1682
+  _globals['_LISTSERVICESRESPONSE']._serialized_start=1684
+  _globals['_LISTSERVICESRESPONSE']._serialized_end=1750
+  _globals['_UPDATESERVICEREQUEST']._serialized_start=1753
+  _globals['_UPDATESERVICEREQUEST']._serialized_end=1994
+  _globals['_UPDATESERVICERESPONSE']._serialized_start=1996
+  _globals['_UPDATESERVICERESPONSE']._serialized_end=2062
+  _globals['_REMOVESERVICEREQUEST']._serialized_start=2064
+  _globals['_REMOVESERVICEREQUEST']._serialized_end=2126
+  _globals['_REMOVESERVICERESPONSE']._serialized_start=2128
+  _globals['_REMOVESERVICERESPONSE']._serialized_end=2151
+  _globals['_LISTTASKSREQUEST']._serialized_start=2153
+  _globals['_LISTTASKSREQUEST']._serialized_end=2208
+  _globals['_LISTTASKSRESPONSE']._serialized_start=2210
+  _globals['_LISTTASKSRESPONSE']._serialized_end=2267
+  _globals['_GETCLUSTERREQUEST']._serialized_start=2269
+  _globals['_GETCLUSTERREQUEST']._serialized_end=2288
+  _globals['_GETCLUSTERRESPONSE']._serialized_start=2290
+  _globals['_GETCLUSTERRESPONSE']._serialized_end=2353
+  _globals['_ROTATEJOINTOKENREQUEST']._serialized_start=2355
+  _globals['_ROTATEJOINTOKENREQUEST']._serialized_end=2413
+  _globals['_ROTATEJOINTOKENRESPONSE']._serialized_start=2415
+  _globals['_ROTATEJOINTOKENRESPONSE']._serialized_end=2490
+  _globals['_GETUNLOCKKEYREQUEST']._serialized_start=2492
+  _globals['_GETUNLOCKKEYREQUEST']._serialized_end=2513
+  _globals['_ROTATEUNLOCKKEYREQUEST']._serialized_start=2515
+  _globals['_ROTATEUNLOCKKEYREQUEST']._serialized_end=2559
+  _globals['_GETUNLOCKKEYRESPONSE']._serialized_start=2561
+  _globals['_GETUNLOCKKEYRESPONSE']._serialized_end=2603
+  _globals['_CONTROL']._serialized_start=2606
+  _globals['_CONTROL']._serialized_end=4337
 # @@protoc_insertion_point(module_scope)

@@ -69,6 +69,46 @@ class ControlStub:
                 request_serializer=swarmsecrets_dot_v1_dot_control__pb2.GetNodeRequest.SerializeToString,
                 response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.GetNodeResponse.FromString,
                 _registered_method=True)
+        self.UpdateNode = channel.unary_unary(
+                '/swarmsecrets.v1.Control/UpdateNode',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateNodeRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateNodeResponse.FromString,
+                _registered_method=True)
+        self.RemoveNode = channel.unary_unary(
+                '/swarmsecrets.v1.Control/RemoveNode',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.RemoveNodeRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.RemoveNodeResponse.FromString,
+                _registered_method=True)
+        self.CreateService = channel.unary_unary(
+                '/swarmsecrets.v1.Control/CreateService',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.CreateServiceRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.CreateServiceResponse.FromString,
+                _registered_method=True)
+        self.GetService = channel.unary_unary(
+                '/swarmsecrets.v1.Control/GetService',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.GetServiceRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.GetServiceResponse.FromString,
+                _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/swarmsecrets.v1.Control/ListServices',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.ListServicesRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.ListServicesResponse.FromString,
+                _registered_method=True)
+        self.UpdateService = channel.unary_unary(
+                '/swarmsecrets.v1.Control/UpdateService',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateServiceRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateServiceResponse.FromString,
+                _registered_method=True)
+        self.RemoveService = channel.unary_unary(
+                '/swarmsecrets.v1.Control/RemoveService',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.RemoveServiceRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.RemoveServiceResponse.FromString,
+                _registered_method=True)
+        self.ListTasks = channel.unary_unary(
+                '/swarmsecrets.v1.Control/ListTasks',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.ListTasksResponse.FromString,
+                _registered_method=True)
         self.GetCluster = channel.unary_unary(
                 '/swarmsecrets.v1.Control/GetCluster',
                 request_serializer=swarmsecrets_dot_v1_dot_control__pb2.GetClusterRequest.SerializeToString,
@@ -137,6 +177,56 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateNode(self, request, context):
+        """Availability and role (promote/demote) changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateService(self, request, context):
+        """Secret changes are expressed as removals then additions, applied in that order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCluster(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -198,6 +288,46 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.GetNode,
                     request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.GetNodeRequest.FromString,
                     response_serializer=swarmsecrets_dot_v1_dot_control__pb2.GetNodeResponse.SerializeToString,
+            ),
+            'UpdateNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNode,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateNodeRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateNodeResponse.SerializeToString,
+            ),
+            'RemoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNode,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.RemoveNodeRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.RemoveNodeResponse.SerializeToString,
+            ),
+            'CreateService': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateService,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.CreateServiceRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.CreateServiceResponse.SerializeToString,
+            ),
+            'GetService': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetService,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.GetServiceRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.GetServiceResponse.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.ListServicesRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.ListServicesResponse.SerializeToString,
+            ),
+            'UpdateService': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateService,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateServiceRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateServiceResponse.SerializeToString,
+            ),
+            'RemoveService': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveService,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.RemoveServiceRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.RemoveServiceResponse.SerializeToString,
+            ),
+            'ListTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTasks,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.ListTasksRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.ListTasksResponse.SerializeToString,
             ),
             'GetCluster': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCluster,
@@ -409,6 +539,222 @@ class Control:
             '/swarmsecrets.v1.Control/GetNode',
             swarmsecrets_dot_v1_dot_control__pb2.GetNodeRequest.SerializeToString,
             swarmsecrets_dot_v1_dot_control__pb2.GetNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/UpdateNode',
+            swarmsecrets_dot_v1_dot_control__pb2.UpdateNodeRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.UpdateNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/RemoveNode',
+            swarmsecrets_dot_v1_dot_control__pb2.RemoveNodeRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.RemoveNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/CreateService',
+            swarmsecrets_dot_v1_dot_control__pb2.CreateServiceRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.CreateServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/GetService',
+            swarmsecrets_dot_v1_dot_control__pb2.GetServiceRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.GetServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/ListServices',
+            swarmsecrets_dot_v1_dot_control__pb2.ListServicesRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.ListServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/UpdateService',
+            swarmsecrets_dot_v1_dot_control__pb2.UpdateServiceRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.UpdateServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/RemoveService',
+            swarmsecrets_dot_v1_dot_control__pb2.RemoveServiceRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.RemoveServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/ListTasks',
+            swarmsecrets_dot_v1_dot_control__pb2.ListTasksRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.ListTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,242 @@
+"""Worker sessions and assignments, on the leader only (DESIGN §8).
+
+One session per worker (heartbeat every 5 s ± 0.5 s; down after 3 missed) and
+one assignments stream: COMPLETE first, then INCREMENTAL changes whose
+``applies_to`` is the previous ``results_in``. A worker receives a secret only
+while one of its tasks references it, and a REMOVE when none does. The node is
+the one named in the client certificate; followers answer UNAVAILABLE and name
+the leader in the ``swarmsecrets-leader`` trailing metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from swarmsecrets import errors, ids
+from swarmsecrets.api.v1 import dispatcher_pb2 as pb
+from swarmsecrets.api.v1 import dispatcher_pb2_grpc
+from swarmsecrets.rpcutil import peer_identity
+
+log = logging.getLogger(__name__)
+
+LEADER_METADATA = "swarmsecrets-leader"
+HEARTBEAT_PERIOD = 5.0
+HEARTBEAT_JITTER = 0.5
+MISSED_HEARTBEATS = 3
+# Changes arriving within this window go out as one INCREMENTAL message.
+BATCH_DELAY = 0.01
+
+
+@dataclass
+class Session:
+    node_id: str
+    session_id: str = field(default_factory=lambda: secrets.token_hex(16))
+    last_seen: float = field(default_factory=time.monotonic)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
+    def __init__(self, manager: Any) -> None:
+        self.m = manager
+        self.sessions: dict[str, Session] = {}
+        self.generation = 0
+        self.changed = asyncio.Condition()
+        self.loop = asyncio.get_running_loop()
+        self.leader_since: float | None = None
+        self.heartbeat_period = HEARTBEAT_PERIOD
+
+    # --- change notification (called on the raft thread) ------------------------------------
+
+    def on_apply(self, command: dict[str, Any], result: dict[str, Any]) -> None:
+        self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._bump()))
+
+    async def _bump(self) -> None:
+        async with self.changed:
+            self.generation += 1
+            self.changed.notify_all()
+
+    # --- authorization -------------------------------------------------------------------------
+
+    async def _authorize(self, context: grpc.aio.ServicerContext) -> str:
+        status = self.m.raft_status()
+        if not status.is_leader:
+            leader = self.m.control_addr_of(status.leader) if status.leader else ""
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "this manager is not the leader",
+                                trailing_metadata=((LEADER_METADATA, leader),))
+        ident = peer_identity(context, self.m.ca.cert)
+        if ident is None or ident.cluster_id != self.m.state.cluster_id:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "Permission denied: a certificate of this swarm is required")
+        assert ident is not None
+        if self.m.store.is_removed_node(ident.node_id) or self.m.store.node(ident.node_id) is None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"Permission denied: node {ident.node_id} was removed from swarm")
+        return ident.node_id
+
+    async def _session(self, context: grpc.aio.ServicerContext, session_id: str) -> Session:
+        node_id = await self._authorize(context)
+        s = self.sessions.get(node_id)
+        if s is None or s.session_id != session_id or s.ended.is_set():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "session invalid")
+        assert s is not None
+        return s
+
+    # --- RPCs ------------------------------------------------------------------------------------
+
+    async def Session(self, request: pb.SessionRequest,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
+        node_id = await self._authorize(context)
+        old = self.sessions.get(node_id)
+        if old is not None:
+            old.ended.set()
+        session = self.sessions[node_id] = Session(node_id)
+        try:
+            await self._set_node(node_id, status="ready", hostname=request.hostname,
+                                 engine_version=request.engine_version)
+        except errors.SwarmError as e:
+            await context.abort(e.code, e.message)
+        yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.m.manager_addrs(),
+                                heartbeat_period_ms=int(self.heartbeat_period * 1000))
+        while not session.ended.is_set():
+            try:
+                await asyncio.wait_for(session.ended.wait(), 1.0)
+            except TimeoutError:
+                if not self.m.raft_status().is_leader or self.m.store.node(node_id) is None:
+                    session.ended.set()
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest,
+                        context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
+        s = await self._session(context, request.session_id)
+        s.last_seen = time.monotonic()
+        period = self.heartbeat_period + random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * (
+            self.heartbeat_period / HEARTBEAT_PERIOD)
+        return pb.HeartbeatResponse(period_ms=int(period * 1000))
+
+    async def UpdateTaskStatus(self, request: pb.UpdateTaskStatusRequest,
+                               context: grpc.aio.ServicerContext) -> pb.UpdateTaskStatusResponse:
+        s = await self._session(context, request.session_id)
+        updates = [{"task_id": u.task_id, "state": u.status.state, "message": u.status.message,
+                    "err": u.status.err, "exit_code": u.status.exit_code, "spec_version": u.spec_version,
+                    "ts": time.time_ns()} for u in request.updates]
+        if updates:
+            try:
+                await self.m.propose({"op": "task_status", "rid": ids.new_request_id(), "node_id": s.node_id,
+                                      "updates": updates})
+            except errors.SwarmError as e:
+                await context.abort(e.code, e.message)
+        return pb.UpdateTaskStatusResponse()
+
+    async def Assignments(self, request: pb.AssignmentsRequest,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AssignmentsMessage]:
+        s = await self._session(context, request.session_id)
+        sent_tasks: dict[str, bytes] = {}
+        sent_secrets: set[str] = set()
+        seq = 0
+        seen = -1
+        while not s.ended.is_set():
+            if seen == self.generation:
+                async with self.changed:
+                    try:
+                        await asyncio.wait_for(
+                            self.changed.wait_for(lambda seen=seen: self.generation != seen or s.ended.is_set()),
+                            2.0)
+                    except TimeoutError:
+                        pass
+                if s.ended.is_set():
+                    break
+                if not self.m.raft_status().is_leader or self.m.store.node(s.node_id) is None:
+                    break
+                await asyncio.sleep(BATCH_DELAY)
+            seen = self.generation
+            tasks, secret_ids = self.view(s.node_id)
+            changes: list[pb.AssignmentChange] = []
+            for tid, task in tasks.items():
+                blob = task.SerializeToString(deterministic=True)
+                if sent_tasks.get(tid) != blob:
+                    changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, task=task))
+                    sent_tasks[tid] = blob
+            for tid in [t for t in sent_tasks if t not in tasks]:
+                del sent_tasks[tid]
+                changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, task=pb.AssignedTask(id=tid)))
+            for sid in sorted(secret_ids - sent_secrets):
+                secret = self.m.store.secret(sid)
+                if secret is not None:
+                    changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, secret=pb.AssignedSecret(
+                        id=sid, name=secret["name"], data=self.m.unseal(secret["data"]))))
+                    sent_secrets.add(sid)
+            for sid in sorted(sent_secrets - secret_ids):
+                sent_secrets.discard(sid)
+                changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, secret=pb.AssignedSecret(id=sid)))
+            if seq > 0 and not changes:
+                continue
+            kind = pb.AssignmentsMessage.COMPLETE if seq == 0 else pb.AssignmentsMessage.INCREMENTAL
+            yield pb.AssignmentsMessage(type=kind, applies_to=str(seq) if seq else "", results_in=str(seq + 1),
+                                        changes=changes)
+            seq += 1
+
+    # --- what a node should hold ---------------------------------------------------------------
+
+    def view(self, node_id: str) -> tuple[dict[str, pb.AssignedTask], set[str]]:
+        """The node's tasks (desired running) with their service's current spec, and the secrets they use."""
+        tasks: dict[str, pb.AssignedTask] = {}
+        secret_ids: set[str] = set()
+        for t in self.m.store.tasks(node_id=node_id):
+            if t["desired_state"] != "running":
+                continue
+            svc = self.m.store.service(t["service_id"])
+            if svc is None:
+                continue
+            files = [pb.AssignedSecretFile(secret_id=r["secret_id"], target=r["target"], uid=int(r["uid"]),
+                                           gid=int(r["gid"]), mode=int(r["mode"])) for r in svc.get("secrets", [])]
+            secret_ids.update(f.secret_id for f in files)
+            tasks[t["id"]] = pb.AssignedTask(
+                id=t["id"], service_id=svc["id"], service_name=svc["name"], slot=t["slot"],
+                desired_state=t["desired_state"], command=svc.get("command", []), env=svc.get("env", {}),
+                user=svc.get("user", ""), secrets=files, update_action=svc.get("update_action", "restart"),
+                spec_version=svc["spec_version"])
+        return tasks, secret_ids
+
+    # --- node liveness ---------------------------------------------------------------------------
+
+    async def _set_node(self, node_id: str, **fields: Any) -> None:
+        node = self.m.store.node(node_id)
+        if node is None or all(node.get(k) == v for k, v in fields.items()):
+            return
+        await self.m.propose({"op": "update_node", "rid": ids.new_request_id(), "node": {"id": node_id, **fields}})
+
+    async def monitor(self) -> None:
+        """Mark workers down after missed heartbeats; end their sessions. Leader only."""
+        while True:
+            await asyncio.sleep(min(1.0, self.heartbeat_period / 2))
+            if not self.m.raft_status().is_leader:
+                self.leader_since = None
+                for s in self.sessions.values():
+                    s.ended.set()
+                self.sessions.clear()
+                continue
+            now = time.monotonic()
+            if self.leader_since is None:
+                self.leader_since = now
+            grace = self.heartbeat_period * MISSED_HEARTBEATS
+            try:
+                for node_id, s in list(self.sessions.items()):
+                    if now - s.last_seen > grace:
+                        s.ended.set()
+                        del self.sessions[node_id]
+                        await self._set_node(node_id, status="down", status_message="heartbeat failure")
+                if now - self.leader_since > grace:
+                    for node in self.m.store.nodes():
+                        if (node["role"] == "worker" and node.get("status") == "ready"
+                                and node["id"] not in self.sessions):
+                            await self._set_node(node["id"], status="down", status_message="heartbeat failure")
+            except errors.SwarmError as e:
+                log.info("node liveness update deferred: %s", e)
