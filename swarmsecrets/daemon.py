@@ -39,11 +39,14 @@ from swarmsecrets.manager.nodeca import NodeCAService, RaftMembershipService, re
 from swarmsecrets.manager.raft import RaftTiming
 from swarmsecrets.nodestate import NodeDir, NodeState
 from swarmsecrets.rpcutil import rpc
+from swarmsecrets.worker.agent import Agent
+from swarmsecrets.worker.secretsfs import NotTmpfsError
 
 log = logging.getLogger("swarmsecretsd")
 
 DEFAULT_HOST = "unix:///run/swarmsecrets/swarmsecrets.sock"
 DEFAULT_DATA_DIR = "/var/lib/swarmsecrets"
+DEFAULT_SECRETS_ROOT = "/run/swarmsecrets"
 # How long init/join wait for the raft group to elect or admit this node.
 FORMATION_TIMEOUT = 20.0
 
@@ -53,6 +56,8 @@ class Config:
     data_dir: str = DEFAULT_DATA_DIR
     host: str = DEFAULT_HOST
     log_level: str = "info"
+    secrets_root: str = DEFAULT_SECRETS_ROOT
+    dev_allow_non_tmpfs: bool = False
     raft: dict[str, float] = field(default_factory=dict)
 
     def timing(self) -> RaftTiming:
@@ -80,6 +85,7 @@ class Daemon:
         self.dir.ensure()
         self.state = self.dir.load()
         self.manager: Manager | None = None
+        self.agent: Agent | None = None
         self.locked = False
         self.lifecycle = asyncio.Lock()  # one init/join/leave/unlock at a time
         self.stopping = asyncio.Event()
@@ -108,6 +114,9 @@ class Daemon:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def resume(self) -> None:
+        if self.state.role == "worker":
+            self._start_agent()
+            return
         if self.state.role != "manager":
             return
         wrapped = keys.WrappedKeys(self.dir.keys_dir)
@@ -145,7 +154,31 @@ class Daemon:
             new_key = m.unseal(changes["unlock_key"])
             keys.WrappedKeys(self.dir.keys_dir).store(m.dek, m.ca.key_pem or b"", new_key)
 
+    def _start_agent(self) -> None:
+        def save_managers(addrs: list[str]) -> None:
+            self.state.remote_managers = addrs
+            self.dir.save(self.state)
+
+        try:
+            self.agent = Agent(secrets_root=self.config.secrets_root,
+                               allow_non_tmpfs=self.config.dev_allow_non_tmpfs,
+                               managers=self.state.remote_managers, channel=self._mtls_channel,
+                               on_removed=self._removed, on_managers=save_managers)
+        except (OSError, ValueError, NotTmpfsError) as e:  # e.g. a secrets root that is not tmpfs
+            raise errors.FailedPrecondition(str(e)) from None
+        self.agent.start()
+        log.info("worker agent started node_id=%s secrets_root=%s", self.state.node_id, self.config.secrets_root)
+
+    async def _removed(self) -> None:
+        """The managers removed this node: forget the swarm (the agent already wiped its secrets)."""
+        self.agent = None
+        self.dir.wipe()
+        self.state = NodeState()
+
     async def stop(self) -> None:
+        if self.agent is not None:
+            await self.agent.stop(wipe=True)
+            self.agent = None
         if self.manager is not None:
             await self.manager.stop()
             self.manager = None
@@ -263,6 +296,8 @@ class Daemon:
         try:
             if issued.role == "manager":
                 await self._join_as_manager(remote)
+            else:
+                self._start_agent()
         except BaseException:
             await self.stop()
             self.state = NodeState()
@@ -287,7 +322,8 @@ class Daemon:
         keys.WrappedKeys(self.dir.keys_dir).store(got.data_key, got.ca_key, unlock)
         self.state.autolock = unlock is not None
         self.state.members = sorted(set(got.raft_members) | {self.state.raft_addr})
-        await self._start_manager(got.data_key, got.ca_key, raft_join=remote)
+        m = await self._start_manager(got.data_key, got.ca_key, raft_join=remote)
+        await m.propose({"op": "update_node", "rid": ids.new_request_id(), "node": self._self_node_record("manager")})
 
     async def _join_raft(self, m: Manager, remote: str) -> None:
         deadline = asyncio.get_running_loop().time() + FORMATION_TIMEOUT
@@ -471,6 +507,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--data-dir", help=f"state directory (default {DEFAULT_DATA_DIR})")
     p.add_argument("-H", "--host", help=f"unix socket for the CLI (default {DEFAULT_HOST})")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--secrets-root", help=f"workers: where task secrets go, on tmpfs (default {DEFAULT_SECRETS_ROOT})")
+    p.add_argument("--dev-allow-non-tmpfs", action="store_true", default=None,
+                   help="development only: allow a secrets root that is not tmpfs (secrets may reach disk)")
     p.add_argument("--raft-heartbeat", type=float, help="seconds between leader heartbeats")
     p.add_argument("--raft-election-min", type=float, help="minimum election timeout, seconds")
     p.add_argument("--raft-election-max", type=float, help="maximum election timeout, seconds")
@@ -483,16 +522,20 @@ def parse_args(argv: list[str] | None = None) -> Config:
                 doc = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as e:
             p.error(f"cannot read config {a.config}: {e}")
-        unknown = set(doc) - {"data_dir", "host", "log_level", "raft"}
+        unknown = set(doc) - {"data_dir", "host", "log_level", "secrets_root", "dev_allow_non_tmpfs", "raft"}
         if unknown:
             p.error(f"unknown keys in {a.config}: {', '.join(sorted(unknown))}")
         cfg.data_dir = doc.get("data_dir", cfg.data_dir)
         cfg.host = doc.get("host", cfg.host)
         cfg.log_level = doc.get("log_level", cfg.log_level)
+        cfg.secrets_root = doc.get("secrets_root", cfg.secrets_root)
+        cfg.dev_allow_non_tmpfs = bool(doc.get("dev_allow_non_tmpfs", cfg.dev_allow_non_tmpfs))
         cfg.raft = dict(doc.get("raft", {}))
     cfg.data_dir = a.data_dir or cfg.data_dir
     cfg.host = a.host or cfg.host
     cfg.log_level = a.log_level or cfg.log_level
+    cfg.secrets_root = a.secrets_root or cfg.secrets_root
+    cfg.dev_allow_non_tmpfs = a.dev_allow_non_tmpfs or cfg.dev_allow_non_tmpfs
     for flag, key in (("raft_heartbeat", "heartbeat"), ("raft_election_min", "election_min"),
                       ("raft_election_max", "election_max")):
         if getattr(a, flag) is not None:

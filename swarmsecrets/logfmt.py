@@ -15,7 +15,7 @@ def _quote(value: str) -> str:
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+        ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
         parts = [
             f"time={ts.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z",
             f"level={record.levelname.lower()}",
@@ -33,3 +33,5 @@ def setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # gRPC's own debug lines say nothing an operator can act on.
+    logging.getLogger("grpc").setLevel(max(logging.WARNING, root.level))

@@ -50,5 +50,5 @@ def peer_identity(context: grpc.aio.ServicerContext, root: x509.Certificate) -> 
 def format_ts(ns: int) -> str:
     """RFC 3339 in UTC with nanoseconds, as Docker shows timestamps."""
     secs, frac = divmod(int(ns), 10**9)
-    base = datetime.datetime.fromtimestamp(secs, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    base = datetime.datetime.fromtimestamp(secs, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{base}.{frac:09d}Z"

@@ -55,7 +55,8 @@ def node_to_proto(n: dict[str, Any], manager: Manager) -> objects_pb2.Node:
         pb.status.CopyFrom(objects_pb2.NodeStatus(state="ready" if reachable else "down",
                                                   addr=n.get("addr", "").rsplit(":", 1)[0]))
     else:
-        pb.status.CopyFrom(objects_pb2.NodeStatus(state=n.get("state", "unknown"),
+        pb.status.CopyFrom(objects_pb2.NodeStatus(state=n.get("status", "unknown"),
+                                                  message=n.get("status_message", ""),
                                                   addr=n.get("addr", "").rsplit(":", 1)[0]))
     return pb
 

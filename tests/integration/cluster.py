@@ -37,6 +37,7 @@ class Node:
     root: Path
     port: int = field(default_factory=free_port_pair)
     proc: subprocess.Popen[bytes] | None = None
+    secrets_root: Path | None = None  # workers: where task secrets go (must be tmpfs)
 
     @property
     def data_dir(self) -> Path:
@@ -67,7 +68,8 @@ class Node:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "swarmsecrets.daemon", "--data-dir", str(self.data_dir),
-             "--host", self.host, "--log-level", "debug", *RAFT_FLAGS],
+             "--host", self.host, "--log-level", "debug", *RAFT_FLAGS,
+             *(["--secrets-root", str(self.secrets_root)] if self.secrets_root else [])],
             stdout=log, stderr=log, start_new_session=True,
         )
         log.close()

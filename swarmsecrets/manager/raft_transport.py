@@ -1,0 +1,543 @@
+"""Mutual-TLS transport for pysyncobj (plugged in through ``transportClass``).
+
+pysyncobj's TCPTransport speaks unauthenticated pickles over plain TCP: anyone who reaches the
+raft port can execute code, join as a read-only node and read the log, or run admin commands
+(reference §2, §8). TlsTransport keeps TCPTransport's bookkeeping (which side dials, how a
+connection is tied to a node) and replaces the connection and the listener:
+
+- TlsConnection: a non-blocking ``ssl`` socket on pysyncobj's poller. Frames are a 4-byte length
+  and a protocol-4 pickle decoded by the restricted unpickler; a length over MAX_FRAME drops the
+  peer before anything is buffered (§7.8); WRITE interest is re-armed after every partial send
+  (§7.3); no idle timer drops a quiet but healthy link (§7.4): dead peers are found by TCP
+  keepalive and TCP_USER_TIMEOUT instead.
+- TlsTransport: a peer must present a certificate of the cluster CA with OU swarm-manager and
+  O == cluster id, and the member address it claims (or that we dialled) must be its certificate's
+  raft URI SAN. Read-only nodes, utility/admin frames ('status', 'add', 'remove', 'set_version',
+  'transfer') and malformed messages are refused and the connection dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pysyncobj.node import Node
+from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.tcp_connection import CONNECTION_STATE
+from pysyncobj.transport import TCPTransport
+
+from swarmsecrets.ca.certs import NodeIdentity, identity_from_der
+from swarmsecrets.manager import raft_wire
+
+log = logging.getLogger(__name__)
+
+READ, WRITE, ERROR = POLL_EVENT_TYPE.READ, POLL_EVENT_TYPE.WRITE, POLL_EVENT_TYPE.ERROR
+SEND_CHUNK = 256 * 1024
+RECV_CHUNK = 64 * 1024
+# A peer that lets this much pile up unsent is dropped; it catches up after reconnecting.
+MAX_BACKLOG = 64 * 1024 * 1024
+# An incoming connection must finish TLS and name itself, an outgoing one must connect, in this time.
+HANDSHAKE_TIMEOUT = 5.0
+MAX_PENDING_INCOMING = 64
+
+_TCP, _TLS, _READY = 1, 2, 3
+
+
+class TLSConfig(Protocol):
+    server_ctx: ssl.SSLContext
+    client_ctx: ssl.SSLContext
+    cluster_id: str
+
+
+def _configure(sock: socket.socket, send_buffer: int, recv_buffer: int,
+               keepalive: tuple[int, int, int] | None) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if keepalive is not None:
+        idle, interval, count = keepalive
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+        # Keepalive only probes idle links; this bounds how long sent data may stay unacknowledged.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, (idle + interval * count) * 1000)
+    sock.setblocking(False)
+
+
+class TlsConnection:
+    """The connection interface TCPTransport expects, over TLS, with our framing."""
+
+    # Read by TCPTransport (its Fernet 'password' mode, which we never enable).
+    encryptor = None
+    sendRandKey = None
+    recvRandKey = None
+
+    def __init__(self, poller: Any, ctx: ssl.SSLContext, *, server_side: bool, send_buffer: int,
+                 recv_buffer: int, keepalive: tuple[int, int, int] | None, idle_timeout: float,
+                 sock: socket.socket | None = None) -> None:
+        self._poller = poller
+        self._ctx = ctx
+        self._server_side = server_side
+        self._send_buffer = send_buffer
+        self._recv_buffer = recv_buffer
+        self._keepalive = keepalive
+        self._idle_timeout = idle_timeout
+        self._on_connected: Callable[[], None] | None = None
+        self._on_message: Callable[[Any], None] | None = None
+        self._on_disconnected: Callable[[], None] | None = None
+        self._sock: Any = None
+        self._fd: int | None = None
+        self._state = CONNECTION_STATE.DISCONNECTED
+        self._phase = 0
+        self._mask = 0
+        self._handshake_wants_write = False
+        self._read_wants_write = False
+        self._rbuf = bytearray()
+        self._wbuf = bytearray()
+        self._chunk = bytearray(RECV_CHUNK)
+        self._last_read = time.monotonic()
+        self.created = time.monotonic()
+        self.peer: NodeIdentity | None = None
+        self.handshake_error = ""
+        if sock is not None:
+            _configure(sock, send_buffer, recv_buffer, keepalive)
+            self._sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            self._fd = self._sock.fileno()
+            self._state = CONNECTION_STATE.CONNECTING
+            self._phase = _TLS
+
+    # --- the TcpConnection interface -------------------------------------------------------
+
+    def setOnConnectedCallback(self, cb: Callable[[], None] | None) -> None:
+        self._on_connected = cb
+
+    def setOnMessageReceivedCallback(self, cb: Callable[[Any], None] | None) -> None:
+        self._on_message = cb
+
+    def setOnDisconnectedCallback(self, cb: Callable[[], None] | None) -> None:
+        self._on_disconnected = cb
+
+    @property
+    def state(self) -> int:
+        return self._state
+
+    def fileno(self) -> int | None:
+        return self._fd
+
+    @property
+    def backlog(self) -> int:
+        return len(self._wbuf)
+
+    def connect(self, host: str | None, port: int) -> bool:
+        if host is None or self._server_side:
+            return False
+        self.disconnect()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        _configure(sock, self._send_buffer, self._recv_buffer, self._keepalive)
+        err = sock.connect_ex((host, port))
+        if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
+            sock.close()
+            return False
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._state = CONNECTION_STATE.CONNECTING
+        self._phase = _TCP
+        self.created = self._last_read = time.monotonic()
+        self._update_interest()
+        return True
+
+    def start(self) -> None:
+        """Begin the server-side handshake (after the transport has set its callbacks)."""
+        self._update_interest()
+        self._handshake()
+
+    def send(self, message: Any) -> None:
+        if self._state == CONNECTION_STATE.DISCONNECTED:
+            return
+        if self._state == CONNECTION_STATE.CONNECTED and self._idle_expired():
+            return
+        try:
+            head, body = raft_wire.encode_frame(message)
+        except ValueError:
+            log.exception("raft: not sending an oversized %s message", message.get("type"))
+            return
+        self._wbuf += head
+        self._wbuf += body
+        if len(self._wbuf) > MAX_BACKLOG:
+            log.warning("raft: dropping a connection with %d bytes unsent", len(self._wbuf))
+            self.disconnect()
+            return
+        if self._state == CONNECTION_STATE.CONNECTED:
+            self._flush()
+        self._rearm_after_send()
+
+    def disconnect(self) -> None:
+        notify = self._state != CONNECTION_STATE.DISCONNECTED and self._on_disconnected is not None
+        if self._fd is not None:
+            self._poller.unsubscribe(self._fd)
+            self._fd = None
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+        self._state = CONNECTION_STATE.DISCONNECTED
+        self._phase = 0
+        self._mask = 0
+        self._rbuf = bytearray()
+        self._wbuf = bytearray()
+        if notify and self._on_disconnected is not None:
+            self._on_disconnected()
+
+    # --- poller events ------------------------------------------------------------------
+
+    def _rearm_after_send(self) -> None:
+        """§7.3: keep WRITE interest while bytes remain, or they wait for the next message."""
+        self._update_interest()
+
+    def _update_interest(self) -> None:
+        if self._fd is None:
+            return
+        mask = ERROR
+        if self._phase == _TCP:
+            mask |= WRITE
+        elif self._phase == _TLS:
+            mask |= READ | (WRITE if self._handshake_wants_write else 0)
+        else:
+            mask |= READ | (WRITE if self._wbuf or self._read_wants_write else 0)
+        if mask != self._mask:
+            self._mask = mask
+            self._poller.subscribe(self._fd, self._on_event, mask)
+
+    def _idle_expired(self) -> bool:
+        if time.monotonic() - self._last_read > self._idle_timeout:
+            self.disconnect()
+            return True
+        return False
+
+    def _on_event(self, fd: int, events: int) -> None:
+        if fd != self._fd or self._state == CONNECTION_STATE.DISCONNECTED:
+            return
+        try:
+            self._process(events)
+        except Exception:  # a broken connection must not wedge the raft loop: drop it
+            log.exception("raft: dropping %s after an unexpected error", self._who())
+            self.disconnect()
+
+    def _process(self, events: int) -> None:
+        if self._phase == _TCP:
+            if events & ERROR or self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                self.disconnect()
+                return
+            raw, self._sock = self._sock, None
+            self._sock = self._ctx.wrap_socket(raw, server_side=False, do_handshake_on_connect=False)
+            self._phase = _TLS
+        if self._phase == _TLS:
+            self._handshake()
+            if self._phase == _TLS and events & ERROR:
+                self.disconnect()
+            return
+        if self._idle_expired():
+            return
+        if events & WRITE:
+            self._flush()
+            if self._read_wants_write:
+                self._read_wants_write = False
+                self._read()
+        if events & (READ | ERROR):
+            self._read()
+        if events & ERROR:
+            self.disconnect()
+        self._update_interest()
+
+    def _handshake(self) -> None:
+        try:
+            self._sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._handshake_wants_write = False
+            self._update_interest()
+            return
+        except ssl.SSLWantWriteError:
+            self._handshake_wants_write = True
+            self._update_interest()
+            return
+        except (ssl.SSLError, OSError) as e:
+            self.handshake_error = str(e) or type(e).__name__
+            self.disconnect()
+            return
+        try:
+            self.peer = identity_from_der(self._sock.getpeercert(binary_form=True))
+        except Exception as e:  # no or unparseable certificate
+            self.handshake_error = f"unusable peer certificate: {e}"
+            self.disconnect()
+            return
+        self._phase = _READY
+        self._state = CONNECTION_STATE.CONNECTED
+        self._last_read = time.monotonic()
+        if self._on_connected is not None:
+            self._on_connected()
+        if self._state != CONNECTION_STATE.CONNECTED:
+            return
+        self._flush()
+        self._read()  # application data may have arrived with the last handshake flight
+        self._update_interest()
+
+    def _flush(self) -> None:
+        while self._wbuf and self._state == CONNECTION_STATE.CONNECTED:
+            try:
+                # TLS needs a retried write to start with the same bytes: we only ever append.
+                with memoryview(self._wbuf) as view, view[:SEND_CHUNK] as part:
+                    n = self._sock.send(part)
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError, InterruptedError):
+                return
+            except (ssl.SSLError, OSError):
+                self.disconnect()
+                return
+            del self._wbuf[:n]
+
+    def _read(self) -> None:
+        while self._state == CONNECTION_STATE.CONNECTED:
+            try:
+                n = self._sock.recv_into(self._chunk)
+            except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
+                return
+            except ssl.SSLWantWriteError:
+                self._read_wants_write = True
+                return
+            except (ssl.SSLError, OSError):
+                self.disconnect()
+                return
+            if n == 0:
+                self.disconnect()
+                return
+            self._last_read = time.monotonic()
+            with memoryview(self._chunk) as view:
+                self._rbuf += view[:n]
+            if not self._dispatch():
+                return
+
+    def _dispatch(self) -> bool:
+        buf = self._rbuf
+        while len(buf) >= raft_wire.FRAME_HEADER.size:
+            (length,) = raft_wire.FRAME_HEADER.unpack_from(buf)
+            if length > raft_wire.MAX_FRAME:
+                log.warning("raft: dropping %s: frame of %d bytes exceeds %d", self._who(), length,
+                            raft_wire.MAX_FRAME)
+                self.disconnect()
+                return False
+            end = raft_wire.FRAME_HEADER.size + length
+            if len(buf) < end:
+                return True
+            try:
+                with memoryview(buf) as view, view[raft_wire.FRAME_HEADER.size:end] as body:
+                    message = raft_wire.loads(body)
+            except Exception as e:
+                log.warning("raft: dropping %s: undecodable frame (%s)", self._who(), e)
+                self.disconnect()
+                return False
+            del buf[:end]
+            if self._on_message is not None:
+                self._on_message(message)
+            if self._state != CONNECTION_STATE.CONNECTED:
+                return False
+        return True
+
+    def _who(self) -> str:
+        return f"peer {self.peer.node_id}" if self.peer else "unidentified peer"
+
+
+class TlsServer:
+    """The listening socket, bound to exactly the node's raft address (never 0.0.0.0)."""
+
+    def __init__(self, poller: Any, host: str, port: int, *, send_buffer: int, recv_buffer: int,
+                 on_connection: Callable[[socket.socket], None]) -> None:
+        self._poller = poller
+        self._host = host
+        self._port = port
+        self._send_buffer = send_buffer
+        self._recv_buffer = recv_buffer
+        self._on_connection = on_connection
+        self._sock: socket.socket | None = None
+
+    def bind(self) -> None:
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Set before listen() so accepted sockets get a window scale to match.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._recv_buffer)
+            sock.bind((self._host, self._port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self._poller.subscribe(sock.fileno(), self._on_accept, READ | ERROR)
+
+    def unbind(self) -> None:
+        if self._sock is not None:
+            self._poller.unsubscribe(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+    def _on_accept(self, fd: int, events: int) -> None:
+        while self._sock is not None:
+            try:
+                sock, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("raft: accept failed: %s", e)
+                return
+            self._on_connection(sock)
+
+
+class TlsTransport(TCPTransport):
+    """TCPTransport with TLS connections and member authentication (see module docstring)."""
+
+    def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
+        self._tls: TLSConfig = syncObj.raft_tls
+        self.rejected = 0
+        super().__init__(syncObj, selfNode, otherNodes)
+
+    # --- construction hooks of TCPTransport ------------------------------------------------
+
+    def _new_connection(self, ctx: ssl.SSLContext, *, server_side: bool,
+                        sock: socket.socket | None = None) -> TlsConnection:
+        conf = self._syncObj.conf
+        return TlsConnection(self._syncObj._poller, ctx, server_side=server_side, sock=sock,
+                             send_buffer=conf.sendBufferSize, recv_buffer=conf.recvBufferSize,
+                             keepalive=conf.tcp_keepalive, idle_timeout=conf.connectionTimeout)
+
+    def _createServer(self) -> None:
+        """Listen with TLS on exactly our own address (stock binds 0.0.0.0)."""
+        host, port = self._selfNode.address.rsplit(":", 1)
+        conf = self._syncObj.conf
+        self._server = TlsServer(self._syncObj._poller, host.strip("[]"), int(port),
+                                 send_buffer=conf.sendBufferSize, recv_buffer=conf.recvBufferSize,
+                                 on_connection=self._accept)
+
+    def addNode(self, node: Any) -> None:
+        """Register a member; the side that dials gets a TLS connection instead of a TcpConnection."""
+        if node in self._nodes:
+            return
+        super().addNode(node)
+        if node in self._connections:
+            conn = self._new_connection(self._tls.client_ctx, server_side=False)
+            conn.setOnConnectedCallback(functools.partial(self._onOutgoingConnected, conn))
+            conn.setOnMessageReceivedCallback(functools.partial(self._onMessageReceived, node))
+            conn.setOnDisconnectedCallback(functools.partial(self._onDisconnected, conn))
+            self._connections[node] = conn
+
+    # --- admission ----------------------------------------------------------------------
+
+    def _accept(self, sock: socket.socket) -> None:
+        if len(self._unknownConnections) >= MAX_PENDING_INCOMING:
+            self.rejected += 1
+            sock.close()
+            return
+        try:
+            conn = self._new_connection(self._tls.server_ctx, server_side=True, sock=sock)
+        except (OSError, ssl.SSLError) as e:
+            log.warning("raft: refused a connection: %s", e)
+            self.rejected += 1
+            sock.close()
+            return
+        self._onNewIncomingConnection(conn)
+        conn.setOnConnectedCallback(functools.partial(self._check_incoming, conn))
+        conn.start()
+
+    def _problem(self, conn: TlsConnection, claimed: str | None) -> str | None:
+        peer = conn.peer
+        if peer is None:
+            return "no certificate"
+        if peer.role != "manager":
+            return f"certificate of a {peer.role or 'non-manager'} (OU is not swarm-manager)"
+        if peer.cluster_id != self._tls.cluster_id:
+            return f"certificate of cluster {peer.cluster_id!r}"
+        if claimed is not None and claimed not in peer.raft_addrs:
+            return f"claims raft address {claimed} but its certificate binds {list(peer.raft_addrs)}"
+        return None
+
+    def _reject(self, conn: TlsConnection | None, reason: str) -> None:
+        self.rejected += 1
+        who = conn.peer.node_id if conn is not None and conn.peer else "unidentified peer"
+        log.warning("raft: refused %s: %s", who, reason)
+        if conn is not None:
+            self._unknownConnections.discard(conn)
+            conn.disconnect()
+
+    def _check_incoming(self, conn: TlsConnection) -> None:
+        problem = self._problem(conn, None)
+        if problem:
+            self._reject(conn, problem)
+
+    def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
+        """Admit an incoming peer only by a member address its certificate is bound to; stock
+        also accepts 'readonly' (a log reader) and utility commands (admin over the network)."""
+        if not isinstance(message, str):
+            self._reject(conn, "sent a utility/admin frame instead of its address")
+            return
+        if message not in self._nodeAddrToNode or message == self._selfNode.address:
+            self._reject(conn, f"{message[:80]!r} is not a raft member")
+            return
+        problem = self._problem(conn, message)
+        if problem:
+            self._reject(conn, problem)
+            return
+        node = self._nodeAddrToNode[message]
+        if self._shouldConnect(node):
+            # Only the member with the higher address dials; stock would let this connection
+            # replace the one we dialled ourselves.
+            self._reject(conn, f"{message} is a member this node dials, not one that dials it")
+            return
+        old = self._connections.get(node)
+        if old is not None and old is not conn:  # the peer reconnected: retire its old connection
+            old.setOnDisconnectedCallback(None)
+            old.disconnect()
+        super()._onIncomingMessageReceived(conn, message)
+
+    def _onOutgoingConnected(self, conn: Any) -> None:
+        node = self._connToNode(conn)
+        problem = self._problem(conn, node.address if node is not None else "?")
+        if problem:
+            self._reject(conn, problem)
+            return
+        super()._onOutgoingConnected(conn)
+
+    def _onMessageReceived(self, node: Node, message: Any) -> None:
+        if not raft_wire.valid_message(message):
+            kind = message.get("type") if isinstance(message, dict) else type(message).__name__
+            self._reject(self._connections.get(node), f"sent a malformed or forbidden message ({kind!r})")
+            return
+        super()._onMessageReceived(node, message)
+
+    def _onDisconnected(self, conn: Any) -> None:
+        if conn in self._unknownConnections and conn.handshake_error:
+            self.rejected += 1
+            log.warning("raft: refused a connection: TLS handshake failed: %s", conn.handshake_error)
+        super()._onDisconnected(conn)
+
+    def _onTick(self) -> None:
+        super()._onTick()
+        now = time.monotonic()
+        for conn in list(self._unknownConnections):
+            if now - conn.created > HANDSHAKE_TIMEOUT:
+                self._reject(conn, "did not complete TLS and identify itself in time")
+        for conn in list(self._connections.values()):
+            if conn.state == CONNECTION_STATE.CONNECTING and now - conn.created > HANDSHAKE_TIMEOUT:
+                conn.disconnect()
+
+    def backlog(self, node: Any) -> int:
+        conn = self._connections.get(node)
+        return conn.backlog if isinstance(conn, TlsConnection) else 0
