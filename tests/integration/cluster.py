@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,8 @@ class Node:
     root: Path
     port: int = field(default_factory=free_port_pair)
     proc: subprocess.Popen[bytes] | None = None
-    secrets_root: Path | None = None  # workers: where task secrets go (must be tmpfs)
+    # Where a worker puts task secrets: on tmpfs (/dev/shm), unique per node.
+    secrets_root: Path = field(default_factory=lambda: Path("/dev/shm") / f"swarmsecrets-test-{uuid.uuid4().hex[:12]}")
 
     @property
     def data_dir(self) -> Path:
@@ -65,11 +68,11 @@ class Node:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.secrets_root.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "swarmsecrets.daemon", "--data-dir", str(self.data_dir),
-             "--host", self.host, "--log-level", "debug", *RAFT_FLAGS,
-             *(["--secrets-root", str(self.secrets_root)] if self.secrets_root else [])],
+             "--host", self.host, "--log-level", "debug", *RAFT_FLAGS, "--secrets-root", str(self.secrets_root)],
             stdout=log, stderr=log, start_new_session=True,
         )
         log.close()
@@ -88,6 +91,14 @@ class Node:
         if sig == signal.SIGKILL and self.sock.exists():
             self.sock.unlink()
         self.proc = None
+
+    def cleanup(self) -> None:
+        """After kill: unmount what a killed worker left and remove its secrets root."""
+        if self.secrets_root.exists():
+            subprocess.run(["umount", "-R", "-l", str(self.secrets_root)], capture_output=True)
+            for task_dir in (self.secrets_root / "tasks").glob("*"):
+                subprocess.run(["umount", "-l", str(task_dir)], capture_output=True)
+            shutil.rmtree(self.secrets_root, ignore_errors=True)
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)
@@ -147,6 +158,7 @@ class Cluster:
                 n.kill()
             except Exception:
                 pass
+            n.cleanup()
 
     def logs(self) -> str:
         return "\n".join(f"--- {n.name}\n{n.log_path.read_text()[-4000:]}" for n in self.nodes if n.log_path.exists())

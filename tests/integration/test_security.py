@@ -126,6 +126,7 @@ def test_worker_certificate_is_refused_by_raft_and_control(cluster: Cluster, tmp
         assert "This node is not a swarm manager." in worker.fails("secret", "ls")
     finally:
         worker.kill()
+        worker.cleanup()
 
 
 def test_pickle_gadget_on_raft_port_executes_nothing(cluster: Cluster, tmp_path: Path) -> None:
@@ -162,3 +163,4 @@ def test_inactive_node_says_it_is_not_in_a_swarm(cluster: Cluster) -> None:
         assert "This node is not part of a swarm" in lone.fails("secret", "ls")
     finally:
         lone.kill()
+        lone.cleanup()

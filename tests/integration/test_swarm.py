@@ -49,6 +49,7 @@ def test_wrong_token_and_wrong_ca_are_refused(cluster: Cluster) -> None:
         assert "This node is not part of a swarm" in joiner.fails("secret", "ls")
     finally:
         joiner.kill()
+        joiner.cleanup()
 
 
 def test_rotated_worker_token_is_refused_at_once(cluster: Cluster) -> None:
@@ -65,6 +66,7 @@ def test_rotated_worker_token_is_refused_at_once(cluster: Cluster) -> None:
         assert "A valid join token is necessary to join this cluster" in err
     finally:
         joiner.kill()
+        joiner.cleanup()
     assert "unknown role nobody" in m1.fails("swarm", "join-token", "nobody")
 
 
@@ -129,6 +131,7 @@ def test_autolock_restart_needs_the_unlock_key(tmp_path: Path) -> None:
         wait_until(lambda: "locked-secret" in n.ok("secret", "ls"), 20, 0.2, "the unlocked manager")
     finally:
         n.kill()
+        n.cleanup()
 
 
 def test_unlock_key_without_autolock(cluster: Cluster) -> None:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,14 +20,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="wo
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = Path(tmp_path_factory.mktemp("fleet"))
-    shm = Path("/dev/shm") / f"swarmsecrets-test-{uuid.uuid4().hex[:8]}"  # tmpfs on every Linux
     c = Cluster(root)
-    c.workers = [Node(f"w{i}", root, secrets_root=shm / f"w{i}") for i in (1, 2)]  # type: ignore[attr-defined]
+    c.workers = [Node(f"w{i}", root) for i in (1, 2)]  # type: ignore[attr-defined]
     try:
         c.start()
         token = c.nodes[0].ok("swarm", "join-token", "-q", "worker").strip()
         for w in c.workers:  # type: ignore[attr-defined]
-            w.secrets_root.mkdir(parents=True)
             w.start()
             assert "This node joined a swarm as a worker." in w.ok("swarm", "join", "--token", token, c.nodes[1].addr)
         m1 = c.nodes[0]
@@ -45,8 +41,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     finally:
         for w in getattr(c, "workers", []):
             w.kill(15)
+            w.cleanup()
         c.stop()
-        shutil.rmtree(shm, ignore_errors=True)
 
 
 def files_under(root: Path) -> list[Path]:

@@ -1,0 +1,196 @@
+"""Fixtures for the raft tests: a throwaway CA, manager certificates, in-process clusters.
+
+``RAFT_STOCK=name[,name...]`` puts back pysyncobj's stock behaviour for the named fixes, to show
+that the test of each fix fails without it, e.g.
+``RAFT_STOCK=next_index pytest tests/raft/test_defects.py``. Names: see ``STOCK``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from swarmsecrets.ca import certs
+from swarmsecrets.manager import raft, raft_journal, raft_transport, raft_wire
+from swarmsecrets.manager.raft import RaftNode, RaftTiming, RaftTLS, RaftTuning
+from tests.raft.raft_harness import DictMachine
+
+CLUSTER_ID = "raftcluster0000000000000a"
+
+
+def _stock_launch(self: raft_journal.SnapshotStore, job: Callable[[], None]) -> None:
+    job()  # serialise on the raft thread, as stock does without fork
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    self._pid = pid
+
+
+def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
+    S = raft._RaftSyncObj
+    if name == "sync_ack":
+        mp.delattr(S, "_SyncObj__sendNextNodeIdx")
+    elif name == "protocol":
+        mp.setattr(raft_wire, "PICKLE_PROTOCOL", 2)
+    elif name == "batch":
+        mp.setattr(raft, "APPEND_ENTRIES_BATCH_BYTES", 2 ** 16)
+        mp.setattr(raft, "SOCKET_BUFFER_BYTES", 2 ** 16)
+    elif name == "rearm":
+        mp.setattr(raft_transport.TlsConnection, "_rearm_after_send", lambda self: None)
+    elif name == "next_index":
+        mp.setattr(S, "_keep_next_index", lambda self, node, message, before: None)
+    elif name == "trim":
+        mp.setattr(S, "_trim_append_entries", lambda self, message: (message, None))
+    elif name == "compaction":
+        mp.delattr(S, "_SyncObj__deleteEntriesTo")
+    elif name == "apply":
+        mp.setattr(S, "_guarded_apply", lambda self, c, i: self._owner.state_machine.apply(c, i))
+    elif name == "idle":
+        mp.setattr(raft, "CONNECTION_IDLE_TIMEOUT", 3.5)
+    elif name == "membership":
+        mp.delattr(S, "_SyncObj__changeCluster")
+    elif name == "wait_leader":
+        mp.setattr(raft, "COMMANDS_WAIT_LEADER", True)
+    elif name == "fork":
+        mp.setattr(raft_journal.SnapshotStore, "_launch", _stock_launch)
+    elif name == "frame_cap":
+        mp.setattr(raft_wire, "MAX_FRAME", 2 ** 31 - 1)
+    elif name == "restricted":
+        mp.setattr(raft_wire, "loads", lambda data: pickle.loads(bytes(data)))
+    elif name == "align":
+        mp.setattr(raft, "_align_journal", lambda journal, snapshots: None)
+    elif name not in ("fallback", "journal"):  # these two are read by the tests themselves
+        raise ValueError(f"unknown RAFT_STOCK name {name!r}")
+
+
+STOCK = {n for n in os.environ.get("RAFT_STOCK", "").split(",") if n}
+
+
+@pytest.fixture(autouse=True)
+def _stock_mode() -> Iterator[None]:
+    mp = pytest.MonkeyPatch()
+    for name in sorted(STOCK):
+        _restore_stock(mp, name)
+    yield
+    mp.undo()
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class Pki:
+    root: Path
+    ca: certs.RootCA = field(default_factory=certs.create_root_ca)
+    cluster_id: str = CLUSTER_ID
+
+    def issue(self, name: str, *, role: str = "manager", raft_addr: str | None = None,
+              cluster_id: str | None = None, ca: certs.RootCA | None = None) -> tuple[str, str]:
+        d = self.root / name
+        d.mkdir(parents=True, exist_ok=True)
+        key, csr = certs.generate_key_and_csr()
+        cert = certs.issue_node_cert(ca or self.ca, csr, node_id=name, role=role,
+                                     cluster_id=cluster_id or self.cluster_id, addrs=["127.0.0.1"],
+                                     raft_addr=raft_addr)
+        (d / "swarm-node.crt").write_bytes(cert)
+        (d / "swarm-node.key").write_bytes(key)
+        return str(d / "swarm-node.crt"), str(d / "swarm-node.key")
+
+    def tls(self, addr: str) -> RaftTLS:
+        cert, key = self.issue(f"m-{addr.replace(':', '_')}", raft_addr=addr)
+        return RaftTLS(server_ctx=certs.server_context(cert, key, self.ca.cert_pem),
+                       client_ctx=certs.client_context(cert, key, self.ca.cert_pem),
+                       cluster_id=self.cluster_id)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+class Cluster:
+    def __init__(self, pki: Pki, root: Path, n: int = 3, *, timing: RaftTiming | None = None,
+                 tuning: RaftTuning | None = None, machine: Callable[[], DictMachine] = DictMachine) -> None:
+        self.pki = pki
+        self.root = root
+        self.timing = timing or RaftTiming()
+        self.tuning = tuning or RaftTuning()
+        self.addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
+        self.make_machine = machine
+        self.tls = {a: pki.tls(a) for a in self.addrs}
+        self.machines: dict[str, DictMachine] = {}
+        self.nodes: dict[str, RaftNode] = {}
+
+    def node(self, addr: str, members: list[str] | None = None) -> RaftNode:
+        self.machines[addr] = self.make_machine()
+        n = RaftNode(self_addr=addr, members=members or self.addrs,
+                     data_dir=str(self.root / addr.replace(":", "_")), tls=self.tls[addr],
+                     state_machine=self.machines[addr], timing=self.timing, tuning=self.tuning)
+        self.nodes[addr] = n
+        return n
+
+    def start(self, *addrs: str) -> None:
+        for a in addrs or self.addrs:
+            self.node(a).start()
+
+    def stop(self, *addrs: str) -> None:
+        for a in addrs or list(self.nodes):
+            n = self.nodes.pop(a, None)
+            if n is not None:
+                n.stop()
+
+    def leader(self, timeout: float = 10.0, among: list[str] | None = None) -> RaftNode:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for a, n in self.nodes.items():
+                if (among is None or a in among) and n.status().is_leader:
+                    return n
+            time.sleep(0.02)
+        raise AssertionError("no leader elected")
+
+    def followers(self) -> list[RaftNode]:
+        return [n for n in self.nodes.values() if not n.status().is_leader]
+
+    def converge(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait until every running node has applied the same state; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = [m.copy() for a, m in self.machines.items() if a in self.nodes]
+            applied = {n.status().last_applied for n in self.nodes.values()}
+            if all(s == states[0] for s in states) and len(applied) == 1:
+                return states[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"states did not converge: applied={applied}, "
+                                     f"sizes={[len(s) for s in states]}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def cluster_factory(pki: Pki, tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+    made: list[Cluster] = []
+
+    def make(n: int = 3, **kw: Any) -> Cluster:
+        c = Cluster(pki, tmp_path / f"c{len(made)}", n, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.stop()

@@ -1,0 +1,333 @@
+"""Unit tests of the durable journal, its metadata and the snapshot store."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.journal import FileJournal
+from pysyncobj.node import TCPNode
+
+from swarmsecrets.manager import raft, raft_wire
+from swarmsecrets.manager.raft_journal import JOURNAL_MAGIC, DurableJournal, SnapshotError, SnapshotStore
+from tests.raft.conftest import STOCK
+
+
+def journal(tmp: Path) -> Any:
+    if "journal" in STOCK:  # pysyncobj's own FileJournal, to show what the fsync tests catch
+        return FileJournal(str(tmp / "raft.journal"))
+    return DurableJournal(str(tmp / "raft.journal"), str(tmp / "raft.meta"))
+
+
+def entries(n: int, start: int = 1, term: int = 1) -> list[tuple[bytes, int, int]]:
+    return [(f"cmd-{i}".encode() * 3, i, term) for i in range(start, start + n)]
+
+
+class SyncSpy:
+    """Records which files reach fsync/fdatasync (by path), in order."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, str]] = []
+        for name in ("fsync", "fdatasync"):
+            real = getattr(os, name)
+
+            def spy(fd: int, real: Any = real, name: str = name) -> None:
+                self.calls.append((name, os.readlink(f"/proc/self/fd/{fd}")))
+                real(fd)
+
+            monkeypatch.setattr(os, name, spy)
+
+    def paths(self) -> list[str]:
+        return [p for _, p in self.calls]
+
+
+def test_appends_survive_reopen(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    for e in entries(50):
+        j.add(*e)
+    j.sync()
+    j._destroy()
+    j2 = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    assert list(j2) == entries(50)
+    assert j2.synced_index == 50
+
+
+def test_group_commit_one_fdatasync_for_a_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    j = journal(tmp_path)
+    spy = SyncSpy(monkeypatch)
+    for e in entries(100):
+        j.add(*e)
+    getattr(j, "sync", lambda: None)()  # what the raft loop does before anything counts the batch
+    journal_path = os.path.realpath(tmp_path / "raft.journal")
+    assert spy.paths().count(journal_path) == 1, spy.calls
+    assert os.path.getsize(journal_path) > 100 * 20
+
+
+def test_add_refuses_a_gap(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    j.add(b"a", 1, 1)
+    with pytest.raises(ValueError):
+        j.add(b"c", 3, 1)
+
+
+def test_torn_tail_is_cut_off(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    for e in entries(5):
+        j.add(*e)
+    j.sync()
+    good = os.path.getsize(tmp_path / "j")
+    j.add(b"x" * 1000, 6, 1)
+    j.sync()
+    j._destroy()
+    with open(tmp_path / "j", "r+b") as f:  # a crash tore the last record in half
+        f.truncate(good + 500)
+    j2 = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    assert list(j2) == entries(5)
+    assert os.path.getsize(tmp_path / "j") == good
+    j2.add(b"y", 6, 2)  # appends continue right after the last good record
+    j2.sync()
+    j2._destroy()
+    assert DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))[-1] == (b"y", 6, 2)
+
+
+def test_corrupt_record_ends_the_log(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    for e in entries(5):
+        j.add(*e)
+    j.sync()
+    offset = j._offsets[3]
+    j._destroy()
+    with open(tmp_path / "j", "r+b") as f:
+        f.seek(offset + 30)
+        f.write(b"\xff")
+    assert list(DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))) == entries(3)
+
+
+def test_not_a_journal_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "j").write_bytes(b"PYSYNCOBJ" + b"\0" * 40)
+    with pytest.raises(RuntimeError):
+        DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+
+
+def test_truncation_is_durable_before_new_appends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    for e in entries(10):
+        j.add(*e)
+    j.sync()
+    spy = SyncSpy(monkeypatch)
+    j.deleteEntriesFrom(6)  # keep entries 1..6
+    assert spy.paths() == [os.path.realpath(tmp_path / "j")]
+    j.add(b"new", 7, 2)
+    j.sync()
+    j._destroy()
+    reopened = list(DurableJournal(str(tmp_path / "j"), str(tmp_path / "m")))
+    assert reopened == entries(6) + [(b"new", 7, 2)]
+
+
+def test_compaction_rewrites_durably_and_never_empties(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    for e in entries(10):
+        j.add(*e)
+    j.add(b"unsynced", 11, 1)
+    spy = SyncSpy(monkeypatch)
+    j.deleteEntriesTo(7)  # keep 8..11
+    assert spy.calls == [("fsync", os.path.realpath(tmp_path / "j.compact")),
+                         ("fsync", os.path.realpath(tmp_path))]
+    assert [e[1] for e in j] == [8, 9, 10, 11]
+    with pytest.raises(ValueError):
+        j.deleteEntriesTo(len(j))
+    j.add(b"after", 12, 1)
+    j.sync()
+    j._destroy()
+    assert [e[1] for e in DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))] == [8, 9, 10, 11, 12]
+    assert (tmp_path / "j").read_bytes().startswith(JOURNAL_MAGIC)
+
+
+def test_term_and_vote_are_fsynced_before_returning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    j = journal(tmp_path)
+    spy = SyncSpy(monkeypatch)
+    j.setCurrentTerm(7, "127.0.0.1:1234")
+    synced = spy.paths()
+    tmp_meta = [p for p in synced if os.path.basename(p).startswith("raft.meta")]
+    assert tmp_meta, f"the term/vote file was not fsynced: {spy.calls}"
+    assert os.path.realpath(tmp_path) in synced[synced.index(tmp_meta[0]):], "directory not fsynced after rename"
+    j._destroy()
+    j2 = journal(tmp_path)
+    assert (j2.getCurrentTerm(), j2.getVotedForNodeId()) == (7, "127.0.0.1:1234")
+
+
+def test_commit_index_and_members_persist(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    j.add(b"a", 1, 0)
+    j.setRaftCommitIndex(1)
+    j.set_members(["127.0.0.1:2", "127.0.0.1:1"])
+    j.onOneSecondTimer()
+    j._destroy()
+    j2 = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    assert j2.getRaftCommitIndex() == 1
+    assert j2.get_members() == ["127.0.0.1:1", "127.0.0.1:2"]
+
+
+# --- snapshots ---------------------------------------------------------------------------------
+
+class Box:
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.restored: Any = None
+
+    def restore(self, data: Any) -> None:
+        self.restored = data
+
+
+def store(path: Path, box: Box, chunk: int = 1000) -> SnapshotStore:
+    return SnapshotStore(str(path), lambda: box.state, box.restore, chunk, backlog=lambda node: 0)
+
+
+def wait_serialized(s: SnapshotStore) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        state, _ = s.checkSerializing()
+        if state != SERIALIZER_STATE.SERIALIZING:
+            return int(state)
+        time.sleep(0.01)
+    raise AssertionError("snapshot child did not finish")
+
+
+PAIR = ((b"p", 41, 3), (b"l", 42, 3))
+CLUSTER = {TCPNode("127.0.0.1:1"), TCPNode("127.0.0.1:2")}
+STATE = {"data": {"k": b"\x00" * 5000, "n": [1, 2.5, None, True, ("t",)], "s": {1, 2}}}
+
+
+def test_snapshot_written_by_a_child_and_restored(tmp_path: Path) -> None:
+    box = Box(STATE)
+    s = store(tmp_path / "snap", box)
+    s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+    assert wait_serialized(s) == SERIALIZER_STATE.SUCCESS
+    assert s.pair == PAIR
+    data, last, prev, cluster = store(tmp_path / "snap", box).deserialize()
+    assert (data, last, prev) == (None, PAIR[1], PAIR[0])
+    assert {n.address for n in cluster} == {"127.0.0.1:1", "127.0.0.1:2"}
+    assert box.restored == STATE
+
+
+def test_snapshot_of_non_plain_state_fails_without_replacing_the_old_one(tmp_path: Path) -> None:
+    box = Box(STATE)
+    s = store(tmp_path / "snap", box)
+    s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+    assert wait_serialized(s) == SERIALIZER_STATE.SUCCESS
+    box.state = {"when": time.gmtime()}  # a struct_time: not plain data
+    s.serialize((None, (b"l", 50, 3), (b"p", 49, 3), CLUSTER), 49)
+    assert wait_serialized(s) == SERIALIZER_STATE.FAILED
+    store(tmp_path / "snap", box).deserialize()
+    assert box.restored == STATE
+
+
+def transfer(src: SnapshotStore, dst: SnapshotStore, mangle: Any = None) -> bool:
+    done = False
+    while True:
+        data = src.getTransmissionData("node")
+        assert data is not None
+        if mangle is not None:
+            data = mangle(data)
+        done = dst.setTransmissionData(data)
+        if data[2]:
+            return done
+
+
+def test_snapshot_transfer_to_a_follower(tmp_path: Path) -> None:
+    box = Box(STATE)
+    leader = store(tmp_path / "a", box)
+    leader.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+    wait_serialized(leader)
+    follower_box = Box(None)
+    follower = store(tmp_path / "b", follower_box)
+    assert transfer(leader, follower)
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
+    follower.deserialize()
+    assert follower_box.restored == STATE
+
+
+def test_snapshot_transfer_rejects_gaps_and_corruption(tmp_path: Path) -> None:
+    box = Box(STATE)
+    leader = store(tmp_path / "a", box)
+    leader.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+    wait_serialized(leader)
+    follower = store(tmp_path / "b", Box(None))
+    seen = []
+
+    def skip_second(data: Any) -> Any:
+        seen.append(data)
+        return data if len(seen) != 2 else (data[0], data[1], data[2], b"")
+
+    assert not transfer(leader, follower, skip_second)
+
+    def flip(data: Any) -> Any:
+        chunk = bytearray(data[3])
+        if data[1] == 2000:
+            chunk[10] ^= 1
+        return (data[0], data[1], data[2], bytes(chunk))
+
+    assert not transfer(leader, follower, flip)
+    assert not (tmp_path / "b").exists()
+    assert transfer(leader, follower)
+
+
+def test_snapshot_with_a_gadget_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Gadget:
+        def __reduce__(self) -> Any:
+            return (os.system, (f"touch {marker}",))
+
+    box = Box(None)
+    s = store(tmp_path / "snap", box)
+    s._write({"prev": PAIR[0], "last": PAIR[1], "members": []})  # a valid file, then a crafted one
+    import pickle
+    blob = (tmp_path / "snap").read_bytes()
+    head_len = int.from_bytes(blob[8:16], "big")
+    body = pickle.dumps({"data": Gadget()}, protocol=2)
+    start = 16 + head_len
+    crafted = blob[:start] + len(body).to_bytes(8, "big") + body
+    import hashlib
+    (tmp_path / "snap").write_bytes(crafted + hashlib.blake2b(crafted, digest_size=32).digest())
+    with pytest.raises(Exception, match="refused to load global"):
+        store(tmp_path / "snap", box).deserialize()
+    assert not marker.exists()
+
+
+def test_align_journal_keeps_entries_after_the_snapshot(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    es = entries(10)
+    for e in es:
+        j.add(*e)
+    j.sync()
+    s = store(tmp_path / "snap", Box({"data": {}}))
+    s._write({"prev": es[4], "last": es[5], "members": []})
+    raft._align_journal(j, s)
+    assert [e[1] for e in j] == [5, 6, 7, 8, 9, 10]
+
+
+def test_align_journal_refuses_a_snapshot_older_than_the_journal(tmp_path: Path) -> None:
+    j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    for e in entries(3, start=20):
+        j.add(*e)
+    s = store(tmp_path / "snap", Box({"data": {}}))
+    s._write({"prev": (b"x", 5, 1), "last": (b"y", 6, 1), "members": []})
+    with pytest.raises(RuntimeError, match="inconsistent"):
+        raft._align_journal(j, s)
+
+
+def test_snapshot_store_refuses_foreign_files(tmp_path: Path) -> None:
+    (tmp_path / "snap").write_bytes(b"\x80\x04N.")
+    with pytest.raises(SnapshotError):
+        store(tmp_path / "snap", Box(None))
+
+
+def test_wire_round_trip_stays_plain() -> None:
+    msg = {"type": "append_entries", "entries": [(b"x" * 10, 1, 1)], "term": 1, "commit_index": 0,
+           "prevLogIdx": 0, "prevLogTerm": 0}
+    assert raft_wire.loads(raft_wire.dumps(msg)) == msg

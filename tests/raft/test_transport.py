@@ -1,0 +1,273 @@
+"""The raft port: mutual TLS, member identity, refused frames, restricted unpickling, framing."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import ssl
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pysyncobj.poller import createPoller
+
+from swarmsecrets.ca import certs
+from swarmsecrets.manager import raft_wire
+from swarmsecrets.manager.raft_transport import TlsConnection, TlsServer
+from tests.raft.conftest import Cluster, Pki, free_ports
+
+
+class Gadget:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def frame(obj: Any, protocol: int = 4) -> bytes:
+    body = pickle.dumps(obj, protocol=protocol)
+    return struct.pack("!I", len(body)) + body
+
+
+@pytest.fixture
+def lone(cluster_factory: Any) -> tuple[Cluster, str, str]:
+    """A two-member group with only its lower-address member running: the attacker can claim
+    the other (dialling) member's address without the real one interfering."""
+    c = cluster_factory(2)
+    low, high = min(c.addrs), max(c.addrs)
+    c.start(low)
+    return c, low, high
+
+
+@pytest.fixture(scope="module")
+def cluster(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(pki, tmp_path_factory.mktemp("sec"))
+    c.start()
+    c.leader()
+    yield c
+    c.stop()
+
+
+def client_ctx(pki: Pki, cert: tuple[str, str] | None, ca: certs.RootCA | None = None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata=pki.ca.cert_pem.decode())
+    if cert is not None:
+        ctx.load_cert_chain(*cert)
+    return ctx
+
+
+def target_port(cluster: Cluster) -> tuple[str, int]:
+    addr = min(cluster.addrs)  # attacked node: the lowest address, which every other member dials
+    return addr, int(addr.rsplit(":", 1)[1])
+
+
+def dialling_member(cluster: Cluster) -> str:
+    return max(cluster.addrs)  # a member that legitimately connects to the attacked node
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = 3.0) -> bool:
+    """True if the peer closes (or resets) the connection before ``timeout``; False if it stays open."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return True
+    except TimeoutError:
+        return False
+    except (ssl.SSLError, OSError):
+        return True
+
+
+def tls_connect(pki: Pki, cluster: Cluster, cert: tuple[str, str] | None,
+                ca: certs.RootCA | None = None) -> ssl.SSLSocket:
+    _, port = target_port(cluster)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=3)
+    return client_ctx(pki, cert, ca).wrap_socket(raw)
+
+
+def rejected(cluster: Cluster) -> int:
+    return cluster.nodes[target_port(cluster)[0]].status().rejected_peers
+
+
+def test_plaintext_tcp_with_a_gadget_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    _, port = target_port(cluster)
+    before = rejected(cluster)
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        s.sendall(frame(Gadget(marker), protocol=2))
+        assert closed_by_peer(s)
+    time.sleep(0.2)
+    assert not marker.exists()
+    assert rejected(cluster) > before
+
+
+def test_tls_client_without_certificate_is_refused(pki: Pki, cluster: Cluster) -> None:
+    before = rejected(cluster)
+    with pytest.raises((ssl.SSLError, OSError)):
+        with tls_connect(pki, cluster, None) as s:  # TLS 1.3: the refusal arrives with the first read
+            s.sendall(frame(cluster.addrs[1]))
+            s.settimeout(3)
+            s.recv(1)
+            raise AssertionError("the raft port answered a client without a certificate")
+    time.sleep(0.2)
+    assert rejected(cluster) > before
+
+
+def test_worker_certificate_is_refused(pki: Pki, cluster: Cluster) -> None:
+    cert = pki.issue("worker-1", role="worker")
+    with tls_connect(pki, cluster, cert) as s:
+        s.sendall(frame(cluster.addrs[1]))
+        assert closed_by_peer(s)
+
+
+def test_certificate_of_another_cluster_ca_is_refused(pki: Pki, cluster: Cluster) -> None:
+    other = certs.create_root_ca()
+    cert = pki.issue("intruder", raft_addr=cluster.addrs[1], ca=other)
+    with pytest.raises((ssl.SSLError, OSError)):
+        with tls_connect(pki, cluster, cert) as s:
+            s.sendall(frame(cluster.addrs[1]))
+            s.settimeout(3)
+            s.recv(1)
+            raise AssertionError("the raft port answered a certificate of another CA")
+
+
+def test_certificate_with_another_cluster_id_is_refused(pki: Pki, cluster: Cluster) -> None:
+    cert = pki.issue("other-cluster", raft_addr=cluster.addrs[1], cluster_id="someothercluster000000000")
+    with tls_connect(pki, cluster, cert) as s:
+        s.sendall(frame(cluster.addrs[1]))
+        assert closed_by_peer(s)
+
+
+def test_manager_claiming_another_members_address_is_refused(pki: Pki, cluster: Cluster) -> None:
+    (port,) = free_ports(1)
+    cert = pki.issue("impostor", raft_addr=f"127.0.0.1:{port}")
+    before = rejected(cluster)
+    with tls_connect(pki, cluster, cert) as s:
+        s.sendall(frame(dialling_member(cluster)))  # a member's address, not the one in its certificate
+        s.sendall(frame({"type": "request_vote", "term": 10 ** 6, "last_log_index": 10 ** 6,
+                         "last_log_term": 10 ** 6}))
+        assert closed_by_peer(s)
+    assert rejected(cluster) > before
+    assert max(n.status().term for n in cluster.nodes.values()) < 10 ** 6
+
+
+@pytest.mark.parametrize("first", ["readonly", ["status"], ["add", "127.0.0.1:1"], ["remove", "x"],
+                                   ["set_version", 1], ["transfer", None]], ids=str)
+def test_readonly_and_admin_frames_are_refused(pki: Pki, cluster: Cluster, first: Any) -> None:
+    addr = dialling_member(cluster)
+    cert = pki.issue(f"member-{addr}", raft_addr=addr)  # even a genuine member certificate
+    with tls_connect(pki, cluster, cert) as s:
+        s.sendall(frame(first))
+        assert closed_by_peer(s)
+    assert cluster.leader().status().members == sorted(cluster.addrs)
+
+
+def test_gadget_from_an_authenticated_member_executes_nothing(pki: Pki, lone: Any, tmp_path: Path) -> None:
+    c, low, high = lone
+    marker = tmp_path / "pwned"
+    cert = pki.issue(f"member-{high}", raft_addr=high)
+    port = int(low.rsplit(":", 1)[1])
+    for protocol in (2, 4):
+        with client_ctx(pki, cert).wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3)) as s:
+            s.sendall(frame(high))
+            s.sendall(frame({"type": "append_entries", "term": 0, "commit_index": 0,
+                             "gadget": Gadget(marker)}, protocol))
+            assert closed_by_peer(s)
+        with client_ctx(pki, cert).wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3)) as s:
+            s.sendall(frame(Gadget(marker), protocol))  # as the very first frame
+            assert closed_by_peer(s)
+    time.sleep(0.2)
+    assert not marker.exists()
+    assert c.nodes[low].status().rejected_peers >= 4
+
+
+def test_restricted_unpickler_refuses_gadgets(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    for protocol in range(0, pickle.HIGHEST_PROTOCOL + 1):
+        with pytest.raises(pickle.UnpicklingError, match="refused to load global"):
+            raft_wire.loads(pickle.dumps(Gadget(marker), protocol=protocol))
+    assert not marker.exists()
+    # plain data, including bytes, round-trips; protocol 4 stores bytes without the 1.5x inflation
+    value = os.urandom(511_999)
+    payload = raft_wire.dumps({"v": value, "n": [1, 2.5, None, True, ("a", b"b")]})
+    assert raft_wire.loads(payload)["v"] == value
+    assert len(payload) < len(value) + 200
+
+
+def test_oversized_frame_header_drops_the_peer_at_once(pki: Pki, lone: Any) -> None:
+    c, low, high = lone
+    cert = pki.issue(f"member-{high}", raft_addr=high)
+    port = int(low.rsplit(":", 1)[1])
+    with client_ctx(pki, cert).wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3)) as s:
+        s.sendall(frame(high))
+        s.sendall(struct.pack("!I", 1 << 30) + b"\0" * 1024)  # announces 1 GiB, sends 1 KiB
+        assert closed_by_peer(s, timeout=2.0)
+
+
+def test_member_whose_certificate_is_bound_elsewhere_is_not_dialled(pki: Pki, cluster_factory: Any) -> None:
+    c = cluster_factory(2)
+    low, high = sorted(c.addrs, key=lambda a: a)  # the higher address dials the lower one
+    c.tls[low] = pki.tls(f"127.0.0.1:{free_ports(1)[0]}")  # the low node's cert names another address
+    c.start()
+    time.sleep(1.0)
+    assert c.nodes[high].status().rejected_peers > 0
+    assert low not in c.nodes[high].status().reachable
+    with pytest.raises(AssertionError):
+        c.leader(timeout=0.5)
+
+
+def test_cluster_still_works_after_the_attacks(cluster: Cluster) -> None:
+    leader = cluster.leader()
+    assert leader.propose({"op": "set", "k": "after", "v": 1}, 5.0) > 0
+    assert cluster.converge()["after"] == 1
+
+
+# --- the connection itself -------------------------------------------------------------------------
+
+def test_partial_send_rearms_write_interest(pki: Pki) -> None:
+    """§7.3: a message larger than the socket buffers must arrive without any other traffic."""
+    (port,) = free_ports(1)
+    addr = f"127.0.0.1:{port}"
+    server_tls, client_tls = pki.tls(addr), pki.tls(f"127.0.0.1:{free_ports(1)[0]}")
+    poller = createPoller("poll")
+    got: list[Any] = []
+    accepted: list[TlsConnection] = []
+    opts = dict(send_buffer=65536, recv_buffer=65536, keepalive=None, idle_timeout=60.0)
+
+    def on_connection(sock: socket.socket) -> None:
+        conn = TlsConnection(poller, server_tls.server_ctx, server_side=True, sock=sock, **opts)
+        conn.setOnMessageReceivedCallback(got.append)
+        accepted.append(conn)
+        conn.start()
+
+    server = TlsServer(poller, "127.0.0.1", port, send_buffer=65536, recv_buffer=65536, on_connection=on_connection)
+    server.bind()
+    client = TlsConnection(poller, client_tls.client_ctx, server_side=False, **opts)
+    connected: list[bool] = []
+    client.setOnConnectedCallback(lambda: connected.append(True))
+    assert client.connect("127.0.0.1", port)
+    deadline = time.monotonic() + 5
+    while not connected and time.monotonic() < deadline:
+        poller.poll(0.05)
+    assert connected
+    quiet = time.monotonic() + 0.3
+    while time.monotonic() < quiet:  # let TLS session tickets arrive: no reads may re-arm us later
+        poller.poll(0.05)
+    blob = os.urandom(6 * 1024 * 1024)
+    client.send({"type": "blob", "v": blob})
+    assert client.backlog > 0, "the whole message fit in the socket buffers: the test proves nothing"
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        poller.poll(0.05)
+    client.disconnect()
+    for conn in accepted:
+        conn.disconnect()
+    server.unbind()
+    assert got and got[0]["v"] == blob, "the rest of the message waited for the next send"
