@@ -9,8 +9,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
+from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
 from swarmsecrets.ca import certs
 from tests.integration.cluster import Cluster, Node, wait_until
 
@@ -138,18 +140,81 @@ def test_drain_moves_tasks_and_wipes_secrets(fleet: Cluster) -> None:
         wait_until(lambda w=w: files_under(w.secrets_root) == [], 20, 0.2, "cleanup")
 
 
+def _identity(w: Node) -> tuple[bytes, bytes, bytes]:
+    d = w.data_dir / "certificates"
+    return tuple((d / f).read_bytes() for f in ("swarm-root-ca.crt", "swarm-node.key", "swarm-node.crt"))  # type: ignore[return-value]
+
+
+def _worker_channel(w: Node | tuple[bytes, bytes, bytes], m: Node) -> grpc.Channel:
+    ca, key, cert = _identity(w) if isinstance(w, Node) else w
+    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(m.addr, creds, options=[("grpc.ssl_target_name_override", "swarm-manager")])
+
+
+def test_a_worker_gets_only_its_own_assignments(fleet: Cluster) -> None:
+    """Crafted calls with w1's certificate: another node's session is refused, and the leader
+    streams w1 only its own tasks, whatever the request says."""
+    w1, w2 = fleet.workers[0], fleet.workers[1]  # type: ignore[attr-defined]
+    leader = fleet.leader()
+    m1 = fleet.nodes[0]
+    m1.ok("secret", "create", "only-w2", "-", input="w2-only")
+    m1.ok("service", "create", "--name", "pinned", "--secret", "only-w2")
+    wait_until(lambda: any(task_file(w, "pinned", "only-w2").exists() for w in (w1, w2)), 30, 0.2, "placement")
+    holder, other = (w1, w2) if task_file(w1, "pinned", "only-w2").exists() else (w2, w1)
+    with _worker_channel(holder, leader) as ch_holder, _worker_channel(other, leader) as ch_other:
+        holder_stub = dispatcher_pb2_grpc.DispatcherStub(ch_holder)
+        other_stub = dispatcher_pb2_grpc.DispatcherStub(ch_other)
+        stolen = next(iter(holder_stub.Session(dispatcher_pb2.SessionRequest(hostname="x"), timeout=10)))
+        with pytest.raises(grpc.RpcError) as e:
+            next(iter(other_stub.Assignments(dispatcher_pb2.AssignmentsRequest(session_id=stolen.session_id),
+                                             timeout=10)))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details() == "session invalid"
+        own = next(iter(other_stub.Session(dispatcher_pb2.SessionRequest(hostname="x"), timeout=10)))
+        first = next(iter(other_stub.Assignments(dispatcher_pb2.AssignmentsRequest(session_id=own.session_id),
+                                                 timeout=10)))
+        names = {c.secret.name for c in first.changes if c.HasField("secret")}
+        assert "only-w2" not in names
+        with pytest.raises(grpc.RpcError) as e:
+            control_pb2_grpc.ControlStub(ch_other).ListSecrets(control_pb2.ListSecretsRequest(), timeout=10)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    m1.ok("service", "rm", "pinned")
+
+
+def test_worker_leave_wipes_its_secrets(fleet: Cluster) -> None:
+    m1 = fleet.nodes[0]
+    w1 = fleet.workers[0]  # type: ignore[attr-defined]
+    m1.ok("secret", "create", "leaving", "-", input="l")
+    m1.ok("service", "create", "--name", "leaver", "--mode", "global", "--secret", "leaving")
+    wait_until(lambda: task_file(w1, "leaver", "leaving").exists(), 30, 0.2, "the secret on w1")
+    assert "Node left the swarm." in w1.ok("swarm", "leave")
+    assert files_under(w1.secrets_root) == []
+    assert "This node is not part of a swarm" in w1.fails("secret", "ls")
+    m1.ok("service", "rm", "leaver")
+
+
 def test_removed_worker_is_refused_and_wipes_its_secrets(fleet: Cluster) -> None:
     """Last: it removes w2 from the fleet."""
     m1 = fleet.nodes[0]
-    w1, w2 = fleet.workers  # type: ignore[attr-defined]
+    w2 = fleet.workers[1]  # type: ignore[attr-defined]
     m1.ok("secret", "create", "gone", "-", input="g")
     m1.ok("service", "create", "--name", "everywhere", "--mode", "global", "--secret", "gone")
     wait_until(lambda: task_file(w2, "everywhere", "gone").exists(), 30, 0.2, "the secret on w2")
     assert "is not down and can't be removed" in m1.fails("node", "rm", node_id(w2))
+    identity = _identity(w2)
     t0 = time.monotonic()
     m1.ok("node", "rm", "--force", node_id(w2))
+    # The very next call with its certificate is refused, on any manager.
+    for m in fleet.nodes:
+        with _worker_channel(identity, m) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                next(iter(dispatcher_pb2_grpc.DispatcherStub(ch).Session(dispatcher_pb2.SessionRequest(), timeout=5)))
+            assert e.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE)
+    leader = fleet.leader()
+    with _worker_channel(identity, leader) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            next(iter(dispatcher_pb2_grpc.DispatcherStub(ch).Session(dispatcher_pb2.SessionRequest(), timeout=5)))
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "was removed" in (e.value.details() or "")
     wait_until(lambda: files_under(w2.secrets_root) == [], 10, 0.05, "the removed worker to wipe its secrets")
     print(f"removed worker wiped its secrets {time.monotonic() - t0:.2f}s after node rm")
     assert "This node is not part of a swarm" in w2.fails("secret", "ls")
-    assert task_file(w1, "everywhere", "gone").exists()
     m1.ok("service", "rm", "everywhere")
