@@ -473,7 +473,8 @@ async def serve(config: Config) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if os.path.exists(path):
         os.unlink(path)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4 * 1024 * 1024)])
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                                      ("grpc.max_send_message_length", -1)])
     swarm_pb2_grpc.add_SwarmServicer_to_server(SwarmService(daemon), server)
     control_pb2_grpc.add_ControlServicer_to_server(ControlService(daemon.local_manager), server)
     old_umask = os.umask(0o177)  # the socket is born 0600: root's CLI only

@@ -27,6 +27,7 @@ SWARM_TIMEOUT = 120.0
 # How long writes keep retrying UNAVAILABLE: about one daemon restart or leader election.
 RETRY_BUDGET = 10.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 1.0
+LOCAL_MAX_MESSAGE = 1 << 30
 _NOT_TRANSIENT = frozenset({errors.NO_LEADER, errors.LOCKED, errors.NOT_IN_SWARM, errors.NOT_A_MANAGER})
 
 
@@ -77,7 +78,9 @@ class Client:
             self._channel = grpc.insecure_channel(
                 f"unix:{path}",
                 # Reconnect quickly while a write is being retried against a restarting daemon.
-                options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)],
+                options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000),
+                         # `secret ls` of 100,000 secrets is ~12 MB; the local socket carries it whole.
+                         ("grpc.max_receive_message_length", LOCAL_MAX_MESSAGE)],
             )
         return self._channel
 

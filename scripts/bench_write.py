@@ -1,0 +1,1501 @@
+#!/usr/bin/env python3
+"""Write benchmark: ``secret create`` latency and throughput on a 3-manager loopback cluster,
+beside a 3-member etcd measured the same way in the same run.
+
+Usage (from the repository root; any Python with the project's dependencies and psutil)::
+
+    .venv/bin/python scripts/bench_write.py                  # latency + throughput, etcd if installed
+    .venv/bin/python scripts/bench_write.py --quick          # < 30 s smoke run: n=50, 1 s points, no etcd
+    .venv/bin/python scripts/bench_write.py --scale --count 100000   # fill, RSS, restart, catch-up
+    .venv/bin/python scripts/bench_write.py --json out.json  # also dump every figure
+
+What it measures (all traffic on 127.0.0.1 / unix sockets; every loop is bounded in count and time):
+
+* **Sequential latency**: one client, one request in flight, ``--n`` creates per row, to the leader and
+  to a follower (which forwards to the leader), at each ``--size`` (default 200 B and 4 KiB).
+* **Throughput**: 1, 16 and 32 client threads creating secrets for ``--duration`` seconds each, all to
+  the leader; ops/s and the latency percentiles under load. The clients share ``--channels`` gRPC
+  channels (separate connections), as the etcd anchors used 4 shared channels.
+* **etcd** (when ``etcd`` is on PATH; never installed by this script: ``apt-get install etcd-server
+  etcd-client``): 3 members on 127.0.0.1, fresh data dirs next to ours (same filesystem), default
+  heartbeat 100 ms / election 1000 ms, the same workload as puts of values of the same size; then the
+  ratios and the targets (not tests): p50 within 2x etcd, throughput at 32 clients >= 0.5x etcd.
+* ``--scale``: a fresh cluster is filled with ``--count`` secrets of 1 KiB; one follower is stopped
+  (SIGTERM) at ~30 % of the fill and restarted after it. Prints the fill rate, RSS and data-dir size per
+  manager, the catch-up time of that follower (start until its linearizable ``ListSecrets`` returns the
+  full count), restart-to-ready times (SIGTERM or SIGKILL, then start, until the same condition) and
+  whether ``swarmsecrets secret ls -q`` copes with the full count.
+
+How etcd is driven: by default through its native gRPC API (``/etcdserverpb.KV/Put``) with the same
+grpcio, the same client threads and the same channel sharing as the swarmsecrets client, so the two
+columns differ only in the server. No etcd client package is involved: the ``etcd3`` package needs
+``protobuf<4`` for its generated stubs, which cannot share a venv with this project's ``protobuf>=6``,
+so the two-field ``PutRequest`` is encoded by hand (``etcd_put_request``) and the response is taken as
+raw bytes. ``--etcd-transport http`` uses the v3 JSON gateway instead (``POST /v3/kv/put`` with base64
+key/value, one keep-alive ``http.client`` connection per client thread). The anchors
+(shared/reference/anchors.md §0, §1a) show the gateway costs about the same as gRPC for one sequential
+client at <= 4 KiB (put p50 200 B 1.06 vs 0.99 ms, 4 KiB 1.34 vs 1.33 ms), but on this 2-core machine
+it measured 15-20 % fewer puts/s at 16-32 clients (JSON work on the CPU-bound servers), which would make
+the throughput target look easier than it is; hence gRPC by default.
+
+Caveat printed with the results: on a 2-core machine the client threads compete with the three server
+processes for CPU; the client/server CPU columns show how much each used.
+
+The module is importable (``import bench_write``; ``main(argv)`` returns the exit status) and the
+helpers (``percentile``, ``summarize``, ``EtcdCluster``, ``SwarmCluster``) are usable on their own.
+Exit status: 0 when the swarmsecrets part ran without errors (a MISS against a target is not a failure),
+1 when some requests failed, 2 when the cluster could not be formed or was interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import functools
+import http.client
+import itertools
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+
+try:
+    import psutil  # noqa: E402
+except ImportError:  # the dev extras have it; without it the CPU/RSS columns are empty
+    psutil = None  # type: ignore[assignment]
+
+from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2  # noqa: E402
+
+SIZES_DEFAULT = (200, 4096)
+CLIENTS_DEFAULT = (1, 16, 32)
+RPC_TIMEOUT = 15.0  # per request; the server gives up on raft after 5 s
+ETCD_INSTALL_HINT = "apt-get install etcd-server etcd-client"
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100]) of already sorted values; nan when empty."""
+    if not sorted_values:
+        return math.nan
+    if q <= 0:
+        return sorted_values[0]
+    rank = math.ceil(q / 100.0 * len(sorted_values))
+    return sorted_values[min(len(sorted_values), max(rank, 1)) - 1]
+
+
+def summarize(latencies_s: Sequence[float]) -> dict[str, float]:
+    """p50/p99/mean/max in milliseconds of latencies given in seconds."""
+    xs = sorted(latencies_s)
+    if not xs:
+        return {"p50_ms": math.nan, "p99_ms": math.nan, "mean_ms": math.nan, "max_ms": math.nan}
+    return {
+        "p50_ms": percentile(xs, 50) * 1e3,
+        "p99_ms": percentile(xs, 99) * 1e3,
+        "mean_ms": sum(xs) / len(xs) * 1e3,
+        "max_ms": xs[-1] * 1e3,
+    }
+
+
+def fmt_num(x: float | None, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def fmt_size(n: int) -> str:
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} B"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> str:
+    right = right if right is not None else set(range(1, len(headers)))
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+
+
+@dataclass
+class Row:
+    system: str  # "swarmsecrets" | "etcd"
+    kind: str  # "seq" | "tput"
+    target: str  # "leader" | "follower"
+    size: int
+    clients: int
+    ops: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    ops_per_s: float = math.nan
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    mean_ms: float = math.nan
+    max_ms: float = math.nan
+    client_cpu: float | None = None  # cores used by this process during the row
+    server_cpu: float | None = None  # cores used by the three servers together
+    server_cpus: list[float] | None = None  # the same per server, leader first
+    capped: bool = False  # stopped by the time cap before --n samples
+    first_error: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# processes and cleanup
+
+_PROCS: list[subprocess.Popen[bytes]] = []
+_PROCS_LOCK = threading.Lock()
+
+
+def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a server in its own session (Ctrl-C in the terminal reaches only us; we stop it)."""
+    with open(log_path, "ab") as log:
+        p = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                             start_new_session=True, env=env)
+    with _PROCS_LOCK:
+        _PROCS.append(p)
+    return p
+
+
+def terminate(p: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
+    """Signal one process group we started (by its pid), escalate to SIGKILL, reap it."""
+    if p is None:
+        return
+    if p.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, sig)
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
+    else:  # the leader of the group is gone; make sure nothing it spawned is left behind
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+    with _PROCS_LOCK:
+        if p in _PROCS:
+            _PROCS.remove(p)
+
+
+def terminate_all() -> None:
+    with _PROCS_LOCK:
+        procs = list(_PROCS)
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            terminate(p, signal.SIGTERM, timeout=10)
+        except Exception:  # noqa: BLE001 - cleanup must go on
+            pass
+
+
+def free_port(exclude: set[int] | None = None) -> int:
+    exclude = exclude or set()
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in exclude:
+            return port
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def free_port_pair(exclude: set[int] | None = None) -> int:
+    """A port P such that P and P+1 are free on 127.0.0.1 (gRPC and raft)."""
+    exclude = exclude or set()
+    for _ in range(200):
+        port = free_port(exclude)
+        if port >= 65535 or port + 1 in exclude:
+            continue
+        try:
+            with socket.socket() as s2:
+                s2.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair on 127.0.0.1")
+
+
+def wait_for(fn: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last = e
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}" + (f": {last}" if last else ""))
+
+
+def tail(path: Path, n: int = 2500) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+    return total
+
+
+def proc_rss(pid: int | None) -> int | None:
+    """RSS of a process and its children, in bytes."""
+    if psutil is None or pid is None:
+        return None
+    try:
+        p = psutil.Process(pid)
+        total = p.memory_info().rss
+        for c in p.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += c.memory_info().rss
+        return total
+    except psutil.Error:
+        return None
+
+
+class CpuMeter:
+    """CPU cores used by this process and by a set of server pids over a time window."""
+
+    def __init__(self, server_pids: Sequence[int]) -> None:
+        self.ok = psutil is not None
+        if not self.ok:
+            return
+        self.me = psutil.Process()
+        self.servers = []
+        for pid in server_pids:
+            with contextlib.suppress(psutil.Error):
+                self.servers.append(psutil.Process(pid))
+
+    @staticmethod
+    def _cpu(p: Any) -> float:
+        try:
+            t = p.cpu_times()
+            return t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+        except psutil.Error:
+            return 0.0
+
+    def start(self) -> None:
+        if not self.ok:
+            return
+        self.t0 = time.monotonic()
+        self.c0 = self._cpu(self.me)
+        self.s0 = [self._cpu(p) for p in self.servers]
+
+    def stop(self) -> tuple[float | None, float | None]:
+        client, per = self.stop_each()
+        return client, (sum(per) if per is not None else None)
+
+    def stop_each(self) -> tuple[float | None, list[float] | None]:
+        """Cores used by this process, and by each server in the order given."""
+        if not self.ok:
+            return None, None
+        dt = max(time.monotonic() - self.t0, 1e-9)
+        client = (self._cpu(self.me) - self.c0) / dt
+        per = [(self._cpu(p) - s) / dt for p, s in zip(self.servers, self.s0, strict=True)]
+        return client, per
+
+
+# --------------------------------------------------------------------------------------------
+# swarmsecrets cluster
+
+
+def _grpc_channel(sock: Path, own_connection: bool = True) -> grpc.Channel:
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", -1),  # ListSecrets of 100k secrets is > 4 MiB
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+    if own_connection:  # without this, channels to one target share one connection
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    return grpc.insecure_channel("unix:" + str(sock), options=options)
+
+
+@dataclass
+class SwarmNode:
+    name: str
+    root: Path
+    daemon_args: list[str]
+    env: dict[str, str]
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def sock(self) -> Path:
+        return self.data_dir / "swarmsecrets.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.sock}"
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / f"{self.name}.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = spawn([sys.executable, "-m", "swarmsecrets.daemon", "--data-dir", str(self.data_dir),
+                           "--host", self.host, *self.daemon_args], self.log_path, self.env)
+        deadline = time.monotonic() + timeout
+        while not self.sock.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail(self.log_path)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not open its socket in {timeout:.0f} s")
+            time.sleep(0.02)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        terminate(self.proc, sig)
+        if self.sock.exists() and sig == signal.SIGKILL:
+            with contextlib.suppress(OSError):
+                self.sock.unlink()
+        self.proc = None
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "swarmsecrets.cli.main", "-H", self.host, *args],
+                              capture_output=True, text=True, timeout=timeout, env=self.env,
+                              stdin=subprocess.DEVNULL)
+
+    def ok(self, *args: str, timeout: float = 60.0) -> str:
+        p = self.cli(*args, timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"{self.name}: swarmsecrets {' '.join(args)} -> {p.returncode}\n"
+                               f"{p.stdout}{p.stderr}")
+        return p.stdout
+
+    def stub(self) -> control_pb2_grpc.ControlStub:
+        return control_pb2_grpc.ControlStub(_grpc_channel(self.sock, own_connection=False))
+
+    def is_leader(self, timeout: float = 5.0) -> bool:
+        with _grpc_channel(self.sock) as ch:
+            node = control_pb2_grpc.ControlStub(ch).GetNode(control_pb2.GetNodeRequest(node_id="self"),
+                                                            timeout=timeout).node
+        return bool(node.manager_status.leader)
+
+    def count_secrets(self, timeout: float = 120.0, channel: grpc.Channel | None = None) -> int:
+        """Secrets in a linearizable ListSecrets answered by this manager."""
+        if channel is not None:
+            stub = control_pb2_grpc.ControlStub(channel)
+            return len(stub.ListSecrets(control_pb2.ListSecretsRequest(), timeout=timeout).secrets)
+        with _grpc_channel(self.sock) as ch:
+            return self.count_secrets(timeout, ch)
+
+
+class SwarmCluster:
+    """Three swarmsecretsd managers on loopback, formed through the CLI like tests/integration."""
+
+    def __init__(self, root: Path, managers: int = 3, daemon_args: Sequence[str] = ()) -> None:
+        self.root = root
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        used: set[int] = set()
+        self.nodes: list[SwarmNode] = []
+        for i in range(managers):
+            port = free_port_pair(used)
+            used |= {port, port + 1}
+            self.nodes.append(SwarmNode(f"m{i + 1}", root, list(daemon_args), env, port))
+
+    def start(self, timeout: float = 90.0) -> SwarmCluster:
+        for n in self.nodes:
+            n.start()
+        first = self.nodes[0]
+        first.ok("swarm", "init", "--advertise-addr", first.addr, timeout=timeout)
+        token = first.ok("swarm", "join-token", "-q", "manager").strip()
+        for n in self.nodes[1:]:
+            n.ok("swarm", "join", "--token", token, "--advertise-addr", n.addr, first.addr, timeout=timeout)
+        self.leader(timeout)
+        return self
+
+    def running(self) -> list[SwarmNode]:
+        return [n for n in self.nodes if n.pid is not None]
+
+    def leader(self, timeout: float = 60.0) -> SwarmNode:
+        def find() -> SwarmNode | None:
+            for n in self.running():
+                with contextlib.suppress(grpc.RpcError):
+                    if n.is_leader():
+                        return n
+            return None
+        return wait_for(find, timeout, 0.2, "a swarmsecrets leader")
+
+    def followers(self) -> list[SwarmNode]:
+        lead = self.leader()
+        return [n for n in self.running() if n is not lead]
+
+    def pids(self) -> list[int]:
+        return [p for p in (n.pid for n in self.nodes) if p is not None]
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            with contextlib.suppress(Exception):
+                n.stop(signal.SIGTERM)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {n.name} ({n.log_path})\n{tail(n.log_path)}" for n in self.nodes)
+
+
+class SwarmWriter:
+    """One benchmark client: CreateSecret over a (possibly shared) channel."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.stub = control_pb2_grpc.ControlStub(channel)
+
+    def put(self, name: str, data: bytes) -> None:
+        self.stub.CreateSecret(control_pb2.CreateSecretRequest(
+            spec=objects_pb2.SecretSpec(name=name, data=data), request_id=str(uuid.uuid4())),
+            timeout=RPC_TIMEOUT)
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# etcd cluster
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    client_port: int
+    peer_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    member_id: str = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+
+class EtcdCluster:
+    """Three etcd members on 127.0.0.1 with fresh data dirs and default timing (hb 100 / election 1000)."""
+
+    def __init__(self, root: Path, binary: str = "etcd", heartbeat_ms: int = 100, election_ms: int = 1000) -> None:
+        self.root = root
+        self.binary = binary
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
+        used: set[int] = set()
+        self.members: list[EtcdMember] = []
+        for i in range(3):
+            c = free_port(used)
+            used.add(c)
+            p = free_port(used)
+            used.add(p)
+            self.members.append(EtcdMember(f"e{i + 1}", c, p))
+
+    @staticmethod
+    def version(binary: str = "etcd") -> str:
+        try:
+            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+        return out.splitlines()[0].split(":", 1)[-1].strip() if out else "?"
+
+    def start(self, timeout: float = 60.0) -> EtcdCluster:
+        initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        for m in self.members:
+            curl = f"http://127.0.0.1:{m.client_port}"
+            purl = f"http://127.0.0.1:{m.peer_port}"
+            m.proc = spawn([self.binary, "--name", m.name, "--data-dir", str(self.root / f"{m.name}.etcd"),
+                            "--listen-client-urls", curl, "--advertise-client-urls", curl,
+                            "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+                            "--initial-cluster", initial, "--initial-cluster-state", "new",
+                            "--initial-cluster-token", f"bench-{os.getpid()}",
+                            "--heartbeat-interval", str(self.heartbeat_ms),
+                            "--election-timeout", str(self.election_ms),
+                            "--logger", "zap", "--log-outputs", "stderr"],
+                           self.root / f"{m.name}.log", env)
+        wait_for(self._leader_id, timeout, 0.2, "an etcd leader")
+        return self
+
+    def _status(self, m: EtcdMember) -> dict[str, Any]:
+        return etcd_call(m.client_port, "/v3/maintenance/status", {}, timeout=2.0)
+
+    def _leader_id(self) -> str | None:
+        ids = set()
+        for m in self.members:
+            st = self._status(m)
+            m.member_id = str(st["header"]["member_id"])
+            if not st.get("leader"):
+                return None
+            ids.add(str(st["leader"]))
+        return ids.pop() if len(ids) == 1 else None
+
+    def leader(self) -> EtcdMember:
+        lid = wait_for(self._leader_id, 30, 0.2, "an etcd leader")
+        return next(m for m in self.members if m.member_id == lid)
+
+    def followers(self) -> list[EtcdMember]:
+        lead = self.leader()
+        return [m for m in self.members if m is not lead]
+
+    def pids(self) -> list[int]:
+        return [p for p in (m.pid for m in self.members) if p is not None]
+
+    def stop(self) -> None:
+        for m in self.members:
+            with contextlib.suppress(Exception):
+                terminate(m.proc)
+            m.proc = None
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {m.name}\n{tail(self.root / f'{m.name}.log')}" for m in self.members)
+
+
+def etcd_call(port: int, path: str, body: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"etcd {path}: HTTP {resp.status} {data[:200]!r}")
+        return json.loads(data)
+    finally:
+        conn.close()
+
+
+class EtcdWriter:
+    """One benchmark client: a keep-alive HTTP/1.1 connection to the v3 JSON gateway, PUT /v3/kv/put."""
+
+    HEADERS = {"Content-Type": "application/json"}
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn: http.client.HTTPConnection | None = None
+        self._value_cache: tuple[bytes, str] | None = None
+
+    def put(self, name: str, data: bytes) -> None:
+        if self._value_cache is None or self._value_cache[0] is not data:
+            self._value_cache = (data, base64.b64encode(data).decode())
+        body = ('{"key":"' + base64.b64encode(b"/bench/" + name.encode()).decode()
+                + '","value":"' + self._value_cache[1] + '"}')
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=RPC_TIMEOUT)
+        try:
+            self.conn.request("POST", "/v3/kv/put", body, self.HEADERS)
+            resp = self.conn.getresponse()
+            out = resp.read()
+        except Exception:
+            self.close()
+            raise
+        if resp.status != 200 or b'"error"' in out[:64]:
+            raise RuntimeError(f"HTTP {resp.status}: {out[:200]!r}")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def etcd_put_request(key: bytes, value: bytes) -> bytes:
+    """etcdserverpb.PutRequest{key=1, value=2} in protobuf wire format (both length-delimited fields)."""
+    return b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(value)) + value
+
+
+class EtcdGrpcWriter:
+    """One benchmark client: etcd's native gRPC KV.Put, with the same grpcio as the swarmsecrets client.
+
+    The request is encoded by hand (two bytes fields) and the response is taken as raw bytes, so no
+    etcd stubs (and no protobuf<4 pin) are needed."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.call = channel.unary_unary("/etcdserverpb.KV/Put")  # no (de)serializers: bytes in, bytes out
+
+    def put(self, name: str, data: bytes) -> None:
+        self.call(etcd_put_request(b"/bench/" + name.encode(), data), timeout=RPC_TIMEOUT)
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# workloads
+
+
+def describe_error(e: BaseException) -> str:
+    if isinstance(e, grpc.RpcError):
+        code = e.code() if hasattr(e, "code") else None
+        details = e.details() if hasattr(e, "details") else ""
+        return f"{getattr(code, 'name', code)}: {details}"
+    return f"{type(e).__name__}: {e}"
+
+
+def run_sequential(writer: Any, data: bytes, names: Iterator[str], n: int, max_seconds: float,
+                   warmup: int = 10) -> tuple[list[float], int, str, float, bool]:
+    """n one-at-a-time puts; returns (latencies s, errors, first error, elapsed s, capped)."""
+    for _ in range(warmup):
+        with contextlib.suppress(Exception):
+            writer.put(next(names), data)
+    lat: list[float] = []
+    errors = 0
+    first_error = ""
+    t_start = time.perf_counter()
+    deadline = t_start + max_seconds
+    capped = False
+    for i in range(n):
+        if time.perf_counter() > deadline:
+            capped = True
+            break
+        name = next(names)
+        t0 = time.perf_counter()
+        try:
+            writer.put(name, data)
+        except Exception as e:  # noqa: BLE001 - counted and reported
+            errors += 1
+            first_error = first_error or describe_error(e)
+            if errors >= max(20, n // 10) and errors > i // 2:
+                break  # mostly failing: stop early, the row says so
+            continue
+        lat.append(time.perf_counter() - t0)
+    return lat, errors, first_error, time.perf_counter() - t_start, capped
+
+
+def run_concurrent(make_writer: Callable[[int], Any], clients: int, data: bytes,
+                   namegen: Callable[[int], Iterator[str]], duration: float) -> tuple[list[float], int, str, float]:
+    """`clients` threads putting for `duration` s; returns (latencies of ops completed in the window,
+    errors, first error, window length s). Ops still in flight when the window closes are not counted."""
+    barrier = threading.Barrier(clients + 1, timeout=60)
+    stop = threading.Event()
+    results: list[tuple[list[float], list[float], int, str]] = [([], [], 0, "")] * clients
+    window: dict[str, float] = {}
+
+    def worker(idx: int) -> None:
+        writer = make_writer(idx)
+        names = namegen(idx)
+        lat: list[float] = []
+        done_at: list[float] = []
+        errors = 0
+        first = ""
+        try:
+            with contextlib.suppress(Exception):  # warm the connection
+                writer.put(next(names), data)
+            barrier.wait()
+            max_ops = 10_000_000  # a bound that a few seconds never reach
+            for _ in range(max_ops):
+                if stop.is_set():
+                    break
+                t0 = time.perf_counter()
+                try:
+                    writer.put(next(names), data)
+                except Exception as e:  # noqa: BLE001
+                    errors += 1
+                    first = first or describe_error(e)
+                    time.sleep(0.01)
+                    continue
+                t1 = time.perf_counter()
+                lat.append(t1 - t0)
+                done_at.append(t1)
+        except threading.BrokenBarrierError:
+            first = first or "start barrier broken"
+        finally:
+            writer.close()
+            results[idx] = (lat, done_at, errors, first)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"bench-{i}") for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    window["start"] = time.perf_counter()
+    time.sleep(duration)
+    window["end"] = time.perf_counter()
+    stop.set()
+    for t in threads:
+        t.join(timeout=RPC_TIMEOUT + 10)
+    lat_all: list[float] = []
+    errors = 0
+    first = ""
+    for lat, done_at, errs, f in results:
+        lat_all.extend(x for x, d in zip(lat, done_at, strict=True) if d <= window["end"])
+        errors += errs
+        first = first or f
+    return lat_all, errors, first, window["end"] - window["start"]
+
+
+class NameGen:
+    """Unique secret names / etcd keys: b<run><tag>t<thread>n<i> (valid swarm names, <= 64 chars)."""
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+
+    def stream(self, tag: str, thread: int = 0) -> Iterator[str]:
+        return (f"b{self.run}{tag}t{thread}n{i}" for i in itertools.count())
+
+
+@dataclass
+class Target:
+    """What the workload drives: a system, its leader/follower writers and server pids."""
+
+    system: str
+    leader_writer: Callable[[], Any]
+    follower_writer: Callable[[], Any] | None
+    concurrent_writer_factory: Callable[[int], Callable[[int], Any]]  # clients -> (idx -> writer)
+    pids: Callable[[], list[int]]
+    cleanup: Callable[[], None] = field(default=lambda: None)
+
+
+def bench_target(t: Target, sizes: Sequence[int], clients_list: Sequence[int], n: int, duration: float,
+                 max_seq_seconds: float, names: NameGen, log: Callable[[str], None],
+                 rows: list[Row] | None = None) -> list[Row]:
+    """Every row for one system; appended to `rows` as each finishes (an interrupted run keeps them)."""
+    rows = rows if rows is not None else []
+    for size in sizes:
+        data = random.Random(size).randbytes(size)
+        seq_targets: list[tuple[str, Callable[[], Any]]] = [("leader", t.leader_writer)]
+        if t.follower_writer is not None:
+            seq_targets.append(("follower", t.follower_writer))
+        for target_name, mk in seq_targets:
+            row = Row(t.system, "seq", target_name, size, 1)
+            w = mk()
+            meter = CpuMeter(t.pids())
+            meter.start()
+            try:
+                lat, errs, first, elapsed, capped = run_sequential(
+                    w, data, names.stream(f"{t.system[0]}s{size}{target_name[0]}"), n, max_seq_seconds)
+            finally:
+                w.close()
+            row.client_cpu, row.server_cpus = meter.stop_each()
+            row.server_cpu = sum(row.server_cpus) if row.server_cpus is not None else None
+            row.ops, row.errors, row.first_error, row.seconds, row.capped = len(lat), errs, first, elapsed, capped
+            row.ops_per_s = len(lat) / elapsed if elapsed > 0 else math.nan
+            row.__dict__.update(summarize(lat))
+            rows.append(row)
+            log(f"  {t.system:<12} seq  {target_name:<8} {fmt_size(size):>7}: n={row.ops} "
+                f"p50 {fmt_num(row.p50_ms)} ms p99 {fmt_num(row.p99_ms)} ms errors {errs}"
+                + (" (time-capped)" if capped else ""))
+        for clients in clients_list:
+            row = Row(t.system, "tput", "leader", size, clients)
+            factory = t.concurrent_writer_factory(clients)
+            meter = CpuMeter(t.pids())
+            meter.start()
+            tag = f"{t.system[0]}c{clients}s{size}"
+            lat, errs, first, window = run_concurrent(
+                factory, clients, data, functools.partial(names.stream, tag), duration)
+            row.client_cpu, row.server_cpus = meter.stop_each()
+            row.server_cpu = sum(row.server_cpus) if row.server_cpus is not None else None
+            row.ops, row.errors, row.first_error, row.seconds = len(lat), errs, first, window
+            row.ops_per_s = len(lat) / window if window > 0 else math.nan
+            row.__dict__.update(summarize(lat))
+            rows.append(row)
+            log(f"  {t.system:<12} tput c={clients:<3}     {fmt_size(size):>7}: {fmt_num(row.ops_per_s, 0)} ops/s "
+                f"p50 {fmt_num(row.p50_ms)} ms p99 {fmt_num(row.p99_ms)} ms errors {errs}")
+        t.cleanup()
+    return rows
+
+
+def _pids_leader_first(leader: Any, followers: Sequence[Any]) -> Callable[[], list[int]]:
+    return lambda: [p for p in (n.pid for n in (leader, *followers)) if p is not None]
+
+
+def swarm_target(cluster: SwarmCluster, channels: int) -> Target:
+    leader = cluster.leader()
+    followers = [n for n in cluster.running() if n is not leader]
+    opened: list[grpc.Channel] = []
+
+    def writer_for(node: SwarmNode) -> Callable[[], Any]:
+        def mk() -> SwarmWriter:
+            ch = _grpc_channel(node.sock)
+            opened.append(ch)
+            return SwarmWriter(ch)
+        return mk
+
+    def factory(clients: int) -> Callable[[int], Any]:
+        chans = [_grpc_channel(leader.sock) for _ in range(max(1, min(channels, clients)))]
+        opened.extend(chans)
+        return lambda idx: SwarmWriter(chans[idx % len(chans)])
+
+    def cleanup() -> None:
+        for ch in opened:
+            with contextlib.suppress(Exception):
+                ch.close()
+        opened.clear()
+
+    return Target("swarmsecrets", writer_for(leader), writer_for(followers[0]) if followers else None,
+                  factory, _pids_leader_first(leader, followers), cleanup)
+
+
+def etcd_target(cluster: EtcdCluster, transport: str, channels: int) -> Target:
+    leader = cluster.leader()
+    follower = next(m for m in cluster.members if m is not leader)
+    if transport == "http":
+        return Target("etcd", lambda: EtcdWriter(leader.client_port), lambda: EtcdWriter(follower.client_port),
+                      lambda clients: (lambda idx: EtcdWriter(leader.client_port)),
+                      _pids_leader_first(leader, [m for m in cluster.members if m is not leader]))
+    opened: list[grpc.Channel] = []
+
+    def channel(m: EtcdMember) -> grpc.Channel:
+        ch = grpc.insecure_channel(f"127.0.0.1:{m.client_port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        opened.append(ch)
+        return ch
+
+    def factory(clients: int) -> Callable[[int], Any]:
+        chans = [channel(leader) for _ in range(max(1, min(channels, clients)))]
+        return lambda idx: EtcdGrpcWriter(chans[idx % len(chans)])
+
+    def cleanup() -> None:
+        for ch in opened:
+            with contextlib.suppress(Exception):
+                ch.close()
+        opened.clear()
+
+    return Target("etcd", lambda: EtcdGrpcWriter(channel(leader)), lambda: EtcdGrpcWriter(channel(follower)),
+                  factory, _pids_leader_first(leader, [m for m in cluster.members if m is not leader]), cleanup)
+
+
+# --------------------------------------------------------------------------------------------
+# reporting
+
+
+def rows_table(rows: Sequence[Row]) -> str:
+    headers = ["system", "workload", "to", "size", "clients", "n", "ops/s", "p50 ms", "p99 ms", "mean ms",
+               "max ms", "errors", "client CPU", "servers CPU", "leader/f1/f2"]
+    out = []
+    for r in rows:
+        out.append([r.system, "sequential" if r.kind == "seq" else "throughput", r.target, fmt_size(r.size),
+                    str(r.clients), f"{r.ops}{'*' if r.capped else ''}", fmt_num(r.ops_per_s, 0),
+                    fmt_num(r.p50_ms), fmt_num(r.p99_ms), fmt_num(r.mean_ms), fmt_num(r.max_ms), str(r.errors),
+                    fmt_num(r.client_cpu), fmt_num(r.server_cpu),
+                    "/".join(f"{x:.2f}" for x in r.server_cpus) if r.server_cpus else "-"])
+    return table(headers, out, right=set(range(3, len(headers))))
+
+
+def find_row(rows: Sequence[Row], system: str, kind: str, target: str, size: int, clients: int) -> Row | None:
+    for r in rows:
+        if (r.system, r.kind, r.target, r.size, r.clients) == (system, kind, target, size, clients):
+            return r
+    return None
+
+
+def compare(rows: Sequence[Row], sizes: Sequence[int], clients_list: Sequence[int]) -> tuple[list[list[str]],
+                                                                                          list[dict[str, Any]]]:
+    """Ratio rows (swarmsecrets / etcd) and target verdicts."""
+    ratio_rows: list[list[str]] = []
+    verdicts: list[dict[str, Any]] = []
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b and not math.isnan(a) and not math.isnan(b) and b > 0 else math.nan
+
+    for size in sizes:
+        for target in ("leader", "follower"):
+            s = find_row(rows, "swarmsecrets", "seq", target, size, 1)
+            e = find_row(rows, "etcd", "seq", target, size, 1)
+            if s and e:
+                ratio_rows.append([f"sequential p50, {target}", fmt_size(size), fmt_num(s.p50_ms), fmt_num(e.p50_ms),
+                                   fmt_num(ratio(s.p50_ms, e.p50_ms)) + "x"])
+                ratio_rows.append([f"sequential p99, {target}", fmt_size(size), fmt_num(s.p99_ms), fmt_num(e.p99_ms),
+                                   fmt_num(ratio(s.p99_ms, e.p99_ms)) + "x"])
+                if target == "leader":
+                    rr = ratio(s.p50_ms, e.p50_ms)
+                    verdicts.append({"target": f"p50 within 2x etcd ({fmt_size(size)}, leader, sequential)",
+                                     "ratio": rr, "limit": "<= 2.00x",
+                                     "verdict": "PASS" if rr <= 2.0 else "MISS"})
+        for c in clients_list:
+            s = find_row(rows, "swarmsecrets", "tput", "leader", size, c)
+            e = find_row(rows, "etcd", "tput", "leader", size, c)
+            if s and e:
+                ratio_rows.append([f"throughput ops/s, {c} clients", fmt_size(size), fmt_num(s.ops_per_s, 0),
+                                   fmt_num(e.ops_per_s, 0), fmt_num(ratio(s.ops_per_s, e.ops_per_s)) + "x"])
+                if c == 32:
+                    rr = ratio(s.ops_per_s, e.ops_per_s)
+                    verdicts.append({"target": f"throughput at 32 clients >= 0.5x etcd ({fmt_size(size)})",
+                                     "ratio": rr, "limit": ">= 0.50x",
+                                     "verdict": "PASS" if rr >= 0.5 else "MISS"})
+    return ratio_rows, verdicts
+
+
+def machine_info(base: Path) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(), "python": platform.python_version(), "grpcio": grpc.__version__,
+        "kernel": platform.release(), "loadavg_start": os.getloadavg(), "data_dir": str(base),
+    }
+    try:
+        out = subprocess.run(["df", "-PT", str(base)], capture_output=True, text=True, timeout=10).stdout
+        info["fs"] = out.splitlines()[1].split()[1]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        info["fs"] = "?"
+    if psutil is not None:
+        info["mem_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# --scale
+
+
+def run_scale(args: argparse.Namespace, base: Path, names: NameGen, log: Callable[[str], None],
+              res: dict[str, Any]) -> None:
+    """Fill a fresh cluster, then measure; every figure goes into `res` as soon as it exists, so an
+    interrupted or failed run still reports what it got."""
+    res.update(count=args.count, size=args.scale_size, clients=args.scale_clients)
+    cluster = SwarmCluster(base / "scale", daemon_args=args.daemon_arg_list)
+    (base / "scale").mkdir(parents=True, exist_ok=True)
+    log(f"starting a fresh 3-manager cluster under {base / 'scale'} ...")
+    t0 = time.monotonic()
+    try:
+        cluster.start()
+    except Exception as e:  # noqa: BLE001 - reported
+        res["error"] = f"cluster did not form: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        log(f"cluster did not form: {e}\n{cluster.logs()}")
+        cluster.stop()
+        return
+    try:
+        _scale_phases(args, cluster, names, log, res, time.monotonic() - t0)
+    except Exception as e:  # noqa: BLE001 - reported with what was measured before
+        res["error"] = f"--scale stopped early: {describe_error(e)}"
+        log(f"{res['error']}\n{cluster.logs()}")
+    finally:
+        cluster.stop()
+
+
+def _scale_phases(args: argparse.Namespace, cluster: SwarmCluster, names: NameGen, log: Callable[[str], None],
+                  res: dict[str, Any], formation_s: float) -> None:
+    res["formation_s"] = formation_s
+    leader = cluster.leader()
+    victim = next(n for n in cluster.running() if n is not leader)
+    res["victim"] = victim.name
+    res["rss_empty"] = {n.name: proc_rss(n.pid) for n in cluster.nodes}
+    log(f"formed in {formation_s:.1f} s; leader {leader.name}; {victim.name} will be stopped at 30 % of the fill")
+
+    # --- the fill: --scale-clients threads to the leader, each name once (retries keep the name)
+    data = random.Random(1).randbytes(args.scale_size)
+    total = args.count
+    counter = itertools.count()
+    lock = threading.Lock()
+    done = [0]
+    errors = [0]
+    first_error = [""]
+    last_ack = [""]  # the name of the create acknowledged last
+    stop = threading.Event()
+    chans = [_grpc_channel(leader.sock) for _ in range(max(1, min(args.channels, args.scale_clients)))]
+
+    def filler(idx: int) -> None:
+        w = SwarmWriter(chans[idx % len(chans)])
+        while not stop.is_set():
+            with lock:
+                i = next(counter)
+            if i >= total:
+                return
+            name = f"b{names.run}x{i}"
+            for attempt in range(5):  # same name, fresh request id; ALREADY_EXISTS = an earlier try landed
+                try:
+                    w.put(name, data)
+                    break
+                except grpc.RpcError as e:
+                    if e.code() == grpc.StatusCode.ALREADY_EXISTS:
+                        break
+                    with lock:
+                        errors[0] += 1
+                        first_error[0] = first_error[0] or describe_error(e)
+                    if stop.is_set() or attempt == 4:
+                        return  # this thread gives up; the others go on
+                    time.sleep(0.2)
+            with lock:
+                done[0] += 1
+                last_ack[0] = name
+
+    threads = [threading.Thread(target=filler, args=(i,), daemon=True, name=f"fill-{i}")
+               for i in range(args.scale_clients)]
+    meter = CpuMeter(cluster.pids())
+    meter.start()
+    t_fill = time.monotonic()
+    for t in threads:
+        t.start()
+    stopped_at: int | None = None
+    next_report = 0.1
+    deadline = t_fill + args.scale_timeout
+    try:
+        while any(t.is_alive() for t in threads):
+            time.sleep(0.05)
+            frac = done[0] / total
+            if stopped_at is None and frac >= 0.3:
+                stopped_at = done[0]
+                ts = time.monotonic()
+                victim.stop(signal.SIGTERM)
+                res["victim_stop_s"] = time.monotonic() - ts
+                res["victim_stopped_at"] = stopped_at
+                log(f"  stopped follower {victim.name} (SIGTERM) at {stopped_at:,} secrets "
+                    f"({res['victim_stop_s']:.2f} s to exit)")
+            if frac >= next_report:
+                el = time.monotonic() - t_fill
+                log(f"  fill {done[0]:>9,} / {total:,}  {el:7.1f} s  {done[0] / el:8.0f} secrets/s  "
+                    f"errors {errors[0]}")
+                next_report += 0.1
+            if time.monotonic() > deadline:
+                log(f"  fill stopped by --scale-timeout ({args.scale_timeout:.0f} s)")
+                break
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=RPC_TIMEOUT + 5)
+        fill_s = time.monotonic() - t_fill
+        client_cpu, server_cpu = meter.stop()
+        for ch in chans:
+            ch.close()
+        res.update(fill_s=fill_s, filled=done[0], fill_rate=done[0] / fill_s if fill_s else math.nan,
+                   fill_errors=errors[0], fill_first_error=first_error[0],
+                   fill_client_cpu=client_cpu, fill_server_cpu=server_cpu)
+    log(f"fill: {done[0]:,} secrets in {fill_s:.1f} s = {res['fill_rate']:.0f}/s, errors {errors[0]}")
+
+    # --- the authoritative total: a linearizable list on the leader (a create that timed out may have landed)
+    leader = cluster.leader()
+    ts = time.monotonic()
+    expected = leader.count_secrets(timeout=300)
+    res["list_leader_s"] = time.monotonic() - ts
+    res["total"] = expected
+    res["rss_full_running"] = {n.name: proc_rss(n.pid) for n in cluster.nodes}
+    log(f"ListSecrets on the leader: {expected:,} secrets in {res['list_leader_s']:.2f} s")
+
+    gate = control_pb2.ListSecretsRequest(filters=control_pb2.ListSecretsRequest.Filters(names=[last_ack[0]]))
+
+    def ready_time(node: SwarmNode, t_start: float) -> dict[str, Any]:
+        """After node.start(): times to socket, to a first answered linearizable ListSecrets, to the full count.
+
+        Until the first answer it polls a cheap ListSecrets filtered to the last acknowledged name (the same
+        read barrier, tiny answer), so the poll interval does not include listing every secret. A
+        linearizable read must already see that secret: `stale_reads` counts answers that did not."""
+        out: dict[str, Any] = {"socket_s": time.monotonic() - t_start, "first_list_s": math.nan,
+                               "ready_s": math.nan, "last_count": -1, "last_error": "", "stale_reads": 0}
+        poll_deadline = time.monotonic() + args.ready_timeout
+        with _grpc_channel(node.sock) as ch:
+            stub = control_pb2_grpc.ControlStub(ch)
+            for _ in range(1_000_000):  # bounded by poll_deadline long before this
+                if time.monotonic() > poll_deadline:
+                    out["last_error"] = out["last_error"] or "timed out"
+                    break
+                if node.proc is None or node.proc.poll() is not None:
+                    out["last_error"] = f"the daemon exited:\n{tail(node.log_path, 1500)}"
+                    break
+                try:
+                    remaining = max(1.0, poll_deadline - time.monotonic())
+                    if math.isnan(out["first_list_s"]) and last_ack[0]:
+                        seen = len(stub.ListSecrets(gate, timeout=min(10.0, remaining)).secrets)
+                        out["first_list_s"] = time.monotonic() - t_start
+                        out["stale_reads"] += seen == 0
+                    out["last_count"] = node.count_secrets(timeout=min(60.0, remaining), channel=ch)
+                    if math.isnan(out["first_list_s"]):
+                        out["first_list_s"] = time.monotonic() - t_start
+                    if out["last_count"] < expected:
+                        out["stale_reads"] += 1
+                    if out["last_count"] >= expected:
+                        out["ready_s"] = time.monotonic() - t_start
+                        out["last_error"] = ""
+                        break
+                except grpc.RpcError as e:
+                    out["last_error"] = describe_error(e)
+                time.sleep(0.1)
+        return out
+
+    # --- catch-up of the follower stopped during the fill
+    if stopped_at is not None:
+        log(f"restarting {victim.name} (stopped during the fill) ...")
+        ts = time.monotonic()
+        victim.start()
+        res["catchup"] = ready_time(victim, ts)
+        c = res["catchup"]
+        log(f"  catch-up: socket {c['socket_s']:.2f} s, first ListSecrets {fmt_num(c['first_list_s'])} s, "
+            f"full count {fmt_num(c['ready_s'])} s (last count {c['last_count']:,}) {c['last_error'][:300]}")
+    res["rss_full"] = {n.name: proc_rss(n.pid) for n in cluster.nodes}
+    res["disk_full"] = {n.name: dir_size(n.data_dir) for n in cluster.nodes}
+
+    # --- `secret ls` through the real CLI: does it cope with the full count?
+    ts = time.monotonic()
+    try:
+        p = cluster.leader().cli("secret", "ls", "-q", timeout=600)
+        res["cli_ls"] = {"rc": p.returncode, "s": time.monotonic() - ts,
+                         "lines": len(p.stdout.splitlines()), "stderr": p.stderr.strip()[-300:]}
+    except subprocess.TimeoutExpired:
+        res["cli_ls"] = {"rc": None, "s": time.monotonic() - ts, "lines": 0, "stderr": "timed out after 600 s"}
+    log(f"  `secret ls -q` on the leader: rc {res['cli_ls']['rc']}, {res['cli_ls']['lines']:,} lines, "
+        f"{res['cli_ls']['s']:.2f} s {res['cli_ls']['stderr'][:200]}")
+
+    # --- restart-to-ready: a follower after SIGTERM, a follower after SIGKILL, the leader after SIGTERM
+    res["restarts"] = []
+    for label, sig, pick_leader in (("follower, SIGTERM", signal.SIGTERM, False),
+                                    ("follower, SIGKILL", signal.SIGKILL, False),
+                                    ("leader, SIGTERM", signal.SIGTERM, True)):
+        r: dict[str, Any] = {"case": label}
+        res["restarts"].append(r)
+        try:
+            lead = cluster.leader()
+            node = lead if pick_leader else next(n for n in cluster.running() if n is not lead)
+            r["node"] = node.name
+            r["leader_before"] = lead.name
+            ts = time.monotonic()
+            node.stop(sig)
+            r["stop_s"] = time.monotonic() - ts
+            ts = time.monotonic()
+            node.start()
+            r.update(ready_time(node, ts))
+            with contextlib.suppress(Exception):
+                r["leader_after"] = cluster.leader(timeout=10).name
+        except Exception as e:  # noqa: BLE001 - reported
+            r["error"] = describe_error(e)
+        log(f"  restart {label} ({r.get('node', '?')}): stop {fmt_num(r.get('stop_s'))} s, ready "
+            f"{fmt_num(r.get('ready_s'))} s, count {r.get('last_count', -1):,} "
+            f"{(r.get('error') or r.get('last_error') or '')[:300]}")
+
+
+def print_scale(res: dict[str, Any]) -> None:
+    print()
+    print(f"== --scale: {res.get('count', 0):,} secrets of {fmt_size(res.get('size', 0))}, "
+          f"{res.get('clients')} client threads to the leader ==")
+    if "formation_s" in res:
+        print(f"cluster formed in {res['formation_s']:.1f} s")
+    if "fill_s" in res:
+        first = f", first: {res['fill_first_error']}" if res.get("fill_first_error") else ""
+        print(f"fill: {res['filled']:,} created in {res['fill_s']:.1f} s = {res['fill_rate']:,.0f} secrets/s "
+              f"(errors {res['fill_errors']}{first}); client CPU {fmt_num(res['fill_client_cpu'])} cores, "
+              f"servers {fmt_num(res['fill_server_cpu'])} cores")
+    if "total" in res:
+        print(f"total in a linearizable ListSecrets on the leader: {res['total']:,} "
+              f"(the call took {res['list_leader_s']:.2f} s)")
+    if "rss_empty" in res:
+        rss_full = res.get("rss_full") or res.get("rss_full_running") or {}
+        disk = res.get("disk_full", {})
+        print()
+        print(table(["manager", "RSS empty", "RSS after fill", "data dir after fill"],
+                    [[n, fmt_bytes(res["rss_empty"].get(n)), fmt_bytes(rss_full.get(n)),
+                      fmt_bytes(disk.get(n))] for n in sorted(res["rss_empty"])]))
+    rows = []
+
+    def cells(label: str, r: dict[str, Any]) -> list[str]:
+        if r.get("error"):
+            return [label, fmt_num(r.get("stop_s")), "-", "-", "error", "-", r["error"][:70]]
+        count = f"{r.get('last_count', -1):,}"
+        if math.isnan(r.get("ready_s", math.nan)) and r.get("last_error"):
+            count += f" ({r['last_error'].splitlines()[0][:60]})"
+        return [label, fmt_num(r.get("stop_s")), fmt_num(r.get("socket_s")), fmt_num(r.get("first_list_s")),
+                fmt_num(r.get("ready_s")), str(r.get("stale_reads", 0)), count]
+
+    if "catchup" in res:
+        rows.append(cells(f"catch-up: {res['victim']} stopped at {res.get('victim_stopped_at') or 0:,}",
+                          {**res["catchup"], "stop_s": res.get("victim_stop_s")}))
+    for r in res.get("restarts", []):
+        label = f"restart {r['case']} ({r.get('node', '?')})"
+        if r.get("leader_after"):
+            label += (f", leader {r['leader_before']}" + (f"->{r['leader_after']}"
+                      if r["leader_after"] != r.get("leader_before") else " kept"))
+        rows.append(cells(label, r))
+    if rows:
+        print()
+        print(table(["case", "stop s", "start->socket s", "->first read s", "->full count s", "stale reads",
+                     "count seen"], rows, right={1, 2, 3, 4, 5}))
+        print("  times from the start of the process: first read = a linearizable ListSecrets (filtered to the last\n"
+              "  acknowledged name) answered; full count = an unfiltered ListSecrets on that manager returned the\n"
+              "  total (includes listing them all). stale reads = linearizable answers missing acknowledged secrets\n"
+              "  (must be 0). Polled every 0.1 s.")
+    if "cli_ls" in res:
+        ls = res["cli_ls"]
+        print(f"`swarmsecrets secret ls -q` on the leader: exit {ls['rc']}, {ls['lines']:,} lines, {ls['s']:.2f} s"
+              + (f"; stderr: {ls['stderr']}" if ls["rc"] != 0 else ""))
+    if "error" in res:
+        print(res["error"])
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench_write.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1000, help="sequential samples per latency row (default 1000)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per throughput point (default 5)")
+    p.add_argument("--size", type=int, action="append",
+                   help="value size in bytes; repeat for several rows (default 200 and 4096)")
+    p.add_argument("--clients", type=int, action="append",
+                   help="concurrent clients per throughput point; repeatable (default 1, 16, 32)")
+    p.add_argument("--channels", type=int, default=4,
+                   help="gRPC channels (connections) shared by the concurrent clients (default 4)")
+    p.add_argument("--max-seq-seconds", type=float, default=120.0,
+                   help="time cap of one sequential row; the row reports how many it got (default 120)")
+    p.add_argument("--no-etcd", action="store_true", help="skip the etcd comparison")
+    p.add_argument("--etcd-transport", choices=["grpc", "http"], default="grpc",
+                   help="etcd client: native gRPC KV.Put (default) or the v3 JSON gateway /v3/kv/put")
+    p.add_argument("--etcd-only", action="store_true", help="only the etcd part (to develop/check the harness)")
+    p.add_argument("--json", metavar="PATH", help="also write every figure as JSON to PATH")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run in < 30 s: --n 50, --duration 1, 200 B only, no etcd")
+    p.add_argument("--scale", action="store_true", help="fill/RSS/restart/catch-up run instead of the latency run")
+    p.add_argument("--count", type=int, default=100_000, help="secrets loaded by --scale (default 100000)")
+    p.add_argument("--scale-size", type=int, default=1024, help="value size for --scale (default 1024)")
+    p.add_argument("--scale-clients", type=int, default=16, help="client threads for the --scale fill (default 16)")
+    p.add_argument("--scale-timeout", type=float, default=3600.0, help="cap on the --scale fill, s (default 3600)")
+    p.add_argument("--ready-timeout", type=float, default=600.0,
+                   help="cap on each restart/catch-up wait in --scale, s (default 600)")
+    p.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
+                   help="extra swarmsecretsd argument, repeatable, e.g. --daemon-arg=--raft-heartbeat "
+                        "--daemon-arg=0.05 (default: the daemon's own defaults, --log-level info)")
+    p.add_argument("--dir", help="parent of the temporary data dirs (default: the system temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep the data dirs and logs (path printed)")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.n, a.duration, a.no_etcd = 50, 1.0, True
+        a.size = a.size or [200]
+        a.max_seq_seconds = min(a.max_seq_seconds, 6.0)
+    a.size = a.size or list(SIZES_DEFAULT)
+    a.clients = a.clients or list(CLIENTS_DEFAULT)
+    for name in ("n", "duration", "count", "scale_size", "scale_clients", "channels"):
+        if getattr(a, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be positive")
+    if any(s <= 0 or s >= 512_000 for s in a.size) or not 0 < a.scale_size < 512_000:
+        p.error("sizes must be 1..511999 bytes (the secret payload limit)")
+    if any(c <= 0 or c > 256 for c in a.clients):
+        p.error("--clients must be 1..256")
+    a.daemon_arg_list = list(a.daemon_arg)
+    if not any(x.startswith("--log-level") for x in a.daemon_arg_list):
+        a.daemon_arg_list += ["--log-level", "info"]
+    return a
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    run_id = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
+    names = NameGen(run_id)
+    base = Path(tempfile.mkdtemp(prefix="bench_write-", dir=args.dir))
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+    t_begin = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - t_begin:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    info = machine_info(base)
+    result: dict[str, Any] = {"run": run_id, "machine": info, "args": {k: v for k, v in vars(args).items()}}
+    status = 0
+    try:
+        if args.scale:
+            res: dict[str, Any] = {}
+            result["scale"] = res
+            try:
+                run_scale(args, base, names, log, res)
+                waits = [res.get("catchup", {}), *res.get("restarts", [])]
+                not_ready = any(r.get("error") or math.isnan(r.get("ready_s", math.nan)) for r in waits)
+                status = 2 if "error" in res else (1 if res.get("fill_errors") or not_ready else 0)
+            finally:  # also after Ctrl-C: print what was measured
+                terminate_all()
+                print_header(info, args)
+                print_scale(res)
+        else:
+            status = run_bench(args, base, names, log, info, result)
+    except KeyboardInterrupt:
+        log("interrupted; stopping every process we started")
+        status = 2
+    finally:
+        terminate_all()
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        result["machine"]["loadavg_end"] = os.getloadavg()
+        result["elapsed_s"] = time.monotonic() - t_begin
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(_json_clean(result), f, indent=2, default=str)
+            log(f"wrote {args.json}")
+        if args.keep:
+            log(f"kept data dirs and logs in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    log(f"done in {time.monotonic() - t_begin:.1f} s")
+    return status
+
+
+def _json_clean(o: Any) -> Any:
+    """NaN (not measured) becomes null, so the file is strict JSON."""
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): _json_clean(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_json_clean(v) for v in o]
+    return o
+
+
+def print_header(info: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"bench_write: {info['cpus']} CPUs, {info.get('mem_gib', '?')} GiB, Python {info['python']}, "
+          f"grpcio {info['grpcio']}, kernel {info['kernel']}; data dirs on {info['fs']} ({info['data_dir']}); "
+          f"load average at start {' '.join(f'{x:.2f}' for x in info['loadavg_start'])}")
+    if (info["cpus"] or 1) <= 4:
+        print(f"NOTE: {info['cpus']} CPUs: the client threads run on the same cores as the three servers and "
+              "compete with them;\n      the CPU columns give the cores used during each row: client = this "
+              "process, servers = the three together, then leader/follower/follower.")
+
+
+def run_bench(args: argparse.Namespace, base: Path, names: NameGen, log: Callable[[str], None],
+              info: dict[str, Any], result: dict[str, Any]) -> int:
+    rows: list[Row] = []
+    status = 0
+    swarm_error = ""
+    interrupted = False
+    if not args.etcd_only:
+        cluster = SwarmCluster(base / "swarm", daemon_args=args.daemon_arg_list)
+        (base / "swarm").mkdir(parents=True, exist_ok=True)
+        log(f"starting 3 swarmsecretsd managers under {base / 'swarm'} ...")
+        try:
+            t0 = time.monotonic()
+            cluster.start()
+            log(f"cluster formed in {time.monotonic() - t0:.1f} s; leader {cluster.leader().name}")
+            target = swarm_target(cluster, args.channels)
+            bench_target(target, args.size, args.clients, args.n, args.duration, args.max_seq_seconds,
+                         names, log, rows)
+        except KeyboardInterrupt:
+            interrupted = True
+        except Exception as e:  # noqa: BLE001 - reported, then the etcd part still runs
+            swarm_error = f"swarmsecrets cluster failed: {e}"
+            log(swarm_error + "\n" + cluster.logs())
+            status = 2
+        finally:
+            cluster.stop()
+    etcd_bin = shutil.which("etcd")
+    etcd_note = ""
+    if interrupted:
+        etcd_note = "interrupted: the rows above are what was measured"
+    elif args.no_etcd:
+        etcd_note = "etcd comparison skipped (--no-etcd)"
+    elif etcd_bin is None:
+        etcd_note = f"etcd not found on PATH: install it with `{ETCD_INSTALL_HINT}` for the comparison"
+    else:
+        ecluster = EtcdCluster(base / "etcd", etcd_bin)
+        (base / "etcd").mkdir(parents=True, exist_ok=True)
+        info["etcd"] = EtcdCluster.version(etcd_bin)
+        log(f"starting 3 etcd {info['etcd']} members under {base / 'etcd'} ...")
+        try:
+            ecluster.start()
+            bench_target(etcd_target(ecluster, args.etcd_transport, args.channels), args.size,
+                         args.clients, args.n, args.duration, args.max_seq_seconds, names, log, rows)
+        except KeyboardInterrupt:
+            interrupted = True
+            etcd_note = "interrupted: the rows above are what was measured"
+        except Exception as e:  # noqa: BLE001
+            etcd_note = f"etcd part failed: {e}"
+            log(etcd_note + "\n" + ecluster.logs())
+        finally:
+            ecluster.stop()
+
+    print_header(info, args)
+    daemon_args = " ".join(args.daemon_arg_list)
+    print(f"swarmsecrets: 3 managers on 127.0.0.1, clients on the unix socket (gRPC), swarmsecretsd {daemon_args}; "
+          f"{args.channels} shared channels for concurrent clients")
+    if "etcd" in info:
+        how = ("native gRPC KV.Put, same grpcio client and channel sharing as above"
+               if args.etcd_transport == "grpc" else
+               "the v3 JSON gateway /v3/kv/put (keep-alive HTTP/1.1, one connection per client)")
+        print(f"etcd {info['etcd']}: 3 members on 127.0.0.1, hb 100 ms / election 1000 ms, fresh data dirs on the "
+              f"same filesystem; puts of the same values via {how}")
+    print(f"sequential rows: --n {args.n} (time cap {args.max_seq_seconds:.0f} s, '*' = capped); throughput rows: "
+          f"{args.duration:g} s each, all clients to the leader; unique name per op (b{names.run}...)")
+    print()
+    if rows:
+        print(rows_table(rows))
+    if swarm_error:
+        print()
+        print(swarm_error.splitlines()[0])
+    if etcd_note:
+        print()
+        print(etcd_note)
+    ratio_rows, verdicts = compare(rows, args.size, args.clients)
+    if ratio_rows:
+        print()
+        print("swarmsecrets / etcd:")
+        print(table(["metric", "size", "swarmsecrets", "etcd", "ratio"], ratio_rows, right={1, 2, 3, 4}))
+        print()
+        print("targets (not tests):")
+        print(table(["target", "ratio", "limit", "result"],
+                    [[v["target"], fmt_num(v["ratio"]) + "x", v["limit"], v["verdict"]] for v in verdicts],
+                    right={1, 2}))
+    elif not args.no_etcd and not args.etcd_only:
+        print()
+        print("targets (not tests): not evaluated (needs both swarmsecrets and etcd rows)")
+    failed = [r for r in rows if r.errors]
+    for r in failed:
+        print(f"errors in {r.system} {r.kind} {r.target} {fmt_size(r.size)} c={r.clients}: {r.errors}; "
+              f"first: {r.first_error}")
+    if status == 0 and any(r.system == "swarmsecrets" for r in failed):
+        status = 1
+    if status == 0 and not args.etcd_only and not any(r.system == "swarmsecrets" and r.ops for r in rows):
+        status = 1
+    print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    result["rows"] = [asdict(r) for r in rows]
+    result["ratios"] = ratio_rows
+    result["targets"] = verdicts
+    result["notes"] = [n for n in (swarm_error, etcd_note) if n]
+    return 2 if interrupted else status
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        terminate_all()
