@@ -34,6 +34,7 @@ from swarmsecrets.ca import certs, tokens
 from swarmsecrets.crypto import keys
 from swarmsecrets.logfmt import setup_logging
 from swarmsecrets.manager.controlapi import ControlService
+from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
 from swarmsecrets.manager.manager import Manager
 from swarmsecrets.manager.nodeca import NodeCAService, RaftMembershipService, require_manager_peer
 from swarmsecrets.manager.raft import RaftTiming
@@ -58,6 +59,8 @@ class Config:
     log_level: str = "info"
     secrets_root: str = DEFAULT_SECRETS_ROOT
     dev_allow_non_tmpfs: bool = False
+    # Seconds between worker heartbeats when this manager leads (Swarm's --dispatcher-heartbeat).
+    dispatcher_heartbeat: float = HEARTBEAT_PERIOD
     raft: dict[str, float] = field(default_factory=dict)
 
     def timing(self) -> RaftTiming:
@@ -128,7 +131,7 @@ class Daemon:
         await self._start_manager(dek, ca_key)
 
     async def _start_manager(self, dek: bytes, ca_key: bytes, raft_join: str | None = None) -> Manager:
-        m = Manager(self.dir, self.state, dek, ca_key, self.config.timing())
+        m = Manager(self.dir, self.state, dek, ca_key, self.config.timing(), self.config.dispatcher_heartbeat)
         m.store.add_listener(self._on_apply)
         await asyncio.to_thread(m.start_raft)
         self.manager = m
@@ -211,7 +214,7 @@ class Daemon:
                                advertise_addr=advertise, listen_addr=listen, raft_addr=raft_addr,
                                members=[raft_addr], autolock=bool(req.autolock))
         try:
-            m = Manager(self.dir, self.state, dek, ca.key_pem, self.config.timing())
+            m = Manager(self.dir, self.state, dek, ca.key_pem, self.config.timing(), self.config.dispatcher_heartbeat)
             m.store.add_listener(self._on_apply)
             await asyncio.to_thread(m.start_raft)
             self.manager = m
@@ -511,6 +514,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--secrets-root", help=f"workers: where task secrets go, on tmpfs (default {DEFAULT_SECRETS_ROOT})")
     p.add_argument("--dev-allow-non-tmpfs", action="store_true", default=None,
                    help="development only: allow a secrets root that is not tmpfs (secrets may reach disk)")
+    p.add_argument("--dispatcher-heartbeat", type=float,
+                   help=f"seconds between worker heartbeats; down after 3 missed (default {HEARTBEAT_PERIOD:g})")
     p.add_argument("--raft-heartbeat", type=float, help="seconds between leader heartbeats")
     p.add_argument("--raft-election-min", type=float, help="minimum election timeout, seconds")
     p.add_argument("--raft-election-max", type=float, help="maximum election timeout, seconds")
@@ -523,19 +528,24 @@ def parse_args(argv: list[str] | None = None) -> Config:
                 doc = tomllib.load(f)
         except (OSError, tomllib.TOMLDecodeError) as e:
             p.error(f"cannot read config {a.config}: {e}")
-        unknown = set(doc) - {"data_dir", "host", "log_level", "secrets_root", "dev_allow_non_tmpfs", "raft"}
+        unknown = set(doc) - {"data_dir", "host", "log_level", "secrets_root", "dev_allow_non_tmpfs",
+                              "dispatcher_heartbeat", "raft"}
         if unknown:
             p.error(f"unknown keys in {a.config}: {', '.join(sorted(unknown))}")
         cfg.data_dir = doc.get("data_dir", cfg.data_dir)
         cfg.host = doc.get("host", cfg.host)
         cfg.log_level = doc.get("log_level", cfg.log_level)
         cfg.secrets_root = doc.get("secrets_root", cfg.secrets_root)
+        cfg.dispatcher_heartbeat = float(doc.get("dispatcher_heartbeat", cfg.dispatcher_heartbeat))
         cfg.dev_allow_non_tmpfs = bool(doc.get("dev_allow_non_tmpfs", cfg.dev_allow_non_tmpfs))
         cfg.raft = dict(doc.get("raft", {}))
     cfg.data_dir = a.data_dir or cfg.data_dir
     cfg.host = a.host or cfg.host
     cfg.log_level = a.log_level or cfg.log_level
     cfg.secrets_root = a.secrets_root or cfg.secrets_root
+    cfg.dispatcher_heartbeat = a.dispatcher_heartbeat or cfg.dispatcher_heartbeat
+    if cfg.dispatcher_heartbeat <= 0:
+        p.error("--dispatcher-heartbeat must be positive")
     cfg.dev_allow_non_tmpfs = a.dev_allow_non_tmpfs or cfg.dev_allow_non_tmpfs
     for flag, key in (("raft_heartbeat", "heartbeat"), ("raft_election_min", "election_min"),
                       ("raft_election_max", "election_max")):

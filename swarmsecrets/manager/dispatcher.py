@@ -45,14 +45,14 @@ class Session:
 
 
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
-    def __init__(self, manager: Any) -> None:
+    def __init__(self, manager: Any, heartbeat_period: float = HEARTBEAT_PERIOD) -> None:
         self.m = manager
         self.sessions: dict[str, Session] = {}
         self.generation = 0
         self.changed = asyncio.Condition()
         self.loop = asyncio.get_running_loop()
         self.leader_since: float | None = None
-        self.heartbeat_period = HEARTBEAT_PERIOD
+        self.heartbeat_period = heartbeat_period
 
     # --- change notification (called on the raft thread) ------------------------------------
 

@@ -33,7 +33,7 @@ def now_ns() -> int:
 
 class Manager:
     def __init__(self, nodedir: NodeDir, state: NodeState, dek: bytes, ca_key_pem: bytes,
-                 timing: RaftTiming) -> None:
+                 timing: RaftTiming, heartbeat_period: float) -> None:
         self.dir = nodedir
         self.state = state
         self.dek = dek
@@ -55,6 +55,7 @@ class Manager:
         self._loops: list[asyncio.Task[None]] = []
         # About one election: how long a request waits for a leader before reporting none.
         self.no_leader_grace = 2 * timing.election_max
+        self.heartbeat_period = heartbeat_period
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -65,7 +66,7 @@ class Manager:
         """Serve the TLS port (Control for manager certs, NodeCA, RaftMembership, Dispatcher)
         and run the leader-only loops (scheduler, worker liveness)."""
         loop = asyncio.get_running_loop()
-        self.dispatcher = Dispatcher(self)
+        self.dispatcher = Dispatcher(self, self.heartbeat_period)
         self.scheduler = Scheduler(self)
         self.store.add_listener(self.dispatcher.on_apply)
         self.store.add_listener(lambda cmd, result: loop.call_soon_threadsafe(self.scheduler.poke))

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # Fast elections keep the fault tests short; the defaults are tested elsewhere.
-RAFT_FLAGS = ["--raft-heartbeat", "0.05", "--raft-election-min", "0.4", "--raft-election-max", "0.8"]
+RAFT_FLAGS = ["--raft-heartbeat", "0.05", "--raft-election-min", "0.4", "--raft-election-max", "0.8",
+              "--dispatcher-heartbeat", "1"]
 
 
 def free_port_pair() -> int:

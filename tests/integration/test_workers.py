@@ -140,6 +140,26 @@ def test_drain_moves_tasks_and_wipes_secrets(fleet: Cluster) -> None:
         wait_until(lambda w=w: files_under(w.secrets_root) == [], 20, 0.2, "cleanup")
 
 
+def test_tasks_of_a_down_worker_move_and_come_back(fleet: Cluster) -> None:
+    m1 = fleet.nodes[0]
+    w1, w2 = fleet.workers  # type: ignore[attr-defined]
+    m1.ok("secret", "create", "mobile", "-", input="m")
+    m1.ok("service", "create", "--name", "mobile", "--secret", "mobile", "--", "sleep", "600")
+    runner = wait_until(lambda: next((w for w in (w1, w2) if task_file(w, "mobile", "mobile").exists()), None),
+                        30, 0.2, "placement")
+    other = w2 if runner is w1 else w1
+    runner.kill()  # SIGKILL: the agent cannot clean up; heartbeats stop
+    wait_until(lambda: task_file(other, "mobile", "mobile").exists(), 30, 0.3, "the task on the other worker")
+    assert "Down" in m1.ok("node", "ls", "--format", "{{.ID}} {{.Status}}")
+    ps = m1.ok("service", "ps", "mobile")
+    assert "Running" in ps and ("Orphaned" in ps or "Shutdown" in ps), ps
+    runner.start()
+    wait_until(lambda: "Down" not in m1.ok("node", "ls", "--format", "{{.Status}}"), 30, 0.3, "the worker back")
+    # It came back with stale task dirs from before the kill: the agent clears them.
+    wait_until(lambda: files_under(runner.secrets_root) == [], 30, 0.3, "stale secrets wiped on restart")
+    m1.ok("service", "rm", "mobile")
+
+
 def _identity(w: Node) -> tuple[bytes, bytes, bytes]:
     d = w.data_dir / "certificates"
     return tuple((d / f).read_bytes() for f in ("swarm-root-ca.crt", "swarm-node.key", "swarm-node.crt"))  # type: ignore[return-value]
