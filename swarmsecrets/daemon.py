@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -90,7 +91,8 @@ class Daemon:
         self.manager: Manager | None = None
         self.agent: Agent | None = None
         self.locked = False
-        self.lifecycle = asyncio.Lock()  # one init/join/leave/unlock at a time
+        self.lifecycle = asyncio.Lock()  # one init/join/leave/unlock/role change at a time
+        self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
 
     # --- who may use the control API -------------------------------------------------
@@ -148,7 +150,12 @@ class Daemon:
         raft_pb2_grpc.add_RaftMembershipServicer_to_server(RaftMembershipService(self._running_manager), server)
 
     def _on_apply(self, command: dict[str, Any], result: dict[str, Any]) -> None:
-        """Runs on the raft thread: re-wrap this node's keys when the unlock key rotates."""
+        """Runs on the raft thread: re-wrap this node's keys when the unlock key rotates; step down
+        to a worker when this manager is demoted."""
+        node = command.get("node") or {}
+        if (command.get("op") == "update_node" and node.get("id") == self.state.node_id
+                and node.get("role") == "worker" and "ok" in result):
+            self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._demoted()))
         changes = command.get("changes") or {}
         if command.get("op") == "update_cluster" and "unlock_key" in changes and "ok" in result:
             m = self.manager
@@ -166,11 +173,80 @@ class Daemon:
             self.agent = Agent(secrets_root=self.config.secrets_root,
                                allow_non_tmpfs=self.config.dev_allow_non_tmpfs,
                                managers=self.state.remote_managers, channel=self._mtls_channel,
-                               on_removed=self._removed, on_managers=save_managers)
+                               on_removed=self._removed, on_managers=save_managers,
+                               on_promoted=lambda: self.loop.create_task(self._promoted()))
         except (OSError, ValueError, NotTmpfsError) as e:  # e.g. a secrets root that is not tmpfs
             raise errors.FailedPrecondition(str(e)) from None
         self.agent.start()
         log.info("worker agent started node_id=%s secrets_root=%s", self.state.node_id, self.config.secrets_root)
+
+    async def _renew_certificate(self, managers: list[str]) -> ca_pb2.IssueNodeCertificateResponse:
+        """A new key and a certificate with the role the swarm now has for this node."""
+        key_pem, csr = certs.generate_key_and_csr()
+        last: Exception | None = None
+        for addr in managers:
+            try:
+                async with self._mtls_channel(addr) as ch:
+                    resp = await ca_pb2_grpc.NodeCAStub(ch).RenewNodeCertificate(
+                        ca_pb2.RenewNodeCertificateRequest(csr=csr), timeout=15)
+            except grpc.aio.AioRpcError as e:
+                last = e
+                continue
+            self.dir.write_identity(self.dir.read(self.dir.ca_path), resp.certificate, key_pem)
+            return resp
+        raise errors.Unavailable(f"could not renew this node's certificate: {last}")
+
+    async def _promoted(self) -> None:
+        """The swarm made this worker a manager: new certificate, keys, raft membership."""
+        async with self.lifecycle:
+            if self.state.role != "worker":
+                return
+            managers = list(self.state.remote_managers)
+            if self.agent is not None:
+                await self.agent.stop(wipe=True)
+                self.agent = None
+            try:
+                resp = await self._renew_certificate(managers)
+                raft_addr = certs.identity_from_pem(resp.certificate).raft_addrs[0]
+                host, port = validation.validate_addr(raft_addr, 0)
+                self.state.role = "manager"
+                self.state.raft_addr = raft_addr
+                self.state.advertise_addr = self.state.advertise_addr or validation.format_addr(host, port - 1)
+                self.state.listen_addr = self.state.listen_addr or self.state.advertise_addr
+                await self._join_as_manager(managers[0])
+                self.dir.save(self.state)
+                log.info("promoted to manager raft=%s", raft_addr)
+            except Exception:
+                log.exception("promotion failed; staying a worker")
+                await self.stop()
+                self.state.role = "worker"
+                self._start_agent()
+
+    async def _demoted(self) -> None:
+        """The swarm made this manager a worker: leave raft, worker certificate, run the agent."""
+        async with self.lifecycle:
+            m = self.manager
+            if self.state.role != "manager" or m is None:
+                return
+            managers = [a for a in m.manager_addrs() if a != self.state.advertise_addr]
+            # Let leadership move and the removal commit through the others before we go quiet.
+            deadline = self.loop.time() + 15
+            while m.raft_status().is_leader and self.loop.time() < deadline:
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(2 * self.config.timing().election_max)
+            await self.stop()
+            try:
+                await self._renew_certificate(managers)
+            except errors.SwarmError as e:
+                log.error("demoted, but %s", e)
+            for d in (self.dir.keys_dir, self.dir.raft_dir):
+                shutil.rmtree(d, ignore_errors=True)
+            self.state.role = "worker"
+            self.state.members = []
+            self.state.remote_managers = managers
+            self.dir.save(self.state)
+            self._start_agent()
+            log.info("demoted to worker")
 
     async def _removed(self) -> None:
         """The managers removed this node: forget the swarm (the agent already wiped its secrets)."""

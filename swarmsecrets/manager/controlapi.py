@@ -7,6 +7,7 @@ the raft log; reads are linearizable: a read barrier, then the local state.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 from swarmsecrets.ca import tokens
 from swarmsecrets.crypto import keys
 from swarmsecrets.manager.manager import Manager
+from swarmsecrets.manager.nodeca import MEMBERSHIP_TIMEOUT
 from swarmsecrets.rpcutil import format_ts, rpc
 
 GetManager = Callable[[grpc.aio.ServicerContext], Manager]
@@ -124,6 +126,26 @@ def _check_targets(refs: list[dict[str, Any]]) -> None:
     validation.check_conflicting_targets([
         validation.SecretRef(source=r["secret_name"], target=r["target"], uid=r["uid"], gid=r["gid"], mode=r["mode"])
         for r in refs])
+
+
+def _raft_addr_for_promotion(node: dict[str, Any]) -> str:
+    host, sep, port = node.get("addr", "").rpartition(":")
+    if not sep or not port.isdigit() or int(port) == 0:
+        raise errors.FailedPrecondition(
+            f"node {node['id']} has no advertised address with a port: make it leave and join again with "
+            "--advertise-addr HOST:PORT, then promote it")
+    return f"{host}:{int(port) + 1}"
+
+
+def _check_demotion(m: Manager, node: dict[str, Any]) -> None:
+    """Swarm's rules: never the last manager, never a demotion that loses the quorum."""
+    status = m.raft_status()
+    managers = [n for n in m.store.nodes() if n["role"] == "manager"]
+    if len(managers) <= 1:
+        raise errors.FailedPrecondition("attempting to demote the last manager of the swarm")
+    remaining = [a for a in status.members if a != node.get("raft_addr")]
+    if sum(a in status.reachable for a in remaining) * 2 <= len(remaining):
+        raise errors.FailedPrecondition("can't remove member from the raft: this would result in a loss of quorum")
 
 
 def _rid(request_id: str) -> str:
@@ -244,11 +266,20 @@ class ControlService(control_pb2_grpc.ControlServicer):
         changes: dict[str, Any] = {"id": node["id"]}
         if request.availability:
             changes["availability"] = validation.parse_availability(request.availability)
+        demote = False
         if request.role and request.role != node["role"]:
-            raise errors.FailedPrecondition(
-                "changing a node's role (promote/demote) is not supported yet: "
-                "make the node leave and join again with the other token")
+            if request.role == "manager":
+                changes.update(role="manager", raft_addr=_raft_addr_for_promotion(node))
+            elif request.role == "worker":
+                _check_demotion(m, node)
+                changes.update(role="worker", raft_addr="")
+                demote = True
+            else:
+                raise errors.InvalidArgument(f"invalid role: {request.role}")
         updated = await m.propose({"op": "update_node", "rid": _rid(request.request_id), "node": changes})
+        if demote and node.get("raft_addr"):
+            # The demoted manager has seen its new role through the log; now take it out of raft.
+            await asyncio.to_thread(m.raft.remove_member, node["raft_addr"], MEMBERSHIP_TIMEOUT)
         return control_pb2.UpdateNodeResponse(node=node_to_proto(updated, m))
 
     @rpc

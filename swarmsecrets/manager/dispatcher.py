@@ -105,12 +105,16 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         except errors.SwarmError as e:
             await context.abort(e.code, e.message)
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.m.manager_addrs(),
-                                heartbeat_period_ms=int(self.heartbeat_period * 1000))
+                                heartbeat_period_ms=int(self.heartbeat_period * 1000), role="worker")
         while not session.ended.is_set():
             try:
-                await asyncio.wait_for(session.ended.wait(), 1.0)
+                await asyncio.wait_for(session.ended.wait(), 0.5)
             except TimeoutError:
-                if not self.m.raft_status().is_leader or self.m.store.node(node_id) is None:
+                node = self.m.store.node(node_id)
+                if not self.m.raft_status().is_leader or node is None:
+                    session.ended.set()
+                elif node["role"] != "worker":  # promoted: tell the agent, then end the session
+                    yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, role=node["role"])
                     session.ended.set()
 
     async def Heartbeat(self, request: pb.HeartbeatRequest,

@@ -90,6 +90,24 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
                                                    cluster_id=m.state.cluster_id)
 
     @rpc
+    async def RenewNodeCertificate(self, request: ca_pb2.RenewNodeCertificateRequest,
+                                   context: grpc.aio.ServicerContext) -> ca_pb2.IssueNodeCertificateResponse:
+        m = self.get_manager()
+        await m.barrier()
+        ident = peer_identity(context, m.ca.cert)
+        if ident is None or ident.cluster_id != m.state.cluster_id:
+            raise errors.PermissionDenied("Permission denied: a certificate of this swarm is required")
+        node = m.store.node(ident.node_id)
+        if node is None:
+            raise errors.PermissionDenied(f"Permission denied: node {ident.node_id} was removed from swarm")
+        role = node["role"]
+        cert = certs.issue_node_cert(m.ca, request.csr, node_id=node["id"], role=role,
+                                     cluster_id=m.state.cluster_id, addrs=[node.get("addr", "")],
+                                     raft_addr=node.get("raft_addr") if role == "manager" else None)
+        return ca_pb2.IssueNodeCertificateResponse(node_id=node["id"], role=role, certificate=cert,
+                                                   cluster_id=m.state.cluster_id)
+
+    @rpc
     async def GetManagerKeys(self, request: ca_pb2.GetManagerKeysRequest,
                              context: grpc.aio.ServicerContext) -> ca_pb2.GetManagerKeysResponse:
         m = self.get_manager()

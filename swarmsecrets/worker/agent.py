@@ -54,7 +54,7 @@ def _user(spec: str) -> tuple[int, int] | None:
 class Agent:
     def __init__(self, *, secrets_root: str, allow_non_tmpfs: bool, managers: list[str],
                  channel: ChannelFactory, on_removed: Callable[[], Awaitable[None]],
-                 on_managers: Callable[[list[str]], None]) -> None:
+                 on_managers: Callable[[list[str]], None], on_promoted: Callable[[], Any]) -> None:
         self.fs = SecretsFS(secrets_root, allow_non_tmpfs=allow_non_tmpfs)
         if self.fs.fallback_reason:
             log.warning("%s", self.fs.fallback_reason)
@@ -62,6 +62,7 @@ class Agent:
         self.channel = channel
         self.on_removed = on_removed
         self.on_managers = on_managers
+        self.on_promoted = on_promoted
         self.tasks: dict[str, pb.AssignedTask] = {}
         self.secrets: dict[str, bytes] = {}
         self.running: dict[str, Running] = {}
@@ -139,13 +140,25 @@ class Agent:
                 self.on_managers(self.managers)
             log.info("session %s with %s", first.session_id[:8], target)
             helpers = [asyncio.create_task(self._heartbeats(stub, first.session_id, first.heartbeat_period_ms)),
-                       asyncio.create_task(self._reporter(stub, first.session_id))]
+                       asyncio.create_task(self._reporter(stub, first.session_id)),
+                       asyncio.create_task(self._watch_role(session))]
             try:
                 await self._assignments(stub, first.session_id, session)
             finally:
                 for h in helpers:
                     h.cancel()
                 session.cancel()
+
+    async def _watch_role(self, session: Any) -> None:
+        """A promotion arrives on the session stream; the daemon then turns this node into a manager."""
+        while True:
+            msg = await session.read()
+            if msg is grpc.aio.EOF:
+                return
+            if msg.role and msg.role != "worker":
+                log.info("this node was promoted to %s", msg.role)
+                self.on_promoted()
+                return
 
     async def _heartbeats(self, stub: Any, session_id: str, period_ms: int) -> None:
         period = period_ms / 1000 if period_ms else 5.0

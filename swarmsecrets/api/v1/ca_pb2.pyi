@@ -44,6 +44,12 @@ class IssueNodeCertificateResponse(_message.Message):
     cluster_id: str
     def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., certificate: _Optional[bytes] = ..., cluster_id: _Optional[str] = ...) -> None: ...
 
+class RenewNodeCertificateRequest(_message.Message):
+    __slots__ = ("csr",)
+    CSR_FIELD_NUMBER: _ClassVar[int]
+    csr: bytes
+    def __init__(self, csr: _Optional[bytes] = ...) -> None: ...
+
 class GetManagerKeysRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -44,6 +44,11 @@ class NodeCAStub:
                 request_serializer=swarmsecrets_dot_v1_dot_ca__pb2.IssueNodeCertificateRequest.SerializeToString,
                 response_deserializer=swarmsecrets_dot_v1_dot_ca__pb2.IssueNodeCertificateResponse.FromString,
                 _registered_method=True)
+        self.RenewNodeCertificate = channel.unary_unary(
+                '/swarmsecrets.v1.NodeCA/RenewNodeCertificate',
+                request_serializer=swarmsecrets_dot_v1_dot_ca__pb2.RenewNodeCertificateRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_ca__pb2.IssueNodeCertificateResponse.FromString,
+                _registered_method=True)
         self.GetManagerKeys = channel.unary_unary(
                 '/swarmsecrets.v1.NodeCA/GetManagerKeys',
                 request_serializer=swarmsecrets_dot_v1_dot_ca__pb2.GetManagerKeysRequest.SerializeToString,
@@ -66,6 +71,14 @@ class NodeCAServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenewNodeCertificate(self, request, context):
+        """Any certificate of an existing node: a fresh certificate for a new key, with the
+        role the swarm now has for the node (after promote/demote, or to renew).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetManagerKeys(self, request, context):
         """Manager certificates only: the cluster keys a new manager needs.
         """
@@ -84,6 +97,11 @@ def add_NodeCAServicer_to_server(servicer, server):
             'IssueNodeCertificate': grpc.unary_unary_rpc_method_handler(
                     servicer.IssueNodeCertificate,
                     request_deserializer=swarmsecrets_dot_v1_dot_ca__pb2.IssueNodeCertificateRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_ca__pb2.IssueNodeCertificateResponse.SerializeToString,
+            ),
+            'RenewNodeCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewNodeCertificate,
+                    request_deserializer=swarmsecrets_dot_v1_dot_ca__pb2.RenewNodeCertificateRequest.FromString,
                     response_serializer=swarmsecrets_dot_v1_dot_ca__pb2.IssueNodeCertificateResponse.SerializeToString,
             ),
             'GetManagerKeys': grpc.unary_unary_rpc_method_handler(
@@ -145,6 +163,33 @@ class NodeCA:
             target,
             '/swarmsecrets.v1.NodeCA/IssueNodeCertificate',
             swarmsecrets_dot_v1_dot_ca__pb2.IssueNodeCertificateRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_ca__pb2.IssueNodeCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewNodeCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.NodeCA/RenewNodeCertificate',
+            swarmsecrets_dot_v1_dot_ca__pb2.RenewNodeCertificateRequest.SerializeToString,
             swarmsecrets_dot_v1_dot_ca__pb2.IssueNodeCertificateResponse.FromString,
             options,
             channel_credentials,

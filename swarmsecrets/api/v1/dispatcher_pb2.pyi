@@ -17,16 +17,18 @@ class SessionRequest(_message.Message):
     def __init__(self, hostname: _Optional[str] = ..., engine_version: _Optional[str] = ...) -> None: ...
 
 class SessionMessage(_message.Message):
-    __slots__ = ("session_id", "node_id", "managers", "heartbeat_period_ms")
+    __slots__ = ("session_id", "node_id", "managers", "heartbeat_period_ms", "role")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     MANAGERS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     node_id: str
     managers: _containers.RepeatedScalarFieldContainer[str]
     heartbeat_period_ms: int
-    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., managers: _Optional[_Iterable[str]] = ..., heartbeat_period_ms: _Optional[int] = ...) -> None: ...
+    role: str
+    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., managers: _Optional[_Iterable[str]] = ..., heartbeat_period_ms: _Optional[int] = ..., role: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("session_id",)

@@ -1,0 +1,61 @@
+"""node promote / demote: the certificate and the raft membership follow the role."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from swarmsecrets.ca import certs
+from tests.integration.cluster import Cluster, Node, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="workers need root for tmpfs mounts")]
+
+
+def node_id(n: Node) -> str:
+    return certs.identity_from_pem((n.data_dir / "certificates" / "swarm-node.crt").read_bytes()).node_id
+
+
+def role_in_cert(n: Node) -> str:
+    return certs.identity_from_pem((n.data_dir / "certificates" / "swarm-node.crt").read_bytes()).role
+
+
+def test_promote_then_demote(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, managers=1)
+    w = Node("w1", tmp_path)
+    try:
+        c.start()
+        m1 = c.nodes[0]
+        w.start()
+        token = m1.ok("swarm", "join-token", "-q", "worker").strip()
+        w.ok("swarm", "join", "--token", token, "--advertise-addr", w.addr, m1.addr)
+        wid = node_id(w)
+        assert "This node is not a swarm manager." in w.fails("secret", "ls")
+        assert "attempting to demote the last manager of the swarm" in m1.fails("node", "demote", node_id(m1))
+
+        assert f"Node {wid} promoted to a manager in the swarm." in m1.ok("node", "promote", wid)
+        wait_until(lambda: w.cli("secret", "ls").returncode == 0, 40, 0.3, "the promoted node to serve the control API")
+        assert role_in_cert(w) == "manager"
+        w.ok("secret", "create", "from-promoted", "-", input="p")
+        assert "from-promoted" in m1.ok("secret", "ls")
+        rows = m1.ok("node", "ls", "--format", "{{.ManagerStatus}}").split()
+        assert sorted(rows) == ["Leader", "Reachable"], rows
+
+        assert f"Manager {wid} demoted in the swarm." in m1.ok("node", "demote", wid)
+        wait_until(lambda: "This node is not a swarm manager." in w.cli("secret", "ls").stderr, 40, 0.3,
+                   "the demoted node to be a worker")
+        assert role_in_cert(w) == "worker"
+        assert not (w.data_dir / "keys").exists()
+        m1.ok("secret", "create", "after-demote", "-", input="d")
+        wait_until(lambda: m1.ok("node", "ls", "--format", "{{.ManagerStatus}}").split() == ["Leader"], 20, 0.3,
+                   "a single manager again")
+    except BaseException:
+        print(c.logs())
+        if w.log_path.exists():
+            print(w.log_path.read_text()[-5000:])
+        raise
+    finally:
+        w.kill()
+        w.cleanup()
+        c.stop()
