@@ -124,6 +124,23 @@ def node_id(n: Node) -> str:
     return certs.identity_from_pem((n.data_dir / "certificates" / "swarm-node.crt").read_bytes()).node_id
 
 
+def test_attached_create_shows_progress_and_update_action_signal(fleet: Cluster) -> None:
+    m1 = fleet.nodes[0]
+    m1.ok("secret", "create", "sig1", "-", input="one")
+    m1.ok("secret", "create", "sig2", "-", input="two")
+    log = fleet.root / "hups.txt"
+    program = ("import signal, time\n"
+               f"signal.signal(signal.SIGHUP, lambda *a: open('{log}', 'a').write(open('/run/secrets/s').read()))\n"
+               "time.sleep(600)\n")
+    out = m1.ok("service", "create", "--detach=false", "--name", "hup", "--update-action", "signal:HUP",
+                "--secret", "source=sig1,target=s", "--", "python3", "-c", program, timeout=90)
+    assert "overall progress: 1 out of 1 tasks" in out and "converged" in out, out
+    m1.ok("service", "update", "--secret-rm", "sig1", "--secret-add", "source=sig2,target=s", "hup")
+    # The same process got SIGHUP and read the new value: no restart.
+    wait_until(lambda: log.exists() and log.read_text() == "two", 30, 0.2, "the task to be signalled")
+    m1.ok("service", "rm", "hup")
+
+
 def test_drain_moves_tasks_and_wipes_secrets(fleet: Cluster) -> None:
     m1 = fleet.nodes[0]
     w1, w2 = fleet.workers  # type: ignore[attr-defined]

@@ -72,17 +72,19 @@ def dialling_member(cluster: Cluster) -> str:
 
 
 def closed_by_peer(sock: socket.socket, timeout: float = 3.0) -> bool:
-    """True if the peer closes (or resets) the connection before ``timeout``; False if it stays open."""
-    sock.settimeout(timeout)
+    """True if the peer closes (or resets) the connection before ``timeout``; False if it stays open
+    (whatever it sends meanwhile)."""
+    deadline = time.monotonic() + timeout
     try:
-        while True:
-            data = sock.recv(65536)
-            if not data:
+        while time.monotonic() < deadline:
+            sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            if not sock.recv(65536):
                 return True
     except TimeoutError:
         return False
     except (ssl.SSLError, OSError):
         return True
+    return False
 
 
 def tls_connect(pki: Pki, cluster: Cluster, cert: tuple[str, str] | None,
