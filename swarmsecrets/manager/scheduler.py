@@ -49,7 +49,9 @@ def plan(state: dict[str, Any], now_ns: int) -> dict[str, list[Any]]:
         if task["state"] in TERMINAL_STATES:
             new_state = task["state"]
         else:
-            new_state = "shutdown" if keeps_tasks(nodes.get(task["node_id"])) else "orphaned"
+            node = nodes.get(task["node_id"])
+            # A live node stops the task itself; a down or vanished one cannot tell us.
+            new_state = "shutdown" if node is not None and node.get("status") == "ready" else "orphaned"
         update.append({"id": task["id"], "changes": {"desired_state": "shutdown", "state": new_state}})
         load[task["node_id"]] -= 1
 

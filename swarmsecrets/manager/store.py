@@ -220,95 +220,96 @@ class Store:
                 raise errors.InvalidArgument(f"service {ref} is ambiguous ({len(by_prefix)} matches found)")
             raise errors.NotFound(f"service {ref} not found")
 
-    # --- command handlers -------------------------------------------------------------
 
-    def _init_cluster(self, cmd: dict[str, Any], index: int) -> Result:
-        if self.state["cluster"] is not None:
-            raise errors.FailedPrecondition("the cluster is already initialized")
-        cluster = dict(cmd["cluster"])
-        cluster.update(created_at=cmd["ts"], updated_at=cmd["ts"], version=index)
-        self.state["cluster"] = cluster
-        self._put_node(cmd["node"], cmd["ts"], index)
-        return _ok(cluster["id"])
+# --- command handlers: (store, command, raft index) -> result; raise SwarmError to fail --------------
 
-    def _put_node(self, node: dict[str, Any], ts: int, index: int) -> dict[str, Any]:
-        nodes = self.state["nodes"]
-        old = nodes.get(node["id"])
-        new = dict(old or {"created_at": ts, "availability": "active"})
-        new.update(node)
-        new.update(updated_at=ts, version=index)
-        nodes[node["id"]] = new
-        return new
+def _init_cluster(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    if store.state["cluster"] is not None:
+        raise errors.FailedPrecondition("the cluster is already initialized")
+    cluster = dict(cmd["cluster"])
+    cluster.update(created_at=cmd["ts"], updated_at=cmd["ts"], version=index)
+    store.state["cluster"] = cluster
+    _put_node(store, cmd["node"], cmd["ts"], index)
+    return _ok(cluster["id"])
 
-    def _add_node(self, cmd: dict[str, Any], index: int) -> Result:
-        node = cmd["node"]
-        if node["id"] in self.state["nodes"]:
-            raise errors.AlreadyExists(f"node {node['id']} already exists")
-        if node.get("raft_addr") and any(
-            n.get("raft_addr") == node["raft_addr"] for n in self.state["nodes"].values()
-        ):
-            raise errors.AlreadyExists(f"raft address {node['raft_addr']} is already used by another manager")
-        return _ok(self._put_node(node, cmd["ts"], index))
+def _put_node(store: Store, node: dict[str, Any], ts: int, index: int) -> dict[str, Any]:
+    nodes = store.state["nodes"]
+    old = nodes.get(node["id"])
+    new = dict(old or {"created_at": ts, "availability": "active"})
+    new.update(node)
+    new.update(updated_at=ts, version=index)
+    nodes[node["id"]] = new
+    return new
 
-    def _update_node(self, cmd: dict[str, Any], index: int) -> Result:
-        node = cmd["node"]
-        if node["id"] not in self.state["nodes"]:
-            raise errors.node_not_found(node["id"])
-        return _ok(self._put_node(node, cmd["ts"], index))
+def _add_node(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    node = cmd["node"]
+    if node["id"] in store.state["nodes"]:
+        raise errors.AlreadyExists(f"node {node['id']} already exists")
+    if node.get("raft_addr") and any(
+        n.get("raft_addr") == node["raft_addr"] for n in store.state["nodes"].values()
+    ):
+        raise errors.AlreadyExists(f"raft address {node['raft_addr']} is already used by another manager")
+    return _ok(_put_node(store, node, cmd["ts"], index))
 
-    def _remove_node(self, cmd: dict[str, Any], index: int) -> Result:
-        """Forget a node and refuse its certificate from now on; its tasks are rescheduled."""
-        if self.state["nodes"].pop(cmd["node_id"], None) is None:
-            raise errors.node_not_found(cmd["node_id"])
-        self.state["removed_nodes"][cmd["node_id"]] = cmd["ts"]
-        for task in self.state["tasks"].values():
-            if task["node_id"] == cmd["node_id"]:
-                task.update(state="orphaned", desired_state="shutdown", updated_at=cmd["ts"], version=index)
-        return _ok()
+def _update_node(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    node = cmd["node"]
+    if node["id"] not in store.state["nodes"]:
+        raise errors.node_not_found(node["id"])
+    return _ok(_put_node(store, node, cmd["ts"], index))
 
-    def _update_cluster(self, cmd: dict[str, Any], index: int) -> Result:
-        cluster = self.state["cluster"]
-        if cluster is None:
-            raise errors.FailedPrecondition(errors.NOT_IN_SWARM)
-        cluster.update(cmd["changes"])
-        cluster.update(updated_at=cmd["ts"], version=index)
-        return _ok(dict(cluster))
+def _remove_node(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    """Forget a node and refuse its certificate from now on; its tasks are rescheduled."""
+    if store.state["nodes"].pop(cmd["node_id"], None) is None:
+        raise errors.node_not_found(cmd["node_id"])
+    store.state["removed_nodes"][cmd["node_id"]] = cmd["ts"]
+    for task in store.state["tasks"].values():
+        if task["node_id"] == cmd["node_id"]:
+            task.update(state="orphaned", desired_state="shutdown", updated_at=cmd["ts"], version=index)
+    return _ok()
 
-    def _create_secret(self, cmd: dict[str, Any], index: int) -> Result:
-        name = cmd["name"]
-        if name.lower() in self._names:
-            raise errors.secret_exists(name)
-        if cmd["id"] in self.state["secrets"]:
-            raise errors.AlreadyExists(f"secret {cmd['id']} already exists")
-        secret = {
-            "id": cmd["id"], "name": name, "labels": dict(cmd.get("labels") or {}),
-            "data": cmd["data"], "key_id": cmd["key_id"],
-            "created_at": cmd["ts"], "updated_at": cmd["ts"], "version": index,
-        }
-        self.state["secrets"][secret["id"]] = secret
-        self._names[name.lower()] = secret["id"]
-        return _ok(_public(secret))
+def _update_cluster(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    cluster = store.state["cluster"]
+    if cluster is None:
+        raise errors.FailedPrecondition(errors.NOT_IN_SWARM)
+    cluster.update(cmd["changes"])
+    cluster.update(updated_at=cmd["ts"], version=index)
+    return _ok(dict(cluster))
 
-    def _update_secret(self, cmd: dict[str, Any], index: int) -> Result:
-        secret = self.state["secrets"].get(cmd["id"])
-        if secret is None:
-            raise errors.secret_not_found(cmd["id"])
-        if cmd["version"] != secret["version"]:
-            raise errors.SwarmError(errors.UPDATE_OUT_OF_SEQUENCE)
-        secret["labels"] = dict(cmd.get("labels") or {})
-        secret.update(updated_at=cmd["ts"], version=index)
-        return _ok(_public(secret))
+def _create_secret(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    name = cmd["name"]
+    if name.lower() in store._names:
+        raise errors.secret_exists(name)
+    if cmd["id"] in store.state["secrets"]:
+        raise errors.AlreadyExists(f"secret {cmd['id']} already exists")
+    secret = {
+        "id": cmd["id"], "name": name, "labels": dict(cmd.get("labels") or {}),
+        "data": cmd["data"], "key_id": cmd["key_id"],
+        "created_at": cmd["ts"], "updated_at": cmd["ts"], "version": index,
+    }
+    store.state["secrets"][secret["id"]] = secret
+    store._names[name.lower()] = secret["id"]
+    return _ok(_public(secret))
 
-    def _remove_secret(self, cmd: dict[str, Any], index: int) -> Result:
-        secret = self.state["secrets"].get(cmd["id"])
-        if secret is None:
-            raise errors.NotFound(f"could not find secret {cmd['id']}")
-        users = self.services_using_secret(cmd["id"])
-        if users:
-            raise errors.secret_in_use(secret["name"], users)
-        del self.state["secrets"][cmd["id"]]
-        self._names.pop(secret["name"].lower(), None)
-        return _ok()
+def _update_secret(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    secret = store.state["secrets"].get(cmd["id"])
+    if secret is None:
+        raise errors.secret_not_found(cmd["id"])
+    if cmd["version"] != secret["version"]:
+        raise errors.SwarmError(errors.UPDATE_OUT_OF_SEQUENCE)
+    secret["labels"] = dict(cmd.get("labels") or {})
+    secret.update(updated_at=cmd["ts"], version=index)
+    return _ok(_public(secret))
+
+def _remove_secret(store: Store, cmd: dict[str, Any], index: int) -> Result:
+    secret = store.state["secrets"].get(cmd["id"])
+    if secret is None:
+        raise errors.NotFound(f"could not find secret {cmd['id']}")
+    users = store.services_using_secret(cmd["id"])
+    if users:
+        raise errors.secret_in_use(secret["name"], users)
+    del store.state["secrets"][cmd["id"]]
+    store._names.pop(secret["name"].lower(), None)
+    return _ok()
 
 
 def _check_secret_refs(store: Store, refs: list[dict[str, Any]]) -> None:
@@ -395,14 +396,14 @@ def _public(secret: dict[str, Any]) -> dict[str, Any]:
 
 
 _HANDLERS: dict[str, Callable[[Store, dict[str, Any], int], Result]] = {
-    "init_cluster": Store._init_cluster,
-    "add_node": Store._add_node,
-    "update_node": Store._update_node,
-    "remove_node": Store._remove_node,
-    "update_cluster": Store._update_cluster,
-    "create_secret": Store._create_secret,
-    "update_secret": Store._update_secret,
-    "remove_secret": Store._remove_secret,
+    "init_cluster": _init_cluster,
+    "add_node": _add_node,
+    "update_node": _update_node,
+    "remove_node": _remove_node,
+    "update_cluster": _update_cluster,
+    "create_secret": _create_secret,
+    "update_secret": _update_secret,
+    "remove_secret": _remove_secret,
     "create_service": _create_service,
     "update_service": _update_service,
     "remove_service": _remove_service,

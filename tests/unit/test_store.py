@@ -106,3 +106,55 @@ def test_request_records_expire_by_the_proposers_clock() -> None:
              "name": "new", "labels": {}, "data": b"c", "key_id": "k"}
     unwrap(s.apply(later, 2))
     assert not s.has_request("old-rid") and s.has_request("new-rid")
+
+
+def _service(store: Store, name: str, refs: list[dict], index: int):  # type: ignore[no-untyped-def]
+    svc = {"id": f"svc{index:022d}", "name": name, "labels": {}, "mode": "replicated", "replicas": 1,
+           "command": [], "env": {}, "user": "", "secrets": refs, "update_action": "restart"}
+    return store.apply({"op": "create_service", "rid": f"svc-{index}", "ts": TS + index, "service": svc}, index)
+
+
+def test_services_reference_existing_secrets_by_id_and_current_name() -> None:
+    s = Store()
+    sid = unwrap(create(s, "db_pass", 1))["id"]
+    ref = {"secret_id": sid, "secret_name": "db_pass", "target": "password", "uid": "0", "gid": "0", "mode": 0o444}
+    with pytest.raises(errors.InvalidArgument, match="secrets not found: a, b"):
+        unwrap(_service(s, "x", [dict(ref, secret_id="nope", secret_name="a"),
+                                 dict(ref, secret_id="nope2", secret_name="b")], 2))
+    with pytest.raises(errors.InvalidArgument, match="secret not found: renamed"):
+        unwrap(_service(s, "x", [dict(ref, secret_name="renamed")], 3))
+    svc = unwrap(_service(s, "app", [ref], 4))
+    assert svc["spec_version"] == 1
+    with pytest.raises(errors.AlreadyExists, match="service APP already exists"):
+        unwrap(_service(s, "APP", [ref], 5))
+    # A secret-changing update bumps the spec version; a replica change alone does not.
+    upd = {"op": "update_service", "rid": "u", "ts": TS, "id": svc["id"], "version": 0, "changes": {"secrets": []}}
+    assert unwrap(s.apply(upd, 6))["spec_version"] == 2
+    upd2 = {**upd, "rid": "u2", "changes": {"replicas": 3}}
+    assert unwrap(s.apply(upd2, 7))["spec_version"] == 2
+
+
+def test_a_node_reports_only_on_its_own_tasks() -> None:
+    s = Store()
+    task = {"id": "t1", "service_id": "svc", "service_name": "app", "slot": 1, "node_id": "n1",
+            "desired_state": "running", "state": "assigned", "spec_version": 1}
+    s.state["services"]["svc"] = {"id": "svc"}
+    unwrap(s.apply({"op": "schedule", "rid": "s", "ts": TS, "create": [task]}, 1))
+    report = {"op": "task_status", "rid": "r1", "ts": TS, "node_id": "n2",
+              "updates": [{"task_id": "t1", "state": "failed", "spec_version": 1}]}
+    unwrap(s.apply(report, 2))
+    assert s.tasks()[0]["state"] == "assigned"
+    unwrap(s.apply({**report, "rid": "r2", "node_id": "n1"}, 3))
+    assert s.tasks()[0]["state"] == "failed"
+
+
+def test_removed_nodes_are_remembered_and_their_tasks_orphaned() -> None:
+    s = Store()
+    unwrap(s.apply({"op": "add_node", "rid": "a", "ts": TS, "node": {"id": "n1", "role": "worker"}}, 1))
+    s.state["services"]["svc"] = {"id": "svc"}
+    unwrap(s.apply({"op": "schedule", "rid": "s", "ts": TS, "create": [
+        {"id": "t1", "service_id": "svc", "service_name": "app", "slot": 1, "node_id": "n1",
+         "desired_state": "running", "state": "running"}]}, 2))
+    unwrap(s.apply({"op": "remove_node", "rid": "r", "ts": TS, "node_id": "n1"}, 3))
+    assert s.is_removed_node("n1") and s.node("n1") is None
+    assert s.tasks()[0]["desired_state"] == "shutdown" and s.tasks()[0]["state"] == "orphaned"
