@@ -9,6 +9,7 @@ another member's address on the raft port.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import ipaddress
 import os
@@ -214,8 +215,12 @@ def bootstrap_client_cert(digest: str) -> tuple[bytes, bytes]:
     return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
 
 
+@functools.lru_cache(maxsize=8192)
 def verified_identity(cert_pem: bytes, root: x509.Certificate) -> NodeIdentity | None:
-    """The identity in a peer certificate, only if the root CA itself issued it."""
+    """The identity in a peer certificate, only if the root CA itself issued it.
+
+    Cached: every dispatcher RPC asks, and the answer for a given (certificate, root) never
+    changes (removal is checked separately, against the state)."""
     cert = x509.load_pem_x509_certificate(cert_pem)
     try:
         cert.verify_directly_issued_by(root)

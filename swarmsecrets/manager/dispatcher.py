@@ -34,6 +34,10 @@ HEARTBEAT_JITTER = 0.5
 MISSED_HEARTBEATS = 3
 # Changes arriving within this window go out as one INCREMENTAL message.
 BATCH_DELAY = 0.01
+# Task status reports of all workers arriving within this window become one raft entry.
+STATUS_BATCH_DELAY = 0.02
+# How often idle streams re-check leadership and their node.
+IDLE_CHECK = 2.0
 
 
 @dataclass
@@ -48,8 +52,13 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def __init__(self, manager: Any, heartbeat_period: float = HEARTBEAT_PERIOD) -> None:
         self.m = manager
         self.sessions: dict[str, Session] = {}
+        # Streams wait on `_changed`; every apply bumps `generation` and swaps in a fresh event, so one
+        # set() wakes every stream at once (no lock to queue on), and a stream that was busy sees the
+        # new generation without waiting.
         self.generation = 0
-        self.changed = asyncio.Condition()
+        self._changed = asyncio.Event()
+        self._status_batch: list[tuple[str, list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._status_flush: asyncio.Task[None] | None = None
         self.loop = asyncio.get_running_loop()
         self.leader_since: float | None = None
         self.heartbeat_period = heartbeat_period
@@ -57,12 +66,26 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     # --- change notification (called on the raft thread) ------------------------------------
 
     def on_apply(self, command: dict[str, Any], result: dict[str, Any]) -> None:
-        self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._bump()))
+        self.loop.call_soon_threadsafe(self._bump)
 
-    async def _bump(self) -> None:
-        async with self.changed:
+    def _bump(self, changed: bool = True) -> None:
+        if changed:
             self.generation += 1
-            self.changed.notify_all()
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def _wait(self, seen: int) -> None:
+        """Until the state moves past generation ``seen`` or IDLE_CHECK passes (or anything wakes us)."""
+        if self.generation != seen:
+            return
+        try:
+            await asyncio.wait_for(self._changed.wait(), IDLE_CHECK)
+        except TimeoutError:
+            pass
+
+    def _end(self, session: Session) -> None:
+        session.ended.set()
+        self._bump(changed=False)
 
     # --- authorization -------------------------------------------------------------------------
 
@@ -97,7 +120,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         node_id = await self._authorize(context)
         old = self.sessions.get(node_id)
         if old is not None:
-            old.ended.set()
+            self._end(old)
         session = self.sessions[node_id] = Session(node_id)
         try:
             await self._set_node(node_id, status="ready", hostname=request.hostname,
@@ -107,15 +130,13 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.m.manager_addrs(),
                                 heartbeat_period_ms=int(self.heartbeat_period * 1000), role="worker")
         while not session.ended.is_set():
-            try:
-                await asyncio.wait_for(session.ended.wait(), 0.5)
-            except TimeoutError:
-                node = self.m.store.node(node_id)
-                if not self.m.raft_status().is_leader or node is None:
-                    session.ended.set()
-                elif node["role"] != "worker":  # promoted: tell the agent, then end the session
-                    yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, role=node["role"])
-                    session.ended.set()
+            await self._wait(self.generation)
+            node = self.m.store.node(node_id)
+            if not self.m.raft_status().is_leader or node is None:
+                self._end(session)
+            elif node["role"] != "worker":  # promoted: tell the agent, then end the session
+                yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, role=node["role"])
+                self._end(session)
 
     async def Heartbeat(self, request: pb.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
@@ -132,12 +153,29 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     "err": u.status.err, "exit_code": u.status.exit_code, "spec_version": u.spec_version,
                     "ts": time.time_ns()} for u in request.updates]
         if updates:
+            done: asyncio.Future[None] = self.loop.create_future()
+            self._status_batch.append((s.node_id, updates, done))
+            if self._status_flush is None or self._status_flush.done():
+                self._status_flush = asyncio.create_task(self._flush_status())
             try:
-                await self.m.propose({"op": "task_status", "rid": ids.new_request_id(), "node_id": s.node_id,
-                                      "updates": updates})
+                await done
             except errors.SwarmError as e:
                 await context.abort(e.code, e.message)
         return pb.UpdateTaskStatusResponse()
+
+    async def _flush_status(self) -> None:
+        """Group commit for status reports: one raft entry for every report of the last few ms."""
+        await asyncio.sleep(STATUS_BATCH_DELAY)
+        batch, self._status_batch = self._status_batch, []
+        try:
+            await self.m.propose({"op": "task_status", "rid": ids.new_request_id(),
+                                  "reports": [{"node_id": n, "updates": u} for n, u, _ in batch]})
+        except errors.SwarmError as e:
+            for _, _, done in batch:
+                done.set_exception(e)
+        else:
+            for _, _, done in batch:
+                done.set_result(None)
 
     async def Assignments(self, request: pb.AssignmentsRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AssignmentsMessage]:
@@ -148,17 +186,13 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         seen = -1
         while not s.ended.is_set():
             if seen == self.generation:
-                async with self.changed:
-                    try:
-                        await asyncio.wait_for(
-                            self.changed.wait_for(lambda seen=seen: self.generation != seen or s.ended.is_set()),
-                            2.0)
-                    except TimeoutError:
-                        pass
+                await self._wait(seen)
                 if s.ended.is_set():
                     break
                 if not self.m.raft_status().is_leader or self.m.store.node(s.node_id) is None:
                     break
+                if seen == self.generation:
+                    continue
                 await asyncio.sleep(BATCH_DELAY)
             seen = self.generation
             tasks, secret_ids = self.view(s.node_id)
@@ -224,7 +258,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             if not self.m.raft_status().is_leader:
                 self.leader_since = None
                 for s in self.sessions.values():
-                    s.ended.set()
+                    self._end(s)
                 self.sessions.clear()
                 continue
             now = time.monotonic()
@@ -234,7 +268,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             try:
                 for node_id, s in list(self.sessions.items()):
                     if now - s.last_seen > grace:
-                        s.ended.set()
+                        self._end(s)
                         del self.sessions[node_id]
                         await self._set_node(node_id, status="down", status_message="heartbeat failure")
                 if now - self.leader_since > grace:

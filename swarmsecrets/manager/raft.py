@@ -15,6 +15,12 @@ storage and transport into SyncObj, and by overriding its name-mangled internals
 - latency: our own loop drives SyncObj's tick; a proposal wakes it through a pipe, the queue is
   drained, appended and sent as one AppendEntries per follower with one fdatasync, and replies
   are handled as they arrive.
+- membership: one change at a time (checked on the leader), addresses as plain strings, the
+  member list persisted; a removal takes effect on the leader when committed, so the removed
+  member learns it (and can remove itself).
+- errors: no leader -> errors.Unavailable(NO_LEADER) at once; sent but unconfirmed ->
+  errors.DeadlineExceeded(UNKNOWN_OUTCOME); an exception in apply -> errors.SwarmError (INTERNAL)
+  for the proposer, the same on every member, and the log goes on.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import heapq
 import itertools
 import logging
 import os
+import ssl
 import threading
 import time
 from collections import deque
@@ -34,14 +41,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
-from pysyncobj import SyncObj, SyncObjConf
+from pysyncobj import SyncObj, SyncObjConf, SyncObjException
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _COMMAND_TYPE
 
 from swarmsecrets import errors
 from swarmsecrets.manager import raft_wire
-from swarmsecrets.manager.raft_journal import DurableJournal, SnapshotStore
+from swarmsecrets.manager.raft_journal import DurableJournal, SnapshotStore, StorageError
 from swarmsecrets.manager.raft_transport import TlsTransport
 
 log = logging.getLogger(__name__)
@@ -96,8 +103,8 @@ class RaftTuning:
 
 @dataclass(frozen=True)
 class RaftTLS:
-    server_ctx: Any  # ssl.SSLContext
-    client_ctx: Any  # ssl.SSLContext
+    server_ctx: ssl.SSLContext
+    client_ctx: ssl.SSLContext
     cluster_id: str  # peers must present OU swarm-manager, O == cluster_id and a matching raft SAN
 
 
@@ -170,13 +177,18 @@ class _Wakeup:
 
     def __init__(self, poller: Any) -> None:
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._lock = threading.Lock()  # no write may race close() onto a reused descriptor
+        self._closed = False
         poller.subscribe(self._r, self._drain, POLL_EVENT_TYPE.READ)
 
     def notify(self) -> None:
-        try:
-            os.write(self._w, b"\0")
-        except BlockingIOError:
-            pass  # a wakeup is already pending
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                os.write(self._w, b"\0")
+            except BlockingIOError:
+                pass  # a wakeup is already pending
 
     def _drain(self, fd: int, events: int) -> None:
         try:
@@ -186,8 +198,10 @@ class _Wakeup:
             pass
 
     def close(self) -> None:
-        os.close(self._r)
-        os.close(self._w)
+        with self._lock:
+            self._closed = True
+            os.close(self._r)
+            os.close(self._w)
 
 
 class _RaftSyncObj(SyncObj):
@@ -201,11 +215,14 @@ class _RaftSyncObj(SyncObj):
         self._journal = journal
         self._snapshots = snapshots
         self._acks: list[tuple[Any, bool, int, bool]] = []
+        self._appending_removal = False
+        self._leaving: dict[str, float] = {}  # removed members still sent the log (leader)
         self._sent = (0, -1)  # (last log index, commit index) of the last AppendEntries round
         self._wakeup: _Wakeup | None = None
         self._loop_thread = 0
         self.tick_errors = 0
         self.last_tick_error = ""
+        self.failure: str | None = None  # set when storage failed and the loop stopped for good
         super().__init__(self_addr, others, conf=conf, transportClass=TlsTransport)
         self._install_storage()
         self._wakeup = _Wakeup(self._poller)
@@ -227,7 +244,7 @@ class _RaftSyncObj(SyncObj):
 
     @property
     def transport(self) -> TlsTransport:
-        return self._SyncObj__transport  # type: ignore[no-any-return]
+        return self._SyncObj__transport
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -240,6 +257,11 @@ class _RaftSyncObj(SyncObj):
                 self._sync_and_flush()
                 self._onTick(poll_timeout)
                 self._owner._after_tick()
+            except StorageError as e:
+                self.failure = self.last_tick_error = str(e)
+                self.tick_errors += 1
+                log.critical("raft: stopping this member: %s", e)
+                break
             except Exception as e:
                 self.tick_errors += 1
                 self.last_tick_error = f"{type(e).__name__}: {e}"
@@ -247,12 +269,14 @@ class _RaftSyncObj(SyncObj):
                     log.exception("raft: tick failed (%d so far)", self.tick_errors)
                 stopping.wait(poll_timeout)
         try:
-            self._sync_and_flush()
+            if self.failure is None:
+                self._sync_and_flush()
         finally:
             self._doDestroy()
             self._snapshots.close()
             if self._wakeup is not None:
                 self._wakeup.close()
+            self._owner._fail_pending()
 
     def wake(self) -> None:
         if self._wakeup is not None and threading.get_ident() != self._loop_thread:
@@ -264,6 +288,8 @@ class _RaftSyncObj(SyncObj):
         followers do the same; every node then sends the acknowledgements held for the sync."""
         if self._isLeader() and (self._SyncObj__getCurrentLogIndex(), self.raftCommitIndex) != self._sent:
             self._SyncObj__sendAppendEntries()
+        if self._leaving:
+            self._remove_departed()
         self._sync_and_flush()
 
     def _sync_and_flush(self) -> None:
@@ -284,13 +310,13 @@ class _RaftSyncObj(SyncObj):
         self._acks.append((node, reset, nextNodeIdx, success))
 
     def _SyncObj__sendAppendEntries(self) -> None:
-        super()._SyncObj__sendAppendEntries()  # type: ignore[misc]
+        super()._SyncObj__sendAppendEntries()
         self._sent = (self._SyncObj__getCurrentLogIndex(), self.raftCommitIndex)
 
     def _SyncObj__onBecomeLeader(self) -> None:
         """Durability: the new leader's no-op must be on disk before the next commit count, which
         always counts the leader itself."""
-        super()._SyncObj__onBecomeLeader()  # type: ignore[misc]
+        super()._SyncObj__onBecomeLeader()
         self._journal.sync()
 
     def _applyCommand(self, command: bytes, callback: Any, commandType: int | None = None) -> None:
@@ -315,7 +341,7 @@ class _RaftSyncObj(SyncObj):
             return self._apply_regular(command[1:])
         if kind == _VERSION:
             return None  # never proposed by us; stock would unpickle it without restriction
-        return super()._SyncObj__doApplyCommand(command)  # type: ignore[misc]
+        return super()._SyncObj__doApplyCommand(command)
 
     def _apply_regular(self, payload: bytes) -> Any:
         index = self.raftLastApplied + 1  # SyncObj applies entry lastApplied+1, then increments
@@ -349,22 +375,52 @@ class _RaftSyncObj(SyncObj):
     def _SyncObj__changeCluster(self, request: list[str]) -> bool:
         """§7.12: stock never sets __changeClusterIDx, so its one-change-at-a-time guard is dead.
         Record the index the accepted change gets (it is appended right after this returns), so a
-        second change is refused until the first is applied."""
-        accepted = bool(super()._SyncObj__changeCluster(request))  # type: ignore[misc]
+        second change is refused until the first is applied. A leader asked to remove itself
+        (which pysyncobj refuses) hands leadership over, so the requester's retry succeeds."""
+        if request[0] == "rem" and request[1] == self.selfNode.address:
+            self.transferLeadership()
+            return False
+        self._appending_removal = request[0] == "rem"
+        try:
+            accepted = bool(super()._SyncObj__changeCluster(request))
+        finally:
+            self._appending_removal = False
         if accepted:
             self._SyncObj__changeClusterIDx = self._SyncObj__getCurrentLogIndex() + 1
         return accepted
 
     def _SyncObj__doChangeCluster(self, request: Any, reverse: bool = False) -> bool:
-        """Persist the member list whenever it changes, so a restart resumes with it."""
-        changed = bool(super()._SyncObj__doChangeCluster(request, reverse))  # type: ignore[misc]
+        """Persist the member list whenever it changes, so a restart resumes with it. On the
+        leader a removal takes effect when committed, not when appended (as etcd applies
+        configuration changes): stock cut the member off at once, so it never learned that its
+        removal committed and could not confirm a removal it asked for itself."""
+        addr = request[1]
+        if self._appending_removal:  # the leader is appending a removal: only check it
+            return any(n.address == addr for n in self.otherNodes)
+        if self._leave_after_commit(request, reverse):
+            return True
+        changed = bool(super()._SyncObj__doChangeCluster(request, reverse))
         if changed:
             self._journal.set_members(self.members())
         return changed
 
-    def _SyncObj__updateClusterConfiguration(self, newNodes: Any) -> None:
-        super()._SyncObj__updateClusterConfiguration(newNodes)  # type: ignore[misc]
-        self._journal.set_members(self.members())
+    def _leave_after_commit(self, request: Any, reverse: bool) -> bool:
+        """Leader applying a committed removal: keep sending the log to the member for one more
+        heartbeat, so it learns the commit; _before_poll removes it then."""
+        if request[0] != "rem" or reverse or not self._isLeader():
+            return False
+        if not any(n.address == request[1] for n in self.otherNodes):
+            return False
+        self._leaving.setdefault(request[1], time.monotonic())
+        return True
+
+    def _remove_departed(self) -> None:
+        period = self.conf.appendEntriesPeriod
+        for addr, since in list(self._leaving.items()):
+            if not self._isLeader() or time.monotonic() - since >= period:
+                del self._leaving[addr]
+                SyncObj._SyncObj__doChangeCluster(self, ["rem", addr])
+                self._journal.set_members(self.members())
 
     def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:
         """§7.6: compact only up to the snapshot's own entry, and only while the log still holds
@@ -376,7 +432,7 @@ class _RaftSyncObj(SyncObj):
         if pair is None or pair[0][1] != toIDx or not 0 <= pos < len(log_) - 1 or log_[pos] != pair[0]:
             log.warning("raft: skipping log compaction to %d: the log no longer matches the snapshot", toIDx)
             return
-        super()._SyncObj__deleteEntriesTo(toIDx)  # type: ignore[misc]
+        super()._SyncObj__deleteEntriesTo(toIDx)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -387,7 +443,7 @@ class _RaftSyncObj(SyncObj):
                 return
             message, redundant_ack = trimmed
         before = self._SyncObj__raftNextIndex.get(node) if kind == "next_node_idx" else None
-        super()._SyncObj__onMessageReceived(node, message)  # type: ignore[misc]
+        super()._SyncObj__onMessageReceived(node, message)
         if before is not None:
             self._keep_next_index(node, message, before)
         if redundant_ack is not None:
@@ -436,7 +492,9 @@ class _RaftSyncObj(SyncObj):
     # --- reads for RaftNode ------------------------------------------------------------------
 
     def members(self) -> list[str]:
-        return sorted({self.selfNode.address} | {n.address for n in self.otherNodes})
+        """The member addresses; a member whose removal committed no longer counts, even while it
+        is still sent the log for its last heartbeat."""
+        return sorted(({self.selfNode.address} | {n.address for n in self.otherNodes}) - set(self._leaving))
 
 
 def _make_conf(timing: RaftTiming, tuning: RaftTuning, snapshot_path: str) -> SyncObjConf:
@@ -533,7 +591,10 @@ class RaftNode:
             members = persisted or self._members_arg
             others = [m for m in members if m != self.self_addr]
             conf = _make_conf(self.timing, self.tuning, snapshots.path)
-            self._sync = _RaftSyncObj(self, self.self_addr, others, conf, journal, snapshots)
+            try:
+                self._sync = _RaftSyncObj(self, self.self_addr, others, conf, journal, snapshots)
+            except SyncObjException as e:  # SyncObj's only failure here: the port could not be bound
+                raise OSError(f"cannot listen on the raft address {self.self_addr}") from e
         except BaseException:
             journal._destroy()
             raise
@@ -550,6 +611,10 @@ class RaftNode:
             self._sync.wake()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        """The loop is gone: proposals still waiting will never hear back."""
         with self._deadline_lock:
             pending, self._deadlines = self._deadlines, []
         for _, _, fut in pending:
@@ -557,6 +622,8 @@ class RaftNode:
 
     def _require(self) -> _RaftSyncObj:
         so = self._sync
+        if so is not None and so.failure is not None:
+            raise errors.Unavailable(f"this manager's raft storage failed: {so.failure}")
         if so is None or self._stopping.is_set():
             raise errors.Unavailable(errors.NO_LEADER)
         return so
@@ -710,15 +777,16 @@ class RaftNode:
         if so is None:
             return RaftStatus(None, False, 0, 0, 0, list(self._members_arg), set())
         leader = so._getLeader()
-        others = so.otherNodes
+        members = so.members()
         return RaftStatus(
             leader=leader.address if leader is not None else None,
             is_leader=so._isLeader(),
             term=so.raftCurrentTerm,
             commit_index=so.raftCommitIndex,
             last_applied=so.raftLastApplied,
-            members=sorted({self.self_addr} | {n.address for n in others}),
-            reachable={self.self_addr} | {n.address for n in others if so.isNodeConnected(n)},
+            members=members,
+            reachable={self.self_addr} | {n.address for n in so.otherNodes
+                                          if n.address in members and so.isNodeConnected(n)},
             tick_errors=so.tick_errors,
             last_tick_error=so.last_tick_error,
             apply_errors=self.apply_errors,
@@ -729,8 +797,9 @@ class RaftNode:
 
     def _change(self, op: str, addr: str, timeout: float) -> None:
         """Propose one membership change (forwarded to the leader if need be) and wait until it is
-        applied here. The leader admits one change at a time (§7.12); a refused change is retried
-        until it succeeds, turns out to be done already, or the timeout passes."""
+        applied here. The leader admits one change at a time (§7.12); a refused change, or one whose
+        outcome a leader change hid, is retried until the member list shows it done or the timeout
+        passes."""
         deadline = time.monotonic() + timeout
         payload = raft_wire.dumps([op, addr])
         while True:
@@ -743,10 +812,15 @@ class RaftNode:
             try:
                 self._wait(fut, max(remaining, 0.01))
                 return
+            except errors.DeadlineExceeded:
+                if time.monotonic() >= deadline:
+                    raise
             except _Refused:
-                pass
-            if time.monotonic() >= deadline:
-                raise errors.Unavailable("another raft membership change is still in progress")
+                if time.monotonic() >= deadline:
+                    if op == "rem" and self.status().leader == addr:
+                        raise errors.Unavailable("the raft leader could not hand leadership over "
+                                                 "before its removal") from None
+                    raise errors.Unavailable("another raft membership change is still in progress") from None
             time.sleep(0.05)
 
     def add_member(self, addr: str, timeout: float) -> None:
@@ -755,6 +829,8 @@ class RaftNode:
             self._change("add", addr, timeout)
 
     def remove_member(self, addr: str, timeout: float) -> None:
+        """Remove a member, this node included (a leader hands leadership over first, since
+        pysyncobj's leader cannot remove itself)."""
         _check_addr(addr)
         deadline = time.monotonic() + timeout
         with self._membership_lock:
@@ -764,7 +840,6 @@ class RaftNode:
             if members == [addr]:
                 raise errors.FailedPrecondition("cannot remove the last member of the raft group")
             if addr == self.self_addr and self.status().is_leader:
-                # The leader cannot remove itself (pysyncobj refuses): hand leadership over first.
                 self.transfer_leadership(max(deadline - time.monotonic(), 0.01))
             self._change("rem", addr, max(deadline - time.monotonic(), 0.01))
 

@@ -49,6 +49,11 @@ _IDX_TERM = struct.Struct("!QQ")
 MAX_RECORD = 64 * 1024 * 1024
 
 
+class StorageError(Exception):
+    """A journal write or sync failed. Fatal: after a failed fsync the kernel may have dropped the
+    dirty pages, so a retry can succeed without the data; the node must stop, not carry on."""
+
+
 def fsync_dir(path: str) -> None:
     """Make a rename or a new file in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -80,6 +85,11 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview, offset: int | None
         view = view[n:]
 
 
+def _private(path: str) -> BinaryIO:
+    """A new file only this user can read (snapshots hold the cluster's records)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+
+
 def _record(command: bytes, idx: int, term: int) -> bytes:
     crc = zlib.crc32(command, zlib.crc32(_IDX_TERM.pack(idx, term)))
     return _RECORD.pack(len(command), crc, idx, term) + command
@@ -99,6 +109,7 @@ class DurableJournal(Journal):
         self._dirty = False            # written or truncated since the last fdatasync
         self.synced_index = 0          # raft index of the last entry known to be on disk
         self.syncs = 0                 # fdatasync calls for entries (tests count group commits)
+        self.failure: str | None = None
         self._fd = -1
         self._open_and_load()
         self._meta = self._load_meta()
@@ -148,17 +159,28 @@ class DurableJournal(Journal):
 
     def sync(self) -> None:
         """Write buffered appends and fdatasync them: the group commit point."""
-        if self._pending:
-            _write_all(self._fd, self._pending, self._end)
-            self._end += len(self._pending)
-            self._pending = bytearray()
-            self._dirty = True
-        if self._dirty:
-            os.fdatasync(self._fd)
-            self.syncs += 1
-            self._dirty = False
+        with self._fatal_on_error():
+            if self._pending:
+                _write_all(self._fd, self._pending, self._end)
+                self._end += len(self._pending)
+                self._pending = bytearray()
+                self._dirty = True
+            if self._dirty:
+                os.fdatasync(self._fd)
+                self.syncs += 1
+                self._dirty = False
         if self._entries:
             self.synced_index = self._entries[-1][1]
+
+    @contextlib.contextmanager
+    def _fatal_on_error(self) -> Iterator[None]:
+        if self.failure is not None:
+            raise StorageError(self.failure)
+        try:
+            yield
+        except OSError as e:
+            self.failure = f"raft journal {self._path}: {e}"
+            raise StorageError(self.failure) from e
 
     @property
     def needs_sync(self) -> bool:
@@ -166,8 +188,9 @@ class DurableJournal(Journal):
 
     def _truncate_file(self, offset: int) -> None:
         self._pending = bytearray()
-        os.ftruncate(self._fd, offset)
-        os.fdatasync(self._fd)
+        with self._fatal_on_error():
+            os.ftruncate(self._fd, offset)
+            os.fdatasync(self._fd)
         self._dirty = False
         self._end = offset
 
@@ -205,21 +228,22 @@ class DurableJournal(Journal):
             raise ValueError("raft journal: compaction would delete every entry")
         keep = self._entries[entryTo:]
         tmp = f"{self._path}.compact"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        out = bytearray(JOURNAL_MAGIC)
         offsets = []
-        try:
-            out = bytearray(JOURNAL_MAGIC)
-            for command, idx, term in keep:
-                offsets.append(len(out))
-                out += _record(command, idx, term)
-            _write_all(fd, out)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._path)
-        fsync_dir(self._dir)
-        os.close(self._fd)
-        self._fd = os.open(self._path, os.O_RDWR)
+        for command, idx, term in keep:
+            offsets.append(len(out))
+            out += _record(command, idx, term)
+        with self._fatal_on_error():
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _write_all(fd, out)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._path)
+            fsync_dir(self._dir)
+            os.close(self._fd)
+            self._fd = os.open(self._path, os.O_RDWR)
         self._entries = list(keep)
         self._offsets = offsets
         self._pending = bytearray()
@@ -239,11 +263,15 @@ class DurableJournal(Journal):
     def _destroy(self) -> None:
         if self._fd < 0:
             return
-        self.sync()
-        if self._meta_dirty:
-            self._store_meta()
-        os.close(self._fd)
-        self._fd = -1
+        try:
+            if self.failure is None:
+                self.sync()
+                if self._meta_dirty:
+                    self._store_meta()
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
 
     # --- metadata ----------------------------------------------------------------------
 
@@ -260,7 +288,8 @@ class DurableJournal(Journal):
 
     def _store_meta(self) -> None:
         self.sync()  # a commit index on disk must never point past the entries on disk
-        write_durably(self._meta_path, json.dumps(self._meta, sort_keys=True).encode())
+        with self._fatal_on_error():
+            write_durably(self._meta_path, json.dumps(self._meta, sort_keys=True).encode())
         self._meta_dirty = False
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
@@ -427,29 +456,28 @@ class SnapshotStore:
         head = {"prev": prev, "last": last, "members": sorted(n.address for n in cluster)}
         self._job_id, self._job_pair = id, (prev, last)
         self._started = time.monotonic()
-        self._launch(lambda: self._write(head))
+        parent = os.getpid()
+        self._launch(lambda: self._write(head, parent))
 
     def _launch(self, job: Callable[[], None]) -> None:
         """Run ``job`` in a forked child, so pickling a large state never stalls the raft loop."""
-        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 _release_inherited_sockets()
                 job()
-                # A child orphaned by a crash must not replace a newer snapshot of the restarted node.
-                code = 0 if os.getppid() == parent else 1
+                code = 0
             except BaseException:
                 log.exception("raft snapshot child failed")
             finally:
                 os._exit(code)
         self._pid = pid
 
-    def _write(self, head: dict[str, Any]) -> None:
+    def _write(self, head: dict[str, Any], parent: int | None = None) -> None:
         tmp = f"{self.path}.tmp.{os.getpid()}"
         state = self._snapshot()
-        with open(tmp, "wb") as raw:
+        with _private(tmp) as raw:
             out = _Hashing(raw)
             out.write(SNAPSHOT_MAGIC)
             head_bytes = raft_wire.dumps(head)
@@ -462,8 +490,17 @@ class SnapshotStore:
             raw.flush()
             os.fsync(raw.fileno())
         raft_wire.loads(state_bytes)  # refuse to publish a snapshot our own loader would reject
+        if parent is not None and self._orphaned(parent):
+            os.unlink(tmp)
+            raise SnapshotError("the node that asked for this snapshot is gone")
         os.replace(tmp, self.path)
         fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+
+    @staticmethod
+    def _orphaned(parent: int) -> bool:
+        """A child whose node crashed must not publish: the restarted node may have a newer
+        snapshot and a journal compacted to it by now."""
+        return os.getppid() != parent
 
     def _kill_child(self) -> None:
         if self._pid:
@@ -492,8 +529,8 @@ class SnapshotStore:
         if not (isinstance(members, list) and all(isinstance(m, str) for m in members)):
             raise SnapshotError(f"{self.path}: malformed member list")
         self._restore(snap["state"])
-        self.pair = (prev, last)  # type: ignore[assignment]
-        return None, last, prev, {TCPNode(m) for m in members}  # type: ignore[return-value]
+        self.pair = (prev, last)
+        return None, last, prev, {TCPNode(m) for m in members}
 
     # --- sending to a lagging follower (leader side) -------------------------------------------
 
@@ -534,8 +571,7 @@ class SnapshotStore:
         if offset == 0:
             if recv is not None:
                 recv["file"].close()
-            recv = self._receiving = {"ident": ident, "received": 0,
-                                      "file": open(f"{self.path}.recv", "wb")}  # noqa: SIM115
+            recv = self._receiving = {"ident": ident, "received": 0, "file": _private(f"{self.path}.recv")}
         elif recv is None or recv["ident"] != ident or recv["received"] != offset:
             return False  # a chunk of another transfer, or out of order: wait for a fresh start
         recv["file"].write(chunk)
@@ -559,5 +595,5 @@ class SnapshotStore:
         self._kill_child()  # a local snapshot still being written is older: it must not win the rename
         os.replace(tmp, self.path)
         fsync_dir(os.path.dirname(os.path.abspath(self.path)))
-        self.pair = (tuple(head["prev"]), tuple(head["last"]))  # type: ignore[assignment]
+        self.pair = (tuple(head["prev"]), tuple(head["last"]))
         return True

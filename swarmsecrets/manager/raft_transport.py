@@ -8,8 +8,8 @@ connection is tied to a node) and replaces the connection and the listener:
 - TlsConnection: a non-blocking ``ssl`` socket on pysyncobj's poller. Frames are a 4-byte length
   and a protocol-4 pickle decoded by the restricted unpickler; a length over MAX_FRAME drops the
   peer before anything is buffered (§7.8); WRITE interest is re-armed after every partial send
-  (§7.3); no idle timer drops a quiet but healthy link (§7.4): dead peers are found by TCP
-  keepalive and TCP_USER_TIMEOUT instead.
+  (§7.3); the "no data for connectionTimeout" rule is kept but raft.py sets it far beyond any
+  quiet period (§7.4): dead peers are found by TCP keepalive and TCP_USER_TIMEOUT instead.
 - TlsTransport: a peer must present a certificate of the cluster CA with OU swarm-manager and
   O == cluster id, and the member address it claims (or that we dialled) must be its certificate's
   raft URI SAN. Read-only nodes, utility/admin frames ('status', 'add', 'remove', 'set_version',
@@ -106,7 +106,7 @@ class TlsConnection:
         self._last_read = time.monotonic()
         self.created = time.monotonic()
         self.peer: NodeIdentity | None = None
-        self.handshake_error = ""
+        self.refusal = ""  # why this connection refused its peer (TLS, framing), for the transport
         if sock is not None:
             _configure(sock, send_buffer, recv_buffer, keepalive)
             self._sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -151,6 +151,7 @@ class TlsConnection:
         self._fd = sock.fileno()
         self._state = CONNECTION_STATE.CONNECTING
         self._phase = _TCP
+        self.refusal = ""
         self.created = self._last_read = time.monotonic()
         self._update_interest()
         return True
@@ -168,7 +169,7 @@ class TlsConnection:
         try:
             head, body = raft_wire.encode_frame(message)
         except ValueError:
-            log.exception("raft: not sending an oversized %s message", message.get("type"))
+            log.exception("raft: not sending an oversized message")
             return
         self._wbuf += head
         self._wbuf += body
@@ -269,15 +270,16 @@ class TlsConnection:
             self._handshake_wants_write = True
             self._update_interest()
             return
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError):
+            self.disconnect()  # the peer went away mid-handshake: not a refusal
+            return
         except (ssl.SSLError, OSError) as e:
-            self.handshake_error = str(e) or type(e).__name__
-            self.disconnect()
+            self._refuse(f"TLS handshake failed: {e or type(e).__name__}")
             return
         try:
             self.peer = identity_from_der(self._sock.getpeercert(binary_form=True))
         except Exception as e:  # no or unparseable certificate
-            self.handshake_error = f"unusable peer certificate: {e}"
-            self.disconnect()
+            self._refuse(f"unusable peer certificate: {e}")
             return
         self._phase = _READY
         self._state = CONNECTION_STATE.CONNECTED
@@ -329,9 +331,7 @@ class TlsConnection:
         while len(buf) >= raft_wire.FRAME_HEADER.size:
             (length,) = raft_wire.FRAME_HEADER.unpack_from(buf)
             if length > raft_wire.MAX_FRAME:
-                log.warning("raft: dropping %s: frame of %d bytes exceeds %d", self._who(), length,
-                            raft_wire.MAX_FRAME)
-                self.disconnect()
+                self._refuse(f"frame of {length} bytes exceeds {raft_wire.MAX_FRAME}")
                 return False
             end = raft_wire.FRAME_HEADER.size + length
             if len(buf) < end:
@@ -340,8 +340,7 @@ class TlsConnection:
                 with memoryview(buf) as view, view[raft_wire.FRAME_HEADER.size:end] as body:
                     message = raft_wire.loads(body)
             except Exception as e:
-                log.warning("raft: dropping %s: undecodable frame (%s)", self._who(), e)
-                self.disconnect()
+                self._refuse(f"undecodable frame ({e})")
                 return False
             del buf[:end]
             if self._on_message is not None:
@@ -349,6 +348,10 @@ class TlsConnection:
             if self._state != CONNECTION_STATE.CONNECTED:
                 return False
         return True
+
+    def _refuse(self, reason: str) -> None:
+        self.refusal = reason
+        self.disconnect()
 
     def _who(self) -> str:
         return f"peer {self.peer.node_id}" if self.peer else "unidentified peer"
@@ -429,8 +432,6 @@ class TlsTransport(TCPTransport):
 
     def addNode(self, node: Any) -> None:
         """Register a member; the side that dials gets a TLS connection instead of a TcpConnection."""
-        if node in self._nodes:
-            return
         super().addNode(node)
         if node in self._connections:
             conn = self._new_connection(self._tls.client_ctx, server_side=False)
@@ -496,16 +497,25 @@ class TlsTransport(TCPTransport):
             self._reject(conn, problem)
             return
         node = self._nodeAddrToNode[message]
-        if self._shouldConnect(node):
-            # Only the member with the higher address dials; stock would let this connection
-            # replace the one we dialled ourselves.
+        if self._dials(node):
             self._reject(conn, f"{message} is a member this node dials, not one that dials it")
             return
+        self._retire_previous(node, conn)
+        super()._onIncomingMessageReceived(conn, message)
+
+    def _dials(self, node: Any) -> bool:
+        """Only the member with the higher address dials. Stock lets an incoming connection claiming
+        a member we dial replace our own connection object, which it later cannot redial: the
+        member stays unreachable for good."""
+        return bool(self._shouldConnect(node))
+
+    def _retire_previous(self, node: Any, conn: TlsConnection) -> None:
+        """A member has one connection: when it reconnects, close the old one at once (stock leaves
+        it open, so repeated connections under one identity pile up)."""
         old = self._connections.get(node)
-        if old is not None and old is not conn:  # the peer reconnected: retire its old connection
+        if old is not None and old is not conn:
             old.setOnDisconnectedCallback(None)
             old.disconnect()
-        super()._onIncomingMessageReceived(conn, message)
 
     def _onOutgoingConnected(self, conn: Any) -> None:
         node = self._connToNode(conn)
@@ -523,9 +533,10 @@ class TlsTransport(TCPTransport):
         super()._onMessageReceived(node, message)
 
     def _onDisconnected(self, conn: Any) -> None:
-        if conn in self._unknownConnections and conn.handshake_error:
+        if conn.refusal:
             self.rejected += 1
-            log.warning("raft: refused a connection: TLS handshake failed: %s", conn.handshake_error)
+            who = conn.peer.node_id if conn.peer else "unidentified peer"
+            log.warning("raft: refused %s: %s", who, conn.refusal)
         super()._onDisconnected(conn)
 
     def _onTick(self) -> None:

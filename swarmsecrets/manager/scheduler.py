@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # Finished tasks kept per service for `service ps` history.
 TASK_HISTORY = 5
 INTERVAL = 1.0
+COALESCE = 0.02
 
 
 def eligible(node: dict[str, Any]) -> bool:
@@ -121,6 +122,7 @@ class Scheduler:
             self.wake.clear()
             if not self.m.raft_status().is_leader:
                 continue
+            await asyncio.sleep(COALESCE)  # a burst of applies makes one plan
             try:
                 with self.m.store.lock:
                     decision = plan(self.m.store.state, time.time_ns())

@@ -376,18 +376,21 @@ def _schedule(store: Store, cmd: dict[str, Any], index: int) -> Result:
 
 
 def _task_status(store: Store, cmd: dict[str, Any], index: int) -> Result:
-    """Status reports of one node's agent; a node can only report on its own tasks."""
+    """Status reports of workers' agents, batched; a node can only report on its own tasks."""
     tasks = store.state["tasks"]
-    for u in cmd["updates"]:
-        task = tasks.get(u["task_id"])
-        if task is None or task["node_id"] != cmd["node_id"]:
-            continue
-        task.update(state=u["state"], message=u.get("message", ""), err=u.get("err", ""),
-                    exit_code=u.get("exit_code", 0), status_ts=u.get("ts", cmd["ts"]),
-                    updated_at=cmd["ts"], version=index)
-        if u.get("spec_version"):
-            task["spec_version"] = u["spec_version"]
+    for report in cmd["reports"]:
+        for u in report["updates"]:
+            _apply_task_status(tasks.get(u["task_id"]), report["node_id"], u, cmd["ts"], index)
     return _ok()
+
+
+def _apply_task_status(task: dict[str, Any] | None, node_id: str, u: dict[str, Any], ts: int, index: int) -> None:
+    if task is None or task["node_id"] != node_id:
+        return
+    task.update(state=u["state"], message=u.get("message", ""), err=u.get("err", ""),
+                exit_code=u.get("exit_code", 0), status_ts=u.get("ts", ts), updated_at=ts, version=index)
+    if u.get("spec_version"):
+        task["spec_version"] = u["spec_version"]
 
 
 def _public(secret: dict[str, Any]) -> dict[str, Any]:

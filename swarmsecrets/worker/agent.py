@@ -139,15 +139,21 @@ class Agent:
                 self.managers = list(first.managers)
                 self.on_managers(self.managers)
             log.info("session %s with %s", first.session_id[:8], target)
-            helpers = [asyncio.create_task(self._heartbeats(stub, first.session_id, first.heartbeat_period_ms)),
-                       asyncio.create_task(self._reporter(stub, first.session_id)),
-                       asyncio.create_task(self._watch_role(session))]
+            # The session lives while all four do; the first to end (an error, a failed heartbeat,
+            # a promotion, the stream closing) ends it, and the agent reconnects.
+            parts = [asyncio.create_task(self._assignments(stub, first.session_id)),
+                     asyncio.create_task(self._heartbeats(stub, first.session_id, first.heartbeat_period_ms)),
+                     asyncio.create_task(self._reporter(stub, first.session_id)),
+                     asyncio.create_task(self._watch_role(session))]
             try:
-                await self._assignments(stub, first.session_id, session)
+                done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for h in helpers:
-                    h.cancel()
+                for p in parts:
+                    p.cancel()
                 session.cancel()
+            for p in done:
+                p.result()  # re-raise what ended the session
+            raise OSError("the session ended")
 
     async def _watch_role(self, session: Any) -> None:
         """A promotion arrives on the session stream; the daemon then turns this node into a manager."""
@@ -180,7 +186,7 @@ class Agent:
                     raise
             await asyncio.sleep(REPORT_INTERVAL)
 
-    async def _assignments(self, stub: Any, session_id: str, session: Any) -> None:
+    async def _assignments(self, stub: Any, session_id: str) -> None:
         stream = stub.Assignments(pb.AssignmentsRequest(session_id=session_id))
         last = None
         async for msg in stream:

@@ -140,11 +140,13 @@ def test_a_node_reports_only_on_its_own_tasks() -> None:
             "desired_state": "running", "state": "assigned", "spec_version": 1}
     s.state["services"]["svc"] = {"id": "svc"}
     unwrap(s.apply({"op": "schedule", "rid": "s", "ts": TS, "create": [task]}, 1))
-    report = {"op": "task_status", "rid": "r1", "ts": TS, "node_id": "n2",
-              "updates": [{"task_id": "t1", "state": "failed", "spec_version": 1}]}
-    unwrap(s.apply(report, 2))
+    def report(rid: str, node: str) -> dict:  # type: ignore[type-arg]
+        return {"op": "task_status", "rid": rid, "ts": TS,
+                "reports": [{"node_id": node, "updates": [{"task_id": "t1", "state": "failed", "spec_version": 1}]}]}
+
+    unwrap(s.apply(report("r1", "n2"), 2))
     assert s.tasks()[0]["state"] == "assigned"
-    unwrap(s.apply({**report, "rid": "r2", "node_id": "n1"}, 3))
+    unwrap(s.apply(report("r2", "n1"), 3))
     assert s.tasks()[0]["state"] == "failed"
 
 

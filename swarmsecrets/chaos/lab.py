@@ -1,0 +1,364 @@
+"""Hosts in network namespaces on this machine, and the network faults between them (chaos-lab.md §1, §2, §6).
+
+Namespaces are ``<prefix>-br`` (the bridge, in a namespace of its own) and ``<prefix>-n1..nN`` (hosts
+10.77.0.11+ with only ``10.77.0.0/24 dev eth0``: no default route, nothing leaves the lab). Every host
+gets an ``inet chaos`` nftables table: a ``drop_from`` set on input (partitions) and a ``loss`` chain on
+output. Delay is an NFQUEUE rule plus the userspace delayer of ``delayer.py`` in the host's namespace,
+because this kernel has no netem.
+
+Everything the lab makes is named after its prefix, so ``teardown(prefix)`` finds it again after a
+crash: the namespaces (and every process inside them), the secrets roots under /dev/shm and the run
+dir under /run. ``Lab.up`` runs it first; ``Lab.down`` and the context manager run it last.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+SUBNET = "10.77.0"
+RUN_ROOT = Path("/run/swarmsecrets-chaos")
+SHM_ROOT = Path("/dev/shm")
+PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+NFQUEUE_NUM = 0
+CHAOS_TABLE = """table inet chaos {
+  set drop_from { type ipv4_addr; }
+  chain input { type filter hook input priority -10; policy accept; ip saddr @drop_from drop; }
+  chain loss { type filter hook output priority -5; policy accept; }
+}
+"""
+# The package's parent dir: processes started in a namespace import this same tree.
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+
+
+class LabError(RuntimeError):
+    """A lab command failed; the message has the command and its output."""
+
+
+def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
+        timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """A bounded command; a failure raises LabError with its stderr."""
+    try:
+        p = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise LabError(f"{' '.join(argv)}: timed out after {timeout:g}s") from e
+    if check and p.returncode != 0:
+        raise LabError(f"{' '.join(argv)}: exit {p.returncode}: {p.stderr.strip() or p.stdout.strip()}")
+    return p
+
+
+def child_env() -> dict[str, str]:
+    """The environment for python processes in the lab: this package importable, unbuffered logs."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH", "")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def check_prefix(prefix: str) -> str:
+    if not PREFIX_RE.match(prefix):
+        raise ValueError(f"lab prefix {prefix!r}: 1-12 characters of [a-z0-9], starting with a letter")
+    return prefix
+
+
+def namespaces(prefix: str) -> list[str]:
+    """The lab's network namespaces that exist now (``ip netns list`` is /run/netns)."""
+    pattern = re.compile(rf"^{re.escape(prefix)}-(br|n\d+)$")
+    try:
+        names = os.listdir("/run/netns")
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if pattern.match(n))
+
+
+def shm_dirs(prefix: str) -> list[Path]:
+    return sorted(SHM_ROOT.glob(f"swarmsecrets-chaos-{prefix}-*"))
+
+
+def _netns_pids(ns: str) -> list[int]:
+    out = run(["ip", "netns", "pids", ns], check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def _wait_gone(pids: Iterable[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(pids)
+    while pending and time.monotonic() < deadline:
+        pending = {p for p in pending if os.path.exists(f"/proc/{p}")
+                   and not _is_zombie(p)}
+        if pending:
+            time.sleep(0.02)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _mounts_under(path: Path) -> list[str]:
+    prefix = str(path).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split(" ")[4] for line in f]
+    return [p for p in points if p + "/" == prefix or p.startswith(prefix)]
+
+
+def stray_pids(prefix: str) -> list[int]:
+    """Daemons still running outside the lab's namespaces: their command line names the run dir (for the
+    socket). Only ``swarmsecrets.daemon`` processes count, never a CLI someone pointed at the lab."""
+    marker = os.fsencode(str(RUN_ROOT / prefix) + "/")
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+                if marker in cmdline and b"swarmsecrets.daemon" in cmdline:
+                    pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def teardown(prefix: str) -> list[str]:
+    """Remove everything a lab with this prefix made; return what was found. Safe to repeat.
+
+    Processes die first (SIGKILL also ends stopped ones), then their namespaces; a secrets root is
+    deleted only after the workers that mounted tmpfs below it (in their private mount namespaces) are
+    gone, and anything mounted there in ours is lazily unmounted first.
+    """
+    check_prefix(prefix)
+    found: list[str] = []
+    for ns in namespaces(prefix):
+        pids = _netns_pids(ns)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _wait_gone(pids, 10.0)
+        run(["ip", "netns", "del", ns], check=False)
+        found.append(f"netns {ns}" + (f" ({len(pids)} processes)" if pids else ""))
+    strays = [p for p in stray_pids(prefix) if not _is_zombie(p)]
+    for pid in strays:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _wait_gone(strays, 10.0)
+    found += [f"process {pid}" for pid in strays]
+    for d in shm_dirs(prefix):
+        for point in sorted(_mounts_under(d), key=len, reverse=True):
+            run(["umount", "-l", point], check=False)
+        shutil.rmtree(d, ignore_errors=True)
+        found.append(str(d))
+    run_dir = RUN_ROOT / prefix
+    if run_dir.exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        found.append(str(run_dir))
+    return found
+
+
+class Lab:
+    """``hosts`` namespaces on one bridge. Hosts are numbered from 1; see the module docstring."""
+
+    def __init__(self, prefix: str, hosts: int, log_dir: Path | None = None) -> None:
+        if not 1 <= hosts <= 50:
+            raise ValueError("a lab has 1 to 50 hosts")
+        self.prefix = check_prefix(prefix)
+        self.hosts = hosts
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.delayers: dict[int, subprocess.Popen[bytes]] = {}
+        self.leftovers: list[str] = []
+
+    # --- names ------------------------------------------------------------------------------------
+
+    @property
+    def bridge_ns(self) -> str:
+        return f"{self.prefix}-br"
+
+    def ns(self, host: int) -> str:
+        return f"{self.prefix}-n{host}"
+
+    @staticmethod
+    def ip(host: int) -> str:
+        return f"{SUBNET}.{10 + host}"
+
+    @property
+    def run_dir(self) -> Path:
+        return RUN_ROOT / self.prefix
+
+    def shm_dir(self, name: str) -> Path:
+        return SHM_ROOT / f"swarmsecrets-chaos-{self.prefix}-{name}"
+
+    def all_hosts(self) -> range:
+        return range(1, self.hosts + 1)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def up(self) -> Lab:
+        """Clear leftovers of an earlier run with this prefix, then build; a half-built lab is torn down."""
+        self.leftovers = teardown(self.prefix)
+        try:
+            self.run_dir.mkdir(parents=True, mode=0o700)
+            br = self.bridge_ns
+            run(["ip", "netns", "add", br])
+            run(["ip", "-n", br, "link", "add", "br0", "type", "bridge"])
+            run(["ip", "-n", br, "link", "set", "br0", "up"])
+            run(["ip", "-n", br, "link", "set", "lo", "up"])
+            for h in self.all_hosts():
+                ns = self.ns(h)
+                run(["ip", "netns", "add", ns])
+                run(["ip", "-n", br, "link", "add", f"v{h}", "type", "veth", "peer", "name", "eth0", "netns", ns])
+                run(["ip", "-n", br, "link", "set", f"v{h}", "master", "br0", "up"])
+                run(["ip", "-n", ns, "addr", "add", f"{self.ip(h)}/24", "dev", "eth0"])
+                run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+                run(["ip", "-n", ns, "link", "set", "lo", "up"])
+                run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=CHAOS_TABLE)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def down(self) -> None:
+        """Stop delayers gracefully, kill every process group spawned, then tear the namespaces down."""
+        try:
+            self.clear_delays()
+        except LabError:
+            pass
+        for p in self.procs:
+            self.signal(p, signal.SIGKILL)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs.clear()
+        teardown(self.prefix)
+
+    def __enter__(self) -> Lab:
+        return self.up()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.down()
+
+    # --- processes --------------------------------------------------------------------------------
+
+    def exec(self, host: int, argv: Sequence[str], *, input: str | None = None,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(["ip", "netns", "exec", self.ns(host), *argv], input=input, check=check)
+
+    def spawn(self, host: int, argv: Sequence[str], log: Path | None = None,
+              pipe_stdout: bool = False) -> subprocess.Popen[bytes]:
+        """Start argv in the host's namespace in a new session: ``ip netns exec`` execs, so the pid is
+        argv's own and its process group is ours to signal; its mount namespace is private."""
+        out = open(log, "ab") if log is not None else subprocess.DEVNULL
+        try:
+            p = subprocess.Popen(["ip", "netns", "exec", self.ns(host), *argv], env=child_env(),
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if pipe_stdout else out,
+                                 stderr=out, start_new_session=True)
+        finally:
+            if not isinstance(out, int):
+                out.close()
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def signal(p: subprocess.Popen[bytes], sig: int) -> None:
+        """Signal the process group; already gone is fine."""
+        if p.poll() is not None:
+            return
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def forget(self, p: subprocess.Popen[bytes]) -> None:
+        """A process that exited (and was waited for) needs no more cleaning up."""
+        if p in self.procs and p.poll() is not None:
+            self.procs.remove(p)
+
+    # --- network faults -----------------------------------------------------------------------------
+
+    def _nft(self, host: int, *args: str) -> None:
+        self.exec(host, ["nft", *args])
+
+    def drop_from(self, host: int, sources: Iterable[int]) -> None:
+        """``host`` drops whatever arrives from ``sources`` (one direction, the receiver drops)."""
+        ips = sorted({self.ip(s) for s in sources if s != host})
+        if ips:
+            self._nft(host, "add", "element", "inet", "chaos", "drop_from", "{ " + ", ".join(ips) + " }")
+
+    def partition(self, groups: Sequence[Sequence[int]]) -> None:
+        """Hosts in different groups cannot talk; links of hosts in no group are untouched."""
+        for i, group in enumerate(groups):
+            others = [h for j, g in enumerate(groups) if j != i for h in g]
+            for h in group:
+                self.drop_from(h, others)
+
+    def isolate(self, host: int, others: Iterable[int]) -> None:
+        self.partition([[host], [o for o in others if o != host]])
+
+    def heal(self, hosts: Iterable[int] | None = None) -> None:
+        """Drop sets and loss rules emptied on these hosts, or everywhere (delays are separate)."""
+        for h in self.all_hosts() if hosts is None else hosts:
+            self._nft(h, "flush", "set", "inet", "chaos", "drop_from")
+            self._nft(h, "flush", "chain", "inet", "chaos", "loss")
+
+    def loss(self, host: int, percent: float) -> None:
+        """``percent`` of what ``host`` sends is dropped (nft numgen)."""
+        self._nft(host, "add", "rule", "inet", "chaos", "loss", "oifname", "eth0", "numgen", "random", "mod",
+                  "10000", "<", str(round(percent * 100)), "drop")
+
+    def _queue_rule(self, op: str) -> list[str]:
+        return ["iptables", "-w", op, "INPUT", "-i", "eth0", "-j", "NFQUEUE", "--queue-num", str(NFQUEUE_NUM),
+                "--queue-bypass"]
+
+    def delay(self, host: int, ms: float, jitter_ms: float = 0.0, loss: float = 0.0) -> None:
+        """Delay (and optionally drop a fraction of) what ``host`` receives, via NFQUEUE and the delayer."""
+        self.clear_delay(host)
+        p = self.spawn(host, [sys.executable, "-m", "swarmsecrets.chaos.delayer", "--queue", str(NFQUEUE_NUM),
+                              "--delay-ms", str(ms), "--jitter-ms", str(jitter_ms), "--loss", str(loss)],
+                       log=self.log_dir / f"delayer-n{host}.log" if self.log_dir else None, pipe_stdout=True)
+        assert p.stdout is not None
+        ready, _, _ = select.select([p.stdout], [], [], 10.0)
+        line = p.stdout.readline() if ready else b""
+        if line.strip() != b"ready":
+            self.signal(p, signal.SIGKILL)
+            p.wait(5)
+            raise LabError(f"the delayer in {self.ns(host)} did not start: {line.decode(errors='replace')!r}")
+        self.delayers[host] = p
+        self.exec(host, self._queue_rule("-A"))
+
+    def clear_delay(self, host: int) -> None:
+        """Stop queueing first, then let the delayer release what it holds."""
+        p = self.delayers.pop(host, None)
+        if p is None:
+            return
+        self.exec(host, self._queue_rule("-D"), check=False)
+        self.signal(p, signal.SIGTERM)
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.signal(p, signal.SIGKILL)
+            p.wait(timeout=5)
+        if p.stdout is not None:
+            p.stdout.close()
+        self.forget(p)
+
+    def clear_delays(self) -> None:
+        for host in list(self.delayers):
+            self.clear_delay(host)

@@ -1,0 +1,331 @@
+"""The history and what fills it: client threads, the worker tmpfs poller and the leader monitor.
+
+Clients talk gRPC to a manager's unix socket, as the CLI does, and retry UNAVAILABLE with the same
+request_id within the CLI's budget (that is the contract under test: a retried create never reports a
+false conflict). Recording follows chaos-lab.md §4: one clock (this process's time.monotonic, shifted
+to the run's start); ``fail`` only when the request certainly did not happen (never sent, or a definite
+refusal such as "already exists"); anything that may have happened is ``info``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+
+from swarmsecrets import errors
+from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+from swarmsecrets.chaos.checker import FileObs, Op, Snapshot
+from swarmsecrets.chaos.swarm import SERVICE, Member, Swarm, secret_ref
+from swarmsecrets.cli.client import _BACKOFF_FIRST, _BACKOFF_MAX, _NOT_TRANSIENT, LOCAL_MAX_MESSAGE, RETRY_BUDGET
+
+# Per attempt: longer than the daemon's own propose (5 s) plus read barrier (5 s) waits.
+ATTEMPT_TIMEOUT = 12.0
+CONTENDED = [f"C_{i}" for i in range(8)]  # "_" and capitals never prefix an id, so no id-prefix match
+TARGET = "cur"
+ROTATE_EVERY = 10.0
+
+
+class History:
+    """Records in memory and, line by line, in history.jsonl; times are seconds since the run began."""
+
+    def __init__(self, path: Path) -> None:
+        self.t0 = time.monotonic()
+        self.records: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._file: IO[str] = open(path, "w", encoding="utf-8")
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def record(self, rec: dict[str, Any]) -> None:
+        line = json.dumps(rec, default=str)
+        with self._lock:
+            self.records.append(rec)
+            if not self._file.closed:
+                self._file.write(line + "\n")
+                self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r for r in self.records if r["kind"] == kind]
+
+    def ops(self) -> list[Op]:
+        return [op_from(r) for r in self.of("op")]
+
+    def snapshots(self) -> list[Snapshot]:
+        return [snapshot_from(r) for r in self.of("poll")]
+
+
+def op_from(r: dict[str, Any]) -> Op:
+    return Op(process=r["process"], f=r["f"], name=r.get("name", ""), start=r["start"], end=r["end"],
+              type=r["type"], value=r.get("value"), node=r.get("node", ""))
+
+
+def snapshot_from(r: dict[str, Any]) -> Snapshot:
+    return Snapshot(r["worker"], r["t"], tuple(FileObs(**f) for f in r["files"]))
+
+
+def record_op(history: History, op: Op, error: str = "") -> None:
+    rec: dict[str, Any] = {"kind": "op", **asdict(op)}
+    if error:
+        rec["error"] = error
+    history.record(rec)
+
+
+def _definite(code: grpc.StatusCode, details: str, retried: bool) -> str | None:
+    """The value of a refusal that says the request did not happen, else None. The outcome refusals
+    (conflict, not found, invalid, out of sequence) speak for the request_id, so for every attempt, and
+    the checker tests that claim; a refusal about the daemon's state (not a manager, locked, ...) speaks
+    only for the last attempt, so after an earlier attempt that may have landed it settles nothing."""
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return "conflict"
+    if code == grpc.StatusCode.NOT_FOUND:
+        return "not-found"
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return details
+    if details == errors.UPDATE_OUT_OF_SEQUENCE:
+        return "out-of-sequence"
+    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED) and not retried:
+        return details
+    return None
+
+
+def write(call: Callable[[float], Any], stop_by: float) -> tuple[str, Any, str]:
+    """One logical write as the CLI makes it: the caller fixed the request_id; UNAVAILABLE is retried
+    with the same id for RETRY_BUDGET s with backoff, except the CLI's "not transient" texts (no leader
+    after the daemon's own wait, …). One difference: a write whose first attempt could not connect is
+    ``fail`` at once instead of waiting for a dead daemon to come back, which would teach the checker
+    nothing and stall a quarter of the workload per dead manager. Once an attempt may have reached a
+    daemon, connection failures are retried like the rest (a killed manager comes back, and the retry
+    must then see the first outcome). Returns (type, response or value, error text)."""
+    deadline = time.monotonic() + RETRY_BUDGET
+    delay = _BACKOFF_FIRST
+    maybe_sent = False
+    while True:
+        try:
+            return "ok", call(ATTEMPT_TIMEOUT), ""
+        except grpc.RpcError as e:
+            code, details = e.code(), e.details() or e.code().name
+        never_sent = code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details
+        if never_sent and not maybe_sent:
+            return "fail", None, details
+        value = _definite(code, details, maybe_sent)
+        if value is not None:
+            return "fail", value, details
+        maybe_sent = maybe_sent or not never_sent
+        if code != grpc.StatusCode.UNAVAILABLE or details in _NOT_TRANSIENT or \
+                time.monotonic() + delay > min(deadline, stop_by):
+            return ("info" if maybe_sent else "fail"), None, details
+        time.sleep(delay)
+        delay = min(delay * 2, _BACKOFF_MAX)
+
+
+def read(call: Callable[[float], Any]) -> tuple[str, Any, str]:
+    """A read is one attempt (the CLI does not retry reads); failing changes nothing, so it is ``fail``."""
+    try:
+        return "ok", call(ATTEMPT_TIMEOUT), ""
+    except grpc.RpcError as e:
+        return "fail", None, e.details() or e.code().name
+
+
+class ServiceFlipper:
+    """Service secret updates from one client: ``--secret-rm <pool> --secret-add source=Y,target=cur``,
+    conditioned on the service version so that an indeterminate update cannot apply after a later
+    acknowledged one (see checker.binding_windows)."""
+
+    def __init__(self, pool: Sequence[str], version: int, bound: str) -> None:
+        self.pool = list(pool)
+        self.version = version
+        self.bound = bound
+        self.stale = False
+
+    def refresh(self, history: History, process: int, m: Member, control: Any) -> bool:
+        start = history.now()
+        kind, resp, err = read(lambda t: control.GetService(control_pb2.GetServiceRequest(service_id=SERVICE),
+                                                            timeout=t))
+        value = None
+        if kind == "ok":
+            bound = {r.file.name: r.secret_name for r in resp.service.spec.secrets}
+            self.version, self.bound, self.stale = int(resp.service.version.index), bound.get(TARGET, ""), False
+            value = {"version": self.version, "bound": bound}
+        record_op(history, Op(process, "svc-read", SERVICE, start, history.now(), kind, value, m.name), err)
+        return kind == "ok"
+
+    def update(self, history: History, process: int, m: Member, control: Any, rng: random.Random,
+               stop_by: float) -> None:
+        if self.stale and not self.refresh(history, process, m, control):
+            return
+        new = rng.choice([s for s in self.pool if s != self.bound])
+        cond = self.version
+        req = control_pb2.UpdateServiceRequest(
+            service_id=SERVICE, service_version=objects_pb2.Version(index=cond), secret_rm=self.pool,
+            secret_add=[secret_ref(new, TARGET)], request_id=uuid.uuid4().hex)
+        start = history.now()
+        kind, resp, err = write(lambda t: control.UpdateService(req, timeout=t), stop_by)
+        value: dict[str, Any] = {"target": TARGET, "cond": cond}
+        if kind == "ok":
+            self.version, self.bound = int(resp.service.version.index), new
+            value["version"] = self.version
+        else:
+            self.stale = True
+        record_op(history, Op(process, "svc-update", new, start, history.now(), kind, value, m.name), err)
+
+
+class ClientProcess:
+    """One of the workload's processes (a thread): paced ops against its own manager, Jepsen style, so
+    that clients stuck on a paused or cut-off manager do not stall those of the others. Every
+    ROTATE_EVERY s each client moves on to the next manager, so with more managers than clients every
+    manager still serves some."""
+
+    def __init__(self, process: int, swarm: Swarm, history: History, rate: float, seed: int,
+                 stop: threading.Event, flipper: ServiceFlipper | None) -> None:
+        self.process = process
+        self.swarm = swarm
+        self.history = history
+        self.interval = 1.0 / rate
+        self.rng = random.Random(seed)
+        self.stop = stop
+        self.flipper = flipper
+        self.seq = 0
+        self.channels: dict[str, grpc.Channel] = {}
+
+    def control(self, m: Member) -> Any:
+        if m.name not in self.channels:
+            self.channels[m.name] = channel(m)
+        return control_pb2_grpc.ControlStub(self.channels[m.name])
+
+    def run(self) -> None:
+        try:
+            next_at = time.monotonic()
+            while not self.stop.is_set():
+                self.one()
+                next_at = max(next_at + self.interval * self.rng.uniform(0.5, 1.5), time.monotonic() - 1.0)
+                self.stop.wait(max(0.0, next_at - time.monotonic()))
+        finally:
+            for ch in self.channels.values():
+                ch.close()
+
+    def one(self) -> None:
+        managers = self.swarm.manager_members
+        m = managers[(self.process + int(self.history.now() // ROTATE_EVERY)) % len(managers)]
+        control = self.control(m)
+        roll = self.rng.random()
+        if self.flipper is not None and roll < 0.3:
+            self.flipper.update(self.history, self.process, m, control, self.rng, self.stop_by())
+        elif roll < 0.5:
+            self.seq += 1
+            self.create(m, control, f"U_{self.process}_{self.seq}")
+        elif roll < 0.68:
+            self.create(m, control, self.rng.choice(CONTENDED))
+        elif roll < 0.84:
+            self.remove(m, control, self.rng.choice(CONTENDED))
+        else:
+            self.list(m, control)
+
+    def stop_by(self) -> float:
+        """Retries never outlive the run by more than one retry budget."""
+        return time.monotonic() + (RETRY_BUDGET if not self.stop.is_set() else 0.0)
+
+    def create(self, m: Member, control: Any, name: str) -> None:
+        self.seq += 1
+        data = f"{name}:{self.process}:{self.seq}:{self.rng.getrandbits(32):08x}".encode()
+        req = control_pb2.CreateSecretRequest(spec=objects_pb2.SecretSpec(name=name, data=data),
+                                              request_id=uuid.uuid4().hex)
+        start = self.history.now()
+        kind, resp, err = write(lambda t: control.CreateSecret(req, timeout=t), self.stop_by())
+        value = str(resp.secret.id) if kind == "ok" else resp
+        record_op(self.history, Op(self.process, "create", name, start, self.history.now(), kind, value, m.name), err)
+
+    def remove(self, m: Member, control: Any, name: str) -> None:
+        req = control_pb2.RemoveSecretRequest(secret_id=name, request_id=uuid.uuid4().hex)
+        start = self.history.now()
+        kind, resp, err = write(lambda t: control.RemoveSecret(req, timeout=t), self.stop_by())
+        value = None if kind == "ok" else resp
+        record_op(self.history, Op(self.process, "remove", name, start, self.history.now(), kind, value, m.name), err)
+
+    def list(self, m: Member, control: Any) -> None:
+        start = self.history.now()
+        kind, resp, err = read(lambda t: control.ListSecrets(control_pb2.ListSecretsRequest(), timeout=t))
+        value = [(s.spec.name, s.id) for s in resp.secrets] if kind == "ok" else None
+        record_op(self.history, Op(self.process, "list", "", start, self.history.now(), kind, value, m.name), err)
+
+
+def channel(m: Member) -> grpc.Channel:
+    """A channel to one daemon with the CLI's options (reconnects fast after a restart). Unlike the CLI's
+    Client it does not check the socket exists first: a killed manager is a failed call, not an exception."""
+    return grpc.insecure_channel(f"unix:{m.sock}", options=[
+        ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.max_receive_message_length", LOCAL_MAX_MESSAGE)])
+
+
+class Poller:
+    """Every ``period`` s, each worker's tmpfs as its mount namespace shows it, one record per worker."""
+
+    def __init__(self, swarm: Swarm, history: History, stop: threading.Event, period: float = 0.1) -> None:
+        self.swarm, self.history, self.stop, self.period = swarm, history, stop, period
+
+    def poll(self) -> dict[str, Snapshot]:
+        out = {}
+        for w in self.swarm.worker_members:
+            t = self.history.now()
+            snap = Snapshot(w.name, t, tuple(self.swarm.worker_files(w)))
+            self.history.record({"kind": "poll", "worker": w.name, "t": t,
+                                 "files": [asdict(f) for f in snap.files]})
+            out[w.name] = snap
+        return out
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.poll()
+            self.stop.wait(self.period)
+
+
+class LeaderMonitor:
+    """Which managers say they lead (through a read barrier), every ``period`` s; changes are recorded."""
+
+    def __init__(self, swarm: Swarm, history: History, stop: threading.Event, period: float = 0.5) -> None:
+        self.swarm, self.history, self.stop, self.period = swarm, history, stop, period
+        self.leaders: list[str] = []
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def says_leader(self, m: Member) -> bool:
+        if not m.running or m.paused:
+            return False
+        ch = self._channels.setdefault(m.name, channel(m))
+        try:
+            node = control_pb2_grpc.ControlStub(ch).GetNode(control_pb2.GetNodeRequest(node_id="self"),
+                                                            timeout=self.period).node
+        except grpc.RpcError:
+            return False
+        return bool(node.manager_status.leader)
+
+    def current(self) -> Member | None:
+        return next((self.swarm.member(n) for n in self.leaders), None)
+
+    def check(self) -> None:
+        leaders = [m.name for m in self.swarm.manager_members if self.says_leader(m)]
+        if leaders != self.leaders:
+            self.leaders = leaders
+            self.history.record({"kind": "leader", "t": self.history.now(), "leaders": leaders})
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.check()
+                self.stop.wait(self.period)
+        finally:
+            for ch in self._channels.values():
+                ch.close()
