@@ -59,6 +59,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self._changed = asyncio.Event()
         self._status_batch: list[tuple[str, list[dict[str, Any]], asyncio.Future[None]]] = []
         self._status_flush: asyncio.Task[None] | None = None
+        self._cache: tuple[int, dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]] = (-1, {}, {})
         self.loop = asyncio.get_running_loop()
         self.leader_since: float | None = None
         self.heartbeat_period = heartbeat_period
@@ -164,18 +165,20 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         return pb.UpdateTaskStatusResponse()
 
     async def _flush_status(self) -> None:
-        """Group commit for status reports: one raft entry for every report of the last few ms."""
-        await asyncio.sleep(STATUS_BATCH_DELAY)
-        batch, self._status_batch = self._status_batch, []
-        try:
-            await self.m.propose({"op": "task_status", "rid": ids.new_request_id(),
-                                  "reports": [{"node_id": n, "updates": u} for n, u, _ in batch]})
-        except errors.SwarmError as e:
-            for _, _, done in batch:
-                done.set_exception(e)
-        else:
-            for _, _, done in batch:
-                done.set_result(None)
+        """Group commit for status reports: one raft entry for every report of the last few ms,
+        repeated while reports keep arriving during the proposals."""
+        while self._status_batch:
+            await asyncio.sleep(STATUS_BATCH_DELAY)
+            batch, self._status_batch = self._status_batch, []
+            try:
+                await self.m.propose({"op": "task_status", "rid": ids.new_request_id(),
+                                      "reports": [{"node_id": n, "updates": u} for n, u, _ in batch]})
+            except errors.SwarmError as e:
+                for _, _, done in batch:
+                    done.set_exception(e)
+            else:
+                for _, _, done in batch:
+                    done.set_result(None)
 
     async def Assignments(self, request: pb.AssignmentsRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AssignmentsMessage]:
@@ -223,14 +226,23 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     # --- what a node should hold ---------------------------------------------------------------
 
+    def _snapshot(self) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
+        """Desired-running tasks by node, and services by id: read once per generation for all streams."""
+        if self._cache[0] != self.generation:
+            by_node: dict[str, list[dict[str, Any]]] = {}
+            for t in self.m.store.tasks():
+                if t["desired_state"] == "running":
+                    by_node.setdefault(t["node_id"], []).append(t)
+            self._cache = (self.generation, by_node, {s["id"]: s for s in self.m.store.services()})
+        return self._cache[1], self._cache[2]
+
     def view(self, node_id: str) -> tuple[dict[str, pb.AssignedTask], set[str]]:
         """The node's tasks (desired running) with their service's current spec, and the secrets they use."""
         tasks: dict[str, pb.AssignedTask] = {}
         secret_ids: set[str] = set()
-        for t in self.m.store.tasks(node_id=node_id):
-            if t["desired_state"] != "running":
-                continue
-            svc = self.m.store.service(t["service_id"])
+        by_node, services = self._snapshot()
+        for t in by_node.get(node_id, []):
+            svc = services.get(t["service_id"])
             if svc is None:
                 continue
             files = [pb.AssignedSecretFile(secret_id=r["secret_id"], target=r["target"], uid=int(r["uid"]),
