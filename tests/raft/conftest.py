@@ -9,29 +9,24 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pysyncobj import SyncObj
 
-from swarmsecrets.ca import certs
 from swarmsecrets.manager import raft, raft_journal, raft_transport, raft_wire
-from swarmsecrets.manager.raft import RaftNode, RaftTiming, RaftTLS, RaftTuning
-from tests.raft.raft_harness import DictMachine
+from swarmsecrets.manager.raft import RaftNode, RaftTiming, RaftTuning
+from tests.raft.raft_harness import DictMachine, Pki, free_ports
 
-CLUSTER_ID = "raftcluster0000000000000a"
+_REAL_LAUNCH = raft_journal.SnapshotStore._launch
 
 
 def _stock_launch(self: raft_journal.SnapshotStore, job: Callable[[], None]) -> None:
-    job()  # serialise on the raft thread, as stock does without fork
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    self._pid = pid
+    self._snapshot()  # stock builds the snapshot data on the raft thread before it forks
+    _REAL_LAUNCH(self, job)
 
 
 def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
@@ -65,8 +60,47 @@ def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
         mp.setattr(raft_wire, "MAX_FRAME", 2 ** 31 - 1)
     elif name == "restricted":
         mp.setattr(raft_wire, "loads", lambda data: pickle.loads(bytes(data)))
+    elif name == "no_dump":  # journalFile without fullDumpFile: the snapshot lives in memory only
+        mp.setattr(raft_journal.SnapshotStore, "_write", lambda self, head, parent=None: None)
     elif name == "align":
         mp.setattr(raft, "_align_journal", lambda journal, snapshots: None)
+    elif name == "release_sockets":
+        mp.setattr(raft_journal, "_release_inherited_sockets", lambda: None)
+    elif name == "orphan":
+        mp.setattr(raft_journal.SnapshotStore, "_orphaned", staticmethod(lambda parent: False))
+    elif name == "install_race":
+        mp.setattr(raft_journal.SnapshotStore, "_kill_child", lambda self: None)
+    elif name == "backlog":
+        mp.setattr(raft_journal, "TRANSFER_BACKLOG", 1 << 62)
+    elif name == "child_timeout":
+        mp.setattr(raft_journal, "SNAPSHOT_CHILD_TIMEOUT", 1e9)
+    elif name == "validate":
+        mp.setattr(raft_wire, "valid_message", lambda message: isinstance(message, dict))
+    elif name == "handshake_timeout":
+        mp.setattr(raft_transport, "HANDSHAKE_TIMEOUT", 1e9)
+    elif name == "pending_cap":
+        mp.setattr(raft_transport, "MAX_PENDING_INCOMING", 1 << 30)
+    elif name == "dial_direction":
+        mp.setattr(raft_transport.TlsTransport, "_dials", lambda self, node: False)
+    elif name == "retire":
+        mp.setattr(raft_transport.TlsTransport, "_retire_previous", lambda self, node, conn: None)
+    elif name == "max_backlog":
+        mp.setattr(raft_transport, "MAX_BACKLOG", 1 << 62)
+    elif name == "persist_members":
+        mp.delattr(S, "_SyncObj__doChangeCluster")
+    elif name == "leave_after_commit":
+        mp.setattr(S, "_leave_after_commit", lambda self, request, reverse: False)
+        mp.setattr(S, "_SyncObj__changeCluster", lambda self, request:
+                   SyncObj._SyncObj__changeCluster(self, request))
+    elif name == "leader_noop_sync":
+        mp.delattr(S, "_SyncObj__onBecomeLeader")
+    elif name == "entry_pickles":  # stock: any command kind is queued, and entries are unpickled freely
+        mp.delattr(S, "_SyncObj__parseChangeClusterRequest")
+        mp.setattr(S, "_applyCommand", lambda self, command, callback, commandType=None:
+                   SyncObj._applyCommand(self, command, callback, commandType))
+        mp.setattr(S, "_SyncObj__doApplyCommand", lambda self, command:
+                   self._apply_regular(command[1:]) if command[:1] == b"\0"
+                   else SyncObj._SyncObj__doApplyCommand(self, command))
     elif name not in ("fallback", "journal"):  # these two are read by the tests themselves
         raise ValueError(f"unknown RAFT_STOCK name {name!r}")
 
@@ -81,43 +115,6 @@ def _stock_mode() -> Iterator[None]:
         _restore_stock(mp, name)
     yield
     mp.undo()
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-@dataclass
-class Pki:
-    root: Path
-    ca: certs.RootCA = field(default_factory=certs.create_root_ca)
-    cluster_id: str = CLUSTER_ID
-
-    def issue(self, name: str, *, role: str = "manager", raft_addr: str | None = None,
-              cluster_id: str | None = None, ca: certs.RootCA | None = None) -> tuple[str, str]:
-        d = self.root / name
-        d.mkdir(parents=True, exist_ok=True)
-        key, csr = certs.generate_key_and_csr()
-        cert = certs.issue_node_cert(ca or self.ca, csr, node_id=name, role=role,
-                                     cluster_id=cluster_id or self.cluster_id, addrs=["127.0.0.1"],
-                                     raft_addr=raft_addr)
-        (d / "swarm-node.crt").write_bytes(cert)
-        (d / "swarm-node.key").write_bytes(key)
-        return str(d / "swarm-node.crt"), str(d / "swarm-node.key")
-
-    def tls(self, addr: str) -> RaftTLS:
-        cert, key = self.issue(f"m-{addr.replace(':', '_')}", raft_addr=addr)
-        return RaftTLS(server_ctx=certs.server_context(cert, key, self.ca.cert_pem),
-                       client_ctx=certs.client_context(cert, key, self.ca.cert_pem),
-                       cluster_id=self.cluster_id)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.journal import FileJournal
 from pysyncobj.node import TCPNode
 
-from swarmsecrets.manager import raft, raft_wire
+from swarmsecrets.manager import raft, raft_journal, raft_wire
 from swarmsecrets.manager.raft_journal import JOURNAL_MAGIC, DurableJournal, SnapshotError, SnapshotStore
 from tests.raft.conftest import STOCK
 
@@ -128,7 +130,8 @@ def test_truncation_is_durable_before_new_appends(tmp_path: Path, monkeypatch: p
     assert reopened == entries(6) + [(b"new", 7, 2)]
 
 
-def test_compaction_rewrites_durably_and_never_empties(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compaction_rewrites_durably_and_never_empties(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
     for e in entries(10):
         j.add(*e)
@@ -154,7 +157,8 @@ def test_term_and_vote_are_fsynced_before_returning(tmp_path: Path, monkeypatch:
     synced = spy.paths()
     tmp_meta = [p for p in synced if os.path.basename(p).startswith("raft.meta")]
     assert tmp_meta, f"the term/vote file was not fsynced: {spy.calls}"
-    assert os.path.realpath(tmp_path) in synced[synced.index(tmp_meta[0]):], "directory not fsynced after rename"
+    after = synced[synced.index(tmp_meta[0]):]
+    assert os.path.realpath(tmp_path) in after, "directory not fsynced after the rename"
     j._destroy()
     j2 = journal(tmp_path)
     assert (j2.getCurrentTerm(), j2.getVotedForNodeId()) == (7, "127.0.0.1:1234")
@@ -181,6 +185,13 @@ class Box:
 
     def restore(self, data: Any) -> None:
         self.restored = data
+
+
+def slow(delay: float, box: Box) -> Callable[[], Any]:
+    def snapshot() -> Any:
+        time.sleep(delay)
+        return box.state
+    return snapshot
 
 
 def store(path: Path, box: Box, chunk: int = 1000) -> SnapshotStore:
@@ -331,3 +342,94 @@ def test_wire_round_trip_stays_plain() -> None:
     msg = {"type": "append_entries", "entries": [(b"x" * 10, 1, 1)], "term": 1, "commit_index": 0,
            "prevLogIdx": 0, "prevLogTerm": 0}
     assert raft_wire.loads(raft_wire.dumps(msg)) == msg
+
+
+def test_snapshot_child_lets_go_of_the_raft_sockets(tmp_path: Path) -> None:
+    """A snapshot child outliving its node (kill -9) must not hold the raft port: the restarted
+    node could not bind it."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    box = Box(STATE)
+    s = SnapshotStore(str(tmp_path / "snap"), slow(1.0, box), box.restore, 1000,
+                      backlog=lambda node: 0)
+    s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+    listener.close()  # the node is gone; its child is still serialising
+    time.sleep(0.3)
+    again = socket.socket()
+    again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        again.bind(("127.0.0.1", port))
+        again.listen()
+    finally:
+        again.close()
+        s.close()
+
+
+def test_orphaned_snapshot_child_does_not_publish(tmp_path: Path) -> None:
+    """The child of a node that crashed must not rename its (older) snapshot over whatever the
+    restarted node has written since."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            box = Box(STATE)
+            s = SnapshotStore(str(tmp_path / "snap"), slow(0.5, box), box.restore,
+                              1000, backlog=lambda node: 0)
+            s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+        finally:
+            os._exit(0)  # the node dies at once; its snapshot child carries on
+    os.waitpid(pid, 0)
+    time.sleep(1.5)
+    assert not (tmp_path / "snap").exists()
+
+
+def test_received_snapshot_wins_over_a_local_one_still_being_written(tmp_path: Path) -> None:
+    leader = store(tmp_path / "a", Box({"data": {"from": "leader"}}))
+    leader.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+    wait_serialized(leader)
+    local = Box({"data": {"from": "local"}})
+    follower = SnapshotStore(str(tmp_path / "b"), slow(1.0, local), local.restore,
+                             1000, backlog=lambda node: 0)
+    follower.serialize((None, (b"l", 10, 1), (b"p", 9, 1), CLUSTER), 9)  # older, still being written
+    assert transfer(leader, follower)
+    time.sleep(1.5)
+    follower.deserialize()
+    assert local.restored == {"data": {"from": "leader"}}
+
+
+def test_transfer_pauses_while_the_connection_is_backed_up(tmp_path: Path) -> None:
+    backlog = [0]
+    box = Box(STATE)
+    s = SnapshotStore(str(tmp_path / "snap"), lambda: box.state, box.restore, 1000,
+                      backlog=lambda node: backlog[0])
+    s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+    wait_serialized(s)
+    backlog[0] = 16 * 1024 * 1024
+    assert s.getTransmissionData("node") is None
+    backlog[0] = 0
+    assert s.getTransmissionData("node") is not None
+
+
+def test_stuck_snapshot_child_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "child_timeout" not in STOCK:
+        monkeypatch.setattr(raft_journal, "SNAPSHOT_CHILD_TIMEOUT", 0.3)
+    box = Box(STATE)
+    s = SnapshotStore(str(tmp_path / "snap"), lambda: time.sleep(60), box.restore, 1000,
+                      backlog=lambda node: 0)
+    try:
+        s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+        assert wait_serialized(s) == SERIALIZER_STATE.FAILED
+    finally:
+        s.close()
+
+
+def test_snapshot_is_fsynced_around_its_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stock renames its dump without any fsync (reference §3); run the child's job in-process."""
+    s = store(tmp_path / "snap", Box(STATE))
+    spy = SyncSpy(monkeypatch)
+    s._write({"prev": PAIR[0], "last": PAIR[1], "members": []})
+    tmp_synced = [p for _, p in spy.calls if os.path.basename(p).startswith("snap.tmp.")]
+    assert tmp_synced and spy.paths()[-1] == os.path.realpath(tmp_path), spy.calls
+    assert oct(os.stat(tmp_path / "snap").st_mode & 0o777) == "0o600"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import socket
 import ssl
 import struct
@@ -14,11 +15,15 @@ from typing import Any
 
 import pytest
 from pysyncobj.poller import createPoller
+from pysyncobj.tcp_connection import CONNECTION_STATE
 
 from swarmsecrets.ca import certs
-from swarmsecrets.manager import raft_wire
+from swarmsecrets.manager import raft_transport, raft_wire
 from swarmsecrets.manager.raft_transport import TlsConnection, TlsServer
-from tests.raft.conftest import Cluster, Pki, free_ports
+from tests.raft.conftest import STOCK, Cluster, Pki, free_ports
+
+
+PENDING_CAP = raft_transport.MAX_PENDING_INCOMING  # read before any test patches it
 
 
 class Gadget:
@@ -241,17 +246,20 @@ def test_partial_send_rearms_write_interest(pki: Pki) -> None:
     poller = createPoller("poll")
     got: list[Any] = []
     accepted: list[TlsConnection] = []
-    opts = dict(send_buffer=65536, recv_buffer=65536, keepalive=None, idle_timeout=60.0)
+    def make(ctx: ssl.SSLContext, server_side: bool, sock: socket.socket | None = None) -> TlsConnection:
+        return TlsConnection(poller, ctx, server_side=server_side, sock=sock, send_buffer=65536,
+                             recv_buffer=65536, keepalive=None, idle_timeout=60.0)
 
     def on_connection(sock: socket.socket) -> None:
-        conn = TlsConnection(poller, server_tls.server_ctx, server_side=True, sock=sock, **opts)
+        conn = make(server_tls.server_ctx, True, sock)
         conn.setOnMessageReceivedCallback(got.append)
         accepted.append(conn)
         conn.start()
 
-    server = TlsServer(poller, "127.0.0.1", port, send_buffer=65536, recv_buffer=65536, on_connection=on_connection)
+    server = TlsServer(poller, "127.0.0.1", port, send_buffer=65536, recv_buffer=65536,
+                       on_connection=on_connection)
     server.bind()
-    client = TlsConnection(poller, client_tls.client_ctx, server_side=False, **opts)
+    client = make(client_tls.client_ctx, False)
     connected: list[bool] = []
     client.setOnConnectedCallback(lambda: connected.append(True))
     assert client.connect("127.0.0.1", port)
@@ -273,3 +281,88 @@ def test_partial_send_rearms_write_interest(pki: Pki) -> None:
         conn.disconnect()
     server.unbind()
     assert got and got[0]["v"] == blob, "the rest of the message waited for the next send"
+
+
+def member_socket(pki: Pki, port: int, as_addr: str) -> ssl.SSLSocket:
+    cert = pki.issue(f"member-{as_addr}", raft_addr=as_addr)
+    s = client_ctx(pki, cert).wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3))
+    s.sendall(frame(as_addr))
+    return s
+
+
+@pytest.mark.parametrize("bad", [
+    {"type": "append_entries", "term": 1, "commit_index": 0, "prevLogIdx": 1, "prevLogTerm": 0,
+     "transmission": "start", "data": b"x"},  # §7.2: stock's chunked entries (truncated by its own bug)
+    {"type": "request_vote", "term": "x", "last_log_index": 1, "last_log_term": 1},
+    {"type": "append_entries", "term": 1, "commit_index": 0, "prevLogIdx": 1, "prevLogTerm": 0,
+     "entries": [("not bytes", 2, 1)]},
+    {"type": "status"}, ["status"], "hello"], ids=lambda b: str(b)[:40])
+def test_malformed_or_forbidden_messages_drop_the_member(pki: Pki, lone: Any, bad: Any) -> None:
+    c, low, high = lone
+    with member_socket(pki, int(low.rsplit(":", 1)[1]), high) as s:
+        s.sendall(frame(bad))
+        assert closed_by_peer(s)
+    assert c.nodes[low].status().tick_errors == 0
+
+
+def test_connections_that_never_identify_are_dropped(pki: Pki, lone: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    if "handshake_timeout" not in STOCK:
+        monkeypatch.setattr(raft_transport, "HANDSHAKE_TIMEOUT", 0.5)
+    c, low, high = lone
+    port = int(low.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:  # no TLS at all
+        assert closed_by_peer(s, 3.0)
+    cert = pki.issue(f"member-{high}", raft_addr=high)
+    with client_ctx(pki, cert).wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=3)) as t:
+        assert closed_by_peer(t, 3.0)  # TLS done, but it never says which member it is
+
+
+def test_pending_connections_are_capped(lone: Any) -> None:
+    c, low, high = lone
+    port = int(low.rsplit(":", 1)[1])
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=3) for _ in range(80)]
+    try:
+        time.sleep(0.5)
+        readable, _, _ = select.select(socks, [], [], 0.5)
+        closed = [s for s in readable if s.recv(1) == b""]
+        assert len(closed) >= 80 - PENDING_CAP
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_a_member_this_node_dials_cannot_dial_in(pki: Pki, cluster_factory: Any) -> None:
+    c = cluster_factory(2)
+    low, high = min(c.addrs), max(c.addrs)
+    c.start(high)  # high dials low; low is not up yet
+    with member_socket(pki, int(high.rsplit(":", 1)[1]), low) as s:
+        assert closed_by_peer(s)
+    c.start(low)
+    deadline = time.monotonic() + 5
+    while low not in c.nodes[high].status().reachable and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert low in c.nodes[high].status().reachable
+
+
+def test_a_reconnecting_member_retires_its_old_connection(pki: Pki, lone: Any) -> None:
+    c, low, high = lone
+    port = int(low.rsplit(":", 1)[1])
+    with member_socket(pki, port, high) as first, member_socket(pki, port, high) as second:
+        assert closed_by_peer(first)
+        assert not closed_by_peer(second, 1.0)
+
+
+def test_a_peer_that_reads_nothing_is_dropped(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "max_backlog" not in STOCK:
+        monkeypatch.setattr(raft_transport, "MAX_BACKLOG", 1 << 20)
+    with socket.socket() as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.listen()
+        conn = TlsConnection(createPoller("poll"), pki.tls("127.0.0.1:1").client_ctx, server_side=False,
+                             send_buffer=65536, recv_buffer=65536, keepalive=None, idle_timeout=60.0)
+        assert conn.connect("127.0.0.1", sink.getsockname()[1])
+        for _ in range(8):
+            conn.send({"type": "x", "v": os.urandom(256 * 1024)})
+        assert conn.state == CONNECTION_STATE.DISCONNECTED
+        conn.disconnect()
