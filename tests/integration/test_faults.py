@@ -78,3 +78,40 @@ def test_whole_cluster_restart_loses_nothing(fresh: Cluster) -> None:
     for n in fresh.nodes:
         wait_until(lambda n=n: created <= names(n), 30, 0.3, f"{n.name} to come back with every secret")
     m2.ok("secret", "create", "post-restart", "-", input="v")
+
+
+def test_a_retry_after_a_leader_change_returns_the_original_outcome(fresh: Cluster) -> None:
+    import grpc
+
+    from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+
+    leader = fresh.leader()
+    followers = [n for n in fresh.nodes if n is not leader]
+    spec = objects_pb2.SecretSpec(name="once", data=b"v")
+
+    def control(n):  # type: ignore[no-untyped-def]
+        return control_pb2_grpc.ControlStub(grpc.insecure_channel(f"unix:{n.sock}"))
+
+    first = control(followers[0]).CreateSecret(control_pb2.CreateSecretRequest(spec=spec, request_id="rid-x"),
+                                                timeout=10).secret
+    control(followers[0]).CreateSecret(control_pb2.CreateSecretRequest(
+        spec=objects_pb2.SecretSpec(name="gone", data=b"v"), request_id="rid-y"), timeout=10)
+    control(followers[0]).RemoveSecret(control_pb2.RemoveSecretRequest(secret_id="gone", request_id="rid-z"),
+                                       timeout=10)
+    leader.kill()
+    new_leader = fresh.leader()
+    assert new_leader is not leader
+    # The client never saw the answers (say): it retries on another manager, under the new leader.
+    again = control(followers[1]).CreateSecret(control_pb2.CreateSecretRequest(spec=spec, request_id="rid-x"),
+                                               timeout=10).secret
+    assert again.id == first.id
+    control(followers[1]).RemoveSecret(control_pb2.RemoveSecretRequest(secret_id="gone", request_id="rid-z"),
+                                       timeout=10)
+    # A new request id is a new request: now it is a real conflict.
+    try:
+        control(followers[1]).CreateSecret(control_pb2.CreateSecretRequest(spec=spec, request_id="rid-new"),
+                                           timeout=10)
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.ALREADY_EXISTS
+    else:
+        raise AssertionError("a duplicate name was accepted")

@@ -177,6 +177,36 @@ def test_tasks_of_a_down_worker_move_and_come_back(fleet: Cluster) -> None:
     m1.ok("service", "rm", "mobile")
 
 
+def test_workers_ride_through_leader_failover(fleet: Cluster) -> None:
+    m1 = fleet.nodes[0]
+    w1, w2 = fleet.workers  # type: ignore[attr-defined]
+    m1.ok("secret", "create", "steady", "-", input="s1")
+    pidfile = fleet.root / "steady.pid"
+    m1.ok("service", "create", "--name", "steady", "--mode", "global", "--secret", "steady", "--",
+          "python3", "-c", f"import os, time; open('{pidfile}', 'a').write(f'{{os.getpid()}}\\n'); time.sleep(600)")
+    wait_until(lambda: all(task_file(w, "steady", "steady").exists() for w in (w1, w2)), 30, 0.2, "placement")
+    wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 30, 0.2, "both tasks running")
+    before = {w.name: task_file(w, "steady", "steady").stat().st_ino for w in (w1, w2)}
+    leader = fleet.leader()
+    leader.kill()
+    survivor = next(n for n in fleet.nodes if n.proc is not None)
+    new_leader = fleet.leader()
+    assert new_leader is not leader
+    # Meanwhile nothing moved on the workers: same files, same processes.
+    for w in (w1, w2):
+        assert task_file(w, "steady", "steady").stat().st_ino == before[w.name]
+        assert task_file(w, "steady", "steady").read_bytes() == b"s1"
+    # Sessions move to the new leader; assignments resume and converge.
+    survivor.ok("secret", "create", "steady2", "-", input="s2")
+    survivor.ok("service", "update", "--secret-add", "source=steady2,target=extra", "steady")
+    wait_until(lambda: all(task_file(w, "steady", "extra").exists() for w in (w1, w2)), 40, 0.2,
+               "the update after failover")
+    leader.start()
+    wait_until(lambda: leader.cli("secret", "ls").returncode == 0, 30, 0.3, "the old leader back")
+    survivor.ok("service", "rm", "steady")
+    assert len(pidfile.read_text().split()) == 4  # each task restarted once, for the update: never for the failover
+
+
 def _identity(w: Node) -> tuple[bytes, bytes, bytes]:
     d = w.data_dir / "certificates"
     return tuple((d / f).read_bytes() for f in ("swarm-root-ca.crt", "swarm-node.key", "swarm-node.crt"))  # type: ignore[return-value]
