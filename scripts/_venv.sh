@@ -8,11 +8,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-${SWARMSECRETS_EXTRAS:-base}"
 if [ ! -f "$stamp" ]; then
-  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  if [ -n "${SWARMSECRETS_EXTRAS:-}" ]; then
-    "$VENV/bin/pip" install -q -e "$ROOT[$SWARMSECRETS_EXTRAS]"
-  else
-    "$VENV/bin/pip" install -q -e "$ROOT"
+  echo "Installing swarmsecrets into $VENV (log: $VENV/install.log)..." >&2
+  target="$ROOT"
+  [ -n "${SWARMSECRETS_EXTRAS:-}" ] && target="$ROOT[$SWARMSECRETS_EXTRAS]"
+  if ! { "$VENV/bin/pip" install --upgrade pip && "$VENV/bin/pip" install -e "$target"; } >"$VENV/install.log" 2>&1; then
+    tail -n 30 "$VENV/install.log" >&2
+    echo "pip install failed; see $VENV/install.log" >&2
+    exit 1
   fi
   touch "$stamp"
 fi

@@ -322,7 +322,8 @@ def fetch_unverified_root(host: str, port: int, digest: str, timeout: float = 5.
     ctx.set_alpn_protocols(["h2"])
     with socket.create_connection((host, port), timeout=timeout) as raw:
         with ctx.wrap_socket(raw) as tls:
-            getter = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain  # type: ignore[union-attr]
+            # Public from Python 3.13; on 3.11/3.12 the same method lives on the private SSL object.
+            getter = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain  # type: ignore[attr-defined]
             chain = getter() or []
     if not chain:
         raise ValueError("the manager presented no certificate chain")

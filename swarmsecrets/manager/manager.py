@@ -67,9 +67,13 @@ class Manager:
         and run the leader-only loops (scheduler, worker liveness)."""
         loop = asyncio.get_running_loop()
         self.dispatcher = Dispatcher(self, self.heartbeat_period)
-        self.scheduler = Scheduler(self)
+        scheduler = self.scheduler = Scheduler(self)
+
+        def poke_scheduler(cmd: dict[str, Any], result: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(scheduler.poke)
+
         self.store.add_listener(self.dispatcher.on_apply)
-        self.store.add_listener(lambda cmd, result: loop.call_soon_threadsafe(self.scheduler.poke))
+        self.store.add_listener(poke_scheduler)
         self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor())]
         creds = grpc.ssl_server_credentials(
             [(self.dir.read(self.dir.key_path), self.dir.read(self.dir.cert_path) + self.ca.cert_pem)],
