@@ -148,6 +148,17 @@ def _check_demotion(m: Manager, node: dict[str, Any]) -> None:
         raise errors.FailedPrecondition("can't remove member from the raft: this would result in a loss of quorum")
 
 
+def _resolve_for_removal(m: Manager, resolve: Callable[[str], dict[str, Any]], ref: str, rid: str) -> str:
+    """The object's id; for a retry of a removal that already happened, the reference itself, so
+    the proposal (same request id) answers with the first outcome instead of a false not-found."""
+    try:
+        return str(resolve(ref)["id"])
+    except errors.NotFound:
+        if not m.store.has_request(rid):
+            raise
+        return ref
+
+
 def _rid(request_id: str) -> str:
     return request_id or ids.new_request_id()
 
@@ -230,13 +241,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
             raise errors.InvalidArgument("secret ID must be provided")
         rid = _rid(request.request_id)
         await m.barrier()
-        try:
-            secret_id = m.store.resolve_secret(request.secret_id)["id"]
-        except errors.NotFound:
-            # A retry of a remove that already happened answers with the first outcome.
-            if not request.request_id or not m.store.has_request(rid):
-                raise
-            secret_id = request.secret_id
+        secret_id = _resolve_for_removal(m, m.store.resolve_secret, request.secret_id, rid)
         await m.propose({"op": "remove_secret", "rid": rid, "id": secret_id})
         return control_pb2.RemoveSecretResponse()
 
@@ -370,12 +375,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         m = self.get_manager(context)
         rid = _rid(request.request_id)
         await m.barrier()
-        try:
-            sid = m.store.resolve_service(request.service_id)["id"]
-        except errors.NotFound:
-            if not request.request_id or not m.store.has_request(rid):
-                raise
-            sid = request.service_id
+        sid = _resolve_for_removal(m, m.store.resolve_service, request.service_id, rid)
         await m.propose({"op": "remove_service", "rid": rid, "id": sid})
         return control_pb2.RemoveServiceResponse()
 
