@@ -18,6 +18,7 @@ from swarmsecrets.chaos.runner import RunConfig, prepare_out, run
 from swarmsecrets.chaos.swarm import Swarm
 
 TOOLS = ("ip", "nft", "iptables")
+DEFAULT_OUT = "/var/tmp/swarmsecrets-chaos-runs"  # outside the work tree
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -43,7 +44,7 @@ def _faults(value: str) -> tuple[str, ...]:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    out = Path(a.out) if a.out else Path("chaos-out") / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(a.out) if a.out else Path(DEFAULT_OUT) / time.strftime("%Y%m%d-%H%M%S")
     cfg = RunConfig(managers=a.managers, workers=a.workers, duration=a.duration, faults=a.faults, rate=a.rate,
                     seed=a.seed, out=out.resolve(), prefix=a.prefix, log_level=a.log_level,
                     command="scripts/chaos " + shlex.join(sys.argv[1:]))
@@ -60,7 +61,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def cmd_lab_up(a: argparse.Namespace) -> int:
     root = Path(a.dir or f"/var/tmp/swarmsecrets-chaos-{a.prefix}").resolve()
-    lab = Lab(a.prefix, a.managers + a.workers, log_dir=root / "logs")
+    lab = Lab(a.prefix, a.managers + a.workers, log_dir=root / "logs", ttl=a.ttl)
     try:
         lab.up()
         prepare_out(root)  # after the old lab's daemons are gone: their data dirs would resume the old swarm
@@ -87,7 +88,8 @@ def cmd_lab_up(a: argparse.Namespace) -> int:
           f"  ip netns exec {lab.ns(1)} nft flush set inet chaos drop_from      # heal\n"
           f"  kill -STOP -<pid> / kill -CONT -<pid> / kill -9 -<pid>   (the daemon's process group)\n"
           f"A worker's secrets: ls -R /proc/<pid>/root{shm}/tasks\n"
-          f"Logs and data: {root}\nTear down: scripts/chaos lab down --prefix {a.prefix}")
+          f"Logs and data: {root}\nTear down: scripts/chaos lab down --prefix {a.prefix} "
+          f"(the daemons stop by themselves after {a.ttl:g} s)")
     return 0
 
 
@@ -109,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
                         "'' for none")
     r.add_argument("--rate", type=float, default=20.0, metavar="R", help="client ops/s in total (default 20)")
     r.add_argument("--seed", type=int, default=None, metavar="N")
-    r.add_argument("--out", metavar="DIR", help="default chaos-out/<timestamp>")
+    r.add_argument("--out", metavar="DIR", help=f"default {DEFAULT_OUT}/<timestamp>")
     r.add_argument("--prefix", default="chaos", help="lab namespace prefix (default chaos)")
     r.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     r.set_defaults(fn=cmd_run)
@@ -120,6 +122,8 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=2, choices=range(0, 6), metavar="N")
     up.add_argument("--prefix", default="lab")
     up.add_argument("--dir", help="data dirs and logs (default /var/tmp/swarmsecrets-chaos-<prefix>)")
+    up.add_argument("--ttl", type=float, default=7200.0, metavar="S",
+                    help="the daemons are killed after this many seconds even without 'lab down' (default 7200)")
     up.set_defaults(fn=cmd_lab_up)
     down = lab_sub.add_parser("down")
     down.add_argument("--prefix", default="lab")

@@ -8,7 +8,7 @@ because this kernel has no netem.
 
 Everything the lab makes is named after its prefix, so ``teardown(prefix)`` finds it again after a
 crash: the namespaces (and every process inside them), the secrets roots under /dev/shm and the run
-dir under /run. ``Lab.up`` runs it first; ``Lab.down`` and the context manager run it last.
+dir under /run. ``Lab.up`` runs it first and ``Lab.down`` last.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 
 SUBNET = "10.77.0"
 RUN_ROOT = Path("/run/swarmsecrets-chaos")
@@ -174,12 +173,14 @@ def teardown(prefix: str) -> list[str]:
 class Lab:
     """``hosts`` namespaces on one bridge. Hosts are numbered from 1; see the module docstring."""
 
-    def __init__(self, prefix: str, hosts: int, log_dir: Path | None = None) -> None:
+    def __init__(self, prefix: str, hosts: int, log_dir: Path | None = None, ttl: float = 3600.0) -> None:
+        """``ttl``: seconds after which every process the lab starts is killed, whatever happens."""
         if not 1 <= hosts <= 50:
             raise ValueError("a lab has 1 to 50 hosts")
         self.prefix = check_prefix(prefix)
         self.hosts = hosts
         self.log_dir = log_dir
+        self.ttl = ttl
         self.procs: list[subprocess.Popen[bytes]] = []
         self.delayers: dict[int, subprocess.Popen[bytes]] = {}
         self.leftovers: list[str] = []
@@ -249,12 +250,6 @@ class Lab:
         self.procs.clear()
         teardown(self.prefix)
 
-    def __enter__(self) -> Lab:
-        return self.up()
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.down()
-
     # --- processes --------------------------------------------------------------------------------
 
     def exec(self, host: int, argv: Sequence[str], *, input: str | None = None,
@@ -263,11 +258,14 @@ class Lab:
 
     def spawn(self, host: int, argv: Sequence[str], log: Path | None = None,
               pipe_stdout: bool = False) -> subprocess.Popen[bytes]:
-        """Start argv in the host's namespace in a new session: ``ip netns exec`` execs, so the pid is
-        argv's own and its process group is ours to signal; its mount namespace is private."""
+        """Start argv in the host's namespace in a new session, under ``timeout -s KILL <ttl>`` so that it
+        ends by itself even if the harness dies without tearing down. ``ip netns exec`` execs, so the pid
+        is timeout's, the process group (timeout and argv) is ours to signal, and /proc/<pid>/root shows
+        the private mount namespace both share."""
         out = open(log, "ab") if log is not None else subprocess.DEVNULL
         try:
-            p = subprocess.Popen(["ip", "netns", "exec", self.ns(host), *argv], env=child_env(),
+            p = subprocess.Popen(["ip", "netns", "exec", self.ns(host), "timeout", "-s", "KILL", f"{self.ttl:.0f}",
+                                  *argv], env=child_env(),
                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if pipe_stdout else out,
                                  stderr=out, start_new_session=True)
         finally:

@@ -128,7 +128,7 @@ class Nemesis:
                 majority = [m for m in managers if m not in minority]
                 self.lab.partition([[m.host for m in minority], [m.host for m in majority]])
                 rec.update(nodes=sorted(m.name for m in minority), cut=sorted(m.name for m in minority),
-                           detail=f"{'+'.join(sorted(m.name for m in minority))} | "
+                           detail=f"{'+'.join(sorted(m.name for m in minority))} cut from "
                                   f"{'+'.join(sorted(m.name for m in majority))}")
             elif spec.kind == "partition-leader":
                 self.lab.isolate(target.host, [m.host for m in others])

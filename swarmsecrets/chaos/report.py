@@ -79,6 +79,9 @@ def markdown(result: RunResult) -> str:
              f"- lab raft timings (fast, so fault windows can be short): heartbeat {t.heartbeat:g} s, election "
              f"timeout {t.election_min:g}-{t.election_max:g} s, dispatcher heartbeat {t.dispatcher_heartbeat:g} s "
              "(a worker is down after 3 missed)",
+             "- faults: kill = SIGKILL of the daemon's process group, restarted after the window; pause = "
+             "SIGSTOP/SIGCONT; partitions = nftables drop sets (the receiver drops); loss = nft numgen on "
+             "output; delay = NFQUEUE on input plus the userspace delayer (this kernel has no netem)",
              f"- phases (s): {', '.join(f'{k} {v:g}' for k, v in result.timings.items()) or 'n/a'}",
              f"- anomalies: {n_anom}" + (f"; harness error: {result.error}" if result.error else ""), ""]
     lines += ["## Operations", "", *_ops_table(ops), ""]

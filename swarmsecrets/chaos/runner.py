@@ -36,7 +36,8 @@ from swarmsecrets.chaos.workload import (
 )
 from swarmsecrets.cli.client import RETRY_BUDGET
 
-POOL = ["B_0", "B_1", "B_2"]  # flipped at target "cur"
+# Flipped at target "cur" (see ServiceFlipper for the order).
+POOL = [f"B_{i}" for i in range(6)]
 STATIC = ("B_s", "static")  # bound for the whole run
 FILE_META = (0, 0, 0o444)  # the default owner and mode of a secret file
 QUIESCE_TIMEOUT = 30.0
@@ -57,7 +58,7 @@ class RunConfig:
     faults: tuple[str, ...] = DEFAULT_FAULTS
     rate: float = 20.0
     seed: int | None = None
-    out: Path = Path("chaos-out")
+    out: Path = Path("/var/tmp/swarmsecrets-chaos-runs/run")
     prefix: str = "chaos"
     schedule: list[FaultSpec] | None = None
     timings: RaftTimings = field(default_factory=RaftTimings)
@@ -122,7 +123,8 @@ class _Run:
         self.result = result
         self.rng = random.Random(result.seed)
         self.out = result.out
-        self.lab = Lab(cfg.prefix, cfg.managers + cfg.workers, log_dir=self.out / "logs")
+        # Processes outlive the workload by setup, quiescence and teardown at most; then they die anyway.
+        self.lab = Lab(cfg.prefix, cfg.managers + cfg.workers, log_dir=self.out / "logs", ttl=cfg.duration + 600)
         self.history = History(self.out / "history.jsonl")
         self.stop_clients = threading.Event()
         self.stop_nemesis = threading.Event()
@@ -145,9 +147,9 @@ class _Run:
     def setup(self) -> ServiceFlipper:
         self.result.leftovers_before += self.lab.up().leftovers
         cfg = self.cfg
-        self.history.record({"kind": "meta", "seed": self.result.seed, "managers": cfg.managers,
-                             "workers": cfg.workers, "duration": cfg.duration, "rate": cfg.rate,
-                             "command": cfg.command, "timings": vars(cfg.timings),
+        self.history.record({"kind": "meta", "wall_t0": self.history.wall_t0, "seed": self.result.seed,
+                             "managers": cfg.managers, "workers": cfg.workers, "duration": cfg.duration,
+                             "rate": cfg.rate, "command": cfg.command, "timings": vars(cfg.timings),
                              "leftovers_before": self.result.leftovers_before})
         self.swarm = Swarm(self.lab, cfg.managers, cfg.workers, self.out, cfg.timings, cfg.log_level)
         self.swarm.form()

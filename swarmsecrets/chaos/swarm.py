@@ -163,11 +163,6 @@ class Swarm:
             self.lab.signal(m.proc, signal.SIGCONT)
         m.paused = False
 
-    def stop_all(self) -> None:
-        for m in self.members:
-            self.resume(m)
-            self.kill(m)
-
     # --- formation --------------------------------------------------------------------------------
 
     def form(self, timeout: float = 60.0) -> None:

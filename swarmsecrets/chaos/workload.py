@@ -9,6 +9,7 @@ refusal such as "already exists"); anything that may have happened is ``info``.
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 import threading
@@ -39,6 +40,7 @@ class History:
 
     def __init__(self, path: Path) -> None:
         self.t0 = time.monotonic()
+        self.wall_t0 = time.time()  # to find a history time in the daemons' logs
         self.records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._file: IO[str] = open(path, "w", encoding="utf-8")
@@ -151,6 +153,9 @@ class ServiceFlipper:
         self.version = version
         self.bound = bound
         self.stale = False
+        # Not rebinding the last few keeps each secret's windows apart, so a secret left on a worker is
+        # soon outside all of them.
+        self.recent: collections.deque[str] = collections.deque([bound], maxlen=len(self.pool) // 2)
 
     def refresh(self, history: History, process: int, m: Member, control: Any) -> bool:
         start = history.now()
@@ -168,7 +173,8 @@ class ServiceFlipper:
                stop_by: float) -> None:
         if self.stale and not self.refresh(history, process, m, control):
             return
-        new = rng.choice([s for s in self.pool if s != self.bound])
+        fresh = [s for s in self.pool if s != self.bound and s not in self.recent]
+        new = rng.choice(fresh or [s for s in self.pool if s != self.bound])
         cond = self.version
         req = control_pb2.UpdateServiceRequest(
             service_id=SERVICE, service_version=objects_pb2.Version(index=cond), secret_rm=self.pool,
@@ -178,6 +184,7 @@ class ServiceFlipper:
         value: dict[str, Any] = {"target": TARGET, "cond": cond}
         if kind == "ok":
             self.version, self.bound = int(resp.service.version.index), new
+            self.recent.append(new)
             value["version"] = self.version
         else:
             self.stale = True
@@ -223,7 +230,7 @@ class ClientProcess:
         m = managers[(self.process + int(self.history.now() // ROTATE_EVERY)) % len(managers)]
         control = self.control(m)
         roll = self.rng.random()
-        if self.flipper is not None and roll < 0.3:
+        if self.flipper is not None and roll < 0.2:
             self.flipper.update(self.history, self.process, m, control, self.rng, self.stop_by())
         elif roll < 0.5:
             self.seq += 1

@@ -171,8 +171,12 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             await asyncio.sleep(STATUS_BATCH_DELAY)
             batch, self._status_batch = self._status_batch, []
             try:
+                term = self.m.leader_term()
+                if term is None:
+                    raise errors.Unavailable("this manager no longer leads the swarm")
                 await self.m.propose({"op": "task_status", "rid": ids.new_request_id(),
-                                      "reports": [{"node_id": n, "updates": u} for n, u, _ in batch]})
+                                      "reports": [{"node_id": n, "updates": u} for n, u, _ in batch]},
+                                     leader_only=term)
             except errors.SwarmError as e:
                 for _, _, done in batch:
                     done.set_exception(e)
@@ -258,22 +262,37 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     # --- node liveness ---------------------------------------------------------------------------
 
     async def _set_node(self, node_id: str, **fields: Any) -> None:
+        """Liveness is this leader's observation: it goes in only while this leader leads."""
         node = self.m.store.node(node_id)
         if node is None or all(node.get(k) == v for k, v in fields.items()):
             return
-        await self.m.propose({"op": "update_node", "rid": ids.new_request_id(), "node": {"id": node_id, **fields}})
+        term = self.m.leader_term()
+        if term is None:
+            raise errors.Unavailable("this manager no longer leads the swarm")
+        await self.m.propose({"op": "update_node", "rid": ids.new_request_id(), "node": {"id": node_id, **fields}},
+                             leader_only=term)
 
     async def monitor(self) -> None:
         """Mark workers down after missed heartbeats; end their sessions. Leader only."""
+        interval = min(1.0, self.heartbeat_period / 2)
+        last_tick = time.monotonic()
         while True:
-            await asyncio.sleep(min(1.0, self.heartbeat_period / 2))
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if now - last_tick > 2 * interval + 0.5:
+                # This process was stalled (paused, swapped): nobody could heartbeat to us meanwhile,
+                # so start every session's grace afresh instead of declaring the fleet down.
+                for s in self.sessions.values():
+                    s.last_seen = now
+                if self.leader_since is not None:
+                    self.leader_since = now
+            last_tick = now
             if not self.m.raft_status().is_leader:
                 self.leader_since = None
                 for s in self.sessions.values():
                     self._end(s)
                 self.sessions.clear()
                 continue
-            now = time.monotonic()
             if self.leader_since is None:
                 self.leader_since = now
             grace = self.heartbeat_period * MISSED_HEARTBEATS

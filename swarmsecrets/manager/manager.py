@@ -104,20 +104,39 @@ class Manager:
 
     # --- raft ---------------------------------------------------------------------------
 
-    async def propose(self, cmd: dict[str, Any], timeout: float = PROPOSE_TIMEOUT) -> Any:
+    async def propose(self, cmd: dict[str, Any], timeout: float = PROPOSE_TIMEOUT,
+                      leader_only: int | None = None) -> Any:
         """Replicate a command and return its result (or raise its typed error).
 
         Through a failover it retries the same command (same request id, so the state
         machine applies it at most once): after no leader for about one election it
         reports none; after ``timeout`` with the outcome unknown it says so.
+
+        ``leader_only=TERM`` is for the leader's own decisions (scheduling, node liveness,
+        worker reports it received): made from this leader's view in that term, they must
+        not outlive it. They go in only while this node still leads in TERM, are never
+        forwarded to another leader, and are not retried.
         """
         cmd.setdefault("ts", now_ns())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if leader_only is not None:
+            return store_mod.unwrap(await self._propose_as_leader(cmd, timeout, leader_only))
         result = await self._ride_out_failover(
             lambda: asyncio.wrap_future(self.raft.propose_async(cmd, max(0.1, deadline - loop.time()))),
             deadline)
         return store_mod.unwrap(result)
+
+    async def _propose_as_leader(self, cmd: dict[str, Any], timeout: float, term: int) -> Any:
+        st = self.raft.status()
+        if not st.is_leader or st.term != term:
+            raise errors.Unavailable("this manager no longer leads the swarm")
+        return await asyncio.wrap_future(self.raft.propose_async(cmd, timeout))
+
+    def leader_term(self) -> int | None:
+        """The current term if this manager leads, else None."""
+        st = self.raft.status()
+        return st.term if st.is_leader else None
 
     async def barrier(self) -> None:
         """Linearizable reads: local state reflects every write acknowledged before this call."""

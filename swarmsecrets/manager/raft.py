@@ -18,6 +18,9 @@ storage and transport into SyncObj, and by overriding its name-mangled internals
 - membership: one change at a time (checked on the leader), addresses as plain strings, the
   member list persisted; a removal takes effect on the leader when committed, so the removed
   member learns it (and can remove itself).
+- elections: pre-vote with leader stickiness (thesis §9.6, ``_RaftSyncObj._pre_vote_tick``): a
+  node whose election timer fires first asks for pre-votes without touching its term, so a member
+  that rejoins after a partition or a restart cannot depose a healthy leader.
 - errors: no leader -> errors.Unavailable(NO_LEADER) at once; sent but unconfirmed ->
   errors.DeadlineExceeded(UNKNOWN_OUTCOME); an exception in apply -> errors.SwarmError (INTERNAL)
   for the proposer, the same on every member, and the log goes on.
@@ -44,7 +47,7 @@ import grpc
 from pysyncobj import SyncObj, SyncObjConf, SyncObjException
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.poller import POLL_EVENT_TYPE
-from pysyncobj.syncobj import _COMMAND_TYPE
+from pysyncobj.syncobj import _COMMAND_TYPE, _RAFT_STATE
 
 from swarmsecrets import errors
 from swarmsecrets.manager import raft_wire
@@ -74,6 +77,9 @@ TCP_KEEPALIVE = (2, 1, 3)  # idle s, interval s, probes: a vanished peer is drop
 COMMANDS_WAIT_LEADER = False
 CONNECTION_RETRY = 0.2
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+# Pre-vote (thesis §9.6): False restores stock elections (term+1 and RequestVote as soon as the
+# election timer fires), so a rejoining or restarted member deposes the leader.
+PRE_VOTE = True
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,11 @@ class _RaftSyncObj(SyncObj):
         self.tick_errors = 0
         self.last_tick_error = ""
         self.failure: str | None = None  # set when storage failed and the loop stopped for good
+        # Pre-vote state: when an AppendEntries of a current leader last arrived (stickiness), the
+        # round in progress (its term and the members that granted) and whether it won.
+        self._leader_seen = -1e18
+        self._prevote: tuple[int, set[Any]] | None = None
+        self._prevote_won = False
         super().__init__(self_addr, others, conf=conf, transportClass=TlsTransport)
         self._install_storage()
         self._wakeup = _Wakeup(self._poller)
@@ -298,6 +309,79 @@ class _RaftSyncObj(SyncObj):
         acks, self._acks = self._acks, []
         for node, reset, next_idx, success in acks:
             SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=reset, nextNodeIdx=next_idx, success=success)
+
+    # --- pre-vote (thesis §9.6) ---------------------------------------------------------------
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        if PRE_VOTE:
+            self._pre_vote_tick()
+        super()._onTick(timeToWait)
+
+    def _pre_vote_tick(self) -> None:
+        """Runs before SyncObj._onTick, which starts an election (term+1, persisted, RequestVote)
+        once the election deadline passed. Unless a pre-vote round just won (or the leader asked
+        for the election with TimeoutNow), push the deadline out by a fresh election timeout and
+        send a pre-vote round instead; a majority of grants sets the deadline to 0 so the next
+        tick runs SyncObj's election. Term, vote and state are left untouched here."""
+        if (self._SyncObj__raftState == _RAFT_STATE.LEADER or self.selfNode is None
+                or not self._SyncObj__transport.ready):
+            return
+        now = time.monotonic()
+        deadline = float(self._SyncObj__raftElectionDeadline)  # type: ignore[has-type]
+        if deadline >= now or self._SyncObj__transferInProgress:
+            return
+        if not self._SyncObj__connectedToAnyone():
+            return  # SyncObj does not start an election either
+        if self._prevote_won:
+            self._prevote_won = False  # SyncObj starts the real election in this tick
+            self._prevote = None
+            return
+        others = self._SyncObj__otherNodes
+        if not others:
+            return  # a single member is its own majority
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        term = self.raftCurrentTerm + 1
+        self._prevote = (term, {self.selfNode})
+        message = {"type": "pre_vote", "term": term,
+                   "last_log_index": self._SyncObj__getCurrentLogIndex(),
+                   "last_log_term": self._SyncObj__getCurrentLogTerm()}
+        for node in others:
+            self._SyncObj__transport.send(node, message)
+
+    def _on_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
+        """Answer a pre-vote without changing our term or vote: grant iff the term is ahead of ours,
+        no current leader was heard from within the minimum election timeout (a leader never
+        grants), and the candidate's log is at least as up-to-date as ours."""
+        my_term = self.raftCurrentTerm
+        last_term, last_idx = self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex()
+        granted = (
+            message["term"] > my_term
+            and self._SyncObj__raftState != _RAFT_STATE.LEADER
+            and time.monotonic() - self._leader_seen >= self.conf.raftMinTimeout
+            and (message["last_log_term"], message["last_log_index"]) >= (last_term, last_idx)
+        )
+        self._SyncObj__transport.send(node, {"type": "pre_vote_response", "term": message["term"],
+                                             "granted": granted, "current_term": my_term})
+
+    def _on_pre_vote_response(self, node: Any, message: dict[str, Any]) -> None:
+        if not message["granted"] and message["current_term"] > self.raftCurrentTerm:
+            # Our term is stale (Raft: any higher term makes us a follower of that term).
+            self._prevote = None
+            self._SyncObj__setCurrentTerm(message["current_term"], None)
+            self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
+            self._SyncObj__raftLeader = None
+            return
+        round_ = self._prevote
+        if (round_ is None or not message["granted"] or message["term"] != round_[0]
+                or round_[0] != self.raftCurrentTerm + 1
+                or self._SyncObj__raftState == _RAFT_STATE.LEADER):
+            return
+        round_[1].add(node)
+        voters = {self.selfNode} | set(self._SyncObj__otherNodes)
+        if len(round_[1] & voters) > len(voters) / 2:
+            self._prevote = None
+            self._prevote_won = True
+            self._SyncObj__raftElectionDeadline = 0
 
     # --- overrides of SyncObj internals -----------------------------------------------------
 
@@ -436,8 +520,21 @@ class _RaftSyncObj(SyncObj):
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message["type"]
+        if kind == "pre_vote":
+            if self.selfNode is not None:
+                self._on_pre_vote(node, message)
+            return
+        if kind == "pre_vote_response":
+            self._on_pre_vote_response(node, message)
+            return
         redundant_ack = None
         if kind == "append_entries":
+            if message["term"] >= self.raftCurrentTerm:
+                # A current leader: refuse pre-votes for a minimum election timeout (stickiness),
+                # and drop any pre-vote round of ours (a late majority must not start an election).
+                self._leader_seen = time.monotonic()
+                self._prevote = None
+                self._prevote_won = False
             trimmed = self._trim_append_entries(message)
             if trimmed is None:
                 return

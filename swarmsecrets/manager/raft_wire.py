@@ -69,6 +69,9 @@ _REQUIRED: dict[str, dict[str, Any]] = {
     "apply_command": {"command": bytes},
     "apply_command_response": {"request_id": _INT},
     "timeout_now": {"term": _INT},
+    # Pre-vote (raft.py, thesis §9.6): never changes the receiver's term or vote.
+    "pre_vote": {"term": _INT, "last_log_index": _INT, "last_log_term": _INT},
+    "pre_vote_response": {"term": _INT, "granted": bool, "current_term": _INT},
 }
 _OPTIONAL: dict[str, dict[str, Any]] = {
     "append_entries": {"prevLogIdx": _OPT_INT, "prevLogTerm": _OPT_INT, "entries": list,

@@ -120,14 +120,16 @@ class Scheduler:
             except TimeoutError:
                 pass
             self.wake.clear()
-            if not self.m.raft_status().is_leader:
+            term = self.m.leader_term()
+            if term is None:
                 continue
             await asyncio.sleep(COALESCE)  # a burst of applies makes one plan
             try:
                 with self.m.store.lock:
                     decision = plan(self.m.store.state, time.time_ns())
                 if any(decision.values()):
-                    await self.m.propose({"op": "schedule", "rid": ids.new_request_id(), **decision})
+                    await self.m.propose({"op": "schedule", "rid": ids.new_request_id(), **decision},
+                                         leader_only=term)
             except errors.SwarmError as e:
                 log.info("scheduling deferred: %s", e)
             except Exception:

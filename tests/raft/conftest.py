@@ -31,7 +31,9 @@ def _stock_launch(self: raft_journal.SnapshotStore, job: Callable[[], None]) -> 
 
 def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
     S = raft._RaftSyncObj
-    if name == "sync_ack":
+    if name == "prevote":
+        mp.setattr(raft, "PRE_VOTE", False)
+    elif name == "sync_ack":
         mp.delattr(S, "_SyncObj__sendNextNodeIdx")
     elif name == "protocol":
         mp.setattr(raft_wire, "PICKLE_PROTOCOL", 2)
