@@ -32,7 +32,9 @@ def test_proposals_on_leader_and_follower_and_status(cluster_factory: Factory) -
     i2 = follower.propose({"op": "set", "k": "b", "v": b"\x00bytes"}, 5.0)  # forwarded to the leader
     assert i2 > i1 > 1
     assert c.machines[follower.self_addr].copy()["b"] == b"\x00bytes"  # applied here before returning
-    st = follower.status()
+    deadline = time.monotonic() + 10  # the follower-to-follower link may still be connecting
+    while (st := follower.status()).reachable != set(c.addrs) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert st.leader == leader.self_addr and not st.is_leader
     assert st.members == sorted(c.addrs) and st.reachable == set(c.addrs)
     assert st.commit_index >= i2 and st.last_applied >= i2 and st.term >= 1

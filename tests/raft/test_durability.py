@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import pytest
 
+from swarmsecrets import errors
 from swarmsecrets.manager.raft import _RaftSyncObj
 from swarmsecrets.manager.raft_journal import DurableJournal
 from tests.raft.conftest import Cluster
@@ -35,16 +37,23 @@ def test_acknowledged_only_after_fdatasync_on_a_majority(cluster_factory: Callab
     syncs_before = leader._sync._journal.syncs if leader._sync else 0
 
     def on_done(fut: Future[Any]) -> None:
-        with lock:
-            acked.append((next(seq), fut.result()))
+        if fut.exception() is None:
+            with lock:
+                acked.append((next(seq), fut.result()))
 
     def writer(w: int) -> None:
         nodes = list(c.nodes.values())
         for i in range(40):
-            node = nodes[(w + i) % len(nodes)]  # leader and followers (forwarded) alike
-            fut = node.propose_async({"op": "set", "k": f"{w}-{i}", "v": i}, 5.0)
-            fut.add_done_callback(on_done)
-            fut.result(6)
+            # A loaded box may see an election mid-test: retry (the same put) until acknowledged.
+            for attempt in range(20):
+                node = nodes[(w + i + attempt) % len(nodes)]  # leader and followers (forwarded) alike
+                fut = node.propose_async({"op": "set", "k": f"{w}-{i}", "v": i}, 5.0)
+                fut.add_done_callback(on_done)
+                try:
+                    fut.result(6)
+                    break
+                except (errors.Unavailable, errors.DeadlineExceeded):
+                    time.sleep(0.1)
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
     for t in threads:
