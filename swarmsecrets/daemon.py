@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import tomllib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,13 +133,15 @@ class Daemon:
         dek, ca_key = wrapped.load()
         await self._start_manager(dek, ca_key)
 
-    async def _start_manager(self, dek: bytes, ca_key: bytes, raft_join: str | None = None) -> Manager:
+    async def _start_manager(self, dek: bytes, ca_key: bytes,
+                             before_serving: Callable[[Manager], Awaitable[Any]] | None = None) -> Manager:
+        """Raft first; then (joining the group, or creating the cluster) ``before_serving``; then the TLS port."""
         m = Manager(self.dir, self.state, dek, ca_key, self.config.timing(), self.config.dispatcher_heartbeat)
         m.store.add_listener(self._on_apply)
         await asyncio.to_thread(m.start_raft)
         self.manager = m
-        if raft_join:
-            await self._join_raft(m, raft_join)
+        if before_serving is not None:
+            await before_serving(m)
         await m.start_server(self._register_tls_services)
         log.info("manager started node_id=%s listen=%s raft=%s", self.state.node_id,
                  self.state.listen_addr, self.state.raft_addr)
@@ -290,23 +293,22 @@ class Daemon:
                                advertise_addr=advertise, listen_addr=listen, raft_addr=raft_addr,
                                members=[raft_addr], autolock=bool(req.autolock))
         try:
-            m = Manager(self.dir, self.state, dek, ca.key_pem, self.config.timing(), self.config.dispatcher_heartbeat)
-            m.store.add_listener(self._on_apply)
-            await asyncio.to_thread(m.start_raft)
-            self.manager = m
             worker_tok, manager_tok = tokens.new_token(ca.cert_pem), tokens.new_token(ca.cert_pem)
-            await self._propose_until_leader(m, {
-                "op": "init_cluster", "rid": ids.new_request_id(),
-                "cluster": {
-                    "id": cluster_id, "root_ca_cert": ca.cert_pem.decode(), "autolock": bool(unlock),
-                    "join_tokens": {"worker": m.seal(str(worker_tok).encode()),
-                                    "manager": m.seal(str(manager_tok).encode())},
-                    "unlock_key": m.seal(unlock) if unlock else None,
-                    "key_id": m.key_id,
-                },
-                "node": self._self_node_record("manager"),
-            })
-            await m.start_server(self._register_tls_services)
+
+            async def create_cluster(m: Manager) -> None:
+                await self._propose_until_leader(m, {
+                    "op": "init_cluster", "rid": ids.new_request_id(),
+                    "cluster": {
+                        "id": cluster_id, "root_ca_cert": ca.cert_pem.decode(), "autolock": bool(unlock),
+                        "join_tokens": {"worker": m.seal(str(worker_tok).encode()),
+                                        "manager": m.seal(str(manager_tok).encode())},
+                        "unlock_key": m.seal(unlock) if unlock else None,
+                        "key_id": m.key_id,
+                    },
+                    "node": self._self_node_record("manager"),
+                })
+
+            await self._start_manager(dek, ca.key_pem, create_cluster)
         except BaseException:
             await self.stop()
             self.state = NodeState()
@@ -401,7 +403,7 @@ class Daemon:
         keys.WrappedKeys(self.dir.keys_dir).store(got.data_key, got.ca_key, unlock)
         self.state.autolock = unlock is not None
         self.state.members = sorted(set(got.raft_members) | {self.state.raft_addr})
-        m = await self._start_manager(got.data_key, got.ca_key, raft_join=remote)
+        m = await self._start_manager(got.data_key, got.ca_key, lambda m: self._join_raft(m, remote))
         await m.propose({"op": "update_node", "rid": ids.new_request_id(), "node": self._self_node_record("manager")})
 
     async def _join_raft(self, m: Manager, remote: str) -> None:

@@ -90,6 +90,7 @@ def test_isolated_member_rejoins_without_deposing_the_leader(cluster_factory: Fa
     leader.propose({"op": "set", "k": "before", "v": 1}, 5.0)
     lone = c.followers()[0].self_addr
     term = leader.status().term
+    _wait_caught_up(c, lone, leader)  # on a loaded box it may not have heard this term yet
     links.isolate(lone, c.addrs)
     # Several election timeouts (0.4-0.8 s) pass for the isolated member while the others write.
     for i in range(10):
