@@ -124,12 +124,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp_path_factory.mktemp("pki"))
 
 
+# Three members share one Python process (and its GIL) with the test's own threads: on a loaded
+# CI box a heartbeat can be late by more than the daemon default's 400 ms election minimum.
+IN_PROCESS_TIMING = RaftTiming(heartbeat=0.05, election_min=0.6, election_max=1.2, leader_fallback=1.2)
+
+
 class Cluster:
     def __init__(self, pki: Pki, root: Path, n: int = 3, *, timing: RaftTiming | None = None,
                  tuning: RaftTuning | None = None, machine: Callable[[], DictMachine] = DictMachine) -> None:
         self.pki = pki
         self.root = root
-        self.timing = timing or RaftTiming()
+        self.timing = timing or IN_PROCESS_TIMING
         self.tuning = tuning or RaftTuning()
         self.addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
         self.make_machine = machine
