@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2, swarm_pb2, swarm_pb2_grpc
 from swarmsecrets.cli import client as client_mod
 from swarmsecrets.cli.main import cli, run
+from tests.unit.fakedaemon import Recorder, ts
 
 REPO = Path(__file__).resolve().parents[2]
 UNLOCK_KEY = "SWMKEY-1-" + "A" * 43
@@ -32,41 +32,16 @@ MANAGER_TOKEN = "SWMTKN-1-" + "d" * 50 + "-" + "m" * 25
 PAYLOAD = b"TOP-SECRET-PAYLOAD-\x00\xff"
 
 
-def ts(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}123Z"
-
-
 # --- the fake daemon ---------------------------------------------------------------------------------
 
 @dataclass
-class FakeDaemon:
-    requests: list[tuple[str, Any]] = field(default_factory=list)
-    # method name -> statuses to answer with, one per call, before behaving normally
-    faults: dict[str, list[tuple[grpc.StatusCode, str]]] = field(default_factory=dict)
+class FakeDaemon(Recorder):
     secrets: list[objects_pb2.Secret] = field(default_factory=list)
     nodes: list[objects_pb2.Node] = field(default_factory=list)
     info: swarm_pb2.InfoResponse = field(default_factory=swarm_pb2.InfoResponse)
     cluster: objects_pb2.Cluster = field(default_factory=objects_pb2.Cluster)
     unlock_key: str = ""
     join_role: str = "manager"
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def calls(self, name: str) -> list[Any]:
-        return [r for n, r in self.requests if n == name]
-
-    def handle(self, name: str, request: Any, context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
-        with self.lock:
-            copy = type(request)()
-            copy.CopyFrom(request)
-            self.requests.append((name, copy))
-            queue = self.faults.get(name)
-            fault = queue.pop(0) if queue else None
-        if fault:
-            context.abort(*fault)
-        try:
-            return fn()
-        except errors.SwarmError as e:
-            context.abort(e.code, e.message)
 
     def find_secret(self, ref: str) -> objects_pb2.Secret:
         for s in self.secrets:

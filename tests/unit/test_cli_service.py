@@ -6,7 +6,6 @@ Same pattern as test_cli.py: a Control servicer on a unix socket serving whateve
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -21,12 +20,9 @@ from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 from swarmsecrets.cli import service as service_mod
 from swarmsecrets.cli.main import cli
+from tests.unit.fakedaemon import Recorder, ts
 
 SVC_ID = "svc0000000000000000000001"  # 25 characters, like a swarm ID
-
-
-def ts(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}123Z"
 
 
 def ago(**kw: float) -> str:
@@ -36,9 +32,7 @@ def ago(**kw: float) -> str:
 # --- the fake daemon ---------------------------------------------------------------------------------
 
 @dataclass
-class FakeDaemon:
-    requests: list[tuple[str, Any]] = field(default_factory=list)
-    faults: dict[str, list[tuple[grpc.StatusCode, str]]] = field(default_factory=dict)
+class FakeDaemon(Recorder):
     services: list[objects_pb2.Service] = field(default_factory=list)
     tasks: list[objects_pb2.Task] = field(default_factory=list)
     nodes: list[objects_pb2.Node] = field(default_factory=list)
@@ -46,24 +40,6 @@ class FakeDaemon:
     task_frames: list[list[objects_pb2.Task]] = field(default_factory=list)
     # spec_version a service gets on update
     next_spec_version: int = 2
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def calls(self, name: str) -> list[Any]:
-        return [r for n, r in self.requests if n == name]
-
-    def handle(self, name: str, request: Any, context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
-        with self.lock:
-            copy = type(request)()
-            copy.CopyFrom(request)
-            self.requests.append((name, copy))
-            queue = self.faults.get(name)
-            fault = queue.pop(0) if queue else None
-        if fault:
-            context.abort(*fault)
-        try:
-            return fn()
-        except errors.SwarmError as e:
-            context.abort(e.code, e.message)
 
     def find_service(self, ref: str) -> objects_pb2.Service:
         for s in self.services:

@@ -1,0 +1,43 @@
+"""What the CLI tests' fake daemons share: every request recorded, scripted faults, Docker-style times."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import grpc
+
+from swarmsecrets import errors
+
+
+def ts(dt: datetime) -> str:
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}123Z"
+
+
+@dataclass
+class Recorder:
+    requests: list[tuple[str, Any]] = field(default_factory=list)
+    # method name -> statuses to answer with, one per call, before behaving normally
+    faults: dict[str, list[tuple[grpc.StatusCode, str]]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def calls(self, name: str) -> list[Any]:
+        return [r for n, r in self.requests if n == name]
+
+    def handle(self, name: str, request: Any, context: grpc.ServicerContext, fn: Callable[[], Any]) -> Any:
+        """Record a copy of the request, answer a scripted fault if one is queued, else run ``fn``."""
+        with self.lock:
+            copy = type(request)()
+            copy.CopyFrom(request)
+            self.requests.append((name, copy))
+            queue = self.faults.get(name)
+            fault = queue.pop(0) if queue else None
+        if fault:
+            context.abort(*fault)
+        try:
+            return fn()
+        except errors.SwarmError as e:
+            context.abort(e.code, e.message)
