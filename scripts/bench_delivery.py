@@ -97,7 +97,7 @@ try:
 except ImportError:  # the dev extras have it; without it the RSS/CPU columns are empty
     psutil = None  # type: ignore[assignment]
 
-from swarmsecrets import __version__, ids  # noqa: E402
+from swarmsecrets import __version__, ids, wire  # noqa: E402
 from swarmsecrets.api.v1 import (  # noqa: E402
     ca_pb2,
     ca_pb2_grpc,
@@ -109,7 +109,6 @@ from swarmsecrets.api.v1 import (  # noqa: E402
 )
 from swarmsecrets.ca import certs, tokens  # noqa: E402
 
-LEADER_METADATA = "swarmsecrets-leader"
 SERVICE = "bench"
 TARGET = "t"
 RPC_TIMEOUT = 30.0
@@ -188,7 +187,7 @@ class Resubscribe(Exception):
 
 
 def _client_options() -> list[tuple[str, Any]]:
-    return [("grpc.ssl_target_name_override", certs.MANAGER_SERVER_NAME),
+    return [("grpc.ssl_target_name_override", wire.MANAGER_SERVER_NAME),
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             # One connection per simulated node, as N machines would have.
@@ -232,7 +231,7 @@ class SimWorker:
                 self.c["resubscribes"] += 1
                 continue
             except grpc.aio.AioRpcError as e:
-                hint = dict(e.trailing_metadata() or ()).get(LEADER_METADATA, "")
+                hint = dict(e.trailing_metadata() or ()).get(wire.LEADER_METADATA, "")
                 if hint:
                     self.leader_hint = str(hint)
                     self.c["redirects"] += 1

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from swarmsecrets import __version__, errors, ids, validation
+from swarmsecrets import __version__, errors, ids, validation, wire
 from swarmsecrets.api.v1 import (
     ca_pb2,
     ca_pb2_grpc,
@@ -33,15 +33,17 @@ from swarmsecrets.api.v1 import (
     swarm_pb2_grpc,
 )
 from swarmsecrets.ca import certs, tokens
+from swarmsecrets.ca.authz import MANAGERS
 from swarmsecrets.crypto import keys
 from swarmsecrets.logfmt import setup_logging
 from swarmsecrets.manager.controlapi import ControlService
 from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
 from swarmsecrets.manager.manager import Manager
-from swarmsecrets.manager.nodeca import NodeCAService, RaftMembershipService, require_manager_peer
+from swarmsecrets.manager.nodeca import NodeCAService
 from swarmsecrets.manager.raft import RaftTiming
+from swarmsecrets.manager.raftmembership import RaftMembershipService
 from swarmsecrets.nodestate import NodeDir, NodeState
-from swarmsecrets.rpcutil import rpc
+from swarmsecrets.rpcutil import error_from_rpc, peer_certificate, rpc
 from swarmsecrets.worker.agent import Agent
 from swarmsecrets.worker.secretsfs import NotTmpfsError
 
@@ -100,11 +102,11 @@ class Daemon:
 
     def _running_manager(self) -> Manager:
         if self.state.role == "inactive":
-            raise errors.FailedPrecondition(errors.NOT_IN_SWARM)
+            raise errors.NotInSwarm()
         if self.state.role != "manager":
-            raise errors.FailedPrecondition(errors.NOT_A_MANAGER)
+            raise errors.NotAManager()
         if self.locked:
-            raise errors.FailedPrecondition(errors.LOCKED)
+            raise errors.SwarmLocked()
         if self.manager is None:
             raise errors.Unavailable("the manager is starting")
         return self.manager
@@ -114,7 +116,7 @@ class Daemon:
 
     def remote_manager(self, context: grpc.aio.ServicerContext) -> Manager:
         m = self._running_manager()
-        require_manager_peer(m, context)
+        m.authz.authorize(peer_certificate(context), MANAGERS)
         return m
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -364,7 +366,7 @@ class Daemon:
         boot_key, boot_cert = certs.bootstrap_client_cert(token.ca_digest)
         creds = grpc.ssl_channel_credentials(root_certificates=root_pem, private_key=boot_key,
                                              certificate_chain=boot_cert)
-        async with grpc.aio.secure_channel(_grpc_target(remote), creds, options=_channel_options()) as ch:
+        async with grpc.aio.secure_channel(_grpc_target(remote), creds, options=wire.TLS_CHANNEL_OPTIONS) as ch:
             issued = await ca_pb2_grpc.NodeCAStub(ch).IssueNodeCertificate(ca_pb2.IssueNodeCertificateRequest(
                 csr=csr, token=str(token), advertise_addr=advertise, raft_addr=raft_addr,
                 hostname=socket.gethostname(), request_id=ids.new_request_id()), timeout=30)
@@ -394,7 +396,7 @@ class Daemon:
             private_key=self.dir.read(self.dir.key_path),
             certificate_chain=self.dir.read(self.dir.cert_path),
         )
-        return grpc.aio.secure_channel(_grpc_target(target), creds, options=_channel_options())
+        return grpc.aio.secure_channel(_grpc_target(target), creds, options=wire.TLS_CHANNEL_OPTIONS)
 
     async def _join_as_manager(self, remote: str) -> None:
         async with self._mtls_channel(remote) as ch:
@@ -418,7 +420,7 @@ class Daemon:
                 except grpc.aio.AioRpcError as e:
                     retry = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
                     if not retry or asyncio.get_running_loop().time() > deadline:
-                        raise errors.SwarmError(e.details() or str(e.code()), e.code()) from None
+                        raise error_from_rpc(e) from None
                     await asyncio.sleep(0.2)
         self.state.members = list(resp.members)
         if not await asyncio.to_thread(m.raft.wait_ready, FORMATION_TIMEOUT):
@@ -426,7 +428,7 @@ class Daemon:
 
     async def leave(self, req: swarm_pb2.LeaveRequest) -> None:
         if self.state.role == "inactive":
-            raise errors.FailedPrecondition(errors.NOT_IN_SWARM)
+            raise errors.NotInSwarm()
         if self.state.role == "manager":
             if self.locked and not req.force:
                 raise errors.FailedPrecondition(
@@ -470,7 +472,7 @@ class Daemon:
 
     async def unlock(self, req: swarm_pb2.UnlockRequest) -> None:
         if self.state.role == "inactive":
-            raise errors.FailedPrecondition(errors.NOT_IN_SWARM)
+            raise errors.NotInSwarm()
         if not self.locked:
             raise errors.FailedPrecondition(errors.NOT_LOCKED)
         key = keys.parse_unlock_key(req.unlock_key)
@@ -517,7 +519,7 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
             try:
                 return await self.d.join(request)
             except grpc.aio.AioRpcError as e:
-                raise errors.SwarmError(e.details() or str(e.code()), e.code()) from None
+                raise error_from_rpc(e) from None
 
     @rpc
     async def Leave(self, request: swarm_pb2.LeaveRequest, context: grpc.aio.ServicerContext) -> Any:
@@ -536,12 +538,6 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
         return self.d.info()
 
 
-def _channel_options() -> list[tuple[str, Any]]:
-    return [("grpc.ssl_target_name_override", certs.MANAGER_SERVER_NAME),
-            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-            ("grpc.max_send_message_length", 4 * 1024 * 1024)]
-
-
 def _socket_path(host: str) -> str:
     if not host.startswith("unix://"):
         raise SystemExit(f"swarmsecretsd: --host must be unix:///path/to.sock, got {host!r}")
@@ -554,8 +550,7 @@ async def serve(config: Config) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if os.path.exists(path):
         os.unlink(path)
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4 * 1024 * 1024),
-                                      ("grpc.max_send_message_length", -1)])
+    server = grpc.aio.server(options=wire.LOCAL_SERVER_OPTIONS)
     swarm_pb2_grpc.add_SwarmServicer_to_server(SwarmService(daemon), server)
     control_pb2_grpc.add_ControlServicer_to_server(ControlService(daemon.local_manager), server)
     old_umask = os.umask(0o177)  # the socket is born 0600: root's CLI only

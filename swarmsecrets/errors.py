@@ -1,56 +1,99 @@
-"""Every user-facing error of the manager, with Docker's wording where Docker has one.
+"""Every user-facing error of the swarm, with Docker's wording where Docker has one.
 
-One place for the texts: the state machine, the control API and the daemon raise
-these; the gRPC layer turns them into a status code plus the message; the CLI
-prints the message as ``Error response from daemon: <message>``.
+One place for the kinds and the texts. The state machine, the control API and the
+daemon raise these; the gRPC edge (``swarmsecrets.rpcutil``) turns them into a
+status, the message, and the error's kind in trailing metadata, and turns a
+received status back into the same typed error; the CLI prints the message as
+``Error response from daemon: <message>``.
+
+Callers decide by type (``except errors.NodeRemoved``), never by message text: the
+text is for people and may change, the kind is the contract. No transport is
+imported here, so the raft log, the CLI and the daemon can all share these types.
 """
 
 from __future__ import annotations
 
-import grpc
+import enum
+from typing import ClassVar
+
+
+class Code(enum.Enum):
+    """What kind of failure: the caller's fault, a missing or clashing object, a state that
+    forbids it, or the swarm not able to answer now. The edge maps each to a transport status."""
+
+    UNKNOWN = "unknown"
+    INVALID_ARGUMENT = "invalid_argument"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    FAILED_PRECONDITION = "failed_precondition"
+    PERMISSION_DENIED = "permission_denied"
+    UNAVAILABLE = "unavailable"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    INTERNAL = "internal"
+
+
+# Every error class by its kind (the class name): how a kind read off the raft log or a
+# status's metadata becomes the typed error again. Filled in as the classes are defined.
+_KINDS: dict[str, type[SwarmError]] = {}
 
 
 class SwarmError(Exception):
-    """An error with a gRPC status code and a one-line message for the user."""
+    """An error with a code and a one-line message for the user."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code: ClassVar[Code] = Code.UNKNOWN
 
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        _KINDS[cls.__name__] = cls
+
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code
 
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def kind(self) -> str:
+        """The stable name of this error's type, as it crosses the raft log and the wire."""
+        return type(self).__name__
+
+
+_KINDS[SwarmError.__name__] = SwarmError
+
 
 class InvalidArgument(SwarmError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Code.INVALID_ARGUMENT
 
 
 class NotFound(SwarmError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = Code.NOT_FOUND
 
 
 class AlreadyExists(SwarmError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = Code.ALREADY_EXISTS
 
 
 class FailedPrecondition(SwarmError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = Code.FAILED_PRECONDITION
 
 
 class PermissionDenied(SwarmError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = Code.PERMISSION_DENIED
 
 
 class Unavailable(SwarmError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Code.UNAVAILABLE
 
 
 class DeadlineExceeded(SwarmError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = Code.DEADLINE_EXCEEDED
+
+
+class Internal(SwarmError):
+    """A bug or a broken invariant on the daemon's side; the details are in its log."""
+
+    code = Code.INTERNAL
 
 
 # --- texts (Docker / SwarmKit verbatim where they exist) -----------------------
@@ -98,6 +141,47 @@ LEAVE_QUORUM = (
 )
 
 
+# --- conditions a caller acts on: each its own type, so nobody matches the text -----------
+
+class NoLeader(Unavailable):
+    """No manager leads: waiting a moment will not help; more managers must come online."""
+
+    def __init__(self, message: str = NO_LEADER) -> None:
+        super().__init__(message)
+
+
+class NotLeader(Unavailable):
+    """This manager does not lead; ``leader`` is the control address of the one that does, if known."""
+
+    def __init__(self, message: str = "this manager is not the leader", leader: str = "") -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+class SwarmLocked(FailedPrecondition):
+    def __init__(self, message: str = LOCKED) -> None:
+        super().__init__(message)
+
+
+class NotInSwarm(FailedPrecondition):
+    def __init__(self, message: str = NOT_IN_SWARM) -> None:
+        super().__init__(message)
+
+
+class NotAManager(FailedPrecondition):
+    def __init__(self, message: str = NOT_A_MANAGER) -> None:
+        super().__init__(message)
+
+
+class NodeRemoved(PermissionDenied):
+    """The caller's node was removed from the swarm: its certificate no longer admits it anywhere,
+    and a worker that hears this wipes its secrets and forgets the swarm."""
+
+
+def node_removed(node_id: str) -> NodeRemoved:
+    return NodeRemoved(f"Permission denied: node {node_id} was removed from swarm")
+
+
 def secret_not_found(ref: str) -> NotFound:
     return NotFound(f"secret {ref} not found")
 
@@ -123,17 +207,13 @@ def secret_in_use(name: str, services: list[str]) -> InvalidArgument:
     return InvalidArgument(f"secret '{name}' is in use by the following {noun}: {', '.join(services)}")
 
 
-# Typed errors that cross the raft log as plain data: (kind, message).
-_KINDS: dict[str, type[SwarmError]] = {
-    cls.__name__: cls
-    for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, PermissionDenied,
-                Unavailable, DeadlineExceeded, SwarmError)
-}
-
+# --- errors as plain data: (kind, message) --------------------------------------------------
+# The raft log carries a command's failure this way, so every member raises the same type.
 
 def to_wire(err: SwarmError) -> tuple[str, str]:
-    return (type(err).__name__, err.message)
+    return (err.kind, err.message)
 
 
 def from_wire(kind: str, message: str) -> SwarmError:
+    """The typed error of this kind; a kind this version does not know stays a plain SwarmError."""
     return _KINDS.get(kind, SwarmError)(message)

@@ -1,50 +1,131 @@
-"""Server-side gRPC plumbing shared by every service: error mapping and peer identity."""
+"""The gRPC edge: typed errors to statuses and back, the peer's certificate, timestamps.
+
+A SwarmError leaves a service as a status code, its one-line message, and its kind in the
+``wire.ERROR_KIND_METADATA`` trailing metadata; a client turns that back into the same
+typed error with ``error_from_rpc``. Anything else a service raises is logged, not leaked.
+"""
 
 from __future__ import annotations
 
 import datetime
 import functools
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from swarmsecrets import errors
-from cryptography import x509
-
-from swarmsecrets.ca.certs import NodeIdentity, verified_identity
+from swarmsecrets import errors, wire
 
 log = logging.getLogger(__name__)
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STATUS: dict[errors.Code, grpc.StatusCode] = {
+    errors.Code.UNKNOWN: grpc.StatusCode.UNKNOWN,
+    errors.Code.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.Code.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    errors.Code.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Code.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Code.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Code.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    errors.Code.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Code.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+# A status without a kind (sent by an older peer, or by gRPC itself) becomes the base class of its code.
+_BY_STATUS: dict[grpc.StatusCode, type[errors.SwarmError]] = {
+    _STATUS[cls.code]: cls
+    for cls in (errors.InvalidArgument, errors.NotFound, errors.AlreadyExists, errors.FailedPrecondition,
+                errors.PermissionDenied, errors.Unavailable, errors.DeadlineExceeded, errors.Internal)
+}
+
+
+def status_code(err: errors.SwarmError) -> grpc.StatusCode:
+    return _STATUS[err.code]
+
+
+def trailing_metadata(err: errors.SwarmError) -> tuple[tuple[str, str], ...]:
+    """What travels next to the status: the error's kind, and for a redirect the leader to try."""
+    md = [(wire.ERROR_KIND_METADATA, err.kind)]
+    if isinstance(err, errors.NotLeader):
+        md.append((wire.LEADER_METADATA, err.leader))
+    return tuple(md)
+
+
+async def abort(context: grpc.aio.ServicerContext, err: errors.SwarmError) -> NoReturn:
+    await context.abort(status_code(err), err.message, trailing_metadata=trailing_metadata(err))
+    raise AssertionError("context.abort returned")  # it always raises
+
+
+def _metadata(e: grpc.RpcError) -> dict[str, str]:
+    get = getattr(e, "trailing_metadata", None)  # every call error has it; a bare RpcError has not
+    return {str(k): str(v) for k, v in ((get() if get else None) or ())}
+
+
+def error_kind(e: grpc.RpcError) -> str | None:
+    """The kind of typed error the server sent, or None when gRPC itself failed the call
+    (no connection, a client-side deadline, a message over the size cap)."""
+    return _metadata(e).get(wire.ERROR_KIND_METADATA)
+
+
+def error_from_rpc(e: grpc.RpcError) -> errors.SwarmError:
+    """The typed error a remote service raised, rebuilt from its status; a status the server
+    did not send as a typed error keeps its code's class."""
+    code: grpc.StatusCode = e.code()
+    message: str = e.details() or code.name
+    md = _metadata(e)
+    kind = md.get(wire.ERROR_KIND_METADATA)
+    if kind is not None:
+        err = errors.from_wire(kind, message)
+    elif wire.LEADER_METADATA in md:  # a redirect from a manager that does not send kinds yet
+        err = errors.NotLeader(message)
+    else:
+        err = _BY_STATUS.get(code, errors.SwarmError)(message)
+    if isinstance(err, errors.NotLeader):
+        err.leader = md.get(wire.LEADER_METADATA, "")
+    return err
 
 
 def rpc(fn: F) -> F:
-    """Turn SwarmError into a status with its one-line message; anything else is logged, not leaked."""
+    """A servicer method (unary or streaming) whose SwarmErrors become statuses with their
+    one-line message and kind; anything else is logged, not leaked."""
+
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for item in fn(self, request, context):
+                    yield item
+            except errors.SwarmError as e:
+                await abort(context, e)
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                log.exception("%s failed", fn.__name__)
+                await abort(context, errors.Internal(f"internal error in {fn.__name__}; see the daemon log"))
+
+        return stream  # type: ignore[return-value]
 
     @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await fn(self, request, context)
         except errors.SwarmError as e:
-            await context.abort(e.code, e.message)
+            await abort(context, e)
         except grpc.aio.AbortError:
             raise
         except Exception:
             log.exception("%s failed", fn.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {fn.__name__}; see the daemon log")
+            await abort(context, errors.Internal(f"internal error in {fn.__name__}; see the daemon log"))
 
-    return wrapper  # type: ignore[return-value]
+    return unary  # type: ignore[return-value]
 
 
-def peer_identity(context: grpc.aio.ServicerContext, root: x509.Certificate) -> NodeIdentity | None:
-    """The identity in the client's certificate if the root CA issued it, else None
-    (unix socket, or a joiner's bootstrap certificate)."""
-    pems = context.auth_context().get("x509_pem_cert")
-    if not pems:
-        return None
-    return verified_identity(pems[0], root)
+def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
+    """The PEM certificate the TLS client presented (None on the unix socket)."""
+    pems = list(context.auth_context().get("x509_pem_cert") or ())
+    return pems[0] if pems else None
 
 
 def format_ts(ns: int) -> str:

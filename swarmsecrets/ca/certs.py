@@ -28,8 +28,6 @@ WORKER_OU = "swarm-worker"
 ROLE_TO_OU = {"manager": MANAGER_OU, "worker": WORKER_OU}
 OU_TO_ROLE = {v: k for k, v in ROLE_TO_OU.items()}
 RAFT_URI_SCHEME = "swarmsecrets-raft://"
-# Name every manager certificate carries; clients verify it (like SwarmKit's "swarm-manager").
-MANAGER_SERVER_NAME = "swarm-manager"
 CA_VALIDITY = datetime.timedelta(days=365 * 20)
 NODE_VALIDITY = datetime.timedelta(days=90)
 BACKDATE = datetime.timedelta(hours=1)
@@ -117,6 +115,7 @@ def issue_node_cert(ca: RootCA, csr_pem: bytes, *, node_id: str, role: str, clus
     if not csr.is_signature_valid:
         raise ValueError("invalid certificate request signature")
     ou = ROLE_TO_OU[role]
+    # The OU as a DNS name: for a manager it is wire.MANAGER_SERVER_NAME, the name clients verify.
     sans: list[x509.GeneralName] = [x509.DNSName(ou), x509.DNSName(node_id)]
     if role == "manager":
         sans.append(x509.DNSName("swarm-ca"))

@@ -26,7 +26,8 @@ from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 from swarmsecrets.chaos.checker import FileObs, Op, Snapshot
 from swarmsecrets.chaos.swarm import SERVICE, Member, Swarm, secret_ref
-from swarmsecrets.cli.client import _BACKOFF_FIRST, _BACKOFF_MAX, _NOT_TRANSIENT, LOCAL_MAX_MESSAGE, RETRY_BUDGET
+from swarmsecrets.cli.client import _BACKOFF_FIRST, _BACKOFF_MAX, _NOT_TRANSIENT, RETRY_BUDGET
+from swarmsecrets.wire import LOCAL_MAX_MESSAGE
 
 # Per attempt: longer than the daemon's own propose (5 s) plus read barrier (5 s) waits.
 ATTEMPT_TIMEOUT = 12.0

@@ -17,7 +17,7 @@ from typing import IO, Any
 import click
 import grpc
 
-from swarmsecrets import errors
+from swarmsecrets import errors, wire
 from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2_grpc
 
 DEFAULT_HOST = "unix:///run/swarmsecrets/swarmsecrets.sock"
@@ -27,7 +27,6 @@ SWARM_TIMEOUT = 120.0
 # How long writes keep retrying UNAVAILABLE: about one daemon restart or leader election.
 RETRY_BUDGET = 10.0
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 1.0
-LOCAL_MAX_MESSAGE = 1 << 30
 _NOT_TRANSIENT = frozenset({errors.NO_LEADER, errors.LOCKED, errors.NOT_IN_SWARM, errors.NOT_A_MANAGER})
 
 
@@ -79,8 +78,7 @@ class Client:
                 f"unix:{path}",
                 # Reconnect quickly while a write is being retried against a restarting daemon.
                 options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000),
-                         # `secret ls` of 100,000 secrets is ~12 MB; the local socket carries it whole.
-                         ("grpc.max_receive_message_length", LOCAL_MAX_MESSAGE)],
+                         ("grpc.max_receive_message_length", wire.LOCAL_MAX_MESSAGE)],
             )
         return self._channel
 

@@ -130,7 +130,7 @@ class WrappedKeys:
             doc = json.load(f)
         if doc.get("autolock"):
             if unlock_key is None:
-                raise errors.FailedPrecondition(errors.LOCKED)
+                raise errors.SwarmLocked()
             kek = unlock_key
         else:
             with open(self.kek_path, "rb") as f:

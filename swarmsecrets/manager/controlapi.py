@@ -1,7 +1,7 @@
-"""The Control service: validation → proposal → result (DESIGN §3).
+"""The Control service: validation → proposal → result.
 
-Served on the unix socket (the local operator) and on the TLS port (manager
-certificates only; the caller check lives in ``get_manager``). Writes go through
+Served on the unix socket (the local operator) and on the TLS port (managers only:
+``get_manager`` admits the caller through ``ca.authz`` first). Writes go through
 the raft log; reads are linearizable: a read barrier, then the local state.
 """
 
@@ -19,7 +19,7 @@ from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 from swarmsecrets.ca import tokens
 from swarmsecrets.crypto import keys
 from swarmsecrets.manager.manager import Manager
-from swarmsecrets.manager.nodeca import MEMBERSHIP_TIMEOUT
+from swarmsecrets.manager.raftmembership import MEMBERSHIP_TIMEOUT
 from swarmsecrets.rpcutil import format_ts, rpc
 
 GetManager = Callable[[grpc.aio.ServicerContext], Manager]

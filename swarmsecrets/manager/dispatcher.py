@@ -1,11 +1,11 @@
-"""Worker sessions and assignments, on the leader only (DESIGN §8).
+"""Worker sessions and assignments, on the leader only.
 
 One session per worker (heartbeat every 5 s ± 0.5 s; down after 3 missed) and
 one assignments stream: COMPLETE first, then INCREMENTAL changes whose
 ``applies_to`` is the previous ``results_in``. A worker receives a secret only
 while one of its tasks references it, and a REMOVE when none does. The node is
 the one named in the client certificate; followers answer UNAVAILABLE and name
-the leader in the ``swarmsecrets-leader`` trailing metadata.
+the leader in the ``wire.LEADER_METADATA`` trailing metadata.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import grpc
 from swarmsecrets import errors, ids
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
-from swarmsecrets.rpcutil import peer_identity
+from swarmsecrets.ca.authz import MEMBERS
+from swarmsecrets.rpcutil import peer_certificate, rpc
 
 log = logging.getLogger(__name__)
 
-LEADER_METADATA = "swarmsecrets-leader"
 HEARTBEAT_PERIOD = 5.0
 HEARTBEAT_JITTER = 0.5
 MISSED_HEARTBEATS = 3
@@ -90,44 +90,32 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     # --- authorization -------------------------------------------------------------------------
 
-    async def _authorize(self, context: grpc.aio.ServicerContext) -> str:
+    def _authorize(self, context: grpc.aio.ServicerContext) -> str:
+        """The caller's node id: any member of the swarm, asking the leader."""
         status = self.m.raft_status()
         if not status.is_leader:
-            leader = self.m.control_addr_of(status.leader) if status.leader else ""
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "this manager is not the leader",
-                                trailing_metadata=((LEADER_METADATA, leader),))
-        ident = peer_identity(context, self.m.ca.cert)
-        if ident is None or ident.cluster_id != self.m.state.cluster_id:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "Permission denied: a certificate of this swarm is required")
-        assert ident is not None
-        if self.m.store.is_removed_node(ident.node_id) or self.m.store.node(ident.node_id) is None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"Permission denied: node {ident.node_id} was removed from swarm")
-        return ident.node_id
+            raise errors.NotLeader(leader=self.m.control_addr_of(status.leader) if status.leader else "")
+        return self.m.authz.authorize(peer_certificate(context), MEMBERS).node_id
 
-    async def _session(self, context: grpc.aio.ServicerContext, session_id: str) -> Session:
-        node_id = await self._authorize(context)
+    def _session(self, context: grpc.aio.ServicerContext, session_id: str) -> Session:
+        node_id = self._authorize(context)
         s = self.sessions.get(node_id)
         if s is None or s.session_id != session_id or s.ended.is_set():
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "session invalid")
-        assert s is not None
+            raise errors.InvalidArgument("session invalid")
         return s
 
     # --- RPCs ------------------------------------------------------------------------------------
 
+    @rpc
     async def Session(self, request: pb.SessionRequest,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
-        node_id = await self._authorize(context)
+        node_id = self._authorize(context)
         old = self.sessions.get(node_id)
         if old is not None:
             self._end(old)
         session = self.sessions[node_id] = Session(node_id)
-        try:
-            await self._set_node(node_id, status="ready", hostname=request.hostname,
-                                 engine_version=request.engine_version)
-        except errors.SwarmError as e:
-            await context.abort(e.code, e.message)
+        await self._set_node(node_id, status="ready", hostname=request.hostname,
+                             engine_version=request.engine_version)
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.m.manager_addrs(),
                                 heartbeat_period_ms=int(self.heartbeat_period * 1000), role="worker")
         while not session.ended.is_set():
@@ -139,17 +127,19 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, role=node["role"])
                 self._end(session)
 
+    @rpc
     async def Heartbeat(self, request: pb.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
-        s = await self._session(context, request.session_id)
+        s = self._session(context, request.session_id)
         s.last_seen = time.monotonic()
         period = self.heartbeat_period + random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * (
             self.heartbeat_period / HEARTBEAT_PERIOD)
         return pb.HeartbeatResponse(period_ms=int(period * 1000))
 
+    @rpc
     async def UpdateTaskStatus(self, request: pb.UpdateTaskStatusRequest,
                                context: grpc.aio.ServicerContext) -> pb.UpdateTaskStatusResponse:
-        s = await self._session(context, request.session_id)
+        s = self._session(context, request.session_id)
         updates = [{"task_id": u.task_id, "state": u.status.state, "message": u.status.message,
                     "err": u.status.err, "exit_code": u.status.exit_code, "spec_version": u.spec_version,
                     "ts": time.time_ns()} for u in request.updates]
@@ -158,10 +148,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             self._status_batch.append((s.node_id, updates, done))
             if self._status_flush is None or self._status_flush.done():
                 self._status_flush = asyncio.create_task(self._flush_status())
-            try:
-                await done
-            except errors.SwarmError as e:
-                await context.abort(e.code, e.message)
+            await done
         return pb.UpdateTaskStatusResponse()
 
     async def _flush_status(self) -> None:
@@ -184,9 +171,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 for _, _, done in batch:
                     done.set_result(None)
 
+    @rpc
     async def Assignments(self, request: pb.AssignmentsRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AssignmentsMessage]:
-        s = await self._session(context, request.session_id)
+        s = self._session(context, request.session_id)
         sent_tasks: dict[str, bytes] = {}
         sent_secrets: set[str] = set()
         seq = 0

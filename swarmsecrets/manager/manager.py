@@ -10,8 +10,9 @@ from typing import Any
 
 import grpc
 
-from swarmsecrets import errors
+from swarmsecrets import errors, wire
 from swarmsecrets.ca import certs
+from swarmsecrets.ca.authz import PeerAuthorizer
 from swarmsecrets.crypto import keys
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
 from swarmsecrets.manager import store as store_mod
@@ -31,6 +32,20 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+class _StoreNodes:
+    """The store as the peer check reads it: a node's current role, and whether it was removed."""
+
+    def __init__(self, store: store_mod.Store) -> None:
+        self.store = store
+
+    def node_role(self, node_id: str) -> str | None:
+        node = self.store.node(node_id)
+        return str(node["role"]) if node is not None else None
+
+    def is_removed_node(self, node_id: str) -> bool:
+        return self.store.is_removed_node(node_id)
+
+
 class Manager:
     def __init__(self, nodedir: NodeDir, state: NodeState, dek: bytes, ca_key_pem: bytes,
                  timing: RaftTiming, heartbeat_period: float) -> None:
@@ -41,6 +56,7 @@ class Manager:
         ca_pem = nodedir.read(nodedir.ca_path)
         self.ca = certs.RootCA(ca_pem, ca_key_pem)
         self.store = store_mod.Store()
+        self.authz = PeerAuthorizer(self.ca.cert, state.cluster_id, _StoreNodes(self.store))
         self.tls = RaftTLS(
             server_ctx=certs.server_context(nodedir.cert_path, nodedir.key_path, ca_pem),
             client_ctx=certs.client_context(nodedir.cert_path, nodedir.key_path, ca_pem),
@@ -82,7 +98,7 @@ class Manager:
             root_certificates=self.ca.cert_pem + certs.bootstrap_ca_cert(certs.ca_digest(self.ca.cert_pem)),
             require_client_auth=True,
         )
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        server = grpc.aio.server(options=wire.TLS_SERVER_OPTIONS)
         register(server)
         dispatcher_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, server)
         server.add_secure_port(self.state.listen_addr or self.state.advertise_addr, creds)
@@ -164,7 +180,7 @@ class Manager:
         others are down): the request then certainly did not happen, and says so at once."""
         st = self.raft.status()
         if len(st.reachable) * 2 <= len(st.members):
-            raise errors.Unavailable(errors.NO_LEADER)
+            raise errors.NoLeader()
 
     def raft_status(self) -> RaftStatus:
         return self.raft.status()
@@ -195,8 +211,3 @@ class Manager:
         sealed = cluster.get("unlock_key") if cluster else None
         return self.unseal(sealed) if sealed else None
 
-
-_SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-    ("grpc.max_send_message_length", 4 * 1024 * 1024),
-]

@@ -1,43 +1,25 @@
-"""Admitting nodes: certificate issuance for token holders, keys and raft membership for managers.
+"""Admitting nodes: certificate issuance for token holders, renewal for members, keys for managers.
 
-Authorization comes from the peer certificate, never from request fields: a
-joiner proves itself with the join token (it has no certificate yet); every
-later call presents the certificate issued here.
+Authorization comes from the peer certificate and the node's record (``ca.authz``),
+never from request fields: a joiner proves itself with the join token (it has no
+certificate yet); every later call presents the certificate issued here.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import grpc
 
 from swarmsecrets import errors, ids, validation
-from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, raft_pb2, raft_pb2_grpc
+from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc
 from swarmsecrets.ca import certs, tokens
-from swarmsecrets.ca.certs import NodeIdentity
+from swarmsecrets.ca.authz import MANAGERS, MEMBERS
 from swarmsecrets.crypto.keys import format_unlock_key
 from swarmsecrets.manager.manager import Manager
-from swarmsecrets.rpcutil import peer_identity, rpc
-
-MEMBERSHIP_TIMEOUT = 15.0
+from swarmsecrets.rpcutil import peer_certificate, rpc
 
 GetManager = Callable[[], Manager]
-
-
-def require_manager_peer(m: Manager, context: grpc.aio.ServicerContext) -> NodeIdentity:
-    """The caller must present a manager certificate of this cluster for a node that still exists."""
-    ident = peer_identity(context, m.ca.cert)
-    if ident is None:
-        raise errors.PermissionDenied("Permission denied: a client certificate is required")
-    if ident.cluster_id != m.state.cluster_id:
-        raise errors.PermissionDenied(
-            f"Permission denied: remote certificate not part of organization: {m.state.cluster_id}")
-    if ident.role != "manager":
-        raise errors.PermissionDenied("Permission denied: remote certificate not part of OUs: [swarm-manager]")
-    if m.store.node(ident.node_id) is None:
-        raise errors.PermissionDenied(f"Permission denied: node {ident.node_id} was removed from swarm")
-    return ident
 
 
 def _peer_host(context: grpc.aio.ServicerContext) -> str:
@@ -94,12 +76,10 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
                                    context: grpc.aio.ServicerContext) -> ca_pb2.IssueNodeCertificateResponse:
         m = self.get_manager()
         await m.barrier()
-        ident = peer_identity(context, m.ca.cert)
-        if ident is None or ident.cluster_id != m.state.cluster_id:
-            raise errors.PermissionDenied("Permission denied: a certificate of this swarm is required")
-        node = m.store.node(ident.node_id)
+        peer = m.authz.authorize(peer_certificate(context), MEMBERS)
+        node = m.store.node(peer.node_id)
         if node is None:
-            raise errors.PermissionDenied(f"Permission denied: node {ident.node_id} was removed from swarm")
+            raise errors.node_removed(peer.node_id)
         role = node["role"]
         cert = certs.issue_node_cert(m.ca, request.csr, node_id=node["id"], role=role,
                                      cluster_id=m.state.cluster_id, addrs=[node.get("addr", "")],
@@ -112,7 +92,7 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
                              context: grpc.aio.ServicerContext) -> ca_pb2.GetManagerKeysResponse:
         m = self.get_manager()
         await m.barrier()
-        require_manager_peer(m, context)
+        m.authz.authorize(peer_certificate(context), MANAGERS)
         unlock = m.unlock_key()
         assert m.ca.key_pem is not None
         return ca_pb2.GetManagerKeysResponse(
@@ -120,35 +100,3 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
             unlock_key=format_unlock_key(unlock) if unlock else "",
             raft_members=m.raft_status().members,
         )
-
-
-class RaftMembershipService(raft_pb2_grpc.RaftMembershipServicer):
-    def __init__(self, get_manager: GetManager) -> None:
-        self.get_manager = get_manager
-
-    @rpc
-    async def Join(self, request: raft_pb2.RaftJoinRequest,
-                   context: grpc.aio.ServicerContext) -> raft_pb2.RaftJoinResponse:
-        m = self.get_manager()
-        await m.barrier()
-        ident = require_manager_peer(m, context)
-        if request.raft_addr not in ident.raft_addrs:
-            raise errors.PermissionDenied(
-                f"Permission denied: raft address {request.raft_addr} is not bound to node {ident.node_id}")
-        if request.raft_addr not in m.raft_status().members:
-            await asyncio.to_thread(m.raft.add_member, request.raft_addr, MEMBERSHIP_TIMEOUT)
-        return raft_pb2.RaftJoinResponse(members=m.raft_status().members)
-
-    @rpc
-    async def Leave(self, request: raft_pb2.RaftLeaveRequest,
-                    context: grpc.aio.ServicerContext) -> raft_pb2.RaftLeaveResponse:
-        m = self.get_manager()
-        await m.barrier()
-        ident = require_manager_peer(m, context)
-        node = m.store.node(ident.node_id)
-        assert node is not None
-        raft_addr = node.get("raft_addr", "")
-        if raft_addr and raft_addr in m.raft_status().members:
-            await asyncio.to_thread(m.raft.remove_member, raft_addr, MEMBERSHIP_TIMEOUT)
-        await m.propose({"op": "remove_node", "rid": ids.new_request_id(), "node_id": ident.node_id})
-        return raft_pb2.RaftLeaveResponse()

@@ -43,7 +43,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import grpc
 from pysyncobj import SyncObj, SyncObjConf, SyncObjException
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.poller import POLL_EVENT_TYPE
@@ -722,7 +721,7 @@ class RaftNode:
         if so is not None and so.failure is not None:
             raise errors.Unavailable(f"this manager's raft storage failed: {so.failure}")
         if so is None or self._stopping.is_set():
-            raise errors.Unavailable(errors.NO_LEADER)
+            raise errors.NoLeader()
         return so
 
     def _backlog(self, node: Any) -> int:
@@ -771,15 +770,14 @@ class RaftNode:
             return
         if err == FAIL_REASON.SUCCESS:
             if isinstance(result, _ApplyFailure):
-                self._fail(fut, errors.SwarmError(f"internal error applying the command: {result.message}",
-                                                  grpc.StatusCode.INTERNAL))
+                self._fail(fut, errors.Internal(f"internal error applying the command: {result.message}"))
                 return
             try:
                 fut.set_result(result)
             except InvalidStateError:
                 pass
         elif err in (FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER):
-            self._fail(fut, errors.Unavailable(errors.NO_LEADER))
+            self._fail(fut, errors.NoLeader())
         elif err == FAIL_REASON.QUEUE_FULL:
             self._fail(fut, errors.Unavailable("the raft proposal queue is full; retry shortly"))
         elif err == FAIL_REASON.REQUEST_DENIED:

@@ -19,15 +19,15 @@ from typing import Any
 
 import grpc
 
-from swarmsecrets import __version__
+from swarmsecrets import __version__, errors
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc, objects_pb2
+from swarmsecrets.rpcutil import error_from_rpc
 from swarmsecrets.worker.executor import Supervisor, TaskProcess, TaskStatus
 from swarmsecrets.worker.secretsfs import FileSpec, SecretsFS
 
 log = logging.getLogger(__name__)
 
-LEADER_METADATA = "swarmsecrets-leader"
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 8.0
 REPORT_INTERVAL = 0.1
 
@@ -108,14 +108,14 @@ class Agent:
                 log.info("assignments out of sequence: resubscribing")
                 continue
             except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.PERMISSION_DENIED and "was removed" in (e.details() or ""):
+                err = error_from_rpc(e)
+                if isinstance(err, errors.NodeRemoved):
                     log.warning("this node was removed from the swarm: wiping its secrets")
                     await self.stop(wipe=True)
                     await self.on_removed()
                     return
-                hint = dict(e.trailing_metadata() or ()).get(LEADER_METADATA, "")
-                if hint:
-                    self.leader_hint = str(hint)
+                if isinstance(err, errors.NotLeader) and err.leader:
+                    self.leader_hint = err.leader
                     backoff = BACKOFF_FIRST
                 else:
                     turn += 1

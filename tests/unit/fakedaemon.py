@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from swarmsecrets import errors
+from swarmsecrets import errors, rpcutil
 
 
 def ts(dt: datetime) -> str:
@@ -40,4 +40,5 @@ class Recorder:
         try:
             return fn()
         except errors.SwarmError as e:
-            context.abort(e.code, e.message)
+            context.set_trailing_metadata(rpcutil.trailing_metadata(e))
+            context.abort(rpcutil.status_code(e), e.message)

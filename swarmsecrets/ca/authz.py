@@ -1,0 +1,86 @@
+"""Who is calling, and may they make this call: the one peer check every TLS service uses.
+
+A caller is admitted only when both agree:
+
+- its certificate: issued by this swarm's root CA (a joiner's bootstrap certificate or another
+  swarm's is nobody), for this cluster (O), with a role (OU) the call allows;
+- the swarm's current record of that node: it exists, was not removed, and its role now (a
+  demoted manager still holds a manager certificate until it renews) is one the call allows.
+
+Services call ``PeerAuthorizer.authorize`` with the roles they require, before they touch
+raft or the state. Requests never name their caller: the identity is the certificate's.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography import x509
+
+from swarmsecrets import errors
+from swarmsecrets.ca.certs import ROLE_TO_OU, NodeIdentity, verified_identity
+
+
+class Role(enum.StrEnum):
+    MANAGER = "manager"
+    WORKER = "worker"
+
+
+MANAGERS: frozenset[Role] = frozenset({Role.MANAGER})
+MEMBERS: frozenset[Role] = frozenset({Role.MANAGER, Role.WORKER})
+
+
+class NodeReader(Protocol):
+    """The little of the swarm's state a peer check reads."""
+
+    def node_role(self, node_id: str) -> str | None:
+        """The node's current role, or None when the swarm has no such node."""
+        ...
+
+    def is_removed_node(self, node_id: str) -> bool:
+        ...
+
+
+@dataclass(frozen=True)
+class Peer:
+    """An admitted caller: its certificate's identity and its role in the swarm now."""
+
+    identity: NodeIdentity
+    role: Role
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id
+
+
+def _ous(roles: frozenset[Role]) -> str:
+    return "[" + " ".join(sorted(ROLE_TO_OU[r] for r in roles)) + "]"
+
+
+class PeerAuthorizer:
+    def __init__(self, root: x509.Certificate, cluster_id: str, nodes: NodeReader) -> None:
+        self.root = root
+        self.cluster_id = cluster_id
+        self.nodes = nodes
+
+    def authorize(self, cert_pem: bytes | None, roles: frozenset[Role]) -> Peer:
+        """The caller behind ``cert_pem`` (the TLS peer's certificate, None if it sent none),
+        if it may make a call open to ``roles``; else PermissionDenied (NodeRemoved for a node
+        the swarm no longer has)."""
+        ident = verified_identity(cert_pem, self.root) if cert_pem else None
+        if ident is None:
+            raise errors.PermissionDenied("Permission denied: a certificate of this swarm is required")
+        if ident.cluster_id != self.cluster_id:
+            raise errors.PermissionDenied(
+                f"Permission denied: remote certificate not part of organization: {self.cluster_id}")
+        if ident.role not in roles:
+            raise errors.PermissionDenied(f"Permission denied: remote certificate not part of OUs: {_ous(roles)}")
+        current = self.nodes.node_role(ident.node_id)
+        if current is None or self.nodes.is_removed_node(ident.node_id):
+            raise errors.node_removed(ident.node_id)
+        if current not in roles:
+            raise errors.PermissionDenied(
+                f"Permission denied: node {ident.node_id} is a {current} now; this call needs {_ous(roles)}")
+        return Peer(ident, Role(current))

@@ -1,0 +1,55 @@
+"""The constants both ends of a gRPC connection must agree on, in one place.
+
+Message size caps, channel and server options, the TLS name managers present, and the
+metadata keys that carry machine-readable facts next to a status. Plain data only (no
+grpc import), so any module may read them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- message sizes ---------------------------------------------------------------------------
+
+# The TLS port (manager <-> manager, worker <-> manager): the largest message is a secret of
+# 500 KiB plus its envelope, or a worker's full assignment set; 4 MiB leaves room for both.
+MAX_MESSAGE: Final = 4 * 1024 * 1024
+# The local socket (CLI <- daemon): `secret ls` of 100,000 secrets is about 12 MB and travels
+# whole, so the CLI accepts far more than the TLS port does.
+LOCAL_MAX_MESSAGE: Final = 1 << 30
+
+# --- names -----------------------------------------------------------------------------------
+
+# The DNS name in every manager certificate (ca/certs.py puts the manager OU there as a SAN):
+# clients verify the server against it instead of the address they dialled, since the
+# certificate names the node, not every address it may be reached at.
+MANAGER_SERVER_NAME: Final = "swarm-manager"
+
+# --- trailing metadata keys ------------------------------------------------------------------
+
+# A follower answering a worker names the leader's control address here; the worker reconnects there.
+LEADER_METADATA: Final = "swarmsecrets-leader"
+# The kind of a typed error (errors.SwarmError subclass name), so the receiver can rebuild the
+# same type and act on it without reading the human-readable message.
+ERROR_KIND_METADATA: Final = "swarmsecrets-error"
+
+# --- channel and server options --------------------------------------------------------------
+
+Options = tuple[tuple[str, str | int], ...]
+
+# A node dialling a manager's TLS port.
+TLS_CHANNEL_OPTIONS: Final[Options] = (
+    ("grpc.ssl_target_name_override", MANAGER_SERVER_NAME),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+)
+# A manager serving its TLS port.
+TLS_SERVER_OPTIONS: Final[Options] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+)
+# The daemon serving the CLI on its unix socket: requests are small; answers may be large (-1: no cap).
+LOCAL_SERVER_OPTIONS: Final[Options] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", -1),
+)
