@@ -173,6 +173,14 @@ class NotAManager(FailedPrecondition):
         super().__init__(message)
 
 
+class UpdateOutOfSequence(SwarmError):
+    """The update named a version the object no longer has: someone changed it first. Docker's
+    code for it is Unknown, and so is ours."""
+
+    def __init__(self, message: str = UPDATE_OUT_OF_SEQUENCE) -> None:
+        super().__init__(message)
+
+
 class NodeRemoved(PermissionDenied):
     """The caller's node was removed from the swarm: its certificate no longer admits it anywhere,
     and a worker that hears this wipes its secrets and forgets the swarm."""

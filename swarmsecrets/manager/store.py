@@ -270,7 +270,7 @@ def _remove_node(store: Store, cmd: dict[str, Any], index: int) -> Result:
 def _update_cluster(store: Store, cmd: dict[str, Any], index: int) -> Result:
     cluster = store.state["cluster"]
     if cluster is None:
-        raise errors.FailedPrecondition(errors.NOT_IN_SWARM)
+        raise errors.NotInSwarm()
     cluster.update(cmd["changes"])
     cluster.update(updated_at=cmd["ts"], version=index)
     return _ok(dict(cluster))
@@ -295,7 +295,7 @@ def _update_secret(store: Store, cmd: dict[str, Any], index: int) -> Result:
     if secret is None:
         raise errors.secret_not_found(cmd["id"])
     if cmd["version"] != secret["version"]:
-        raise errors.SwarmError(errors.UPDATE_OUT_OF_SEQUENCE)
+        raise errors.UpdateOutOfSequence()
     secret["labels"] = dict(cmd.get("labels") or {})
     secret.update(updated_at=cmd["ts"], version=index)
     return _ok(_public(secret))
@@ -337,7 +337,7 @@ def _update_service(store: Store, cmd: dict[str, Any], index: int) -> Result:
     if svc is None:
         raise errors.NotFound(f"service {cmd['id']} not found")
     if cmd.get("version") and cmd["version"] != svc["version"]:
-        raise errors.SwarmError(errors.UPDATE_OUT_OF_SEQUENCE)
+        raise errors.UpdateOutOfSequence()
     changes = cmd["changes"]
     if "secrets" in changes:
         _check_secret_refs(store, changes["secrets"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from swarmsecrets import rpcutil
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
 from swarmsecrets.ca import certs
 from tests.integration.cluster import Cluster, Node, wait_until
@@ -281,6 +282,8 @@ def test_removed_worker_is_refused_and_wipes_its_secrets(fleet: Cluster) -> None
         with pytest.raises(grpc.RpcError) as e:
             next(iter(dispatcher_pb2_grpc.DispatcherStub(ch).Session(dispatcher_pb2.SessionRequest(), timeout=5)))
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "was removed" in (e.value.details() or "")
+        # The agent acts on the kind the leader sends next to the status, not on the text.
+        assert rpcutil.error_kind(e.value) == "NodeRemoved"
     wait_until(lambda: files_under(w2.secrets_root) == [], 10, 0.05, "the removed worker to wipe its secrets")
     print(f"removed worker wiped its secrets {time.monotonic() - t0:.2f}s after node rm")
     assert "This node is not part of a swarm" in w2.fails("secret", "ls")
