@@ -7,6 +7,7 @@ typed error with ``error_from_rpc``. Anything else a service raises is logged, n
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import inspect
@@ -95,8 +96,10 @@ def rpc(fn: F) -> F:
         @functools.wraps(fn)
         async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
-                async for item in fn(self, request, context):
-                    yield item
+                # aclosing: when the client goes away, the method's own clean-up runs now, not at GC.
+                async with contextlib.aclosing(fn(self, request, context)) as items:
+                    async for item in items:
+                        yield item
             except errors.SwarmError as e:
                 await abort(context, e)
             except grpc.aio.AbortError:

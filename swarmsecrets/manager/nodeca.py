@@ -2,7 +2,8 @@
 
 Authorization comes from the peer certificate and the node's record (``ca.authz``),
 never from request fields: a joiner proves itself with the join token (it has no
-certificate yet); every later call presents the certificate issued here.
+certificate yet); every later call presents the certificate issued here, and is
+checked after a read barrier, against the caller's latest record.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Only a manager of this swarm (certificate and current record, see ``ca.authz``) may
 call; a joiner may add only the raft address its certificate binds, and a leaver
-removes only itself, never a node named in the request.
+removes only itself, never a node named in the request. The read barrier comes
+first so that the check sees the caller's latest record (a promotion or join that
+another manager committed a moment ago).
 """
 
 from __future__ import annotations

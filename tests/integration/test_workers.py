@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from swarmsecrets import rpcutil
+from swarmsecrets import rpcutil, wire
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
 from swarmsecrets.ca import certs
 from tests.integration.cluster import Cluster, Node, wait_until
@@ -216,7 +216,7 @@ def _identity(w: Node) -> tuple[bytes, bytes, bytes]:
 def _worker_channel(w: Node | tuple[bytes, bytes, bytes], m: Node) -> grpc.Channel:
     ca, key, cert = _identity(w) if isinstance(w, Node) else w
     creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
-    return grpc.secure_channel(m.addr, creds, options=[("grpc.ssl_target_name_override", "swarm-manager")])
+    return grpc.secure_channel(m.addr, creds, options=wire.TLS_CHANNEL_OPTIONS)
 
 
 def test_a_worker_gets_only_its_own_assignments(fleet: Cluster) -> None:
