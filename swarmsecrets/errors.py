@@ -14,6 +14,8 @@ imported here, so the raft log, the CLI and the daemon can all share these types
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import ClassVar
 
 
@@ -217,6 +219,10 @@ def secret_in_use(name: str, services: list[str]) -> InvalidArgument:
 
 # --- errors as plain data: (kind, message) --------------------------------------------------
 # The raft log carries a command's failure this way, so every member raises the same type.
+
+# Every kind this version knows, read-only.
+KINDS: Mapping[str, type[SwarmError]] = MappingProxyType(_KINDS)
+
 
 def to_wire(err: SwarmError) -> tuple[str, str]:
     return (err.kind, err.message)
