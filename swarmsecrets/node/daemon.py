@@ -145,11 +145,16 @@ class Node:
                     log.error("could not restart the worker agent: %s", e)
             raise
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, what: str, work: Coroutine[Any, Any, None]) -> None:
         """Run a role change the swarm asked for (promotion, demotion, removal) in the background."""
-        task = self.loop.create_task(work)
+        task = self.loop.create_task(work, name=what)
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed: %s", task.get_name(), task.exception())
 
     # --- start and stop the components -----------------------------------------------------------
 
@@ -199,13 +204,13 @@ class Node:
             self.dir.save(self.state)
 
         async def removed() -> None:  # the agent has stopped and wiped its secrets already
-            self._spawn(self._removed(agent))
+            self._spawn("removal", self._removed(agent))
 
         try:
             agent = Agent(secrets_root=self.config.secrets_root, allow_non_tmpfs=self.config.dev_allow_non_tmpfs,
                           managers=self.state.remote_managers, channel=self._mtls_channel,
                           on_removed=removed, on_managers=save_managers,
-                          on_promoted=lambda: self._spawn(self._promoted()))
+                          on_promoted=lambda: self._spawn("promotion", self._promoted()))
         except (OSError, ValueError, NotTmpfsError) as e:  # e.g. a secrets root that is not tmpfs
             raise errors.FailedPrecondition(str(e)) from None
         agent.start()
@@ -236,7 +241,7 @@ class Node:
         node = command.get("node") or {}
         if (command.get("op") == "update_node" and node.get("id") == self.state.node_id
                 and node.get("role") == "worker" and "ok" in result):
-            self.loop.call_soon_threadsafe(lambda: self._spawn(self._demoted()))
+            self.loop.call_soon_threadsafe(lambda: self._spawn("demotion", self._demoted()))
         changes = command.get("changes") or {}
         if command.get("op") == "update_cluster" and "unlock_key" in changes and "ok" in result:
             m = self.manager
@@ -277,7 +282,10 @@ class Node:
                 return
             record = m.store.node(self.state.node_id)
             if record is None or record["role"] != "worker":
-                return  # an old demotion replayed while this node caught up after a later promotion
+                # An earlier demotion, replayed while this node caught up with the log after a later
+                # promotion: the swarm's current word is that it is a manager.
+                log.info("ignoring a demotion that a later promotion superseded")
+                return
             managers = [a for a in m.manager_addrs() if a != self.state.advertise_addr]
             if not await self._removed_from_raft(m):
                 log.warning("demoted, but the swarm did not take this node out of raft in %gs; stopping anyway",
@@ -301,7 +309,9 @@ class Node:
             log.info("demoted to worker")
 
     async def _removed_from_raft(self, m: Manager) -> bool:
-        """Whether the others committed this member's removal (and this node applied it) in time."""
+        """Whether the others committed this member's removal, and this node applied it, in time.
+        A leader is never removed (it hands leadership over first), so this also means that
+        leadership has moved away."""
         deadline = self.loop.time() + DEMOTION_TIMEOUT
         while not m.raft.removed.is_set():
             if self.loop.time() > deadline:
