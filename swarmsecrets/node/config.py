@@ -63,9 +63,9 @@ class DaemonConfig(_Schema):
     secrets_root: str = Field(default=DEFAULT_SECRETS_ROOT, min_length=1,
                               description="workers: where task secrets go, on tmpfs")
     dev_allow_non_tmpfs: bool = Field(
-        False, description="development only: allow a secrets root that is not tmpfs (secrets may reach disk)")
+        default=False, description="development only: allow a secrets root that is not tmpfs (secrets may reach disk)")
     dispatcher_heartbeat: float = Field(
-        HEARTBEAT_PERIOD, gt=0,
+        default=HEARTBEAT_PERIOD, gt=0,
         description="managers: seconds between worker heartbeats when this manager leads; down after 3 missed")
     raft: RaftSettings = Field(default=RaftSettings(), description="raft timers")
 
