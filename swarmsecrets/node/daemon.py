@@ -268,8 +268,8 @@ class Node:
                     self.state.listen_addr = self.state.listen_addr or self.state.advertise_addr
                     await self._join_as_manager(managers[0])
                     self._become(Change.PROMOTE)
-            except Exception as e:
-                log.error("promotion failed; staying a worker: %s", e)
+            except Exception as e:  # an unexpected one gets its traceback in the log
+                log.error("promotion failed; staying a worker: %s", e, exc_info=not isinstance(e, errors.SwarmError))
                 return
             log.info("promoted to manager raft=%s", self.state.raft_addr)
 
