@@ -85,7 +85,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-# The managers are started with sys.executable -m swarmsecrets.daemon: let them import the project too.
+# The managers are started with sys.executable -m swarmsecrets.node: let them import the project too.
 _pp = os.environ.get("PYTHONPATH", "")
 if str(ROOT) not in _pp.split(os.pathsep):
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *([_pp] if _pp else [])])

@@ -389,7 +389,7 @@ class SwarmNode:
 
     def start(self, timeout: float = 30.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = spawn([sys.executable, "-m", "swarmsecrets.daemon", "--data-dir", str(self.data_dir),
+        self.proc = spawn([sys.executable, "-m", "swarmsecrets.node", "--data-dir", str(self.data_dir),
                            "--host", self.host, *self.daemon_args], self.log_path, self.env)
         deadline = time.monotonic() + timeout
         while not self.sock.exists():

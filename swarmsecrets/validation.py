@@ -104,6 +104,19 @@ def format_addr(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def raft_addr_for(advertise_addr: str, explicit: str = "") -> str:
+    """A manager's raft address: ``explicit`` (--raft-addr) if given, else the advertised host on
+    the next port. The one place that rule lives: init, join and promotion all derive it here."""
+    if explicit:
+        return format_addr(*validate_addr(explicit, 0))
+    host, port = validate_addr(advertise_addr, 0)
+    if port >= 65535:
+        raise errors.InvalidArgument(
+            f"invalid address '{advertise_addr}': the raft port (the next one) would be out of range; "
+            "pass --raft-addr")
+    return format_addr(host, port + 1)
+
+
 @dataclass
 class SecretFilters:
     """``secret ls -f`` filters, shaped like ListSecretsRequest.Filters."""

@@ -115,7 +115,7 @@ def _mounts_under(path: Path) -> list[str]:
 
 def stray_pids(prefix: str) -> list[int]:
     """Daemons still running outside the lab's namespaces: their command line names the run dir (for the
-    socket). Only ``swarmsecrets.daemon`` processes count, never a CLI someone pointed at the lab."""
+    socket). Only ``swarmsecrets.node`` processes count, never a CLI someone pointed at the lab."""
     marker = os.fsencode(str(RUN_ROOT / prefix) + "/")
     pids = []
     for entry in os.listdir("/proc"):
@@ -124,7 +124,7 @@ def stray_pids(prefix: str) -> list[int]:
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read()
-                if marker in cmdline and b"swarmsecrets.daemon" in cmdline:
+                if marker in cmdline and b"swarmsecrets.node" in cmdline:
                     pids.append(int(entry))
         except OSError:
             continue

@@ -1,6 +1,6 @@
 """Real swarmsecretsd processes on lab hosts, formed into a swarm, and read from the root namespace.
 
-Each daemon runs as ``ip netns exec <host> python -m swarmsecrets.daemon ...`` in its own process group,
+Each daemon runs as ``ip netns exec <host> python -m swarmsecrets.node ...`` in its own process group,
 listening for raft and gRPC on its lab address. Its unix socket lives in the lab's run dir, which the
 harness reaches from the root namespace: clients are never partitioned from their manager (Jepsen's
 control node). A worker mounts each task's tmpfs in its private mount namespace (``ip netns exec`` makes
@@ -124,7 +124,7 @@ class Swarm:
     def spawn(self, m: Member) -> None:
         m.data_dir.mkdir(parents=True, exist_ok=True)
         m.secrets_root.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "swarmsecrets.daemon", "--data-dir", str(m.data_dir), "--host", m.target,
+        argv = [sys.executable, "-m", "swarmsecrets.node", "--data-dir", str(m.data_dir), "--host", m.target,
                 "--log-level", self.log_level, *self.timings.flags(), "--secrets-root", str(m.secrets_root)]
         m.proc = self.lab.spawn(m.host, argv, log=m.log)
         m.paused = False

@@ -134,7 +134,7 @@ def _raft_addr_for_promotion(node: dict[str, Any]) -> str:
         raise errors.FailedPrecondition(
             f"node {node['id']} has no advertised address with a port: make it leave and join again with "
             "--advertise-addr HOST:PORT, then promote it")
-    return f"{host}:{int(port) + 1}"
+    return validation.raft_addr_for(node["addr"])
 
 
 def _check_demotion(m: Manager, node: dict[str, Any]) -> None:

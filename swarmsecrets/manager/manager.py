@@ -19,7 +19,7 @@ from swarmsecrets.manager import store as store_mod
 from swarmsecrets.manager.dispatcher import Dispatcher
 from swarmsecrets.manager.raft import RaftNode, RaftStatus, RaftTiming, RaftTLS
 from swarmsecrets.manager.scheduler import Scheduler
-from swarmsecrets.nodestate import NodeDir, NodeState
+from swarmsecrets.node.nodedir import NodeDir, NodeState
 
 log = logging.getLogger(__name__)
 

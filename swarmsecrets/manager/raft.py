@@ -424,6 +424,8 @@ class _RaftSyncObj(SyncObj):
             return self._apply_regular(command[1:])
         if kind == _VERSION:
             return None  # never proposed by us; stock would unpickle it without restriction
+        if kind == _MEMBERSHIP:
+            self._owner._applied_membership(_parse_membership(command[1:]))
         return super()._SyncObj__doApplyCommand(command)
 
     def _apply_regular(self, payload: bytes) -> Any:
@@ -671,6 +673,9 @@ class RaftNode:
         self._barrier_waiting: Future[None] | None = None
         self._barrier_timeout = 0.0
         self._membership_lock = threading.Lock()
+        # Set while the committed membership, as applied here, leaves this member out: a member
+        # that is being removed waits on it to know the others no longer count it before it stops.
+        self.removed = threading.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -739,6 +744,13 @@ class RaftNode:
             self._fail(fut, errors.DeadlineExceeded(errors.UNKNOWN_OUTCOME))
         while self._calls:
             self._calls.popleft()()
+
+    def _applied_membership(self, change: list[str] | None) -> None:
+        if change is not None and change[1] == self.self_addr:
+            if change[0] == "rem":
+                self.removed.set()
+            else:
+                self.removed.clear()
 
     def call_in_loop(self, fn: Callable[[], Any]) -> Future[Any]:
         """Run ``fn`` on the raft thread (SyncObj's state is only safe to touch there)."""

@@ -72,7 +72,7 @@ class Node:
         self.secrets_root.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "swarmsecrets.daemon", "--data-dir", str(self.data_dir),
+            [sys.executable, "-m", "swarmsecrets.node", "--data-dir", str(self.data_dir),
              "--host", self.host, "--log-level", "debug", *RAFT_FLAGS, "--secrets-root", str(self.secrets_root)],
             stdout=log, stderr=log, start_new_session=True,
         )

@@ -50,6 +50,15 @@ def test_promote_then_demote(tmp_path: Path) -> None:
         m1.ok("secret", "create", "after-demote", "-", input="d")
         wait_until(lambda: m1.ok("node", "ls", "--format", "{{.ManagerStatus}}").split() == ["Leader"], 20, 0.3,
                    "a single manager again")
+
+        # Promoted again, the node replays the log from the start, its first demotion included:
+        # that old entry must not demote it a second time.
+        assert f"Node {wid} promoted to a manager in the swarm." in m1.ok("node", "promote", wid)
+        wait_until(lambda: "ignoring a demotion that a later promotion superseded" in w.log_path.read_text(), 40, 0.3,
+                   "the promoted node to pass the replayed demotion")
+        assert role_in_cert(w) == "manager"
+        w.ok("secret", "create", "from-promoted-again", "-", input="q")
+        assert sorted(m1.ok("node", "ls", "--format", "{{.ManagerStatus}}").split()) == ["Leader", "Reachable"]
     except BaseException:
         print(c.logs())
         if w.log_path.exists():

@@ -6,7 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from swarmsecrets.daemon import parse_args, raft_addr_for
+from swarmsecrets import errors
+from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
+from swarmsecrets.manager.raft import RaftTiming
+from swarmsecrets.node.config import parse_args
+from swarmsecrets.validation import raft_addr_for
+
+DEPLOY_EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "swarmsecretsd.toml"
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one stderr line swarmsecretsd exits 2 with."""
+    with pytest.raises(SystemExit) as e:
+        parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("swarmsecretsd: error: "), err
+    return err
 
 
 def test_config_file_and_flags(tmp_path: Path) -> None:
@@ -14,21 +30,79 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     cfg.write_text('data_dir = "/srv/ss"\nhost = "unix:///tmp/x.sock"\n[raft]\nheartbeat = 0.2\n'
                    'election_min = 1.5\nelection_max = 3.0\n')
     c = parse_args(["--config", str(cfg)])
-    assert (c.data_dir, c.host) == ("/srv/ss", "unix:///tmp/x.sock")
+    assert (c.data_dir, c.host, c.socket_path) == ("/srv/ss", "unix:///tmp/x.sock", "/tmp/x.sock")
     assert c.timing().heartbeat == 0.2 and c.timing().election_max == 3.0
     c = parse_args(["--config", str(cfg), "--data-dir", "/other", "--raft-election-max", "4"])
     assert c.data_dir == "/other" and c.timing().election_max == 4.0 and c.timing().election_min == 1.5
 
 
+def test_defaults_without_file_or_flags() -> None:
+    c = parse_args([])
+    assert (c.data_dir, c.host, c.log_level, c.secrets_root) == (
+        "/var/lib/swarmsecrets", "unix:///run/swarmsecrets/swarmsecrets.sock", "info", "/run/swarmsecrets")
+    assert c.dev_allow_non_tmpfs is False and c.dispatcher_heartbeat == HEARTBEAT_PERIOD
+    assert c.timing() == RaftTiming()
+
+
+def test_every_flag_overrides_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "d.toml"
+    cfg.write_text('data_dir = "/a"\nhost = "unix:///a.sock"\nlog_level = "error"\nsecrets_root = "/a/s"\n'
+                   'dev_allow_non_tmpfs = false\ndispatcher_heartbeat = 9.0\n'
+                   '[raft]\nheartbeat = 0.1\nelection_min = 1.0\nelection_max = 2.0\nleader_fallback = 2.0\n')
+    c = parse_args(["--config", str(cfg), "--data-dir", "/b", "-H", "unix:///b.sock", "--log-level", "debug",
+                    "--secrets-root", "/b/s", "--dev-allow-non-tmpfs", "--dispatcher-heartbeat", "1",
+                    "--raft-heartbeat", "0.05", "--raft-election-min", "0.4", "--raft-election-max", "0.8",
+                    "--raft-leader-fallback", "0.9"])
+    assert (c.data_dir, c.host, c.log_level, c.secrets_root, c.dev_allow_non_tmpfs, c.dispatcher_heartbeat) == (
+        "/b", "unix:///b.sock", "debug", "/b/s", True, 1.0)
+    assert c.timing() == RaftTiming(heartbeat=0.05, election_min=0.4, election_max=0.8, leader_fallback=0.9)
+
+
+def test_the_deploy_example_is_valid_and_states_the_defaults() -> None:
+    assert parse_args(["--config", str(DEPLOY_EXAMPLE)]) == parse_args([])
+
+
 def test_unknown_config_keys_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "d.toml"
-    cfg.write_text('data_dirr = "/srv/ss"\n')
-    with pytest.raises(SystemExit) as e:
-        parse_args(["--config", str(cfg)])
-    assert e.value.code == 2
-    assert "unknown keys in" in capsys.readouterr().err
+    cfg.write_text('data_dirr = "/srv/ss"\n[raft]\nheartbeet = 0.1\n')
+    err = refused(["--config", str(cfg)], capsys)
+    assert f"unknown keys in {cfg}: data_dirr, raft.heartbeet" in err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('dispatcher_heartbeat = "5"\n', "invalid dispatcher_heartbeat in {cfg}: Input should be a valid number"),
+    ('dev_allow_non_tmpfs = "yes"\n', "invalid dev_allow_non_tmpfs in {cfg}: Input should be a valid boolean"),
+    ('log_level = "loud"\n', "invalid log_level in {cfg}: Input should be 'debug', 'info', 'warning' or 'error'"),
+    ('host = "/tmp/x.sock"\n', "invalid host in {cfg}: must be unix:///path/to.sock, got '/tmp/x.sock'"),
+    ('dispatcher_heartbeat = 0\n', "invalid dispatcher_heartbeat in {cfg}: Input should be greater than 0"),
+    ('[raft]\nelection_min = 2.0\n', "invalid raft settings: raft timing: need 0 < 3 * heartbeat < election_min"),
+    ('raft = 3\n', "invalid raft in {cfg}: Input should be a valid dictionary or instance of RaftSettings"),
+    ('data_dir = [\n', "cannot read config {cfg}: "),
+])
+def test_bad_file_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
+                                      message: str) -> None:
+    cfg = tmp_path / "d.toml"
+    cfg.write_text(text)
+    assert message.format(cfg=cfg) in refused(["--config", str(cfg)], capsys)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--dispatcher-heartbeat", "-1"], "invalid --dispatcher-heartbeat: Input should be greater than 0"),
+    (["--raft-heartbeat", "x"], "argument --raft-heartbeat: invalid float value: 'x'"),
+    (["-H", "tcp://1.2.3.4:1"], "invalid --host: must be unix:///path/to.sock"),
+    (["--raft-election-max", "0.3"], "invalid raft settings: raft timing"),
+    (["--config", "/nonexistent/d.toml"], "cannot read config /nonexistent/d.toml"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_bad_flags_are_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    assert message in refused(argv, capsys)
 
 
 def test_raft_address_rule() -> None:
-    assert raft_addr_for("10.0.0.1:2377", "") == "10.0.0.1:2378"
+    assert raft_addr_for("10.0.0.1:2377") == "10.0.0.1:2378"
     assert raft_addr_for("10.0.0.1:2377", "10.0.0.1:7000") == "10.0.0.1:7000"
+    assert raft_addr_for("[fd00::1]:2377") == "[fd00::1]:2378"
+    with pytest.raises(errors.InvalidArgument, match="the raft port"):
+        raft_addr_for("10.0.0.1:65535")
+    with pytest.raises(errors.InvalidArgument, match="port must be a number"):
+        raft_addr_for("10.0.0.1:2377", "10.0.0.1:0")

@@ -15,11 +15,12 @@ import shutil
 from dataclasses import asdict, dataclass, field
 
 from swarmsecrets.crypto.keys import write_private
+from swarmsecrets.node.roles import DURABLE_ROLES, Role
 
 
 @dataclass
 class NodeState:
-    role: str = "inactive"  # "inactive" | "manager" | "worker"
+    role: Role = Role.INACTIVE  # one of DURABLE_ROLES: a locked manager is a manager on disk
     node_id: str = ""
     cluster_id: str = ""
     advertise_addr: str = ""
@@ -50,9 +51,14 @@ class NodeDir:
     def load(self) -> NodeState:
         try:
             with open(self.state_path) as f:
-                return NodeState(**json.load(f))
+                doc = json.load(f)
         except FileNotFoundError:
             return NodeState()
+        state = NodeState(**doc)
+        state.role = Role(state.role)
+        if state.role not in DURABLE_ROLES:
+            raise ValueError(f"{self.state_path}: role {state.role!r} is not one a node can resume")
+        return state
 
     def save(self, state: NodeState) -> None:
         write_private(self.state_path, json.dumps(asdict(state), indent=2).encode())
@@ -67,6 +73,11 @@ class NodeDir:
     def read(self, path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
+
+    def forget_manager_material(self) -> None:
+        """Drop what only a manager keeps: the wrapped keys and the raft data."""
+        for d in (self.keys_dir, self.raft_dir):
+            shutil.rmtree(d, ignore_errors=True)
 
     def wipe(self) -> None:
         """Forget the swarm: identity, keys, raft data. Leaves an inactive node."""

@@ -1,0 +1,9 @@
+"""The node: swarmsecretsd, what a machine is in the swarm and every change of it.
+
+    config.py    the daemon's settings: one typed schema for the TOML file and the flags
+    roles.py     the role state machine (inactive, manager, worker, locked, leaving)
+    daemon.py    the node: init, join, leave, unlock, promotion, demotion, removal, one rollback
+    localapi.py  the CLI <-> daemon API on the unix socket, behind the NodeOperations interface
+    nodedir.py   what a node remembers on disk (its data dir)
+    main.py      the process: settings, logging, local API, signals
+"""

@@ -1,0 +1,150 @@
+"""The local API: the CLI and its own daemon, over a unix socket only root may open.
+
+Two halves. ``NodeOperations`` is what the node offers (init, join, leave, unlock, info), in plain
+typed values that know nothing of the transport; the daemon implements it. ``LocalAPI`` carries
+it: today gRPC on the unix socket (the Swarm service, plus the Control service the wiring hands
+in, so the CLI's secret/service/node commands reach the local manager). A different transport
+replaces ``LocalAPI`` alone; neither the node nor the CLI commands change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+
+from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
+from swarmsecrets import wire
+from swarmsecrets.rpcutil import rpc
+
+log = logging.getLogger(__name__)
+
+# --- the interface ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InitOptions:
+    advertise_addr: str
+    listen_addr: str = ""  # "" means the advertised address
+    raft_addr: str = ""    # "" means the advertised host on the next port
+    autolock: bool = False
+
+
+@dataclass(frozen=True)
+class Initialized:
+    node_id: str
+    worker_join_command: str
+    unlock_key: str = ""  # only with autolock
+
+
+@dataclass(frozen=True)
+class JoinOptions:
+    remote_addr: str
+    join_token: str
+    advertise_addr: str = ""
+    listen_addr: str = ""
+    raft_addr: str = ""
+
+
+@dataclass(frozen=True)
+class Joined:
+    node_id: str
+    role: str
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    local_node_state: str  # "inactive" | "active" | "locked", as Docker's LocalNodeState
+    node_id: str = ""
+    cluster_id: str = ""
+    control_available: bool = False
+    node_addr: str = ""
+    remote_managers: tuple[str, ...] = ()
+    nodes: int = 0
+    managers: int = 0
+
+
+class NodeOperations(Protocol):
+    """What the CLI may ask of its node. Errors are ``errors.SwarmError`` with the user's message."""
+
+    async def init(self, options: InitOptions) -> Initialized: ...
+
+    async def join(self, options: JoinOptions) -> Joined: ...
+
+    async def leave(self, force: bool) -> None: ...
+
+    async def unlock(self, unlock_key: str) -> None: ...
+
+    def info(self) -> NodeInfo: ...
+
+
+# --- the transport: gRPC on a unix socket --------------------------------------------------------------
+
+class SwarmService(swarm_pb2_grpc.SwarmServicer):
+    """The Swarm service: messages in, node operations, messages out."""
+
+    def __init__(self, node: NodeOperations) -> None:
+        self.node = node
+
+    @rpc
+    async def Init(self, request: swarm_pb2.InitRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.InitResponse:
+        done = await self.node.init(InitOptions(advertise_addr=request.advertise_addr, listen_addr=request.listen_addr,
+                                                raft_addr=request.raft_addr, autolock=request.autolock))
+        return swarm_pb2.InitResponse(node_id=done.node_id, worker_join_command=done.worker_join_command,
+                                      unlock_key=done.unlock_key)
+
+    @rpc
+    async def Join(self, request: swarm_pb2.JoinRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.JoinResponse:
+        done = await self.node.join(JoinOptions(
+            remote_addr=request.remote_addr, join_token=request.join_token, advertise_addr=request.advertise_addr,
+            listen_addr=request.listen_addr, raft_addr=request.raft_addr))
+        return swarm_pb2.JoinResponse(node_id=done.node_id, role=done.role)
+
+    @rpc
+    async def Leave(self, request: swarm_pb2.LeaveRequest,
+                    context: grpc.aio.ServicerContext) -> swarm_pb2.LeaveResponse:
+        await self.node.leave(request.force)
+        return swarm_pb2.LeaveResponse()
+
+    @rpc
+    async def Unlock(self, request: swarm_pb2.UnlockRequest,
+                     context: grpc.aio.ServicerContext) -> swarm_pb2.UnlockResponse:
+        await self.node.unlock(request.unlock_key)
+        return swarm_pb2.UnlockResponse()
+
+    @rpc
+    async def Info(self, request: swarm_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.InfoResponse:
+        i = self.node.info()
+        return swarm_pb2.InfoResponse(
+            local_node_state=i.local_node_state, node_id=i.node_id, cluster_id=i.cluster_id,
+            control_available=i.control_available, node_addr=i.node_addr, remote_managers=list(i.remote_managers),
+            nodes=i.nodes, managers=i.managers)
+
+
+class LocalAPI:
+    """Serves the node and the local control service on ``socket_path``, a socket born 0600."""
+
+    def __init__(self, socket_path: str, node: NodeOperations, control: control_pb2_grpc.ControlServicer) -> None:
+        self.path = socket_path
+        self._server = grpc.aio.server(options=wire.LOCAL_SERVER_OPTIONS)
+        swarm_pb2_grpc.add_SwarmServicer_to_server(SwarmService(node), self._server)
+        control_pb2_grpc.add_ControlServicer_to_server(control, self._server)
+
+    async def start(self) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        if os.path.exists(self.path):  # a stale socket of an earlier run
+            os.unlink(self.path)
+        old_umask = os.umask(0o177)  # born 0600: only root's CLI may connect
+        try:
+            self._server.add_insecure_port("unix:" + self.path)
+            await self._server.start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o600)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        await self._server.stop(grace)
+        if os.path.exists(self.path):
+            os.unlink(self.path)

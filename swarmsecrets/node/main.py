@@ -1,0 +1,54 @@
+"""swarmsecretsd's process: settings, logging, the local API, signals, the node.
+
+``python -m swarmsecrets.node`` and the ``swarmsecretsd`` command both start here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from swarmsecrets import __version__
+from swarmsecrets.logfmt import setup_logging
+from swarmsecrets.manager.controlapi import ControlService
+from swarmsecrets.node.config import DaemonConfig, parse_args
+from swarmsecrets.node.daemon import Node
+from swarmsecrets.node.localapi import LocalAPI
+
+log = logging.getLogger("swarmsecretsd")
+
+
+async def serve(config: DaemonConfig) -> None:
+    """Run until SIGTERM or SIGINT: serve the CLI at once, then resume the role the data dir records."""
+    node = Node(config)
+    api = LocalAPI(config.socket_path, node, ControlService(node.local_manager))
+    await api.start()
+    log.info("listening on %s (version %s, data dir %s)", config.host, __version__, node.dir.root)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await node.resume()
+    except Exception as e:
+        log.error("could not resume the %s role: %s", node.role, e)
+    await stopping.wait()
+    log.info("shutting down")
+    await api.stop(grace=1.0)
+    await node.shutdown()
+    log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = parse_args(argv)
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        pass
+    except Exception as e:  # never a traceback for a start-up problem; the log has the details
+        log.exception("fatal: %s", e)
+        sys.exit(1)

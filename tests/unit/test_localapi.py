@@ -1,0 +1,107 @@
+"""The local API: CLI requests on the unix socket reach the node operations as plain values, and
+the node's answers and errors come back as the CLI expects them. A real gRPC server on a real
+socket; the node behind it is a small recorder implementing NodeOperations."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from swarmsecrets import errors
+from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
+from swarmsecrets.node.localapi import (
+    InitOptions,
+    Initialized,
+    JoinOptions,
+    Joined,
+    LocalAPI,
+    NodeInfo,
+    NodeOperations,
+)
+
+
+class RecordingNode:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.refuse: Exception | None = None  # raised by the next calls
+
+    def _record(self, name: str, arg: Any) -> None:
+        self.calls.append((name, arg))
+        if self.refuse is not None:
+            raise self.refuse
+
+    async def init(self, options: InitOptions) -> Initialized:
+        self._record("init", options)
+        return Initialized(node_id="n1", worker_join_command="swarmsecrets swarm join --token T 10.0.0.1:2377",
+                           unlock_key="SWMKEY-1-abc")
+
+    async def join(self, options: JoinOptions) -> Joined:
+        self._record("join", options)
+        return Joined(node_id="n2", role="worker")
+
+    async def leave(self, force: bool) -> None:
+        self._record("leave", force)
+
+    async def unlock(self, unlock_key: str) -> None:
+        self._record("unlock", unlock_key)
+
+    def info(self) -> NodeInfo:
+        self._record("info", None)
+        return NodeInfo(local_node_state="active", node_id="n1", cluster_id="c1", control_available=True,
+                        node_addr="10.0.0.1", remote_managers=("10.0.0.1:2377", "10.0.0.2:2377"), nodes=3, managers=2)
+
+
+async def _operations(tmp_path: Path) -> None:
+    """Every operation once, a refusal, and a node bug."""
+    node = RecordingNode()
+    path = tmp_path / "run" / "swarmsecrets.sock"
+    path.parent.mkdir()
+    path.write_text("stale")  # a socket file left by a crashed run is replaced
+    served: NodeOperations = node  # the recorder implements the interface (mypy checks it)
+    api = LocalAPI(str(path), served, control_pb2_grpc.ControlServicer())
+    await api.start()
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and stat.S_ISSOCK(os.stat(path).st_mode)
+        async with grpc.aio.insecure_channel(f"unix://{path}") as ch:
+            stub = swarm_pb2_grpc.SwarmStub(ch)
+            r = await stub.Init(swarm_pb2.InitRequest(advertise_addr="10.0.0.1:2377", raft_addr="10.0.0.1:7000",
+                                                      autolock=True))
+            assert (r.node_id, r.worker_join_command, r.unlock_key) == (
+                "n1", "swarmsecrets swarm join --token T 10.0.0.1:2377", "SWMKEY-1-abc")
+            j = await stub.Join(swarm_pb2.JoinRequest(remote_addr="10.0.0.1", join_token="SWMTKN-1-x",
+                                                      advertise_addr="10.0.0.3:2377", listen_addr="0.0.0.0:2377"))
+            assert (j.node_id, j.role) == ("n2", "worker")
+            await stub.Leave(swarm_pb2.LeaveRequest(force=True))
+            await stub.Unlock(swarm_pb2.UnlockRequest(unlock_key="SWMKEY-1-abc"))
+            i = await stub.Info(swarm_pb2.InfoRequest())
+            assert (i.local_node_state, i.node_id, i.cluster_id, i.control_available, i.node_addr,
+                    list(i.remote_managers), i.nodes, i.managers) == (
+                "active", "n1", "c1", True, "10.0.0.1", ["10.0.0.1:2377", "10.0.0.2:2377"], 3, 2)
+            assert node.calls == [
+                ("init", InitOptions(advertise_addr="10.0.0.1:2377", raft_addr="10.0.0.1:7000", autolock=True)),
+                ("join", JoinOptions(remote_addr="10.0.0.1", join_token="SWMTKN-1-x", advertise_addr="10.0.0.3:2377",
+                                     listen_addr="0.0.0.0:2377")),
+                ("leave", True), ("unlock", "SWMKEY-1-abc"), ("info", None)]
+
+            node.refuse = errors.FailedPrecondition(errors.ALREADY_IN_SWARM)
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await stub.Init(swarm_pb2.InitRequest(advertise_addr="10.0.0.1:2377"))
+            assert (e.value.code(), e.value.details()) == (grpc.StatusCode.FAILED_PRECONDITION, errors.ALREADY_IN_SWARM)
+
+            node.refuse = RuntimeError("a bug in the node")  # the CLI gets one line, never a traceback
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await stub.Leave(swarm_pb2.LeaveRequest())
+            assert e.value.code() == grpc.StatusCode.INTERNAL and "see the daemon log" in (e.value.details() or "")
+    finally:
+        await api.stop(grace=0)
+    assert not path.exists()
+
+
+def test_requests_reach_the_node_and_answers_come_back(tmp_path: Path) -> None:
+    asyncio.run(_operations(tmp_path))
