@@ -35,6 +35,7 @@ from swarmsecrets.api.v1 import (
 from swarmsecrets.ca import certs, tokens
 from swarmsecrets.crypto import keys
 from swarmsecrets.logfmt import setup_logging
+from swarmsecrets.manager import state
 from swarmsecrets.manager.controlapi import ControlService
 from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
 from swarmsecrets.manager.manager import Manager
@@ -137,7 +138,7 @@ class Daemon:
                              before_serving: Callable[[Manager], Awaitable[Any]] | None = None) -> Manager:
         """Raft first; then (joining the group, or creating the cluster) ``before_serving``; then the TLS port."""
         m = Manager(self.dir, self.state, dek, ca_key, self.config.timing(), self.config.dispatcher_heartbeat)
-        m.store.add_listener(self._on_apply)
+        m.store.subscribe(self._on_apply)
         await asyncio.to_thread(m.start_raft)
         self.manager = m
         if before_serving is not None:
@@ -152,19 +153,19 @@ class Daemon:
         ca_pb2_grpc.add_NodeCAServicer_to_server(NodeCAService(self._running_manager), server)
         raft_pb2_grpc.add_RaftMembershipServicer_to_server(RaftMembershipService(self._running_manager), server)
 
-    def _on_apply(self, command: dict[str, Any], result: dict[str, Any]) -> None:
+    def _on_apply(self, event: state.Applied) -> None:
         """Runs on the raft thread: re-wrap this node's keys when the unlock key rotates; step down
         to a worker when this manager is demoted."""
-        node = command.get("node") or {}
-        if (command.get("op") == "update_node" and node.get("id") == self.state.node_id
-                and node.get("role") == "worker" and "ok" in result):
+        cmd = event.command
+        if not event.ok:
+            return
+        if isinstance(cmd, state.UpdateNode) and cmd.id == self.state.node_id and cmd.role == "worker":
             self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._demoted()))
-        changes = command.get("changes") or {}
-        if command.get("op") == "update_cluster" and "unlock_key" in changes and "ok" in result:
+        if isinstance(cmd, state.UpdateCluster) and cmd.unlock_key is not None:
             m = self.manager
             if m is None:
                 return
-            new_key = m.unseal(changes["unlock_key"])
+            new_key = m.unseal(cmd.unlock_key)
             keys.WrappedKeys(self.dir.keys_dir).store(m.dek, m.ca.key_pem or b"", new_key)
 
     def _start_agent(self) -> None:
@@ -296,17 +297,16 @@ class Daemon:
             worker_tok, manager_tok = tokens.new_token(ca.cert_pem), tokens.new_token(ca.cert_pem)
 
             async def create_cluster(m: Manager) -> None:
-                await self._propose_until_leader(m, {
-                    "op": "init_cluster", "rid": ids.new_request_id(),
-                    "cluster": {
-                        "id": cluster_id, "root_ca_cert": ca.cert_pem.decode(), "autolock": bool(unlock),
-                        "join_tokens": {"worker": m.seal(str(worker_tok).encode()),
-                                        "manager": m.seal(str(manager_tok).encode())},
-                        "unlock_key": m.seal(unlock) if unlock else None,
-                        "key_id": m.key_id,
-                    },
-                    "node": self._self_node_record("manager"),
-                })
+                await self._propose_until_leader(m, state.InitCluster(
+                    cluster=state.Cluster(
+                        id=cluster_id, root_ca_cert=ca.cert_pem.decode(), autolock=bool(unlock),
+                        join_tokens=state.JoinTokens(worker=m.seal(str(worker_tok).encode()),
+                                                     manager=m.seal(str(manager_tok).encode())),
+                        unlock_key=m.seal(unlock) if unlock else None,
+                        key_id=m.key_id,
+                    ),
+                    node=self._self_node_record("manager"),
+                ))
 
             await self._start_manager(dek, ca.key_pem, create_cluster)
         except BaseException:
@@ -322,14 +322,14 @@ class Daemon:
             unlock_key=keys.format_unlock_key(unlock) if unlock else "",
         )
 
-    def _self_node_record(self, role: str) -> dict[str, Any]:
-        rec = {"id": self.state.node_id, "role": role, "hostname": socket.gethostname(),
-               "addr": self.state.advertise_addr, "engine_version": __version__, "arch": os.uname().machine}
-        if role == "manager":
-            rec["raft_addr"] = self.state.raft_addr
-        return rec
+    def _self_node_record(self, role: str) -> state.Node:
+        manager = role == "manager"
+        return state.Node(id=self.state.node_id, role=role, hostname=socket.gethostname(),
+                          addr=self.state.advertise_addr, engine_version=__version__, arch=os.uname().machine,
+                          raft_addr=self.state.raft_addr if manager else "",
+                          state_version=state.STATE_VERSION if manager else 0)
 
-    async def _propose_until_leader(self, m: Manager, cmd: dict[str, Any]) -> Any:
+    async def _propose_until_leader(self, m: Manager, cmd: state.Command) -> Any:
         deadline = asyncio.get_running_loop().time() + FORMATION_TIMEOUT
         while True:
             try:
@@ -404,7 +404,7 @@ class Daemon:
         self.state.autolock = unlock is not None
         self.state.members = sorted(set(got.raft_members) | {self.state.raft_addr})
         m = await self._start_manager(got.data_key, got.ca_key, lambda m: self._join_raft(m, remote))
-        await m.propose({"op": "update_node", "rid": ids.new_request_id(), "node": self._self_node_record("manager")})
+        await m.propose(state.UpdateNode.describing(self._self_node_record("manager")))
 
     async def _join_raft(self, m: Manager, remote: str) -> None:
         deadline = asyncio.get_running_loop().time() + FORMATION_TIMEOUT
@@ -453,8 +453,7 @@ class Daemon:
             raise errors.FailedPrecondition(errors.LEAVE_QUORUM)
         if status.is_leader:
             await asyncio.to_thread(m.raft.transfer_leadership, 5.0)
-        peers = [n["addr"] for n in m.store.nodes()
-                 if n["role"] == "manager" and n["id"] != self.state.node_id and n.get("addr")]
+        peers = [n.addr for n in m.store.managers() if n.id != self.state.node_id and n.addr]
         last_error: Exception | None = None
         for addr in peers:
             try:
@@ -495,8 +494,8 @@ class Daemon:
         if self.manager is not None:
             nodes = self.manager.store.nodes()
             resp.nodes = len(nodes)
-            resp.managers = len([n for n in nodes if n["role"] == "manager"])
-            resp.remote_managers[:] = [n["addr"] for n in nodes if n["role"] == "manager"]
+            resp.managers = len([n for n in nodes if n.role == "manager"])
+            resp.remote_managers[:] = [n.addr for n in nodes if n.role == "manager"]
         return resp
 
 

@@ -115,6 +115,13 @@ class UpdateNode(Command):
     status_message: str | None = None
     state_version: int | None = None
 
+    @classmethod
+    def describing(cls, node: Node) -> UpdateNode:
+        """What a node says about itself (its role, addresses, host, release), as an update of its
+        record; availability and status are the operator's and the leader's, left as they are."""
+        return cls(id=node.id, role=node.role, hostname=node.hostname, addr=node.addr, raft_addr=node.raft_addr,
+                   engine_version=node.engine_version, arch=node.arch, state_version=node.state_version)
+
     def changes(self) -> dict[str, str | int]:
         """The fields this command sets, by name."""
         return {name: value for name in _NODE_FIELDS if (value := getattr(self, name)) is not None}
