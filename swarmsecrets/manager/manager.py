@@ -89,8 +89,9 @@ class Manager:
 
         self.store.subscribe(self.dispatcher.on_apply)
         self.store.subscribe(on_apply)
+        advertise = advertise_state_version(self.store, self.state.node_id, self.propose, applied)
         self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor()),
-                       asyncio.create_task(self._advertise_state_version(applied))]
+                       asyncio.create_task(advertise)]
         creds = grpc.ssl_server_credentials(
             [(self.dir.read(self.dir.key_path), self.dir.read(self.dir.cert_path) + self.ca.cert_pem)],
             # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert); RPCs
@@ -107,25 +108,6 @@ class Manager:
 
     async def _propose_decision(self, cmd: Command, term: int) -> Any:
         return await self.propose(cmd, leader_only=term)
-
-    async def _advertise_state_version(self, applied: asyncio.Event) -> None:
-        """Record in this manager's Node the state version it can apply (a manager that was just
-        upgraded says so): a command kind is proposed only once every manager supports it."""
-        while True:
-            node = self.store.node(self.state.node_id)
-            if node is not None and node.role == "manager":
-                if node.state_version == STATE_VERSION:
-                    return
-                try:
-                    await self.propose(UpdateNode(id=node.id, state_version=STATE_VERSION))
-                    continue
-                except errors.SwarmError as e:
-                    log.info("state version not advertised yet: %s", e)
-            applied.clear()
-            try:
-                await asyncio.wait_for(applied.wait(), ADVERTISE_RETRY)
-            except TimeoutError:
-                pass
 
     def poke_scheduler(self) -> None:
         if self.scheduler is not None:
@@ -237,6 +219,28 @@ class Manager:
         cluster = self.store.cluster
         sealed = cluster.unlock_key if cluster else None
         return self.unseal(sealed) if sealed else None
+
+
+async def advertise_state_version(store: Store, node_id: str, propose: Callable[[Command], Awaitable[object]],
+                                  applied: asyncio.Event, retry: float = ADVERTISE_RETRY) -> None:
+    """Record in this manager's Node the state version it can apply (a manager that was just
+    upgraded says so): a command kind is proposed only once every manager supports it. Waits for
+    the record to exist (``applied`` is set after each apply) and retries while there is no leader."""
+    while True:
+        applied.clear()
+        node = store.node(node_id)
+        if node is not None and node.role == "manager":
+            if node.state_version == STATE_VERSION:
+                return
+            try:
+                await propose(UpdateNode(id=node.id, state_version=STATE_VERSION))
+                continue
+            except errors.SwarmError as e:
+                log.info("state version not advertised yet: %s", e)
+        try:
+            await asyncio.wait_for(applied.wait(), retry)
+        except TimeoutError:
+            pass
 
 
 _SERVER_OPTIONS = [
