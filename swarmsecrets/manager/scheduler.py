@@ -135,6 +135,10 @@ class Scheduler:
             self.wake.clear()
             await self.run_once()
 
+    def _plan(self) -> Schedule:
+        """On a worker thread: take the view (a brief copy under the store lock), then plan without it."""
+        return self.planner(self.view(), self.clock())
+
     async def run_once(self) -> None:
         """One pass: plan on a worker thread from the current view, propose what changes."""
         term = self.leader_term()
@@ -142,7 +146,7 @@ class Scheduler:
             return
         await asyncio.sleep(COALESCE)  # a burst of applies makes one plan
         try:
-            decision = await asyncio.to_thread(self.planner, self.view(), self.clock())
+            decision = await asyncio.to_thread(self._plan)
             if decision:
                 await self.propose(decision, term)
         except errors.SwarmError as e:

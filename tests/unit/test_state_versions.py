@@ -155,6 +155,12 @@ def test_every_command_round_trips_through_plain_data(cmd: state.Command) -> Non
     assert codec.decode_command(_loads(pickle.dumps(entry, protocol=4))) == cmd
 
 
+def test_an_entry_without_a_request_id_decodes_alike_everywhere() -> None:
+    entry = {"op": "remove_node", "ts": TS, "node_id": "n"}
+    assert codec.decode_command(entry) == codec.decode_command(entry)
+    assert codec.decode_command(entry).rid == ""  # no idempotency record, on every member alike
+
+
 def test_entries_keep_the_layout_the_previous_release_reads() -> None:
     # A member of the previous release reads what an upgraded leader writes (it ignores "v").
     assert codec.encode_command(state.UpdateNode(rid="r", ts=5, id="n", availability="drain")) == {

@@ -196,14 +196,13 @@ def decode_command(entry: Any) -> c.Command:
         raise Unsupported(f"command {kind} of state version {version}; this manager supports {c.STATE_VERSION}")
     layout = _LAYOUTS.get(cls)
     try:
-        flat = layout[1](entry) if layout else entry
+        # No request id: no idempotency record (never a random one, which would differ per member).
+        flat = {"rid": "", **(layout[1](entry) if layout else entry)}
         cmd: c.Command = from_plain(cls, flat, strict="v" in entry)
-    except (Malformed, Unsupported):
+    except Malformed:
         raise
     except Exception as e:  # anything odd in a peer's entry is a malformed entry, not a crash
         raise Malformed(f"command {kind}: {e}") from e
-    if not cmd.rid and "rid" in entry:
-        raise Malformed(f"command {kind}: empty request id")
     return cmd
 
 
