@@ -47,79 +47,116 @@ class SnapshotTooNew(ValueError):
 
 # --- generic dataclass <-> plain data --------------------------------------------------------------
 
-_HINTS: dict[type[Any], dict[str, Any]] = {}
-
-
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    return hints
+# Each class's encoder and decoder is built once from its type hints (a snapshot encodes and
+# decodes every object: a hundred thousand secrets must take a fraction of a second, not seconds).
+Convert = Callable[[Any, bool], Any]  # (plain value, strict) -> typed value
+_ENCODERS: dict[tuple[type[Any], bool], Callable[[Any], dict[str, Any]]] = {}
+_DECODERS: dict[type[Any], Convert] = {}
 
 
 def to_plain(obj: Any, *, meta: bool = True) -> Any:
     """A dataclass (and what it holds) as plain data; ``meta=False`` leaves out the apply stamps."""
     if is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)
-                if meta or f.name not in _META}
+        return _encoder(type(obj), meta)(obj)
     if isinstance(obj, Mapping):
-        return {k: to_plain(v) for k, v in obj.items()}
+        return dict(obj)
     if isinstance(obj, tuple):
         return [to_plain(v) for v in obj]
     return obj
 
 
+def _encoder(cls: type[Any], meta: bool) -> Callable[[Any], dict[str, Any]]:
+    enc = _ENCODERS.get((cls, meta))
+    if enc is None:
+        hints = typing.get_type_hints(cls)
+        plain = [f.name for f in fields(cls) if (meta or f.name not in _META) and _is_plain(hints[f.name])]
+        nested = [f.name for f in fields(cls) if (meta or f.name not in _META) and not _is_plain(hints[f.name])]
+
+        def enc(obj: Any) -> dict[str, Any]:
+            out = {name: getattr(obj, name) for name in plain}
+            for name in nested:
+                out[name] = to_plain(getattr(obj, name))
+            return out
+
+        _ENCODERS[(cls, meta)] = enc
+    return enc
+
+
+def _is_plain(tp: Any) -> bool:
+    """Values of this type are stored as they are (no conversion to plain data needed)."""
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        return all(_is_plain(o) for o in typing.get_args(tp))
+    return tp in (str, int, bool, bytes, type(None))
+
+
 def from_plain(cls: type[Any], data: Any, *, strict: bool = False) -> Any:
     """Build ``cls`` from plain data, checking every value's type. Absent fields take their
     defaults; unknown keys are ignored, or refused when ``strict``."""
-    if not isinstance(data, dict):
-        raise Malformed(f"{cls.__name__}: expected a dict, got {type(data).__name__}")
-    hints = _hints(cls)
-    known = {f.name for f in fields(cls)}
-    if strict and (extra := set(data) - known - {"op", "v"}):
-        raise Malformed(f"{cls.__name__}: unknown fields {sorted(extra)}")
-    kwargs: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{cls.__name__}.{f.name}", strict)
-        elif f.default is MISSING and f.default_factory is MISSING:
-            raise Malformed(f"{cls.__name__}: missing field {f.name!r}")
-    return cls(**kwargs)
+    return _decoder(cls)(data, strict)
 
 
-def _convert(tp: Any, value: Any, where: str, strict: bool) -> Any:
+def _decoder(cls: type[Any]) -> Convert:
+    dec = _DECODERS.get(cls)
+    if dec is not None:
+        return dec
+    hints = typing.get_type_hints(cls)
+    specs = [(f.name, _converter(hints[f.name], f"{cls.__name__}.{f.name}"),
+              f.default is MISSING and f.default_factory is MISSING) for f in fields(cls)]
+    known = frozenset(f.name for f in fields(cls)) | {"op", "v"}
+
+    def decode(data: Any, strict: bool) -> Any:
+        if not isinstance(data, dict):
+            raise Malformed(f"{cls.__name__}: expected a dict, got {type(data).__name__}")
+        if strict and not known.issuperset(data):
+            raise Malformed(f"{cls.__name__}: unknown fields {sorted(set(data) - known)}")
+        kwargs: dict[str, Any] = {}
+        for name, convert, required in specs:
+            if name in data:
+                kwargs[name] = convert(data[name], strict)
+            elif required:
+                raise Malformed(f"{cls.__name__}: missing field {name!r}")
+        return cls(**kwargs)
+
+    _DECODERS[cls] = decode
+    return decode
+
+
+def _converter(tp: Any, where: str) -> Convert:
+    """A function that checks a plain value against ``tp`` and returns it typed."""
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        (inner,) = [o for o in options if o is not type(None)]
-        return _convert(inner, value, where, strict)
+        (inner,) = [o for o in typing.get_args(tp) if o is not type(None)]
+        convert_inner = _converter(inner, where)
+        return lambda v, strict: None if v is None else convert_inner(v, strict)
     if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise Malformed(f"{where}: expected a list")
-        (item, _) = typing.get_args(tp)
-        return tuple(_convert(item, v, where, strict) for v in value)
+        item = _converter(typing.get_args(tp)[0], where)
+
+        def convert_tuple(v: Any, strict: bool) -> Any:
+            if not isinstance(v, list | tuple):
+                raise Malformed(f"{where}: expected a list")
+            return tuple(item(x, strict) for x in v)
+        return convert_tuple
     if origin is Mapping or origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                  for k, v in value.items()):
-            raise Malformed(f"{where}: expected a map of strings")
-        return dict(value)
+        def convert_map(v: Any, strict: bool) -> Any:
+            if not isinstance(v, dict) or not all(type(k) is str and type(x) is str for k, x in v.items()):
+                raise Malformed(f"{where}: expected a map of strings")
+            return dict(v)
+        return convert_map
     if isinstance(tp, type) and is_dataclass(tp):
-        return from_plain(tp, value, strict=strict)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise Malformed(f"{where}: expected a bool")
-        return value
+        return lambda v, strict: _decoder(tp)(v, strict)
+    if tp in (str, bytes, bool):
+        def convert_exact(v: Any, strict: bool) -> Any:
+            if type(v) is not tp:
+                raise Malformed(f"{where}: expected {tp.__name__}")
+            return v
+        return convert_exact
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise Malformed(f"{where}: expected an int")
-        return value
-    if tp in (str, bytes):
-        if not isinstance(value, tp):
-            raise Malformed(f"{where}: expected {tp.__name__}")
-        return value
-    raise Malformed(f"{where}: cannot decode a value of type {tp}")
+        def convert_int(v: Any, strict: bool) -> Any:
+            if type(v) is not int:
+                raise Malformed(f"{where}: expected an int")
+            return v
+        return convert_int
+    raise TypeError(f"{where}: no plain-data form for {tp}")
 
 
 # --- commands --------------------------------------------------------------------------------------
