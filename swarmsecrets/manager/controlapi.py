@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from swarmsecrets import errors, ids, validation
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 from swarmsecrets.ca import tokens
 from swarmsecrets.crypto import keys
+from swarmsecrets.manager import state
 from swarmsecrets.manager.manager import Manager
 from swarmsecrets.manager.raftmembership import MEMBERSHIP_TIMEOUT
 from swarmsecrets.rpcutil import format_ts, rpc
@@ -25,78 +27,74 @@ from swarmsecrets.rpcutil import format_ts, rpc
 GetManager = Callable[[grpc.aio.ServicerContext], Manager]
 
 
-def secret_to_proto(s: dict[str, Any]) -> objects_pb2.Secret:
+def secret_to_proto(s: state.Secret) -> objects_pb2.Secret:
     return objects_pb2.Secret(
-        id=s["id"], version=objects_pb2.Version(index=s["version"]),
-        created_at=format_ts(s["created_at"]), updated_at=format_ts(s["updated_at"]),
-        spec=objects_pb2.SecretSpec(name=s["name"], labels=s.get("labels") or {}),
+        id=s.id, version=objects_pb2.Version(index=s.version),
+        created_at=format_ts(s.created_at), updated_at=format_ts(s.updated_at),
+        spec=objects_pb2.SecretSpec(name=s.name, labels=s.labels),
     )
 
 
-def node_to_proto(n: dict[str, Any], manager: Manager) -> objects_pb2.Node:
+def node_to_proto(n: state.Node, manager: Manager) -> objects_pb2.Node:
     status = manager.raft_status()
     pb = objects_pb2.Node(
-        id=n["id"], version=objects_pb2.Version(index=n["version"]),
-        created_at=format_ts(n["created_at"]), updated_at=format_ts(n["updated_at"]),
-        spec=objects_pb2.NodeSpec(role=n["role"], availability=n.get("availability", "active"),
-                                  labels=n.get("labels") or {}),
-        description=objects_pb2.NodeDescription(hostname=n.get("hostname", ""), platform_os="linux",
-                                                platform_arch=n.get("arch", ""),
-                                                engine_version=n.get("engine_version", "")),
-        cert_serial=n.get("cert_serial", ""),
+        id=n.id, version=objects_pb2.Version(index=n.version),
+        created_at=format_ts(n.created_at), updated_at=format_ts(n.updated_at),
+        spec=objects_pb2.NodeSpec(role=n.role, availability=n.availability, labels=n.labels),
+        description=objects_pb2.NodeDescription(hostname=n.hostname, platform_os="linux",
+                                                platform_arch=n.arch, engine_version=n.engine_version),
+        cert_serial=n.cert_serial,
     )
-    if n["role"] == "manager":
-        raft_addr = n.get("raft_addr", "")
+    if n.role == "manager":
+        raft_addr = n.raft_addr
         is_self = raft_addr == manager.state.raft_addr
         reachable = is_self or raft_addr in status.reachable
         pb.manager_status.CopyFrom(objects_pb2.ManagerStatus(
             leader=status.leader == raft_addr and status.leader is not None,
             reachability="reachable" if reachable else "unreachable",
-            addr=n.get("addr", ""), raft_addr=raft_addr,
+            addr=n.addr, raft_addr=raft_addr,
         ))
         pb.status.CopyFrom(objects_pb2.NodeStatus(state="ready" if reachable else "down",
-                                                  addr=n.get("addr", "").rsplit(":", 1)[0]))
+                                                  addr=n.addr.rsplit(":", 1)[0]))
     else:
-        pb.status.CopyFrom(objects_pb2.NodeStatus(state=n.get("status", "unknown"),
-                                                  message=n.get("status_message", ""),
-                                                  addr=n.get("addr", "").rsplit(":", 1)[0]))
+        pb.status.CopyFrom(objects_pb2.NodeStatus(state=n.status, message=n.status_message,
+                                                  addr=n.addr.rsplit(":", 1)[0]))
     return pb
 
 
-def service_to_proto(s: dict[str, Any], tasks: list[dict[str, Any]]) -> objects_pb2.Service:
+def service_to_proto(s: state.Service, tasks: list[state.Task]) -> objects_pb2.Service:
     refs = [objects_pb2.SecretReference(
-        secret_id=r["secret_id"], secret_name=r["secret_name"],
-        file=objects_pb2.FileTarget(name=r["target"], uid=r["uid"], gid=r["gid"], mode=r["mode"]))
-        for r in s.get("secrets", [])]
-    spec = objects_pb2.ServiceSpec(name=s["name"], labels=s.get("labels") or {}, mode=s["mode"],
-                                   command=s.get("command", []), env=s.get("env", {}), user=s.get("user", ""),
-                                   secrets=refs, update_action=s.get("update_action", "restart"))
-    if s["mode"] == "replicated":
-        spec.replicas = int(s["replicas"])
-    live = [t for t in tasks if t["desired_state"] == "running"]
+        secret_id=r.secret_id, secret_name=r.secret_name,
+        file=objects_pb2.FileTarget(name=r.target, uid=r.uid, gid=r.gid, mode=r.mode))
+        for r in s.secrets]
+    spec = objects_pb2.ServiceSpec(name=s.name, labels=s.labels, mode=s.mode, command=s.command, env=s.env,
+                                   user=s.user, secrets=refs, update_action=s.update_action)
+    if s.mode == "replicated":
+        spec.replicas = s.replicas
+    live = [t for t in tasks if t.desired_state == "running"]
     return objects_pb2.Service(
-        id=s["id"], version=objects_pb2.Version(index=s["version"]),
-        created_at=format_ts(s["created_at"]), updated_at=format_ts(s["updated_at"]), spec=spec,
-        spec_version=s.get("spec_version", 1), running_tasks=sum(t["state"] == "running" for t in live),
-        desired_tasks=len(live) if s["mode"] == "global" else int(s["replicas"]),
+        id=s.id, version=objects_pb2.Version(index=s.version),
+        created_at=format_ts(s.created_at), updated_at=format_ts(s.updated_at), spec=spec,
+        spec_version=s.spec_version, running_tasks=sum(t.state == "running" for t in live),
+        desired_tasks=len(live) if s.mode == "global" else s.replicas,
     )
 
 
-def task_to_proto(t: dict[str, Any]) -> objects_pb2.Task:
+def task_to_proto(t: state.Task) -> objects_pb2.Task:
     return objects_pb2.Task(
-        id=t["id"], version=objects_pb2.Version(index=t["version"]),
-        created_at=format_ts(t["created_at"]), updated_at=format_ts(t["updated_at"]),
-        service_id=t["service_id"], service_name=t["service_name"], slot=t["slot"], node_id=t["node_id"],
-        desired_state=t["desired_state"], spec_version=t.get("spec_version", 1),
-        status=objects_pb2.TaskStatus(state=t["state"], message=t.get("message", ""), err=t.get("err", ""),
-                                      timestamp=format_ts(t.get("status_ts", t["updated_at"])),
-                                      exit_code=t.get("exit_code", 0)),
+        id=t.id, version=objects_pb2.Version(index=t.version),
+        created_at=format_ts(t.created_at), updated_at=format_ts(t.updated_at),
+        service_id=t.service_id, service_name=t.service_name, slot=t.slot, node_id=t.node_id,
+        desired_state=t.desired_state, spec_version=t.spec_version,
+        status=objects_pb2.TaskStatus(state=t.state, message=t.message, err=t.err,
+                                      timestamp=format_ts(t.status_ts or t.updated_at),
+                                      exit_code=t.exit_code),
     )
 
 
-def _resolve_refs(m: Manager, refs: Any) -> list[dict[str, Any]]:
+def _resolve_refs(m: Manager, refs: Any) -> list[state.SecretRef]:
     """Secret references by name → validated records with the secret ids (Swarm's texts)."""
-    by_name = {s["name"]: s for s in m.store.secrets()}
+    by_name = {s.name: s for s in m.store.secrets()}
     out, missing = [], []
     for ref in refs:
         secret = by_name.get(ref.secret_name) or (m.store.secret(ref.secret_id) if ref.secret_id else None)
@@ -110,11 +108,11 @@ def _resolve_refs(m: Manager, refs: Any) -> list[dict[str, Any]]:
         f = ref.file
         if not f.name:
             raise errors.InvalidArgument("malformed file secret reference, invalid target file name provided")
-        checked = validation.SecretRef(source=secret["name"], target=f.name, uid=f.uid or "0", gid=f.gid or "0",
+        checked = validation.SecretRef(source=secret.name, target=f.name, uid=f.uid or "0", gid=f.gid or "0",
                                        mode=f.mode)
         validation.validate_secret_ref(checked)
-        out.append({"secret_id": secret["id"], "secret_name": secret["name"], "target": checked.target,
-                    "uid": checked.uid, "gid": checked.gid, "mode": checked.mode})
+        out.append(state.SecretRef(secret_id=secret.id, secret_name=secret.name, target=checked.target,
+                                   uid=checked.uid, gid=checked.gid, mode=checked.mode))
     if missing:
         noun = "secret" if len(missing) == 1 else "secrets"
         raise errors.InvalidArgument(f"{noun} not found: {', '.join(missing)}")
@@ -122,37 +120,37 @@ def _resolve_refs(m: Manager, refs: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _check_targets(refs: list[dict[str, Any]]) -> None:
+def _check_targets(refs: list[state.SecretRef]) -> None:
     validation.check_conflicting_targets([
-        validation.SecretRef(source=r["secret_name"], target=r["target"], uid=r["uid"], gid=r["gid"], mode=r["mode"])
+        validation.SecretRef(source=r.secret_name, target=r.target, uid=r.uid, gid=r.gid, mode=r.mode)
         for r in refs])
 
 
-def _raft_addr_for_promotion(node: dict[str, Any]) -> str:
-    host, sep, port = node.get("addr", "").rpartition(":")
+def _raft_addr_for_promotion(node: state.Node) -> str:
+    host, sep, port = node.addr.rpartition(":")
     if not sep or not port.isdigit() or int(port) == 0:
         raise errors.FailedPrecondition(
-            f"node {node['id']} has no advertised address with a port: make it leave and join again with "
+            f"node {node.id} has no advertised address with a port: make it leave and join again with "
             "--advertise-addr HOST:PORT, then promote it")
-    return validation.raft_addr_for(node["addr"])
+    return validation.raft_addr_for(node.addr)
 
 
-def _check_demotion(m: Manager, node: dict[str, Any]) -> None:
+def _check_demotion(m: Manager, node: state.Node) -> None:
     """Swarm's rules: never the last manager, never a demotion that loses the quorum."""
     status = m.raft_status()
-    managers = [n for n in m.store.nodes() if n["role"] == "manager"]
-    if len(managers) <= 1:
+    if len(m.store.managers()) <= 1:
         raise errors.FailedPrecondition("attempting to demote the last manager of the swarm")
-    remaining = [a for a in status.members if a != node.get("raft_addr")]
+    remaining = [a for a in status.members if a != node.raft_addr]
     if sum(a in status.reachable for a in remaining) * 2 <= len(remaining):
         raise errors.FailedPrecondition("can't remove member from the raft: this would result in a loss of quorum")
 
 
-def _resolve_for_removal(m: Manager, resolve: Callable[[str], dict[str, Any]], ref: str, rid: str) -> str:
+def _resolve_for_removal(m: Manager, resolve: Callable[[str], state.Secret | state.Service], ref: str,
+                         rid: str) -> str:
     """The object's id; for a retry of a removal that already happened, the reference itself, so
     the proposal (same request id) answers with the first outcome instead of a false not-found."""
     try:
-        return str(resolve(ref)["id"])
+        return resolve(ref).id
     except errors.NotFound:
         if not m.store.has_request(rid):
             raise
@@ -178,10 +176,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
         spec = request.spec
         validation.validate_secret_name(spec.name)
         validation.validate_secret_data(spec.data)
-        created = await m.propose({
-            "op": "create_secret", "rid": _rid(request.request_id), "id": ids.new_id(),
-            "name": spec.name, "labels": dict(spec.labels), "data": m.seal(spec.data), "key_id": m.key_id,
-        })
+        created = await m.propose(state.CreateSecret(
+            rid=_rid(request.request_id), id=ids.new_id(), name=spec.name, labels=dict(spec.labels),
+            data=m.seal(spec.data), key_id=m.key_id))
         return control_pb2.CreateSecretResponse(secret=secret_to_proto(created))
 
     @rpc
@@ -202,13 +199,13 @@ class ControlService(control_pb2_grpc.ControlServicer):
         names = {n.lower() for n in f.names}
         out = []
         for s in m.store.secrets():
-            if names and s["name"].lower() not in names:
+            if names and s.name.lower() not in names:
                 continue
-            if f.name_prefixes and not any(s["name"].startswith(p) for p in f.name_prefixes):
+            if f.name_prefixes and not any(s.name.startswith(p) for p in f.name_prefixes):
                 continue
-            if f.id_prefixes and not any(s["id"].startswith(p) for p in f.id_prefixes):
+            if f.id_prefixes and not any(s.id.startswith(p) for p in f.id_prefixes):
                 continue
-            labels = s.get("labels") or {}
+            labels = s.labels
             if any(k not in labels or (v and labels[k] != v) for k, v in f.labels.items()):
                 continue
             out.append(secret_to_proto(s))
@@ -223,14 +220,13 @@ class ControlService(control_pb2_grpc.ControlServicer):
         await m.barrier()
         current = m.store.resolve_secret(request.secret_id)
         spec = request.spec
-        if spec.name != current["name"] or (
-            spec.data and not hmac.compare_digest(spec.data, m.unseal(current["data"]))
+        if spec.name != current.name or (
+            spec.data and not hmac.compare_digest(spec.data, m.unseal(current.data))
         ):
             raise errors.InvalidArgument(errors.ONLY_LABELS)
-        updated = await m.propose({
-            "op": "update_secret", "rid": _rid(request.request_id), "id": current["id"],
-            "version": request.secret_version.index, "labels": dict(spec.labels),
-        })
+        updated = await m.propose(state.UpdateSecret(
+            rid=_rid(request.request_id), id=current.id, version=request.secret_version.index,
+            labels=dict(spec.labels)))
         return control_pb2.UpdateSecretResponse(secret=secret_to_proto(updated))
 
     @rpc
@@ -242,7 +238,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         rid = _rid(request.request_id)
         await m.barrier()
         secret_id = _resolve_for_removal(m, m.store.resolve_secret, request.secret_id, rid)
-        await m.propose({"op": "remove_secret", "rid": rid, "id": secret_id})
+        await m.propose(state.RemoveSecret(rid=rid, id=secret_id))
         return control_pb2.RemoveSecretResponse()
 
     # --- nodes ----------------------------------------------------------------------------
@@ -268,23 +264,23 @@ class ControlService(control_pb2_grpc.ControlServicer):
         m = self.get_manager(context)
         await m.barrier()
         node = m.store.resolve_node(request.node_id)
-        changes: dict[str, Any] = {"id": node["id"]}
+        change = state.UpdateNode(rid=_rid(request.request_id), id=node.id)
         if request.availability:
-            changes["availability"] = validation.parse_availability(request.availability)
+            change = replace(change, availability=validation.parse_availability(request.availability))
         demote = False
-        if request.role and request.role != node["role"]:
+        if request.role and request.role != node.role:
             if request.role == "manager":
-                changes.update(role="manager", raft_addr=_raft_addr_for_promotion(node))
+                change = replace(change, role="manager", raft_addr=_raft_addr_for_promotion(node))
             elif request.role == "worker":
                 _check_demotion(m, node)
-                changes.update(role="worker", raft_addr="")
+                change = replace(change, role="worker", raft_addr="")
                 demote = True
             else:
                 raise errors.InvalidArgument(f"invalid role: {request.role}")
-        updated = await m.propose({"op": "update_node", "rid": _rid(request.request_id), "node": changes})
-        if demote and node.get("raft_addr"):
+        updated = await m.propose(change)
+        if demote and node.raft_addr:
             # The demoted manager has seen its new role through the log; now take it out of raft.
-            await asyncio.to_thread(m.raft.remove_member, node["raft_addr"], MEMBERSHIP_TIMEOUT)
+            await asyncio.to_thread(m.raft.remove_member, node.raft_addr, MEMBERSHIP_TIMEOUT)
         return control_pb2.UpdateNodeResponse(node=node_to_proto(updated, m))
 
     @rpc
@@ -293,13 +289,13 @@ class ControlService(control_pb2_grpc.ControlServicer):
         m = self.get_manager(context)
         await m.barrier()
         node = m.store.resolve_node(request.node_id)
-        if node["role"] == "manager":
+        if node.role == "manager":
             raise errors.FailedPrecondition(
-                f"node {node['id']} is a cluster manager and is a member of the raft cluster. "
+                f"node {node.id} is a cluster manager and is a member of the raft cluster. "
                 "It must be demoted to worker before removal")
-        if node.get("status") == "ready" and not request.force:
-            raise errors.FailedPrecondition(f"node {node['id']} is not down and can't be removed")
-        await m.propose({"op": "remove_node", "rid": _rid(request.request_id), "node_id": node["id"]})
+        if node.status == "ready" and not request.force:
+            raise errors.FailedPrecondition(f"node {node.id} is not down and can't be removed")
+        await m.propose(state.RemoveNode(rid=_rid(request.request_id), node_id=node.id))
         return control_pb2.RemoveNodeResponse()
 
     # --- services and tasks ------------------------------------------------------------------
@@ -320,10 +316,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
         action = validation.parse_update_action(spec.update_action)
         await m.barrier()
         refs = _resolve_refs(m, spec.secrets)
-        svc = {"id": ids.new_id(), "name": spec.name, "labels": dict(spec.labels), "mode": mode,
-               "replicas": 1 if replicas is None else replicas, "command": list(spec.command),
-               "env": dict(spec.env), "user": spec.user, "secrets": refs, "update_action": action}
-        created = await m.propose({"op": "create_service", "rid": _rid(request.request_id), "service": svc})
+        svc = state.Service(id=ids.new_id(), name=spec.name, labels=dict(spec.labels), mode=mode,
+                            replicas=1 if replicas is None else replicas, command=tuple(spec.command),
+                            env=dict(spec.env), user=spec.user, secrets=tuple(refs), update_action=action)
+        created = await m.propose(state.CreateService(rid=_rid(request.request_id), service=svc))
         m.poke_scheduler()
         return control_pb2.CreateServiceResponse(service=service_to_proto(created, []))
 
@@ -333,7 +329,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         m = self.get_manager(context)
         await m.barrier()
         svc = m.store.resolve_service(request.service_id)
-        return control_pb2.GetServiceResponse(service=service_to_proto(svc, m.store.tasks(service_id=svc["id"])))
+        return control_pb2.GetServiceResponse(service=service_to_proto(svc, m.store.tasks(service_id=svc.id)))
 
     @rpc
     async def ListServices(self, request: control_pb2.ListServicesRequest,
@@ -342,7 +338,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         await m.barrier()
         tasks = m.store.tasks()
         return control_pb2.ListServicesResponse(services=[
-            service_to_proto(s, [t for t in tasks if t["service_id"] == s["id"]]) for s in m.store.services()])
+            service_to_proto(s, [t for t in tasks if t.service_id == s.id]) for s in m.store.services()])
 
     @rpc
     async def UpdateService(self, request: control_pb2.UpdateServiceRequest,
@@ -350,24 +346,25 @@ class ControlService(control_pb2_grpc.ControlServicer):
         m = self.get_manager(context)
         await m.barrier()
         svc = m.store.resolve_service(request.service_id)
-        changes: dict[str, Any] = {}
+        secrets: tuple[state.SecretRef, ...] | None = None
         if request.secret_rm or request.secret_add:
             drop = set(request.secret_rm)
-            kept = [r for r in svc.get("secrets", []) if r["secret_name"] not in drop and r["secret_id"] not in drop]
+            kept = [r for r in svc.secrets if r.secret_name not in drop and r.secret_id not in drop]
             added = _resolve_refs(m, request.secret_add)
             refs = kept + added
             _check_targets(refs)
-            changes["secrets"] = refs
+            secrets = tuple(refs)
+        replicas: int | None = None
         if request.set_replicas:
-            if svc["mode"] != "replicated":
+            if svc.mode != "replicated":
                 raise errors.InvalidArgument("replicas can only be used with replicated mode")
-            changes["replicas"] = request.replicas
+            replicas = request.replicas
         version = request.service_version.index if request.HasField("service_version") else 0
-        updated = await m.propose({"op": "update_service", "rid": _rid(request.request_id), "id": svc["id"],
-                                   "version": version, "changes": changes, "force": request.force})
+        updated = await m.propose(state.UpdateService(rid=_rid(request.request_id), id=svc.id, version=version,
+                                                      secrets=secrets, replicas=replicas, force=request.force))
         m.poke_scheduler()
         return control_pb2.UpdateServiceResponse(
-            service=service_to_proto(updated, m.store.tasks(service_id=svc["id"])))
+            service=service_to_proto(updated, m.store.tasks(service_id=svc.id)))
 
     @rpc
     async def RemoveService(self, request: control_pb2.RemoveServiceRequest,
@@ -376,7 +373,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         rid = _rid(request.request_id)
         await m.barrier()
         sid = _resolve_for_removal(m, m.store.resolve_service, request.service_id, rid)
-        await m.propose({"op": "remove_service", "rid": rid, "id": sid})
+        await m.propose(state.RemoveService(rid=rid, id=sid))
         return control_pb2.RemoveServiceResponse()
 
     @rpc
@@ -384,10 +381,10 @@ class ControlService(control_pb2_grpc.ControlServicer):
                         context: grpc.aio.ServicerContext) -> control_pb2.ListTasksResponse:
         m = self.get_manager(context)
         await m.barrier()
-        service_id = m.store.resolve_service(request.service_id)["id"] if request.service_id else None
-        node_id = m.store.resolve_node(request.node_id)["id"] if request.node_id else None
+        service_id = m.store.resolve_service(request.service_id).id if request.service_id else None
+        node_id = m.store.resolve_node(request.node_id).id if request.node_id else None
         tasks = sorted(m.store.tasks(service_id=service_id, node_id=node_id),
-                       key=lambda t: (t["service_name"], t["slot"], -t["created_at"]))
+                       key=lambda t: (t.service_name, t.slot, -t.created_at))
         return control_pb2.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks])
 
     # --- cluster ----------------------------------------------------------------------------
@@ -406,11 +403,12 @@ class ControlService(control_pb2_grpc.ControlServicer):
         if request.role not in ("worker", "manager"):
             raise errors.InvalidArgument(f"unknown role {request.role}")
         await m.barrier()
-        cluster = m.store.cluster or {}
-        sealed = dict(cluster.get("join_tokens", {}))
-        sealed[request.role] = m.seal(str(tokens.new_token(m.ca.cert_pem)).encode())
-        await m.propose({"op": "update_cluster", "rid": _rid(request.request_id),
-                         "changes": {"join_tokens": sealed}})
+        cluster = m.store.cluster
+        if cluster is None:
+            raise errors.Unavailable("the cluster state is not available yet")
+        fresh = m.seal(str(tokens.new_token(m.ca.cert_pem)).encode())
+        sealed = replace(cluster.join_tokens, **{request.role: fresh})
+        await m.propose(state.UpdateCluster(rid=_rid(request.request_id), join_tokens=sealed))
         jt = m.join_tokens()
         return control_pb2.RotateJoinTokenResponse(
             join_tokens=objects_pb2.JoinTokens(worker=jt["worker"], manager=jt["manager"]))
@@ -430,11 +428,11 @@ class ControlService(control_pb2_grpc.ControlServicer):
                               context: grpc.aio.ServicerContext) -> control_pb2.GetUnlockKeyResponse:
         m = self.get_manager(context)
         await m.barrier()
-        if not (m.store.cluster or {}).get("autolock"):
+        cluster = m.store.cluster
+        if cluster is None or not cluster.autolock:
             raise errors.FailedPrecondition("cannot rotate because autolock is not turned on")
         new = keys.new_key()
-        await m.propose({"op": "update_cluster", "rid": _rid(request.request_id),
-                         "changes": {"unlock_key": m.seal(new)}})
+        await m.propose(state.UpdateCluster(rid=_rid(request.request_id), unlock_key=m.seal(new)))
         key = m.unlock_key()
         assert key is not None
         return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))
@@ -446,8 +444,8 @@ def _cluster_to_proto(m: Manager) -> objects_pb2.Cluster:
         raise errors.Unavailable("the cluster state is not available yet")
     jt = m.join_tokens()
     return objects_pb2.Cluster(
-        id=c["id"], version=objects_pb2.Version(index=c["version"]),
-        created_at=format_ts(c["created_at"]), updated_at=format_ts(c["updated_at"]),
+        id=c.id, version=objects_pb2.Version(index=c.version),
+        created_at=format_ts(c.created_at), updated_at=format_ts(c.updated_at),
         join_tokens=objects_pb2.JoinTokens(worker=jt["worker"], manager=jt["manager"]),
-        autolock=bool(c.get("autolock")), root_ca_cert=c["root_ca_cert"],
+        autolock=c.autolock, root_ca_cert=c.root_ca_cert,
     )

@@ -21,10 +21,11 @@ from typing import Any
 
 import grpc
 
-from swarmsecrets import errors, ids
+from swarmsecrets import errors
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
 from swarmsecrets.ca.authz import MEMBERS
+from swarmsecrets.manager import state
 from swarmsecrets.rpcutil import peer_certificate, rpc
 
 log = logging.getLogger(__name__)
@@ -57,16 +58,16 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         # new generation without waiting.
         self.generation = 0
         self._changed = asyncio.Event()
-        self._status_batch: list[tuple[str, list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._status_batch: list[tuple[str, list[state.TaskStatusUpdate], asyncio.Future[None]]] = []
         self._status_flush: asyncio.Task[None] | None = None
-        self._cache: tuple[int, dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]] = (-1, {}, {})
+        self._cache: tuple[int, dict[str, list[state.Task]], dict[str, state.Service]] = (-1, {}, {})
         self.loop = asyncio.get_running_loop()
         self.leader_since: float | None = None
         self.heartbeat_period = heartbeat_period
 
     # --- change notification (called on the raft thread) ------------------------------------
 
-    def on_apply(self, command: dict[str, Any], result: dict[str, Any]) -> None:
+    def on_apply(self, event: state.Applied) -> None:
         self.loop.call_soon_threadsafe(self._bump)
 
     def _bump(self, changed: bool = True) -> None:
@@ -114,8 +115,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         if old is not None:
             self._end(old)
         session = self.sessions[node_id] = Session(node_id)
-        await self._set_node(node_id, status="ready", hostname=request.hostname,
-                             engine_version=request.engine_version)
+        await self._set_node(state.UpdateNode(id=node_id, status="ready", hostname=request.hostname,
+                                              engine_version=request.engine_version))
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.m.manager_addrs(),
                                 heartbeat_period_ms=int(self.heartbeat_period * 1000), role="worker")
         while not session.ended.is_set():
@@ -123,8 +124,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             node = self.m.store.node(node_id)
             if not self.m.raft_status().is_leader or node is None:
                 self._end(session)
-            elif node["role"] != "worker":  # promoted: tell the agent, then end the session
-                yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, role=node["role"])
+            elif node.role != "worker":  # promoted: tell the agent, then end the session
+                yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, role=node.role)
                 self._end(session)
 
     @rpc
@@ -140,9 +141,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     async def UpdateTaskStatus(self, request: pb.UpdateTaskStatusRequest,
                                context: grpc.aio.ServicerContext) -> pb.UpdateTaskStatusResponse:
         s = self._session(context, request.session_id)
-        updates = [{"task_id": u.task_id, "state": u.status.state, "message": u.status.message,
-                    "err": u.status.err, "exit_code": u.status.exit_code, "spec_version": u.spec_version,
-                    "ts": time.time_ns()} for u in request.updates]
+        updates = [state.TaskStatusUpdate(task_id=u.task_id, state=u.status.state, message=u.status.message,
+                                          err=u.status.err, exit_code=u.status.exit_code,
+                                          spec_version=u.spec_version, ts=time.time_ns())
+                   for u in request.updates]
         if updates:
             done: asyncio.Future[None] = self.loop.create_future()
             self._status_batch.append((s.node_id, updates, done))
@@ -161,9 +163,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 term = self.m.leader_term()
                 if term is None:
                     raise errors.Unavailable("this manager no longer leads the swarm")
-                await self.m.propose({"op": "task_status", "rid": ids.new_request_id(),
-                                      "reports": [{"node_id": n, "updates": u} for n, u, _ in batch]},
-                                     leader_only=term)
+                reports = tuple(state.StatusReport(node_id=n, updates=tuple(u)) for n, u, _ in batch)
+                await self.m.propose(state.TaskStatus(reports=reports), leader_only=term)
             except errors.SwarmError as e:
                 for _, _, done in batch:
                     done.set_exception(e)
@@ -204,7 +205,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 secret = self.m.store.secret(sid)
                 if secret is not None:
                     changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, secret=pb.AssignedSecret(
-                        id=sid, name=secret["name"], data=self.m.unseal(secret["data"]))))
+                        id=sid, name=secret.name, data=self.m.unseal(secret.data))))
                     sent_secrets.add(sid)
             for sid in sorted(sent_secrets - secret_ids):
                 sent_secrets.discard(sid)
@@ -218,14 +219,14 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     # --- what a node should hold ---------------------------------------------------------------
 
-    def _snapshot(self) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]]]:
+    def _snapshot(self) -> tuple[dict[str, list[state.Task]], dict[str, state.Service]]:
         """Desired-running tasks by node, and services by id: read once per generation for all streams."""
         if self._cache[0] != self.generation:
-            by_node: dict[str, list[dict[str, Any]]] = {}
+            by_node: dict[str, list[state.Task]] = {}
             for t in self.m.store.tasks():
-                if t["desired_state"] == "running":
-                    by_node.setdefault(t["node_id"], []).append(t)
-            self._cache = (self.generation, by_node, {s["id"]: s for s in self.m.store.services()})
+                if t.desired_state == "running":
+                    by_node.setdefault(t.node_id, []).append(t)
+            self._cache = (self.generation, by_node, {s.id: s for s in self.m.store.services()})
         return self._cache[1], self._cache[2]
 
     def view(self, node_id: str) -> tuple[dict[str, pb.AssignedTask], set[str]]:
@@ -234,31 +235,30 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         secret_ids: set[str] = set()
         by_node, services = self._snapshot()
         for t in by_node.get(node_id, []):
-            svc = services.get(t["service_id"])
+            svc = services.get(t.service_id)
             if svc is None:
                 continue
-            files = [pb.AssignedSecretFile(secret_id=r["secret_id"], target=r["target"], uid=int(r["uid"]),
-                                           gid=int(r["gid"]), mode=int(r["mode"])) for r in svc.get("secrets", [])]
+            files = [pb.AssignedSecretFile(secret_id=r.secret_id, target=r.target, uid=int(r.uid),
+                                           gid=int(r.gid), mode=r.mode) for r in svc.secrets]
             secret_ids.update(f.secret_id for f in files)
-            tasks[t["id"]] = pb.AssignedTask(
-                id=t["id"], service_id=svc["id"], service_name=svc["name"], slot=t["slot"],
-                desired_state=t["desired_state"], command=svc.get("command", []), env=svc.get("env", {}),
-                user=svc.get("user", ""), secrets=files, update_action=svc.get("update_action", "restart"),
-                spec_version=svc["spec_version"])
+            tasks[t.id] = pb.AssignedTask(
+                id=t.id, service_id=svc.id, service_name=svc.name, slot=t.slot,
+                desired_state=t.desired_state, command=svc.command, env=svc.env,
+                user=svc.user, secrets=files, update_action=svc.update_action,
+                spec_version=svc.spec_version)
         return tasks, secret_ids
 
     # --- node liveness ---------------------------------------------------------------------------
 
-    async def _set_node(self, node_id: str, **fields: Any) -> None:
+    async def _set_node(self, update: state.UpdateNode) -> None:
         """Liveness is this leader's observation: it goes in only while this leader leads."""
-        node = self.m.store.node(node_id)
-        if node is None or all(node.get(k) == v for k, v in fields.items()):
+        node = self.m.store.node(update.id)
+        if node is None or all(getattr(node, k) == v for k, v in update.changes().items()):
             return
         term = self.m.leader_term()
         if term is None:
             raise errors.Unavailable("this manager no longer leads the swarm")
-        await self.m.propose({"op": "update_node", "rid": ids.new_request_id(), "node": {"id": node_id, **fields}},
-                             leader_only=term)
+        await self.m.propose(update, leader_only=term)
 
     async def monitor(self) -> None:
         """Mark workers down after missed heartbeats; end their sessions. Leader only."""
@@ -289,11 +289,14 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     if now - s.last_seen > grace:
                         self._end(s)
                         del self.sessions[node_id]
-                        await self._set_node(node_id, status="down", status_message="heartbeat failure")
+                        await self._set_node(_down(node_id))
                 if now - self.leader_since > grace:
                     for node in self.m.store.nodes():
-                        if (node["role"] == "worker" and node.get("status") == "ready"
-                                and node["id"] not in self.sessions):
-                            await self._set_node(node["id"], status="down", status_message="heartbeat failure")
+                        if node.role == "worker" and node.status == "ready" and node.id not in self.sessions:
+                            await self._set_node(_down(node.id))
             except errors.SwarmError as e:
                 log.info("node liveness update deferred: %s", e)
+
+
+def _down(node_id: str) -> state.UpdateNode:
+    return state.UpdateNode(id=node_id, status="down", status_message="heartbeat failure")

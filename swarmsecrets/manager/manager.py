@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -15,7 +16,17 @@ from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import PeerAuthorizer
 from swarmsecrets.crypto import keys
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
-from swarmsecrets.manager import store as store_mod
+from swarmsecrets.manager.state import (
+    STATE_VERSION,
+    Applied,
+    Command,
+    LogStateMachine,
+    Store,
+    UpdateNode,
+    encode_command,
+    require_supported,
+    unwrap,
+)
 from swarmsecrets.manager.dispatcher import Dispatcher
 from swarmsecrets.manager.raft import RaftNode, RaftStatus, RaftTiming, RaftTLS
 from swarmsecrets.manager.scheduler import Scheduler
@@ -26,6 +37,8 @@ log = logging.getLogger(__name__)
 # How long a control request may wait for raft before it reports an unknown outcome.
 PROPOSE_TIMEOUT = 5.0
 BARRIER_TIMEOUT = 5.0
+# How often a manager retries recording its state version when it could not (no leader yet).
+ADVERTISE_RETRY = 2.0
 
 
 def now_ns() -> int:
@@ -35,12 +48,12 @@ def now_ns() -> int:
 class _StoreNodes:
     """The store as the peer check reads it: a node's current role, and whether it was removed."""
 
-    def __init__(self, store: store_mod.Store) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     def node_role(self, node_id: str) -> str | None:
         node = self.store.node(node_id)
-        return str(node["role"]) if node is not None else None
+        return node.role if node is not None else None
 
     def is_removed_node(self, node_id: str) -> bool:
         return self.store.is_removed_node(node_id)
@@ -55,7 +68,7 @@ class Manager:
         self.key_id = keys.key_id(dek)
         ca_pem = nodedir.read(nodedir.ca_path)
         self.ca = certs.RootCA(ca_pem, ca_key_pem)
-        self.store = store_mod.Store()
+        self.store = Store()
         self.authz = PeerAuthorizer(self.ca.cert, state.cluster_id, _StoreNodes(self.store))
         self.tls = RaftTLS(
             server_ctx=certs.server_context(nodedir.cert_path, nodedir.key_path, ca_pem),
@@ -63,7 +76,7 @@ class Manager:
             cluster_id=state.cluster_id,
         )
         self.raft = RaftNode(self_addr=state.raft_addr, members=state.members or [state.raft_addr],
-                             data_dir=nodedir.raft_dir, tls=self.tls, state_machine=self.store,
+                             data_dir=nodedir.raft_dir, tls=self.tls, state_machine=LogStateMachine(self.store),
                              timing=timing)
         self.server: grpc.aio.Server | None = None
         self.dispatcher: Dispatcher | None = None
@@ -83,14 +96,18 @@ class Manager:
         and run the leader-only loops (scheduler, worker liveness)."""
         loop = asyncio.get_running_loop()
         self.dispatcher = Dispatcher(self, self.heartbeat_period)
-        scheduler = self.scheduler = Scheduler(self)
+        scheduler = self.scheduler = Scheduler(self.store.view, self.leader_term, self._propose_decision)
+        applied = asyncio.Event()
 
-        def poke_scheduler(cmd: dict[str, Any], result: dict[str, Any]) -> None:
+        def on_apply(event: Applied) -> None:
             loop.call_soon_threadsafe(scheduler.poke)
+            loop.call_soon_threadsafe(applied.set)
 
-        self.store.add_listener(self.dispatcher.on_apply)
-        self.store.add_listener(poke_scheduler)
-        self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor())]
+        self.store.subscribe(self.dispatcher.on_apply)
+        self.store.subscribe(on_apply)
+        advertise = advertise_state_version(self.store, self.state.node_id, self.propose, applied)
+        self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor()),
+                       asyncio.create_task(advertise)]
         creds = grpc.ssl_server_credentials(
             [(self.dir.read(self.dir.key_path), self.dir.read(self.dir.cert_path) + self.ca.cert_pem)],
             # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert); RPCs
@@ -104,6 +121,9 @@ class Manager:
         server.add_secure_port(self.state.listen_addr or self.state.advertise_addr, creds)
         await server.start()
         self.server = server
+
+    async def _propose_decision(self, cmd: Command, term: int) -> Any:
+        return await self.propose(cmd, leader_only=term)
 
     def poke_scheduler(self) -> None:
         if self.scheduler is not None:
@@ -120,9 +140,12 @@ class Manager:
 
     # --- raft ---------------------------------------------------------------------------
 
-    async def propose(self, cmd: dict[str, Any], timeout: float = PROPOSE_TIMEOUT,
+    async def propose(self, cmd: Command, timeout: float = PROPOSE_TIMEOUT,
                       leader_only: int | None = None) -> Any:
         """Replicate a command and return its result (or raise its typed error).
+
+        A command kind that some manager of the swarm could not apply (it runs an older release)
+        is refused here, before it reaches the log.
 
         Through a failover it retries the same command (same request id, so the state
         machine applies it at most once): after no leader for about one election it
@@ -133,21 +156,22 @@ class Manager:
         not outlive it. They go in only while this node still leads in TERM, are never
         forwarded to another leader, and are not retried.
         """
-        cmd.setdefault("ts", now_ns())
+        require_supported(cmd, self.store.managers())
+        entry = encode_command(cmd if cmd.ts else replace(cmd, ts=now_ns()))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if leader_only is not None:
-            return store_mod.unwrap(await self._propose_as_leader(cmd, timeout, leader_only))
+            return unwrap(await self._propose_as_leader(entry, timeout, leader_only))
         result = await self._ride_out_failover(
-            lambda: asyncio.wrap_future(self.raft.propose_async(cmd, max(0.1, deadline - loop.time()))),
+            lambda: asyncio.wrap_future(self.raft.propose_async(entry, max(0.1, deadline - loop.time()))),
             deadline)
-        return store_mod.unwrap(result)
+        return unwrap(result)
 
-    async def _propose_as_leader(self, cmd: dict[str, Any], timeout: float, term: int) -> Any:
+    async def _propose_as_leader(self, entry: dict[str, Any], timeout: float, term: int) -> Any:
         st = self.raft.status()
         if not st.is_leader or st.term != term:
             raise errors.Unavailable("this manager no longer leads the swarm")
-        return await asyncio.wrap_future(self.raft.propose_async(cmd, timeout))
+        return await asyncio.wrap_future(self.raft.propose_async(entry, timeout))
 
     def leader_term(self) -> int | None:
         """The current term if this manager leads, else None."""
@@ -187,10 +211,10 @@ class Manager:
 
     def control_addr_of(self, raft_addr: str) -> str:
         """The advertised control address of the manager at this raft address ("" if unknown)."""
-        return next((n.get("addr", "") for n in self.store.nodes() if n.get("raft_addr") == raft_addr), "")
+        return next((n.addr for n in self.store.nodes() if n.raft_addr == raft_addr), "")
 
     def manager_addrs(self) -> list[str]:
-        return sorted(n["addr"] for n in self.store.nodes() if n["role"] == "manager" and n.get("addr"))
+        return sorted(n.addr for n in self.store.managers() if n.addr)
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -204,10 +228,33 @@ class Manager:
         cluster = self.store.cluster
         if cluster is None:
             raise errors.Unavailable("the cluster state is not available yet")
-        return {role: self.unseal(sealed).decode() for role, sealed in cluster["join_tokens"].items()}
+        sealed = cluster.join_tokens
+        return {"worker": self.unseal(sealed.worker).decode(), "manager": self.unseal(sealed.manager).decode()}
 
     def unlock_key(self) -> bytes | None:
         cluster = self.store.cluster
-        sealed = cluster.get("unlock_key") if cluster else None
+        sealed = cluster.unlock_key if cluster else None
         return self.unseal(sealed) if sealed else None
+
+
+async def advertise_state_version(store: Store, node_id: str, propose: Callable[[Command], Awaitable[object]],
+                                  applied: asyncio.Event, retry: float = ADVERTISE_RETRY) -> None:
+    """Record in this manager's Node the state version it can apply (a manager that was just
+    upgraded says so): a command kind is proposed only once every manager supports it. Waits for
+    the record to exist (``applied`` is set after each apply) and retries while there is no leader."""
+    while True:
+        applied.clear()
+        node = store.node(node_id)
+        if node is not None and node.role == "manager":
+            if node.state_version == STATE_VERSION:
+                return
+            try:
+                await propose(UpdateNode(id=node.id, state_version=STATE_VERSION))
+                continue
+            except errors.SwarmError as e:
+                log.info("state version not advertised yet: %s", e)
+        try:
+            await asyncio.wait_for(applied.wait(), retry)
+        except TimeoutError:
+            pass
 

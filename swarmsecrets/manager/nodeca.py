@@ -17,6 +17,7 @@ from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc
 from swarmsecrets.ca import certs, tokens
 from swarmsecrets.ca.authz import MANAGERS, MEMBERS
 from swarmsecrets.crypto.keys import format_unlock_key
+from swarmsecrets.manager import state
 from swarmsecrets.manager.manager import Manager
 from swarmsecrets.rpcutil import peer_certificate, rpc
 
@@ -59,17 +60,18 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
             validation.validate_addr(request.advertise_addr, 0)
         elif role == "manager":
             raise errors.InvalidArgument("--advertise-addr is required to join as a manager")
-        node = {"id": ids.new_id(), "role": role, "hostname": request.hostname or "unknown", "addr": addr}
+        raft_addr = ""
         if role == "manager":
             validation.validate_addr(request.raft_addr, 0)
-            node["raft_addr"] = request.raft_addr
-        added = await m.propose({"op": "add_node", "rid": request.request_id or ids.new_request_id(),
-                                 "node": node})
+            raft_addr = request.raft_addr
+        node = state.Node(id=ids.new_id(), role=role, hostname=request.hostname or "unknown", addr=addr,
+                          raft_addr=raft_addr)
+        added = await m.propose(state.AddNode(rid=request.request_id or ids.new_request_id(), node=node))
         cert = certs.issue_node_cert(
-            m.ca, request.csr, node_id=added["id"], role=role, cluster_id=m.state.cluster_id,
-            addrs=[addr], raft_addr=added.get("raft_addr"),
+            m.ca, request.csr, node_id=added.id, role=role, cluster_id=m.state.cluster_id,
+            addrs=[addr], raft_addr=added.raft_addr or None,
         )
-        return ca_pb2.IssueNodeCertificateResponse(node_id=added["id"], role=role, certificate=cert,
+        return ca_pb2.IssueNodeCertificateResponse(node_id=added.id, role=role, certificate=cert,
                                                    cluster_id=m.state.cluster_id)
 
     @rpc
@@ -81,11 +83,11 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         node = m.store.node(peer.node_id)
         if node is None:
             raise errors.node_removed(peer.node_id)
-        role = node["role"]
-        cert = certs.issue_node_cert(m.ca, request.csr, node_id=node["id"], role=role,
-                                     cluster_id=m.state.cluster_id, addrs=[node.get("addr", "")],
-                                     raft_addr=node.get("raft_addr") if role == "manager" else None)
-        return ca_pb2.IssueNodeCertificateResponse(node_id=node["id"], role=role, certificate=cert,
+        role = node.role
+        cert = certs.issue_node_cert(m.ca, request.csr, node_id=node.id, role=role,
+                                     cluster_id=m.state.cluster_id, addrs=[node.addr],
+                                     raft_addr=(node.raft_addr or None) if role == "manager" else None)
+        return ca_pb2.IssueNodeCertificateResponse(node_id=node.id, role=role, certificate=cert,
                                                    cluster_id=m.state.cluster_id)
 
     @rpc

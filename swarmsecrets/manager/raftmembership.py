@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 import grpc
 
-from swarmsecrets import errors, ids
+from swarmsecrets import errors
 from swarmsecrets.api.v1 import raft_pb2, raft_pb2_grpc
 from swarmsecrets.ca.authz import MANAGERS
+from swarmsecrets.manager import state
 from swarmsecrets.manager.manager import Manager
 from swarmsecrets.rpcutil import peer_certificate, rpc
 
@@ -52,8 +53,8 @@ class RaftMembershipService(raft_pb2_grpc.RaftMembershipServicer):
         node = m.store.node(peer.node_id)
         if node is None:
             raise errors.node_removed(peer.node_id)
-        raft_addr = node.get("raft_addr", "")
+        raft_addr = node.raft_addr
         if raft_addr and raft_addr in m.raft_status().members:
             await asyncio.to_thread(m.raft.remove_member, raft_addr, MEMBERSHIP_TIMEOUT)
-        await m.propose({"op": "remove_node", "rid": ids.new_request_id(), "node_id": peer.node_id})
+        await m.propose(state.RemoveNode(node_id=peer.node_id))
         return raft_pb2.RaftLeaveResponse()

@@ -1,12 +1,14 @@
-"""Services → tasks → nodes, on the leader only (DESIGN §3).
+"""Services -> tasks -> nodes, on the leader only.
 
-The plan is a pure function of the replicated state; the leader proposes it as one
-``schedule`` command, so every manager sees the same decisions. Replicated services
-spread their slots over Ready+Active workers (fewest tasks first); global services
-get one task per such worker. Tasks on a node that is down, drained or removed are
-shut down and their slots placed elsewhere; a paused node keeps what it runs but
-gets nothing new. A task whose command exits is restarted by its worker with
-backoff, not rescheduled.
+The plan is a pure function of an immutable view of the replicated state; the leader proposes
+it as one ``Schedule`` command, so every manager sees the same decisions. It runs on a worker
+thread (a large swarm's plan must not stall the event loop that serves the control API and the
+dispatcher), on a frozen view, never under the store lock (apply goes on meanwhile).
+
+Replicated services spread their slots over Ready+Active workers (fewest tasks first); global
+services get one task per such worker. Tasks on a node that is down, drained or removed are
+shut down and their slots placed elsewhere; a paused node keeps what it runs but gets nothing
+new. A task whose command exits is restarted by its worker with backoff, not rescheduled.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from swarmsecrets import errors, ids
-from swarmsecrets.manager.store import TERMINAL_STATES
+from swarmsecrets.manager.state import TERMINAL_STATES, Command, Node, Schedule, Service, StateView, Task, TaskChange
 
 log = logging.getLogger(__name__)
 
@@ -28,60 +30,58 @@ INTERVAL = 1.0
 COALESCE = 0.02
 
 
-def eligible(node: dict[str, Any]) -> bool:
-    return node["role"] == "worker" and node.get("status") == "ready" and node.get("availability", "active") == "active"
+def eligible(node: Node) -> bool:
+    return node.role == "worker" and node.status == "ready" and node.availability == "active"
 
 
-def keeps_tasks(node: dict[str, Any] | None) -> bool:
+def keeps_tasks(node: Node | None) -> bool:
     """A node whose running tasks stay where they are (ready, and active or paused)."""
-    return (node is not None and node.get("status") == "ready"
-            and node.get("availability", "active") in ("active", "pause"))
+    return node is not None and node.status == "ready" and node.availability in ("active", "pause")
 
 
-def plan(state: dict[str, Any], now_ns: int) -> dict[str, list[Any]]:
-    nodes: dict[str, dict[str, Any]] = state["nodes"]
-    tasks: dict[str, dict[str, Any]] = state["tasks"]
+def plan(view: StateView, now_ns: int) -> Schedule:
+    nodes, tasks = view.nodes, view.tasks
     ready = sorted(nid for nid, n in nodes.items() if eligible(n))
-    load = Counter(t["node_id"] for t in tasks.values() if t["desired_state"] == "running")
-    create: list[dict[str, Any]] = []
-    update: list[dict[str, Any]] = []
+    load = Counter(t.node_id for t in tasks.values() if t.desired_state == "running")
+    create: list[Task] = []
+    update: list[TaskChange] = []
 
-    def shutdown(task: dict[str, Any]) -> None:
-        if task["state"] in TERMINAL_STATES:
-            new_state = task["state"]
+    def shutdown(task: Task) -> None:
+        if task.state in TERMINAL_STATES:
+            new_state = task.state
         else:
-            node = nodes.get(task["node_id"])
+            node = nodes.get(task.node_id)
             # A live node stops the task itself; a down or vanished one cannot tell us.
-            new_state = "shutdown" if node is not None and node.get("status") == "ready" else "orphaned"
-        update.append({"id": task["id"], "changes": {"desired_state": "shutdown", "state": new_state}})
-        load[task["node_id"]] -= 1
+            new_state = "shutdown" if node is not None and node.status == "ready" else "orphaned"
+        update.append(TaskChange(id=task.id, desired_state="shutdown", state=new_state))
+        load[task.node_id] -= 1
 
-    def place(svc: dict[str, Any], slot: int, node_id: str) -> None:
-        create.append({"id": ids.new_id(), "service_id": svc["id"], "service_name": svc["name"], "slot": slot,
-                       "node_id": node_id, "desired_state": "running", "state": "assigned", "message": "",
-                       "err": "", "exit_code": 0, "status_ts": now_ns, "spec_version": svc["spec_version"]})
+    def place(svc: Service, slot: int, node_id: str) -> None:
+        create.append(Task(id=ids.new_id(), service_id=svc.id, service_name=svc.name, slot=slot, node_id=node_id,
+                           desired_state="running", state="assigned", status_ts=now_ns,
+                           spec_version=svc.spec_version))
         load[node_id] += 1
 
-    for svc in sorted(state["services"].values(), key=lambda s: s["id"]):
-        running = [t for t in tasks.values() if t["service_id"] == svc["id"] and t["desired_state"] == "running"]
-        if svc["mode"] == "global":
+    for svc in sorted(view.services.values(), key=lambda s: s.id):
+        running = [t for t in tasks.values() if t.service_id == svc.id and t.desired_state == "running"]
+        if svc.mode == "global":
             covered = set()
             for t in running:
-                if keeps_tasks(nodes.get(t["node_id"])) and t["node_id"] not in covered:
-                    covered.add(t["node_id"])
+                if keeps_tasks(nodes.get(t.node_id)) and t.node_id not in covered:
+                    covered.add(t.node_id)
                 else:
                     shutdown(t)
             for nid in ready:
                 if nid not in covered:
                     place(svc, 0, nid)
             continue
-        by_slot: dict[int, list[dict[str, Any]]] = {}
+        by_slot: dict[int, list[Task]] = {}
         for t in running:
-            by_slot.setdefault(t["slot"], []).append(t)
-        for slot in range(1, int(svc["replicas"]) + 1):
+            by_slot.setdefault(t.slot, []).append(t)
+        for slot in range(1, svc.replicas + 1):
             keep = None
-            for t in sorted(by_slot.pop(slot, []), key=lambda t: t["created_at"]):
-                if keep is None and keeps_tasks(nodes.get(t["node_id"])):
+            for t in sorted(by_slot.pop(slot, []), key=lambda t: t.created_at):
+                if keep is None and keeps_tasks(nodes.get(t.node_id)):
                     keep = t
                 else:
                     shutdown(t)
@@ -93,21 +93,34 @@ def plan(state: dict[str, Any], now_ns: int) -> dict[str, list[Any]]:
 
     # History: drop the oldest finished tasks beyond TASK_HISTORY per service.
     delete: list[str] = []
-    finished: dict[str, list[dict[str, Any]]] = {}
+    finished: dict[str, list[Task]] = {}
     for t in tasks.values():
-        if t["desired_state"] != "running":
-            finished.setdefault(t["service_id"], []).append(t)
+        if t.desired_state != "running":
+            finished.setdefault(t.service_id, []).append(t)
     for group in finished.values():
-        group.sort(key=lambda t: t["updated_at"])
-        delete += [t["id"] for t in group[:-TASK_HISTORY]]
-    return {"create": create, "update": update, "delete": delete}
+        group.sort(key=lambda t: t.updated_at)
+        delete += [t.id for t in group[:-TASK_HISTORY]]
+    return Schedule(create=tuple(create), update=tuple(update), delete=tuple(delete))
+
+
+Propose = Callable[[Command, int], Awaitable[object]]
 
 
 class Scheduler:
-    """Runs on every manager; acts only while this manager leads."""
+    """Runs on every manager; acts only while this manager leads.
 
-    def __init__(self, manager: Any) -> None:
-        self.m = manager
+    ``view`` reads the state, ``leader_term`` says whether (and in which term) this manager
+    leads, ``propose(cmd, term)`` replicates a decision only while that term lasts.
+    """
+
+    def __init__(self, view: Callable[[], StateView], leader_term: Callable[[], int | None], propose: Propose,
+                 clock: Callable[[], int] = time.time_ns,
+                 planner: Callable[[StateView, int], Schedule] = plan) -> None:
+        self.view = view
+        self.leader_term = leader_term
+        self.propose = propose
+        self.clock = clock
+        self.planner = planner
         self.wake = asyncio.Event()
 
     def poke(self) -> None:
@@ -120,17 +133,23 @@ class Scheduler:
             except TimeoutError:
                 pass
             self.wake.clear()
-            term = self.m.leader_term()
-            if term is None:
-                continue
-            await asyncio.sleep(COALESCE)  # a burst of applies makes one plan
-            try:
-                with self.m.store.lock:
-                    decision = plan(self.m.store.state, time.time_ns())
-                if any(decision.values()):
-                    await self.m.propose({"op": "schedule", "rid": ids.new_request_id(), **decision},
-                                         leader_only=term)
-            except errors.SwarmError as e:
-                log.info("scheduling deferred: %s", e)
-            except Exception:
-                log.exception("scheduler pass failed")
+            await self.run_once()
+
+    def _plan(self) -> Schedule:
+        """On a worker thread: take the view (a brief copy under the store lock), then plan without it."""
+        return self.planner(self.view(), self.clock())
+
+    async def run_once(self) -> None:
+        """One pass: plan on a worker thread from the current view, propose what changes."""
+        term = self.leader_term()
+        if term is None:
+            return
+        await asyncio.sleep(COALESCE)  # a burst of applies makes one plan
+        try:
+            decision = await asyncio.to_thread(self._plan)
+            if decision:
+                await self.propose(decision, term)
+        except errors.SwarmError as e:
+            log.info("scheduling deferred: %s", e)
+        except Exception:
+            log.exception("scheduler pass failed")

@@ -25,6 +25,7 @@ from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, control_pb2_grpc, raft_pb2,
 from swarmsecrets.ca import certs, tokens
 from swarmsecrets.ca.authz import MANAGERS
 from swarmsecrets.crypto import keys
+from swarmsecrets.manager import state
 from swarmsecrets.manager.controlapi import ControlService
 from swarmsecrets.manager.manager import Manager
 from swarmsecrets.manager.nodeca import NodeCAService
@@ -167,7 +168,7 @@ class Node:
                              before_serving: Callable[[Manager], Awaitable[Any]] | None = None) -> Manager:
         """Raft first; then (joining the group, or creating the cluster) ``before_serving``; then the TLS port."""
         m = Manager(self.dir, self.state, dek, ca_key, self.config.timing(), self.config.dispatcher_heartbeat)
-        m.store.add_listener(self._on_apply)
+        m.store.subscribe(self._on_apply)
         try:
             await asyncio.to_thread(m.start_raft)
             self.manager = m
@@ -226,19 +227,19 @@ class Node:
 
     # --- what the swarm tells this node ----------------------------------------------------------
 
-    def _on_apply(self, command: dict[str, Any], result: dict[str, Any]) -> None:
+    def _on_apply(self, event: state.Applied) -> None:
         """Runs on the raft thread: re-wrap this node's keys when the unlock key rotates; step down
         to a worker when this manager is demoted."""
-        node = command.get("node") or {}
-        if (command.get("op") == "update_node" and node.get("id") == self.state.node_id
-                and node.get("role") == "worker" and "ok" in result):
+        cmd = event.command
+        if not event.ok:
+            return
+        if isinstance(cmd, state.UpdateNode) and cmd.id == self.state.node_id and cmd.role == "worker":
             self.loop.call_soon_threadsafe(lambda: self._spawn("demotion", self._demoted()))
-        changes = command.get("changes") or {}
-        if command.get("op") == "update_cluster" and "unlock_key" in changes and "ok" in result:
+        if isinstance(cmd, state.UpdateCluster) and cmd.unlock_key is not None:
             m = self.manager
             if m is None:
                 return
-            new_key = m.unseal(changes["unlock_key"])
+            new_key = m.unseal(cmd.unlock_key)
             keys.WrappedKeys(self.dir.keys_dir).store(m.dek, m.ca.key_pem or b"", new_key)
 
     async def _promoted(self) -> None:
@@ -272,7 +273,7 @@ class Node:
             if self.role is not Role.MANAGER or m is None:
                 return
             record = m.store.node(self.state.node_id)
-            if record is None or record["role"] != "worker":
+            if record is None or record.role != "worker":
                 # An earlier demotion, replayed while this node caught up with the log after a later
                 # promotion: the swarm's current word is that it is a manager.
                 log.info("ignoring a demotion that a later promotion superseded")
@@ -345,12 +346,12 @@ class Node:
             return resp
         raise errors.Unavailable(f"could not renew this node's certificate: {last}")
 
-    def _self_node_record(self, role: str) -> dict[str, Any]:
-        rec = {"id": self.state.node_id, "role": role, "hostname": socket.gethostname(),
-               "addr": self.state.advertise_addr, "engine_version": __version__, "arch": os.uname().machine}
-        if role == "manager":
-            rec["raft_addr"] = self.state.raft_addr
-        return rec
+    def _self_node_record(self, role: str) -> state.Node:
+        manager = role == "manager"
+        return state.Node(id=self.state.node_id, role=role, hostname=socket.gethostname(),
+                          addr=self.state.advertise_addr, engine_version=__version__, arch=os.uname().machine,
+                          raft_addr=self.state.raft_addr if manager else "",
+                          state_version=state.STATE_VERSION if manager else 0)
 
     async def _join_as_manager(self, remote: str) -> None:
         async with self._mtls_channel(remote) as ch:
@@ -361,7 +362,7 @@ class Node:
         self.state.autolock = unlock is not None
         self.state.members = sorted(set(got.raft_members) | {self.state.raft_addr})
         m = await self._start_manager(got.data_key, got.ca_key, lambda m: self._join_raft(m, remote))
-        await m.propose({"op": "update_node", "rid": ids.new_request_id(), "node": self._self_node_record("manager")})
+        await m.propose(state.UpdateNode.describing(self._self_node_record("manager")))
 
     async def _join_raft(self, m: Manager, remote: str) -> None:
         deadline = self.loop.time() + FORMATION_TIMEOUT
@@ -381,7 +382,7 @@ class Node:
         if not await asyncio.to_thread(m.raft.wait_ready, FORMATION_TIMEOUT):
             raise errors.Unavailable("this node joined the raft group but did not catch up in time")
 
-    async def _propose_until_leader(self, m: Manager, cmd: dict[str, Any]) -> Any:
+    async def _propose_until_leader(self, m: Manager, cmd: state.Command) -> Any:
         deadline = self.loop.time() + FORMATION_TIMEOUT
         while True:
             try:
@@ -407,8 +408,7 @@ class Node:
             raise errors.FailedPrecondition(errors.LEAVE_QUORUM)
         if status.is_leader:
             await asyncio.to_thread(m.raft.transfer_leadership, 5.0)
-        peers = [n["addr"] for n in m.store.nodes()
-                 if n["role"] == "manager" and n["id"] != self.state.node_id and n.get("addr")]
+        peers = [n.addr for n in m.store.managers() if n.id != self.state.node_id and n.addr]
         last_error: grpc.aio.AioRpcError | None = None
         for addr in peers:
             try:
@@ -453,17 +453,16 @@ class Node:
                 worker_tok, manager_tok = tokens.new_token(ca.cert_pem), tokens.new_token(ca.cert_pem)
 
                 async def create_cluster(m: Manager) -> None:
-                    await self._propose_until_leader(m, {
-                        "op": "init_cluster", "rid": ids.new_request_id(),
-                        "cluster": {
-                            "id": cluster_id, "root_ca_cert": ca.cert_pem.decode(), "autolock": bool(unlock),
-                            "join_tokens": {"worker": m.seal(str(worker_tok).encode()),
-                                            "manager": m.seal(str(manager_tok).encode())},
-                            "unlock_key": m.seal(unlock) if unlock else None,
-                            "key_id": m.key_id,
-                        },
-                        "node": self._self_node_record("manager"),
-                    })
+                    await self._propose_until_leader(m, state.InitCluster(
+                        cluster=state.Cluster(
+                            id=cluster_id, root_ca_cert=ca.cert_pem.decode(), autolock=bool(unlock),
+                            join_tokens=state.JoinTokens(worker=m.seal(str(worker_tok).encode()),
+                                                         manager=m.seal(str(manager_tok).encode())),
+                            unlock_key=m.seal(unlock) if unlock else None,
+                            key_id=m.key_id,
+                        ),
+                        node=self._self_node_record("manager"),
+                    ))
 
                 await self._start_manager(dek, ca.key_pem, create_cluster)
                 self._become(Change.INIT)
@@ -560,7 +559,7 @@ class Node:
         if self.manager is not None:
             records = self.manager.store.nodes()
             nodes = len(records)
-            manager_addrs = [n["addr"] for n in records if n["role"] == "manager"]
+            manager_addrs = [n.addr for n in records if n.role == "manager"]
             managers, remote_managers = len(manager_addrs), tuple(manager_addrs)
         return NodeInfo(
             local_node_state="locked" if role is Role.LOCKED else "active",

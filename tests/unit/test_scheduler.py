@@ -1,62 +1,115 @@
-"""The scheduler's plan: a pure function of the state."""
+"""The scheduler: its plan (a pure function of the state) and its loop (off the event loop)."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import threading
+from types import MappingProxyType
 
-from swarmsecrets.manager.scheduler import TASK_HISTORY, plan
-
-
-def state(nodes: dict[str, dict[str, Any]], services: list[dict[str, Any]],
-          tasks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"nodes": nodes, "services": {s["id"]: s for s in services},
-            "tasks": {t["id"]: t for t in tasks or []}}
+from swarmsecrets.manager import state
+from swarmsecrets.manager.scheduler import TASK_HISTORY, Scheduler, plan
+from swarmsecrets.manager.state.store import Store
 
 
-def worker(status: str = "ready", availability: str = "active") -> dict[str, Any]:
-    return {"role": "worker", "status": status, "availability": availability}
+def view(nodes: dict[str, state.Node], services: list[state.Service],
+         tasks: list[state.Task] | None = None) -> state.StateView:
+    return state.StateView(1, MappingProxyType(nodes), MappingProxyType({s.id: s for s in services}),
+                           MappingProxyType({t.id: t for t in tasks or []}))
 
 
-def svc(sid: str, mode: str = "replicated", replicas: int = 1) -> dict[str, Any]:
-    return {"id": sid, "name": sid, "mode": mode, "replicas": replicas, "spec_version": 1}
+def worker(nid: str, status: str = "ready", availability: str = "active") -> state.Node:
+    return state.Node(id=nid, role="worker", status=status, availability=availability)
 
 
-def task(tid: str, node: str, slot: int = 1, service: str = "s", **kw: Any) -> dict[str, Any]:
-    return {"id": tid, "service_id": service, "service_name": service, "slot": slot, "node_id": node,
-            "desired_state": "running", "state": "running", "created_at": 1, "updated_at": 1, **kw}
+def svc(sid: str, mode: str = "replicated", replicas: int = 1) -> state.Service:
+    return state.Service(id=sid, name=sid, mode=mode, replicas=replicas)
+
+
+def task(tid: str, node: str, slot: int = 1, service: str = "s", desired_state: str = "running",
+         st: str = "running", updated_at: int = 1) -> state.Task:
+    return state.Task(id=tid, service_id=service, service_name=service, slot=slot, node_id=node,
+                      desired_state=desired_state, state=st, created_at=1, updated_at=updated_at)
+
+
+def nodes(*ns: state.Node) -> dict[str, state.Node]:
+    return {n.id: n for n in ns}
 
 
 def test_replicas_spread_over_ready_active_workers() -> None:
-    st = state({"a": worker(), "b": worker(), "c": worker("down"), "d": worker(availability="drain"),
-                "m": {"role": "manager", "status": "ready"}}, [svc("s", replicas=4)])
+    st = view(nodes(worker("a"), worker("b"), worker("c", "down"), worker("d", availability="drain"),
+                    state.Node(id="m", role="manager", status="ready")), [svc("s", replicas=4)])
     p = plan(st, 0)
-    assert sorted(t["node_id"] for t in p["create"]) == ["a", "a", "b", "b"]
-    assert sorted(t["slot"] for t in p["create"]) == [1, 2, 3, 4]
+    assert sorted(t.node_id for t in p.create) == ["a", "a", "b", "b"]
+    assert sorted(t.slot for t in p.create) == [1, 2, 3, 4]
 
 
 def test_global_places_one_task_per_eligible_worker() -> None:
-    st = state({"a": worker(), "b": worker(), "c": worker(availability="pause")}, [svc("s", "global")],
-               [task("t1", "a", 0)])
+    st = view(nodes(worker("a"), worker("b"), worker("c", availability="pause")), [svc("s", "global")],
+              [task("t1", "a", 0)])
     p = plan(st, 0)
-    assert [t["node_id"] for t in p["create"]] == ["b"]
-    assert p["update"] == []
+    assert [t.node_id for t in p.create] == ["b"]
+    assert p.update == ()
 
 
 def test_tasks_of_down_and_drained_nodes_move_paused_ones_stay() -> None:
-    st = state({"a": worker("down"), "b": worker(availability="drain"), "c": worker(availability="pause"),
-                "d": worker()}, [svc("s", replicas=3)],
-               [task("t1", "a", 1), task("t2", "b", 2), task("t3", "c", 3)])
+    st = view(nodes(worker("a", "down"), worker("b", availability="drain"), worker("c", availability="pause"),
+                    worker("d")), [svc("s", replicas=3)],
+              [task("t1", "a", 1), task("t2", "b", 2), task("t3", "c", 3)])
     p = plan(st, 0)
-    changed = {u["id"]: u["changes"] for u in p["update"]}
-    assert changed == {"t1": {"desired_state": "shutdown", "state": "orphaned"},
-                       "t2": {"desired_state": "shutdown", "state": "shutdown"}}
-    assert sorted((t["slot"], t["node_id"]) for t in p["create"]) == [(1, "d"), (2, "d")]
+    changed = {u.id: (u.desired_state, u.state) for u in p.update}
+    assert changed == {"t1": ("shutdown", "orphaned"), "t2": ("shutdown", "shutdown")}
+    assert sorted((t.slot, t.node_id) for t in p.create) == [(1, "d"), (2, "d")]
 
 
 def test_scaling_down_and_history_is_bounded() -> None:
-    old = [task(f"old{i}", "a", 1, desired_state="shutdown", state="shutdown", updated_at=i) for i in range(8)]
-    st = state({"a": worker()}, [svc("s", replicas=1)], [task("t1", "a", 1), task("t2", "a", 2)] + old)
+    old = [task(f"old{i}", "a", 1, desired_state="shutdown", st="shutdown", updated_at=i) for i in range(8)]
+    st = view(nodes(worker("a")), [svc("s", replicas=1)], [task("t1", "a", 1), task("t2", "a", 2), *old])
     p = plan(st, 0)
-    assert [u["id"] for u in p["update"]] == ["t2"]
-    assert sorted(p["delete"]) == sorted(f"old{i}" for i in range(8 - TASK_HISTORY))
-    assert p["create"] == []
+    assert [u.id for u in p.update] == ["t2"]
+    assert sorted(p.delete) == sorted(f"old{i}" for i in range(8 - TASK_HISTORY))
+    assert p.create == ()
+
+
+def test_the_loop_plans_on_a_worker_thread_outside_the_store_lock_and_proposes_in_its_term() -> None:
+    store = Store()
+    store.apply(state.AddNode(rid="a", ts=1, node=worker("w1")), 1)
+    store.apply(state.CreateService(rid="b", ts=1, service=svc("s", replicas=2)), 2)
+    planned_on: list[tuple[threading.Thread, bool]] = []
+    proposed: list[tuple[state.Command, int]] = []
+
+    def planner(v: state.StateView, now: int) -> state.Schedule:
+        free = store.lock.acquire(blocking=False)  # from another thread: true only if no thread holds it
+        if free:
+            store.lock.release()
+        planned_on.append((threading.current_thread(), free))
+        return plan(v, now)
+
+    async def propose(cmd: state.Command, term: int) -> object:
+        proposed.append((cmd, term))
+        return None
+
+    async def run() -> threading.Thread:
+        sched = Scheduler(store.view, lambda: 7, propose, clock=lambda: 42, planner=planner)
+        await sched.run_once()
+        return threading.current_thread()
+
+    loop_thread = asyncio.run(run())
+    assert len(planned_on) == 1 and planned_on[0][0] is not loop_thread and planned_on[0][1]
+    [(cmd, term)] = proposed
+    assert term == 7 and isinstance(cmd, state.Schedule)
+    assert [(t.slot, t.node_id, t.status_ts) for t in cmd.create] == [(1, "w1", 42), (2, "w1", 42)]
+
+
+def test_a_follower_plans_nothing() -> None:
+    calls: list[int] = []
+
+    async def propose(cmd: state.Command, term: int) -> object:
+        calls.append(term)
+        return None
+
+    def planner(v: state.StateView, now: int) -> state.Schedule:
+        calls.append(0)
+        return state.Schedule()
+
+    asyncio.run(Scheduler(Store().view, lambda: None, propose, planner=planner).run_once())
+    assert calls == []

@@ -1,0 +1,49 @@
+"""The replicated state: typed objects, typed commands, the store with its pure apply, the events
+its subscribers receive, and the versioned encoding for the raft log and snapshots.
+
+Import from here: ``from swarmsecrets.manager import state`` then ``state.CreateSecret(...)``.
+"""
+
+from swarmsecrets.manager.state.codec import LogStateMachine, encode_command
+from swarmsecrets.manager.state.commands import (
+    STATE_VERSION,
+    AddNode,
+    Command,
+    CreateSecret,
+    CreateService,
+    InitCluster,
+    RemoveNode,
+    RemoveSecret,
+    RemoveService,
+    Schedule,
+    StatusReport,
+    TaskChange,
+    TaskStatus,
+    TaskStatusUpdate,
+    UpdateCluster,
+    UpdateNode,
+    UpdateSecret,
+    UpdateService,
+    require_supported,
+)
+from swarmsecrets.manager.state.events import Applied, Err, Ok, Result, unwrap
+from swarmsecrets.manager.state.objects import (
+    TERMINAL_STATES,
+    Cluster,
+    JoinTokens,
+    Node,
+    Secret,
+    SecretRef,
+    Service,
+    Task,
+)
+from swarmsecrets.manager.state.store import StateView, Store
+
+__all__ = [
+    "STATE_VERSION", "TERMINAL_STATES",
+    "AddNode", "Applied", "Cluster", "Command", "CreateSecret", "CreateService", "Err", "InitCluster",
+    "JoinTokens", "LogStateMachine", "Node", "Ok", "RemoveNode", "RemoveSecret", "RemoveService", "Result",
+    "Schedule", "Secret", "SecretRef", "Service", "StateView", "StatusReport", "Store", "Task", "TaskChange",
+    "TaskStatus", "TaskStatusUpdate", "UpdateCluster", "UpdateNode", "UpdateSecret", "UpdateService",
+    "encode_command", "require_supported", "unwrap",
+]

@@ -1,0 +1,349 @@
+"""The versioned encoding of commands (raft log entries) and snapshots.
+
+Raft stores and sends plain data only (dicts, lists, str, int, bytes...; its unpickler refuses
+anything else), so typed values are encoded here on the way in and decoded on the way out.
+
+The layout is the one that members wrote before entries carried versions, plus a version tag:
+a command is ``{"op": KIND, "v": SINCE, "rid": ..., "ts": ..., <fields>}`` and a snapshot is
+``{"state_version": N, "applied_index": ..., "state": {<tables>}}``. Keeping that layout means
+that entries and snapshots written by earlier members still load (no tag: read as version 1),
+and that during a rolling upgrade a member of the earlier release can still read what an
+upgraded leader writes. A command whose kind or version this member does not know is not
+decoded at all (``Unsupported``), so it can never be half applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, fields, is_dataclass
+from typing import Any
+
+from swarmsecrets.manager.state import commands as c
+from swarmsecrets.manager.state.events import Err, Ok, Result
+from swarmsecrets.manager.state.objects import Cluster, Meta, Node, Secret, Service, Task
+from swarmsecrets.manager.state.store import Request, Store, Tables
+
+log = logging.getLogger(__name__)
+
+# What an entry or snapshot without a version tag (written before versions were recorded) is.
+UNTAGGED_VERSION = 1
+_META = frozenset(f.name for f in fields(Meta))
+
+
+class Malformed(ValueError):
+    """An entry or snapshot that does not have the shape its version defines."""
+
+
+class Unsupported(ValueError):
+    """A command kind or version that this member does not know."""
+
+
+class SnapshotTooNew(ValueError):
+    """A snapshot of a later state version than this member supports."""
+
+
+# --- generic dataclass <-> plain data --------------------------------------------------------------
+
+# Each class's encoder and decoder is built once from its type hints (a snapshot encodes and
+# decodes every object: a hundred thousand secrets must take a fraction of a second, not seconds).
+Convert = Callable[[Any, bool], Any]  # (plain value, strict) -> typed value
+_ENCODERS: dict[tuple[type[Any], bool], Callable[[Any], dict[str, Any]]] = {}
+_DECODERS: dict[type[Any], Convert] = {}
+
+
+def to_plain(obj: Any, *, meta: bool = True) -> Any:
+    """A dataclass (and what it holds) as plain data; ``meta=False`` leaves out the apply stamps."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _encoder(type(obj), meta)(obj)
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, tuple):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def _encoder(cls: type[Any], meta: bool) -> Callable[[Any], dict[str, Any]]:
+    enc = _ENCODERS.get((cls, meta))
+    if enc is None:
+        hints = typing.get_type_hints(cls)
+        plain = [f.name for f in fields(cls) if (meta or f.name not in _META) and _is_plain(hints[f.name])]
+        nested = [f.name for f in fields(cls) if (meta or f.name not in _META) and not _is_plain(hints[f.name])]
+
+        def enc(obj: Any) -> dict[str, Any]:
+            out = {name: getattr(obj, name) for name in plain}
+            for name in nested:
+                out[name] = to_plain(getattr(obj, name))
+            return out
+
+        _ENCODERS[(cls, meta)] = enc
+    return enc
+
+
+def _is_plain(tp: Any) -> bool:
+    """Values of this type are stored as they are (no conversion to plain data needed)."""
+    if typing.get_origin(tp) in (types.UnionType, typing.Union):
+        return all(_is_plain(o) for o in typing.get_args(tp))
+    return tp in (str, int, bool, bytes, type(None))
+
+
+def from_plain(cls: type[Any], data: Any, *, strict: bool = False) -> Any:
+    """Build ``cls`` from plain data, checking every value's type. Absent fields take their
+    defaults; unknown keys are ignored, or refused when ``strict``."""
+    return _decoder(cls)(data, strict)
+
+
+def _decoder(cls: type[Any]) -> Convert:
+    dec = _DECODERS.get(cls)
+    if dec is not None:
+        return dec
+    hints = typing.get_type_hints(cls)
+    specs = [(f.name, _converter(hints[f.name], f"{cls.__name__}.{f.name}"),
+              f.default is MISSING and f.default_factory is MISSING) for f in fields(cls)]
+    known = frozenset(f.name for f in fields(cls)) | {"op", "v"}
+
+    def decode(data: Any, strict: bool) -> Any:
+        if not isinstance(data, dict):
+            raise Malformed(f"{cls.__name__}: expected a dict, got {type(data).__name__}")
+        if strict and not known.issuperset(data):
+            raise Malformed(f"{cls.__name__}: unknown fields {sorted(set(data) - known)}")
+        kwargs: dict[str, Any] = {}
+        for name, convert, required in specs:
+            if name in data:
+                kwargs[name] = convert(data[name], strict)
+            elif required:
+                raise Malformed(f"{cls.__name__}: missing field {name!r}")
+        return cls(**kwargs)
+
+    _DECODERS[cls] = decode
+    return decode
+
+
+def _converter(tp: Any, where: str) -> Convert:
+    """A function that checks a plain value against ``tp`` and returns it typed."""
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        (inner,) = [o for o in typing.get_args(tp) if o is not type(None)]
+        convert_inner = _converter(inner, where)
+        return lambda v, strict: None if v is None else convert_inner(v, strict)
+    if origin is tuple:
+        item = _converter(typing.get_args(tp)[0], where)
+
+        def convert_tuple(v: Any, strict: bool) -> Any:
+            if not isinstance(v, list | tuple):
+                raise Malformed(f"{where}: expected a list")
+            return tuple(item(x, strict) for x in v)
+        return convert_tuple
+    if origin is Mapping or origin is dict:
+        def convert_map(v: Any, strict: bool) -> Any:
+            if not isinstance(v, dict) or not all(type(k) is str and type(x) is str for k, x in v.items()):
+                raise Malformed(f"{where}: expected a map of strings")
+            return dict(v)
+        return convert_map
+    if isinstance(tp, type) and is_dataclass(tp):
+        return lambda v, strict: _decoder(tp)(v, strict)
+    if tp in (str, bytes, bool):
+        def convert_exact(v: Any, strict: bool) -> Any:
+            if type(v) is not tp:
+                raise Malformed(f"{where}: expected {tp.__name__}")
+            return v
+        return convert_exact
+    if tp is int:
+        def convert_int(v: Any, strict: bool) -> Any:
+            if type(v) is not int:
+                raise Malformed(f"{where}: expected an int")
+            return v
+        return convert_int
+    raise TypeError(f"{where}: no plain-data form for {tp}")
+
+
+# --- commands --------------------------------------------------------------------------------------
+
+# Kinds whose log layout differs from the flat field list: (flat -> layout, layout -> flat).
+_Layout = tuple[Callable[[dict[str, Any]], dict[str, Any]], Callable[[dict[str, Any]], dict[str, Any]]]
+
+
+def _nested(key: str, keep: tuple[str, ...]) -> _Layout:
+    """Fields other than ``keep`` live in a sub-dict ``key`` (e.g. update_node's ``node``); fields
+    left unchanged (None) are left out."""
+
+    def out(flat: dict[str, Any]) -> dict[str, Any]:
+        inner = {k: v for k, v in flat.items() if k not in keep and v is not None}
+        return {**{k: flat[k] for k in keep if k in flat}, key: inner}
+
+    def into(body: dict[str, Any]) -> dict[str, Any]:
+        inner = body.get(key)
+        if not isinstance(inner, dict):
+            raise Malformed(f"{key}: expected a dict")
+        return {**{k: v for k, v in body.items() if k != key}, **inner}
+
+    return out, into
+
+
+def _schedule_out(flat: dict[str, Any]) -> dict[str, Any]:
+    return {**flat, "update": [{"id": u["id"], "changes": {k: v for k, v in u.items() if k != "id"}}
+                               for u in flat.get("update", [])]}
+
+
+def _schedule_in(body: dict[str, Any]) -> dict[str, Any]:
+    update = body.get("update", [])
+    if not isinstance(update, list) or not all(isinstance(u, dict) and isinstance(u.get("changes"), dict)
+                                               for u in update):
+        raise Malformed("schedule.update: expected a list of {id, changes}")
+    return {**body, "update": [{"id": u.get("id"), **u["changes"]} for u in update]}
+
+
+_LAYOUTS: dict[type[c.Command], _Layout] = {
+    c.UpdateNode: _nested("node", ("rid", "ts", "v", "op")),
+    c.UpdateCluster: _nested("changes", ("rid", "ts", "v", "op")),
+    c.UpdateService: _nested("changes", ("rid", "ts", "v", "op", "id", "version", "force")),
+    c.Schedule: (_schedule_out, _schedule_in),
+}
+
+
+def encode_command(cmd: c.Command) -> dict[str, Any]:
+    """A command as a raft log entry."""
+    if c.KINDS.get(cmd.KIND) is not type(cmd):
+        raise TypeError(f"{type(cmd).__name__} is not a registered command")
+    flat = {f.name: _encode_field(getattr(cmd, f.name)) for f in fields(cmd)}
+    layout = _LAYOUTS.get(type(cmd))
+    body = layout[0](flat) if layout else flat
+    return {"op": cmd.KIND, "v": cmd.SINCE, **body}
+
+
+def _encode_field(value: Any) -> Any:
+    # Objects inside commands travel without their stamps: apply sets those.
+    return to_plain(value, meta=False) if isinstance(value, Meta) else to_plain(value)
+
+
+def decode_command(entry: Any) -> c.Command:
+    """A raft log entry as a command; raises Unsupported or Malformed, and nothing else."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("op"), str):
+        raise Malformed("a command is a dict with an 'op'")
+    kind = entry["op"]
+    version = entry.get("v", UNTAGGED_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise Malformed(f"command {kind}: bad version {version!r}")
+    cls = c.KINDS.get(kind)
+    if cls is None:
+        raise Unsupported(f"unknown command kind {kind!r} (state version {version})")
+    if version > c.STATE_VERSION:
+        raise Unsupported(f"command {kind} of state version {version}; this manager supports {c.STATE_VERSION}")
+    layout = _LAYOUTS.get(cls)
+    try:
+        # No request id: no idempotency record (never a random one, which would differ per member).
+        flat = {"rid": "", **(layout[1](entry) if layout else entry)}
+        cmd: c.Command = from_plain(cls, flat, strict="v" in entry)
+    except Malformed:
+        raise
+    except Exception as e:  # anything odd in a peer's entry is a malformed entry, not a crash
+        raise Malformed(f"command {kind}: {e}") from e
+    return cmd
+
+
+# --- results (kept per request id, so they are part of snapshots) ------------------------------------
+
+_RESULT_TYPES: dict[str, type[Any]] = {"Cluster": Cluster, "Node": Node, "Secret": Secret, "Service": Service}
+
+
+def _encode_result(result: Result) -> dict[str, Any]:
+    if isinstance(result, Err):
+        return {"err": [result.kind, result.message]}
+    value = result.value
+    if isinstance(value, Secret):
+        value = value.public()
+    if type(value).__name__ in _RESULT_TYPES:
+        return {"ok": to_plain(value), "type": type(value).__name__}
+    return {"ok": value}
+
+
+def _decode_result(data: Any) -> Result:
+    if not isinstance(data, dict):
+        raise Malformed("a result is a dict")
+    if "err" in data:
+        kind, message = data["err"]
+        return Err(str(kind), str(message))
+    value = data.get("ok")
+    typ = data.get("type")
+    if typ is None and isinstance(value, dict):
+        typ = _guess_type(value)  # results written before they carried their type
+    if typ is not None:
+        cls = _RESULT_TYPES.get(typ)
+        if cls is None:
+            raise Malformed(f"unknown result type {typ!r}")
+        if cls is Secret:
+            value = {"data": b"", **(value or {})}
+        value = from_plain(cls, value)
+    return Ok(value)
+
+
+def _guess_type(value: dict[str, Any]) -> str:
+    for key, typ in (("root_ca_cert", "Cluster"), ("role", "Node"), ("mode", "Service"), ("key_id", "Secret")):
+        if key in value:
+            return typ
+    raise Malformed(f"a result of unknown shape: {sorted(value)}")
+
+
+# --- snapshots -------------------------------------------------------------------------------------
+
+_TABLES: tuple[tuple[str, type[Any]], ...] = (("nodes", Node), ("secrets", Secret), ("services", Service),
+                                               ("tasks", Task))
+
+
+def encode_snapshot(tables: Tables, applied_index: int) -> dict[str, Any]:
+    state: dict[str, Any] = {name: {oid: to_plain(o) for oid, o in getattr(tables, name).items()}
+                             for name, _ in _TABLES}
+    state["cluster"] = to_plain(tables.cluster) if tables.cluster else None
+    state["removed_nodes"] = dict(tables.removed_nodes)
+    state["requests"] = {rid: {"result": _encode_result(r.result), "ts": r.ts} for rid, r in tables.requests.items()}
+    return {"state_version": c.STATE_VERSION, "applied_index": applied_index, "state": state}
+
+
+def decode_snapshot(data: Any) -> tuple[Tables, int]:
+    """The tables and applied index of a snapshot (empty for None, as raft restores "nothing")."""
+    if not data:
+        return Tables(), 0
+    if not isinstance(data, dict) or not isinstance(data.get("state"), dict):
+        raise Malformed("a snapshot is a dict with a 'state'")
+    version = data.get("state_version", UNTAGGED_VERSION)
+    if not isinstance(version, int) or version > c.STATE_VERSION:
+        raise SnapshotTooNew(f"the snapshot has state version {version}; this manager supports "
+                             f"{c.STATE_VERSION}: upgrade it")
+    state = data["state"]
+    tables = Tables()
+    for name, cls in _TABLES:
+        table = state.get(name) or {}
+        if not isinstance(table, dict):
+            raise Malformed(f"snapshot table {name} is not a dict")
+        getattr(tables, name).update({oid: from_plain(cls, o) for oid, o in table.items()})
+    tables.cluster = from_plain(Cluster, state["cluster"]) if state.get("cluster") else None
+    tables.removed_nodes = {str(k): int(v) for k, v in (state.get("removed_nodes") or {}).items()}
+    tables.requests = {str(rid): Request(_decode_result(r["result"]), int(r.get("ts", 0)))
+                       for rid, r in (state.get("requests") or {}).items()}
+    return tables, int(data.get("applied_index", 0))
+
+
+# --- the store as raft sees it -----------------------------------------------------------------------
+
+class LogStateMachine:
+    """The store behind the raft node's state-machine interface: plain-data entries and snapshots
+    in, typed commands and tables inside."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def apply(self, entry: Any, index: int) -> Result:
+        try:
+            cmd = decode_command(entry)
+        except (Unsupported, Malformed) as e:
+            return self.store.refuse(index, str(e))
+        return self.store.apply(cmd, index)
+
+    def snapshot(self) -> dict[str, Any]:
+        return encode_snapshot(self.store.tables(), self.store.applied_index)
+
+    def restore(self, data: Any) -> None:
+        tables, index = decode_snapshot(data)
+        self.store.load(tables, index)

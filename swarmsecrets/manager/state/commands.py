@@ -1,0 +1,241 @@
+"""The commands of the replicated log: every change to the state is one of these.
+
+A command is a frozen dataclass (see objects.py for why) that carries everything apply needs to
+be deterministic: the ids of what it creates, the proposer's clock (``ts``) and a request id
+(``rid``). A retried command (same ``rid``) gets the outcome of its first apply.
+
+Versions, for rolling upgrades. ``STATE_VERSION`` is the highest version of the state and its
+commands that this code can apply. Each command kind declares the version that introduced it
+(``SINCE``). A member refuses a kind or a version it does not know, as an error result (the
+state is untouched); so that no member ever has to, managers advertise their ``STATE_VERSION``
+in their Node record and a command is proposed only when every manager supports it
+(``require_supported``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, TypeVar
+
+from swarmsecrets import errors, ids
+from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, SecretRef, Service, Task
+
+# Version 1: the commands below, as the first versioned release defines them. Entries written
+# before commands carried a version are read as version 1 (the same kinds and fields).
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Command:
+    """Base of every command. ``KIND`` names it in the log; ``SINCE`` is the state version that
+    introduced it."""
+
+    KIND: ClassVar[str] = ""
+    SINCE: ClassVar[int] = 1
+
+    rid: str = field(default_factory=ids.new_request_id)
+    ts: int = 0  # the proposer's clock (ns); the manager sets it when proposing
+
+
+C = TypeVar("C", bound=type[Command])
+
+# Every command class by its KIND: how the codec finds the class of a log entry.
+KINDS: dict[str, type[Command]] = {}
+
+
+def command(kind: str, since: int = 1) -> Callable[[C], C]:
+    """Register a command class under ``kind``, introduced in state version ``since``."""
+
+    def register(cls: C) -> C:
+        if kind in KINDS:
+            raise ValueError(f"command kind {kind!r} is defined twice")
+        cls.KIND = kind
+        cls.SINCE = since
+        KINDS[kind] = cls
+        return cls
+
+    return register
+
+
+def require_supported(cmd: Command, managers: Iterable[Node]) -> None:
+    """Refuse to propose a command that some manager could not apply (a rolling upgrade that has
+    not reached every manager yet)."""
+    known = [max(n.state_version, 1) for n in managers]
+    floor = min(known, default=STATE_VERSION)
+    if cmd.SINCE > STATE_VERSION:
+        raise errors.FailedPrecondition(
+            f"command {cmd.KIND} needs state version {cmd.SINCE}; this manager supports {STATE_VERSION}")
+    if cmd.SINCE > floor:
+        raise errors.FailedPrecondition(
+            f"command {cmd.KIND} needs state version {cmd.SINCE}, but a manager of this swarm supports only "
+            f"version {floor}: upgrade every manager first")
+
+
+# --- cluster and nodes -----------------------------------------------------------------------------
+
+@command("init_cluster")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitCluster(Command):
+    """Create the cluster record and the first manager's node record (their times are stamped)."""
+
+    cluster: Cluster
+    node: Node
+
+
+@command("update_cluster")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateCluster(Command):
+    """Change the sealed join tokens and/or the sealed unlock key (None: unchanged)."""
+
+    join_tokens: JoinTokens | None = None
+    unlock_key: bytes | None = None
+
+
+@command("add_node")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddNode(Command):
+    node: Node
+
+
+@command("update_node")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateNode(Command):
+    """Change some fields of a node; None leaves a field as it is."""
+
+    id: str
+    role: str | None = None
+    hostname: str | None = None
+    addr: str | None = None
+    raft_addr: str | None = None
+    engine_version: str | None = None
+    arch: str | None = None
+    availability: str | None = None
+    status: str | None = None
+    status_message: str | None = None
+    state_version: int | None = None
+
+    @classmethod
+    def describing(cls, node: Node) -> UpdateNode:
+        """What a node says about itself (its role, addresses, host, release), as an update of its
+        record; availability and status are the operator's and the leader's, left as they are."""
+        return cls(id=node.id, role=node.role, hostname=node.hostname, addr=node.addr, raft_addr=node.raft_addr,
+                   engine_version=node.engine_version, arch=node.arch, state_version=node.state_version)
+
+    def changes(self) -> dict[str, str | int]:
+        """The fields this command sets, by name."""
+        return {name: value for name in _NODE_FIELDS if (value := getattr(self, name)) is not None}
+
+
+_NODE_FIELDS = ("role", "hostname", "addr", "raft_addr", "engine_version", "arch", "availability", "status",
+                "status_message", "state_version")
+
+
+@command("remove_node")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveNode(Command):
+    """Forget a node and refuse its certificate from now on; its tasks are orphaned."""
+
+    node_id: str
+
+
+# --- secrets ---------------------------------------------------------------------------------------
+
+@command("create_secret")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateSecret(Command):
+    id: str
+    name: str
+    data: bytes  # ciphertext, sealed by the proposer
+    key_id: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@command("update_secret")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateSecret(Command):
+    """Replace the labels (the only mutable part of a secret) if the secret is still at ``version``."""
+
+    id: str
+    version: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@command("remove_secret")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveSecret(Command):
+    id: str
+
+
+# --- services and tasks ----------------------------------------------------------------------------
+
+@command("create_service")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateService(Command):
+    service: Service
+
+
+@command("update_service")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateService(Command):
+    """Change the secrets and/or the replica count (None: unchanged). ``version`` 0 skips the
+    concurrency check; ``force`` bumps the spec version even when nothing changed."""
+
+    id: str
+    version: int = 0
+    secrets: tuple[SecretRef, ...] | None = None
+    replicas: int | None = None
+    force: bool = False
+
+
+@command("remove_service")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveService(Command):
+    id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskChange:
+    """A scheduler decision about an existing task."""
+
+    id: str
+    desired_state: str
+    state: str
+
+
+@command("schedule")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Schedule(Command):
+    """The leader's scheduler decisions, as one batch: new tasks, changed tasks, deleted tasks."""
+
+    create: tuple[Task, ...] = ()
+    update: tuple[TaskChange, ...] = ()
+    delete: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.create or self.update or self.delete)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStatusUpdate:
+    task_id: str
+    state: str
+    message: str = ""
+    err: str = ""
+    exit_code: int = 0
+    spec_version: int = 0  # 0: the worker did not say
+    ts: int = 0  # the worker's observation time as the leader received it; 0: the command's ts
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusReport:
+    node_id: str
+    updates: tuple[TaskStatusUpdate, ...]
+
+
+@command("task_status")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskStatus(Command):
+    """Workers' status reports, batched; a node can only report on its own tasks."""
+
+    reports: tuple[StatusReport, ...]

@@ -1,0 +1,131 @@
+"""The replicated objects: Cluster, Node, Secret, Service, Task.
+
+Every object is a frozen dataclass with slots. Frozen, because the store hands out the very
+object it holds: a reader can keep it, pass it to another thread or compare it later, and no
+deep copy is needed to protect the replicated state from a caller (nor the caller from a later
+apply). Slots, because a swarm may hold a hundred thousand secrets, and a slotted instance is
+a fraction of the size of a dict. Containers inside objects are typed as read-only
+(``Mapping``, ``tuple``) so the type checker rejects an attempt to mutate them in place.
+We chose dataclasses over the protobuf messages of the API: protobuf messages are mutable
+(a pure apply could change a reader's object), carry wire concerns (presence, defaults) that the
+state does not need, and cannot be frozen.
+
+A change is a new object (``dataclasses.replace``) swapped into the store under its lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from swarmsecrets.validation import DEFAULT_SECRET_MODE
+
+# Task states after which a task never runs again.
+TERMINAL_STATES = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned"})
+
+_NO_LABELS: Mapping[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Meta:
+    """What apply stamps on every object: creation and change times (the proposer's clock, carried
+    in the command) and the raft index of the last change (optimistic concurrency)."""
+
+    created_at: int = 0
+    updated_at: int = 0
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinTokens:
+    """The two join tokens, sealed with the cluster's data key."""
+
+    worker: bytes
+    manager: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cluster(Meta):
+    id: str
+    root_ca_cert: str
+    join_tokens: JoinTokens
+    autolock: bool = False
+    unlock_key: bytes | None = None  # sealed with the data key; None without autolock
+    key_id: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node(Meta):
+    id: str
+    role: str  # "manager" | "worker"
+    hostname: str = ""
+    addr: str = ""  # advertised control address (HOST:PORT) or the worker's host
+    raft_addr: str = ""  # managers only
+    engine_version: str = ""
+    arch: str = ""
+    availability: str = "active"  # "active" | "pause" | "drain"
+    status: str = "unknown"  # workers: "ready" | "down" (set by the leader's dispatcher)
+    status_message: str = ""
+    labels: Mapping[str, str] = field(default_factory=lambda: _NO_LABELS)
+    cert_serial: str = ""
+    # Managers: the highest state version (see commands.STATE_VERSION) this member can apply.
+    # 0 in records written before members advertised it: such a member knows version 1.
+    state_version: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Secret(Meta):
+    id: str
+    name: str
+    data: bytes  # SecretBox ciphertext under the data key ``key_id``; never plaintext
+    key_id: str
+    labels: Mapping[str, str] = field(default_factory=lambda: _NO_LABELS)
+
+    def public(self) -> Secret:
+        """The secret as command results carry it: without the payload."""
+        return replace(self, data=b"")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretRef:
+    """A service's use of a secret: which one (id, and its name when referenced) and the file."""
+
+    secret_id: str
+    secret_name: str
+    target: str
+    uid: str = "0"
+    gid: str = "0"
+    mode: int = DEFAULT_SECRET_MODE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service(Meta):
+    id: str
+    name: str
+    mode: str  # "replicated" | "global"
+    replicas: int = 1
+    labels: Mapping[str, str] = field(default_factory=lambda: _NO_LABELS)
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=lambda: _NO_LABELS)
+    user: str = ""
+    secrets: tuple[SecretRef, ...] = ()
+    update_action: str = "restart"
+    # Bumped by apply when anything but the replica count changes: tasks carry the spec version
+    # they run, so a worker sees that it must restart them.
+    spec_version: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task(Meta):
+    id: str
+    service_id: str
+    service_name: str
+    slot: int  # 1.. for replicated services, 0 for global ones
+    node_id: str
+    desired_state: str = "running"
+    state: str = "assigned"
+    message: str = ""
+    err: str = ""
+    exit_code: int = 0
+    status_ts: int = 0  # when the worker observed ``state`` (its clock)
+    spec_version: int = 1

@@ -1,0 +1,447 @@
+"""The store: the replicated objects, the pure apply, and reads.
+
+``apply`` is pure and deterministic: no clock, no randomness, no I/O. Everything it needs (ids,
+timestamps, the request id) comes in the command, so every member that applies the same log
+reaches the same state. It never raises: a command that fails (a rule, or a bug) fails alone,
+on every member alike, as an ``Err`` result. It is idempotent by request id: a retried command
+returns its first outcome instead of running again.
+
+Objects are immutable (objects.py): apply swaps new versions into the tables under the lock, and
+reads return the stored objects themselves, without copies. Secret payloads exist here only as
+ciphertext; so do the join tokens and the unlock key.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from swarmsecrets import errors
+from swarmsecrets.manager.state import commands as c
+from swarmsecrets.manager.state.events import Applied, Err, Ok, Result, Subscriber
+from swarmsecrets.manager.state.objects import Cluster, Meta, Node, Secret, SecretRef, Service, Task
+
+log = logging.getLogger(__name__)
+
+# Idempotency records are kept this long (by the proposers' clocks) and at most this many.
+REQUEST_TTL_NS = 24 * 3600 * 10**9
+MAX_REQUESTS = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The first outcome of a request id, and when (proposer's clock) it was applied."""
+
+    result: Result
+    ts: int
+
+
+@dataclass(slots=True)
+class Tables:
+    """The whole replicated state, as the store holds it (and as the codec reads and writes it)."""
+
+    cluster: Cluster | None = None
+    nodes: dict[str, Node] = field(default_factory=dict)
+    secrets: dict[str, Secret] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    removed_nodes: dict[str, int] = field(default_factory=dict)  # node id -> when it was removed
+    requests: dict[str, Request] = field(default_factory=dict)  # in apply order (oldest first)
+
+
+@dataclass(frozen=True, slots=True)
+class StateView:
+    """An immutable view of the scheduling-relevant state at one index, safe to read on any thread
+    without the store lock."""
+
+    index: int
+    nodes: Mapping[str, Node]
+    services: Mapping[str, Service]
+    tasks: Mapping[str, Task]
+
+
+class Store:
+    """Objects by kind. Reads take the lock briefly; apply runs on the raft thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._t = Tables()
+        self._names: dict[str, str] = {}  # lower-case secret name -> id
+        self.applied_index = 0
+        self._subscribers: list[Subscriber] = []
+        self._view: StateView | None = None
+
+    # --- applying ----------------------------------------------------------------------------
+
+    def apply(self, cmd: c.Command, index: int) -> Result:
+        with self.lock:
+            self.applied_index = index
+            self._view = None
+            seen = self._t.requests.get(cmd.rid) if cmd.rid else None
+            if seen is not None:
+                return seen.result
+            result = self._run(cmd, index)
+            if cmd.rid:
+                self._t.requests[cmd.rid] = Request(result, cmd.ts)
+                self._prune_requests(cmd.ts)
+        self._publish(Applied(index, cmd, result))
+        return result
+
+    def refuse(self, index: int, reason: str) -> Result:
+        """A log entry this member cannot apply (an unknown kind or version, or malformed): the
+        state is untouched and the entry's outcome is an error, on every member that refuses it."""
+        log.error("refused raft entry %d: %s", index, reason)
+        with self.lock:
+            self.applied_index = index
+        return Err.of(errors.FailedPrecondition(f"this manager cannot apply the command: {reason}"))
+
+    def _run(self, cmd: c.Command, index: int) -> Result:
+        handler = _HANDLERS.get(type(cmd))
+        if handler is None or cmd.SINCE > c.STATE_VERSION:
+            log.error("refused command %s (state version %d) at index %d: unknown to this manager",
+                      cmd.KIND or type(cmd).__name__, cmd.SINCE, index)
+            return Err.of(errors.FailedPrecondition(
+                f"this manager cannot apply command {cmd.KIND or type(cmd).__name__!r}"))
+        try:
+            return Ok(handler(self, cmd, index))
+        except errors.SwarmError as e:
+            return Err.of(e)
+        except Exception as e:  # apply never raises: a bad command fails alone, on every node alike
+            log.exception("command %s at index %d failed", cmd.KIND, index)
+            return Err.of(errors.SwarmError(f"internal error applying {cmd.KIND}: {e}"))
+
+    def _prune_requests(self, now_ns: int) -> None:
+        requests = self._t.requests
+        while requests:
+            oldest = next(iter(requests))
+            if len(requests) > MAX_REQUESTS or requests[oldest].ts < now_ns - REQUEST_TTL_NS:
+                del requests[oldest]
+            else:
+                break
+
+    # --- subscribers ------------------------------------------------------------------------------
+
+    def subscribe(self, fn: Subscriber) -> None:
+        """Call ``fn`` after every apply (on the raft thread, outside the lock)."""
+        self._subscribers.append(fn)
+
+    def _publish(self, event: Applied) -> None:
+        for fn in self._subscribers:
+            try:
+                fn(event)
+            except Exception:  # a subscriber must never break apply
+                log.exception("state subscriber failed")
+
+    # --- whole state (the codec's side) --------------------------------------------------------------
+
+    def tables(self) -> Tables:
+        """The live tables, for encoding a snapshot. Only for the raft thread (or a child forked
+        from it), which is the only writer: no lock, so a fork never inherits a held one."""
+        return self._t
+
+    def load(self, tables: Tables, applied_index: int) -> None:
+        """Replace the whole state (a snapshot restore)."""
+        names = {s.name.lower(): sid for sid, s in tables.secrets.items()}
+        with self.lock:
+            self._t = tables
+            self._names = names
+            self.applied_index = applied_index
+            self._view = None
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    @property
+    def cluster(self) -> Cluster | None:
+        return self._t.cluster
+
+    def view(self) -> StateView:
+        """Nodes, services and tasks as of now, frozen (cached until the next apply)."""
+        with self.lock:
+            if self._view is None:
+                self._view = StateView(self.applied_index, MappingProxyType(dict(self._t.nodes)),
+                                       MappingProxyType(dict(self._t.services)), MappingProxyType(dict(self._t.tasks)))
+            return self._view
+
+    def secrets(self) -> list[Secret]:
+        with self.lock:
+            return list(self._t.secrets.values())
+
+    def secret(self, secret_id: str) -> Secret | None:
+        return self._t.secrets.get(secret_id)
+
+    def nodes(self) -> list[Node]:
+        with self.lock:
+            return list(self._t.nodes.values())
+
+    def managers(self) -> list[Node]:
+        return [n for n in self.nodes() if n.role == "manager"]
+
+    def node(self, node_id: str) -> Node | None:
+        return self._t.nodes.get(node_id)
+
+    def is_removed_node(self, node_id: str) -> bool:
+        return node_id in self._t.removed_nodes
+
+    def services(self) -> list[Service]:
+        with self.lock:
+            return list(self._t.services.values())
+
+    def service(self, service_id: str) -> Service | None:
+        return self._t.services.get(service_id)
+
+    def tasks(self, service_id: str | None = None, node_id: str | None = None) -> list[Task]:
+        with self.lock:
+            return [t for t in self._t.tasks.values()
+                    if (service_id is None or t.service_id == service_id)
+                    and (node_id is None or t.node_id == node_id)]
+
+    def has_request(self, rid: str) -> bool:
+        return rid in self._t.requests
+
+    def services_using_secret(self, secret_id: str) -> list[str]:
+        with self.lock:
+            return sorted(svc.name for svc in self._t.services.values()
+                          if any(ref.secret_id == secret_id for ref in svc.secrets))
+
+    def resolve_secret(self, ref: str) -> Secret:
+        """Docker's resolution: full ID, then exact name, then unique ID prefix."""
+        with self.lock:
+            found = _resolve(self._t.secrets, ref, lambda s: s.name)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise errors.secret_ambiguous(ref, len(found))
+        raise errors.secret_not_found(ref)
+
+    def resolve_node(self, ref: str) -> Node:
+        """Full ID, then hostname, then unique ID prefix."""
+        with self.lock:
+            found = _resolve(self._t.nodes, ref, lambda n: n.hostname)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise errors.node_ambiguous(ref, len(found))
+        raise errors.node_not_found(ref)
+
+    def resolve_service(self, ref: str) -> Service:
+        """Like secrets: full ID, then exact name, then unique ID prefix."""
+        with self.lock:
+            found = _resolve(self._t.services, ref, lambda s: s.name)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise errors.InvalidArgument(f"service {ref} is ambiguous ({len(found)} matches found)")
+        raise errors.NotFound(f"service {ref} not found")
+
+
+Obj = TypeVar("Obj")
+
+
+def _resolve(table: Mapping[str, Obj], ref: str, name: Callable[[Obj], str]) -> list[Obj]:
+    """The one object with id ``ref``; else the one named ``ref``; else those whose id starts with
+    ``ref``. Several matches (by name or by prefix) are returned for the caller's ambiguity error."""
+    if ref in table:
+        return [table[ref]]
+    by_name = [o for o in table.values() if name(o) == ref]
+    if len(by_name) == 1:
+        return by_name
+    by_prefix = [o for oid, o in table.items() if ref and oid.startswith(ref)]
+    if len(by_prefix) == 1 or not by_name:
+        return by_prefix
+    return by_name if len(by_name) >= len(by_prefix) else by_prefix
+
+
+# --- command handlers: (store, command, raft index) -> result value; raise SwarmError to fail -------
+
+CommandT = TypeVar("CommandT", bound=c.Command)
+Handler = Callable[["Store", Any, int], object]
+_HANDLERS: dict[type[c.Command], Handler] = {}
+
+
+def _handles(kind: type[CommandT]) -> Callable[[Callable[[Store, CommandT, int], object]],
+                                                Callable[[Store, CommandT, int], object]]:
+    def register(fn: Callable[[Store, CommandT, int], object]) -> Callable[[Store, CommandT, int], object]:
+        _HANDLERS[kind] = fn
+        return fn
+    return register
+
+
+M = TypeVar("M", bound=Meta)
+
+
+def _stamp(obj: M, ts: int, index: int, *, created: bool = False) -> M:
+    if created:
+        return replace(obj, created_at=ts, updated_at=ts, version=index)
+    return replace(obj, updated_at=ts, version=index)
+
+
+@_handles(c.InitCluster)
+def _init_cluster(s: Store, cmd: c.InitCluster, index: int) -> str:
+    if s._t.cluster is not None:
+        raise errors.FailedPrecondition("the cluster is already initialized")
+    s._t.cluster = _stamp(cmd.cluster, cmd.ts, index, created=True)
+    s._t.nodes[cmd.node.id] = _stamp(cmd.node, cmd.ts, index, created=True)
+    return s._t.cluster.id
+
+
+@_handles(c.AddNode)
+def _add_node(s: Store, cmd: c.AddNode, index: int) -> Node:
+    node = cmd.node
+    if node.id in s._t.nodes:
+        raise errors.AlreadyExists(f"node {node.id} already exists")
+    if node.raft_addr and any(n.raft_addr == node.raft_addr for n in s._t.nodes.values()):
+        raise errors.AlreadyExists(f"raft address {node.raft_addr} is already used by another manager")
+    new = s._t.nodes[node.id] = _stamp(node, cmd.ts, index, created=True)
+    return new
+
+
+@_handles(c.UpdateNode)
+def _update_node(s: Store, cmd: c.UpdateNode, index: int) -> Node:
+    old = s._t.nodes.get(cmd.id)
+    if old is None:
+        raise errors.node_not_found(cmd.id)
+    new = s._t.nodes[cmd.id] = _stamp(replace(old, **cmd.changes()), cmd.ts, index)  # type: ignore[arg-type]
+    return new
+
+
+@_handles(c.RemoveNode)
+def _remove_node(s: Store, cmd: c.RemoveNode, index: int) -> None:
+    if s._t.nodes.pop(cmd.node_id, None) is None:
+        raise errors.node_not_found(cmd.node_id)
+    s._t.removed_nodes[cmd.node_id] = cmd.ts
+    tasks = s._t.tasks
+    for tid, task in list(tasks.items()):
+        if task.node_id == cmd.node_id:
+            tasks[tid] = _stamp(replace(task, state="orphaned", desired_state="shutdown"), cmd.ts, index)
+
+
+@_handles(c.UpdateCluster)
+def _update_cluster(s: Store, cmd: c.UpdateCluster, index: int) -> Cluster:
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    if cmd.join_tokens is not None:
+        cluster = replace(cluster, join_tokens=cmd.join_tokens)
+    if cmd.unlock_key is not None:
+        cluster = replace(cluster, unlock_key=cmd.unlock_key)
+    new = s._t.cluster = _stamp(cluster, cmd.ts, index)
+    return new
+
+
+@_handles(c.CreateSecret)
+def _create_secret(s: Store, cmd: c.CreateSecret, index: int) -> Secret:
+    if cmd.name.lower() in s._names:
+        raise errors.secret_exists(cmd.name)
+    if cmd.id in s._t.secrets:
+        raise errors.AlreadyExists(f"secret {cmd.id} already exists")
+    secret = Secret(id=cmd.id, name=cmd.name, labels=dict(cmd.labels), data=cmd.data, key_id=cmd.key_id,
+                    created_at=cmd.ts, updated_at=cmd.ts, version=index)
+    s._t.secrets[secret.id] = secret
+    s._names[secret.name.lower()] = secret.id
+    return secret.public()
+
+
+@_handles(c.UpdateSecret)
+def _update_secret(s: Store, cmd: c.UpdateSecret, index: int) -> Secret:
+    secret = s._t.secrets.get(cmd.id)
+    if secret is None:
+        raise errors.secret_not_found(cmd.id)
+    if cmd.version != secret.version:
+        raise errors.UpdateOutOfSequence()
+    new = s._t.secrets[cmd.id] = _stamp(replace(secret, labels=dict(cmd.labels)), cmd.ts, index)
+    return new.public()
+
+
+@_handles(c.RemoveSecret)
+def _remove_secret(s: Store, cmd: c.RemoveSecret, index: int) -> None:
+    secret = s._t.secrets.get(cmd.id)
+    if secret is None:
+        raise errors.NotFound(f"could not find secret {cmd.id}")
+    users = s.services_using_secret(cmd.id)
+    if users:
+        raise errors.secret_in_use(secret.name, users)
+    del s._t.secrets[cmd.id]
+    s._names.pop(secret.name.lower(), None)
+
+
+def _check_secret_refs(s: Store, refs: Iterable[SecretRef]) -> None:
+    """Each reference names an existing secret by id, with its current name (Swarm's rule)."""
+    secrets = s._t.secrets
+    missing = sorted({r.secret_name for r in refs
+                      if r.secret_id not in secrets or secrets[r.secret_id].name != r.secret_name})
+    if missing:
+        noun = "secret" if len(missing) == 1 else "secrets"
+        raise errors.InvalidArgument(f"{noun} not found: {', '.join(missing)}")
+
+
+@_handles(c.CreateService)
+def _create_service(s: Store, cmd: c.CreateService, index: int) -> Service:
+    svc = cmd.service
+    if any(o.name.lower() == svc.name.lower() for o in s._t.services.values()):
+        raise errors.AlreadyExists(f"service {svc.name} already exists")
+    _check_secret_refs(s, svc.secrets)
+    new = s._t.services[svc.id] = _stamp(replace(svc, spec_version=1), cmd.ts, index, created=True)
+    return new
+
+
+@_handles(c.UpdateService)
+def _update_service(s: Store, cmd: c.UpdateService, index: int) -> Service:
+    svc = s._t.services.get(cmd.id)
+    if svc is None:
+        raise errors.NotFound(f"service {cmd.id} not found")
+    if cmd.version and cmd.version != svc.version:
+        raise errors.UpdateOutOfSequence()
+    new = svc
+    if cmd.secrets is not None:
+        _check_secret_refs(s, cmd.secrets)
+        new = replace(new, secrets=cmd.secrets)
+    if cmd.replicas is not None:
+        new = replace(new, replicas=cmd.replicas)
+    # A change of anything but the replica count is a new spec: its tasks restart.
+    if cmd.force or new.secrets != svc.secrets:
+        new = replace(new, spec_version=svc.spec_version + 1)
+    new = s._t.services[cmd.id] = _stamp(new, cmd.ts, index)
+    return new
+
+
+@_handles(c.RemoveService)
+def _remove_service(s: Store, cmd: c.RemoveService, index: int) -> None:
+    if s._t.services.pop(cmd.id, None) is None:
+        raise errors.NotFound(f"service {cmd.id} not found")
+    tasks = s._t.tasks
+    for tid in [tid for tid, t in tasks.items() if t.service_id == cmd.id]:
+        del tasks[tid]
+
+
+@_handles(c.Schedule)
+def _schedule(s: Store, cmd: c.Schedule, index: int) -> None:
+    tasks = s._t.tasks
+    for t in cmd.create:
+        if t.service_id in s._t.services and t.id not in tasks:
+            tasks[t.id] = _stamp(t, cmd.ts, index, created=True)
+    for change in cmd.update:
+        task = tasks.get(change.id)
+        if task is not None:
+            tasks[change.id] = _stamp(replace(task, desired_state=change.desired_state, state=change.state),
+                                      cmd.ts, index)
+    for tid in cmd.delete:
+        tasks.pop(tid, None)
+
+
+@_handles(c.TaskStatus)
+def _task_status(s: Store, cmd: c.TaskStatus, index: int) -> None:
+    tasks = s._t.tasks
+    for report in cmd.reports:
+        for u in report.updates:
+            task = tasks.get(u.task_id)
+            if task is None or task.node_id != report.node_id:
+                continue
+            new = replace(task, state=u.state, message=u.message, err=u.err, exit_code=u.exit_code,
+                          status_ts=u.ts or cmd.ts)
+            if u.spec_version:
+                new = replace(new, spec_version=u.spec_version)
+            tasks[u.task_id] = _stamp(new, cmd.ts, index)
