@@ -1,9 +1,10 @@
-"""The worker agent: one session to the leader, assignments in, secrets to tmpfs, tasks run, status out.
+"""The worker agent's session: one session to the leader, assignments in, status out.
 
-The session follows the leader: a follower answers UNAVAILABLE naming the leader,
-and the agent reconnects there with jittered exponential backoff. Meanwhile the
-tmpfs contents and the running tasks stay as they are; the next assignments
-stream starts with a COMPLETE set, and the agent converges to it.
+What the assignments mean for the tmpfs and the task processes is ``reconcile.py``; this module
+is the network side. The session follows the leader: a follower answers UNAVAILABLE naming the
+leader, and the agent reconnects there with jittered exponential backoff. Meanwhile the tmpfs
+contents and the running tasks stay as they are; the next assignments stream starts with a
+COMPLETE set, and the agent converges to it, touching only the tasks that differ.
 """
 
 from __future__ import annotations
