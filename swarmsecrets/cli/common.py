@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 import click
 
 from swarmsecrets.cli.client import CLIError, ConnectError
-from swarmsecrets.cli.format import Row, Template, TemplateError, render_list, to_json
+from swarmsecrets.cli.format import render_list
+from swarmsecrets.cli.gotemplate import Row, Template, TemplateError, to_json
 
 T = TypeVar("T")
 

@@ -16,7 +16,8 @@ from swarmsecrets.cli.common import (
     render_inspect,
     render_rows,
 )
-from swarmsecrets.cli.format import GoTime, NilMap, Row, Struct, natural_sorted, pretty_print
+from swarmsecrets.cli.format import natural_sorted, pretty_print
+from swarmsecrets.cli.gotemplate import GoTime, NilMap, Row, Struct
 
 DEFAULT_TABLE = ("table {{.ID}} {{if .Self}}*{{else}} {{ end }}\t{{.Hostname}}\t{{.Status}}"
                  "\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}")

@@ -21,7 +21,9 @@ from swarmsecrets.cli.common import (
     render_inspect,
     render_rows,
 )
-from swarmsecrets.cli.format import GoTime, NilMap, Row, Struct, natural_sorted, pretty_print, since
+from swarmsecrets.cli.format import natural_sorted, pretty_print
+from swarmsecrets.cli.gotemplate import GoTime, NilMap, Row, Struct
+from swarmsecrets.cli.humanize import since
 
 # The docker CLI's own cap on what it reads; the size rule itself is validation's.
 READ_LIMIT = 2 * validation.MAX_SECRET_SIZE

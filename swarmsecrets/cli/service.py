@@ -27,16 +27,9 @@ from swarmsecrets.cli.common import (
     render_inspect,
     render_rows,
 )
-from swarmsecrets.cli.format import (
-    GoTime,
-    NilMap,
-    Row,
-    Struct,
-    human_duration,
-    natural_sorted,
-    parse_timestamp,
-    pretty_print,
-)
+from swarmsecrets.cli.format import natural_sorted, pretty_print
+from swarmsecrets.cli.gotemplate import GoTime, NilMap, Row, Struct
+from swarmsecrets.cli.humanize import human_duration, parse_timestamp
 
 F = TypeVar("F", bound=Callable[..., Any])
 
