@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2, swarm_pb2, swarm_pb2_grpc
 from swarmsecrets.cli import client as client_mod
+from swarmsecrets.client import RetryPolicy
 from swarmsecrets.cli.main import cli, run
 from tests.unit.fakedaemon import Recorder, ts
 
@@ -330,7 +331,7 @@ def test_create_retries_unavailable_with_the_same_request_id(invoke: Any, fake: 
 
 def test_retry_gives_up_after_the_budget(invoke: Any, fake: FakeDaemon,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_mod, "RETRY_BUDGET", 0.5)
+    monkeypatch.setattr(client_mod, "RETRY", RetryPolicy(budget=0.5))
     fake.faults["CreateSecret"] = [(grpc.StatusCode.UNAVAILABLE, "the manager is starting")] * 100
     r = invoke("secret", "create", "s1", "-", input="x")
     assert (r.exit_code, r.stdout) == (1, "")

@@ -1,0 +1,10 @@
+"""What every client of a local daemon shares: the retry policy for writes and the channel setup.
+
+The CLI, the chaos workload and the benchmarks talk to a daemon's unix socket the same way; keeping the
+policy here (not in the CLI) lets the chaos harness test exactly the contract the CLI ships.
+"""
+
+from swarmsecrets.client.channel import LOCAL_MAX_MESSAGE, local_channel
+from swarmsecrets.client.retry import DEFAULT_RETRY, NOT_TRANSIENT, RetryPolicy, new_request_id
+
+__all__ = ["DEFAULT_RETRY", "LOCAL_MAX_MESSAGE", "NOT_TRANSIENT", "RetryPolicy", "local_channel", "new_request_id"]
