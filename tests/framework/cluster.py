@@ -24,7 +24,7 @@ class Cluster:
     """
 
     def __init__(self, root: Path, managers: int = 3, workers: int = 0, *, placement: Placement = LOOPBACK,
-                 timings: Timings = FAST_TIMINGS, log_level: str = "debug", extra_args: tuple[str, ...] = (),
+                 timings: Timings = FAST_TIMINGS, log_level: str | None = "debug", extra_args: tuple[str, ...] = (),
                  log_dir: Path | None = None, worker_join_via: int = 0) -> None:
         """``worker_join_via``: the index of the manager that workers give as the remote to join through."""
         if managers < 1:

@@ -115,15 +115,28 @@ class Placement(Protocol):
 
 
 class Loopback:
-    """Every node on 127.0.0.1 with a free port pair, its socket in its data dir, secrets under /dev/shm."""
+    """Every node on 127.0.0.1, its socket in its data dir, its secrets root on tmpfs.
+
+    By default a node gets a free port pair and a fresh secrets root under /dev/shm. A long-lived cluster
+    that is resumed later (``scripts/run``) fixes both: node ``host`` listens on ``base_port + 10 *
+    (host - 1)`` and keeps its secrets in ``secrets_dir/<name>``.
+    """
+
+    def __init__(self, base_port: int | None = None, secrets_dir: Path | None = None) -> None:
+        self.base_port = base_port
+        self.secrets_dir = secrets_dir
 
     def address(self, host: int) -> tuple[str, int]:
-        return "127.0.0.1", free_port_pair()
+        if self.base_port is None:
+            return "127.0.0.1", free_port_pair()
+        return "127.0.0.1", self.base_port + 10 * (host - 1)
 
     def socket_path(self, name: str, data_dir: Path) -> Path:
         return data_dir / "swarmsecrets.sock"
 
     def secrets_root(self, name: str) -> Path:
+        if self.secrets_dir is not None:
+            return self.secrets_dir / name
         return SHM_ROOT / f"{LOOPBACK_SHM_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
 
     def spawn(self, host: int, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -171,10 +184,11 @@ class Node:
     run the real CLI against it; ``control``/``swarm`` are gRPC stubs on its socket."""
 
     def __init__(self, name: str, root: Path, *, role: Role = "manager", placement: Placement = LOOPBACK,
-                 host: int = 0, timings: Timings = FAST_TIMINGS, log_level: str = "debug",
+                 host: int = 1, timings: Timings = FAST_TIMINGS, log_level: str | None = "debug",
                  extra_args: tuple[str, ...] = (), log_dir: Path | None = None) -> None:
-        """``root``: the parent of the node's data dir (``root/name``); ``host``: its host in a namespace
-        placement; ``extra_args``: more daemon flags; logs go to ``log_dir/name.log`` (default root)."""
+        """``root``: the parent of the node's data dir (``root/name``); ``host``: its number (from 1) for
+        the placement; ``log_level``: None keeps the daemon's; ``extra_args``: more daemon flags; logs go
+        to ``log_dir/name.log`` (default root)."""
         self.name = name
         self.role: Role = role
         self.root = root
@@ -222,9 +236,9 @@ class Node:
     # --- process ----------------------------------------------------------------------------------
 
     def argv(self) -> list[str]:
+        level = ["--log-level", self.log_level] if self.log_level else []
         return [sys.executable, "-m", DAEMON_MODULE, "--data-dir", str(self.data_dir), "--host", self.host_url,
-                "--log-level", self.log_level, *self.timings.flags(), "--secrets-root", str(self.secrets_root),
-                *self.extra_args]
+                *level, *self.timings.flags(), "--secrets-root", str(self.secrets_root), *self.extra_args]
 
     def spawn(self) -> None:
         """Start the daemon without waiting for it (see ``wait_socket``)."""
