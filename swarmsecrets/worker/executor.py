@@ -116,7 +116,11 @@ class TaskProcess:
         return _exit_code(self._proc.returncode)
 
     def start(self) -> None:
-        """Start the command; returns once it is exec'd. Raises TaskStartError if that fails."""
+        """Start the command; returns once it is exec'd. Raises TaskStartError if that fails.
+
+        The kernel kills the command when the calling thread ends (the parent-death signal follows the
+        thread that forked), so call it from the thread that supervises the command until it exits.
+        """
         if self._proc is not None:
             raise RuntimeError(f"task {self.task_id} was already started")
         if not self.argv:
