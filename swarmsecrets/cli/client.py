@@ -1,33 +1,27 @@
 """The CLI's connection to the local daemon: one gRPC channel on the unix socket, errors as one line.
 
-Writes carry a fresh request_id and are retried on UNAVAILABLE (daemon restarting, manager still
-starting) with the same id, so the manager applies them at most once and a retried create reports
-the first outcome instead of a false "already exists". States that waiting cannot fix (a lost quorum,
-a locked or inactive node) are reported at once; the daemon has already waited out an ordinary
-election before it says there is no leader.
+Writes follow the shared retry policy (swarmsecrets/client/retry.py: same request_id on retry, only
+transient failures retried, within a budget); this module turns what is left into the CLI's messages.
 """
 
 from __future__ import annotations
 
 import os
-import time
-import uuid
 from typing import IO, Any
 
 import click
 import grpc
 
-from swarmsecrets import errors, wire
+from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2_grpc
+from swarmsecrets.client import DEFAULT_RETRY, RetryPolicy, local_channel, never_connected
 
 DEFAULT_HOST = "unix:///run/swarmsecrets/swarmsecrets.sock"
 # Per attempt. Joining waits for certificates and the raft log, so the Swarm service gets longer.
 CALL_TIMEOUT = 30.0
 SWARM_TIMEOUT = 120.0
-# How long writes keep retrying UNAVAILABLE: about one daemon restart or leader election.
-RETRY_BUDGET = 10.0
-_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 1.0
-_NOT_TRANSIENT = frozenset({errors.NO_LEADER, errors.LOCKED, errors.NOT_IN_SWARM, errors.NOT_A_MANAGER})
+# How writes are retried; a module attribute so that a test can shorten the budget.
+RETRY: RetryPolicy = DEFAULT_RETRY
 
 
 class CLIError(click.ClickException):
@@ -55,11 +49,6 @@ def socket_path(host: str) -> str:
     return host[len("unix://"):]
 
 
-def _is_connect_failure(e: grpc.RpcError) -> bool:
-    """UNAVAILABLE raised by the channel itself (no daemon), as opposed to one the daemon sent."""
-    return e.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in (e.details() or "")
-
-
 class Client:
     """Stubs for the daemon's Swarm and Control services; the socket is checked and opened on first use."""
 
@@ -74,12 +63,7 @@ class Client:
             path = socket_path(self.host)
             if not os.path.exists(path):
                 raise ConnectError(self.host)
-            self._channel = grpc.insecure_channel(
-                f"unix:{path}",
-                # Reconnect quickly while a write is being retried against a restarting daemon.
-                options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000),
-                         ("grpc.max_receive_message_length", wire.LOCAL_MAX_MESSAGE)],
-            )
+            self._channel = local_channel(path)
         return self._channel
 
     @property
@@ -100,7 +84,7 @@ class Client:
             self._channel = None
 
     def _error(self, e: grpc.RpcError) -> CLIError:
-        if _is_connect_failure(e):
+        if never_connected(e):
             return ConnectError(self.host)
         return DaemonError(e.details() or e.code().name)
 
@@ -112,22 +96,13 @@ class Client:
             raise self._error(e) from None
 
     def write(self, method: Any, request: Any) -> Any:
-        """A Control write: new request_id, retried on UNAVAILABLE with the same id for RETRY_BUDGET s.
+        """A Control write under the retry policy (new request_id, same id on every retry).
 
         DEADLINE_EXCEEDED means the write may or may not have happened: say so instead of guessing.
         """
-        request.request_id = uuid.uuid4().hex
-        deadline = time.monotonic() + RETRY_BUDGET
-        delay = _BACKOFF_FIRST
-        while True:
-            try:
-                return method(request, timeout=CALL_TIMEOUT)
-            except grpc.RpcError as e:
-                code = e.code()
-                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    raise CLIError(errors.UNKNOWN_OUTCOME) from None
-                transient = code == grpc.StatusCode.UNAVAILABLE and e.details() not in _NOT_TRANSIENT
-                if not transient or time.monotonic() + delay > deadline:
-                    raise self._error(e) from None
-            time.sleep(delay)
-            delay = min(delay * 2, _BACKOFF_MAX)
+        try:
+            return RETRY.write(method, request, CALL_TIMEOUT)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise CLIError(errors.UNKNOWN_OUTCOME) from None
+            raise self._error(e) from None

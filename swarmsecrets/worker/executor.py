@@ -1,18 +1,25 @@
 """Run a service's command as a task: its secrets read-only at /run/secrets, restarted with backoff when it exits.
 
-With CAP_SYS_ADMIN the command runs through a small helper (this module, re-executed) that enters a
+The command runs through a small helper (this module, re-executed) that, with CAP_SYS_ADMIN, enters a
 private mount namespace, bind-mounts the task's secrets dir read-only at /run/secrets, hides the other
-tasks' secrets, drops to the task's user and execs the command. The mounts exist only for that process
-tree; the host's /run/secrets stays an empty directory. A helper rather than ``preexec_fn`` because the
-agent is multi-threaded, and forked children of threaded processes must not run arbitrary Python.
+tasks' secrets; then drops to the task's user, asks the kernel to kill it when the agent dies, and execs
+the command. The mounts exist only for that process tree; the host's /run/secrets stays an empty
+directory. A helper rather than ``preexec_fn`` because the agent is multi-threaded, and forked children
+of threaded processes must not run arbitrary Python.
 
-Without CAP_SYS_ADMIN the command runs directly, finds its secrets through ``$SWARMSECRETS_SECRETS_DIR``,
-and ``fallback_reason`` says so.
+A task never outlives its agent: a restarted agent cannot adopt the tasks of the one before (it wipes
+their secrets and starts afresh), so a task left running would hold no secrets and no supervisor. The
+helper sets the parent-death signal (SIGKILL) after its last credential change, which would clear it;
+the thread that started the task supervises it until it exits, so only the agent's death fires it.
+
+Without CAP_SYS_ADMIN the helper skips the mounts, the command finds its secrets through
+``$SWARMSECRETS_SECRETS_DIR``, and ``fallback_reason`` says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
 import logging
 import os
@@ -109,17 +116,18 @@ class TaskProcess:
         return _exit_code(self._proc.returncode)
 
     def start(self) -> None:
-        """Start the command; returns once it is exec'd. Raises TaskStartError if that fails."""
+        """Start the command; returns once it is exec'd. Raises TaskStartError if that fails.
+
+        The kernel kills the command when the calling thread ends (the parent-death signal follows the
+        thread that forked), so call it from the thread that supervises the command until it exits.
+        """
         if self._proc is not None:
             raise RuntimeError(f"task {self.task_id} was already started")
         if not self.argv:
             raise TaskStartError("no command to run")
         if self.fallback_reason:
             log.warning("%s", self.fallback_reason)
-        if self.namespaced:
-            self._start_helper()
-        else:
-            self._start_direct()
+        self._start_helper()
 
     def poll(self) -> int | None:
         """The exit code if the command has exited, else None."""
@@ -169,17 +177,21 @@ class TaskProcess:
         return self._proc
 
     def _start_helper(self) -> None:
-        env = {**self.env, SECRETS_DIR_ENV: SECRETS_MOUNT}
+        env = {**self.env, SECRETS_DIR_ENV: SECRETS_MOUNT if self.namespaced else self.secrets_dir}
         if any("\0" in k + v or "=" in k or not k for k, v in env.items()):
             raise TaskStartError("invalid environment: names must be non-empty without '=', no NUL anywhere")
         status_r, status_w = os.pipe()
         env_r, env_w = os.pipe()
         cmd = [sys.executable, "-I", "-c", _HELPER, _PACKAGE_PARENT, "--secrets-dir", self.secrets_dir]
-        cmd += ["--status-fd", str(status_w), "--env-fd", str(env_r)]
-        if self.user is not None:
+        cmd += ["--status-fd", str(status_w), "--env-fd", str(env_r), "--parent-pid", str(os.getpid())]
+        if self.namespaced:
+            for path in self.mask:
+                cmd += ["--mask", path]
+        else:
+            cmd += ["--no-mounts"]
+        # Without privileges the task runs as the agent's user (fallback_reason says so).
+        if self.user is not None and (self.namespaced or os.geteuid() == 0):
             cmd += ["--user", f"{self.user[0]}:{self.user[1]}"]
-        for path in self.mask:
-            cmd += ["--mask", path]
         try:
             self._popen([*cmd, "--", *self.argv], {}, pass_fds=(status_w, env_r))
         except BaseException:
@@ -201,16 +213,7 @@ class TaskProcess:
             self.wait()
             raise TaskStartError(error.decode(errors="replace"))
 
-    def _start_direct(self) -> None:
-        user = self.user if self.user is not None and os.geteuid() == 0 else None
-        try:
-            self._popen(self.argv, {**self.env, SECRETS_DIR_ENV: self.secrets_dir}, user=user)
-        except OSError as e:
-            raise TaskStartError(_exec_error(self.argv[0], e)) from None
-
-    def _popen(
-        self, cmd: list[str], env: dict[str, str], *, pass_fds: Sequence[int] = (), user: tuple[int, int] | None = None
-    ) -> None:
+    def _popen(self, cmd: list[str], env: dict[str, str], *, pass_fds: Sequence[int] = ()) -> None:
         proc = subprocess.Popen(
             cmd,
             env=env,
@@ -219,9 +222,6 @@ class TaskProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             pass_fds=pass_fds,
-            user=None if user is None else user[0],
-            group=None if user is None else user[1],
-            extra_groups=None if user is None else [],
         )
         self._proc = proc
         self._reader = threading.Thread(target=self._read_output, name=f"task-{self.task_id}-output", daemon=True)
@@ -276,8 +276,10 @@ def helper_main(args: list[str]) -> int:
     parser.add_argument("--secrets-dir", required=True)
     parser.add_argument("--status-fd", type=int, required=True)
     parser.add_argument("--env-fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--user")
     parser.add_argument("--mask", action="append", default=[])
+    parser.add_argument("--no-mounts", action="store_true")
     opts = parser.parse_args(args[:split])
     argv = args[split + 1 :]
     os.set_inheritable(opts.status_fd, False)
@@ -285,28 +287,47 @@ def helper_main(args: list[str]) -> int:
     try:
         with os.fdopen(opts.env_fd, "rb") as f:
             env = dict(os.fsdecode(item).split("=", 1) for item in f.read().split(b"\0") if item)
-        step = "unable to setup secret mount"
-        unshare(CLONE_NEWNS)
-        mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
-        os.makedirs(SECRETS_MOUNT, mode=0o755, exist_ok=True)  # the host keeps an empty dir
-        mount(opts.secrets_dir, SECRETS_MOUNT, None, MS_BIND)
-        step = "unable to remount dir as readonly"
-        mount(None, SECRETS_MOUNT, None, MS_REMOUNT | MS_BIND | MS_RDONLY | SECURE_FLAGS)
-        step = "unable to hide other secrets"
-        for path in opts.mask:
-            mount("tmpfs", path, "tmpfs", MS_RDONLY | SECURE_FLAGS, "size=4k,mode=0755")
+        if not opts.no_mounts:
+            step = "unable to setup secret mount"
+            unshare(CLONE_NEWNS)
+            mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
+            os.makedirs(SECRETS_MOUNT, mode=0o755, exist_ok=True)  # the host keeps an empty dir
+            mount(opts.secrets_dir, SECRETS_MOUNT, None, MS_BIND)
+            step = "unable to remount dir as readonly"
+            mount(None, SECRETS_MOUNT, None, MS_REMOUNT | MS_BIND | MS_RDONLY | SECURE_FLAGS)
+            step = "unable to hide other secrets"
+            for path in opts.mask:
+                mount("tmpfs", path, "tmpfs", MS_RDONLY | SECURE_FLAGS, "size=4k,mode=0755")
         if opts.user:
             step = "unable to switch to user " + opts.user
             uid, gid = (int(x) for x in opts.user.split(":"))
             os.setgroups([])
             os.setgid(gid)
             os.setuid(uid)
+        step = "unable to tie the task to its agent"
+        die_with_parent(opts.parent_pid)
         step = ""
         os.execvpe(argv[0], argv, env)
     except Exception as e:  # anything: the parent must learn why, not see a clean exec
         message = f"{step}: {e}" if step or not isinstance(e, OSError) else _exec_error(argv[0], e)
         os.write(opts.status_fd, message.encode())
     return 127
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when its parent dies; exit at once if the parent is already gone.
+
+    Set after the last credential change (a change of user clears it) and kept across the exec.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signals.SIGKILL, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    if os.getppid() != parent_pid:  # the agent died before the signal was armed
+        os._exit(1)
 
 
 # --- supervision ----------------------------------------------------------------------------------------

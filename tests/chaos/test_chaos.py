@@ -1,5 +1,5 @@
 """Chaos scenarios: each runs the real swarm in a netns lab under one kind of fault, then requires zero
-anomalies from the history checker and a lab with nothing left behind (swarmsecrets/chaos)."""
+anomalies from the history checker and a lab with nothing left behind (tests/chaoskit)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from swarmsecrets.chaos.nemesis import FaultSpec
-from swarmsecrets.chaos.runner import RunConfig, RunResult, leftovers, run
+from tests.chaoskit.nemesis import FaultSpec
+from tests.chaoskit.runner import RunConfig, RunResult, leftovers, run
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 

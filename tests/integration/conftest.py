@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import Cluster
+from tests.framework import Cluster
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from swarmsecrets import errors
-from tests.integration.cluster import Cluster, wait_until
+from tests.framework import Cluster, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,8 @@ def names(node) -> set[str]:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("victim", ["leader", "follower"])
 def test_kill_one_manager_writes_go_on_and_it_catches_up(fresh: Cluster, victim: str) -> None:
     leader = fresh.leader()
-    dead = leader if victim == "leader" else next(n for n in fresh.nodes if n is not leader)
-    alive = [n for n in fresh.nodes if n is not dead]
+    dead = leader if victim == "leader" else next(n for n in fresh.managers if n is not leader)
+    alive = [n for n in fresh.managers if n is not dead]
     alive[0].ok("secret", "create", "before", "-", input="v")
     dead.kill()
     for i in range(20):
@@ -48,7 +48,7 @@ def test_kill_one_manager_writes_go_on_and_it_catches_up(fresh: Cluster, victim:
 
 
 def test_majority_gone_fails_fast_with_no_leader_then_recovers(fresh: Cluster) -> None:
-    m1, m2, m3 = fresh.nodes
+    m1, m2, m3 = fresh.managers
     m1.ok("secret", "create", "kept", "-", input="v")
     m2.kill()
     m3.kill()
@@ -61,21 +61,21 @@ def test_majority_gone_fails_fast_with_no_leader_then_recovers(fresh: Cluster) -
     m3.start()
     wait_until(lambda: m1.cli("secret", "create", "back", "-", input="v").returncode == 0, 30, 0.5,
                "writes after the majority returned")
-    for n in fresh.nodes:
+    for n in fresh.managers:
         wait_until(lambda n=n: {"kept", "back"} <= names(n), 20, 0.3, f"{n.name} to have every write")
         assert "lost" not in names(n)
 
 
 def test_whole_cluster_restart_loses_nothing(fresh: Cluster) -> None:
-    m1, m2, m3 = fresh.nodes
+    m1, m2, m3 = fresh.managers
     created = {f"s{i}" for i in range(30)}
     for i, name in enumerate(sorted(created)):
-        fresh.nodes[i % 3].ok("secret", "create", name, "-", input=name)
-    for n in fresh.nodes:
+        fresh.managers[i % 3].ok("secret", "create", name, "-", input=name)
+    for n in fresh.managers:
         n.kill()
-    for n in fresh.nodes:
+    for n in fresh.managers:
         n.start()
-    for n in fresh.nodes:
+    for n in fresh.managers:
         wait_until(lambda n=n: created <= names(n), 30, 0.3, f"{n.name} to come back with every secret")
     m2.ok("secret", "create", "post-restart", "-", input="v")
 
@@ -86,7 +86,7 @@ def test_a_retry_after_a_leader_change_returns_the_original_outcome(fresh: Clust
     from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 
     leader = fresh.leader()
-    followers = [n for n in fresh.nodes if n is not leader]
+    followers = [n for n in fresh.managers if n is not leader]
     spec = objects_pb2.SecretSpec(name="once", data=b"v")
 
     def control(n):  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from swarmsecrets.ca import certs
-from tests.integration.cluster import Cluster, Node, wait_until
+from tests.framework import Cluster, Node, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="workers need root for tmpfs mounts")]
 
@@ -26,7 +26,7 @@ def test_promote_then_demote(tmp_path: Path) -> None:
     w = Node("w1", tmp_path)
     try:
         c.start()
-        m1 = c.nodes[0]
+        m1 = c.managers[0]
         w.start()
         token = m1.ok("swarm", "join-token", "-q", "worker").strip()
         w.ok("swarm", "join", "--token", token, "--advertise-addr", w.addr, m1.addr)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import re
 
-from tests.integration.cluster import Cluster, wait_until
+from tests.framework import Cluster, wait_until
 
 ID = re.compile(r"^[0-9a-z]{25}$")
 
 
 def test_create_on_one_manager_is_listed_on_every_manager(cluster: Cluster) -> None:
-    m1, m2, m3 = cluster.nodes
+    m1, m2, m3 = cluster.managers
     sid = m2.ok("secret", "create", "-l", "env=prod", "-l", "team", "everywhere", "-", input="v1\n").strip()
     assert ID.match(sid), sid
     for n in (m1, m2, m3):
@@ -26,7 +26,7 @@ def test_create_on_one_manager_is_listed_on_every_manager(cluster: Cluster) -> N
 
 
 def test_payload_size_limits(cluster: Cluster) -> None:
-    m1 = cluster.nodes[0]
+    m1 = cluster.managers[0]
     m1.ok("secret", "create", "biggest", "-", input=b"x" * 511_999)
     err = m1.fails("secret", "create", "toobig", "-", input=b"x" * 512_000)
     assert "secret data must be larger than 0 and less than 512000 bytes" in err
@@ -37,7 +37,7 @@ def test_payload_size_limits(cluster: Cluster) -> None:
 
 
 def test_name_rules(cluster: Cluster) -> None:
-    m1 = cluster.nodes[0]
+    m1 = cluster.managers[0]
     text = ("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end "
             "character must be [a-zA-Z0-9]")
     for bad in ("-lead", "trail.", "has space", "a" * 65, "x/y", "ümlaut"):
@@ -47,7 +47,7 @@ def test_name_rules(cluster: Cluster) -> None:
 
 
 def test_names_are_unique_case_insensitively(cluster: Cluster) -> None:
-    m1, m2, _ = cluster.nodes
+    m1, m2, _ = cluster.managers
     m1.ok("secret", "create", "CaseName", "-", input="v")
     assert "secret casename already exists" in m2.fails("secret", "create", "casename", "-", input="v")
     assert m1.ok("secret", "ls", "-q", "-f", "name=casename") == ""
@@ -55,7 +55,7 @@ def test_names_are_unique_case_insensitively(cluster: Cluster) -> None:
 
 
 def test_resolution_by_id_name_and_prefix(cluster: Cluster) -> None:
-    m1 = cluster.nodes[0]
+    m1 = cluster.managers[0]
     ids = [m1.ok("secret", "create", f"prefix{i}", "-", input="v").strip() for i in range(40)]
     by_id = json.loads(m1.ok("secret", "inspect", ids[0]))[0]
     assert by_id["Spec"]["Name"] == "prefix0"
@@ -71,7 +71,7 @@ def test_resolution_by_id_name_and_prefix(cluster: Cluster) -> None:
 
 
 def test_rm_reports_every_failure_and_removes_the_rest(cluster: Cluster) -> None:
-    m1, _, m3 = cluster.nodes
+    m1, _, m3 = cluster.managers
     m1.ok("secret", "create", "rm1", "-", input="v")
     m1.ok("secret", "create", "rm2", "-", input="v")
     p = m1.cli("secret", "rm", "rm1", "missing1", "rm2", "missing2")
@@ -83,7 +83,7 @@ def test_rm_reports_every_failure_and_removes_the_rest(cluster: Cluster) -> None
 
 
 def test_ls_filters_and_formats(cluster: Cluster) -> None:
-    m1 = cluster.nodes[0]
+    m1 = cluster.managers[0]
     m1.ok("secret", "create", "-l", "tier=web", "flt-web", "-", input="v")
     m1.ok("secret", "create", "-l", "tier=db", "flt-db", "-", input="v")
     assert m1.ok("secret", "ls", "--format", "{{.Name}}", "-f", "label=tier=db").split() == ["flt-db"]
@@ -103,7 +103,7 @@ def test_label_only_update(cluster: Cluster) -> None:
 
     from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 
-    m1, m2, _ = cluster.nodes
+    m1, m2, _ = cluster.managers
     m1.ok("secret", "create", "-l", "a=1", "upd", "-", input="payload")
     with grpc.insecure_channel(f"unix:{m2.sock}") as ch:
         stub = control_pb2_grpc.ControlStub(ch)
@@ -137,7 +137,7 @@ def test_retry_with_same_request_id_returns_first_outcome(cluster: Cluster) -> N
 
     from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 
-    m1, m2, _ = cluster.nodes
+    m1, m2, _ = cluster.managers
     spec = objects_pb2.SecretSpec(name="retried", data=b"v")
     with grpc.insecure_channel(f"unix:{m1.sock}") as c1, grpc.insecure_channel(f"unix:{m2.sock}") as c2:
         first = control_pb2_grpc.ControlStub(c1).CreateSecret(

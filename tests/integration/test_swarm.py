@@ -14,11 +14,11 @@ from cryptography.x509.oid import NameOID
 
 from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, control_pb2, control_pb2_grpc
 from swarmsecrets.ca import certs, tokens
-from tests.integration.cluster import Cluster, Node, wait_until
+from tests.framework import Cluster, Node, wait_until
 
 
 def test_init_and_join_print_dockers_text(cluster: Cluster) -> None:
-    m1 = cluster.nodes[0]
+    m1 = cluster.managers[0]
     out = m1.ok("swarm", "join-token", "worker")
     assert re.search(r"To add a worker to this swarm, run the following command:\n\n"
                      r"    swarmsecrets swarm join --token SWMTKN-1-[0-9a-z]{50}-[0-9a-z]{25} "
@@ -34,7 +34,7 @@ def test_init_and_join_print_dockers_text(cluster: Cluster) -> None:
 
 
 def test_wrong_token_and_wrong_ca_are_refused(cluster: Cluster) -> None:
-    m1 = cluster.nodes[0]
+    m1 = cluster.managers[0]
     joiner = Node("badjoin", cluster.root)
     joiner.start()
     try:
@@ -53,7 +53,7 @@ def test_wrong_token_and_wrong_ca_are_refused(cluster: Cluster) -> None:
 
 
 def test_rotated_worker_token_is_refused_at_once(cluster: Cluster) -> None:
-    m1, m2, _ = cluster.nodes
+    m1, m2, _ = cluster.managers
     old = m1.ok("swarm", "join-token", "-q", "worker").strip()
     out = m2.ok("swarm", "join-token", "--rotate", "worker")
     assert "Successfully rotated worker join token." in out
@@ -88,7 +88,7 @@ def _forged_manager_cert(tmp: Path, digest: str, cluster_id: str) -> tuple[bytes
 
 
 def test_bootstrap_certificates_grant_nothing(cluster: Cluster, tmp_path: Path) -> None:
-    m1 = cluster.nodes[0]
+    m1 = cluster.managers[0]
     token = tokens.parse_token(m1.ok("swarm", "join-token", "-q", "worker").strip())
     root = (m1.data_dir / "certificates" / "swarm-root-ca.crt").read_bytes()
     cluster_id = certs.identity_from_pem((m1.data_dir / "certificates" / "swarm-node.crt").read_bytes()).cluster_id
@@ -135,7 +135,7 @@ def test_autolock_restart_needs_the_unlock_key(tmp_path: Path) -> None:
 
 
 def test_unlock_key_without_autolock(cluster: Cluster) -> None:
-    m1 = cluster.nodes[0]
+    m1 = cluster.managers[0]
     assert "cannot rotate because autolock is not turned on" in m1.fails("swarm", "unlock-key", "--rotate")
     assert "no unlock key is set" in m1.fails("swarm", "unlock-key")
 
@@ -144,7 +144,7 @@ def test_leave_shrinks_the_group_and_the_last_manager_needs_force(tmp_path: Path
     c = Cluster(tmp_path)
     try:
         c.start()
-        m1, m2, m3 = c.nodes
+        m1, m2, m3 = c.managers
         m1.ok("secret", "create", "stays", "-", input="v")
         assert "Node left the swarm." in m3.ok("swarm", "leave")
         assert "This node is not part of a swarm" in m3.fails("secret", "ls")

@@ -15,36 +15,22 @@ import pytest
 from swarmsecrets import rpcutil, wire
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
 from swarmsecrets.ca import certs
-from tests.integration.cluster import Cluster, Node, wait_until
+from tests.framework import Cluster, Node, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="workers need root for tmpfs mounts")]
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = Path(tmp_path_factory.mktemp("fleet"))
-    c = Cluster(root)
-    c.workers = [Node(f"w{i}", root) for i in (1, 2)]  # type: ignore[attr-defined]
+    # Workers join through m2, a follower at first: joining does not need the leader.
+    c = Cluster(Path(tmp_path_factory.mktemp("fleet")), managers=3, workers=2, worker_join_via=1)
     try:
         c.start()
-        token = c.nodes[0].ok("swarm", "join-token", "-q", "worker").strip()
-        for w in c.workers:  # type: ignore[attr-defined]
-            w.start()
-            assert "This node joined a swarm as a worker." in w.ok("swarm", "join", "--token", token, c.nodes[1].addr)
-        m1 = c.nodes[0]
-        wait_until(lambda: m1.ok("node", "ls", "--format", "{{.Status}}").split().count("Ready") == 5, 20, 0.3,
-                   "workers Ready")
         yield c
     except BaseException:
         print(c.logs())
-        for w in getattr(c, "workers", []):
-            if w.log_path.exists():
-                print(f"--- {w.name}\n{w.log_path.read_text()[-4000:]}")
         raise
     finally:
-        for w in getattr(c, "workers", []):
-            w.kill(15)
-            w.cleanup()
         c.stop()
 
 
@@ -53,12 +39,12 @@ def files_under(root: Path) -> list[Path]:
 
 
 def task_file(w: Node, service: str, target: str) -> Path:
-    return w.secrets_root / "services" / service / target  # type: ignore[operator]
+    return w.secrets_root / "services" / service / target
 
 
 def test_seed_walkthrough(fleet: Cluster) -> None:
-    m1, m2, _ = fleet.nodes
-    w1, w2 = fleet.workers  # type: ignore[attr-defined]
+    m1, m2, _ = fleet.managers
+    w1, w2 = fleet.workers
     m1.ok("secret", "create", "db_pass", "-", input="database_password\n")
     out_file = fleet.root / "app-read.txt"
     program = f"import time; open('{out_file}', 'w').write(open('/run/secrets/password').read()); time.sleep(600)"
@@ -107,17 +93,17 @@ def test_seed_walkthrough(fleet: Cluster) -> None:
 
 
 def test_inspect_and_ls(fleet: Cluster) -> None:
-    m1 = fleet.nodes[0]
+    m1 = fleet.managers[0]
     m1.ok("secret", "create", "cfg", "-", input="x")
     m1.ok("service", "create", "--name", "files-only", "--mode", "global", "--secret", "cfg")
     doc = json.loads(m1.ok("service", "inspect", "files-only"))[0]
     assert doc["Spec"]["Name"] == "files-only"
     wait_until(lambda: "2/2" in m1.ok("service", "ls"), 30, 0.3, "a global service on both workers")
-    for w in fleet.workers:  # type: ignore[attr-defined]
+    for w in fleet.workers:
         p = task_file(w, "files-only", "cfg")
         assert p.read_bytes() == b"x" and stat.S_IMODE(p.stat().st_mode) == 0o444
     m1.ok("service", "rm", "files-only")
-    for w in fleet.workers:  # type: ignore[attr-defined]
+    for w in fleet.workers:
         wait_until(lambda w=w: files_under(w.secrets_root) == [], 20, 0.2, "cleanup")
 
 
@@ -126,7 +112,7 @@ def node_id(n: Node) -> str:
 
 
 def test_attached_create_shows_progress_and_update_action_signal(fleet: Cluster) -> None:
-    m1 = fleet.nodes[0]
+    m1 = fleet.managers[0]
     m1.ok("secret", "create", "sig1", "-", input="one")
     m1.ok("secret", "create", "sig2", "-", input="two")
     log = fleet.root / "hups.txt"
@@ -143,8 +129,8 @@ def test_attached_create_shows_progress_and_update_action_signal(fleet: Cluster)
 
 
 def test_drain_moves_tasks_and_wipes_secrets(fleet: Cluster) -> None:
-    m1 = fleet.nodes[0]
-    w1, w2 = fleet.workers  # type: ignore[attr-defined]
+    m1 = fleet.managers[0]
+    w1, w2 = fleet.workers
     m1.ok("secret", "create", "drained", "-", input="d")
     m1.ok("service", "create", "--name", "mover", "--replicas", "2", "--secret", "drained")
     wait_until(lambda: all(task_file(w, "mover", "drained").exists() for w in (w1, w2)), 30, 0.2, "both replicas")
@@ -159,8 +145,8 @@ def test_drain_moves_tasks_and_wipes_secrets(fleet: Cluster) -> None:
 
 
 def test_tasks_of_a_down_worker_move_and_come_back(fleet: Cluster) -> None:
-    m1 = fleet.nodes[0]
-    w1, w2 = fleet.workers  # type: ignore[attr-defined]
+    m1 = fleet.managers[0]
+    w1, w2 = fleet.workers
     m1.ok("secret", "create", "mobile", "-", input="m")
     m1.ok("service", "create", "--name", "mobile", "--secret", "mobile", "--", "sleep", "600")
     runner = wait_until(lambda: next((w for w in (w1, w2) if task_file(w, "mobile", "mobile").exists()), None),
@@ -179,8 +165,8 @@ def test_tasks_of_a_down_worker_move_and_come_back(fleet: Cluster) -> None:
 
 
 def test_workers_ride_through_leader_failover(fleet: Cluster) -> None:
-    m1 = fleet.nodes[0]
-    w1, w2 = fleet.workers  # type: ignore[attr-defined]
+    m1 = fleet.managers[0]
+    w1, w2 = fleet.workers
     m1.ok("secret", "create", "steady", "-", input="s1")
     pidfile = fleet.root / "steady.pid"
     m1.ok("service", "create", "--name", "steady", "--mode", "global", "--secret", "steady", "--",
@@ -190,7 +176,7 @@ def test_workers_ride_through_leader_failover(fleet: Cluster) -> None:
     before = {w.name: task_file(w, "steady", "steady").stat().st_ino for w in (w1, w2)}
     leader = fleet.leader()
     leader.kill()
-    survivor = next(n for n in fleet.nodes if n.proc is not None)
+    survivor = next(n for n in fleet.managers if n.proc is not None)
     new_leader = fleet.leader()
     assert new_leader is not leader
     # Meanwhile nothing moved on the workers: same files, same processes.
@@ -222,9 +208,9 @@ def _worker_channel(w: Node | tuple[bytes, bytes, bytes], m: Node) -> grpc.Chann
 def test_a_worker_gets_only_its_own_assignments(fleet: Cluster) -> None:
     """Crafted calls with w1's certificate: another node's session is refused, and the leader
     streams w1 only its own tasks, whatever the request says."""
-    w1, w2 = fleet.workers[0], fleet.workers[1]  # type: ignore[attr-defined]
+    w1, w2 = fleet.workers[0], fleet.workers[1]
     leader = fleet.leader()
-    m1 = fleet.nodes[0]
+    m1 = fleet.managers[0]
     m1.ok("secret", "create", "only-w2", "-", input="w2-only")
     m1.ok("service", "create", "--name", "pinned", "--secret", "only-w2")
     wait_until(lambda: any(task_file(w, "pinned", "only-w2").exists() for w in (w1, w2)), 30, 0.2, "placement")
@@ -249,8 +235,8 @@ def test_a_worker_gets_only_its_own_assignments(fleet: Cluster) -> None:
 
 
 def test_worker_leave_wipes_its_secrets(fleet: Cluster) -> None:
-    m1 = fleet.nodes[0]
-    w1 = fleet.workers[0]  # type: ignore[attr-defined]
+    m1 = fleet.managers[0]
+    w1 = fleet.workers[0]
     m1.ok("secret", "create", "leaving", "-", input="l")
     m1.ok("service", "create", "--name", "leaver", "--mode", "global", "--secret", "leaving")
     wait_until(lambda: task_file(w1, "leaver", "leaving").exists(), 30, 0.2, "the secret on w1")
@@ -262,8 +248,8 @@ def test_worker_leave_wipes_its_secrets(fleet: Cluster) -> None:
 
 def test_removed_worker_is_refused_and_wipes_its_secrets(fleet: Cluster) -> None:
     """Last: it removes w2 from the fleet."""
-    m1 = fleet.nodes[0]
-    w2 = fleet.workers[1]  # type: ignore[attr-defined]
+    m1 = fleet.managers[0]
+    w2 = fleet.workers[1]
     m1.ok("secret", "create", "gone", "-", input="g")
     m1.ok("service", "create", "--name", "everywhere", "--mode", "global", "--secret", "gone")
     wait_until(lambda: task_file(w2, "everywhere", "gone").exists(), 30, 0.2, "the secret on w2")
@@ -272,7 +258,7 @@ def test_removed_worker_is_refused_and_wipes_its_secrets(fleet: Cluster) -> None
     t0 = time.monotonic()
     m1.ok("node", "rm", "--force", node_id(w2))
     # The very next call with its certificate is refused, on any manager.
-    for m in fleet.nodes:
+    for m in fleet.managers:
         with _worker_channel(identity, m) as ch:
             with pytest.raises(grpc.RpcError) as e:
                 next(iter(dispatcher_pb2_grpc.DispatcherStub(ch).Session(dispatcher_pb2.SessionRequest(), timeout=5)))

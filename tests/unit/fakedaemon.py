@@ -20,8 +20,9 @@ def ts(dt: datetime) -> str:
 @dataclass
 class Recorder:
     requests: list[tuple[str, Any]] = field(default_factory=list)
-    # method name -> statuses to answer with, one per call, before behaving normally
-    faults: dict[str, list[tuple[grpc.StatusCode, str]]] = field(default_factory=dict)
+    # method name -> answers, one per call, before behaving normally: a typed error as a manager
+    # sends it, or a bare (status, message) as gRPC itself or an older daemon would
+    faults: dict[str, list[tuple[grpc.StatusCode, str] | errors.SwarmError]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def calls(self, name: str) -> list[Any]:
@@ -35,9 +36,11 @@ class Recorder:
             self.requests.append((name, copy))
             queue = self.faults.get(name)
             fault = queue.pop(0) if queue else None
-        if fault:
-            context.abort(*fault)
         try:
+            if isinstance(fault, errors.SwarmError):
+                raise fault
+            if fault:
+                context.abort(*fault)
             return fn()
         except errors.SwarmError as e:
             context.set_trailing_metadata(rpcutil.trailing_metadata(e))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from swarmsecrets.chaos.checker import (
+from tests.chaoskit.checker import (
     Cut,
     Expected,
     FileObs,

@@ -22,6 +22,7 @@ from click.testing import CliRunner, Result
 from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2, swarm_pb2, swarm_pb2_grpc
 from swarmsecrets.cli import client as client_mod
+from swarmsecrets.client import RetryPolicy
 from swarmsecrets.cli.main import cli, run
 from tests.unit.fakedaemon import Recorder, ts
 
@@ -330,7 +331,7 @@ def test_create_retries_unavailable_with_the_same_request_id(invoke: Any, fake: 
 
 def test_retry_gives_up_after_the_budget(invoke: Any, fake: FakeDaemon,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_mod, "RETRY_BUDGET", 0.5)
+    monkeypatch.setattr(client_mod, "RETRY", RetryPolicy(budget=0.5))
     fake.faults["CreateSecret"] = [(grpc.StatusCode.UNAVAILABLE, "the manager is starting")] * 100
     r = invoke("secret", "create", "s1", "-", input="x")
     assert (r.exit_code, r.stdout) == (1, "")
@@ -338,12 +339,21 @@ def test_retry_gives_up_after_the_budget(invoke: Any, fake: FakeDaemon,
     assert 2 <= len(fake.calls("CreateSecret")) < 10
 
 
-@pytest.mark.parametrize("text", [errors.NO_LEADER, errors.LOCKED, errors.NOT_IN_SWARM])
-def test_states_waiting_cannot_fix_are_reported_at_once(invoke: Any, fake: FakeDaemon, text: str) -> None:
-    fake.faults["CreateSecret"] = [(grpc.StatusCode.UNAVAILABLE, text)] * 2
+@pytest.mark.parametrize("error", [errors.NoLeader(), errors.SwarmLocked(), errors.NotInSwarm(), errors.NotAManager()])
+def test_states_waiting_cannot_fix_are_reported_at_once(invoke: Any, fake: FakeDaemon,
+                                                        error: errors.SwarmError) -> None:
+    fake.faults["CreateSecret"] = [error] * 2
     r = invoke("secret", "create", "s1", "-", input="x")
-    assert (r.exit_code, r.stderr) == (1, f"Error response from daemon: {text}\n")
+    assert (r.exit_code, r.stderr) == (1, f"Error response from daemon: {error.message}\n")
     assert len(fake.calls("CreateSecret")) == 1
+
+
+def test_a_no_leader_text_without_its_kind_is_retried(invoke: Any, fake: FakeDaemon) -> None:
+    """The retry decision reads the error's kind, never its text."""
+    fake.faults["CreateSecret"] = [(grpc.StatusCode.UNAVAILABLE, errors.NO_LEADER)]
+    r = invoke("secret", "create", "s1", "-", input="x")
+    assert r.exit_code == 0, r.stderr
+    assert len(fake.calls("CreateSecret")) == 2
 
 
 def test_reads_are_not_retried(invoke: Any, fake: FakeDaemon) -> None:

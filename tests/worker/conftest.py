@@ -36,7 +36,7 @@ def force_unmount(path: str) -> None:
 def root() -> Iterator[str]:
     """A fresh secrets root on tmpfs: its own tmpfs mount as root, a dir in /dev/shm otherwise."""
     if CAN_MOUNT:
-        path = tempfile.mkdtemp(prefix="swarmsecrets-test-")
+        path = tempfile.mkdtemp(prefix=f"swarmsecrets-test-{os.getpid()}-")
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", path], check=True)
     else:
         path = tempfile.mkdtemp(prefix="swarmsecrets-test-", dir="/dev/shm")

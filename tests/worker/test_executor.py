@@ -269,3 +269,31 @@ def test_supervisor_restart_and_signal_actions(task_dir: str, supervisors: list[
     assert sup.status.restarts == 1 and sup.status.error is None and len(runs) == 2
     assert sup.stop().state == "complete"
     assert runs[1].exit_code == 128 + signal.SIGTERM
+
+
+AGENT = """
+import sys, time
+from swarmsecrets.worker.executor import TaskProcess
+proc = TaskProcess("t-orphan", ["sleep", "600"], {"PATH": "/usr/bin:/bin"}, None, sys.argv[1])
+proc.start()
+print(proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_task_dies_with_its_agent(tmp_path: Any) -> None:
+    """An agent killed with SIGKILL cannot stop its tasks, and a restarted one cannot adopt them: the
+    kernel kills them (nothing would supervise them or give them their secrets)."""
+    import subprocess
+    import sys
+
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, str(tmp_path)], stdout=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert agent.stdout is not None
+        task_pid = int(agent.stdout.readline())
+        assert alive(task_pid)
+    finally:
+        agent.kill()
+        agent.wait()
+    wait_for(lambda: not alive(task_pid))

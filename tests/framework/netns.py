@@ -1,42 +1,33 @@
-"""Hosts in network namespaces on this machine, and the network faults between them (chaos-lab.md §1, §2, §6).
+"""Hosts in network namespaces on this machine, joined by a bridge that has no route out.
 
 Namespaces are ``<prefix>-br`` (the bridge, in a namespace of its own) and ``<prefix>-n1..nN`` (hosts
-10.77.0.11+ with only ``10.77.0.0/24 dev eth0``: no default route, nothing leaves the lab). Every host
-gets an ``inet chaos`` nftables table: a ``drop_from`` set on input (partitions) and a ``loss`` chain on
-output. Delay is an NFQUEUE rule plus the userspace delayer of ``delayer.py`` in the host's namespace,
-because this kernel has no netem.
+10.77.0.11+ with only ``10.77.0.0/24 dev eth0``: no default route, nothing leaves the lab).
 
-Everything the lab makes is named after its prefix, so ``teardown(prefix)`` finds it again after a
-crash: the namespaces (and every process inside them), the secrets roots under /dev/shm and the run
-dir under /run. ``Lab.up`` runs it first and ``Lab.down`` last.
+Everything a lab makes is named after its prefix, so ``teardown(prefix)`` finds it again after a crash:
+the namespaces (and every process inside them), the secrets roots under /dev/shm and the run dir under
+/run. ``NetnsLab.up`` runs it first and ``NetnsLab.down`` last. Network faults between the hosts are the
+chaos harness's business (tests/chaoskit/lab.py builds on this class).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from tests.framework.node import DAEMON_MODULE, child_env, mounts_under
 
 SUBNET = "10.77.0"
 RUN_ROOT = Path("/run/swarmsecrets-chaos")
 SHM_ROOT = Path("/dev/shm")
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,11}$")
-NFQUEUE_NUM = 0
-CHAOS_TABLE = """table inet chaos {
-  set drop_from { type ipv4_addr; }
-  chain input { type filter hook input priority -10; policy accept; ip saddr @drop_from drop; }
-  chain loss { type filter hook output priority -5; policy accept; }
-}
-"""
-# The package's parent dir: processes started in a namespace import this same tree.
-PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+# Prefixes of the labs this process built: a test session checks that none of them is left.
+CREATED_PREFIXES: set[str] = set()
 
 
 class LabError(RuntimeError):
@@ -53,14 +44,6 @@ def run(argv: Sequence[str], *, input: str | None = None, check: bool = True,
     if check and p.returncode != 0:
         raise LabError(f"{' '.join(argv)}: exit {p.returncode}: {p.stderr.strip() or p.stdout.strip()}")
     return p
-
-
-def child_env() -> dict[str, str]:
-    """The environment for python processes in the lab: this package importable, unbuffered logs."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_PARENT, env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def check_prefix(prefix: str) -> str:
@@ -106,16 +89,9 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def _mounts_under(path: Path) -> list[str]:
-    prefix = str(path).rstrip("/") + "/"
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split(" ")[4] for line in f]
-    return [p for p in points if p + "/" == prefix or p.startswith(prefix)]
-
-
 def stray_pids(prefix: str) -> list[int]:
     """Daemons still running outside the lab's namespaces: their command line names the run dir (for the
-    socket). Only ``swarmsecrets.node`` processes count, never a CLI someone pointed at the lab."""
+    socket). Only daemon processes count, never a CLI someone pointed at the lab."""
     marker = os.fsencode(str(RUN_ROOT / prefix) + "/")
     pids = []
     for entry in os.listdir("/proc"):
@@ -124,7 +100,7 @@ def stray_pids(prefix: str) -> list[int]:
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read()
-                if marker in cmdline and b"swarmsecrets.node" in cmdline:
+                if marker in cmdline and DAEMON_MODULE.encode() in cmdline:
                     pids.append(int(entry))
         except OSError:
             continue
@@ -159,7 +135,7 @@ def teardown(prefix: str) -> list[str]:
     _wait_gone(strays, 10.0)
     found += [f"process {pid}" for pid in strays]
     for d in shm_dirs(prefix):
-        for point in sorted(_mounts_under(d), key=len, reverse=True):
+        for point in sorted(mounts_under(d), key=len, reverse=True):
             run(["umount", "-l", point], check=False)
         shutil.rmtree(d, ignore_errors=True)
         found.append(str(d))
@@ -170,7 +146,7 @@ def teardown(prefix: str) -> list[str]:
     return found
 
 
-class Lab:
+class NetnsLab:
     """``hosts`` namespaces on one bridge. Hosts are numbered from 1; see the module docstring."""
 
     def __init__(self, prefix: str, hosts: int, log_dir: Path | None = None, ttl: float = 3600.0) -> None:
@@ -182,7 +158,6 @@ class Lab:
         self.log_dir = log_dir
         self.ttl = ttl
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.delayers: dict[int, subprocess.Popen[bytes]] = {}
         self.leftovers: list[str] = []
 
     # --- names ------------------------------------------------------------------------------------
@@ -210,9 +185,10 @@ class Lab:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    def up(self) -> Lab:
+    def up(self) -> NetnsLab:
         """Clear leftovers of an earlier run with this prefix, then build; a half-built lab is torn down."""
         self.leftovers = teardown(self.prefix)
+        CREATED_PREFIXES.add(self.prefix)
         try:
             self.run_dir.mkdir(parents=True, mode=0o700)
             br = self.bridge_ns
@@ -228,18 +204,17 @@ class Lab:
                 run(["ip", "-n", ns, "addr", "add", f"{self.ip(h)}/24", "dev", "eth0"])
                 run(["ip", "-n", ns, "link", "set", "eth0", "up"])
                 run(["ip", "-n", ns, "link", "set", "lo", "up"])
-                run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=CHAOS_TABLE)
+                self.setup_host(h)
         except BaseException:
             self.down()
             raise
         return self
 
+    def setup_host(self, host: int) -> None:
+        """Called once per host while the lab is built, after its link is up; nothing by default."""
+
     def down(self) -> None:
-        """Stop delayers gracefully, kill every process group spawned, then tear the namespaces down."""
-        try:
-            self.clear_delays()
-        except LabError:
-            pass
+        """Kill every process group spawned, then tear the namespaces down."""
         for p in self.procs:
             self.signal(p, signal.SIGKILL)
         for p in self.procs:
@@ -288,75 +263,3 @@ class Lab:
         """A process that exited (and was waited for) needs no more cleaning up."""
         if p in self.procs and p.poll() is not None:
             self.procs.remove(p)
-
-    # --- network faults -----------------------------------------------------------------------------
-
-    def _nft(self, host: int, *args: str) -> None:
-        self.exec(host, ["nft", *args])
-
-    def drop_from(self, host: int, sources: Iterable[int]) -> None:
-        """``host`` drops whatever arrives from ``sources`` (one direction, the receiver drops)."""
-        ips = sorted({self.ip(s) for s in sources if s != host})
-        if ips:
-            self._nft(host, "add", "element", "inet", "chaos", "drop_from", "{ " + ", ".join(ips) + " }")
-
-    def partition(self, groups: Sequence[Sequence[int]]) -> None:
-        """Hosts in different groups cannot talk; links of hosts in no group are untouched."""
-        for i, group in enumerate(groups):
-            others = [h for j, g in enumerate(groups) if j != i for h in g]
-            for h in group:
-                self.drop_from(h, others)
-
-    def isolate(self, host: int, others: Iterable[int]) -> None:
-        self.partition([[host], [o for o in others if o != host]])
-
-    def heal(self, hosts: Iterable[int] | None = None) -> None:
-        """Drop sets and loss rules emptied on these hosts, or everywhere (delays are separate)."""
-        for h in self.all_hosts() if hosts is None else hosts:
-            self._nft(h, "flush", "set", "inet", "chaos", "drop_from")
-            self._nft(h, "flush", "chain", "inet", "chaos", "loss")
-
-    def loss(self, host: int, percent: float) -> None:
-        """``percent`` of what ``host`` sends is dropped (nft numgen)."""
-        self._nft(host, "add", "rule", "inet", "chaos", "loss", "oifname", "eth0", "numgen", "random", "mod",
-                  "10000", "<", str(round(percent * 100)), "drop")
-
-    def _queue_rule(self, op: str) -> list[str]:
-        return ["iptables", "-w", op, "INPUT", "-i", "eth0", "-j", "NFQUEUE", "--queue-num", str(NFQUEUE_NUM),
-                "--queue-bypass"]
-
-    def delay(self, host: int, ms: float, jitter_ms: float = 0.0, loss: float = 0.0) -> None:
-        """Delay (and optionally drop a fraction of) what ``host`` receives, via NFQUEUE and the delayer."""
-        self.clear_delay(host)
-        p = self.spawn(host, [sys.executable, "-m", "swarmsecrets.chaos.delayer", "--queue", str(NFQUEUE_NUM),
-                              "--delay-ms", str(ms), "--jitter-ms", str(jitter_ms), "--loss", str(loss)],
-                       log=self.log_dir / f"delayer-n{host}.log" if self.log_dir else None, pipe_stdout=True)
-        assert p.stdout is not None
-        ready, _, _ = select.select([p.stdout], [], [], 10.0)
-        line = p.stdout.readline() if ready else b""
-        if line.strip() != b"ready":
-            self.signal(p, signal.SIGKILL)
-            p.wait(5)
-            raise LabError(f"the delayer in {self.ns(host)} did not start: {line.decode(errors='replace')!r}")
-        self.delayers[host] = p
-        self.exec(host, self._queue_rule("-A"))
-
-    def clear_delay(self, host: int) -> None:
-        """Stop queueing first, then let the delayer release what it holds."""
-        p = self.delayers.pop(host, None)
-        if p is None:
-            return
-        self.exec(host, self._queue_rule("-D"), check=False)
-        self.signal(p, signal.SIGTERM)
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.signal(p, signal.SIGKILL)
-            p.wait(timeout=5)
-        if p.stdout is not None:
-            p.stdout.close()
-        self.forget(p)
-
-    def clear_delays(self) -> None:
-        for host in list(self.delayers):
-            self.clear_delay(host)

@@ -1,6 +1,6 @@
 """The fault schedule and its injection: each fault is applied, held for its window, then healed.
 
-Faults (chaos-lab.md §2, §6): ``kill`` (SIGKILL a manager, often the leader, restart it after the
+Faults: ``kill`` (SIGKILL a manager, often the leader, restart it after the
 window), ``pause`` (SIGSTOP/SIGCONT the leader), ``partition`` (random majority/minority split of the
 managers), ``partition-leader`` (the leader cut from every other manager), ``loss`` (10 % of what a
 follower sends, nft numgen), ``delay`` (what a follower receives, 100 ± 20 ms through NFQUEUE),
@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from swarmsecrets.chaos.lab import Lab
-from swarmsecrets.chaos.swarm import Member, Swarm
-from swarmsecrets.chaos.workload import History, LeaderMonitor
+from tests.chaoskit.lab import Lab
+from tests.chaoskit.swarm import Swarm
+from tests.framework import Node
+from tests.chaoskit.workload import History, LeaderMonitor
 
 FAULTS = ("kill", "pause", "partition", "partition-leader", "loss", "delay", "worker-partition")
 DEFAULT_FAULTS = ("kill", "pause", "partition", "partition-leader", "loss", "delay")
@@ -80,15 +81,15 @@ class Nemesis:
 
     # --- targets ----------------------------------------------------------------------------------
 
-    def leader(self) -> Member | None:
-        return self.monitor.current() or self.swarm.leader()
+    def leader(self) -> Node | None:
+        return self.monitor.current() or self.swarm.current_leader()
 
-    def pick(self, spec: FaultSpec) -> Member:
+    def pick(self, spec: FaultSpec) -> Node:
         if spec.target not in (None, "leader", "follower"):
             return self.swarm.member(spec.target)
         if spec.kind == "worker-partition":
-            return self.rng.choice(self.swarm.worker_members)
-        managers = [m for m in self.swarm.manager_members if m.running]
+            return self.rng.choice(self.swarm.workers)
+        managers = [m for m in self.swarm.managers if m.running]
         leader = self.leader()
         wants_leader = spec.target == "leader" or (spec.target is None and (
             spec.kind in ("pause", "partition-leader")
@@ -113,16 +114,16 @@ class Nemesis:
     def one(self, spec: FaultSpec) -> None:
         target = self.pick(spec)
         hosts = {m.name: m.host for m in self.swarm.members}
-        others = [m for m in self.swarm.manager_members if m is not target]
+        others = [m for m in self.swarm.managers if m is not target]
         rec: dict[str, Any] = {"kind": "fault", "fault": spec.kind, "nodes": [target.name]}
         t0 = self.history.now()
         with self._lock:
             if spec.kind == "kill":
-                self.swarm.kill(target)
+                target.kill()
             elif spec.kind == "pause":
-                self.swarm.pause(target)
+                target.pause()
             elif spec.kind == "partition":
-                managers = self.swarm.manager_members[:]
+                managers = self.swarm.managers[:]
                 self.rng.shuffle(managers)
                 minority = managers[: self.rng.randint(1, (len(managers) - 1) // 2)]
                 majority = [m for m in managers if m not in minority]
@@ -134,7 +135,7 @@ class Nemesis:
                 self.lab.isolate(target.host, [m.host for m in others])
                 rec.update(cut=[target.name], detail=f"{target.name} cut from {'+'.join(m.name for m in others)}")
             elif spec.kind == "worker-partition":
-                self.lab.isolate(target.host, [m.host for m in self.swarm.manager_members])
+                self.lab.isolate(target.host, [m.host for m in self.swarm.managers])
                 rec.update(detail=f"{target.name} cut from every manager")
             else:
                 parts = spec.kind.split("+")
@@ -150,9 +151,9 @@ class Nemesis:
         rec["heal_start"] = self.history.now()
         with self._lock:
             if spec.kind == "kill":
-                self.swarm.start(target)
+                target.start()
             elif spec.kind == "pause":
-                self.swarm.resume(target)
+                target.resume()
             elif spec.kind in ("partition", "partition-leader", "worker-partition"):
                 self.lab.heal([hosts[m.name] for m in self.swarm.members])
             else:
@@ -168,6 +169,6 @@ class Nemesis:
             self.lab.heal(list(self.lab.all_hosts()))
             for m in self.swarm.members:
                 if m.paused:
-                    self.swarm.resume(m)
+                    m.resume()
                 if not m.running:
-                    self.swarm.start(m)
+                    m.start()

@@ -1,10 +1,10 @@
 """The history and what fills it: client threads, the worker tmpfs poller and the leader monitor.
 
-Clients talk gRPC to a manager's unix socket, as the CLI does, and retry UNAVAILABLE with the same
-request_id within the CLI's budget (that is the contract under test: a retried create never reports a
-false conflict). Recording follows chaos-lab.md §4: one clock (this process's time.monotonic, shifted
-to the run's start); ``fail`` only when the request certainly did not happen (never sent, or a definite
-refusal such as "already exists"); anything that may have happened is ``info``.
+Clients talk gRPC to a manager's unix socket, as the CLI does, and retry with the same request_id under
+the CLI's own retry policy, swarmsecrets/client/retry.py (that is the contract under test: a retried
+create never reports a false conflict). Recording, as Jepsen does: one clock (this process's
+time.monotonic, shifted to the run's start); ``fail`` only when the request certainly did not happen
+(never sent, or a definite refusal such as "already exists"); anything that may have happened is ``info``.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import IO, Any
 
 import grpc
 
-from swarmsecrets import errors
+from swarmsecrets import errors, rpcutil
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
-from swarmsecrets.chaos.checker import FileObs, Op, Snapshot
-from swarmsecrets.chaos.swarm import SERVICE, Member, Swarm, secret_ref
-from swarmsecrets.cli.client import _BACKOFF_FIRST, _BACKOFF_MAX, _NOT_TRANSIENT, RETRY_BUDGET
-from swarmsecrets.wire import LOCAL_MAX_MESSAGE
+from tests.chaoskit.checker import FileObs, Op, Snapshot
+from swarmsecrets.client import DEFAULT_RETRY, local_channel, never_connected
+from tests.chaoskit.swarm import SERVICE, Swarm, secret_ref
+from tests.framework import Node
 
 # Per attempt: longer than the daemon's own propose (5 s) plus read barrier (5 s) waits.
 ATTEMPT_TIMEOUT = 12.0
@@ -88,18 +88,19 @@ def record_op(history: History, op: Op, error: str = "") -> None:
     history.record(rec)
 
 
-def _definite(code: grpc.StatusCode, details: str, retried: bool) -> str | None:
+def _definite(failure: grpc.RpcError, retried: bool) -> str | None:
     """The value of a refusal that says the request did not happen, else None. The outcome refusals
     (conflict, not found, invalid, out of sequence) speak for the request_id, so for every attempt, and
     the checker tests that claim; a refusal about the daemon's state (not a manager, locked, ...) speaks
     only for the last attempt, so after an earlier attempt that may have landed it settles nothing."""
+    code, details = failure.code(), failure.details() or failure.code().name
     if code == grpc.StatusCode.ALREADY_EXISTS:
         return "conflict"
     if code == grpc.StatusCode.NOT_FOUND:
         return "not-found"
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return details
-    if details == errors.UPDATE_OUT_OF_SEQUENCE:
+    if isinstance(rpcutil.error_from_rpc(failure), errors.UpdateOutOfSequence):
         return "out-of-sequence"
     if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED) and not retried:
         return details
@@ -107,33 +108,32 @@ def _definite(code: grpc.StatusCode, details: str, retried: bool) -> str | None:
 
 
 def write(call: Callable[[float], Any], stop_by: float) -> tuple[str, Any, str]:
-    """One logical write as the CLI makes it: the caller fixed the request_id; UNAVAILABLE is retried
-    with the same id for RETRY_BUDGET s with backoff, except the CLI's "not transient" texts (no leader
-    after the daemon's own wait, …). One difference: a write whose first attempt could not connect is
-    ``fail`` at once instead of waiting for a dead daemon to come back, which would teach the checker
-    nothing and stall a quarter of the workload per dead manager. Once an attempt may have reached a
-    daemon, connection failures are retried like the rest (a killed manager comes back, and the retry
-    must then see the first outcome). Returns (type, response or value, error text)."""
-    deadline = time.monotonic() + RETRY_BUDGET
-    delay = _BACKOFF_FIRST
+    """One logical write as the CLI makes it: the caller fixed the request_id; transient failures are
+    retried with the same id under the CLI's retry policy (swarmsecrets/client/retry.py). One difference:
+    a write whose first attempt could not connect is ``fail`` at once instead of waiting for a dead daemon
+    to come back, which would teach the checker nothing and stall a quarter of the workload per dead
+    manager. Once an attempt may have reached a daemon, connection failures are retried like the rest (a
+    killed manager comes back, and the retry must then see the first outcome). Returns (type, response or
+    value, error text)."""
+    delays = DEFAULT_RETRY.delays(stop_by)
     maybe_sent = False
     while True:
         try:
             return "ok", call(ATTEMPT_TIMEOUT), ""
         except grpc.RpcError as e:
-            code, details = e.code(), e.details() or e.code().name
-        never_sent = code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details
+            failure = e
+            details = e.details() or e.code().name
+        never_sent = never_connected(failure)
         if never_sent and not maybe_sent:
             return "fail", None, details
-        value = _definite(code, details, maybe_sent)
+        value = _definite(failure, maybe_sent)
         if value is not None:
             return "fail", value, details
         maybe_sent = maybe_sent or not never_sent
-        if code != grpc.StatusCode.UNAVAILABLE or details in _NOT_TRANSIENT or \
-                time.monotonic() + delay > min(deadline, stop_by):
+        delay = next(delays, None) if DEFAULT_RETRY.is_transient(failure) else None
+        if delay is None:
             return ("info" if maybe_sent else "fail"), None, details
         time.sleep(delay)
-        delay = min(delay * 2, _BACKOFF_MAX)
 
 
 def read(call: Callable[[float], Any]) -> tuple[str, Any, str]:
@@ -158,7 +158,7 @@ class ServiceFlipper:
         # soon outside all of them.
         self.recent: collections.deque[str] = collections.deque([bound], maxlen=len(self.pool) // 2)
 
-    def refresh(self, history: History, process: int, m: Member, control: Any) -> bool:
+    def refresh(self, history: History, process: int, m: Node, control: Any) -> bool:
         start = history.now()
         kind, resp, err = read(lambda t: control.GetService(control_pb2.GetServiceRequest(service_id=SERVICE),
                                                             timeout=t))
@@ -170,7 +170,7 @@ class ServiceFlipper:
         record_op(history, Op(process, "svc-read", SERVICE, start, history.now(), kind, value, m.name), err)
         return kind == "ok"
 
-    def update(self, history: History, process: int, m: Member, control: Any, rng: random.Random,
+    def update(self, history: History, process: int, m: Node, control: Any, rng: random.Random,
                stop_by: float) -> None:
         if self.stale and not self.refresh(history, process, m, control):
             return
@@ -210,7 +210,7 @@ class ClientProcess:
         self.seq = 0
         self.channels: dict[str, grpc.Channel] = {}
 
-    def control(self, m: Member) -> Any:
+    def control(self, m: Node) -> Any:
         if m.name not in self.channels:
             self.channels[m.name] = channel(m)
         return control_pb2_grpc.ControlStub(self.channels[m.name])
@@ -227,7 +227,7 @@ class ClientProcess:
                 ch.close()
 
     def one(self) -> None:
-        managers = self.swarm.manager_members
+        managers = self.swarm.managers
         m = managers[(self.process + int(self.history.now() // ROTATE_EVERY)) % len(managers)]
         control = self.control(m)
         roll = self.rng.random()
@@ -245,9 +245,9 @@ class ClientProcess:
 
     def stop_by(self) -> float:
         """Retries never outlive the run by more than one retry budget."""
-        return time.monotonic() + (RETRY_BUDGET if not self.stop.is_set() else 0.0)
+        return time.monotonic() + (DEFAULT_RETRY.budget if not self.stop.is_set() else 0.0)
 
-    def create(self, m: Member, control: Any, name: str) -> None:
+    def create(self, m: Node, control: Any, name: str) -> None:
         self.seq += 1
         data = f"{name}:{self.process}:{self.seq}:{self.rng.getrandbits(32):08x}".encode()
         req = control_pb2.CreateSecretRequest(spec=objects_pb2.SecretSpec(name=name, data=data),
@@ -257,26 +257,24 @@ class ClientProcess:
         value = str(resp.secret.id) if kind == "ok" else resp
         record_op(self.history, Op(self.process, "create", name, start, self.history.now(), kind, value, m.name), err)
 
-    def remove(self, m: Member, control: Any, name: str) -> None:
+    def remove(self, m: Node, control: Any, name: str) -> None:
         req = control_pb2.RemoveSecretRequest(secret_id=name, request_id=uuid.uuid4().hex)
         start = self.history.now()
         kind, resp, err = write(lambda t: control.RemoveSecret(req, timeout=t), self.stop_by())
         value = None if kind == "ok" else resp
         record_op(self.history, Op(self.process, "remove", name, start, self.history.now(), kind, value, m.name), err)
 
-    def list(self, m: Member, control: Any) -> None:
+    def list(self, m: Node, control: Any) -> None:
         start = self.history.now()
         kind, resp, err = read(lambda t: control.ListSecrets(control_pb2.ListSecretsRequest(), timeout=t))
         value = [(s.spec.name, s.id) for s in resp.secrets] if kind == "ok" else None
         record_op(self.history, Op(self.process, "list", "", start, self.history.now(), kind, value, m.name), err)
 
 
-def channel(m: Member) -> grpc.Channel:
-    """A channel to one daemon with the CLI's options (reconnects fast after a restart). Unlike the CLI's
-    Client it does not check the socket exists first: a killed manager is a failed call, not an exception."""
-    return grpc.insecure_channel(f"unix:{m.sock}", options=[
-        ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000),
-        ("grpc.max_receive_message_length", LOCAL_MAX_MESSAGE)])
+def channel(m: Node) -> grpc.Channel:
+    """A channel of its own to one daemon with the CLI's options (reconnects fast after a restart). Unlike
+    the CLI it does not check the socket exists first: a killed manager is a failed call, not an exception."""
+    return local_channel(m.sock)
 
 
 class Poller:
@@ -287,7 +285,7 @@ class Poller:
 
     def poll(self) -> dict[str, Snapshot]:
         out = {}
-        for w in self.swarm.worker_members:
+        for w in self.swarm.workers:
             t = self.history.now()
             snap = Snapshot(w.name, t, tuple(self.swarm.worker_files(w)))
             self.history.record({"kind": "poll", "worker": w.name, "t": t,
@@ -309,7 +307,7 @@ class LeaderMonitor:
         self.leaders: list[str] = []
         self._channels: dict[str, grpc.Channel] = {}
 
-    def says_leader(self, m: Member) -> bool:
+    def says_leader(self, m: Node) -> bool:
         if not m.running or m.paused:
             return False
         ch = self._channels.setdefault(m.name, channel(m))
@@ -320,11 +318,11 @@ class LeaderMonitor:
             return False
         return bool(node.manager_status.leader)
 
-    def current(self) -> Member | None:
+    def current(self) -> Node | None:
         return next((self.swarm.member(n) for n in self.leaders), None)
 
     def check(self) -> None:
-        leaders = [m.name for m in self.swarm.manager_members if self.says_leader(m)]
+        leaders = [m.name for m in self.swarm.managers if self.says_leader(m)]
         if leaders != self.leaders:
             self.leaders = leaders
             self.history.record({"kind": "leader", "t": self.history.now(), "leaders": leaders})

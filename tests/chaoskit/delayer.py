@@ -1,6 +1,6 @@
 """NFQUEUE delayer: holds every packet queued to it for delay ± jitter, then accepts it, in FIFO order.
 
-This kernel has no netem (chaos-lab.md §2b), so delay is done in userspace: run this inside a host's
+This kernel has no netem (sch_netem is not built), so delay is done in userspace: run this inside a host's
 namespace, then ``iptables -A INPUT -i eth0 -j NFQUEUE --queue-num N --queue-bypass`` there. Raw
 nfnetlink, stdlib only. Copy-meta mode (verdicts need only the packet id), fail-open (a full queue
 passes packets instead of dropping them), GSO. On SIGTERM or after --max-seconds everything still held
@@ -140,7 +140,7 @@ class Delayer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m swarmsecrets.chaos.delayer", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tests.chaoskit.delayer", description=__doc__)
     p.add_argument("--queue", type=int, default=0)
     p.add_argument("--delay-ms", type=float, required=True)
     p.add_argument("--jitter-ms", type=float, default=0.0)

@@ -18,12 +18,13 @@ from typing import Any
 import grpc
 
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc
-from swarmsecrets.chaos import checker, report
-from swarmsecrets.chaos.checker import Anomalies, Cut, Expected, Op, Snapshot
-from swarmsecrets.chaos.lab import RUN_ROOT, Lab, namespaces, shm_dirs, stray_pids, teardown
-from swarmsecrets.chaos.nemesis import DEFAULT_FAULTS, FaultSpec, Nemesis, random_schedule
-from swarmsecrets.chaos.swarm import SERVICE, RaftTimings, Swarm, sha
-from swarmsecrets.chaos.workload import (
+from tests.chaoskit import checker, report
+from tests.chaoskit.checker import Anomalies, Cut, Expected, Op, Snapshot
+from tests.chaoskit.lab import RUN_ROOT, Lab, namespaces, shm_dirs, stray_pids, teardown
+from tests.chaoskit.nemesis import DEFAULT_FAULTS, FaultSpec, Nemesis, random_schedule
+from tests.chaoskit.swarm import CHAOS_TIMINGS, SERVICE, Swarm, sha
+from tests.framework import Timings
+from tests.chaoskit.workload import (
     ATTEMPT_TIMEOUT,
     TARGET,
     ClientProcess,
@@ -34,7 +35,7 @@ from swarmsecrets.chaos.workload import (
     channel,
     record_op,
 )
-from swarmsecrets.cli.client import RETRY_BUDGET
+from swarmsecrets.client import DEFAULT_RETRY
 
 # Flipped at target "cur" (see ServiceFlipper for the order).
 POOL = [f"B_{i}" for i in range(6)]
@@ -61,7 +62,7 @@ class RunConfig:
     out: Path = Path("/var/tmp/swarmsecrets-chaos-runs/run")
     prefix: str = "chaos"
     schedule: list[FaultSpec] | None = None
-    timings: RaftTimings = field(default_factory=RaftTimings)
+    timings: Timings = CHAOS_TIMINGS
     clients: int = 4
     log_level: str = "info"
     command: str = ""
@@ -152,7 +153,7 @@ class _Run:
                              "rate": cfg.rate, "command": cfg.command, "timings": vars(cfg.timings),
                              "leftovers_before": self.result.leftovers_before})
         self.swarm = Swarm(self.lab, cfg.managers, cfg.workers, self.out, cfg.timings, cfg.log_level)
-        self.swarm.form()
+        self.swarm.start()
         for name in [*POOL, STATIC[0]]:
             data = f"{name}:{self.result.seed}:{self.rng.getrandbits(64):016x}\n".encode()
             start = self.now()
@@ -208,20 +209,20 @@ class _Run:
         self.stop_nemesis.set()
         nemesis_thread.join(60)
         for t in client_threads:
-            t.join(RETRY_BUDGET + ATTEMPT_TIMEOUT + 5)
+            t.join(DEFAULT_RETRY.budget + ATTEMPT_TIMEOUT + 5)
         self.nemesis.heal_all()
         if self.nemesis.error is not None:
             raise RuntimeError(f"nemesis failed: {self.nemesis.error!r}") from self.nemesis.error
 
     def final_reads(self) -> dict[str, dict[str, Any]]:
         """Every manager's secrets and service, once they all answer and agree (or the timeout passes)."""
-        time.sleep(2 * self.cfg.timings.election_max)
+        time.sleep(2 * (self.cfg.timings.election_max or 1.0))
         deadline = time.monotonic() + QUIESCE_TIMEOUT
         reads: dict[str, dict[str, Any]] = {}
-        channels = {m.name: channel(m) for m in self.swarm.manager_members}
+        channels = {m.name: channel(m) for m in self.swarm.managers}
         try:
             while True:
-                for m in self.swarm.manager_members:
+                for m in self.swarm.managers:
                     stub = control_pb2_grpc.ControlStub(channels[m.name])
                     try:
                         secrets = stub.ListSecrets(control_pb2.ListSecretsRequest(), timeout=5).secrets
@@ -248,7 +249,7 @@ class _Run:
         leaders = self.history.of("leader")
         finals = {node: [tuple(e) for e in r["secrets"]] for node, r in reads.items()}
         found: list[Anomalies] = [checker.check_history(ops, finals)]
-        missing = sorted({m.name for m in self.swarm.manager_members} - set(reads))
+        missing = sorted({m.name for m in self.swarm.managers} - set(reads))
         if missing:
             found.append({"final-read-failed": [{"node": n, "timeout": QUIESCE_TIMEOUT} for n in missing]})
         services = {node: r["bound"] for node, r in reads.items()}

@@ -4,10 +4,10 @@ beside a 3-member etcd measured the same way in the same run.
 
 Usage (from the repository root; any Python with the project's dependencies and psutil)::
 
-    .venv/bin/python scripts/bench_write.py                  # latency + throughput, etcd if installed
-    .venv/bin/python scripts/bench_write.py --quick          # < 30 s smoke run: n=50, 1 s points, no etcd
-    .venv/bin/python scripts/bench_write.py --scale --count 100000   # fill, RSS, restart, catch-up
-    .venv/bin/python scripts/bench_write.py --json out.json  # also dump every figure
+    .venv/bin/python -m scripts.bench.write                  # latency + throughput, etcd if installed
+    .venv/bin/python -m scripts.bench.write --quick          # < 30 s smoke run: n=50, 1 s points, no etcd
+    .venv/bin/python -m scripts.bench.write --scale --count 100000   # fill, RSS, restart, catch-up
+    .venv/bin/python -m scripts.bench.write --json out.json  # also dump every figure
 
 What it measures (all traffic on 127.0.0.1 / unix sockets; every loop is bounded in count and time):
 
@@ -32,8 +32,8 @@ columns differ only in the server. No etcd client package is involved: the ``etc
 ``protobuf<4`` for its generated stubs, which cannot share a venv with this project's ``protobuf>=6``,
 so the two-field ``PutRequest`` is encoded by hand (``etcd_put_request``) and the response is taken as
 raw bytes. ``--etcd-transport http`` uses the v3 JSON gateway instead (``POST /v3/kv/put`` with base64
-key/value, one keep-alive ``http.client`` connection per client thread). The anchors
-(shared/reference/anchors.md §0, §1a) show the gateway costs about the same as gRPC for one sequential
+key/value, one keep-alive ``http.client`` connection per client thread). etcd's own
+benchmark figures show the gateway costs about the same as gRPC for one sequential
 client at <= 4 KiB (put p50 200 B 1.06 vs 0.99 ms, 4 KiB 1.34 vs 1.33 ms), but on this 2-core machine
 it measured 15-20 % fewer puts/s at 16-32 clients (JSON work on the CPU-bound servers), which would make
 the throughput target look easier than it is; hence gRPC by default.
@@ -41,8 +41,8 @@ the throughput target look easier than it is; hence gRPC by default.
 Caveat printed with the results: on a 2-core machine the client threads compete with the three server
 processes for CPU; the client/server CPU columns show how much each used.
 
-The module is importable (``import bench_write``; ``main(argv)`` returns the exit status) and the
-helpers (``percentile``, ``summarize``, ``EtcdCluster``, ``SwarmCluster``) are usable on their own.
+``main(argv)`` returns the exit status; the shared pieces (statistics, tables, processes) are in
+scripts/bench/common.py, the etcd side in scripts/bench/etcd.py, the cluster in tests/framework.
 Exit status: 0 when the swarmsecrets part ran without errors (a MISS against a target is not a failure),
 1 when some requests failed, 2 when the cluster could not be formed or was interrupted.
 """
@@ -50,19 +50,15 @@ Exit status: 0 when the swarmsecrets part ran without errors (a MISS against a t
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import functools
-import http.client
 import itertools
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -75,80 +71,45 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import grpc
 
-import grpc  # noqa: E402
-
-try:
-    import psutil  # noqa: E402
-except ImportError:  # the dev extras have it; without it the CPU/RSS columns are empty
-    psutil = None  # type: ignore[assignment]
-
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2  # noqa: E402
+from scripts.bench.common import (
+    CpuMeter,
+    count_secrets,
+    describe_error,
+    dir_size,
+    fmt_bytes,
+    fmt_num,
+    fmt_size,
+    json_clean,
+    machine_info,
+    proc_rss,
+    raise_interrupt,
+    summarize,
+    swarm_channel,
+    table,
+    tail,
+    terminate_all,
+)
+from scripts.bench.etcd import ETCD_INSTALL_HINT, EtcdCluster, EtcdGrpcWriter, EtcdMember, EtcdWriter
+from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+from tests.framework import DEFAULT_TIMINGS, Cluster, Node
 
 SIZES_DEFAULT = (200, 4096)
 CLIENTS_DEFAULT = (1, 16, 32)
 RPC_TIMEOUT = 15.0  # per request; the server gives up on raft after 5 s
-ETCD_INSTALL_HINT = "apt-get install etcd-server etcd-client"
+LEADER_TIMEOUT = 60.0
+FORM_TIMEOUT = 90.0
+
+
+def swarm_cluster(root: Path, args: argparse.Namespace) -> Cluster:
+    """Three managers with the daemon's own timings and ``--daemon-arg``s (``--log-level info`` unless given)."""
+    root.mkdir(parents=True, exist_ok=True)
+    return Cluster(root, 3, timings=DEFAULT_TIMINGS, log_level=None, extra_args=tuple(args.daemon_arg_list))
 
 
 # --------------------------------------------------------------------------------------------
-# statistics
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in [0, 100]) of already sorted values; nan when empty."""
-    if not sorted_values:
-        return math.nan
-    if q <= 0:
-        return sorted_values[0]
-    rank = math.ceil(q / 100.0 * len(sorted_values))
-    return sorted_values[min(len(sorted_values), max(rank, 1)) - 1]
-
-
-def summarize(latencies_s: Sequence[float]) -> dict[str, float]:
-    """p50/p99/mean/max in milliseconds of latencies given in seconds."""
-    xs = sorted(latencies_s)
-    if not xs:
-        return {"p50_ms": math.nan, "p99_ms": math.nan, "mean_ms": math.nan, "max_ms": math.nan}
-    return {
-        "p50_ms": percentile(xs, 50) * 1e3,
-        "p99_ms": percentile(xs, 99) * 1e3,
-        "mean_ms": sum(xs) / len(xs) * 1e3,
-        "max_ms": xs[-1] * 1e3,
-    }
-
-
-def fmt_num(x: float | None, digits: int = 2) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:,.{digits}f}"
-
-
-def fmt_size(n: int) -> str:
-    if n >= 1024 and n % 1024 == 0:
-        return f"{n // 1024} KiB"
-    return f"{n} B"
-
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    return f"{n / 2**20:,.1f} MiB"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> str:
-    right = right if right is not None else set(range(1, len(headers)))
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
-              for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+# results
 
 
 @dataclass
@@ -174,319 +135,7 @@ class Row:
 
 
 # --------------------------------------------------------------------------------------------
-# processes and cleanup
-
-_PROCS: list[subprocess.Popen[bytes]] = []
-_PROCS_LOCK = threading.Lock()
-
-
-def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a server in its own session (Ctrl-C in the terminal reaches only us; we stop it)."""
-    with open(log_path, "ab") as log:
-        p = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                             start_new_session=True, env=env)
-    with _PROCS_LOCK:
-        _PROCS.append(p)
-    return p
-
-
-def terminate(p: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
-    """Signal one process group we started (by its pid), escalate to SIGKILL, reap it."""
-    if p is None:
-        return
-    if p.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(p.pid, sig)
-        try:
-            p.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait(timeout=10)
-    else:  # the leader of the group is gone; make sure nothing it spawned is left behind
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(p.pid, signal.SIGKILL)
-    with _PROCS_LOCK:
-        if p in _PROCS:
-            _PROCS.remove(p)
-
-
-def terminate_all() -> None:
-    with _PROCS_LOCK:
-        procs = list(_PROCS)
-    for p in procs:
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGTERM)
-    for p in procs:
-        try:
-            terminate(p, signal.SIGTERM, timeout=10)
-        except Exception:  # noqa: BLE001 - cleanup must go on
-            pass
-
-
-def free_port(exclude: set[int] | None = None) -> int:
-    exclude = exclude or set()
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in exclude:
-            return port
-    raise RuntimeError("no free port on 127.0.0.1")
-
-
-def free_port_pair(exclude: set[int] | None = None) -> int:
-    """A port P such that P and P+1 are free on 127.0.0.1 (gRPC and raft)."""
-    exclude = exclude or set()
-    for _ in range(200):
-        port = free_port(exclude)
-        if port >= 65535 or port + 1 in exclude:
-            continue
-        try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair on 127.0.0.1")
-
-
-def wait_for(fn: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            v = fn()
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 - retried until the deadline
-            last = e
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}" + (f": {last}" if last else ""))
-
-
-def tail(path: Path, n: int = 2500) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
-def dir_size(path: Path) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(path):
-        for f in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, f)).st_size
-    return total
-
-
-def proc_rss(pid: int | None) -> int | None:
-    """RSS of a process and its children, in bytes."""
-    if psutil is None or pid is None:
-        return None
-    try:
-        p = psutil.Process(pid)
-        total = p.memory_info().rss
-        for c in p.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += c.memory_info().rss
-        return total
-    except psutil.Error:
-        return None
-
-
-class CpuMeter:
-    """CPU cores used by this process and by a set of server pids over a time window."""
-
-    def __init__(self, server_pids: Sequence[int]) -> None:
-        self.ok = psutil is not None
-        if not self.ok:
-            return
-        self.me = psutil.Process()
-        self.servers = []
-        for pid in server_pids:
-            with contextlib.suppress(psutil.Error):
-                self.servers.append(psutil.Process(pid))
-
-    @staticmethod
-    def _cpu(p: Any) -> float:
-        try:
-            t = p.cpu_times()
-            return t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
-        except psutil.Error:
-            return 0.0
-
-    def start(self) -> None:
-        if not self.ok:
-            return
-        self.t0 = time.monotonic()
-        self.c0 = self._cpu(self.me)
-        self.s0 = [self._cpu(p) for p in self.servers]
-
-    def stop(self) -> tuple[float | None, float | None]:
-        client, per = self.stop_each()
-        return client, (sum(per) if per is not None else None)
-
-    def stop_each(self) -> tuple[float | None, list[float] | None]:
-        """Cores used by this process, and by each server in the order given."""
-        if not self.ok:
-            return None, None
-        dt = max(time.monotonic() - self.t0, 1e-9)
-        client = (self._cpu(self.me) - self.c0) / dt
-        per = [(self._cpu(p) - s) / dt for p, s in zip(self.servers, self.s0, strict=True)]
-        return client, per
-
-
-# --------------------------------------------------------------------------------------------
-# swarmsecrets cluster
-
-
-def _grpc_channel(sock: Path, own_connection: bool = True) -> grpc.Channel:
-    options: list[tuple[str, Any]] = [
-        ("grpc.max_receive_message_length", -1),  # ListSecrets of 100k secrets is > 4 MiB
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 1000),
-    ]
-    if own_connection:  # without this, channels to one target share one connection
-        options.append(("grpc.use_local_subchannel_pool", 1))
-    return grpc.insecure_channel("unix:" + str(sock), options=options)
-
-
-@dataclass
-class SwarmNode:
-    name: str
-    root: Path
-    daemon_args: list[str]
-    env: dict[str, str]
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / self.name
-
-    @property
-    def sock(self) -> Path:
-        return self.data_dir / "swarmsecrets.sock"
-
-    @property
-    def host(self) -> str:
-        return f"unix://{self.sock}"
-
-    @property
-    def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.root / f"{self.name}.log"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
-
-    def start(self, timeout: float = 30.0) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = spawn([sys.executable, "-m", "swarmsecrets.node", "--data-dir", str(self.data_dir),
-                           "--host", self.host, *self.daemon_args], self.log_path, self.env)
-        deadline = time.monotonic() + timeout
-        while not self.sock.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail(self.log_path)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not open its socket in {timeout:.0f} s")
-            time.sleep(0.02)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        terminate(self.proc, sig)
-        if self.sock.exists() and sig == signal.SIGKILL:
-            with contextlib.suppress(OSError):
-                self.sock.unlink()
-        self.proc = None
-
-    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "swarmsecrets.cli.main", "-H", self.host, *args],
-                              capture_output=True, text=True, timeout=timeout, env=self.env,
-                              stdin=subprocess.DEVNULL)
-
-    def ok(self, *args: str, timeout: float = 60.0) -> str:
-        p = self.cli(*args, timeout=timeout)
-        if p.returncode != 0:
-            raise RuntimeError(f"{self.name}: swarmsecrets {' '.join(args)} -> {p.returncode}\n"
-                               f"{p.stdout}{p.stderr}")
-        return p.stdout
-
-    def stub(self) -> control_pb2_grpc.ControlStub:
-        return control_pb2_grpc.ControlStub(_grpc_channel(self.sock, own_connection=False))
-
-    def is_leader(self, timeout: float = 5.0) -> bool:
-        with _grpc_channel(self.sock) as ch:
-            node = control_pb2_grpc.ControlStub(ch).GetNode(control_pb2.GetNodeRequest(node_id="self"),
-                                                            timeout=timeout).node
-        return bool(node.manager_status.leader)
-
-    def count_secrets(self, timeout: float = 120.0, channel: grpc.Channel | None = None) -> int:
-        """Secrets in a linearizable ListSecrets answered by this manager."""
-        if channel is not None:
-            stub = control_pb2_grpc.ControlStub(channel)
-            return len(stub.ListSecrets(control_pb2.ListSecretsRequest(), timeout=timeout).secrets)
-        with _grpc_channel(self.sock) as ch:
-            return self.count_secrets(timeout, ch)
-
-
-class SwarmCluster:
-    """Three swarmsecretsd managers on loopback, formed through the CLI like tests/integration."""
-
-    def __init__(self, root: Path, managers: int = 3, daemon_args: Sequence[str] = ()) -> None:
-        self.root = root
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        used: set[int] = set()
-        self.nodes: list[SwarmNode] = []
-        for i in range(managers):
-            port = free_port_pair(used)
-            used |= {port, port + 1}
-            self.nodes.append(SwarmNode(f"m{i + 1}", root, list(daemon_args), env, port))
-
-    def start(self, timeout: float = 90.0) -> SwarmCluster:
-        for n in self.nodes:
-            n.start()
-        first = self.nodes[0]
-        first.ok("swarm", "init", "--advertise-addr", first.addr, timeout=timeout)
-        token = first.ok("swarm", "join-token", "-q", "manager").strip()
-        for n in self.nodes[1:]:
-            n.ok("swarm", "join", "--token", token, "--advertise-addr", n.addr, first.addr, timeout=timeout)
-        self.leader(timeout)
-        return self
-
-    def running(self) -> list[SwarmNode]:
-        return [n for n in self.nodes if n.pid is not None]
-
-    def leader(self, timeout: float = 60.0) -> SwarmNode:
-        def find() -> SwarmNode | None:
-            for n in self.running():
-                with contextlib.suppress(grpc.RpcError):
-                    if n.is_leader():
-                        return n
-            return None
-        return wait_for(find, timeout, 0.2, "a swarmsecrets leader")
-
-    def followers(self) -> list[SwarmNode]:
-        lead = self.leader()
-        return [n for n in self.running() if n is not lead]
-
-    def pids(self) -> list[int]:
-        return [p for p in (n.pid for n in self.nodes) if p is not None]
-
-    def stop(self) -> None:
-        for n in self.nodes:
-            with contextlib.suppress(Exception):
-                n.stop(signal.SIGTERM)
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {n.name} ({n.log_path})\n{tail(n.log_path)}" for n in self.nodes)
+# swarmsecrets client
 
 
 class SwarmWriter:
@@ -505,189 +154,7 @@ class SwarmWriter:
 
 
 # --------------------------------------------------------------------------------------------
-# etcd cluster
-
-
-@dataclass
-class EtcdMember:
-    name: str
-    client_port: int
-    peer_port: int
-    proc: subprocess.Popen[bytes] | None = None
-    member_id: str = ""
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
-
-
-class EtcdCluster:
-    """Three etcd members on 127.0.0.1 with fresh data dirs and default timing (hb 100 / election 1000)."""
-
-    def __init__(self, root: Path, binary: str = "etcd", heartbeat_ms: int = 100, election_ms: int = 1000) -> None:
-        self.root = root
-        self.binary = binary
-        self.heartbeat_ms = heartbeat_ms
-        self.election_ms = election_ms
-        used: set[int] = set()
-        self.members: list[EtcdMember] = []
-        for i in range(3):
-            c = free_port(used)
-            used.add(c)
-            p = free_port(used)
-            used.add(p)
-            self.members.append(EtcdMember(f"e{i + 1}", c, p))
-
-    @staticmethod
-    def version(binary: str = "etcd") -> str:
-        try:
-            out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
-        except (OSError, subprocess.SubprocessError):
-            return "?"
-        return out.splitlines()[0].split(":", 1)[-1].strip() if out else "?"
-
-    def start(self, timeout: float = 60.0) -> EtcdCluster:
-        initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
-        for m in self.members:
-            curl = f"http://127.0.0.1:{m.client_port}"
-            purl = f"http://127.0.0.1:{m.peer_port}"
-            m.proc = spawn([self.binary, "--name", m.name, "--data-dir", str(self.root / f"{m.name}.etcd"),
-                            "--listen-client-urls", curl, "--advertise-client-urls", curl,
-                            "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
-                            "--initial-cluster", initial, "--initial-cluster-state", "new",
-                            "--initial-cluster-token", f"bench-{os.getpid()}",
-                            "--heartbeat-interval", str(self.heartbeat_ms),
-                            "--election-timeout", str(self.election_ms),
-                            "--logger", "zap", "--log-outputs", "stderr"],
-                           self.root / f"{m.name}.log", env)
-        wait_for(self._leader_id, timeout, 0.2, "an etcd leader")
-        return self
-
-    def _status(self, m: EtcdMember) -> dict[str, Any]:
-        return etcd_call(m.client_port, "/v3/maintenance/status", {}, timeout=2.0)
-
-    def _leader_id(self) -> str | None:
-        ids = set()
-        for m in self.members:
-            st = self._status(m)
-            m.member_id = str(st["header"]["member_id"])
-            if not st.get("leader"):
-                return None
-            ids.add(str(st["leader"]))
-        return ids.pop() if len(ids) == 1 else None
-
-    def leader(self) -> EtcdMember:
-        lid = wait_for(self._leader_id, 30, 0.2, "an etcd leader")
-        return next(m for m in self.members if m.member_id == lid)
-
-    def followers(self) -> list[EtcdMember]:
-        lead = self.leader()
-        return [m for m in self.members if m is not lead]
-
-    def pids(self) -> list[int]:
-        return [p for p in (m.pid for m in self.members) if p is not None]
-
-    def stop(self) -> None:
-        for m in self.members:
-            with contextlib.suppress(Exception):
-                terminate(m.proc)
-            m.proc = None
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {m.name}\n{tail(self.root / f'{m.name}.log')}" for m in self.members)
-
-
-def etcd_call(port: int, path: str, body: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        data = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"etcd {path}: HTTP {resp.status} {data[:200]!r}")
-        return json.loads(data)
-    finally:
-        conn.close()
-
-
-class EtcdWriter:
-    """One benchmark client: a keep-alive HTTP/1.1 connection to the v3 JSON gateway, PUT /v3/kv/put."""
-
-    HEADERS = {"Content-Type": "application/json"}
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.conn: http.client.HTTPConnection | None = None
-        self._value_cache: tuple[bytes, str] | None = None
-
-    def put(self, name: str, data: bytes) -> None:
-        if self._value_cache is None or self._value_cache[0] is not data:
-            self._value_cache = (data, base64.b64encode(data).decode())
-        body = ('{"key":"' + base64.b64encode(b"/bench/" + name.encode()).decode()
-                + '","value":"' + self._value_cache[1] + '"}')
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=RPC_TIMEOUT)
-        try:
-            self.conn.request("POST", "/v3/kv/put", body, self.HEADERS)
-            resp = self.conn.getresponse()
-            out = resp.read()
-        except Exception:
-            self.close()
-            raise
-        if resp.status != 200 or b'"error"' in out[:64]:
-            raise RuntimeError(f"HTTP {resp.status}: {out[:200]!r}")
-
-    def close(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self.conn.close()
-            self.conn = None
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def etcd_put_request(key: bytes, value: bytes) -> bytes:
-    """etcdserverpb.PutRequest{key=1, value=2} in protobuf wire format (both length-delimited fields)."""
-    return b"\x0a" + _varint(len(key)) + key + b"\x12" + _varint(len(value)) + value
-
-
-class EtcdGrpcWriter:
-    """One benchmark client: etcd's native gRPC KV.Put, with the same grpcio as the swarmsecrets client.
-
-    The request is encoded by hand (two bytes fields) and the response is taken as raw bytes, so no
-    etcd stubs (and no protobuf<4 pin) are needed."""
-
-    def __init__(self, channel: grpc.Channel) -> None:
-        self.call = channel.unary_unary("/etcdserverpb.KV/Put")  # no (de)serializers: bytes in, bytes out
-
-    def put(self, name: str, data: bytes) -> None:
-        self.call(etcd_put_request(b"/bench/" + name.encode(), data), timeout=RPC_TIMEOUT)
-
-    def close(self) -> None:
-        pass
-
-
-# --------------------------------------------------------------------------------------------
 # workloads
-
-
-def describe_error(e: BaseException) -> str:
-    if isinstance(e, grpc.RpcError):
-        code = e.code() if hasattr(e, "code") else None
-        details = e.details() if hasattr(e, "details") else ""
-        return f"{getattr(code, 'name', code)}: {details}"
-    return f"{type(e).__name__}: {e}"
 
 
 def run_sequential(writer: Any, data: bytes, names: Iterator[str], n: int, max_seconds: float,
@@ -856,20 +323,20 @@ def _pids_leader_first(leader: Any, followers: Sequence[Any]) -> Callable[[], li
     return lambda: [p for p in (n.pid for n in (leader, *followers)) if p is not None]
 
 
-def swarm_target(cluster: SwarmCluster, channels: int) -> Target:
-    leader = cluster.leader()
+def swarm_target(cluster: Cluster, channels: int) -> Target:
+    leader = cluster.leader(LEADER_TIMEOUT)
     followers = [n for n in cluster.running() if n is not leader]
     opened: list[grpc.Channel] = []
 
-    def writer_for(node: SwarmNode) -> Callable[[], Any]:
+    def writer_for(node: Node) -> Callable[[], Any]:
         def mk() -> SwarmWriter:
-            ch = _grpc_channel(node.sock)
+            ch = swarm_channel(node.sock)
             opened.append(ch)
             return SwarmWriter(ch)
         return mk
 
     def factory(clients: int) -> Callable[[int], Any]:
-        chans = [_grpc_channel(leader.sock) for _ in range(max(1, min(channels, clients)))]
+        chans = [swarm_channel(leader.sock) for _ in range(max(1, min(channels, clients)))]
         opened.extend(chans)
         return lambda idx: SwarmWriter(chans[idx % len(chans)])
 
@@ -972,21 +439,6 @@ def compare(rows: Sequence[Row], sizes: Sequence[int], clients_list: Sequence[in
     return ratio_rows, verdicts
 
 
-def machine_info(base: Path) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "cpus": os.cpu_count(), "python": platform.python_version(), "grpcio": grpc.__version__,
-        "kernel": platform.release(), "loadavg_start": os.getloadavg(), "data_dir": str(base),
-    }
-    try:
-        out = subprocess.run(["df", "-PT", str(base)], capture_output=True, text=True, timeout=10).stdout
-        info["fs"] = out.splitlines()[1].split()[1]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        info["fs"] = "?"
-    if psutil is not None:
-        info["mem_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
-    return info
-
-
 # --------------------------------------------------------------------------------------------
 # --scale
 
@@ -996,12 +448,12 @@ def run_scale(args: argparse.Namespace, base: Path, names: NameGen, log: Callabl
     """Fill a fresh cluster, then measure; every figure goes into `res` as soon as it exists, so an
     interrupted or failed run still reports what it got."""
     res.update(count=args.count, size=args.scale_size, clients=args.scale_clients)
-    cluster = SwarmCluster(base / "scale", daemon_args=args.daemon_arg_list)
+    cluster = swarm_cluster(base / "scale", args)
     (base / "scale").mkdir(parents=True, exist_ok=True)
     log(f"starting a fresh 3-manager cluster under {base / 'scale'} ...")
     t0 = time.monotonic()
     try:
-        cluster.start()
+        cluster.start(FORM_TIMEOUT)
     except Exception as e:  # noqa: BLE001 - reported
         res["error"] = f"cluster did not form: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         log(f"cluster did not form: {e}\n{cluster.logs()}")
@@ -1016,13 +468,13 @@ def run_scale(args: argparse.Namespace, base: Path, names: NameGen, log: Callabl
         cluster.stop()
 
 
-def _scale_phases(args: argparse.Namespace, cluster: SwarmCluster, names: NameGen, log: Callable[[str], None],
+def _scale_phases(args: argparse.Namespace, cluster: Cluster, names: NameGen, log: Callable[[str], None],
                   res: dict[str, Any], formation_s: float) -> None:
     res["formation_s"] = formation_s
-    leader = cluster.leader()
+    leader = cluster.leader(LEADER_TIMEOUT)
     victim = next(n for n in cluster.running() if n is not leader)
     res["victim"] = victim.name
-    res["rss_empty"] = {n.name: proc_rss(n.pid) for n in cluster.nodes}
+    res["rss_empty"] = {n.name: proc_rss(n.pid) for n in cluster.managers}
     log(f"formed in {formation_s:.1f} s; leader {leader.name}; {victim.name} will be stopped at 30 % of the fill")
 
     # --- the fill: --scale-clients threads to the leader, each name once (retries keep the name)
@@ -1035,7 +487,7 @@ def _scale_phases(args: argparse.Namespace, cluster: SwarmCluster, names: NameGe
     first_error = [""]
     last_ack = [""]  # the name of the create acknowledged last
     stop = threading.Event()
-    chans = [_grpc_channel(leader.sock) for _ in range(max(1, min(args.channels, args.scale_clients)))]
+    chans = [swarm_channel(leader.sock) for _ in range(max(1, min(args.channels, args.scale_clients)))]
 
     def filler(idx: int) -> None:
         w = SwarmWriter(chans[idx % len(chans)])
@@ -1079,7 +531,7 @@ def _scale_phases(args: argparse.Namespace, cluster: SwarmCluster, names: NameGe
             if stopped_at is None and frac >= 0.3:
                 stopped_at = done[0]
                 ts = time.monotonic()
-                victim.stop(signal.SIGTERM)
+                victim.kill(signal.SIGTERM)
                 res["victim_stop_s"] = time.monotonic() - ts
                 res["victim_stopped_at"] = stopped_at
                 log(f"  stopped follower {victim.name} (SIGTERM) at {stopped_at:,} secrets "
@@ -1106,17 +558,17 @@ def _scale_phases(args: argparse.Namespace, cluster: SwarmCluster, names: NameGe
     log(f"fill: {done[0]:,} secrets in {fill_s:.1f} s = {res['fill_rate']:.0f}/s, errors {errors[0]}")
 
     # --- the authoritative total: a linearizable list on the leader (a create that timed out may have landed)
-    leader = cluster.leader()
+    leader = cluster.leader(LEADER_TIMEOUT)
     ts = time.monotonic()
-    expected = leader.count_secrets(timeout=300)
+    expected = count_secrets(leader, timeout=300)
     res["list_leader_s"] = time.monotonic() - ts
     res["total"] = expected
-    res["rss_full_running"] = {n.name: proc_rss(n.pid) for n in cluster.nodes}
+    res["rss_full_running"] = {n.name: proc_rss(n.pid) for n in cluster.managers}
     log(f"ListSecrets on the leader: {expected:,} secrets in {res['list_leader_s']:.2f} s")
 
     gate = control_pb2.ListSecretsRequest(filters=control_pb2.ListSecretsRequest.Filters(names=[last_ack[0]]))
 
-    def ready_time(node: SwarmNode, t_start: float) -> dict[str, Any]:
+    def ready_time(node: Node, t_start: float) -> dict[str, Any]:
         """After node.start(): times to socket, to a first answered linearizable ListSecrets, to the full count.
 
         Until the first answer it polls a cheap ListSecrets filtered to the last acknowledged name (the same
@@ -1125,7 +577,7 @@ def _scale_phases(args: argparse.Namespace, cluster: SwarmCluster, names: NameGe
         out: dict[str, Any] = {"socket_s": time.monotonic() - t_start, "first_list_s": math.nan,
                                "ready_s": math.nan, "last_count": -1, "last_error": "", "stale_reads": 0}
         poll_deadline = time.monotonic() + args.ready_timeout
-        with _grpc_channel(node.sock) as ch:
+        with swarm_channel(node.sock) as ch:
             stub = control_pb2_grpc.ControlStub(ch)
             for _ in range(1_000_000):  # bounded by poll_deadline long before this
                 if time.monotonic() > poll_deadline:
@@ -1140,7 +592,7 @@ def _scale_phases(args: argparse.Namespace, cluster: SwarmCluster, names: NameGe
                         seen = len(stub.ListSecrets(gate, timeout=min(10.0, remaining)).secrets)
                         out["first_list_s"] = time.monotonic() - t_start
                         out["stale_reads"] += seen == 0
-                    out["last_count"] = node.count_secrets(timeout=min(60.0, remaining), channel=ch)
+                    out["last_count"] = count_secrets(node, timeout=min(60.0, remaining), channel=ch)
                     if math.isnan(out["first_list_s"]):
                         out["first_list_s"] = time.monotonic() - t_start
                     if out["last_count"] < expected:
@@ -1163,13 +615,13 @@ def _scale_phases(args: argparse.Namespace, cluster: SwarmCluster, names: NameGe
         c = res["catchup"]
         log(f"  catch-up: socket {c['socket_s']:.2f} s, first ListSecrets {fmt_num(c['first_list_s'])} s, "
             f"full count {fmt_num(c['ready_s'])} s (last count {c['last_count']:,}) {c['last_error'][:300]}")
-    res["rss_full"] = {n.name: proc_rss(n.pid) for n in cluster.nodes}
-    res["disk_full"] = {n.name: dir_size(n.data_dir) for n in cluster.nodes}
+    res["rss_full"] = {n.name: proc_rss(n.pid) for n in cluster.managers}
+    res["disk_full"] = {n.name: dir_size(n.data_dir) for n in cluster.managers}
 
     # --- `secret ls` through the real CLI: does it cope with the full count?
     ts = time.monotonic()
     try:
-        p = cluster.leader().cli("secret", "ls", "-q", timeout=600)
+        p = cluster.leader(LEADER_TIMEOUT).cli("secret", "ls", "-q", timeout=600)
         res["cli_ls"] = {"rc": p.returncode, "s": time.monotonic() - ts,
                          "lines": len(p.stdout.splitlines()), "stderr": p.stderr.strip()[-300:]}
     except subprocess.TimeoutExpired:
@@ -1185,12 +637,12 @@ def _scale_phases(args: argparse.Namespace, cluster: SwarmCluster, names: NameGe
         r: dict[str, Any] = {"case": label}
         res["restarts"].append(r)
         try:
-            lead = cluster.leader()
+            lead = cluster.leader(LEADER_TIMEOUT)
             node = lead if pick_leader else next(n for n in cluster.running() if n is not lead)
             r["node"] = node.name
             r["leader_before"] = lead.name
             ts = time.monotonic()
-            node.stop(sig)
+            node.kill(sig)
             r["stop_s"] = time.monotonic() - ts
             ts = time.monotonic()
             node.start()
@@ -1266,7 +718,7 @@ def print_scale(res: dict[str, Any]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench_write.py", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m scripts.bench.write", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1000, help="sequential samples per latency row (default 1000)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per throughput point (default 5)")
@@ -1317,17 +769,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return a
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run_id = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
     names = NameGen(run_id)
     base = Path(tempfile.mkdtemp(prefix="bench_write-", dir=args.dir))
     in_main_thread = threading.current_thread() is threading.main_thread()
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+    old_term = signal.signal(signal.SIGTERM, raise_interrupt) if in_main_thread else None
     t_begin = time.monotonic()
 
     def log(msg: str) -> None:
@@ -1362,7 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["elapsed_s"] = time.monotonic() - t_begin
         if args.json:
             with open(args.json, "w") as f:
-                json.dump(_json_clean(result), f, indent=2, default=str)
+                json.dump(json_clean(result), f, indent=2, default=str)
             log(f"wrote {args.json}")
         if args.keep:
             log(f"kept data dirs and logs in {base}")
@@ -1370,17 +818,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(base, ignore_errors=True)
     log(f"done in {time.monotonic() - t_begin:.1f} s")
     return status
-
-
-def _json_clean(o: Any) -> Any:
-    """NaN (not measured) becomes null, so the file is strict JSON."""
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    if isinstance(o, dict):
-        return {str(k): _json_clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_json_clean(v) for v in o]
-    return o
 
 
 def print_header(info: dict[str, Any], args: argparse.Namespace) -> None:
@@ -1400,13 +837,13 @@ def run_bench(args: argparse.Namespace, base: Path, names: NameGen, log: Callabl
     swarm_error = ""
     interrupted = False
     if not args.etcd_only:
-        cluster = SwarmCluster(base / "swarm", daemon_args=args.daemon_arg_list)
+        cluster = swarm_cluster(base / "swarm", args)
         (base / "swarm").mkdir(parents=True, exist_ok=True)
         log(f"starting 3 swarmsecretsd managers under {base / 'swarm'} ...")
         try:
             t0 = time.monotonic()
-            cluster.start()
-            log(f"cluster formed in {time.monotonic() - t0:.1f} s; leader {cluster.leader().name}")
+            cluster.start(FORM_TIMEOUT)
+            log(f"cluster formed in {time.monotonic() - t0:.1f} s; leader {cluster.leader(LEADER_TIMEOUT).name}")
             target = swarm_target(cluster, args.channels)
             bench_target(target, args.size, args.clients, args.n, args.duration, args.max_seq_seconds,
                          names, log, rows)

@@ -5,21 +5,21 @@ with N idle worker streams.
 
 Usage (from the repository root; any Python with the project's dependencies and psutil)::
 
-    .venv/bin/python scripts/bench_delivery.py --quick                  # N=10, 3 rounds, < 60 s
-    .venv/bin/python scripts/bench_delivery.py --workers 10,100 --rounds 20
-    .venv/bin/python scripts/bench_delivery.py --workers 500 --rounds 10
-    .venv/bin/python scripts/bench_delivery.py --idle-only 1000         # connect N sessions, RSS/CPU only
-    .venv/bin/python scripts/bench_delivery.py --workers 10,100 --json out.json   # also dump every figure
-    .venv/bin/python scripts/bench_delivery.py --quick --json           # JSON on stdout, the table on stderr
+    .venv/bin/python -m scripts.bench.delivery --quick                  # N=10, 3 rounds, < 60 s
+    .venv/bin/python -m scripts.bench.delivery --workers 10,100 --rounds 20
+    .venv/bin/python -m scripts.bench.delivery --workers 500 --rounds 10
+    .venv/bin/python -m scripts.bench.delivery --idle-only 1000         # connect N sessions, RSS/CPU only
+    .venv/bin/python -m scripts.bench.delivery --workers 10,100 --json out.json   # also dump every figure
+    .venv/bin/python -m scripts.bench.delivery --quick --json           # JSON on stdout, the table on stderr
 
-(Without the project's venv: ``PYTHONPATH=. /some/python scripts/bench_delivery.py``; the script also puts
-the repository on PYTHONPATH for the daemons it starts.)
+(Without the project's venv: ``/some/python -m scripts.bench.delivery`` from the repository root; the
+daemons it starts import the same tree.)
 
 How it works, per N (a fresh cluster for every N, so the figures of one N do not carry the heap of another):
 
-1. ``Cluster(root).start()`` from tests/integration/cluster.py: 3 real swarmsecretsd managers on 127.0.0.1,
-   formed through the real CLI (their raft timings and ``--log-level debug`` are the test cluster's; the
-   dispatcher heartbeat is the daemon's default 5 s, not the test cluster's 1 s: ``--dispatcher-heartbeat``).
+1. ``Cluster(root).start()`` from tests/framework: 3 real swarmsecretsd managers on 127.0.0.1 (the
+   framework's fast raft timings and ``--log-level debug``, as the integration tests run them; the
+   dispatcher heartbeat is the daemon's default 5 s, not the framework's 1 s: ``--dispatcher-heartbeat``).
 2. N worker identities, each a real certificate: the join token's digest pins the root CA
    (``certs.fetch_unverified_root``), then ``NodeCA.IssueNodeCertificate`` with the worker join token over a
    bootstrap client certificate, as ``swarmsecretsd`` does in ``join`` (concurrently, ``--join-concurrency``).
@@ -78,27 +78,19 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-# The managers are started with sys.executable -m swarmsecrets.node: let them import the project too.
-_pp = os.environ.get("PYTHONPATH", "")
-if str(ROOT) not in _pp.split(os.pathsep):
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *([_pp] if _pp else [])])
-
-import grpc  # noqa: E402
+import grpc
 
 try:
-    import psutil  # noqa: E402
+    import psutil
 except ImportError:  # the dev extras have it; without it the RSS/CPU columns are empty
     psutil = None  # type: ignore[assignment]
 
-from swarmsecrets import __version__, ids, wire  # noqa: E402
-from swarmsecrets.api.v1 import (  # noqa: E402
+from swarmsecrets import __version__, ids, wire
+from swarmsecrets.api.v1 import (
     ca_pb2,
     ca_pb2_grpc,
     control_pb2,
@@ -107,7 +99,9 @@ from swarmsecrets.api.v1 import (  # noqa: E402
     dispatcher_pb2_grpc,
     objects_pb2,
 )
-from swarmsecrets.ca import certs, tokens  # noqa: E402
+from swarmsecrets.ca import certs, tokens
+from scripts.bench.common import fmt_num, json_clean, percentile, summarize, table
+from tests.framework import FAST_TIMINGS, Cluster
 
 SERVICE = "bench"
 TARGET = "t"
@@ -126,47 +120,6 @@ def log(msg: str) -> None:
 # statistics and formatting
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in [0, 100]) of already sorted values; nan when empty."""
-    if not sorted_values:
-        return math.nan
-    if q <= 0:
-        return sorted_values[0]
-    rank = math.ceil(q / 100.0 * len(sorted_values))
-    return sorted_values[min(len(sorted_values), max(rank, 1)) - 1]
-
-
-def summarize_ms(values_s: Sequence[float]) -> dict[str, float]:
-    xs = sorted(values_s)
-    if not xs:
-        return {"p50_ms": math.nan, "p99_ms": math.nan, "max_ms": math.nan, "mean_ms": math.nan}
-    return {"p50_ms": percentile(xs, 50) * 1e3, "p99_ms": percentile(xs, 99) * 1e3,
-            "max_ms": xs[-1] * 1e3, "mean_ms": sum(xs) / len(xs) * 1e3}
-
-
-def fnum(x: float | None, digits: int = 1) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:,.{digits}f}"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_nan_to_none(v) for v in obj]
-    return obj
 
 
 # --------------------------------------------------------------------------------------------
@@ -722,25 +675,20 @@ class Bench:
     # --- setup ------------------------------------------------------------------------------
 
     def run(self) -> Result:
-        from tests.integration import cluster as cluster_mod
-        from tests.integration.cluster import Cluster
-
-        if self.args.dispatcher_heartbeat > 0:  # only this process's copy of the flags; the file is untouched
-            flags = list(cluster_mod.RAFT_FLAGS)
-            if "--dispatcher-heartbeat" in flags:
-                del flags[flags.index("--dispatcher-heartbeat"):flags.index("--dispatcher-heartbeat") + 2]
-            cluster_mod.RAFT_FLAGS = [*flags, "--dispatcher-heartbeat", f"{self.args.dispatcher_heartbeat:g}"]
-        self.result.manager_flags = list(cluster_mod.RAFT_FLAGS)
+        timings = FAST_TIMINGS
+        if self.args.dispatcher_heartbeat > 0:
+            timings = replace(timings, dispatcher_heartbeat=self.args.dispatcher_heartbeat)
+        self.result.manager_flags = timings.flags()
         t_start = time.monotonic()
         r = self.result
         self.root = Path(tempfile.mkdtemp(prefix="swarmsecrets-bench-delivery-"))
         self.benchdir = Path(tempfile.mkdtemp(prefix="swarmsecrets-bench-delivery-", dir="/dev/shm"))
         log(f"N={self.n}: starting 3 managers under {self.root} (files under {self.benchdir})")
-        self.cluster = Cluster(self.root)
+        self.cluster = Cluster(self.root, 3, timings=timings, log_level="debug")
         self.cluster.start()
         leader = self.cluster.leader()
-        managers = [n.addr for n in self.cluster.nodes]
-        log(f"N={self.n}: cluster formed; leader {leader.name} {leader.addr} pid {leader.proc.pid}")
+        managers = [n.addr for n in self.cluster.managers]
+        log(f"N={self.n}: cluster formed; leader {leader.name} {leader.addr} pid {leader.pid}")
         self.control = Control(leader.sock)
 
         token = tokens.parse_token(leader.ok("swarm", "join-token", "-q", "worker").strip())
@@ -838,7 +786,7 @@ class Bench:
     def _pids(self, leader: Any) -> dict[str, list[int]]:
         return {
             "leader": [leader.proc.pid],
-            "followers": [n.proc.pid for n in self.cluster.nodes if n is not leader and n.proc],
+            "followers": [n.proc.pid for n in self.cluster.managers if n is not leader and n.proc],
             "workers": [p.pid for p in self.procs if p.pid],
             "coordinator": [os.getpid()],
         }
@@ -910,7 +858,7 @@ class Bench:
                 send_all += [t - t_send for t in got.values()]
                 acks.append(t_ack - t_send)
                 r.negatives += neg
-                rs: dict[str, Any] = dict(summarize_ms(lat))
+                rs: dict[str, Any] = dict(summarize(lat))
                 rs.update(round=i, secret=name, arrived=len(got), negatives=neg, ack_ms=(t_ack - t_send) * 1e3,
                           all_in_ms=(max(got.values()) - t_ack) * 1e3 if got else math.nan,
                           # per worker (index order), unclamped: for a closer look in the JSON
@@ -952,10 +900,10 @@ class Bench:
             wall = time.monotonic() - t_rounds
             cpu1 = _cpu_snapshot(cpu_pids)
             r.samples = len(lat_all)
-            r.latency = summarize_ms(lat_all)
-            r.latency_by_proc = {p: summarize_ms(v) for p, v in sorted(by_proc.items())}
-            r.from_send = summarize_ms(send_all)
-            r.ack_ms = summarize_ms(acks)
+            r.latency = summarize(lat_all)
+            r.latency_by_proc = {p: summarize(v) for p, v in sorted(by_proc.items())}
+            r.from_send = summarize(send_all)
+            r.ack_ms = summarize(acks)
             r.after_rounds = {k: {"cpu_pct": (cpu1[k] - cpu0[k]) / wall * 100 if wall > 0 else math.nan}
                               for k in cpu_pids}
             r.after_rounds["wall_s"] = wall
@@ -1020,7 +968,7 @@ class Bench:
                 with contextlib.suppress(Exception):
                     dest = Path(self.args.keep_logs) / f"n{self.n}"
                     dest.mkdir(parents=True, exist_ok=True)
-                    for node in self.cluster.nodes:
+                    for node in self.cluster.managers:
                         if node.log_path.exists():
                             shutil.copy(node.log_path, dest / node.log_path.name)
             with contextlib.suppress(Exception):
@@ -1064,9 +1012,10 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
         idle = r.idle.get("leader", {})
         delivery = r.mode.startswith("delivery")
         rows.append([str(r.n), r.mode, f"{r.rounds_done}/{r.rounds_requested}" if delivery else "-",
-                     fnum(r.latency.get("p50_ms")), fnum(r.latency.get("p99_ms")), fnum(r.latency.get("max_ms")),
+                     fmt_num(r.latency.get("p50_ms"), 1), fmt_num(r.latency.get("p99_ms"), 1),
+                     fmt_num(r.latency.get("max_ms"), 1),
                      f"{r.negatives}/{r.samples}" if delivery else "-",
-                     fnum(idle.get("rss_mb_max")), fnum(idle.get("cpu_pct"))])
+                     fmt_num(idle.get("rss_mb_max"), 1), fmt_num(idle.get("cpu_pct"), 1)])
     out.append(table(headers, rows))
     out.append("")
     out.append("context: CPU % of one core; 'idle' = the idle window with N open streams, 'rounds' = the whole")
@@ -1077,16 +1026,18 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
     rows = []
     for r in results:
         settles = sorted(x["settle_ms"] for x in r.per_round if "settle_ms" in x)
-        by_proc = "/".join(fnum(v.get("p99_ms"), 0) for v in r.latency_by_proc.values()) or "-"
-        rows.append([str(r.n), str(r.procs), fnum(r.join_s), fnum(r.connect_s), fnum(r.placed_s), by_proc,
-                     fnum(r.ack_ms.get("p50_ms")), fnum(r.from_send.get("p99_ms")),
-                     fnum(percentile(settles, 50)),
-                     fnum(r.idle.get("followers", {}).get("cpu_pct")), fnum(r.idle.get("workers", {}).get("cpu_pct")),
-                     fnum(r.idle.get("others", {}).get("cpu_pct")),
-                     fnum(r.after_rounds.get("leader", {}).get("cpu_pct")),
-                     fnum(r.after_rounds.get("workers", {}).get("cpu_pct")),
-                     fnum(r.after_rounds.get("others", {}).get("cpu_pct")),
-                     fnum(r.after_rounds.get("leader_rss_mb"))])
+        by_proc = "/".join(fmt_num(v.get("p99_ms"), 0) for v in r.latency_by_proc.values()) or "-"
+        rows.append([str(r.n), str(r.procs), fmt_num(r.join_s, 1), fmt_num(r.connect_s, 1),
+                     fmt_num(r.placed_s, 1), by_proc,
+                     fmt_num(r.ack_ms.get("p50_ms"), 1), fmt_num(r.from_send.get("p99_ms"), 1),
+                     fmt_num(percentile(settles, 50), 1),
+                     fmt_num(r.idle.get("followers", {}).get("cpu_pct"), 1),
+                     fmt_num(r.idle.get("workers", {}).get("cpu_pct"), 1),
+                     fmt_num(r.idle.get("others", {}).get("cpu_pct"), 1),
+                     fmt_num(r.after_rounds.get("leader", {}).get("cpu_pct"), 1),
+                     fmt_num(r.after_rounds.get("workers", {}).get("cpu_pct"), 1),
+                     fmt_num(r.after_rounds.get("others", {}).get("cpu_pct"), 1),
+                     fmt_num(r.after_rounds.get("leader_rss_mb"), 1)])
     out.append(table(headers, rows))
     out.append("")
     headers = ["N", "sessions", "reconnects", "redirects", "heartbeats", "hb max rtt ms", "messages",
@@ -1096,7 +1047,7 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
         c = r.counters
         rows.append([str(r.n), str(c.get("sessions", 0)), str(r.reconnects), str(c.get("redirects", 0)),
                      str(c.get("heartbeats", 0)), str(c.get("heartbeat_max_rtt_ms", 0)), str(c.get("messages", 0)),
-                     str(c.get("status_reports", 0)), str(c.get("sequence_gaps", 0)), fnum(r.wall_s)])
+                     str(c.get("status_reports", 0)), str(c.get("sequence_gaps", 0)), fmt_num(r.wall_s, 1)])
     out.append(table(headers, rows))
     out.append("")
     out.append("targets (not tests):")
@@ -1127,7 +1078,7 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
     out.append("limits: a 2-core box runs the 3 managers, the simulated agents and this coordinator together, so")
     out.append("  the figures include CPU contention (see the CPU columns); the agents speak the real protocol over")
     out.append("  real mTLS connections but write plain files (no per-task tmpfs mount, chown or process); the")
-    out.append("  managers log at debug level (tests/integration/cluster.py); a fresh cluster per N.")
+    out.append("  managers log at debug level (as tests/framework runs them); a fresh cluster per N.")
     return "\n".join(out)
 
 
@@ -1160,7 +1111,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--pause", type=float, default=0.2, help="pause between rounds (default 0.2 s)")
     p.add_argument("--dispatcher-heartbeat", type=float, default=5.0, metavar="SECONDS",
                    help="the managers' --dispatcher-heartbeat (default 5 = the daemon's default; "
-                        "0 keeps tests/integration/cluster.py's flags, which use 1 s)")
+                        "0 keeps the framework's fast timings, which use 1 s)")
     p.add_argument("--no-status-reports", action="store_true",
                    help="what-if: the simulated agents never call UpdateTaskStatus (the real agent does)")
     p.add_argument("--procs", type=int, default=0, help="worker processes (default: 1 for N < 100, else 2)")
@@ -1224,7 +1175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not results:
         return status
     text = render(results, args)
-    doc = _nan_to_none({"host": platform.node(), "cpus": os.cpu_count(), "args": {k: v for k, v in vars(args).items()},
+    doc = json_clean({"host": platform.node(), "cpus": os.cpu_count(), "args": {k: v for k, v in vars(args).items()},
                         "results": [vars(r) for r in results]})
     if args.json == "-":
         print(text, file=sys.stderr)

@@ -7,11 +7,11 @@ import statistics
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from swarmsecrets.chaos.checker import Op
+from tests.chaoskit.checker import Op
 
 if TYPE_CHECKING:
-    from swarmsecrets.chaos.runner import RunResult
-    from swarmsecrets.chaos.workload import History
+    from tests.chaoskit.runner import RunResult
+    from tests.chaoskit.workload import History
 
 FAULT_COLORS = {"kill": "#d62728", "pause": "#9467bd", "partition": "#1f77b4", "partition-leader": "#17becf",
                 "loss": "#bcbd22", "delay": "#ff7f0e", "loss+delay": "#e6a000", "worker-partition": "#8c564b"}
@@ -73,10 +73,10 @@ def markdown(result: RunResult) -> str:
     verdict = "PASS" if result.ok else "FAIL"
     n_anom = sum(len(v) for v in result.anomalies.values())
     lines = [f"# Chaos run: {verdict}", "",
-             f"- command: `{cfg.command or 'swarmsecrets.chaos.runner.run(...)'}`",
+             f"- command: `{cfg.command or 'tests.chaoskit.runner.run(...)'}`",
              f"- seed {result.seed}; {cfg.managers} managers, {cfg.workers} workers; workload {cfg.duration:g} s "
              f"at ~{cfg.rate:g} ops/s from {cfg.clients} clients",
-             f"- lab raft timings (fast, so fault windows can be short): heartbeat {t.heartbeat:g} s, election "
+             f"- lab raft timings (fast, so fault windows can be short): heartbeat {t.raft_heartbeat:g} s, election "
              f"timeout {t.election_min:g}-{t.election_max:g} s, dispatcher heartbeat {t.dispatcher_heartbeat:g} s "
              "(a worker is down after 3 missed)",
              "- faults: kill = SIGKILL of the daemon's process group, restarted after the window; pause = "

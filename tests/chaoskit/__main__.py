@@ -1,4 +1,4 @@
-"""``scripts/chaos run ...`` and ``scripts/chaos lab up|down`` (also ``python -m swarmsecrets.chaos``)."""
+"""``scripts/chaos run ...`` and ``scripts/chaos lab up|down`` (also ``python -m tests.chaoskit``)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from swarmsecrets.chaos.lab import Lab, LabError, teardown
-from swarmsecrets.chaos.nemesis import DEFAULT_FAULTS, FAULTS
-from swarmsecrets.chaos.runner import RunConfig, prepare_out, run
-from swarmsecrets.chaos.swarm import Swarm
+from tests.chaoskit.lab import Lab, LabError, teardown
+from tests.chaoskit.nemesis import DEFAULT_FAULTS, FAULTS
+from tests.chaoskit.runner import RunConfig, prepare_out, run
+from tests.chaoskit.swarm import Swarm
+from tests.framework import CLI_MODULE
 
 TOOLS = ("ip", "nft", "iptables")
 DEFAULT_OUT = "/var/tmp/swarmsecrets-chaos-runs"  # outside the work tree
@@ -66,23 +67,23 @@ def cmd_lab_up(a: argparse.Namespace) -> int:
         lab.up()
         prepare_out(root)  # after the old lab's daemons are gone: their data dirs would resume the old swarm
         swarm = Swarm(lab, a.managers, a.workers, root)
-        swarm.form()
+        swarm.start()
     except BaseException:
         lab.down()
         raise
     if lab.leftovers:
         print(f"cleaned up leftovers of an earlier lab: {', '.join(lab.leftovers)}")
-    cli = f"{sys.executable} -m swarmsecrets.cli.main"
+    cli = f"{sys.executable} -m {CLI_MODULE}"
     print(f"lab {a.prefix!r} is up: namespaces {lab.bridge_ns} (the bridge) and "
           f"{lab.ns(1)}..{lab.ns(lab.hosts)}, 10.77.0.0/24, no route out.\n")
     for m in swarm.members:
         print(f"  {m.name:3} {m.role:7} {m.addr:17} netns {lab.ns(m.host):12} pid {m.proc.pid if m.proc else '-':<7} "
-              f"socket {m.target}")
+              f"socket {m.host_url}")
     first = swarm.members[0]
-    shm = swarm.worker_members[0].secrets_root if swarm.worker_members else "<secrets root>"
+    shm = swarm.workers[0].secrets_root if swarm.workers else "<secrets root>"
     print(f"\nUse a node (from this namespace; PYTHONPATH={os.environ.get('PYTHONPATH', '')}):\n"
-          f"  {cli} -H {first.target} node ls\n"
-          f"  echo -n s3cret | {cli} -H {first.target} secret create mine -\n"
+          f"  {cli} -H {first.host_url} node ls\n"
+          f"  echo -n s3cret | {cli} -H {first.host_url} secret create mine -\n"
           f"Faults by hand (the receiver drops):\n"
           f"  ip netns exec {lab.ns(1)} nft add element inet chaos drop_from '{{ {lab.ip(2)} }}'\n"
           f"  ip netns exec {lab.ns(1)} nft flush set inet chaos drop_from      # heal\n"

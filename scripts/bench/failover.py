@@ -4,29 +4,29 @@
 Per round it measures, from the kill:
 
 * **write unavailability**: until the first acknowledged write *started after the kill* completes
-  (the method of shared/reference/anchors.md §1c);
+  (etcd's own failover measurements use the same definition);
 * **leader known**: until a survivor reports itself leader.
 
 Then the killed member is restarted and the cluster is allowed to become healthy again (every
 member answers, a write through the restarted member succeeds) before the next round.
 
-swarmsecrets: real ``swarmsecretsd`` daemons via ``tests/integration/cluster.py``, with the daemon's
-DEFAULT raft timings (the fast test flags of that module are not used; ``--raft-flags`` passes
-others). Writes are ``CreateSecret`` (unique name, a request_id) over the gRPC Control API on the
-surviving managers' unix sockets, from ``--clients`` threads spread over them.
+swarmsecrets: real ``swarmsecretsd`` daemons started by tests/framework, with the daemon's DEFAULT
+raft timings (not the framework's fast test timings; ``--raft-flags`` passes others). Writes are
+``CreateSecret`` (unique name, a request_id) over the gRPC Control API on the surviving managers' unix
+sockets, from ``--clients`` threads spread over them.
 
 etcd (when ``etcd`` is on PATH): the same rounds against 3 members with default settings
 (hb 100 ms / election 1000 ms, fresh data dirs, 127.0.0.1 ports), writes via gRPC ``KV.Put``
-encoded by hand as ``scripts/bench_write.py`` does (its ``EtcdCluster`` and ``EtcdGrpcWriter``).
+encoded by hand (``EtcdCluster`` and ``EtcdGrpcWriter`` of scripts/bench/etcd.py).
 
-Every client request has a ``--rpc-timeout`` deadline (0.25 s, as in the etcd anchors); a failed
+Every client request has a ``--rpc-timeout`` deadline (0.25 s by default: finer than any election); a failed
 writer pauses 10 ms and retries on the next survivor. Resolution is therefore about the RPC timeout.
 
 Target (not a test): write-unavailability p99 under 1 s and below etcd's. Exit status 0 unless the
 benchmark itself failed (a MISS is not a failure).
 
-    python scripts/bench_failover.py            # 20 rounds each
-    python scripts/bench_failover.py --quick    # 3 rounds each
+    python -m scripts.bench.failover            # 20 rounds each
+    python -m scripts.bench.failover --quick    # 3 rounds each
 """
 
 from __future__ import annotations
@@ -47,18 +47,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT, ROOT / "scripts"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+import grpc
 
-import grpc  # noqa: E402
-
-import bench_write  # noqa: E402  (documented as importable; its public helpers)
-from bench_write import EtcdCluster, EtcdGrpcWriter, EtcdMember, etcd_call, percentile, spawn, table  # noqa: E402
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2  # noqa: E402
-from swarmsecrets.manager.raft import RaftTiming  # noqa: E402
-from tests.integration import cluster as icluster  # noqa: E402
+from scripts.bench.common import percentile, spawn, table, terminate_all
+from scripts.bench.etcd import EtcdCluster, EtcdGrpcWriter, EtcdMember, etcd_call, etcd_put_request
+from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+from swarmsecrets.manager.raft import RaftTiming
+from tests.framework import DEFAULT_TIMINGS, Cluster, Node, wait_until
 
 TARGET_P99 = 1.0
 VALUE = os.urandom(200)
@@ -189,7 +184,7 @@ class SwarmProbe:
     def __init__(self) -> None:
         self.channels: dict[Path, grpc.Channel] = {}
 
-    def is_leader(self, node: icluster.Node, timeout: float = 0.2) -> bool:
+    def is_leader(self, node: Node, timeout: float = 0.2) -> bool:
         ch = self.channels.get(node.sock)
         if ch is None:
             ch = self.channels[node.sock] = _channel(node.sock)
@@ -197,7 +192,7 @@ class SwarmProbe:
                                                        timeout=timeout)
         return bool(resp.node.manager_status.leader)
 
-    def drop(self, node: icluster.Node) -> None:
+    def drop(self, node: Node) -> None:
         ch = self.channels.pop(node.sock, None)
         if ch is not None:
             ch.close()
@@ -208,19 +203,19 @@ class SwarmProbe:
         self.channels.clear()
 
 
-def swarm_leader(c: icluster.Cluster, probe: SwarmProbe, timeout: float = 30.0) -> icluster.Node:
-    def find() -> icluster.Node | None:
+def swarm_leader(c: Cluster, probe: SwarmProbe, timeout: float = 30.0) -> Node:
+    def find() -> Node | None:
         for n in c.running():
             with contextlib.suppress(grpc.RpcError):
                 if probe.is_leader(n, 1.0):
                     return n
         return None
-    return icluster.wait_until(find, timeout, 0.05, "a swarmsecrets leader")
+    return wait_until(find, timeout, 0.05, "a swarmsecrets leader")
 
 
-def swarm_healthy(c: icluster.Cluster, probe: SwarmProbe, rpc_timeout: float, timeout: float = 60.0) -> None:
+def swarm_healthy(c: Cluster, probe: SwarmProbe, rpc_timeout: float, timeout: float = 60.0) -> None:
     swarm_leader(c, probe, timeout)
-    for n in c.nodes:  # a write through every member (the restarted one included) succeeds
+    for n in c.managers:  # a write through every member (the restarted one included) succeeds
         put = swarm_writer(n.sock, 5.0)()
 
         def ok(put: Callable[[str], None] = put) -> bool:
@@ -229,27 +224,27 @@ def swarm_healthy(c: icluster.Cluster, probe: SwarmProbe, rpc_timeout: float, ti
                 return True
             except grpc.RpcError:
                 return False
-        icluster.wait_until(ok, timeout, 0.1, f"a write through {n.name}")
+        wait_until(ok, timeout, 0.1, f"a write through {n.name}")
 
 
 def run_swarm(root: Path, rounds: int, clients: int, rpc_timeout: float, raft_flags: list[str],
               log: Callable[[str], None]) -> Result:
     res = Result("swarmsecrets")
-    icluster.RAFT_FLAGS = list(raft_flags)  # read by Node.start: the daemon defaults unless given
-    c = icluster.Cluster(root / "swarm")
+    c = Cluster(root / "swarm", 3, timings=DEFAULT_TIMINGS, log_level="debug", extra_args=tuple(raft_flags))
     probe = SwarmProbe()
     try:
         c.start()
         for r in range(rounds):
             swarm_healthy(c, probe, rpc_timeout)
             leader = swarm_leader(c, probe)
-            survivors = [n for n in c.nodes if n is not leader]
+            survivors = [n for n in c.managers if n is not leader]
             probe.drop(leader)
-            rnd = measure_round(
-                leader.kill,
-                [swarm_writer(n.sock, rpc_timeout) for n in survivors],
-                lambda s=survivors: any(probe.is_leader(n) for n in s),
-                clients, warm=1.0, limit=30.0)
+
+            def known(s: list[Node] = survivors) -> bool:
+                return any(probe.is_leader(n) for n in s)
+
+            rnd = measure_round(leader.kill, [swarm_writer(n.sock, rpc_timeout) for n in survivors], known,
+                                clients, warm=1.0, limit=30.0)
             res.rounds.append(rnd)
             log(f"  swarmsecrets round {r + 1:2d}/{rounds}: killed {leader.name}: "
                 f"writes back {fmt(rnd.unavailable)} s, leader known {fmt(rnd.leader_known)} s, "
@@ -275,7 +270,7 @@ def etcd_writer(port: int, timeout: float) -> Callable[[], Callable[[str], None]
         call = w.call
 
         def put(name: str) -> None:
-            call(bench_write.etcd_put_request(b"/failover/" + name.encode(), VALUE), timeout=timeout)
+            call(etcd_put_request(b"/failover/" + name.encode(), VALUE), timeout=timeout)
         return put
     return make
 
@@ -305,7 +300,7 @@ def etcd_healthy(ec: EtcdCluster, timeout: float = 60.0) -> None:
                     etcd_writer(m.client_port, 2.0)()(f"fh{uuid.uuid4().hex[:16]}")
                 return True
         return False
-    icluster.wait_until(ok, timeout, 0.1, "a healthy etcd cluster")
+    wait_until(ok, timeout, 0.1, "a healthy etcd cluster")
 
 
 def run_etcd(root: Path, binary: str, rounds: int, clients: int, rpc_timeout: float,
@@ -404,7 +399,8 @@ def report(results: list[Result], timings: str, rounds: int, clients: int, rpc_t
         verdicts.append("swarmsecrets: no measurement: MISS")
     if etcd is not None:
         ed = summary.get("etcd", (None, None, None))
-        if ed[1] is not None and sw[1] is not None:
+        if None not in (ed[0], ed[1], sw[0], sw[1]):
+            assert ed[0] is not None and ed[1] is not None and sw[0] is not None and sw[1] is not None
             verdicts.append(f"ratio swarmsecrets/etcd: p50 {sw[0] / ed[0]:.2f}x, p99 {sw[1] / ed[1]:.2f}x; "
                             f"p99 below etcd's ({fmt(ed[1])} s): {'PASS' if sw[1] < ed[1] else 'MISS'}")
     else:
@@ -456,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     finally:
         with contextlib.suppress(Exception):
-            bench_write.terminate_all()
+            terminate_all()
         if args.keep:
             print(f"kept {root}")
         else:

@@ -1,4 +1,4 @@
-"""Pure checks from a recorded history to anomalies (chaos-lab.md §4, §5).
+"""Pure checks from a recorded history to anomalies.
 
 Every check is a necessary condition of linearizability (or of the delivery contract), so every anomaly
 is a real bug, never a harness artefact: sound, not complete. An op may take effect anywhere between
