@@ -57,7 +57,7 @@ import grpc  # noqa: E402
 import bench_write  # noqa: E402  (documented as importable; its public helpers)
 from bench_write import EtcdCluster, EtcdGrpcWriter, EtcdMember, etcd_call, percentile, spawn, table  # noqa: E402
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2  # noqa: E402
-from swarmsecrets.manager.raft import RaftTiming  # noqa: E402
+from swarmsecrets.raft import RaftTiming  # noqa: E402
 from tests.integration import cluster as icluster  # noqa: E402
 
 TARGET_P99 = 1.0

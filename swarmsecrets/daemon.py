@@ -39,7 +39,7 @@ from swarmsecrets.manager.controlapi import ControlService
 from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
 from swarmsecrets.manager.manager import Manager
 from swarmsecrets.manager.nodeca import NodeCAService, RaftMembershipService, require_manager_peer
-from swarmsecrets.manager.raft import RaftTiming
+from swarmsecrets.raft import RaftTiming
 from swarmsecrets.nodestate import NodeDir, NodeState
 from swarmsecrets.rpcutil import rpc
 from swarmsecrets.worker.agent import Agent

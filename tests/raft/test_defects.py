@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from pysyncobj.config import FAIL_REASON
 
-from swarmsecrets.manager import raft_wire
-from swarmsecrets.manager.raft import RaftNode, _RaftSyncObj
-from swarmsecrets.manager.raft_journal import DurableJournal
+from swarmsecrets.raft import wire
+from swarmsecrets.raft.journal import DurableJournal
+from swarmsecrets.raft.node import RaftNode, _RaftSyncObj
 from tests.raft.conftest import Cluster
 
 Factory = Callable[..., Cluster]
@@ -24,7 +24,7 @@ LEADER, FOLLOWER = 2, 0  # pysyncobj's _RAFT_STATE
 
 
 def cmd(k: str) -> bytes:
-    return b"\x00" + raft_wire.dumps({"op": "set", "k": k, "v": 1})
+    return b"\x00" + wire.dumps({"op": "set", "k": k, "v": 1})
 
 
 def ae(term: int, prev: int, prev_term: int, entries: list[tuple[bytes, int, int]],

@@ -14,8 +14,9 @@ from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.journal import FileJournal
 from pysyncobj.node import TCPNode
 
-from swarmsecrets.manager import raft, raft_journal, raft_wire
-from swarmsecrets.manager.raft_journal import JOURNAL_MAGIC, DurableJournal, SnapshotError, SnapshotStore
+from swarmsecrets.raft import node, snapshots, wire
+from swarmsecrets.raft.journal import JOURNAL_MAGIC, DurableJournal
+from swarmsecrets.raft.snapshots import SnapshotError, SnapshotStore
 from tests.raft.conftest import STOCK
 
 
@@ -318,7 +319,7 @@ def test_align_journal_keeps_entries_after_the_snapshot(tmp_path: Path) -> None:
     j.sync()
     s = store(tmp_path / "snap", Box({"data": {}}))
     s._write({"prev": es[4], "last": es[5], "members": []})
-    raft._align_journal(j, s)
+    node._align_journal(j, s)
     assert [e[1] for e in j] == [5, 6, 7, 8, 9, 10]
 
 
@@ -329,7 +330,7 @@ def test_align_journal_refuses_a_snapshot_older_than_the_journal(tmp_path: Path)
     s = store(tmp_path / "snap", Box({"data": {}}))
     s._write({"prev": (b"x", 5, 1), "last": (b"y", 6, 1), "members": []})
     with pytest.raises(RuntimeError, match="inconsistent"):
-        raft._align_journal(j, s)
+        node._align_journal(j, s)
 
 
 def test_snapshot_store_refuses_foreign_files(tmp_path: Path) -> None:
@@ -341,7 +342,7 @@ def test_snapshot_store_refuses_foreign_files(tmp_path: Path) -> None:
 def test_wire_round_trip_stays_plain() -> None:
     msg = {"type": "append_entries", "entries": [(b"x" * 10, 1, 1)], "term": 1, "commit_index": 0,
            "prevLogIdx": 0, "prevLogTerm": 0}
-    assert raft_wire.loads(raft_wire.dumps(msg)) == msg
+    assert wire.loads(wire.dumps(msg)) == msg
 
 
 def test_snapshot_child_lets_go_of_the_raft_sockets(tmp_path: Path) -> None:
@@ -414,7 +415,7 @@ def test_transfer_pauses_while_the_connection_is_backed_up(tmp_path: Path) -> No
 
 def test_stuck_snapshot_child_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if "child_timeout" not in STOCK:
-        monkeypatch.setattr(raft_journal, "SNAPSHOT_CHILD_TIMEOUT", 0.3)
+        monkeypatch.setattr(snapshots, "SNAPSHOT_CHILD_TIMEOUT", 0.3)
     box = Box(STATE)
     s = SnapshotStore(str(tmp_path / "snap"), lambda: time.sleep(60), box.restore, 1000,
                       backlog=lambda node: 0)

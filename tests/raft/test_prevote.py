@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from pysyncobj.syncobj import _RAFT_STATE
 
-from swarmsecrets.manager import raft
-from swarmsecrets.manager.raft import RaftNode
+from swarmsecrets.raft.node import RaftNode
 from tests.raft.conftest import STOCK, Cluster
 
 Factory = Callable[..., Cluster]
@@ -196,6 +196,6 @@ def test_pre_vote_changes_no_term_or_vote(cluster_factory: Factory) -> None:
     time.sleep(2.0)
     assert (so.raftCurrentTerm, so._SyncObj__votedForNodeId) == (term, voted)
     assert so._journal.getCurrentTerm() == term
-    assert so._SyncObj__raftState != raft._RAFT_STATE.CANDIDATE
+    assert so._SyncObj__raftState != _RAFT_STATE.CANDIDATE
     links.heal()
     _wait_caught_up(c, lone.self_addr, leader)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from swarmsecrets.manager.raft import RaftNode, RaftTuning, _RaftSyncObj
+from swarmsecrets.raft.node import RaftNode, RaftTuning, _RaftSyncObj
 from tests.raft.conftest import Cluster
 from tests.raft.raft_harness import DictMachine
 

@@ -18,12 +18,12 @@ from pysyncobj.poller import createPoller
 from pysyncobj.tcp_connection import CONNECTION_STATE
 
 from swarmsecrets.ca import certs
-from swarmsecrets.manager import raft_transport, raft_wire
-from swarmsecrets.manager.raft_transport import TlsConnection, TlsServer
+from swarmsecrets.raft import transport, wire
+from swarmsecrets.raft.transport import TlsConnection, TlsServer
 from tests.raft.conftest import STOCK, Cluster, Pki, free_ports
 
 
-PENDING_CAP = raft_transport.MAX_PENDING_INCOMING  # read before any test patches it
+PENDING_CAP = transport.MAX_PENDING_INCOMING  # read before any test patches it
 
 
 class Gadget:
@@ -199,12 +199,12 @@ def test_restricted_unpickler_refuses_gadgets(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     for protocol in range(0, pickle.HIGHEST_PROTOCOL + 1):
         with pytest.raises(pickle.UnpicklingError, match="refused to load global"):
-            raft_wire.loads(pickle.dumps(Gadget(marker), protocol=protocol))
+            wire.loads(pickle.dumps(Gadget(marker), protocol=protocol))
     assert not marker.exists()
     # plain data, including bytes, round-trips; protocol 4 stores bytes without the 1.5x inflation
     value = os.urandom(511_999)
-    payload = raft_wire.dumps({"v": value, "n": [1, 2.5, None, True, ("a", b"b")]})
-    assert raft_wire.loads(payload)["v"] == value
+    payload = wire.dumps({"v": value, "n": [1, 2.5, None, True, ("a", b"b")]})
+    assert wire.loads(payload)["v"] == value
     assert len(payload) < len(value) + 200
 
 
@@ -248,7 +248,8 @@ def test_partial_send_rearms_write_interest(pki: Pki) -> None:
     accepted: list[TlsConnection] = []
     def make(ctx: ssl.SSLContext, server_side: bool, sock: socket.socket | None = None) -> TlsConnection:
         return TlsConnection(poller, ctx, server_side=server_side, sock=sock, send_buffer=65536,
-                             recv_buffer=65536, keepalive=None, idle_timeout=60.0)
+                             recv_buffer=65536, keepalive=None, idle_timeout=60.0,
+                             verify_peer=server_tls.verify_peer)
 
     def on_connection(sock: socket.socket) -> None:
         conn = make(server_tls.server_ctx, True, sock)
@@ -308,7 +309,7 @@ def test_malformed_or_forbidden_messages_drop_the_member(pki: Pki, lone: Any, ba
 def test_connections_that_never_identify_are_dropped(pki: Pki, lone: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     if "handshake_timeout" not in STOCK:
-        monkeypatch.setattr(raft_transport, "HANDSHAKE_TIMEOUT", 0.5)
+        monkeypatch.setattr(transport, "HANDSHAKE_TIMEOUT", 0.5)
     c, low, high = lone
     port = int(low.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=3) as s:  # no TLS at all
@@ -355,12 +356,13 @@ def test_a_reconnecting_member_retires_its_old_connection(pki: Pki, lone: Any) -
 
 def test_a_peer_that_reads_nothing_is_dropped(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
     if "max_backlog" not in STOCK:
-        monkeypatch.setattr(raft_transport, "MAX_BACKLOG", 1 << 20)
+        monkeypatch.setattr(transport, "MAX_BACKLOG", 1 << 20)
     with socket.socket() as sink:
         sink.bind(("127.0.0.1", 0))
         sink.listen()
-        conn = TlsConnection(createPoller("poll"), pki.tls("127.0.0.1:1").client_ctx, server_side=False,
-                             send_buffer=65536, recv_buffer=65536, keepalive=None, idle_timeout=60.0)
+        tls = pki.tls("127.0.0.1:1")
+        conn = TlsConnection(createPoller("poll"), tls.client_ctx, server_side=False, send_buffer=65536,
+                             recv_buffer=65536, keepalive=None, idle_timeout=60.0, verify_peer=tls.verify_peer)
         assert conn.connect("127.0.0.1", sink.getsockname()[1])
         for _ in range(8):
             conn.send({"type": "x", "v": os.urandom(256 * 1024)})
