@@ -1,4 +1,5 @@
-"""pysyncobj 0.3.17 log-handling defects (reference §7.5, §7.6), driven through SyncObj's own
+"""pysyncobj 0.3.17 log-handling defects (truncation on re-sent batches, nextIndex moving back,
+compaction past the end of the log), driven through SyncObj's own
 handlers on the raft thread."""
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def lone_follower(c: Cluster) -> tuple[RaftNode, _RaftSyncObj, Any]:
 
 
 def test_follower_truncates_only_on_a_real_conflict(cluster_factory: Factory) -> None:
-    """§7.5: stock deletes everything after prevLogIdx when a batch is re-sent, applied entries
+    """Stock deletes everything after prevLogIdx when a batch is re-sent, applied entries
     included, and re-appends only what the batch carried."""
     c = cluster_factory(2)
     node, so, leader = lone_follower(c)
@@ -69,7 +70,7 @@ def test_follower_truncates_only_on_a_real_conflict(cluster_factory: Factory) ->
 
 
 def test_leader_never_moves_next_index_back(cluster_factory: Factory) -> None:
-    """§7.5: a success reply for an earlier batch pulled nextIndex back below batches in flight."""
+    """Stock: a success reply for an earlier batch pulled nextIndex back below batches in flight."""
     c = cluster_factory(2)
     node, so, follower = lone_follower(c)
 
@@ -89,7 +90,7 @@ def test_leader_never_moves_next_index_back(cluster_factory: Factory) -> None:
 
 
 def test_compaction_never_empties_the_log(cluster_factory: Factory) -> None:
-    """§7.6: a compaction finishing after a truncation deleted past the end of the log; every tick
+    """Stock: a compaction finishing after a truncation deleted past the end of the log; every tick
     then raised IndexError."""
     c = cluster_factory(1)
     c.start()
@@ -114,7 +115,7 @@ def test_compaction_never_empties_the_log(cluster_factory: Factory) -> None:
 @pytest.mark.slow
 def test_pipelined_load_never_truncates_the_log(cluster_factory: Factory,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """§7.5 end to end: with one leader throughout there is no conflict, so no follower may truncate
+    """Re-sent batches, end to end: with one leader throughout there is no conflict, so no follower may truncate
     anything, however many batches are in flight (stock: nextIndex regressions re-send batches and
     every re-send truncates; 14-136 truncations of applied entries per 10 s burst)."""
     truncations: list[int] = []

@@ -354,24 +354,43 @@ def test_snapshot_child_lets_go_of_the_raft_sockets(tmp_path: Path) -> None:
     listener.listen()
     port = listener.getsockname()[1]
     box = Box(STATE)
-    s = SnapshotStore(str(tmp_path / "snap"), slow(1.0, box), box.restore, 1000,
+    # The child serialises for far longer than this test waits for the port: only letting go of
+    # the socket (not exiting) can free it in time.
+    s = SnapshotStore(str(tmp_path / "snap"), slow(120.0, box), box.restore, 1000,
                       backlog=lambda node: 0)
-    s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
-    listener.close()  # the node is gone; its child is still serialising
-    time.sleep(0.3)
-    again = socket.socket()
-    again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        again.bind(("127.0.0.1", port))
-        again.listen()
+        s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+        listener.close()  # the node is gone; its child is still serialising
+        deadline = time.monotonic() + 10
+        while True:
+            again = socket.socket()
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                again.bind(("127.0.0.1", port))
+                again.listen()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the snapshot child still holds the raft port"
+                time.sleep(0.02)
+            finally:
+                again.close()
     finally:
-        again.close()
         s.close()
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_orphaned_snapshot_child_does_not_publish(tmp_path: Path) -> None:
     """The child of a node that crashed must not rename its (older) snapshot over whatever the
     restarted node has written since."""
+    child_pid = tmp_path / "child.pid"
     pid = os.fork()
     if pid == 0:
         try:
@@ -379,11 +398,17 @@ def test_orphaned_snapshot_child_does_not_publish(tmp_path: Path) -> None:
             s = SnapshotStore(str(tmp_path / "snap"), slow(0.5, box), box.restore,
                               1000, backlog=lambda node: 0)
             s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+            child_pid.write_text(str(s._pid))
         finally:
             os._exit(0)  # the node dies at once; its snapshot child carries on
     os.waitpid(pid, 0)
-    time.sleep(1.5)
+    orphan = int(child_pid.read_text())
+    deadline = time.monotonic() + 30
+    while _running(orphan):  # reparented: not ours to wait for
+        assert time.monotonic() < deadline, "the orphaned snapshot child never finished"
+        time.sleep(0.02)
     assert not (tmp_path / "snap").exists()
+    assert not list(tmp_path.glob("snap.tmp*")), "the orphan left its temporary file behind"
 
 
 def test_received_snapshot_wins_over_a_local_one_still_being_written(tmp_path: Path) -> None:
@@ -395,7 +420,7 @@ def test_received_snapshot_wins_over_a_local_one_still_being_written(tmp_path: P
                              1000, backlog=lambda node: 0)
     follower.serialize((None, (b"l", 10, 1), (b"p", 9, 1), CLUSTER), 9)  # older, still being written
     assert transfer(leader, follower)
-    time.sleep(1.5)
+    wait_serialized(follower)  # the local child is gone, whether killed or finished
     follower.deserialize()
     assert local.restored == {"data": {"from": "leader"}}
 
@@ -427,7 +452,7 @@ def test_stuck_snapshot_child_is_killed(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_snapshot_is_fsynced_around_its_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stock renames its dump without any fsync (reference §3); run the child's job in-process."""
+    """Stock renames its dump without any fsync; run the child's job in-process."""
     s = store(tmp_path / "snap", Box(STATE))
     spy = SyncSpy(monkeypatch)
     s._write({"prev": PAIR[0], "last": PAIR[1], "members": []})

@@ -65,7 +65,7 @@ def test_snapshot_does_not_stall_heartbeats(cluster_factory: Factory) -> None:
 
 @pytest.mark.slow
 def test_lagging_follower_catches_up_through_a_snapshot(cluster_factory: Factory) -> None:
-    """§7.7: a manager that was down while thousands of writes happened (and the log was compacted
+    """A manager that was down while thousands of writes happened (and the log was compacted
     past its last entry) is brought up to date by a snapshot transfer."""
     c = cluster_factory(tuning=RaftTuning(snapshot_entries=500, snapshot_interval=2.0))
     c.start()
@@ -91,7 +91,7 @@ def test_lagging_follower_catches_up_through_a_snapshot(cluster_factory: Factory
 
 @pytest.mark.slow
 def test_whole_cluster_restart_after_compaction_keeps_everything(cluster_factory: Factory) -> None:
-    """§7.10: stock with a journal but no dump came back empty after a compaction and a restart."""
+    """Stock with a journal but no dump came back empty after a compaction and a restart."""
     c = cluster_factory(tuning=RaftTuning(snapshot_entries=200, snapshot_interval=1.0))
     c.start()
     leader = c.leader()
