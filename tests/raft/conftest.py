@@ -161,7 +161,7 @@ class Cluster:
             if n is not None:
                 n.stop()
 
-    def leader(self, timeout: float = 10.0, among: list[str] | None = None) -> RaftNode:
+    def leader(self, timeout: float = 20.0, among: list[str] | None = None) -> RaftNode:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for a, n in self.nodes.items():
@@ -173,7 +173,7 @@ class Cluster:
     def followers(self) -> list[RaftNode]:
         return [n for n in self.nodes.values() if not n.status().is_leader]
 
-    def converge(self, timeout: float = 10.0) -> dict[str, Any]:
+    def converge(self, timeout: float = 30.0) -> dict[str, Any]:
         """Wait until every running node has applied the same state; return it."""
         deadline = time.monotonic() + timeout
         while True:
