@@ -115,9 +115,11 @@ def test_compaction_never_empties_the_log(cluster_factory: Factory) -> None:
 @pytest.mark.slow
 def test_pipelined_load_never_truncates_the_log(cluster_factory: Factory,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """Re-sent batches, end to end: with one leader throughout there is no conflict, so no follower may truncate
-    anything, however many batches are in flight (stock: nextIndex regressions re-send batches and
-    every re-send truncates; 14-136 truncations of applied entries per 10 s burst)."""
+    """Re-sent batches, end to end: with one leader throughout there is no conflict, so no follower
+    may truncate anything, however many batches are in flight (stock: nextIndex regressions
+    re-send batches and every re-send truncates; 14-136 truncations of applied entries per 10 s
+    burst). A burst during which the leader changed proves nothing either way (conflicts were
+    possible): a loaded machine can cause that, so such a burst is run again on a fresh cluster."""
     truncations: list[int] = []
     real = DurableJournal.deleteEntriesFrom
 
@@ -127,28 +129,35 @@ def test_pipelined_load_never_truncates_the_log(cluster_factory: Factory,
         real(self, entryFrom)
 
     monkeypatch.setattr(DurableJournal, "deleteEntriesFrom", counting)
-    c = cluster_factory()
-    c.start()
-    term = c.leader().status().term
-    nodes = list(c.nodes.values())
-    stop = time.monotonic() + 3.0
+    for _attempt in range(3):
+        truncations.clear()
+        c = cluster_factory()
+        c.start()
+        term = c.leader().status().term
+        nodes = list(c.nodes.values())
+        stop = time.monotonic() + 3.0
 
-    def writer(w: int) -> None:
-        i = 0
-        while time.monotonic() < stop:
-            futs = [nodes[(w + j) % 3].propose_async({"op": "set", "k": f"{w}-{i}-{j}", "v": j}, 5.0)
-                    for j in range(32)]
-            for f in futs:
-                f.exception(6)
-            i += 1
+        def writer(w: int, nodes: list[RaftNode] = nodes, stop: float = stop) -> None:
+            i = 0
+            while time.monotonic() < stop:
+                futs = [nodes[(w + j) % 3].propose_async({"op": "set", "k": f"{w}-{i}-{j}", "v": j}, 5.0)
+                        for j in range(32)]
+                for f in futs:
+                    f.exception(6)
+                i += 1
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    c.converge()
-    assert {n.status().term for n in nodes} == {term}, "the leader changed: conflicts were possible"
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        c.converge()
+        stable = {n.status().term for n in nodes} == {term}
+        c.stop()
+        if stable:
+            break
+    else:
+        raise AssertionError("the leader changed in each of 3 bursts: the machine is too loaded to tell")
     assert not truncations, f"{len(truncations)} truncations without a conflict, at {truncations[:10]}"
 
 
