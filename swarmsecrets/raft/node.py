@@ -150,6 +150,7 @@ class RaftStatus:
     last_tick_error: str = ""
     apply_errors: int = 0          # commands whose apply raised
     rejected_peers: int = 0        # raft connections refused (TLS, identity, protocol)
+    pre_vote_rounds: int = 0       # pre-vote rounds this member started (it heard no leader)
 
 
 @dataclass(frozen=True)
@@ -737,6 +738,7 @@ class RaftNode:
             last_tick_error=so.last_tick_error,
             apply_errors=self.apply_errors,
             rejected_peers=so.transport.rejected,
+            pre_vote_rounds=so.pre_votes_sent,
         )
 
     # --- membership ----------------------------------------------------------------------------

@@ -12,6 +12,8 @@ occur.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -93,9 +95,7 @@ class Watch:
 
 
 def _pre_votes(n: RaftNode) -> int:
-    so = n._sync
-    assert so is not None
-    return so.pre_votes_sent
+    return n.status().pre_vote_rounds
 
 
 def _timer_ran_out(n: RaftNode, rounds: int, term: int, timeout: float = 30.0) -> None:
@@ -250,16 +250,22 @@ def test_pre_vote_changes_no_term_or_vote(cluster_factory: Factory) -> None:
     leader = c.leader()
     _settled(c, leader)  # the member to isolate has heard the current term
     lone = c.followers()[0]
-    so = lone._sync
-    assert so is not None
-    term, voted = so.raftCurrentTerm, so._SyncObj__votedForNodeId
+    meta = os.path.join(lone.data_dir, "raft.meta")  # the persisted term and vote
+
+    def persisted() -> tuple[int, str | None]:
+        with open(meta) as f:
+            doc = json.load(f)
+        return doc["term"], doc["voted_for"]
+
+    term = lone.status().term
+    before = persisted()
+    assert before[0] == term
     watch = Watch()
     watch.install(lone)
     links.isolate(lone.self_addr, c.addrs)
     _timer_ran_out(lone, 3, term)
     assert _pre_votes(lone) >= 3
-    assert (so.raftCurrentTerm, so._SyncObj__votedForNodeId) == (term, voted)
-    assert so._journal.getCurrentTerm() == term
+    assert lone.status().term == term and persisted() == before
     assert watch.seen() == [], f"the lone member changed its term or stood as a candidate: {watch.seen()}"
     links.heal()
     _wait_caught_up(c, lone.self_addr, leader)
