@@ -490,14 +490,14 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
             sock.close()
             return
         self._onNewIncomingConnection(conn)
-        conn.setOnConnectedCallback(functools.partial(self._check_incoming, conn))
-        conn.start()
+        conn.start()  # the connection refuses a peer the verifier refuses, during the handshake
 
-    def _problem(self, conn: TlsConnection, claimed: str | None) -> str | None:
+    def _problem(self, conn: TlsConnection, claimed: str) -> str | None:
+        """Why a verified peer may not be the member at ``claimed``, or None."""
         peer = conn.peer
         if peer is None:
             return "no verified certificate"
-        if claimed is not None and claimed not in peer.raft_addrs:
+        if claimed not in peer.raft_addrs:
             return f"claims raft address {claimed} but its certificate binds {sorted(peer.raft_addrs)}"
         return None
 
@@ -508,11 +508,6 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
         if conn is not None:
             self._unknownConnections.discard(conn)
             conn.disconnect()
-
-    def _check_incoming(self, conn: TlsConnection) -> None:
-        problem = self._problem(conn, None)
-        if problem:
-            self._reject(conn, problem)
 
     def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
         """Admit an incoming peer only by a member address its certificate is bound to; stock
