@@ -52,7 +52,7 @@ import grpc
 from scripts.bench.common import percentile, spawn, table, terminate_all
 from scripts.bench.etcd import EtcdCluster, EtcdGrpcWriter, EtcdMember, etcd_call, etcd_put_request
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
-from swarmsecrets.manager.raft import RaftTiming
+from swarmsecrets.raft import RaftTiming
 from tests.framework import DEFAULT_TIMINGS, Cluster, Node, wait_until
 
 TARGET_P99 = 1.0

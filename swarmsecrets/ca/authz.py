@@ -20,7 +20,10 @@ from typing import Protocol
 from cryptography import x509
 
 from swarmsecrets import errors
+from swarmsecrets.ca import certs
 from swarmsecrets.ca.certs import ROLE_TO_OU, NodeIdentity, verified_identity
+from swarmsecrets.raft import Peer as RaftPeer
+from swarmsecrets.raft import PeerRefused, PeerVerifier
 
 
 class Role(enum.StrEnum):
@@ -84,3 +87,24 @@ class PeerAuthorizer:
             raise errors.PermissionDenied(
                 f"Permission denied: node {ident.node_id} is a {current} now; this call needs {_ous(roles)}")
         return Peer(ident, Role(current))
+
+
+def raft_peer_verifier(cluster_id: str) -> PeerVerifier:
+    """The raft transport's peer check, made during the TLS handshake (the transport has verified
+    the chain against this swarm's root): admit only managers of this cluster (OU swarm-manager,
+    O == cluster id); a peer may claim only the raft addresses its certificate binds (its raft URI
+    SANs). A demoted or removed manager is taken out of the raft membership, which the raft
+    library enforces itself."""
+
+    def verify(der: bytes) -> RaftPeer:
+        try:
+            peer = certs.identity_from_der(der)
+        except Exception as e:
+            raise PeerRefused(f"unusable peer certificate: {e}") from None
+        if peer.role != "manager":
+            raise PeerRefused(f"certificate of a {peer.role or 'non-manager'} (OU is not swarm-manager)")
+        if peer.cluster_id != cluster_id:
+            raise PeerRefused(f"certificate of cluster {peer.cluster_id!r}")
+        return RaftPeer(name=peer.node_id, raft_addrs=frozenset(peer.raft_addrs))
+
+    return verify

@@ -1,4 +1,4 @@
-"""Data key, key-encryption key and unlock keys (DESIGN §6).
+"""Data key, key-encryption key and unlock keys.
 
 - The cluster data key (DEK, 32 bytes) encrypts every secret payload with NaCl
   SecretBox before it enters the raft log, so the journal and snapshots hold
@@ -22,6 +22,7 @@ import nacl.secret
 import nacl.utils
 
 from swarmsecrets import errors
+from swarmsecrets.fsutil import write_private
 
 KEY_SIZE = nacl.secret.SecretBox.KEY_SIZE  # 32
 UNLOCK_PREFIX = "SWMKEY-1-"
@@ -67,23 +68,6 @@ def same_key(a: bytes, b: bytes) -> bool:
 
 
 # --- the node's key file ------------------------------------------------------
-
-def write_private(path: str, data: bytes) -> None:
-    """Write a 0600 file atomically and durably (tmp, fsync, rename, fsync dir)."""
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
 
 class WrappedKeys:
     """The manager's wrapped key file: ``{"dek": ..., "ca_key": ..., "autolock": bool}``.

@@ -13,7 +13,7 @@ import grpc
 
 from swarmsecrets import errors, wire
 from swarmsecrets.ca import certs
-from swarmsecrets.ca.authz import PeerAuthorizer
+from swarmsecrets.ca.authz import PeerAuthorizer, raft_peer_verifier
 from swarmsecrets.crypto import keys
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
 from swarmsecrets.manager.state import (
@@ -28,9 +28,10 @@ from swarmsecrets.manager.state import (
     unwrap,
 )
 from swarmsecrets.manager.dispatcher import Dispatcher
-from swarmsecrets.manager.raft import RaftNode, RaftStatus, RaftTiming, RaftTLS
+from swarmsecrets.manager.raftedge import ManagerRaft
 from swarmsecrets.manager.scheduler import Scheduler
 from swarmsecrets.node.nodedir import NodeDir, NodeState
+from swarmsecrets.raft import RaftNode, RaftStatus, RaftTiming, RaftTLS
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,11 @@ class Manager:
         self.tls = RaftTLS(
             server_ctx=certs.server_context(nodedir.cert_path, nodedir.key_path, ca_pem),
             client_ctx=certs.client_context(nodedir.cert_path, nodedir.key_path, ca_pem),
-            cluster_id=state.cluster_id,
+            verify_peer=raft_peer_verifier(state.cluster_id),
         )
-        self.raft = RaftNode(self_addr=state.raft_addr, members=state.members or [state.raft_addr],
-                             data_dir=nodedir.raft_dir, tls=self.tls, state_machine=LogStateMachine(self.store),
-                             timing=timing)
+        self.raft = ManagerRaft(RaftNode(self_addr=state.raft_addr, members=state.members or [state.raft_addr],
+                                         data_dir=nodedir.raft_dir, tls=self.tls,
+                                         state_machine=LogStateMachine(self.store), timing=timing))
         self.server: grpc.aio.Server | None = None
         self.dispatcher: Dispatcher | None = None
         self.scheduler: Scheduler | None = None

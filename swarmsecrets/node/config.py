@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from swarmsecrets import __version__
 from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
-from swarmsecrets.manager.raft import RaftTiming
+from swarmsecrets.raft import RaftTiming
 
 PROG = "swarmsecretsd"
 DEFAULT_HOST = "unix:///run/swarmsecrets/swarmsecrets.sock"

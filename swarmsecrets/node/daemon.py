@@ -304,12 +304,7 @@ class Node:
         """Whether the others committed this member's removal, and this node applied it, in time.
         A leader is never removed (it hands leadership over first), so this also means that
         leadership has moved away."""
-        deadline = self.loop.time() + DEMOTION_TIMEOUT
-        while not m.raft.removed.is_set():
-            if self.loop.time() > deadline:
-                return False
-            await asyncio.sleep(0.05)  # polls the raft thread's flag; the deadline bounds the wait, not this
-        return True
+        return await asyncio.to_thread(m.raft.removed.wait, DEMOTION_TIMEOUT)
 
     async def _removed(self, agent: Agent | None) -> None:
         """The managers removed this worker: forget the swarm (its agent already wiped the secrets)."""

@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 
-from swarmsecrets.crypto.keys import write_private
+from swarmsecrets.fsutil import write_private
 from swarmsecrets.node.roles import DURABLE_ROLES, Role
 
 

@@ -2,7 +2,7 @@
 
     python -m tests.raft.bench_raft [--n 2000]
 
-Each figure is measured by a client inside one node's process (as in reference/pysyncobj.md §4):
+Each figure is measured by a client inside one node's process (so no client round trip is counted):
 sequential writes (p50/p99 per write) and pipelined writes (ops/s). Not a test: numbers only.
 """
 

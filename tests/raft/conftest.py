@@ -17,31 +17,32 @@ from typing import Any
 import pytest
 from pysyncobj import SyncObj
 
-from swarmsecrets.manager import raft, raft_journal, raft_transport, raft_wire
-from swarmsecrets.manager.raft import RaftNode, RaftTiming, RaftTuning
+from swarmsecrets.raft import membership, node, prevote, snapshots, transport, wire
+from swarmsecrets.raft.node import RaftNode, RaftTiming, RaftTuning
 from tests.raft.raft_harness import DictMachine, Pki, free_ports
 
-_REAL_LAUNCH = raft_journal.SnapshotStore._launch
+_REAL_LAUNCH = snapshots.SnapshotStore._launch
 
 
-def _stock_launch(self: raft_journal.SnapshotStore, job: Callable[[], None]) -> None:
+def _stock_launch(self: snapshots.SnapshotStore, job: Callable[[], None]) -> None:
     self._snapshot()  # stock builds the snapshot data on the raft thread before it forks
     _REAL_LAUNCH(self, job)
 
 
 def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
-    S = raft._RaftSyncObj
+    S = node._RaftSyncObj
+    M = membership.MembershipMixin
     if name == "prevote":
-        mp.setattr(raft, "PRE_VOTE", False)
+        mp.setattr(prevote, "PRE_VOTE", False)
     elif name == "sync_ack":
         mp.delattr(S, "_SyncObj__sendNextNodeIdx")
     elif name == "protocol":
-        mp.setattr(raft_wire, "PICKLE_PROTOCOL", 2)
+        mp.setattr(wire, "PICKLE_PROTOCOL", 2)
     elif name == "batch":
-        mp.setattr(raft, "APPEND_ENTRIES_BATCH_BYTES", 2 ** 16)
-        mp.setattr(raft, "SOCKET_BUFFER_BYTES", 2 ** 16)
+        mp.setattr(node, "APPEND_ENTRIES_BATCH_BYTES", 2 ** 16)
+        mp.setattr(node, "SOCKET_BUFFER_BYTES", 2 ** 16)
     elif name == "rearm":
-        mp.setattr(raft_transport.TlsConnection, "_rearm_after_send", lambda self: None)
+        mp.setattr(transport.TlsConnection, "_rearm_after_send", lambda self: None)
     elif name == "next_index":
         mp.setattr(S, "_keep_next_index", lambda self, node, message, before: None)
     elif name == "trim":
@@ -51,45 +52,45 @@ def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
     elif name == "apply":
         mp.setattr(S, "_guarded_apply", lambda self, c, i: self._owner.state_machine.apply(c, i))
     elif name == "idle":
-        mp.setattr(raft, "CONNECTION_IDLE_TIMEOUT", 3.5)
+        mp.setattr(node, "CONNECTION_IDLE_TIMEOUT", 3.5)
     elif name == "membership":
-        mp.delattr(S, "_SyncObj__changeCluster")
+        mp.delattr(M, "_SyncObj__changeCluster")
     elif name == "wait_leader":
-        mp.setattr(raft, "COMMANDS_WAIT_LEADER", True)
+        mp.setattr(node, "COMMANDS_WAIT_LEADER", True)
     elif name == "fork":
-        mp.setattr(raft_journal.SnapshotStore, "_launch", _stock_launch)
+        mp.setattr(snapshots.SnapshotStore, "_launch", _stock_launch)
     elif name == "frame_cap":
-        mp.setattr(raft_wire, "MAX_FRAME", 2 ** 31 - 1)
+        mp.setattr(wire, "MAX_FRAME", 2 ** 31 - 1)
     elif name == "restricted":
-        mp.setattr(raft_wire, "loads", lambda data: pickle.loads(bytes(data)))
+        mp.setattr(wire, "loads", lambda data: pickle.loads(bytes(data)))
     elif name == "no_dump":  # journalFile without fullDumpFile: the snapshot lives in memory only
-        mp.setattr(raft_journal.SnapshotStore, "_write", lambda self, head, parent=None: None)
+        mp.setattr(snapshots.SnapshotStore, "_write", lambda self, head, parent=None: None)
     elif name == "align":
-        mp.setattr(raft, "_align_journal", lambda journal, snapshots: None)
+        mp.setattr(node, "_align_journal", lambda journal, snapshots: None)
     elif name == "release_sockets":
-        mp.setattr(raft_journal, "_release_inherited_sockets", lambda: None)
+        mp.setattr(snapshots, "_release_inherited_sockets", lambda: None)
     elif name == "orphan":
-        mp.setattr(raft_journal.SnapshotStore, "_orphaned", staticmethod(lambda parent: False))
+        mp.setattr(snapshots.SnapshotStore, "_orphaned", staticmethod(lambda parent: False))
     elif name == "install_race":
-        mp.setattr(raft_journal.SnapshotStore, "_kill_child", lambda self: None)
+        mp.setattr(snapshots.SnapshotStore, "_kill_child", lambda self: None)
     elif name == "backlog":
-        mp.setattr(raft_journal, "TRANSFER_BACKLOG", 1 << 62)
+        mp.setattr(snapshots, "TRANSFER_BACKLOG", 1 << 62)
     elif name == "child_timeout":
-        mp.setattr(raft_journal, "SNAPSHOT_CHILD_TIMEOUT", 1e9)
+        mp.setattr(snapshots, "SNAPSHOT_CHILD_TIMEOUT", 1e9)
     elif name == "validate":
-        mp.setattr(raft_wire, "valid_message", lambda message: isinstance(message, dict))
+        mp.setattr(wire, "valid_message", lambda message: isinstance(message, dict))
     elif name == "handshake_timeout":
-        mp.setattr(raft_transport, "HANDSHAKE_TIMEOUT", 1e9)
+        mp.setattr(transport, "HANDSHAKE_TIMEOUT", 1e9)
     elif name == "pending_cap":
-        mp.setattr(raft_transport, "MAX_PENDING_INCOMING", 1 << 30)
+        mp.setattr(transport, "MAX_PENDING_INCOMING", 1 << 30)
     elif name == "dial_direction":
-        mp.setattr(raft_transport.TlsTransport, "_dials", lambda self, node: False)
+        mp.setattr(transport.TlsTransport, "_dials", lambda self, node: False)
     elif name == "retire":
-        mp.setattr(raft_transport.TlsTransport, "_retire_previous", lambda self, node, conn: None)
+        mp.setattr(transport.TlsTransport, "_retire_previous", lambda self, node, conn: None)
     elif name == "max_backlog":
-        mp.setattr(raft_transport, "MAX_BACKLOG", 1 << 62)
+        mp.setattr(transport, "MAX_BACKLOG", 1 << 62)
     elif name == "persist_members":
-        mp.delattr(S, "_SyncObj__doChangeCluster")
+        mp.delattr(M, "_SyncObj__doChangeCluster")
     elif name == "leave_after_commit":
         mp.setattr(S, "_leave_after_commit", lambda self, request, reverse: False)
         mp.setattr(S, "_SyncObj__changeCluster", lambda self, request:
@@ -97,7 +98,7 @@ def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
     elif name == "leader_noop_sync":
         mp.delattr(S, "_SyncObj__onBecomeLeader")
     elif name == "entry_pickles":  # stock: any command kind is queued, and entries are unpickled freely
-        mp.delattr(S, "_SyncObj__parseChangeClusterRequest")
+        mp.delattr(M, "_SyncObj__parseChangeClusterRequest")
         mp.setattr(S, "_applyCommand", lambda self, command, callback, commandType=None:
                    SyncObj._applyCommand(self, command, callback, commandType))
         mp.setattr(S, "_SyncObj__doApplyCommand", lambda self, command:
@@ -160,7 +161,7 @@ class Cluster:
             if n is not None:
                 n.stop()
 
-    def leader(self, timeout: float = 10.0, among: list[str] | None = None) -> RaftNode:
+    def leader(self, timeout: float = 20.0, among: list[str] | None = None) -> RaftNode:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for a, n in self.nodes.items():
@@ -172,7 +173,7 @@ class Cluster:
     def followers(self) -> list[RaftNode]:
         return [n for n in self.nodes.values() if not n.status().is_leader]
 
-    def converge(self, timeout: float = 10.0) -> dict[str, Any]:
+    def converge(self, timeout: float = 30.0) -> dict[str, Any]:
         """Wait until every running node has applied the same state; return it."""
         deadline = time.monotonic() + timeout
         while True:

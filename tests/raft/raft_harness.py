@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from swarmsecrets import errors
 from swarmsecrets.ca import certs
-from swarmsecrets.manager.raft import RaftNode, RaftTiming, RaftTLS, RaftTuning
+from swarmsecrets.ca.authz import raft_peer_verifier
+from swarmsecrets.raft import RaftError, RaftNode, RaftTiming, RaftTLS, RaftTuning
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,7 +125,7 @@ class Pki:
         cert, key = self.issue(f"m-{addr.replace(':', '_')}", raft_addr=addr)
         return RaftTLS(server_ctx=certs.server_context(cert, key, self.ca.cert_pem),
                        client_ctx=certs.client_context(cert, key, self.ca.cert_pem),
-                       cluster_id=self.cluster_id)
+                       verify_peer=raft_peer_verifier(self.cluster_id))
 
 
 class ProcCluster:
@@ -255,7 +255,8 @@ def main() -> None:
                         format=f"%(asctime)s {args.addr} %(name)s %(levelname)s %(message)s")
     ca_pem = open(args.ca, "rb").read()
     tls = RaftTLS(server_ctx=certs.server_context(args.cert, args.key, ca_pem),
-                  client_ctx=certs.client_context(args.cert, args.key, ca_pem), cluster_id=args.cluster)
+                  client_ctx=certs.client_context(args.cert, args.key, ca_pem),
+                  verify_peer=raft_peer_verifier(args.cluster))
     machine = DictMachine()
     node = RaftNode(self_addr=args.addr, members=args.members.split(","), data_dir=args.data, tls=tls,
                     state_machine=machine, timing=RaftTiming(),
@@ -267,7 +268,7 @@ def main() -> None:
             for line in self.rfile:
                 try:
                     reply = {"ok": _handle(node, machine, json.loads(line))}
-                except errors.SwarmError as e:
+                except RaftError as e:
                     reply = {"err": type(e).__name__, "msg": str(e)}
                 self.wfile.write(json.dumps(reply).encode() + b"\n")
                 self.wfile.flush()

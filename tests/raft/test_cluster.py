@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,10 +14,17 @@ from typing import Any
 import pytest
 from pysyncobj.config import FAIL_REASON
 
-from swarmsecrets import errors
-from swarmsecrets.manager import raft_wire
-from swarmsecrets.manager.raft import RaftNode, RaftTiming, _RaftSyncObj
-from tests.raft.conftest import STOCK, Cluster, free_ports
+from swarmsecrets.raft import (
+    ApplyFailed,
+    InvalidCommand,
+    NoLeader,
+    StorageFailed,
+    Unavailable,
+    UnknownOutcome,
+    wire,
+)
+from swarmsecrets.raft.node import RaftNode, RaftTiming, _RaftSyncObj
+from tests.raft.conftest import IN_PROCESS_TIMING, STOCK, Cluster, free_ports
 from tests.raft.raft_harness import DictMachine
 
 Factory = Callable[..., Cluster]
@@ -46,44 +54,83 @@ def _through_elections(fn: Callable[[], Any], timeout: float = 15.0) -> Any:
     while True:
         try:
             return fn()
-        except (errors.Unavailable, errors.DeadlineExceeded):
+        except (Unavailable, UnknownOutcome):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
 
 
+def _waiting_in(thread: threading.Thread, function: str) -> bool:
+    """True if ``thread`` is running inside ``function`` (somewhere down its stack)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def test_read_barrier_sees_every_acknowledged_write(cluster_factory: Factory) -> None:
+    """Each write goes under its own key: a retried write whose first attempt timed out may still
+    be applied later (its outcome was unknown), so a shared key could be overwritten by an older
+    value after the barrier; that would not be a stale read."""
     c = cluster_factory()
     c.start()
     c.leader()
     f1, f2 = c.followers()
     for i in range(20):
-        _through_elections(lambda i=i: c.leader().propose({"op": "set", "k": "x", "v": i}, 5.0))
+        _through_elections(lambda i=i: c.leader().propose({"op": "set", "k": f"x{i}", "v": i}, 5.0))
         _through_elections(lambda: f2.read_barrier(5.0))
-        assert c.machines[f2.self_addr].copy()["x"] == i
-    # concurrent barriers share entries
+        seen = c.machines[f2.self_addr].copy()
+        missing = [j for j in range(i + 1) if seen.get(f"x{j}") != j]
+        assert not missing, f"after write {i}, the barrier on {f2.self_addr} missed writes {missing}"
+    # Concurrent barriers share entries. The raft loop of f1 is held while 30 callers arrive, so
+    # they are concurrent whatever the machine's load: they must share two rounds (the one in
+    # flight when a caller arrived, and the next), not make one entry each.
     before = f1.status().commit_index
-    threads = [threading.Thread(target=f1.read_barrier, args=(5.0,)) for _ in range(30)]
+    failed: list[BaseException] = []
+
+    def barrier() -> None:
+        try:
+            _through_elections(lambda: f1.read_barrier(15.0))
+        except BaseException as e:
+            failed.append(e)
+
+    gate = threading.Event()
+    held = threading.Event()
+    f1.call_in_loop(lambda: (held.set(), gate.wait(10)))
+    assert held.wait(10)
+    threads = [threading.Thread(target=barrier) for _ in range(30)]
     for t in threads:
         t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not all(_waiting_in(t, "read_barrier") for t in threads):
+            assert time.monotonic() < deadline, "the callers did not all reach read_barrier"
+            time.sleep(0.01)
+    finally:
+        gate.set()
     for t in threads:
         t.join()
-    assert f1.status().commit_index - before < 15
+    assert not failed, failed
+    # Two rounds, plus what an election the barriers rode out would add (a no-op, a retry).
+    assert f1.status().commit_index - before <= 5
 
 
 def test_non_plain_or_oversized_commands_are_refused_up_front(cluster_factory: Factory) -> None:
     c = cluster_factory(1)
     c.start()
     node = c.leader()
-    with pytest.raises(errors.InvalidArgument):
+    with pytest.raises(InvalidCommand):
         node.propose({"op": "set", "k": "t", "v": threading.Lock}, 5.0)
-    with pytest.raises(errors.InvalidArgument):
-        node.propose({"op": "set", "k": "t", "v": b"x" * (raft_wire.MAX_COMMAND_BYTES + 1)}, 5.0)
+    with pytest.raises(InvalidCommand):
+        node.propose({"op": "set", "k": "t", "v": b"x" * (wire.MAX_COMMAND_BYTES + 1)}, 5.0)
 
 
 @pytest.mark.slow
 def test_large_values_replicate_like_small_ones(cluster_factory: Factory) -> None:
-    """§7.1/§7.2: ~512 KiB values (stock: protocol-2 inflation, truncated chunked transfers)."""
+    """~512 KiB values (stock: protocol-2 pickles inflate bytes by half, and entries of 64 KiB or
+    more go through its chunked transfer, which ends the chunks too early)."""
     c = cluster_factory()
     c.start()
     leader = c.leader()
@@ -101,15 +148,20 @@ def test_large_values_replicate_like_small_ones(cluster_factory: Factory) -> Non
     assert all(n.status().tick_errors == 0 for n in c.nodes.values())
 
 
+# "At once": a refusal that does not wait for the proposal's timeout. The bound is half of that
+# timeout, so a loaded machine cannot blur the two.
+PROPOSAL_TIMEOUT = 5.0
+FAST = PROPOSAL_TIMEOUT / 2
+
+
 def test_no_leader_fails_fast(cluster_factory: Factory) -> None:
     c = cluster_factory()
     c.start(c.addrs[0])  # alone: no quorum, no leader
     node = c.nodes[c.addrs[0]]
     t = time.monotonic()
-    with pytest.raises(errors.Unavailable) as e:
-        node.propose({"op": "set", "k": "a", "v": 1}, 5.0)
-    assert e.value.message == errors.NO_LEADER
-    assert time.monotonic() - t < 1.0
+    with pytest.raises(NoLeader):
+        node.propose({"op": "set", "k": "a", "v": 1}, PROPOSAL_TIMEOUT)
+    assert time.monotonic() - t < FAST
     assert not node.wait_ready(0.5)
 
 
@@ -120,14 +172,21 @@ def test_minority_leader_steps_down_and_refuses_writes(cluster_factory: Factory)
     c.start()
     leader = c.leader()
     c.stop(*[a for a in c.addrs if a != leader.self_addr])
-    deadline = time.monotonic() + 3.0
+    # Our fallback, with room for a loaded machine; well short of stock's 30 s.
+    deadline = time.monotonic() + 10.0
     while leader.status().is_leader and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not leader.status().is_leader
     t = time.monotonic()
-    with pytest.raises(errors.Unavailable):
-        leader.propose({"op": "set", "k": "lost", "v": 1}, 5.0)
-    assert time.monotonic() - t < 1.0
+    with pytest.raises(Unavailable):
+        leader.propose({"op": "set", "k": "lost", "v": 1}, PROPOSAL_TIMEOUT)
+    assert time.monotonic() - t < FAST
+
+
+# A failover within 8 maximum election timeouts of the in-process timing: one timeout for the
+# survivors to notice, a pre-vote round and an election, with room for a loaded machine (the
+# failover benchmark measures the real figure).
+FAILOVER_BOUND = 8 * IN_PROCESS_TIMING.election_max
 
 
 def test_failover_keeps_every_acknowledged_write(cluster_factory: Factory) -> None:
@@ -146,37 +205,43 @@ def test_failover_keeps_every_acknowledged_write(cluster_factory: Factory) -> No
             try:
                 node.propose({"op": "set", "k": f"{w}-{i}", "v": i}, 2.0)
                 acked[f"{w}-{i}"] = i
-            except (errors.Unavailable, errors.DeadlineExceeded):
+            except (Unavailable, UnknownOutcome):
                 time.sleep(0.01)
+
+    def acked_grows_by(n: int) -> None:
+        target = len(acked) + n
+        deadline = time.monotonic() + 30
+        while len(acked) < target:
+            assert time.monotonic() < deadline, f"writes stalled at {len(acked)} acknowledged"
+            time.sleep(0.01)
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    acked_grows_by(50)  # writes are flowing through every member
     old = c.leader()
     c.stop(old.self_addr)
     t0 = time.monotonic()
-    new = c.leader(timeout=5)
+    new = c.leader(timeout=FAILOVER_BOUND)
     failover = time.monotonic() - t0
-    time.sleep(0.5)
+    acked_grows_by(50)  # and flow again through the new leader
     stop.set()
     for t in threads:
         t.join()
     assert new.self_addr != old.self_addr
-    assert failover < 3.0
+    assert failover < FAILOVER_BOUND
     state = c.converge()
     missing = [k for k in acked if k not in state]
     assert not missing, f"{len(missing)} acknowledged writes lost"
 
 
 def test_exception_in_apply_does_not_halt_the_state_machine(cluster_factory: Factory) -> None:
-    """§7.9: stock stops applying on every node for good (and again after a restart)."""
+    """Stock stops applying on every node for good (and again after a restart)."""
     c = cluster_factory()
     c.start()
     leader = c.leader()
-    with pytest.raises(errors.SwarmError) as e:
+    with pytest.raises(ApplyFailed, match="RuntimeError: boom"):
         leader.propose({"op": "boom"}, 3.0)
-    assert isinstance(e.value, errors.Internal)
     for i in range(5):
         leader.propose({"op": "set", "k": f"after{i}", "v": i}, 3.0)
     state = c.converge()
@@ -190,7 +255,7 @@ def test_exception_in_apply_does_not_halt_the_state_machine(cluster_factory: Fac
 
 
 def test_tick_exceptions_are_counted_and_survived(cluster_factory: Factory) -> None:
-    """§7.13: stock logs tick exceptions and retries forever with nothing surfaced."""
+    """Stock logs tick exceptions and retries forever with nothing surfaced."""
     c = cluster_factory(1)
     c.start()
     node = c.leader()
@@ -204,7 +269,7 @@ def test_tick_exceptions_are_counted_and_survived(cluster_factory: Factory) -> N
             raise RuntimeError("injected")
 
     so.addOnTickCallback(broken)
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 30
     while node.status().tick_errors < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
     st = node.status()
@@ -221,10 +286,10 @@ def test_a_failed_fdatasync_stops_the_member(cluster_factory: Factory) -> None:
     so = leader._sync
     assert isinstance(so, _RaftSyncObj)
     leader.call_in_loop(lambda: setattr(so._journal, "_fd", 1 << 20)).result(5)  # the disk "fails"
-    with pytest.raises((errors.Unavailable, errors.DeadlineExceeded)):
+    with pytest.raises((Unavailable, UnknownOutcome)):
         leader.propose({"op": "set", "k": "x", "v": 1}, 2.0)
     assert "raft journal" in (so.failure or "")
-    with pytest.raises(errors.Unavailable, match="storage failed"):
+    with pytest.raises(StorageFailed, match="storage failed"):
         leader.propose({"op": "set", "k": "x", "v": 1}, 2.0)
     survivors = [a for a in c.addrs if a != leader.self_addr]
     new = c.leader(among=survivors)
@@ -233,7 +298,7 @@ def test_a_failed_fdatasync_stops_the_member(cluster_factory: Factory) -> None:
 
 @pytest.mark.slow
 def test_idle_follower_link_survives_for_the_next_election(cluster_factory: Factory) -> None:
-    """§7.4: stock drops a link idle for connectionTimeout on its first send, losing the first
+    """Stock drops a link idle for connectionTimeout on its first send, losing the first
     RequestVote between the followers when the leader dies."""
     c = cluster_factory()
     c.start()
@@ -246,7 +311,7 @@ def test_idle_follower_link_survives_for_the_next_election(cluster_factory: Fact
     created = conn.created
     time.sleep(4.0)  # longer than stock's 3.5 s connectionTimeout; nothing flows between followers
     c.stop(leader.self_addr)
-    new = c.leader(timeout=5)
+    new = c.leader(timeout=FAILOVER_BOUND)
     assert new.self_addr in (f_low, f_high)
     assert so.transport._connections[node] is conn and conn.created == created, "the idle link was dropped"
     sock = conn._sock  # dead peers are found by TCP keepalive instead
@@ -297,7 +362,7 @@ def test_membership_add_catch_up_and_remove(cluster_factory: Factory, pki: Any) 
 
 
 def test_membership_changes_are_one_at_a_time(cluster_factory: Factory) -> None:
-    """§7.12: stock's guard is dead code; two changes proposed together were both accepted."""
+    """Stock's one-change-at-a-time guard is dead code; two changes proposed together were both accepted."""
     c = cluster_factory()
     c.start()
     leader = c.leader()
@@ -315,7 +380,7 @@ def test_membership_changes_are_one_at_a_time(cluster_factory: Factory) -> None:
 
     def propose_both() -> None:
         for addr in (a, b):
-            so._applyCommand(raft_wire.dumps(["add", addr]), callback, 2)
+            so._applyCommand(wire.dumps(["add", addr]), callback, 2)
 
     leader.call_in_loop(propose_both).result(5)
     assert done.wait(5)

@@ -62,7 +62,10 @@ def test_kill_9_of_the_whole_cluster_loses_no_acknowledged_write(procs: ProcClus
         threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
         for t in threads:
             t.start()
-        time.sleep(2.0)
+        deadline = time.monotonic() + 60
+        while len(acked) <= 100 * (rnd + 1):  # a few hundred writes, across a snapshot (every 300)
+            assert time.monotonic() < deadline, f"writes stalled at {len(acked)}\n{procs.logs()}"
+            time.sleep(0.05)
         procs.kill_all()  # while writes are in flight, possibly mid-snapshot
         stop.set()
         for t in threads:

@@ -1,4 +1,5 @@
-"""pysyncobj 0.3.17 log-handling defects (reference §7.5, §7.6), driven through SyncObj's own
+"""pysyncobj 0.3.17 log-handling defects (truncation on re-sent batches, nextIndex moving back,
+compaction past the end of the log), driven through SyncObj's own
 handlers on the raft thread."""
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 import pytest
 from pysyncobj.config import FAIL_REASON
 
-from swarmsecrets.manager import raft_wire
-from swarmsecrets.manager.raft import RaftNode, _RaftSyncObj
-from swarmsecrets.manager.raft_journal import DurableJournal
+from swarmsecrets.raft import wire
+from swarmsecrets.raft.journal import DurableJournal
+from swarmsecrets.raft.node import RaftNode, _RaftSyncObj
 from tests.raft.conftest import Cluster
 
 Factory = Callable[..., Cluster]
@@ -24,7 +25,7 @@ LEADER, FOLLOWER = 2, 0  # pysyncobj's _RAFT_STATE
 
 
 def cmd(k: str) -> bytes:
-    return b"\x00" + raft_wire.dumps({"op": "set", "k": k, "v": 1})
+    return b"\x00" + wire.dumps({"op": "set", "k": k, "v": 1})
 
 
 def ae(term: int, prev: int, prev_term: int, entries: list[tuple[bytes, int, int]],
@@ -44,7 +45,7 @@ def lone_follower(c: Cluster) -> tuple[RaftNode, _RaftSyncObj, Any]:
 
 
 def test_follower_truncates_only_on_a_real_conflict(cluster_factory: Factory) -> None:
-    """§7.5: stock deletes everything after prevLogIdx when a batch is re-sent, applied entries
+    """Stock deletes everything after prevLogIdx when a batch is re-sent, applied entries
     included, and re-appends only what the batch carried."""
     c = cluster_factory(2)
     node, so, leader = lone_follower(c)
@@ -57,7 +58,7 @@ def test_follower_truncates_only_on_a_real_conflict(cluster_factory: Factory) ->
         return node.call_in_loop(run).result(5)
 
     assert deliver(ae(1, 1, 0, batch, commit=5)) == [(1, 0)] + [(i, 1) for i in range(2, 11)]
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while node.status().last_applied < 5 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert node.status().last_applied == 5
@@ -69,7 +70,7 @@ def test_follower_truncates_only_on_a_real_conflict(cluster_factory: Factory) ->
 
 
 def test_leader_never_moves_next_index_back(cluster_factory: Factory) -> None:
-    """§7.5: a success reply for an earlier batch pulled nextIndex back below batches in flight."""
+    """Stock: a success reply for an earlier batch pulled nextIndex back below batches in flight."""
     c = cluster_factory(2)
     node, so, follower = lone_follower(c)
 
@@ -89,7 +90,7 @@ def test_leader_never_moves_next_index_back(cluster_factory: Factory) -> None:
 
 
 def test_compaction_never_empties_the_log(cluster_factory: Factory) -> None:
-    """§7.6: a compaction finishing after a truncation deleted past the end of the log; every tick
+    """Stock: a compaction finishing after a truncation deleted past the end of the log; every tick
     then raised IndexError."""
     c = cluster_factory(1)
     c.start()
@@ -114,9 +115,11 @@ def test_compaction_never_empties_the_log(cluster_factory: Factory) -> None:
 @pytest.mark.slow
 def test_pipelined_load_never_truncates_the_log(cluster_factory: Factory,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """§7.5 end to end: with one leader throughout there is no conflict, so no follower may truncate
-    anything, however many batches are in flight (stock: nextIndex regressions re-send batches and
-    every re-send truncates; 14-136 truncations of applied entries per 10 s burst)."""
+    """Re-sent batches, end to end: with one leader throughout there is no conflict, so no follower
+    may truncate anything, however many batches are in flight (stock: nextIndex regressions
+    re-send batches and every re-send truncates; 14-136 truncations of applied entries per 10 s
+    burst). A burst during which the leader changed proves nothing either way (conflicts were
+    possible): a loaded machine can cause that, so such a burst is run again on a fresh cluster."""
     truncations: list[int] = []
     real = DurableJournal.deleteEntriesFrom
 
@@ -126,28 +129,35 @@ def test_pipelined_load_never_truncates_the_log(cluster_factory: Factory,
         real(self, entryFrom)
 
     monkeypatch.setattr(DurableJournal, "deleteEntriesFrom", counting)
-    c = cluster_factory()
-    c.start()
-    term = c.leader().status().term
-    nodes = list(c.nodes.values())
-    stop = time.monotonic() + 3.0
+    for _attempt in range(3):
+        truncations.clear()
+        c = cluster_factory()
+        c.start()
+        term = c.leader().status().term
+        nodes = list(c.nodes.values())
+        stop = time.monotonic() + 3.0
 
-    def writer(w: int) -> None:
-        i = 0
-        while time.monotonic() < stop:
-            futs = [nodes[(w + j) % 3].propose_async({"op": "set", "k": f"{w}-{i}-{j}", "v": j}, 5.0)
-                    for j in range(32)]
-            for f in futs:
-                f.exception(6)
-            i += 1
+        def writer(w: int, nodes: list[RaftNode] = nodes, stop: float = stop) -> None:
+            i = 0
+            while time.monotonic() < stop:
+                futs = [nodes[(w + j) % 3].propose_async({"op": "set", "k": f"{w}-{i}-{j}", "v": j}, 5.0)
+                        for j in range(32)]
+                for f in futs:
+                    f.exception(6)
+                i += 1
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    c.converge()
-    assert {n.status().term for n in nodes} == {term}, "the leader changed: conflicts were possible"
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        c.converge()
+        stable = {n.status().term for n in nodes} == {term}
+        c.stop()
+        if stable:
+            break
+    else:
+        raise AssertionError("the leader changed in each of 3 bursts: the machine is too loaded to tell")
     assert not truncations, f"{len(truncations)} truncations without a conflict, at {truncations[:10]}"
 
 
@@ -169,7 +179,7 @@ def test_log_entries_cannot_smuggle_code(cluster_factory: Factory, tmp_path: Pat
     entries = [(b"\x03" + gadget, 2, 1), (b"\x02" + gadget, 3, 1), (cmd("after"), 4, 1)]
     message = ae(1, 1, 0, entries, commit=4)
     node.call_in_loop(lambda: so._SyncObj__onMessageReceived(leader, message)).result(5)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while node.status().last_applied < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert node.status().last_applied == 4

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from swarmsecrets import errors
-from swarmsecrets.manager.raft import _RaftSyncObj
-from swarmsecrets.manager.raft_journal import DurableJournal
+from swarmsecrets.raft import Unavailable, UnknownOutcome
+from swarmsecrets.raft.journal import DurableJournal
+from swarmsecrets.raft.node import _RaftSyncObj
 from tests.raft.conftest import Cluster
 
 
@@ -52,7 +52,7 @@ def test_acknowledged_only_after_fdatasync_on_a_majority(cluster_factory: Callab
                 try:
                     fut.result(6)
                     break
-                except (errors.Unavailable, errors.DeadlineExceeded):
+                except (Unavailable, UnknownOutcome):
                     time.sleep(0.1)
 
     threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]

@@ -14,8 +14,9 @@ from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.journal import FileJournal
 from pysyncobj.node import TCPNode
 
-from swarmsecrets.manager import raft, raft_journal, raft_wire
-from swarmsecrets.manager.raft_journal import JOURNAL_MAGIC, DurableJournal, SnapshotError, SnapshotStore
+from swarmsecrets.raft import node, snapshots, wire
+from swarmsecrets.raft.journal import JOURNAL_MAGIC, DurableJournal
+from swarmsecrets.raft.snapshots import SnapshotError, SnapshotStore
 from tests.raft.conftest import STOCK
 
 
@@ -318,7 +319,7 @@ def test_align_journal_keeps_entries_after_the_snapshot(tmp_path: Path) -> None:
     j.sync()
     s = store(tmp_path / "snap", Box({"data": {}}))
     s._write({"prev": es[4], "last": es[5], "members": []})
-    raft._align_journal(j, s)
+    node._align_journal(j, s)
     assert [e[1] for e in j] == [5, 6, 7, 8, 9, 10]
 
 
@@ -329,7 +330,7 @@ def test_align_journal_refuses_a_snapshot_older_than_the_journal(tmp_path: Path)
     s = store(tmp_path / "snap", Box({"data": {}}))
     s._write({"prev": (b"x", 5, 1), "last": (b"y", 6, 1), "members": []})
     with pytest.raises(RuntimeError, match="inconsistent"):
-        raft._align_journal(j, s)
+        node._align_journal(j, s)
 
 
 def test_snapshot_store_refuses_foreign_files(tmp_path: Path) -> None:
@@ -341,7 +342,7 @@ def test_snapshot_store_refuses_foreign_files(tmp_path: Path) -> None:
 def test_wire_round_trip_stays_plain() -> None:
     msg = {"type": "append_entries", "entries": [(b"x" * 10, 1, 1)], "term": 1, "commit_index": 0,
            "prevLogIdx": 0, "prevLogTerm": 0}
-    assert raft_wire.loads(raft_wire.dumps(msg)) == msg
+    assert wire.loads(wire.dumps(msg)) == msg
 
 
 def test_snapshot_child_lets_go_of_the_raft_sockets(tmp_path: Path) -> None:
@@ -353,24 +354,43 @@ def test_snapshot_child_lets_go_of_the_raft_sockets(tmp_path: Path) -> None:
     listener.listen()
     port = listener.getsockname()[1]
     box = Box(STATE)
-    s = SnapshotStore(str(tmp_path / "snap"), slow(1.0, box), box.restore, 1000,
+    # The child serialises for far longer than this test waits for the port: only letting go of
+    # the socket (not exiting) can free it in time.
+    s = SnapshotStore(str(tmp_path / "snap"), slow(120.0, box), box.restore, 1000,
                       backlog=lambda node: 0)
-    s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
-    listener.close()  # the node is gone; its child is still serialising
-    time.sleep(0.3)
-    again = socket.socket()
-    again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        again.bind(("127.0.0.1", port))
-        again.listen()
+        s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+        listener.close()  # the node is gone; its child is still serialising
+        deadline = time.monotonic() + 10
+        while True:
+            again = socket.socket()
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                again.bind(("127.0.0.1", port))
+                again.listen()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the snapshot child still holds the raft port"
+                time.sleep(0.02)
+            finally:
+                again.close()
     finally:
-        again.close()
         s.close()
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_orphaned_snapshot_child_does_not_publish(tmp_path: Path) -> None:
     """The child of a node that crashed must not rename its (older) snapshot over whatever the
     restarted node has written since."""
+    child_pid = tmp_path / "child.pid"
     pid = os.fork()
     if pid == 0:
         try:
@@ -378,11 +398,17 @@ def test_orphaned_snapshot_child_does_not_publish(tmp_path: Path) -> None:
             s = SnapshotStore(str(tmp_path / "snap"), slow(0.5, box), box.restore,
                               1000, backlog=lambda node: 0)
             s.serialize((None, PAIR[1], PAIR[0], CLUSTER), 41)
+            child_pid.write_text(str(s._pid))
         finally:
             os._exit(0)  # the node dies at once; its snapshot child carries on
     os.waitpid(pid, 0)
-    time.sleep(1.5)
+    orphan = int(child_pid.read_text())
+    deadline = time.monotonic() + 30
+    while _running(orphan):  # reparented: not ours to wait for
+        assert time.monotonic() < deadline, "the orphaned snapshot child never finished"
+        time.sleep(0.02)
     assert not (tmp_path / "snap").exists()
+    assert not list(tmp_path.glob("snap.tmp*")), "the orphan left its temporary file behind"
 
 
 def test_received_snapshot_wins_over_a_local_one_still_being_written(tmp_path: Path) -> None:
@@ -394,7 +420,7 @@ def test_received_snapshot_wins_over_a_local_one_still_being_written(tmp_path: P
                              1000, backlog=lambda node: 0)
     follower.serialize((None, (b"l", 10, 1), (b"p", 9, 1), CLUSTER), 9)  # older, still being written
     assert transfer(leader, follower)
-    time.sleep(1.5)
+    wait_serialized(follower)  # the local child is gone, whether killed or finished
     follower.deserialize()
     assert local.restored == {"data": {"from": "leader"}}
 
@@ -414,7 +440,7 @@ def test_transfer_pauses_while_the_connection_is_backed_up(tmp_path: Path) -> No
 
 def test_stuck_snapshot_child_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if "child_timeout" not in STOCK:
-        monkeypatch.setattr(raft_journal, "SNAPSHOT_CHILD_TIMEOUT", 0.3)
+        monkeypatch.setattr(snapshots, "SNAPSHOT_CHILD_TIMEOUT", 0.3)
     box = Box(STATE)
     s = SnapshotStore(str(tmp_path / "snap"), lambda: time.sleep(60), box.restore, 1000,
                       backlog=lambda node: 0)
@@ -426,7 +452,7 @@ def test_stuck_snapshot_child_is_killed(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_snapshot_is_fsynced_around_its_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stock renames its dump without any fsync (reference §3); run the child's job in-process."""
+    """Stock renames its dump without any fsync; run the child's job in-process."""
     s = store(tmp_path / "snap", Box(STATE))
     spy = SyncSpy(monkeypatch)
     s._write({"prev": PAIR[0], "last": PAIR[1], "members": []})

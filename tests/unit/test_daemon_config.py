@@ -8,7 +8,7 @@ import pytest
 
 from swarmsecrets import errors
 from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
-from swarmsecrets.manager.raft import RaftTiming
+from swarmsecrets.raft import RaftTiming
 from swarmsecrets.node.config import parse_args
 from swarmsecrets.validation import raft_addr_for
 

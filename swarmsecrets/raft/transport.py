@@ -1,19 +1,22 @@
 """Mutual-TLS transport for pysyncobj (plugged in through ``transportClass``).
 
 pysyncobj's TCPTransport speaks unauthenticated pickles over plain TCP: anyone who reaches the
-raft port can execute code, join as a read-only node and read the log, or run admin commands
-(reference §2, §8). TlsTransport keeps TCPTransport's bookkeeping (which side dials, how a
-connection is tied to a node) and replaces the connection and the listener:
+raft port can execute code (a pickle is a program), join as a read-only node and read the log,
+or run admin commands ('add', 'remove', 'transfer', ...). TlsTransport keeps TCPTransport's
+bookkeeping (which side dials, how a connection is tied to a node) and replaces the connection
+and the listener:
 
 - TlsConnection: a non-blocking ``ssl`` socket on pysyncobj's poller. Frames are a 4-byte length
   and a protocol-4 pickle decoded by the restricted unpickler; a length over MAX_FRAME drops the
-  peer before anything is buffered (§7.8); WRITE interest is re-armed after every partial send
-  (§7.3); the "no data for connectionTimeout" rule is kept but raft.py sets it far beyond any
-  quiet period (§7.4): dead peers are found by TCP keepalive and TCP_USER_TIMEOUT instead.
-- TlsTransport: a peer must present a certificate of the cluster CA with OU swarm-manager and
-  O == cluster id, and the member address it claims (or that we dialled) must be its certificate's
-  raft URI SAN. Read-only nodes, utility/admin frames ('status', 'add', 'remove', 'set_version',
-  'transfer') and malformed messages are refused and the connection dropped.
+  peer before anything is buffered; WRITE interest is re-armed after every partial send (stock
+  drops it, so the rest of a large message waits for the next one); the "no data for
+  connectionTimeout" rule is kept but node.py sets it far beyond any quiet period: dead peers are
+  found by TCP keepalive and TCP_USER_TIMEOUT instead.
+- TlsTransport: the host's peer verifier (``RaftTLS.verify_peer``) is given each peer's
+  certificate and says which raft addresses that peer may claim, or refuses it; the member
+  address a peer claims (or that we dialled) must be one of them. Read-only nodes,
+  utility/admin frames ('status', 'add', 'remove', 'set_version', 'transfer') and malformed
+  messages are refused and the connection dropped.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pysyncobj.node import Node
@@ -33,8 +37,8 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE
 from pysyncobj.transport import TCPTransport
 
-from swarmsecrets.ca.certs import NodeIdentity, identity_from_der
-from swarmsecrets.manager import raft_wire
+from swarmsecrets.raft import wire
+from swarmsecrets.raft.errors import PeerRefused
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +54,29 @@ MAX_PENDING_INCOMING = 64
 _TCP, _TLS, _READY = 1, 2, 3
 
 
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Peer:
+    """What the host's verifier learned from a peer's certificate."""
+
+    name: str                    # for logs
+    raft_addrs: frozenset[str]   # the member addresses this peer may claim
+
+
+# Given the DER certificate a peer presented (already chain-verified by the TLS context), return
+# the Peer, or raise PeerRefused with the reason (e.g. not a manager of this cluster).
+PeerVerifier = Callable[[bytes], Peer]
+
+
 class TLSConfig(Protocol):
-    server_ctx: ssl.SSLContext
-    client_ctx: ssl.SSLContext
-    cluster_id: str
+    @property
+    def server_ctx(self) -> ssl.SSLContext: ...
+    @property
+    def client_ctx(self) -> ssl.SSLContext: ...
+    @property
+    def verify_peer(self) -> PeerVerifier: ...
 
 
 def _configure(sock: socket.socket, send_buffer: int, recv_buffer: int,
@@ -82,8 +105,11 @@ class TlsConnection:
 
     def __init__(self, poller: Any, ctx: ssl.SSLContext, *, server_side: bool, send_buffer: int,
                  recv_buffer: int, keepalive: tuple[int, int, int] | None, idle_timeout: float,
-                 sock: socket.socket | None = None) -> None:
+                 verify_peer: PeerVerifier, sock: socket.socket | None = None,
+                 clock: Clock = time.monotonic) -> None:
         self._poller = poller
+        self._verify_peer = verify_peer
+        self._clock = clock
         self._ctx = ctx
         self._server_side = server_side
         self._send_buffer = send_buffer
@@ -95,7 +121,7 @@ class TlsConnection:
         self._on_disconnected: Callable[[], None] | None = None
         self._sock: Any = None
         self._fd: int | None = None
-        self._state = CONNECTION_STATE.DISCONNECTED
+        self._state: int = CONNECTION_STATE.DISCONNECTED
         self._phase = 0
         self._mask = 0
         self._handshake_wants_write = False
@@ -103,9 +129,9 @@ class TlsConnection:
         self._rbuf = bytearray()
         self._wbuf = bytearray()
         self._chunk = bytearray(RECV_CHUNK)
-        self._last_read = time.monotonic()
-        self.created = time.monotonic()
-        self.peer: NodeIdentity | None = None
+        self._last_read = self._clock()
+        self.created = self._clock()
+        self.peer: Peer | None = None
         self.refusal = ""  # why this connection refused its peer (TLS, framing), for the transport
         if sock is not None:
             _configure(sock, send_buffer, recv_buffer, keepalive)
@@ -152,7 +178,7 @@ class TlsConnection:
         self._state = CONNECTION_STATE.CONNECTING
         self._phase = _TCP
         self.refusal = ""
-        self.created = self._last_read = time.monotonic()
+        self.created = self._last_read = self._clock()
         self._update_interest()
         return True
 
@@ -167,7 +193,7 @@ class TlsConnection:
         if self._state == CONNECTION_STATE.CONNECTED and self._idle_expired():
             return
         try:
-            head, body = raft_wire.encode_frame(message)
+            head, body = wire.encode_frame(message)
         except ValueError:
             log.exception("raft: not sending an oversized message")
             return
@@ -201,7 +227,8 @@ class TlsConnection:
     # --- poller events ------------------------------------------------------------------
 
     def _rearm_after_send(self) -> None:
-        """§7.3: keep WRITE interest while bytes remain, or they wait for the next message."""
+        """Keep WRITE interest while bytes remain (stock drops it after a partial send, so the rest
+        of the message waits until the next message is sent)."""
         self._update_interest()
 
     def _update_interest(self) -> None:
@@ -219,7 +246,7 @@ class TlsConnection:
             self._poller.subscribe(self._fd, self._on_event, mask)
 
     def _idle_expired(self) -> bool:
-        if time.monotonic() - self._last_read > self._idle_timeout:
+        if self._clock() - self._last_read > self._idle_timeout:
             self.disconnect()
             return True
         return False
@@ -277,13 +304,19 @@ class TlsConnection:
             self._refuse(f"TLS handshake failed: {e or type(e).__name__}")
             return
         try:
-            self.peer = identity_from_der(self._sock.getpeercert(binary_form=True))
-        except Exception as e:  # no or unparseable certificate
+            der = self._sock.getpeercert(binary_form=True)
+            if not der:
+                raise PeerRefused("no certificate")
+            self.peer = self._verify_peer(der)
+        except PeerRefused as e:
+            self._refuse(str(e))
+            return
+        except Exception as e:  # an unparseable certificate, or a verifier that broke on it
             self._refuse(f"unusable peer certificate: {e}")
             return
         self._phase = _READY
         self._state = CONNECTION_STATE.CONNECTED
-        self._last_read = time.monotonic()
+        self._last_read = self._clock()
         if self._on_connected is not None:
             self._on_connected()
         if self._state != CONNECTION_STATE.CONNECTED:
@@ -320,7 +353,7 @@ class TlsConnection:
             if n == 0:
                 self.disconnect()
                 return
-            self._last_read = time.monotonic()
+            self._last_read = self._clock()
             with memoryview(self._chunk) as view:
                 self._rbuf += view[:n]
             if not self._dispatch():
@@ -328,17 +361,17 @@ class TlsConnection:
 
     def _dispatch(self) -> bool:
         buf = self._rbuf
-        while len(buf) >= raft_wire.FRAME_HEADER.size:
-            (length,) = raft_wire.FRAME_HEADER.unpack_from(buf)
-            if length > raft_wire.MAX_FRAME:
-                self._refuse(f"frame of {length} bytes exceeds {raft_wire.MAX_FRAME}")
+        while len(buf) >= wire.FRAME_HEADER.size:
+            (length,) = wire.FRAME_HEADER.unpack_from(buf)
+            if length > wire.MAX_FRAME:
+                self._refuse(f"frame of {length} bytes exceeds {wire.MAX_FRAME}")
                 return False
-            end = raft_wire.FRAME_HEADER.size + length
+            end = wire.FRAME_HEADER.size + length
             if len(buf) < end:
                 return True
             try:
-                with memoryview(buf) as view, view[raft_wire.FRAME_HEADER.size:end] as body:
-                    message = raft_wire.loads(body)
+                with memoryview(buf) as view, view[wire.FRAME_HEADER.size:end] as body:
+                    message = wire.loads(body)
             except Exception as e:
                 self._refuse(f"undecodable frame ({e})")
                 return False
@@ -354,7 +387,7 @@ class TlsConnection:
         self.disconnect()
 
     def _who(self) -> str:
-        return f"peer {self.peer.node_id}" if self.peer else "unidentified peer"
+        return f"peer {self.peer.name}" if self.peer else "unidentified peer"
 
 
 class TlsServer:
@@ -405,11 +438,12 @@ class TlsServer:
             self._on_connection(sock)
 
 
-class TlsTransport(TCPTransport):
+class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no type information
     """TCPTransport with TLS connections and member authentication (see module docstring)."""
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
         self._tls: TLSConfig = syncObj.raft_tls
+        self._clock: Clock = syncObj.clock
         self.rejected = 0
         super().__init__(syncObj, selfNode, otherNodes)
 
@@ -420,7 +454,8 @@ class TlsTransport(TCPTransport):
         conf = self._syncObj.conf
         return TlsConnection(self._syncObj._poller, ctx, server_side=server_side, sock=sock,
                              send_buffer=conf.sendBufferSize, recv_buffer=conf.recvBufferSize,
-                             keepalive=conf.tcp_keepalive, idle_timeout=conf.connectionTimeout)
+                             keepalive=conf.tcp_keepalive, idle_timeout=conf.connectionTimeout,
+                             verify_peer=self._tls.verify_peer, clock=self._clock)
 
     def _createServer(self) -> None:
         """Listen with TLS on exactly our own address (stock binds 0.0.0.0)."""
@@ -455,33 +490,24 @@ class TlsTransport(TCPTransport):
             sock.close()
             return
         self._onNewIncomingConnection(conn)
-        conn.setOnConnectedCallback(functools.partial(self._check_incoming, conn))
-        conn.start()
+        conn.start()  # the connection refuses a peer the verifier refuses, during the handshake
 
-    def _problem(self, conn: TlsConnection, claimed: str | None) -> str | None:
+    def _problem(self, conn: TlsConnection, claimed: str) -> str | None:
+        """Why a verified peer may not be the member at ``claimed``, or None."""
         peer = conn.peer
         if peer is None:
-            return "no certificate"
-        if peer.role != "manager":
-            return f"certificate of a {peer.role or 'non-manager'} (OU is not swarm-manager)"
-        if peer.cluster_id != self._tls.cluster_id:
-            return f"certificate of cluster {peer.cluster_id!r}"
-        if claimed is not None and claimed not in peer.raft_addrs:
-            return f"claims raft address {claimed} but its certificate binds {list(peer.raft_addrs)}"
+            return "no verified certificate"
+        if claimed not in peer.raft_addrs:
+            return f"claims raft address {claimed} but its certificate binds {sorted(peer.raft_addrs)}"
         return None
 
     def _reject(self, conn: TlsConnection | None, reason: str) -> None:
         self.rejected += 1
-        who = conn.peer.node_id if conn is not None and conn.peer else "unidentified peer"
+        who = conn.peer.name if conn is not None and conn.peer else "unidentified peer"
         log.warning("raft: refused %s: %s", who, reason)
         if conn is not None:
             self._unknownConnections.discard(conn)
             conn.disconnect()
-
-    def _check_incoming(self, conn: TlsConnection) -> None:
-        problem = self._problem(conn, None)
-        if problem:
-            self._reject(conn, problem)
 
     def _onIncomingMessageReceived(self, conn: Any, message: Any) -> None:
         """Admit an incoming peer only by a member address its certificate is bound to; stock
@@ -526,7 +552,7 @@ class TlsTransport(TCPTransport):
         super()._onOutgoingConnected(conn)
 
     def _onMessageReceived(self, node: Node, message: Any) -> None:
-        if not raft_wire.valid_message(message):
+        if not wire.valid_message(message):
             kind = message.get("type") if isinstance(message, dict) else type(message).__name__
             self._reject(self._connections.get(node), f"sent a malformed or forbidden message ({kind!r})")
             return
@@ -535,13 +561,13 @@ class TlsTransport(TCPTransport):
     def _onDisconnected(self, conn: Any) -> None:
         if conn.refusal:
             self.rejected += 1
-            who = conn.peer.node_id if conn.peer else "unidentified peer"
+            who = conn.peer.name if conn.peer else "unidentified peer"
             log.warning("raft: refused %s: %s", who, conn.refusal)
         super()._onDisconnected(conn)
 
     def _onTick(self) -> None:
         super()._onTick()
-        now = time.monotonic()
+        now = self._clock()
         for conn in list(self._unknownConnections):
             if now - conn.created > HANDSHAKE_TIMEOUT:
                 self._reject(conn, "did not complete TLS and identify itself in time")

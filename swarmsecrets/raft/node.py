@@ -1,29 +1,30 @@
-"""The managers' raft group: pysyncobj 0.3.17 (pinned), made durable, secure and fast.
+"""One member of a raft group: pysyncobj 0.3.17 (pinned), made durable, secure and fast.
 
-pysyncobj supplies the Raft algorithm. What it lacks or gets wrong (see
-``reference/pysyncobj.md``) is fixed here, in our code, by settings, by installing our own
-storage and transport into SyncObj, and by overriding its name-mangled internals in
-``_RaftSyncObj`` (each override says which defect it fixes):
+pysyncobj supplies the Raft algorithm. What it lacks or gets wrong is fixed here, in our code,
+by settings, by installing our own storage and transport into SyncObj, and by overriding its
+name-mangled internals in ``_RaftSyncObj`` and its mixins (each override says which defect it
+fixes):
 
-- durability: ``raft_journal.DurableJournal`` replaces the never-flushed mmap journal. A leader
-  appends a batch, sends it, then fdatasyncs it while the followers do the same, and counts
-  itself only after its own sync; a follower acknowledges only after its fdatasync. Term and
-  vote are fsynced before they are acted on. Snapshots are written by a forked child
-  (``raft_journal.SnapshotStore``) with fsync + directory fsync.
-- security: ``raft_transport.TlsTransport`` (mutual TLS, manager certificates of this cluster,
-  address bound to the certificate) and ``raft_wire`` (restricted unpickling, frame cap).
+- durability (journal.py, snapshots.py): DurableJournal replaces the never-flushed mmap journal.
+  A leader appends a batch, sends it, then fdatasyncs it while the followers do the same, and
+  counts itself only after its own sync; a follower acknowledges only after its fdatasync. Term
+  and vote are fsynced before they are acted on. Snapshots are written by a forked child with
+  fsync + directory fsync.
+- security (transport.py, wire.py): mutual TLS, peers verified by the host's verifier, the
+  address a peer claims bound to its certificate; restricted unpickling and a frame cap.
 - latency: our own loop drives SyncObj's tick; a proposal wakes it through a pipe, the queue is
   drained, appended and sent as one AppendEntries per follower with one fdatasync, and replies
   are handled as they arrive.
-- membership: one change at a time (checked on the leader), addresses as plain strings, the
-  member list persisted; a removal takes effect on the leader when committed, so the removed
-  member learns it (and can remove itself).
-- elections: pre-vote with leader stickiness (thesis §9.6, ``_RaftSyncObj._pre_vote_tick``): a
-  node whose election timer fires first asks for pre-votes without touching its term, so a member
-  that rejoins after a partition or a restart cannot depose a healthy leader.
-- errors: no leader -> errors.Unavailable(NO_LEADER) at once; sent but unconfirmed ->
-  errors.DeadlineExceeded(UNKNOWN_OUTCOME); an exception in apply -> errors.SwarmError (INTERNAL)
-  for the proposer, the same on every member, and the log goes on.
+- membership (membership.py): one change at a time, addresses as plain strings, the member list
+  persisted, a removal effective on the leader when committed.
+- elections (prevote.py): pre-vote with leader stickiness, so a member that rejoins after a
+  partition or a restart cannot depose a healthy leader.
+- errors (errors.py): no leader -> NoLeader at once; sent but unconfirmed -> UnknownOutcome; an
+  exception in apply -> ApplyFailed for the proposer, the same on every member, and the log goes
+  on.
+
+The host hands in what the library must not know: the state machine (``StateMachine``), the TLS
+contexts and peer verifier (``RaftTLS``) and the clock.
 """
 
 from __future__ import annotations
@@ -46,12 +47,24 @@ from typing import Any, Protocol
 from pysyncobj import SyncObj, SyncObjConf, SyncObjException
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.poller import POLL_EVENT_TYPE
-from pysyncobj.syncobj import _COMMAND_TYPE, _RAFT_STATE
+from pysyncobj.syncobj import _COMMAND_TYPE
 
-from swarmsecrets import errors
-from swarmsecrets.manager import raft_wire
-from swarmsecrets.manager.raft_journal import DurableJournal, SnapshotStore, StorageError
-from swarmsecrets.manager.raft_transport import TlsTransport
+from swarmsecrets.raft import wire
+from swarmsecrets.raft.errors import (
+    ApplyFailed,
+    InvalidCommand,
+    NoLeader,
+    Refused,
+    StorageError,
+    StorageFailed,
+    Unavailable,
+    UnknownOutcome,
+)
+from swarmsecrets.raft.journal import DurableJournal
+from swarmsecrets.raft.membership import MembershipMixin, check_addr, encode_change, parse_change
+from swarmsecrets.raft.prevote import PreVoteMixin
+from swarmsecrets.raft.snapshots import SnapshotStore
+from swarmsecrets.raft.transport import PeerVerifier, TlsTransport
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +72,16 @@ _REGULAR = bytes([_COMMAND_TYPE.REGULAR])
 _MEMBERSHIP = bytes([_COMMAND_TYPE.MEMBERSHIP])
 _VERSION = bytes([_COMMAND_TYPE.VERSION])
 _NO_OP = bytes([_COMMAND_TYPE.NO_OP])
-_BARRIER = raft_wire.dumps(None)  # a regular entry that reaches no state machine
+_BARRIER = wire.dumps(None)  # a regular entry that reaches no state machine
 
 # Settings that fix defects of the stock configuration (module-level so tests can show the
 # defect by restoring the stock value).
-# §7.2: stock chunks any entry >= 64 KiB and ends the chunks too early; with 4 MiB batches and a
-# command cap of 1 MiB (raft_wire.MAX_COMMAND_BYTES) the chunked path is never taken (and a
-# chunked frame from a peer is refused by raft_wire.valid_message).
+# Stock chunks any entry >= 64 KiB and ends the chunks too early (the receiver gets a truncated
+# entry); with 4 MiB batches and a command cap of 1 MiB (wire.MAX_COMMAND_BYTES) the chunked path
+# is never taken (and a chunked frame from a peer is refused by wire.valid_message).
 APPEND_ENTRIES_BATCH_BYTES = 4 * 1024 * 1024
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
-# §7.4: stock drops a link that received nothing for 3.5 s on its first send, losing the first
+# Stock drops a link that received nothing for 3.5 s on its first send, losing the first
 # RequestVote between idle followers; dead peers are found by keepalive (TCP_KEEPALIVE) instead.
 CONNECTION_IDLE_TIMEOUT = 365 * 24 * 3600.0
 TCP_KEEPALIVE = (2, 1, 3)  # idle s, interval s, probes: a vanished peer is dropped after ~5 s
@@ -76,9 +89,6 @@ TCP_KEEPALIVE = (2, 1, 3)  # idle s, interval s, probes: a vanished peer is drop
 COMMANDS_WAIT_LEADER = False
 CONNECTION_RETRY = 0.2
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
-# Pre-vote (thesis §9.6): False restores stock elections (term+1 and RequestVote as soon as the
-# election timer fires), so a rejoining or restarted member deposes the leader.
-PRE_VOTE = True
 
 
 @dataclass(frozen=True)
@@ -108,12 +118,20 @@ class RaftTuning:
 
 @dataclass(frozen=True)
 class RaftTLS:
+    """Mutual TLS of the raft port. Both contexts must require and verify the peer's certificate
+    chain; ``verify_peer`` then decides who the peer is and which member addresses it may claim
+    (e.g. only managers of this cluster, by the addresses their certificates bind)."""
+
     server_ctx: ssl.SSLContext
     client_ctx: ssl.SSLContext
-    cluster_id: str  # peers must present OU swarm-manager, O == cluster_id and a matching raft SAN
+    verify_peer: PeerVerifier
 
 
 class StateMachine(Protocol):
+    """What the raft group replicates. ``apply`` must be deterministic: every member applies the
+    same commands in the same order and must reach the same state (an exception counts as a
+    result: it is reported to the proposer as ApplyFailed, and the log goes on)."""
+
     def apply(self, command: dict[str, Any], index: int) -> Any: ...
     def snapshot(self) -> Any: ...
     def restore(self, data: Any) -> None: ...
@@ -128,10 +146,11 @@ class RaftStatus:
     last_applied: int
     members: list[str]
     reachable: set[str]
-    tick_errors: int = 0           # exceptions caught in the raft loop (§7.13)
+    tick_errors: int = 0           # exceptions caught in the raft loop
     last_tick_error: str = ""
-    apply_errors: int = 0          # commands whose apply raised (§7.9)
+    apply_errors: int = 0          # commands whose apply raised
     rejected_peers: int = 0        # raft connections refused (TLS, identity, protocol)
+    pre_vote_rounds: int = 0       # pre-vote rounds this member started (it heard no leader)
 
 
 @dataclass(frozen=True)
@@ -139,41 +158,17 @@ class _ApplyFailure:
     message: str
 
 
-class _Refused(errors.FailedPrecondition):
-    """The leader refused a membership change (one is pending, or it changes nothing)."""
-
-
-def _check_addr(addr: str) -> None:
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"raft address {addr!r} is not HOST:PORT")
-    if host.strip("[]") in ("", "0.0.0.0", "::"):
-        raise ValueError(f"raft address {addr!r} must name one interface, not a wildcard")
-
-
 def _encode_command(command: dict[str, Any]) -> bytes:
     if not isinstance(command, dict):
-        raise TypeError("a raft command is a dict")
-    payload = raft_wire.dumps(command)
-    if len(payload) > raft_wire.MAX_COMMAND_BYTES:
-        raise ValueError(f"raft command of {len(payload)} bytes exceeds {raft_wire.MAX_COMMAND_BYTES}")
-    raft_wire.loads(payload)  # plain data only: what every node's restricted unpickler accepts
-    return payload
-
-
-def _parse_membership(payload: bytes) -> list[str] | None:
+        raise InvalidCommand("a raft command is a dict")
+    payload = wire.dumps(command)
+    if len(payload) > wire.MAX_COMMAND_BYTES:
+        raise InvalidCommand(f"raft command of {len(payload)} bytes exceeds {wire.MAX_COMMAND_BYTES}")
     try:
-        request = raft_wire.loads(payload)
-    except Exception:
-        return None
-    if (isinstance(request, list) and len(request) == 2 and request[0] in ("add", "rem")
-            and isinstance(request[1], str)):
-        try:
-            _check_addr(request[1])
-        except ValueError:
-            return None
-        return request
-    return None
+        wire.loads(payload)  # plain data only: what every node's restricted unpickler accepts
+    except Exception as e:
+        raise InvalidCommand(f"a raft command is plain data only: {e}") from None
+    return payload
 
 
 class _Wakeup:
@@ -209,8 +204,10 @@ class _Wakeup:
             os.close(self._w)
 
 
-class _RaftSyncObj(SyncObj):
+class _RaftSyncObj(PreVoteMixin, MembershipMixin):
     """SyncObj with our storage, transport, loop and fixes (pysyncobj==0.3.17 internals)."""
+
+    _journal: DurableJournal
 
     def __init__(self, owner: RaftNode, self_addr: str, others: list[str], conf: SyncObjConf,
                  journal: DurableJournal, snapshots: SnapshotStore) -> None:
@@ -219,20 +216,16 @@ class _RaftSyncObj(SyncObj):
         self._owner = owner
         self._journal = journal
         self._snapshots = snapshots
+        self.clock = owner.clock
         self._acks: list[tuple[Any, bool, int, bool]] = []
-        self._appending_removal = False
-        self._leaving: dict[str, float] = {}  # removed members still sent the log (leader)
+        self._init_membership()
+        self._init_pre_vote()
         self._sent = (0, -1)  # (last log index, commit index) of the last AppendEntries round
         self._wakeup: _Wakeup | None = None
         self._loop_thread = 0
         self.tick_errors = 0
         self.last_tick_error = ""
         self.failure: str | None = None  # set when storage failed and the loop stopped for good
-        # Pre-vote state: when an AppendEntries of a current leader last arrived (stickiness), the
-        # round in progress (its term and the members that granted) and whether it won.
-        self._leader_seen = -1e18
-        self._prevote: tuple[int, set[Any]] | None = None
-        self._prevote_won = False
         super().__init__(self_addr, others, conf=conf, transportClass=TlsTransport)
         self._install_storage()
         self._wakeup = _Wakeup(self._poller)
@@ -254,13 +247,15 @@ class _RaftSyncObj(SyncObj):
 
     @property
     def transport(self) -> TlsTransport:
-        return self._SyncObj__transport
+        transport: TlsTransport = self._SyncObj__transport
+        return transport
 
     # --- the loop ---------------------------------------------------------------------------
 
     def run(self, stopping: threading.Event, poll_timeout: float) -> None:
         """Replaces pysyncobj's autoTick thread: syncs before every tick, runs the owner's
-        timers, and counts tick exceptions instead of only logging them (§7.13)."""
+        timers, and counts tick exceptions instead of only logging them (stock logs them and
+        retries forever with nothing surfaced)."""
         self._loop_thread = threading.get_ident()
         while not stopping.is_set():
             try:
@@ -309,79 +304,6 @@ class _RaftSyncObj(SyncObj):
         for node, reset, next_idx, success in acks:
             SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=reset, nextNodeIdx=next_idx, success=success)
 
-    # --- pre-vote (thesis §9.6) ---------------------------------------------------------------
-
-    def _onTick(self, timeToWait: float = 0.0) -> None:
-        if PRE_VOTE:
-            self._pre_vote_tick()
-        super()._onTick(timeToWait)
-
-    def _pre_vote_tick(self) -> None:
-        """Runs before SyncObj._onTick, which starts an election (term+1, persisted, RequestVote)
-        once the election deadline passed. Unless a pre-vote round just won (or the leader asked
-        for the election with TimeoutNow), push the deadline out by a fresh election timeout and
-        send a pre-vote round instead; a majority of grants sets the deadline to 0 so the next
-        tick runs SyncObj's election. Term, vote and state are left untouched here."""
-        if (self._SyncObj__raftState == _RAFT_STATE.LEADER or self.selfNode is None
-                or not self._SyncObj__transport.ready):
-            return
-        now = time.monotonic()
-        deadline = float(self._SyncObj__raftElectionDeadline)  # type: ignore[has-type]
-        if deadline >= now or self._SyncObj__transferInProgress:
-            return
-        if not self._SyncObj__connectedToAnyone():
-            return  # SyncObj does not start an election either
-        if self._prevote_won:
-            self._prevote_won = False  # SyncObj starts the real election in this tick
-            self._prevote = None
-            return
-        others = self._SyncObj__otherNodes
-        if not others:
-            return  # a single member is its own majority
-        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
-        term = self.raftCurrentTerm + 1
-        self._prevote = (term, {self.selfNode})
-        message = {"type": "pre_vote", "term": term,
-                   "last_log_index": self._SyncObj__getCurrentLogIndex(),
-                   "last_log_term": self._SyncObj__getCurrentLogTerm()}
-        for node in others:
-            self._SyncObj__transport.send(node, message)
-
-    def _on_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
-        """Answer a pre-vote without changing our term or vote: grant iff the term is ahead of ours,
-        no current leader was heard from within the minimum election timeout (a leader never
-        grants), and the candidate's log is at least as up-to-date as ours."""
-        my_term = self.raftCurrentTerm
-        last_term, last_idx = self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex()
-        granted = (
-            message["term"] > my_term
-            and self._SyncObj__raftState != _RAFT_STATE.LEADER
-            and time.monotonic() - self._leader_seen >= self.conf.raftMinTimeout
-            and (message["last_log_term"], message["last_log_index"]) >= (last_term, last_idx)
-        )
-        self._SyncObj__transport.send(node, {"type": "pre_vote_response", "term": message["term"],
-                                             "granted": granted, "current_term": my_term})
-
-    def _on_pre_vote_response(self, node: Any, message: dict[str, Any]) -> None:
-        if not message["granted"] and message["current_term"] > self.raftCurrentTerm:
-            # Our term is stale (Raft: any higher term makes us a follower of that term).
-            self._prevote = None
-            self._SyncObj__setCurrentTerm(message["current_term"], None)
-            self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
-            self._SyncObj__raftLeader = None
-            return
-        round_ = self._prevote
-        if (round_ is None or not message["granted"] or message["term"] != round_[0]
-                or round_[0] != self.raftCurrentTerm + 1
-                or self._SyncObj__raftState == _RAFT_STATE.LEADER):
-            return
-        round_[1].add(node)
-        voters = {self.selfNode} | set(self._SyncObj__otherNodes)
-        if len(round_[1] & voters) > len(voters) / 2:
-            self._prevote = None
-            self._prevote_won = True
-            self._SyncObj__raftElectionDeadline = 0
-
     # --- overrides of SyncObj internals -----------------------------------------------------
 
     def _SyncObj__sendNextNodeIdx(self, node: Any, reset: bool = False, nextNodeIdx: int | None = None,
@@ -409,8 +331,8 @@ class _RaftSyncObj(SyncObj):
         full = command if commandType is None else bytes([commandType]) + command
         kind = full[:1]
         admissible = (
-            (kind == _REGULAR and len(full) <= raft_wire.MAX_COMMAND_BYTES + 1)
-            or (kind == _MEMBERSHIP and _parse_membership(full[1:]) is not None)
+            (kind == _REGULAR and len(full) <= wire.MAX_COMMAND_BYTES + 1)
+            or (kind == _MEMBERSHIP and parse_change(full[1:]) is not None)
         )
         if not admissible:
             self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, callback)
@@ -425,13 +347,13 @@ class _RaftSyncObj(SyncObj):
         if kind == _VERSION:
             return None  # never proposed by us; stock would unpickle it without restriction
         if kind == _MEMBERSHIP:
-            self._owner._applied_membership(_parse_membership(command[1:]))
+            self._owner._applied_membership(parse_change(command[1:]))
         return super()._SyncObj__doApplyCommand(command)
 
     def _apply_regular(self, payload: bytes) -> Any:
         index = self.raftLastApplied + 1  # SyncObj applies entry lastApplied+1, then increments
         try:
-            command = raft_wire.loads(payload)
+            command = wire.loads(payload)
         except Exception as e:
             log.error("raft: entry %d is not a plain-data command: %s", index, e)
             return _ApplyFailure(f"undecodable command: {e}")
@@ -440,7 +362,7 @@ class _RaftSyncObj(SyncObj):
         return self._guarded_apply(command, index)
 
     def _guarded_apply(self, command: Any, index: int) -> Any:
-        """§7.9: an exception escaping apply halts the state machine on every node, for good
+        """An exception escaping apply halts the state machine on every node, for good
         (stock retries the same entry forever). Catch it, log it, return an error result and
         go on: every node does the same for the same entry, so states stay identical."""
         try:
@@ -450,65 +372,8 @@ class _RaftSyncObj(SyncObj):
             log.exception("raft: applying entry %d raised; recorded as a failed command", index)
             return _ApplyFailure(f"{type(e).__name__}: {e}")
 
-    def _SyncObj__parseChangeClusterRequest(self, command: bytes) -> list[str] | None:
-        """Membership entries come from peers: decode them with the restricted unpickler (stock
-        unpickles them without restriction) and accept only ['add'|'rem', 'HOST:PORT']."""
-        if command[:1] != _MEMBERSHIP:
-            return None
-        return _parse_membership(command[1:])
-
-    def _SyncObj__changeCluster(self, request: list[str]) -> bool:
-        """§7.12: stock never sets __changeClusterIDx, so its one-change-at-a-time guard is dead.
-        Record the index the accepted change gets (it is appended right after this returns), so a
-        second change is refused until the first is applied. A leader asked to remove itself
-        (which pysyncobj refuses) hands leadership over, so the requester's retry succeeds."""
-        if request[0] == "rem" and request[1] == self.selfNode.address:
-            self.transferLeadership()
-            return False
-        self._appending_removal = request[0] == "rem"
-        try:
-            accepted = bool(super()._SyncObj__changeCluster(request))
-        finally:
-            self._appending_removal = False
-        if accepted:
-            self._SyncObj__changeClusterIDx = self._SyncObj__getCurrentLogIndex() + 1
-        return accepted
-
-    def _SyncObj__doChangeCluster(self, request: Any, reverse: bool = False) -> bool:
-        """Persist the member list whenever it changes, so a restart resumes with it. On the
-        leader a removal takes effect when committed, not when appended (as etcd applies
-        configuration changes): stock cut the member off at once, so it never learned that its
-        removal committed and could not confirm a removal it asked for itself."""
-        addr = request[1]
-        if self._appending_removal:  # the leader is appending a removal: only check it
-            return any(n.address == addr for n in self.otherNodes)
-        if self._leave_after_commit(request, reverse):
-            return True
-        changed = bool(super()._SyncObj__doChangeCluster(request, reverse))
-        if changed:
-            self._journal.set_members(self.members())
-        return changed
-
-    def _leave_after_commit(self, request: Any, reverse: bool) -> bool:
-        """Leader applying a committed removal: keep sending the log to the member for one more
-        heartbeat, so it learns the commit; _before_poll removes it then."""
-        if request[0] != "rem" or reverse or not self._isLeader():
-            return False
-        if not any(n.address == request[1] for n in self.otherNodes):
-            return False
-        self._leaving.setdefault(request[1], time.monotonic())
-        return True
-
-    def _remove_departed(self) -> None:
-        period = self.conf.appendEntriesPeriod
-        for addr, since in list(self._leaving.items()):
-            if not self._isLeader() or time.monotonic() - since >= period:
-                del self._leaving[addr]
-                SyncObj._SyncObj__doChangeCluster(self, ["rem", addr])
-                self._journal.set_members(self.members())
-
     def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:
-        """§7.6: compact only up to the snapshot's own entry, and only while the log still holds
+        """Compact only up to the snapshot's own entry, and only while the log still holds
         it with at least one entry after. Stock deletes blindly: after a truncation raced the
         snapshot it emptied the log and every later tick raised IndexError."""
         log_ = self._journal
@@ -520,22 +385,10 @@ class _RaftSyncObj(SyncObj):
         super()._SyncObj__deleteEntriesTo(toIDx)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        """Pre-vote messages and leader stickiness are handled by PreVoteMixin (next in line)."""
         kind = message["type"]
-        if kind == "pre_vote":
-            if self.selfNode is not None:
-                self._on_pre_vote(node, message)
-            return
-        if kind == "pre_vote_response":
-            self._on_pre_vote_response(node, message)
-            return
         redundant_ack = None
         if kind == "append_entries":
-            if message["term"] >= self.raftCurrentTerm:
-                # A current leader: refuse pre-votes for a minimum election timeout (stickiness),
-                # and drop any pre-vote round of ours (a late majority must not start an election).
-                self._leader_seen = time.monotonic()
-                self._prevote = None
-                self._prevote_won = False
             trimmed = self._trim_append_entries(message)
             if trimmed is None:
                 return
@@ -548,14 +401,14 @@ class _RaftSyncObj(SyncObj):
             self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=redundant_ack, success=True)
 
     def _keep_next_index(self, node: Any, message: dict[str, Any], before: int) -> None:
-        """§7.5 (leader): a success reply to an earlier batch sets nextIndex to that batch's end,
+        """Leader: a success reply to an earlier batch sets nextIndex to that batch's end,
         moving it back below batches still in flight, which are then sent again. Keep the max."""
         next_index = self._SyncObj__raftNextIndex
         if message["success"] and not message["reset"] and node in next_index and next_index[node] < before:
             next_index[node] = before
 
     def _trim_append_entries(self, message: dict[str, Any]) -> tuple[dict[str, Any], int | None] | None:
-        """§7.5 (follower): stock deletes every entry after prevLogIdx before appending, so a
+        """Follower: stock deletes every entry after prevLogIdx before appending, so a
         re-sent batch truncates entries already held (applied ones included). Raft truncates only
         at a real conflict: drop the leading entries we already hold with the same term, so SyncObj
         truncates only from the first conflicting entry. If we hold them all, pass SyncObj a
@@ -587,14 +440,6 @@ class _RaftSyncObj(SyncObj):
         heartbeat["commit_index"] = min(message["commit_index"], end)
         return heartbeat, end + 1
 
-    # --- reads for RaftNode ------------------------------------------------------------------
-
-    def members(self) -> list[str]:
-        """The member addresses; a member whose removal committed no longer counts, even while it
-        is still sent the log for its last heartbeat."""
-        return sorted(({self.selfNode.address} | {n.address for n in self.otherNodes}) - set(self._leaving))
-
-
 def _make_conf(timing: RaftTiming, tuning: RaftTuning, snapshot_path: str) -> SyncObjConf:
     return SyncObjConf(
         autoTick=False,                 # RaftNode's loop drives the ticks
@@ -613,7 +458,7 @@ def _make_conf(timing: RaftTiming, tuning: RaftTuning, snapshot_path: str) -> Sy
         sendBufferSize=SOCKET_BUFFER_BYTES,
         recvBufferSize=SOCKET_BUFFER_BYTES,
         dynamicMembershipChange=True,
-        # §7.10: a journal without a dump is unrecoverable after compaction. DurableJournal is
+        # A journal without a dump is unrecoverable after compaction. DurableJournal is
         # installed in place of journalFile (which would build the mmap FileJournal); the dump
         # file is the SnapshotStore's, always set alongside it.
         journalFile=None,
@@ -649,11 +494,15 @@ class RaftNode:
 
     def __init__(self, *, self_addr: str, members: list[str], data_dir: str, tls: RaftTLS,
                  state_machine: StateMachine, timing: RaftTiming = RaftTiming(),
-                 tuning: RaftTuning = RaftTuning()) -> None:
-        _check_addr(self_addr)
+                 tuning: RaftTuning = RaftTuning(), clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` is read wherever this library measures time (proposal deadlines, election
+        stickiness, handshake and snapshot timeouts). pysyncobj's own election timers read
+        time.monotonic, so a clock handed in must keep its pace and epoch (e.g. a test's offset)."""
+        check_addr(self_addr)
         for m in members:
-            _check_addr(m)
+            check_addr(m)
         self.self_addr = self_addr
+        self.clock = clock
         self.tls = tls
         self.state_machine = state_machine
         self.timing = timing
@@ -686,7 +535,7 @@ class RaftNode:
         try:
             snapshots = SnapshotStore(os.path.join(self.data_dir, "raft.snapshot"),
                                       self.state_machine.snapshot, self.state_machine.restore,
-                                      SNAPSHOT_CHUNK_BYTES, backlog=self._backlog)
+                                      SNAPSHOT_CHUNK_BYTES, backlog=self._backlog, clock=self.clock)
             _align_journal(journal, snapshots)
             persisted = journal.get_members()
             members = persisted or self._members_arg
@@ -719,14 +568,14 @@ class RaftNode:
         with self._deadline_lock:
             pending, self._deadlines = self._deadlines, []
         for _, _, fut in pending:
-            self._fail(fut, errors.DeadlineExceeded(errors.UNKNOWN_OUTCOME))
+            self._fail(fut, UnknownOutcome())
 
     def _require(self) -> _RaftSyncObj:
         so = self._sync
         if so is not None and so.failure is not None:
-            raise errors.Unavailable(f"this manager's raft storage failed: {so.failure}")
+            raise StorageFailed(f"this member's raft storage failed: {so.failure}")
         if so is None or self._stopping.is_set():
-            raise errors.NoLeader()
+            raise NoLeader()
         return so
 
     def _backlog(self, node: Any) -> int:
@@ -735,13 +584,13 @@ class RaftNode:
     # --- loop hooks (run on the raft thread) ---------------------------------------------------
 
     def _after_tick(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         expired = []
         with self._deadline_lock:
             while self._deadlines and self._deadlines[0][0] <= now:
                 expired.append(heapq.heappop(self._deadlines)[2])
         for fut in expired:
-            self._fail(fut, errors.DeadlineExceeded(errors.UNKNOWN_OUTCOME))
+            self._fail(fut, UnknownOutcome())
         while self._calls:
             self._calls.popleft()()
 
@@ -782,37 +631,40 @@ class RaftNode:
             return
         if err == FAIL_REASON.SUCCESS:
             if isinstance(result, _ApplyFailure):
-                self._fail(fut, errors.Internal(f"internal error applying the command: {result.message}"))
+                self._fail(fut, ApplyFailed(f"internal error applying the command: {result.message}"))
                 return
             try:
                 fut.set_result(result)
             except InvalidStateError:
                 pass
         elif err in (FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER):
-            self._fail(fut, errors.NoLeader())
+            self._fail(fut, NoLeader())
         elif err == FAIL_REASON.QUEUE_FULL:
-            self._fail(fut, errors.Unavailable("the raft proposal queue is full; retry shortly"))
+            self._fail(fut, Unavailable("the raft proposal queue is full; retry shortly"))
         elif err == FAIL_REASON.REQUEST_DENIED:
-            self._fail(fut, _Refused("the raft leader refused the request"))
+            self._fail(fut, Refused("the raft leader refused the request"))
         else:  # DISCARDED, LEADER_CHANGED, UNKNOWN_OUTCOME: it may have been applied
-            self._fail(fut, errors.DeadlineExceeded(errors.UNKNOWN_OUTCOME))
+            self._fail(fut, UnknownOutcome())
 
     def _submit(self, payload: bytes, kind: int, fut: Future[Any], timeout: float) -> None:
         try:
             so = self._require()
-        except errors.Unavailable as e:
+        except Unavailable as e:
             self._fail(fut, e)
             return
         with self._deadline_lock:
-            heapq.heappush(self._deadlines, (time.monotonic() + timeout, next(self._seq), fut))
+            heapq.heappush(self._deadlines, (self.clock() + timeout, next(self._seq), fut))
         so._applyCommand(payload, functools.partial(self._resolve, fut), kind)
 
     def propose_async(self, command: dict[str, Any], timeout: float) -> Future[Any]:
         fut: Future[Any] = Future()
         try:
             payload = _encode_command(command)
-        except Exception as e:
-            fut.set_exception(errors.InvalidArgument(f"invalid raft command: {e}"))
+        except InvalidCommand as e:
+            fut.set_exception(e)
+            return fut
+        except Exception as e:  # not picklable at all
+            fut.set_exception(InvalidCommand(f"invalid raft command: {e}"))
             return fut
         self._submit(payload, _COMMAND_TYPE.REGULAR, fut, timeout)
         return fut
@@ -825,7 +677,7 @@ class RaftNode:
             # The loop fails the future at its deadline; the margin only covers a stuck loop.
             return fut.result(timeout + 1.0)
         except FutureTimeout:
-            raise errors.DeadlineExceeded(errors.UNKNOWN_OUTCOME) from None
+            raise UnknownOutcome() from None
 
     def read_barrier(self, timeout: float) -> None:
         """Linearizable read point: a no-op entry proposed after this call started is applied
@@ -866,16 +718,16 @@ class RaftNode:
 
     def wait_ready(self, timeout: float) -> bool:
         """True once a read barrier succeeds: local state has caught up with the leader's commit."""
-        deadline = time.monotonic() + timeout
+        deadline = self.clock() + timeout
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock()
             if remaining <= 0:
                 return False
             try:
                 self.read_barrier(min(remaining, max(1.0, self.timing.election_max * 2)))
                 return True
-            except (errors.Unavailable, errors.DeadlineExceeded):
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            except (Unavailable, UnknownOutcome):
+                time.sleep(min(0.05, max(0.0, deadline - self.clock())))
 
     # --- status ------------------------------------------------------------------------------
 
@@ -898,80 +750,80 @@ class RaftNode:
             last_tick_error=so.last_tick_error,
             apply_errors=self.apply_errors,
             rejected_peers=so.transport.rejected,
+            pre_vote_rounds=so.pre_votes_sent,
         )
 
     # --- membership ----------------------------------------------------------------------------
 
     def _change(self, op: str, addr: str, timeout: float) -> None:
         """Propose one membership change (forwarded to the leader if need be) and wait until it is
-        applied here. The leader admits one change at a time (§7.12); a refused change, or one whose
+        applied here. The leader admits one change at a time; a refused change, or one whose
         outcome a leader change hid, is retried until the member list shows it done or the timeout
         passes."""
-        deadline = time.monotonic() + timeout
-        payload = raft_wire.dumps([op, addr])
+        deadline = self.clock() + timeout
+        payload = encode_change(op, addr)
         while True:
             present = addr in self.status().members
             if present == (op == "add"):
                 return
             fut: Future[Any] = Future()
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock()
             self._submit(payload, _COMMAND_TYPE.MEMBERSHIP, fut, max(remaining, 0.01))
             try:
                 self._wait(fut, max(remaining, 0.01))
                 return
-            except errors.DeadlineExceeded:
-                if time.monotonic() >= deadline:
+            except UnknownOutcome:
+                if self.clock() >= deadline:
                     raise
-            except _Refused:
-                if time.monotonic() >= deadline:
+            except Refused:
+                if self.clock() >= deadline:
                     if op == "rem" and self.status().leader == addr:
-                        raise errors.Unavailable("the raft leader could not hand leadership over "
+                        raise Unavailable("the raft leader could not hand leadership over "
                                                  "before its removal") from None
-                    raise errors.Unavailable("another raft membership change is still in progress") from None
+                    raise Unavailable("another raft membership change is still in progress") from None
             time.sleep(0.05)
 
     def add_member(self, addr: str, timeout: float) -> None:
-        _check_addr(addr)
+        check_addr(addr)
         with self._membership_lock:
             self._change("add", addr, timeout)
 
     def remove_member(self, addr: str, timeout: float) -> None:
         """Remove a member, this node included (a leader hands leadership over first, since
         pysyncobj's leader cannot remove itself)."""
-        _check_addr(addr)
-        deadline = time.monotonic() + timeout
+        check_addr(addr)
+        deadline = self.clock() + timeout
         with self._membership_lock:
             members = self.status().members
             if addr not in members:
                 return
             if members == [addr]:
-                raise errors.FailedPrecondition("cannot remove the last member of the raft group")
+                raise Refused("cannot remove the last member of the raft group")
             if addr == self.self_addr and self.status().is_leader:
-                self.transfer_leadership(max(deadline - time.monotonic(), 0.01))
-            self._change("rem", addr, max(deadline - time.monotonic(), 0.01))
+                self.transfer_leadership(max(deadline - self.clock(), 0.01))
+            self._change("rem", addr, max(deadline - self.clock(), 0.01))
 
     def transfer_leadership(self, timeout: float) -> None:
         """If this node leads, hand leadership to the most caught-up follower and wait for it."""
         so = self._require()
-        deadline = time.monotonic() + timeout
+        deadline = self.clock() + timeout
         retry_at = 0.0
         outcome: list[int] = []
-        while time.monotonic() < deadline:
+        while self.clock() < deadline:
             st = self.status()
             if not st.is_leader:
                 if st.leader is not None:
                     return
-            elif time.monotonic() >= retry_at:
+            elif self.clock() >= retry_at:
                 # Denied while no follower has every entry yet: ask again soon. Once sent, give the
                 # target an election's time before asking again.
                 outcome.clear()
                 self.call_in_loop(functools.partial(so.transferLeadership,
                                                     callback=lambda _r, e: outcome.append(e)))
-                retry_at = time.monotonic() + self.timing.election_max
+                retry_at = self.clock() + self.timing.election_max
             elif outcome and outcome[0] != FAIL_REASON.SUCCESS:
                 retry_at = 0.0
             time.sleep(0.02)
-        raise errors.Unavailable("leadership transfer did not complete in time")
+        raise Unavailable("leadership transfer did not complete in time")
 
 
-__all__ = ["RaftNode", "RaftStatus", "RaftTLS", "RaftTiming", "RaftTuning", "StateMachine"]

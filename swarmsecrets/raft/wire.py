@@ -15,12 +15,13 @@ import pickle
 import struct
 from typing import Any
 
-# §7.1: pysyncobj pickles with protocol 2, which stores bytes as latin-1 text behind a
+# pysyncobj pickles with protocol 2, which stores bytes as latin-1 text behind a
 # ``_codecs.encode`` global: 1.5x the size, and a global our unpickler refuses. Protocol 4
 # stores bytes as-is. Every node runs this code, so sender and receiver agree.
 PICKLE_PROTOCOL = 4
 
-# §7.8: the longest frame a peer may send. The leader's AppendEntries batches stop at 4 MiB
+# The longest frame a peer may send (stock accepts any 32-bit length and buffers it all before
+# decoding, so one header could make a member allocate 4 GiB). The leader's AppendEntries batches stop at 4 MiB
 # plus one entry (commands are capped at MAX_COMMAND_BYTES) and snapshot chunks are 1 MiB.
 MAX_FRAME = 8 * 1024 * 1024
 MAX_COMMAND_BYTES = 1024 * 1024
@@ -69,7 +70,7 @@ _REQUIRED: dict[str, dict[str, Any]] = {
     "apply_command": {"command": bytes},
     "apply_command_response": {"request_id": _INT},
     "timeout_now": {"term": _INT},
-    # Pre-vote (raft.py, thesis §9.6): never changes the receiver's term or vote.
+    # Pre-vote (prevote.py): never changes the receiver's term or vote.
     "pre_vote": {"term": _INT, "last_log_index": _INT, "last_log_term": _INT},
     "pre_vote_response": {"term": _INT, "granted": bool, "current_term": _INT},
 }

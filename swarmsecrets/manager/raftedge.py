@@ -1,0 +1,103 @@
+"""Where the manager meets the raft library: raft's errors turned into swarmsecrets.errors (the
+raft library knows nothing of them). Who may speak raft with us is decided in ``ca.authz``."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any
+
+from swarmsecrets import errors
+from swarmsecrets.raft import (
+    ApplyFailed,
+    InvalidCommand,
+    NoLeader,
+    RaftError,
+    RaftNode,
+    RaftStatus,
+    Refused,
+    Unavailable,
+    UnknownOutcome,
+)
+
+
+def swarm_error(e: RaftError) -> errors.SwarmError:
+    """The swarmsecrets error a caller of the manager sees for a raft error."""
+    if isinstance(e, NoLeader):
+        return errors.NoLeader()
+    if isinstance(e, Unavailable):
+        return errors.Unavailable(str(e))
+    if isinstance(e, UnknownOutcome):
+        return errors.DeadlineExceeded(errors.UNKNOWN_OUTCOME)
+    if isinstance(e, Refused):
+        return errors.FailedPrecondition(str(e))
+    if isinstance(e, InvalidCommand):
+        return errors.InvalidArgument(f"invalid raft command: {e}")
+    if isinstance(e, ApplyFailed):
+        return errors.Internal(str(e))
+    return errors.Internal(f"raft: {e}")
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    try:
+        yield
+    except RaftError as e:
+        raise swarm_error(e) from e
+
+
+def _map_result(out: Future[Any], inner: Future[Any]) -> None:
+    exc = inner.exception()
+    if exc is None:
+        out.set_result(inner.result())
+    else:
+        out.set_exception(swarm_error(exc) if isinstance(exc, RaftError) else exc)
+
+
+class ManagerRaft:
+    """The manager's raft member: a RaftNode whose calls raise swarmsecrets.errors, as the rest
+    of the manager expects."""
+
+    def __init__(self, node: RaftNode) -> None:
+        self.node = node
+
+    def start(self) -> None:
+        self.node.start()
+
+    def stop(self) -> None:
+        self.node.stop()
+
+    def status(self) -> RaftStatus:
+        return self.node.status()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.node.wait_ready(timeout)
+
+    def propose_async(self, command: dict[str, Any], timeout: float) -> Future[Any]:
+        out: Future[Any] = Future()
+        self.node.propose_async(command, timeout).add_done_callback(functools.partial(_map_result, out))
+        return out
+
+    @property
+    def removed(self) -> threading.Event:
+        """Set once this member's removal from the group is committed and applied here."""
+        return self.node.removed
+
+    def read_barrier(self, timeout: float) -> None:
+        with _mapped():
+            self.node.read_barrier(timeout)
+
+    def add_member(self, addr: str, timeout: float) -> None:
+        with _mapped():
+            self.node.add_member(addr, timeout)
+
+    def remove_member(self, addr: str, timeout: float) -> None:
+        with _mapped():
+            self.node.remove_member(addr, timeout)
+
+    def transfer_leadership(self, timeout: float) -> None:
+        with _mapped():
+            self.node.transfer_leadership(timeout)

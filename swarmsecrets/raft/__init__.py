@@ -1,0 +1,40 @@
+"""A raft library: a hardened pysyncobj 0.3.17 with durable storage, a mutual-TLS transport,
+pre-vote and safe membership changes. It knows nothing of its host: the state machine, the TLS
+contexts with the peer verifier, and the clock are handed in (see ``RaftNode``).
+
+The public surface is what this module exports; the other modules are its parts.
+"""
+
+from swarmsecrets.raft.errors import (
+    ApplyFailed,
+    InvalidCommand,
+    NoLeader,
+    PeerRefused,
+    RaftError,
+    Refused,
+    StorageFailed,
+    Unavailable,
+    UnknownOutcome,
+)
+from swarmsecrets.raft.node import RaftNode, RaftStatus, RaftTiming, RaftTLS, RaftTuning, StateMachine
+from swarmsecrets.raft.transport import Peer, PeerVerifier
+
+__all__ = [
+    "ApplyFailed",
+    "InvalidCommand",
+    "NoLeader",
+    "Peer",
+    "PeerRefused",
+    "PeerVerifier",
+    "RaftError",
+    "RaftNode",
+    "RaftStatus",
+    "RaftTLS",
+    "RaftTiming",
+    "RaftTuning",
+    "Refused",
+    "StateMachine",
+    "StorageFailed",
+    "Unavailable",
+    "UnknownOutcome",
+]

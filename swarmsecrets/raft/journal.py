@@ -1,0 +1,268 @@
+"""The durable raft journal and its metadata, installed into pysyncobj in place of its own.
+
+pysyncobj's FileJournal is an mmap it never flushes (an acknowledged entry can vanish with a
+power cut), and it writes its term/vote file by a rename without fsync (a member can vote twice
+in one term after a crash). DurableJournal replaces both:
+
+- The log is an append-only file of ``[len][crc32][idx][term][command]`` records. Appends are
+  buffered and written + fdatasync'd by ``sync()`` (group commit: one fdatasync covers every
+  entry appended since the last); a torn or corrupt tail is cut off on load; truncation is
+  fsync'd before anything is appended after it; compaction rewrites the file through
+  tmp + fsync + rename + directory fsync. Offsets are 64-bit and a full disk is an OSError
+  (stock's mmap turns a full disk into SIGBUS and a file over 4 GiB into corruption).
+- Metadata (term, vote, commit index, members) is JSON written atomically and durably before
+  ``setCurrentTerm`` returns, i.e. before SyncObj sends a vote or a RequestVote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from pysyncobj.journal import Journal
+
+from swarmsecrets.fsutil import fsync_dir, write_all, write_private
+from swarmsecrets.raft.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[bytes, int, int]
+
+JOURNAL_MAGIC = b"SWRJ\x00\x00\x00\x01"
+_RECORD = struct.Struct("!IIQQ")  # command length, crc32(idx, term, command), idx, term
+_IDX_TERM = struct.Struct("!QQ")
+MAX_RECORD = 64 * 1024 * 1024
+
+
+def _record(command: bytes, idx: int, term: int) -> bytes:
+    crc = zlib.crc32(command, zlib.crc32(_IDX_TERM.pack(idx, term)))
+    return _RECORD.pack(len(command), crc, idx, term) + command
+
+
+class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type information
+    """pysyncobj's Journal interface on a file that is fdatasync'd before entries count."""
+
+    def __init__(self, path: str, meta_path: str) -> None:
+        self._path = path
+        self._meta_path = meta_path
+        self._dir = os.path.dirname(os.path.abspath(path))
+        self._entries: list[Entry] = []
+        self._offsets: list[int] = []  # file offset of each entry's record
+        self._pending = bytearray()    # records appended but not yet written
+        self._end = 0                  # file offset where the next record goes
+        self._dirty = False            # written or truncated since the last fdatasync
+        self.synced_index = 0          # raft index of the last entry known to be on disk
+        self.syncs = 0                 # fdatasync calls for entries (tests count group commits)
+        self.failure: str | None = None
+        self._fd = -1
+        self._open_and_load()
+        self._meta = self._load_meta()
+        self._meta_dirty = False
+
+    # --- file --------------------------------------------------------------------------
+
+    def _open_and_load(self) -> None:
+        fresh = not os.path.exists(self._path)
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        if fresh or os.fstat(self._fd).st_size == 0:
+            write_all(self._fd, JOURNAL_MAGIC, 0)
+            os.fsync(self._fd)
+            fsync_dir(self._dir)
+        with open(self._path, "rb") as f:
+            if f.read(len(JOURNAL_MAGIC)) != JOURNAL_MAGIC:
+                raise RuntimeError(f"{self._path} is not a swarmsecrets raft journal")
+            offset = len(JOURNAL_MAGIC)
+            size = os.fstat(f.fileno()).st_size
+            why = ""
+            while offset < size:
+                head = f.read(_RECORD.size)
+                if len(head) < _RECORD.size:
+                    why = "short record header"
+                    break
+                length, crc, idx, term = _RECORD.unpack(head)
+                if length > MAX_RECORD or offset + _RECORD.size + length > size:
+                    why = "record runs past the end of the file"
+                    break
+                command = f.read(length)
+                if zlib.crc32(command, zlib.crc32(_IDX_TERM.pack(idx, term))) != crc:
+                    why = "checksum mismatch"
+                    break
+                if self._entries and idx != self._entries[-1][1] + 1:
+                    why = f"index {idx} does not follow {self._entries[-1][1]}"
+                    break
+                self._entries.append((command, idx, term))
+                self._offsets.append(offset)
+                offset += _RECORD.size + length
+        if offset < size:
+            log.warning("raft journal %s: dropping %d bytes of torn tail at offset %d (%s)",
+                        self._path, size - offset, offset, why)
+            os.ftruncate(self._fd, offset)
+            os.fsync(self._fd)
+        self._end = offset
+        self.synced_index = self._entries[-1][1] if self._entries else 0
+
+    def sync(self) -> None:
+        """Write buffered appends and fdatasync them: the group commit point."""
+        with self._fatal_on_error():
+            if self._pending:
+                write_all(self._fd, self._pending, self._end)
+                self._end += len(self._pending)
+                self._pending = bytearray()
+                self._dirty = True
+            if self._dirty:
+                os.fdatasync(self._fd)
+                self.syncs += 1
+                self._dirty = False
+        if self._entries:
+            self.synced_index = self._entries[-1][1]
+
+    @contextlib.contextmanager
+    def _fatal_on_error(self) -> Iterator[None]:
+        if self.failure is not None:
+            raise StorageError(self.failure)
+        try:
+            yield
+        except OSError as e:
+            self.failure = f"raft journal {self._path}: {e}"
+            raise StorageError(self.failure) from e
+
+    @property
+    def needs_sync(self) -> bool:
+        return bool(self._pending) or self._dirty
+
+    def _truncate_file(self, offset: int) -> None:
+        self._pending = bytearray()
+        with self._fatal_on_error():
+            os.ftruncate(self._fd, offset)
+            os.fdatasync(self._fd)
+        self._dirty = False
+        self._end = offset
+
+    # --- pysyncobj Journal interface ---------------------------------------------------
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        if self._entries and idx != self._entries[-1][1] + 1:
+            raise ValueError(f"raft journal: entry {idx} does not follow {self._entries[-1][1]}")
+        record = _record(command, idx, term)
+        self._offsets.append(self._end + len(self._pending))
+        self._pending += record
+        self._entries.append((command, idx, term))
+
+    def clear(self) -> None:
+        self._entries = []
+        self._offsets = []
+        self._truncate_file(len(JOURNAL_MAGIC))
+        self.synced_index = 0
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
+        if entryFrom >= len(self._entries):
+            return
+        self.sync()
+        offset = self._offsets[entryFrom]
+        del self._entries[entryFrom:]
+        del self._offsets[entryFrom:]
+        self._truncate_file(offset)
+        self.synced_index = self._entries[-1][1] if self._entries else 0
+
+    def deleteEntriesTo(self, entryTo: int) -> None:
+        """Drop the first ``entryTo`` entries by rewriting the file (tmp, fsync, rename)."""
+        if entryTo <= 0:
+            return
+        if entryTo >= len(self._entries):
+            raise ValueError("raft journal: compaction would delete every entry")
+        keep = self._entries[entryTo:]
+        tmp = f"{self._path}.compact"
+        out = bytearray(JOURNAL_MAGIC)
+        offsets = []
+        for command, idx, term in keep:
+            offsets.append(len(out))
+            out += _record(command, idx, term)
+        with self._fatal_on_error():
+            write_private(self._path, out, tmp=tmp)
+            os.close(self._fd)
+            self._fd = os.open(self._path, os.O_RDWR)
+        self._entries = list(keep)
+        self._offsets = offsets
+        self._pending = bytearray()
+        self._end = len(out)
+        self._dirty = False
+        self.synced_index = keep[-1][1]
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._entries[item]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries)
+
+    def _destroy(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            if self.failure is None:
+                self.sync()
+                if self._meta_dirty:
+                    self._store_meta()
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+    # --- metadata ----------------------------------------------------------------------
+
+    def _load_meta(self) -> dict[str, Any]:
+        try:
+            with open(self._meta_path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return {}
+        meta = json.loads(raw)  # written atomically: a parse error is real damage, not a torn write
+        if not isinstance(meta, dict):
+            raise RuntimeError(f"{self._meta_path}: not a raft metadata file")
+        return meta
+
+    def _store_meta(self) -> None:
+        self.sync()  # a commit index on disk must never point past the entries on disk
+        with self._fatal_on_error():
+            write_private(self._meta_path, json.dumps(self._meta, sort_keys=True).encode())
+        self._meta_dirty = False
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
+        if self._meta.get("commit_index") != raftCommitIndex:
+            self._meta["commit_index"] = raftCommitIndex
+            self._meta_dirty = True
+
+    def getRaftCommitIndex(self) -> int:
+        return int(self._meta.get("commit_index", 1))
+
+    def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
+        self._meta["term"] = term
+        self._meta["voted_for"] = None if votedForNodeId is None else str(votedForNodeId)
+        self._store_meta()
+
+    def getCurrentTerm(self) -> int:
+        return int(self._meta.get("term", 0))
+
+    def getVotedForNodeId(self) -> str | None:
+        voted = self._meta.get("voted_for")
+        return None if voted is None else str(voted)
+
+    def set_members(self, members: list[str]) -> None:
+        self._meta["members"] = sorted(members)
+        self._store_meta()
+
+    def get_members(self) -> list[str] | None:
+        members = self._meta.get("members")
+        return list(members) if members else None
+
+    def onOneSecondTimer(self) -> None:
+        if self._meta_dirty:
+            self._store_meta()

@@ -1,0 +1,303 @@
+"""Raft snapshots, installed into pysyncobj in place of its Serializer.
+
+Stock pysyncobj pickles the whole state on the raft thread (stalling heartbeats long enough to
+cost the leadership), renames the dump without fsync, unpickles it without restriction and sends
+it to lagging followers in chunks whose offsets it never checks. SnapshotStore instead writes
+the state machine's snapshot from a forked child (never on the raft thread), fsyncs and renames
+it with a directory fsync, checks it with a BLAKE2b trailer, loads it with the restricted
+unpickler, and sends it in offset-checked chunks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import stat
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.node import TCPNode
+
+from swarmsecrets.fsutil import open_private, publish
+from swarmsecrets.raft import wire
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[bytes, int, int]
+Clock = Callable[[], float]
+
+SNAPSHOT_MAGIC = b"SWRS\x00\x00\x00\x01"
+_U64 = struct.Struct("!Q")
+_DIGEST = 32
+# A follower's connection may hold this much unsent snapshot data before we pause the transfer.
+TRANSFER_BACKLOG = 8 * 1024 * 1024
+# A snapshot child running longer than this is presumed stuck (killed, retried later).
+SNAPSHOT_CHILD_TIMEOUT = 600.0
+
+
+class SnapshotError(Exception):
+    pass
+
+
+def _read_snapshot(path: str, *, verify: bool, state: bool) -> dict[str, Any]:
+    """The header of a snapshot file; with ``verify`` its checksum is checked, with ``state`` the
+    state is loaded too."""
+    with open(path, "rb") as f:
+        if f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
+            raise SnapshotError(f"{path} is not a swarmsecrets raft snapshot")
+        (head_len,) = _U64.unpack(f.read(_U64.size))
+        head = dict(wire.loads(f.read(head_len)))
+        if verify:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(0)
+            digest = hashlib.blake2b(digest_size=_DIGEST)
+            remaining = size - _DIGEST
+            while remaining > 0:
+                chunk = f.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                remaining -= len(chunk)
+            if remaining or f.read(_DIGEST) != digest.digest():
+                raise SnapshotError(f"{path}: checksum mismatch")
+        if state:
+            f.seek(len(SNAPSHOT_MAGIC) + _U64.size + head_len)
+            (state_len,) = _U64.unpack(f.read(_U64.size))
+            head["state"] = wire.loads(f.read(state_len))
+        return head
+
+
+class _Hashing:
+    """A write-only file wrapper that hashes what passes through it."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.digest = hashlib.blake2b(digest_size=_DIGEST)
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self.f.write(data)
+
+
+def _release_inherited_sockets() -> None:
+    """In a snapshot child: let go of the raft sockets, so that a node restarted while the
+    child still runs can bind its port and peers see its connections close. Each socket fd is
+    pointed at /dev/null rather than closed, so a late socket finalizer cannot close a file the
+    child opened meanwhile under the same number."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.dup2(null, fd)
+    os.close(null)
+
+
+class SnapshotStore:
+    """Replaces pysyncobj's Serializer (same duck-typed interface, installed into SyncObj).
+
+    The file is ``MAGIC, u64 len, header pickle, u64 len, state pickle, BLAKE2b-256 of all
+    before``; the header holds the two log entries SyncObj keeps at the snapshot point and the
+    member addresses (plain strings; TCPNode objects are rebuilt here, never unpickled).
+    """
+
+    def __init__(self, path: str, snapshot: Callable[[], Any], restore: Callable[[Any], None],
+                 chunk_size: int, backlog: Callable[[Any], int], clock: Clock = time.monotonic) -> None:
+        self.path = path
+        self._clock = clock
+        self._snapshot = snapshot
+        self._restore = restore
+        self._chunk = chunk_size
+        self._backlog = backlog
+        self._pid = 0
+        self._started = 0.0
+        self._job_id: int | None = None
+        self._job_pair: tuple[Entry, Entry] | None = None
+        self.pair: tuple[Entry, Entry] | None = None  # (prev, last) of the newest snapshot on disk
+        self._sending: dict[Any, dict[str, Any]] = {}
+        self._receiving: dict[str, Any] | None = None
+        d = os.path.dirname(os.path.abspath(path))
+        for name in os.listdir(d):
+            if name.startswith(os.path.basename(path) + ".tmp") or name == os.path.basename(path) + ".recv":
+                os.unlink(os.path.join(d, name))
+        if os.path.exists(path):
+            head = _read_snapshot(path, verify=False, state=False)
+            self.pair = (head["prev"], head["last"])
+
+    def read_header(self) -> dict[str, Any] | None:
+        return _read_snapshot(self.path, verify=False, state=False) if os.path.exists(self.path) else None
+
+    # --- taking snapshots (pysyncobj calls these on the raft thread) ----------------------
+
+    def checkSerializing(self) -> tuple[int, int | None]:
+        if not self._pid:
+            return SERIALIZER_STATE.NOT_SERIALIZING, None
+        try:
+            pid, status = os.waitpid(self._pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = self._pid, -1
+        if pid == 0:
+            if self._clock() - self._started < SNAPSHOT_CHILD_TIMEOUT:
+                return SERIALIZER_STATE.SERIALIZING, self._job_id
+            log.error("raft snapshot child %d stuck for %.0fs: killing it", self._pid, SNAPSHOT_CHILD_TIMEOUT)
+            self._kill_child()
+            return SERIALIZER_STATE.FAILED, self._job_id
+        self._pid = 0
+        if status != 0:
+            log.error("raft snapshot child failed (status %d)", status)
+            return SERIALIZER_STATE.FAILED, self._job_id
+        self.pair = self._job_pair
+        return SERIALIZER_STATE.SUCCESS, self._job_id
+
+    def serialize(self, data: tuple[Any, Entry, Entry, Any], id: int) -> None:
+        if self._pid:
+            return
+        _, last, prev, cluster = data
+        head = {"prev": prev, "last": last, "members": sorted(n.address for n in cluster)}
+        self._job_id, self._job_pair = id, (prev, last)
+        self._started = self._clock()
+        parent = os.getpid()
+        self._launch(lambda: self._write(head, parent))
+
+    def _launch(self, job: Callable[[], None]) -> None:
+        """Run ``job`` in a forked child, so pickling a large state never stalls the raft loop."""
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                _release_inherited_sockets()
+                job()
+                code = 0
+            except BaseException:
+                log.exception("raft snapshot child failed")
+            finally:
+                os._exit(code)
+        self._pid = pid
+
+    def _write(self, head: dict[str, Any], parent: int | None = None) -> None:
+        tmp = f"{self.path}.tmp.{os.getpid()}"
+        state = self._snapshot()
+        with open_private(tmp) as raw:
+            out = _Hashing(raw)
+            out.write(SNAPSHOT_MAGIC)
+            head_bytes = wire.dumps(head)
+            out.write(_U64.pack(len(head_bytes)))
+            out.write(head_bytes)
+            state_bytes = wire.dumps(state)
+            out.write(_U64.pack(len(state_bytes)))
+            out.write(state_bytes)
+            raw.write(out.digest.digest())
+            raw.flush()
+            os.fsync(raw.fileno())
+        wire.loads(state_bytes)  # refuse to publish a snapshot our own loader would reject
+        if parent is not None and self._orphaned(parent):
+            os.unlink(tmp)
+            raise SnapshotError("the node that asked for this snapshot is gone")
+        publish(tmp, self.path)
+
+    @staticmethod
+    def _orphaned(parent: int) -> bool:
+        """A child whose node crashed must not publish: the restarted node may have a newer
+        snapshot and a journal compacted to it by now."""
+        return os.getppid() != parent
+
+    def _kill_child(self) -> None:
+        if self._pid:
+            with contextlib.suppress(OSError):
+                os.kill(self._pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._pid, 0)
+            self._pid = 0
+
+    def close(self) -> None:
+        self._kill_child()
+        for t in self._sending.values():
+            t["file"].close()
+        self._sending.clear()
+        if self._receiving is not None:
+            self._receiving["file"].close()
+            self._receiving = None
+
+    # --- loading -------------------------------------------------------------------------
+
+    def deserialize(self) -> tuple[None, Entry, Entry, set[TCPNode]]:
+        """Load and restore the state machine; SyncObj gets the raft part (no object state)."""
+        snap = _read_snapshot(self.path, verify=True, state=True)
+        prev, last = tuple(snap["prev"]), tuple(snap["last"])
+        members = snap["members"]
+        if not (isinstance(members, list) and all(isinstance(m, str) for m in members)):
+            raise SnapshotError(f"{self.path}: malformed member list")
+        self._restore(snap["state"])
+        self.pair = (prev, last)
+        return None, last, prev, {TCPNode(m) for m in members}
+
+    # --- sending to a lagging follower (leader side) -------------------------------------------
+
+    def getTransmissionData(self, node: Any) -> tuple[Any, ...] | None:
+        if self._backlog(node) > TRANSFER_BACKLOG:
+            return None  # flow control: let the connection drain first
+        t = self._sending.get(node)
+        if t is None:
+            if self.pair is None or not os.path.exists(self.path):
+                return None
+            f = open(self.path, "rb")  # noqa: SIM115 - kept open across calls until the last chunk
+            size = os.fstat(f.fileno()).st_size
+            t = self._sending[node] = {"file": f, "offset": 0, "size": size,
+                                       "ident": (self.pair[1][1], self.pair[1][2], size)}
+        offset = t["offset"]
+        chunk = t["file"].read(self._chunk)
+        t["offset"] += len(chunk)
+        last = t["offset"] >= t["size"] or not chunk
+        if last:
+            t["file"].close()
+            del self._sending[node]
+        # Index 2 must be the "last" flag: SyncObj reads it to finish the transfer.
+        return t["ident"], offset, last, chunk
+
+    def cancelTransmisstion(self, node: Any) -> None:  # sic: pysyncobj's spelling
+        t = self._sending.pop(node, None)
+        if t is not None:
+            t["file"].close()
+
+    # --- receiving from the leader (follower side) ------------------------------------------
+
+    def setTransmissionData(self, data: Any) -> bool:
+        if not (isinstance(data, tuple) and len(data) == 4 and isinstance(data[0], tuple)
+                and isinstance(data[1], int) and isinstance(data[2], bool) and isinstance(data[3], bytes)):
+            return False
+        ident, offset, last, chunk = data
+        recv = self._receiving
+        if offset == 0:
+            if recv is not None:
+                recv["file"].close()
+            recv = self._receiving = {"ident": ident, "received": 0, "file": open_private(f"{self.path}.recv")}
+        elif recv is None or recv["ident"] != ident or recv["received"] != offset:
+            return False  # a chunk of another transfer, or out of order: wait for a fresh start
+        recv["file"].write(chunk)
+        recv["received"] += len(chunk)
+        if not last:
+            return False
+        self._receiving = None
+        f = recv["file"]
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        tmp = f"{self.path}.recv"
+        try:
+            if recv["received"] != ident[2]:
+                raise SnapshotError("snapshot transfer ended short")
+            head = _read_snapshot(tmp, verify=True, state=False)
+        except Exception:
+            log.exception("raft: discarding a snapshot received from the leader")
+            os.unlink(tmp)
+            return False
+        self._kill_child()  # a local snapshot still being written is older: it must not win the rename
+        publish(tmp, self.path)
+        self.pair = (tuple(head["prev"]), tuple(head["last"]))
+        return True
