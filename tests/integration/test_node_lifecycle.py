@@ -15,7 +15,7 @@ from swarmsecrets.node.config import DaemonConfig, RaftSettings
 from swarmsecrets.node.daemon import Node
 from swarmsecrets.node.localapi import InitOptions
 from swarmsecrets.node.roles import Role
-from tests.integration.cluster import free_port_pair
+from tests.framework import free_port_pair
 
 
 async def _init_fails_then_succeeds(tmp_path: Path) -> None:
