@@ -88,6 +88,17 @@ def error_from_rpc(e: grpc.RpcError) -> errors.SwarmError:
     return err
 
 
+async def _fail(context: grpc.aio.ServicerContext, method: str, e: Exception) -> NoReturn:
+    """End a call that raised: a typed error as its status; anything else logged here and
+    reported as an internal error, without its text. An abort already under way goes on."""
+    if isinstance(e, grpc.aio.AbortError):
+        raise e
+    if isinstance(e, errors.SwarmError):
+        await abort(context, e)
+    log.exception("%s failed", method)
+    await abort(context, errors.Internal(f"internal error in {method}; see the daemon log"))
+
+
 def rpc(fn: F) -> F:
     """A servicer method (unary or streaming) whose SwarmErrors become statuses with their
     one-line message and kind; anything else is logged, not leaked."""
@@ -100,13 +111,8 @@ def rpc(fn: F) -> F:
                 async with contextlib.aclosing(fn(self, request, context)) as items:
                     async for item in items:
                         yield item
-            except errors.SwarmError as e:
-                await abort(context, e)
-            except grpc.aio.AbortError:
-                raise
-            except Exception:
-                log.exception("%s failed", fn.__name__)
-                await abort(context, errors.Internal(f"internal error in {fn.__name__}; see the daemon log"))
+            except Exception as e:
+                await _fail(context, fn.__name__, e)
 
         return stream  # type: ignore[return-value]
 
@@ -114,13 +120,8 @@ def rpc(fn: F) -> F:
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await fn(self, request, context)
-        except errors.SwarmError as e:
-            await abort(context, e)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("%s failed", fn.__name__)
-            await abort(context, errors.Internal(f"internal error in {fn.__name__}; see the daemon log"))
+        except Exception as e:
+            await _fail(context, fn.__name__, e)
 
     return unary  # type: ignore[return-value]
 

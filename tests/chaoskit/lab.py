@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tests.framework.netns import RUN_ROOT, LabError, NetnsLab, namespaces, shm_dirs, stray_pids, teardown
+from tests.framework.node import signal_group
 
 __all__ = ["RUN_ROOT", "Lab", "LabError", "namespaces", "shm_dirs", "stray_pids", "teardown"]
 
@@ -91,7 +92,7 @@ class Lab(NetnsLab):
         ready, _, _ = select.select([p.stdout], [], [], 10.0)
         line = p.stdout.readline() if ready else b""
         if line.strip() != b"ready":
-            self.signal(p, signal.SIGKILL)
+            signal_group(p, signal.SIGKILL)
             p.wait(5)
             raise LabError(f"the delayer in {self.ns(host)} did not start: {line.decode(errors='replace')!r}")
         self.delayers[host] = p
@@ -103,11 +104,11 @@ class Lab(NetnsLab):
         if p is None:
             return
         self.exec(host, self._queue_rule("-D"), check=False)
-        self.signal(p, signal.SIGTERM)
+        signal_group(p, signal.SIGTERM)
         try:
             p.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self.signal(p, signal.SIGKILL)
+            signal_group(p, signal.SIGKILL)
             p.wait(timeout=5)
         if p.stdout is not None:
             p.stdout.close()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tests.framework.node import DAEMON_MODULE, child_env, mounts_under
+from tests.framework.node import DAEMON_MODULE, child_env, mounts_under, signal_group
 
 SUBNET = "10.77.0"
 RUN_ROOT = Path("/run/swarmsecrets-chaos")
@@ -216,7 +216,7 @@ class NetnsLab:
     def down(self) -> None:
         """Kill every process group spawned, then tear the namespaces down."""
         for p in self.procs:
-            self.signal(p, signal.SIGKILL)
+            signal_group(p, signal.SIGKILL)
         for p in self.procs:
             try:
                 p.wait(timeout=10)
@@ -248,16 +248,6 @@ class NetnsLab:
                 out.close()
         self.procs.append(p)
         return p
-
-    @staticmethod
-    def signal(p: subprocess.Popen[bytes], sig: int) -> None:
-        """Signal the process group; already gone is fine."""
-        if p.poll() is not None:
-            return
-        try:
-            os.killpg(p.pid, sig)
-        except ProcessLookupError:
-            pass
 
     def forget(self, p: subprocess.Popen[bytes]) -> None:
         """A process that exited (and was waited for) needs no more cleaning up."""
