@@ -402,6 +402,12 @@ class Supervisor:
             self._thread.join()
         return self.status
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until supervision has ended: stopped, or the command's exit was final (its restart
+        condition asks for no restart). False if it still supervises after ``timeout``."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def restart(self) -> None:
         """Stop the command and start it again at once (the ``restart`` update action after a rotation)."""
         with self._lock:
