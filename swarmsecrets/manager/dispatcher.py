@@ -121,10 +121,13 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         session = self.sessions[node_id] = Session(node_id, last_seen=self.clock.monotonic())
         await self._set_node(state.UpdateNode(id=node_id, status="ready", hostname=request.hostname,
                                               engine_version=request.engine_version))
+        # Changes applied while the caller holds a message count as unseen: they wake the next wait.
+        seen = self.generation
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.store.manager_addrs(),
                                 heartbeat_period_ms=int(self.heartbeat_period * 1000), role="worker")
         while not session.ended.is_set():
-            await self._wait(self.generation)
+            await self._wait(seen)
+            seen = self.generation
             node = self.store.node(node_id)
             if not self.proposer.status().is_leader or node is None:
                 self._end(session)
