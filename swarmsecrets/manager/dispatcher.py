@@ -14,18 +14,17 @@ import asyncio
 import logging
 import random
 import secrets
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 
 from swarmsecrets import errors
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
-from swarmsecrets.ca.authz import MEMBERS
+from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
 from swarmsecrets.manager import state
+from swarmsecrets.manager.collaborators import Clock, Proposer, Sealer, StoreReader, SystemClock
 from swarmsecrets.rpcutil import peer_certificate, rpc
 
 log = logging.getLogger(__name__)
@@ -44,14 +43,19 @@ IDLE_CHECK = 2.0
 @dataclass
 class Session:
     node_id: str
+    last_seen: float  # on the dispatcher's monotonic clock
     session_id: str = field(default_factory=lambda: secrets.token_hex(16))
-    last_seen: float = field(default_factory=time.monotonic)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
-    def __init__(self, manager: Any, heartbeat_period: float = HEARTBEAT_PERIOD) -> None:
-        self.m = manager
+    def __init__(self, *, store: StoreReader, proposer: Proposer, authz: PeerAuthorizer, sealer: Sealer,
+                 heartbeat_period: float = HEARTBEAT_PERIOD, clock: Clock | None = None) -> None:
+        self.store = store
+        self.proposer = proposer
+        self.authz = authz
+        self.sealer = sealer
+        self.clock = clock or SystemClock()
         self.sessions: dict[str, Session] = {}
         # Streams wait on `_changed`; every apply bumps `generation` and swaps in a fresh event, so one
         # set() wakes every stream at once (no lock to queue on), and a stream that was busy sees the
@@ -93,10 +97,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> str:
         """The caller's node id: any member of the swarm, asking the leader."""
-        status = self.m.raft_status()
+        status = self.proposer.status()
         if not status.is_leader:
-            raise errors.NotLeader(leader=self.m.control_addr_of(status.leader) if status.leader else "")
-        return self.m.authz.authorize(peer_certificate(context), MEMBERS).node_id
+            raise errors.NotLeader(leader=self.store.control_addr_of(status.leader) if status.leader else "")
+        return self.authz.authorize(peer_certificate(context), MEMBERS).node_id
 
     def _session(self, context: grpc.aio.ServicerContext, session_id: str) -> Session:
         node_id = self._authorize(context)
@@ -114,15 +118,18 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         old = self.sessions.get(node_id)
         if old is not None:
             self._end(old)
-        session = self.sessions[node_id] = Session(node_id)
+        session = self.sessions[node_id] = Session(node_id, last_seen=self.clock.monotonic())
         await self._set_node(state.UpdateNode(id=node_id, status="ready", hostname=request.hostname,
                                               engine_version=request.engine_version))
-        yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.m.manager_addrs(),
+        # Changes applied while the caller holds a message count as unseen: they wake the next wait.
+        seen = self.generation
+        yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.store.manager_addrs(),
                                 heartbeat_period_ms=int(self.heartbeat_period * 1000), role="worker")
         while not session.ended.is_set():
-            await self._wait(self.generation)
-            node = self.m.store.node(node_id)
-            if not self.m.raft_status().is_leader or node is None:
+            await self._wait(seen)
+            seen = self.generation
+            node = self.store.node(node_id)
+            if not self.proposer.status().is_leader or node is None:
                 self._end(session)
             elif node.role != "worker":  # promoted: tell the agent, then end the session
                 yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, role=node.role)
@@ -132,7 +139,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     async def Heartbeat(self, request: pb.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
         s = self._session(context, request.session_id)
-        s.last_seen = time.monotonic()
+        s.last_seen = self.clock.monotonic()
         period = self.heartbeat_period + random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * (
             self.heartbeat_period / HEARTBEAT_PERIOD)
         return pb.HeartbeatResponse(period_ms=int(period * 1000))
@@ -143,7 +150,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         s = self._session(context, request.session_id)
         updates = [state.TaskStatusUpdate(task_id=u.task_id, state=u.status.state, message=u.status.message,
                                           err=u.status.err, exit_code=u.status.exit_code,
-                                          spec_version=u.spec_version, ts=time.time_ns())
+                                          spec_version=u.spec_version, ts=self.clock.now_ns())
                    for u in request.updates]
         if updates:
             done: asyncio.Future[None] = self.loop.create_future()
@@ -160,11 +167,11 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             await asyncio.sleep(STATUS_BATCH_DELAY)
             batch, self._status_batch = self._status_batch, []
             try:
-                term = self.m.leader_term()
+                term = self.proposer.leader_term()
                 if term is None:
                     raise errors.Unavailable("this manager no longer leads the swarm")
                 reports = tuple(state.StatusReport(node_id=n, updates=tuple(u)) for n, u, _ in batch)
-                await self.m.propose(state.TaskStatus(reports=reports), leader_only=term)
+                await self.proposer.propose(state.TaskStatus(reports=reports), leader_only=term)
             except errors.SwarmError as e:
                 for _, _, done in batch:
                     done.set_exception(e)
@@ -185,7 +192,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 await self._wait(seen)
                 if s.ended.is_set():
                     break
-                if not self.m.raft_status().is_leader or self.m.store.node(s.node_id) is None:
+                if not self.proposer.status().is_leader or self.store.node(s.node_id) is None:
                     break
                 if seen == self.generation:
                     continue
@@ -202,10 +209,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 del sent_tasks[tid]
                 changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, task=pb.AssignedTask(id=tid)))
             for sid in sorted(secret_ids - sent_secrets):
-                secret = self.m.store.secret(sid)
+                secret = self.store.secret(sid)
                 if secret is not None:
                     changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, secret=pb.AssignedSecret(
-                        id=sid, name=secret.name, data=self.m.unseal(secret.data))))
+                        id=sid, name=secret.name, data=self.sealer.unseal(secret.data))))
                     sent_secrets.add(sid)
             for sid in sorted(sent_secrets - secret_ids):
                 sent_secrets.discard(sid)
@@ -223,10 +230,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         """Desired-running tasks by node, and services by id: read once per generation for all streams."""
         if self._cache[0] != self.generation:
             by_node: dict[str, list[state.Task]] = {}
-            for t in self.m.store.tasks():
+            for t in self.store.tasks():
                 if t.desired_state == "running":
                     by_node.setdefault(t.node_id, []).append(t)
-            self._cache = (self.generation, by_node, {s.id: s for s in self.m.store.services()})
+            self._cache = (self.generation, by_node, {s.id: s for s in self.store.services()})
         return self._cache[1], self._cache[2]
 
     def view(self, node_id: str) -> tuple[dict[str, pb.AssignedTask], set[str]]:
@@ -252,50 +259,59 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     async def _set_node(self, update: state.UpdateNode) -> None:
         """Liveness is this leader's observation: it goes in only while this leader leads."""
-        node = self.m.store.node(update.id)
+        node = self.store.node(update.id)
         if node is None or all(getattr(node, k) == v for k, v in update.changes().items()):
             return
-        term = self.m.leader_term()
+        term = self.proposer.leader_term()
         if term is None:
             raise errors.Unavailable("this manager no longer leads the swarm")
-        await self.m.propose(update, leader_only=term)
+        await self.proposer.propose(update, leader_only=term)
 
     async def monitor(self) -> None:
         """Mark workers down after missed heartbeats; end their sessions. Leader only."""
         interval = min(1.0, self.heartbeat_period / 2)
-        last_tick = time.monotonic()
+        last_tick = self.clock.monotonic()
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if now - last_tick > 2 * interval + 0.5:
-                # This process was stalled (paused, swapped): nobody could heartbeat to us meanwhile,
-                # so start every session's grace afresh instead of declaring the fleet down.
-                for s in self.sessions.values():
-                    s.last_seen = now
-                if self.leader_since is not None:
-                    self.leader_since = now
+                self.stalled(now)
             last_tick = now
-            if not self.m.raft_status().is_leader:
-                self.leader_since = None
-                for s in self.sessions.values():
+            await self.sweep(now)
+
+    def stalled(self, now: float) -> None:
+        """This process was stalled (paused, swapped): nobody could heartbeat to us meanwhile,
+        so start every session's grace afresh instead of declaring the fleet down."""
+        for s in self.sessions.values():
+            s.last_seen = now
+        if self.leader_since is not None:
+            self.leader_since = now
+
+    async def sweep(self, now: float) -> None:
+        """One liveness pass at monotonic time ``now``: a follower ends every session; the leader
+        marks down the workers whose session missed its heartbeats, and (once it has led for a
+        whole grace period) the ready workers that never opened a session with it."""
+        if not self.proposer.status().is_leader:
+            self.leader_since = None
+            for s in self.sessions.values():
+                self._end(s)
+            self.sessions.clear()
+            return
+        if self.leader_since is None:
+            self.leader_since = now
+        grace = self.heartbeat_period * MISSED_HEARTBEATS
+        try:
+            for node_id, s in list(self.sessions.items()):
+                if now - s.last_seen > grace:
                     self._end(s)
-                self.sessions.clear()
-                continue
-            if self.leader_since is None:
-                self.leader_since = now
-            grace = self.heartbeat_period * MISSED_HEARTBEATS
-            try:
-                for node_id, s in list(self.sessions.items()):
-                    if now - s.last_seen > grace:
-                        self._end(s)
-                        del self.sessions[node_id]
-                        await self._set_node(_down(node_id))
-                if now - self.leader_since > grace:
-                    for node in self.m.store.nodes():
-                        if node.role == "worker" and node.status == "ready" and node.id not in self.sessions:
-                            await self._set_node(_down(node.id))
-            except errors.SwarmError as e:
-                log.info("node liveness update deferred: %s", e)
+                    del self.sessions[node_id]
+                    await self._set_node(_down(node_id))
+            if now - self.leader_since > grace:
+                for node in self.store.nodes():
+                    if node.role == "worker" and node.status == "ready" and node.id not in self.sessions:
+                        await self._set_node(_down(node.id))
+        except errors.SwarmError as e:
+            log.info("node liveness update deferred: %s", e)
 
 
 def _down(node_id: str) -> state.UpdateNode:

@@ -8,20 +8,17 @@ checked after a read barrier, against the caller's latest record.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import grpc
 
 from swarmsecrets import errors, ids, validation
 from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc
 from swarmsecrets.ca import certs, tokens
-from swarmsecrets.ca.authz import MANAGERS, MEMBERS
+from swarmsecrets.ca.authz import MANAGERS, MEMBERS, PeerAuthorizer
 from swarmsecrets.crypto.keys import format_unlock_key
 from swarmsecrets.manager import state
-from swarmsecrets.manager.manager import Manager
+from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
+from swarmsecrets.manager.datakey import join_tokens, unlock_key
 from swarmsecrets.rpcutil import peer_certificate, rpc
-
-GetManager = Callable[[], Manager]
 
 
 def _peer_host(context: grpc.aio.ServicerContext) -> str:
@@ -34,24 +31,32 @@ def _peer_host(context: grpc.aio.ServicerContext) -> str:
 
 
 class NodeCAService(ca_pb2_grpc.NodeCAServicer):
-    def __init__(self, get_manager: GetManager) -> None:
-        self.get_manager = get_manager
+    """``data_key`` is the swarm's data key itself: GetManagerKeys hands it to managers only."""
+
+    def __init__(self, *, store: StoreReader, proposer: Proposer, ca: certs.RootCA, authz: PeerAuthorizer,
+                 sealer: Sealer, data_key: bytes, cluster_id: str) -> None:
+        self.store = store
+        self.proposer = proposer
+        self.ca = ca
+        self.authz = authz
+        self.sealer = sealer
+        self.data_key = data_key
+        self.cluster_id = cluster_id
 
     @rpc
     async def GetRootCACertificate(self, request: ca_pb2.GetRootCACertificateRequest,
                                    context: grpc.aio.ServicerContext) -> ca_pb2.GetRootCACertificateResponse:
-        return ca_pb2.GetRootCACertificateResponse(certificate=self.get_manager().ca.cert_pem)
+        return ca_pb2.GetRootCACertificateResponse(certificate=self.ca.cert_pem)
 
     @rpc
     async def IssueNodeCertificate(self, request: ca_pb2.IssueNodeCertificateRequest,
                                    context: grpc.aio.ServicerContext) -> ca_pb2.IssueNodeCertificateResponse:
-        m = self.get_manager()
-        await m.barrier()
+        await self.proposer.barrier()
         try:
             presented = tokens.parse_token(request.token)
         except errors.InvalidArgument:
             raise errors.InvalidArgument(errors.INVALID_JOIN_TOKEN) from None
-        current = m.join_tokens()
+        current = join_tokens(self.store, self.sealer)
         role = next((r for r in ("manager", "worker") if tokens.same_token(str(presented), current[r])), None)
         if role is None:
             raise errors.InvalidArgument(errors.INVALID_JOIN_TOKEN)
@@ -66,40 +71,38 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
             raft_addr = request.raft_addr
         node = state.Node(id=ids.new_id(), role=role, hostname=request.hostname or "unknown", addr=addr,
                           raft_addr=raft_addr)
-        added = await m.propose(state.AddNode(rid=request.request_id or ids.new_request_id(), node=node))
+        added = await self.proposer.propose(state.AddNode(rid=request.request_id or ids.new_request_id(), node=node))
         cert = certs.issue_node_cert(
-            m.ca, request.csr, node_id=added.id, role=role, cluster_id=m.state.cluster_id,
+            self.ca, request.csr, node_id=added.id, role=role, cluster_id=self.cluster_id,
             addrs=[addr], raft_addr=added.raft_addr or None,
         )
         return ca_pb2.IssueNodeCertificateResponse(node_id=added.id, role=role, certificate=cert,
-                                                   cluster_id=m.state.cluster_id)
+                                                   cluster_id=self.cluster_id)
 
     @rpc
     async def RenewNodeCertificate(self, request: ca_pb2.RenewNodeCertificateRequest,
                                    context: grpc.aio.ServicerContext) -> ca_pb2.IssueNodeCertificateResponse:
-        m = self.get_manager()
-        await m.barrier()
-        peer = m.authz.authorize(peer_certificate(context), MEMBERS)
-        node = m.store.node(peer.node_id)
+        await self.proposer.barrier()
+        peer = self.authz.authorize(peer_certificate(context), MEMBERS)
+        node = self.store.node(peer.node_id)
         if node is None:
             raise errors.node_removed(peer.node_id)
         role = node.role
-        cert = certs.issue_node_cert(m.ca, request.csr, node_id=node.id, role=role,
-                                     cluster_id=m.state.cluster_id, addrs=[node.addr],
+        cert = certs.issue_node_cert(self.ca, request.csr, node_id=node.id, role=role,
+                                     cluster_id=self.cluster_id, addrs=[node.addr],
                                      raft_addr=(node.raft_addr or None) if role == "manager" else None)
         return ca_pb2.IssueNodeCertificateResponse(node_id=node.id, role=role, certificate=cert,
-                                                   cluster_id=m.state.cluster_id)
+                                                   cluster_id=self.cluster_id)
 
     @rpc
     async def GetManagerKeys(self, request: ca_pb2.GetManagerKeysRequest,
                              context: grpc.aio.ServicerContext) -> ca_pb2.GetManagerKeysResponse:
-        m = self.get_manager()
-        await m.barrier()
-        m.authz.authorize(peer_certificate(context), MANAGERS)
-        unlock = m.unlock_key()
-        assert m.ca.key_pem is not None
+        await self.proposer.barrier()
+        self.authz.authorize(peer_certificate(context), MANAGERS)
+        unlock = unlock_key(self.store, self.sealer)
+        assert self.ca.key_pem is not None
         return ca_pb2.GetManagerKeysResponse(
-            data_key=m.dek, ca_key=m.ca.key_pem,
+            data_key=self.data_key, ca_key=self.ca.key_pem,
             unlock_key=format_unlock_key(unlock) if unlock else "",
-            raft_members=m.raft_status().members,
+            raft_members=self.proposer.status().members,
         )

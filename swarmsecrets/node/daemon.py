@@ -21,20 +21,17 @@ from typing import Any
 import grpc
 
 from swarmsecrets import __version__, errors, ids, validation, wire
-from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, control_pb2_grpc, raft_pb2, raft_pb2_grpc
+from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, raft_pb2, raft_pb2_grpc
 from swarmsecrets.ca import certs, tokens
-from swarmsecrets.ca.authz import MANAGERS
 from swarmsecrets.crypto import keys
 from swarmsecrets.manager import state
-from swarmsecrets.manager.controlapi import ControlService
+from swarmsecrets.manager.controlapi import ControlAPI
 from swarmsecrets.manager.manager import Manager
-from swarmsecrets.manager.nodeca import NodeCAService
-from swarmsecrets.manager.raftmembership import RaftMembershipService
 from swarmsecrets.node.config import DaemonConfig
 from swarmsecrets.node.localapi import InitOptions, Initialized, JoinOptions, Joined, NodeInfo
 from swarmsecrets.node.nodedir import NodeDir, NodeState
 from swarmsecrets.node.roles import Change, Role, RoleMachine
-from swarmsecrets.rpcutil import error_from_rpc, peer_certificate
+from swarmsecrets.rpcutil import error_from_rpc
 from swarmsecrets.worker.agent import Agent
 from swarmsecrets.worker.secretsfs import NotTmpfsError
 
@@ -89,13 +86,9 @@ class Node:
             raise errors.NotAManager()
         raise errors.Unavailable("the manager is starting")
 
-    def local_manager(self, context: grpc.aio.ServicerContext) -> Manager:
-        return self.serving_manager()
-
-    def remote_manager(self, context: grpc.aio.ServicerContext) -> Manager:
-        m = self.serving_manager()
-        m.authz.authorize(peer_certificate(context), MANAGERS)
-        return m
+    def local_control(self, context: grpc.aio.ServicerContext) -> ControlAPI:
+        """The Control API for the local operator (the unix socket): the running manager's."""
+        return self.serving_manager().control
 
     # --- role changes: the one place they happen -------------------------------------------------
 
@@ -174,7 +167,7 @@ class Node:
             self.manager = m
             if before_serving is not None:
                 await before_serving(m)
-            await m.start_server(self._register_tls_services)
+            await m.start_server()
         except BaseException:
             self.manager = None
             await m.stop()
@@ -182,11 +175,6 @@ class Node:
         log.info("manager started node_id=%s listen=%s raft=%s", self.state.node_id,
                  self.state.listen_addr, self.state.raft_addr)
         return m
-
-    def _register_tls_services(self, server: grpc.aio.Server) -> None:
-        control_pb2_grpc.add_ControlServicer_to_server(ControlService(self.remote_manager), server)
-        ca_pb2_grpc.add_NodeCAServicer_to_server(NodeCAService(self.serving_manager), server)
-        raft_pb2_grpc.add_RaftMembershipServicer_to_server(RaftMembershipService(self.serving_manager), server)
 
     def _start_agent(self) -> None:
         agent: Agent | None = None
@@ -239,8 +227,8 @@ class Node:
             m = self.manager
             if m is None:
                 return
-            new_key = m.unseal(cmd.unlock_key)
-            keys.WrappedKeys(self.dir.keys_dir).store(m.dek, m.ca.key_pem or b"", new_key)
+            new_key = m.data_key.unseal(cmd.unlock_key)
+            keys.WrappedKeys(self.dir.keys_dir).store(m.data_key.key, m.ca.key_pem or b"", new_key)
 
     async def _promoted(self) -> None:
         """The swarm made this worker a manager: new certificate, keys, raft membership. A failure
@@ -278,11 +266,11 @@ class Node:
                 # promotion: the swarm's current word is that it is a manager.
                 log.info("ignoring a demotion that a later promotion superseded")
                 return
-            managers = [a for a in m.manager_addrs() if a != self.state.advertise_addr]
+            managers = [a for a in m.store.manager_addrs() if a != self.state.advertise_addr]
             if not await self._removed_from_raft(m):
                 log.warning("demoted, but the swarm did not take this node out of raft in %gs; stopping anyway",
                             DEMOTION_TIMEOUT)
-                if m.raft_status().is_leader:
+                if m.proposer.status().is_leader:
                     try:
                         await asyncio.to_thread(m.raft.transfer_leadership, FORMATION_TIMEOUT)
                     except errors.SwarmError as e:
@@ -357,7 +345,7 @@ class Node:
         self.state.autolock = unlock is not None
         self.state.members = sorted(set(got.raft_members) | {self.state.raft_addr})
         m = await self._start_manager(got.data_key, got.ca_key, lambda m: self._join_raft(m, remote))
-        await m.propose(state.UpdateNode.describing(self._self_node_record("manager")))
+        await m.proposer.propose(state.UpdateNode.describing(self._self_node_record("manager")))
 
     async def _join_raft(self, m: Manager, remote: str) -> None:
         deadline = self.loop.time() + FORMATION_TIMEOUT
@@ -381,7 +369,7 @@ class Node:
         deadline = self.loop.time() + FORMATION_TIMEOUT
         while True:
             try:
-                return await m.propose(cmd)
+                return await m.proposer.propose(cmd)
             except errors.Unavailable:
                 if self.loop.time() > deadline:
                     raise
@@ -392,7 +380,7 @@ class Node:
         m = self.manager
         if m is None:
             return
-        status = m.raft_status()
+        status = m.proposer.status()
         others = [a for a in status.members if a != self.state.raft_addr]
         if not others:
             if not force:
@@ -451,10 +439,10 @@ class Node:
                     await self._propose_until_leader(m, state.InitCluster(
                         cluster=state.Cluster(
                             id=cluster_id, root_ca_cert=ca.cert_pem.decode(), autolock=bool(unlock),
-                            join_tokens=state.JoinTokens(worker=m.seal(str(worker_tok).encode()),
-                                                         manager=m.seal(str(manager_tok).encode())),
-                            unlock_key=m.seal(unlock) if unlock else None,
-                            key_id=m.key_id,
+                            join_tokens=state.JoinTokens(worker=m.data_key.seal(str(worker_tok).encode()),
+                                                         manager=m.data_key.seal(str(manager_tok).encode())),
+                            unlock_key=m.data_key.seal(unlock) if unlock else None,
+                            key_id=m.data_key.key_id,
                         ),
                         node=self._self_node_record("manager"),
                     ))

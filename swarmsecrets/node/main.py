@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from swarmsecrets import __version__
 from swarmsecrets.logfmt import setup_logging
-from swarmsecrets.manager.controlapi import ControlService
+from swarmsecrets.manager.controlapi import ControlServicer
 from swarmsecrets.node.config import DaemonConfig, parse_args
 from swarmsecrets.node.daemon import Node
 from swarmsecrets.node.localapi import LocalAPI
@@ -24,7 +24,7 @@ log = logging.getLogger("swarmsecretsd")
 async def serve(config: DaemonConfig) -> None:
     """Run until SIGTERM or SIGINT: serve the CLI at once, then resume the role the data dir records."""
     node = Node(config)
-    api = LocalAPI(config.socket_path, node, ControlService(node.local_manager))
+    api = LocalAPI(config.socket_path, node, ControlServicer(node.local_control))
     await api.start()
     log.info("listening on %s (version %s, data dir %s)", config.host, __version__, node.dir.root)
     stopping = asyncio.Event()

@@ -180,6 +180,14 @@ class Store:
     def managers(self) -> list[Node]:
         return [n for n in self.nodes() if n.role == "manager"]
 
+    def manager_addrs(self) -> list[str]:
+        """The managers' advertised control addresses, sorted."""
+        return sorted(n.addr for n in self.managers() if n.addr)
+
+    def control_addr_of(self, raft_addr: str) -> str:
+        """The advertised control address of the node at this raft address ("" if unknown)."""
+        return next((n.addr for n in self.nodes() if n.raft_addr == raft_addr), "")
+
     def node(self, node_id: str) -> Node | None:
         return self._t.nodes.get(node_id)
 

@@ -1,0 +1,76 @@
+"""The swarm itself: inspect, rotate a join token, show and rotate the unlock key."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from swarmsecrets import errors
+from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.ca import certs, tokens
+from swarmsecrets.crypto import keys
+from swarmsecrets.manager import state
+from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
+from swarmsecrets.manager.controlapi.common import request_id
+from swarmsecrets.manager.datakey import join_tokens, unlock_key
+from swarmsecrets.rpcutil import format_ts
+
+
+class ClusterAPI:
+    """``ca`` is the swarm's root CA: a new join token carries its digest."""
+
+    def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer, ca: certs.RootCA) -> None:
+        self.store = store
+        self.proposer = proposer
+        self.sealer = sealer
+        self.ca = ca
+
+    def _cluster_to_proto(self) -> objects_pb2.Cluster:
+        c = self.store.cluster
+        if c is None:
+            raise errors.Unavailable("the cluster state is not available yet")
+        jt = join_tokens(self.store, self.sealer)
+        return objects_pb2.Cluster(
+            id=c.id, version=objects_pb2.Version(index=c.version),
+            created_at=format_ts(c.created_at), updated_at=format_ts(c.updated_at),
+            join_tokens=objects_pb2.JoinTokens(worker=jt["worker"], manager=jt["manager"]),
+            autolock=c.autolock, root_ca_cert=c.root_ca_cert,
+        )
+
+    async def get_cluster(self, request: control_pb2.GetClusterRequest) -> control_pb2.GetClusterResponse:
+        await self.proposer.barrier()
+        return control_pb2.GetClusterResponse(cluster=self._cluster_to_proto())
+
+    async def rotate_join_token(self, request: control_pb2.RotateJoinTokenRequest
+                                ) -> control_pb2.RotateJoinTokenResponse:
+        if request.role not in ("worker", "manager"):
+            raise errors.InvalidArgument(f"unknown role {request.role}")
+        await self.proposer.barrier()
+        cluster = self.store.cluster
+        if cluster is None:
+            raise errors.Unavailable("the cluster state is not available yet")
+        fresh = self.sealer.seal(str(tokens.new_token(self.ca.cert_pem)).encode())
+        sealed = replace(cluster.join_tokens, **{request.role: fresh})
+        await self.proposer.propose(state.UpdateCluster(rid=request_id(request.request_id), join_tokens=sealed))
+        jt = join_tokens(self.store, self.sealer)
+        return control_pb2.RotateJoinTokenResponse(
+            join_tokens=objects_pb2.JoinTokens(worker=jt["worker"], manager=jt["manager"]))
+
+    async def get_unlock_key(self, request: control_pb2.GetUnlockKeyRequest) -> control_pb2.GetUnlockKeyResponse:
+        await self.proposer.barrier()
+        key = unlock_key(self.store, self.sealer)
+        if key is None:
+            raise errors.FailedPrecondition("no unlock key is set")
+        return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))
+
+    async def rotate_unlock_key(self, request: control_pb2.RotateUnlockKeyRequest
+                                ) -> control_pb2.GetUnlockKeyResponse:
+        await self.proposer.barrier()
+        cluster = self.store.cluster
+        if cluster is None or not cluster.autolock:
+            raise errors.FailedPrecondition("cannot rotate because autolock is not turned on")
+        new = keys.new_key()
+        await self.proposer.propose(state.UpdateCluster(rid=request_id(request.request_id),
+                                                        unlock_key=self.sealer.seal(new)))
+        key = unlock_key(self.store, self.sealer)
+        assert key is not None
+        return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))

@@ -1,0 +1,87 @@
+"""Secrets: create (sealed with the data key before it enters the log), inspect, list,
+update (labels only, as Swarm), remove."""
+
+from __future__ import annotations
+
+import hmac
+
+from swarmsecrets import errors, ids, validation
+from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.manager import state
+from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
+from swarmsecrets.manager.controlapi.common import request_id, resolve_for_removal
+from swarmsecrets.rpcutil import format_ts
+
+
+def secret_to_proto(s: state.Secret) -> objects_pb2.Secret:
+    return objects_pb2.Secret(
+        id=s.id, version=objects_pb2.Version(index=s.version),
+        created_at=format_ts(s.created_at), updated_at=format_ts(s.updated_at),
+        spec=objects_pb2.SecretSpec(name=s.name, labels=s.labels),
+    )
+
+
+class SecretsAPI:
+    def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer) -> None:
+        self.store = store
+        self.proposer = proposer
+        self.sealer = sealer
+
+    async def create_secret(self, request: control_pb2.CreateSecretRequest) -> control_pb2.CreateSecretResponse:
+        if not request.HasField("spec"):
+            raise errors.InvalidArgument("invalid argument")
+        spec = request.spec
+        validation.validate_secret_name(spec.name)
+        validation.validate_secret_data(spec.data)
+        created = await self.proposer.propose(state.CreateSecret(
+            rid=request_id(request.request_id), id=ids.new_id(), name=spec.name, labels=dict(spec.labels),
+            data=self.sealer.seal(spec.data), key_id=self.sealer.key_id))
+        return control_pb2.CreateSecretResponse(secret=secret_to_proto(created))
+
+    async def get_secret(self, request: control_pb2.GetSecretRequest) -> control_pb2.GetSecretResponse:
+        if not request.secret_id:
+            raise errors.InvalidArgument("secret ID must be provided")
+        await self.proposer.barrier()
+        return control_pb2.GetSecretResponse(secret=secret_to_proto(self.store.resolve_secret(request.secret_id)))
+
+    async def list_secrets(self, request: control_pb2.ListSecretsRequest) -> control_pb2.ListSecretsResponse:
+        await self.proposer.barrier()
+        f = request.filters
+        names = {n.lower() for n in f.names}
+        out = []
+        for s in self.store.secrets():
+            if names and s.name.lower() not in names:
+                continue
+            if f.name_prefixes and not any(s.name.startswith(p) for p in f.name_prefixes):
+                continue
+            if f.id_prefixes and not any(s.id.startswith(p) for p in f.id_prefixes):
+                continue
+            labels = s.labels
+            if any(k not in labels or (v and labels[k] != v) for k, v in f.labels.items()):
+                continue
+            out.append(secret_to_proto(s))
+        return control_pb2.ListSecretsResponse(secrets=out)
+
+    async def update_secret(self, request: control_pb2.UpdateSecretRequest) -> control_pb2.UpdateSecretResponse:
+        if not request.secret_id or not request.HasField("secret_version") or not request.HasField("spec"):
+            raise errors.InvalidArgument("invalid argument")
+        await self.proposer.barrier()
+        current = self.store.resolve_secret(request.secret_id)
+        spec = request.spec
+        if spec.name != current.name or (
+            spec.data and not hmac.compare_digest(spec.data, self.sealer.unseal(current.data))
+        ):
+            raise errors.InvalidArgument(errors.ONLY_LABELS)
+        updated = await self.proposer.propose(state.UpdateSecret(
+            rid=request_id(request.request_id), id=current.id, version=request.secret_version.index,
+            labels=dict(spec.labels)))
+        return control_pb2.UpdateSecretResponse(secret=secret_to_proto(updated))
+
+    async def remove_secret(self, request: control_pb2.RemoveSecretRequest) -> control_pb2.RemoveSecretResponse:
+        if not request.secret_id:
+            raise errors.InvalidArgument("secret ID must be provided")
+        rid = request_id(request.request_id)
+        await self.proposer.barrier()
+        secret_id = resolve_for_removal(self.store, self.store.resolve_secret, request.secret_id, rid)
+        await self.proposer.propose(state.RemoveSecret(rid=rid, id=secret_id))
+        return control_pb2.RemoveSecretResponse()

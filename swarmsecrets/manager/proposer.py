@@ -1,0 +1,119 @@
+"""The manager's way into the raft group: proposals and read barriers that ride out a failover,
+and membership changes. Implements ``collaborators.Proposer`` and ``collaborators.RaftMembers``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any, Protocol
+
+from swarmsecrets import errors
+from swarmsecrets.manager import state
+from swarmsecrets.manager.collaborators import Clock, GroupStatus, StoreReader
+
+# How long a control request may wait for raft before it reports an unknown outcome.
+PROPOSE_TIMEOUT = 5.0
+BARRIER_TIMEOUT = 5.0
+# How long adding or removing a raft member may take before the call fails.
+MEMBERSHIP_TIMEOUT = 15.0
+
+
+class RaftHandle(Protocol):
+    """The raft member this manager runs (its calls raise swarmsecrets.errors)."""
+
+    def status(self) -> GroupStatus: ...
+
+    def propose_async(self, command: dict[str, Any], timeout: float) -> Future[Any]: ...
+
+    def read_barrier(self, timeout: float) -> None: ...
+
+    def add_member(self, addr: str, timeout: float) -> None: ...
+
+    def remove_member(self, addr: str, timeout: float) -> None: ...
+
+
+class RaftProposer:
+    def __init__(self, raft: RaftHandle, store: StoreReader, clock: Clock, no_leader_grace: float) -> None:
+        self.raft = raft
+        self.store = store
+        self.clock = clock
+        # About one election: how long a request waits for a leader before reporting none.
+        self.no_leader_grace = no_leader_grace
+
+    async def propose(self, cmd: state.Command, *, timeout: float = PROPOSE_TIMEOUT,
+                      leader_only: int | None = None) -> Any:
+        """Replicate a command and return its result (or raise its typed error).
+
+        A command kind that some manager of the swarm could not apply (it runs an older release)
+        is refused here, before it reaches the log.
+
+        Through a failover it retries the same command (same request id, so the state
+        machine applies it at most once): after no leader for about one election it
+        reports none; after ``timeout`` with the outcome unknown it says so.
+
+        ``leader_only=TERM`` is for the leader's own decisions (scheduling, node liveness,
+        worker reports it received): made from this leader's view in that term, they must
+        not outlive it. They go in only while this node still leads in TERM, are never
+        forwarded to another leader, and are not retried.
+        """
+        state.require_supported(cmd, self.store.managers())
+        entry = state.encode_command(cmd if cmd.ts else replace(cmd, ts=self.clock.now_ns()))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if leader_only is not None:
+            return state.unwrap(await self._propose_as_leader(entry, timeout, leader_only))
+        result = await self._ride_out_failover(
+            lambda: asyncio.wrap_future(self.raft.propose_async(entry, max(0.1, deadline - loop.time()))),
+            deadline)
+        return state.unwrap(result)
+
+    async def _propose_as_leader(self, entry: dict[str, Any], timeout: float, term: int) -> Any:
+        st = self.raft.status()
+        if not st.is_leader or st.term != term:
+            raise errors.Unavailable("this manager no longer leads the swarm")
+        return await asyncio.wrap_future(self.raft.propose_async(entry, timeout))
+
+    def leader_term(self) -> int | None:
+        st = self.raft.status()
+        return st.term if st.is_leader else None
+
+    def status(self) -> GroupStatus:
+        return self.raft.status()
+
+    async def barrier(self) -> None:
+        """Linearizable reads: local state reflects every write acknowledged before this call."""
+        deadline = asyncio.get_running_loop().time() + BARRIER_TIMEOUT
+        await self._ride_out_failover(lambda: asyncio.to_thread(self.raft.read_barrier, BARRIER_TIMEOUT), deadline)
+
+    async def _ride_out_failover(self, attempt: Callable[[], Awaitable[Any]], deadline: float) -> Any:
+        loop = asyncio.get_running_loop()
+        no_leader_until = loop.time() + self.no_leader_grace
+        while True:
+            try:
+                self._require_quorum()
+                return await attempt()
+            except errors.Unavailable:
+                if loop.time() >= min(no_leader_until, deadline):
+                    raise
+            except errors.DeadlineExceeded:
+                if loop.time() >= deadline:
+                    raise
+                no_leader_until = loop.time() + self.no_leader_grace
+            await asyncio.sleep(0.05)
+
+    def _require_quorum(self) -> None:
+        """Refuse before sending when this manager cannot reach a majority (its links to the
+        others are down): the request then certainly did not happen, and says so at once."""
+        st = self.raft.status()
+        if len(st.reachable) * 2 <= len(st.members):
+            raise errors.NoLeader()
+
+    # --- membership ---------------------------------------------------------------------------
+
+    async def add_member(self, raft_addr: str) -> None:
+        await asyncio.to_thread(self.raft.add_member, raft_addr, MEMBERSHIP_TIMEOUT)
+
+    async def remove_member(self, raft_addr: str) -> None:
+        await asyncio.to_thread(self.raft.remove_member, raft_addr, MEMBERSHIP_TIMEOUT)
