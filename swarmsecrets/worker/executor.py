@@ -306,6 +306,7 @@ def helper_main(args: list[str]) -> int:
             os.setuid(uid)
         step = "unable to tie the task to its agent"
         die_with_parent(opts.parent_pid)
+        reset_signals()
         step = ""
         os.execvpe(argv[0], argv, env)
     except Exception as e:  # anything: the parent must learn why, not see a clean exec
@@ -315,6 +316,23 @@ def helper_main(args: list[str]) -> int:
 
 
 _PR_SET_PDEATHSIG = 1
+
+
+def reset_signals() -> None:
+    """Give the command default signal dispositions and an empty signal mask.
+
+    Both survive an exec: an agent started under ``nohup`` (SIGHUP ignored) would otherwise pass
+    the ignored SIGHUP on, and a shell cannot trap a signal that was ignored when it started, so
+    the ``signal:HUP`` update action would silently do nothing.
+    """
+    for sig in signals.valid_signals():
+        if sig in (signals.SIGKILL, signals.SIGSTOP):
+            continue
+        try:
+            signals.signal(sig, signals.SIG_DFL)
+        except (OSError, ValueError):  # signals the runtime reserves
+            pass
+    signals.pthread_sigmask(signals.SIG_SETMASK, set())
 
 
 def die_with_parent(parent_pid: int) -> None:

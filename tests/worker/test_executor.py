@@ -165,6 +165,25 @@ def test_signal_reaches_the_command(task_dir: str, procs: list[TaskProcess]) -> 
     assert proc.output().startswith(b"ready\n") and proc.output().endswith(b"hup\n")  # sleep got it too
 
 
+def test_a_signal_the_agent_ignores_still_reaches_the_command(task_dir: str, procs: list[TaskProcess]) -> None:
+    """An agent started under nohup ignores SIGHUP, and an ignored signal survives exec: the task must
+    get default dispositions, or its shell could not trap HUP and ``signal:HUP`` would do nothing."""
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        proc = TaskProcess(
+            "t1", ["sh", "-c", "trap 'echo hup; exit 7' HUP; echo ready; while :; do sleep 0.05; done"], ENV, None,
+            task_dir,
+        )
+        procs.append(proc)
+        proc.start()
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    wait_for(lambda: b"ready" in proc.output())
+    proc.signal(signal.SIGHUP)
+    assert proc.wait(30) == 7
+    assert proc.output().endswith(b"hup\n")
+
+
 class Recorder:
     def __init__(self) -> None:
         self.statuses: list[tuple[float, TaskStatus]] = []
