@@ -76,6 +76,15 @@ def test_an_active_manager_runs_tasks_and_drain_moves_them_to_a_worker(swarm: Cl
         m1.ok("node", "update", "--availability", "drain", wid)
         wait_until(lambda: task_file(m1, "app", "password").exists(), 30, 0.2, "the task back on the manager")
         wait_until(lambda: files_under(w1.secrets_root) == [], 30, 0.2, "the drained worker to hold no secret")
+
+        # Restarted, the manager resumes its agent with its role: the task's secret is delivered again.
+        m1.stop()
+        assert files_under(m1.secrets_root) == []  # a stopping agent leaves nothing behind
+        out.unlink()
+        m1.start()
+        wait_until(lambda: task_file(m1, "app", "password").exists(), 30, 0.2, "the task on the restarted manager")
+        wait_until(lambda: out.exists() and out.read_text() == "on the manager\n", 30, 0.2,
+                   "the task on the restarted manager to read its secret")
         m1.ok("service", "rm", "app")
         wait_until(lambda: files_under(m1.secrets_root) == [], 20, 0.2, "cleanup")
     except BaseException:
