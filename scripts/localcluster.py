@@ -36,12 +36,14 @@ def say(node: Node, *args: str, input: str | None = None, shown: str | None = No
 
 def form(cluster: Cluster, reader_out: Path) -> None:
     m1, *others = cluster.managers
-    say(m1, "swarm", "init", "--advertise-addr", m1.addr)
+    # Managers keep to management here (drain): the demo's task runs on the worker.
+    say(m1, "swarm", "init", "--availability", "drain", "--advertise-addr", m1.addr)
     manager_token = m1.ok("swarm", "join-token", "-q", "manager").strip()
     worker_token = m1.ok("swarm", "join-token", "-q", "worker").strip()
     for m in others:
-        say(m, "swarm", "join", "--token", manager_token, "--advertise-addr", m.addr, m1.addr,
-            shown=f"swarmsecrets swarm join --token <manager token> --advertise-addr {m.addr} {m1.addr}")
+        say(m, "swarm", "join", "--token", manager_token, "--availability", "drain", "--advertise-addr", m.addr,
+            m1.addr, shown=f"swarmsecrets swarm join --token <manager token> --availability drain "
+                           f"--advertise-addr {m.addr} {m1.addr}")
     for w in cluster.workers:
         say(w, "swarm", "join", "--token", worker_token, "--advertise-addr", w.addr, m1.addr,
             shown=f"swarmsecrets swarm join --token <worker token> --advertise-addr {w.addr} {m1.addr}")

@@ -212,6 +212,17 @@ def parse_availability(value: str) -> str:
     return value.lower()
 
 
+def parse_join_availability(value: str) -> str:
+    """The ``--availability`` of ``swarm init`` and ``swarm join`` (a node's first availability),
+    case-insensitive; "" means active. Docker's CLI wording for a bad value."""
+    if not value:
+        return "active"
+    if value.lower() not in AVAILABILITIES:
+        raise errors.InvalidArgument(
+            f'invalid availability "{_printable(value)}", only active, pause and drain are supported')
+    return value.lower()
+
+
 def _is_number(s: str) -> bool:
     return s.isascii() and s.isdigit()
 

@@ -38,6 +38,13 @@ def _addr(value: str, default_port: int) -> str:
     return validation.format_addr(*_parse(value, default_port)) if value else ""
 
 
+def _availability(value: str) -> str:
+    try:
+        return validation.parse_join_availability(value)
+    except errors.SwarmError as e:
+        raise CLIError(e.message) from None
+
+
 @click.group()
 def swarm() -> None:
     """Manage the swarm."""
@@ -49,17 +56,21 @@ def swarm() -> None:
 @click.option("--raft-addr", default="", help="Raft address (HOST:PORT); default: advertised port + 1.")
 @click.option("--autolock", is_flag=True, help="Require an unlock key to start a stopped manager.")
 @click.option("--force-new-cluster", is_flag=True, help="Force create a new cluster from current state.")
+@click.option("--availability", default="active", metavar="active|pause|drain",
+              help="Availability of the node (\"active\", \"pause\", \"drain\").")
 @click.pass_obj
 def init(client: Client, advertise_addr: str, listen_addr: str, raft_addr: str, autolock: bool,
-         force_new_cluster: bool) -> None:
+         force_new_cluster: bool, availability: str) -> None:
     """Initialize a swarm."""
     host, port = _parse(advertise_addr, DEFAULT_PORT)
+    availability = _availability(availability)
     req = swarm_pb2.InitRequest(
         advertise_addr=validation.format_addr(host, port),
         listen_addr=_addr(listen_addr, port),
         raft_addr=_addr(raft_addr, 0),
         autolock=autolock,
         force_new_cluster=force_new_cluster,
+        availability=availability,
     )
     resp = client.call(client.swarm.Init, req, timeout=SWARM_TIMEOUT)
     click.echo(f"Swarm initialized: current node ({resp.node_id}) is now a manager.\n")
@@ -76,11 +87,14 @@ def init(client: Client, advertise_addr: str, listen_addr: str, raft_addr: str, 
 @click.option("--advertise-addr", default="", help="Address other nodes reach this one at (HOST[:PORT]).")
 @click.option("--listen-addr", default="", help="Address to listen on (HOST[:PORT]).")
 @click.option("--raft-addr", default="", help="Raft address (HOST:PORT); default: advertised port + 1.")
+@click.option("--availability", default="active", metavar="active|pause|drain",
+              help="Availability of the node (\"active\", \"pause\", \"drain\").")
 @click.argument("remote", metavar="HOST:PORT")
 @click.pass_obj
 def join(client: Client, token: str, advertise_addr: str, listen_addr: str, raft_addr: str,
-         remote: str) -> None:
+         availability: str, remote: str) -> None:
     """Join a swarm as a worker or a manager (the token decides)."""
+    availability = _availability(availability)
     port = _parse(advertise_addr, DEFAULT_PORT)[1] if advertise_addr else DEFAULT_PORT
     req = swarm_pb2.JoinRequest(
         remote_addr=_addr(remote, DEFAULT_PORT),
@@ -88,6 +102,7 @@ def join(client: Client, token: str, advertise_addr: str, listen_addr: str, raft
         advertise_addr=_addr(advertise_addr, DEFAULT_PORT),
         listen_addr=_addr(listen_addr, port),
         raft_addr=_addr(raft_addr, 0),
+        availability=availability,
     )
     resp = client.call(client.swarm.Join, req, timeout=SWARM_TIMEOUT)
     role = "manager" if resp.role == "manager" else "worker"

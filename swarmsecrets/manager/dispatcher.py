@@ -1,6 +1,7 @@
-"""Worker sessions and assignments, on the leader only.
+"""Agent sessions and assignments, on the leader only.
 
-One session per worker (heartbeat every 5 s ± 0.5 s; down after 3 missed) and
+Every node that runs the worker agent has a session: workers, and managers that may take tasks.
+One session per node (heartbeat every 5 s ± 0.5 s; down after 3 missed) and
 one assignments stream: COMPLETE first, then INCREMENTAL changes whose
 ``applies_to`` is the previous ``results_in``. A worker receives a secret only
 while one of its tasks references it, and a REMOVE when none does. The node is
@@ -44,6 +45,7 @@ IDLE_CHECK = 2.0
 class Session:
     node_id: str
     last_seen: float  # on the dispatcher's monotonic clock
+    role: str = "worker"  # the node's role when the session began
     session_id: str = field(default_factory=lambda: secrets.token_hex(16))
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -115,24 +117,30 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     async def Session(self, request: pb.SessionRequest,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
         node_id = self._authorize(context)
+        record = self.store.node(node_id)
+        if record is None:
+            raise errors.node_removed(node_id)
         old = self.sessions.get(node_id)
         if old is not None:
             self._end(old)
-        session = self.sessions[node_id] = Session(node_id, last_seen=self.clock.monotonic())
+        session = self.sessions[node_id] = Session(node_id, last_seen=self.clock.monotonic(), role=record.role)
         await self._set_node(state.UpdateNode(id=node_id, status="ready", hostname=request.hostname,
                                               engine_version=request.engine_version))
         # Changes applied while the caller holds a message count as unseen: they wake the next wait.
         seen = self.generation
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.store.manager_addrs(),
-                                heartbeat_period_ms=int(self.heartbeat_period * 1000), role="worker")
+                                heartbeat_period_ms=int(self.heartbeat_period * 1000), role=session.role)
         while not session.ended.is_set():
             await self._wait(seen)
             seen = self.generation
             node = self.store.node(node_id)
             if not self.proposer.status().is_leader or node is None:
                 self._end(session)
-            elif node.role != "worker":  # promoted: tell the agent, then end the session
-                yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, role=node.role)
+            elif node.role != session.role:
+                # A worker's agent hears of its promotion (its node then becomes a manager); a
+                # demoted manager's node restarts its agent as a worker's on its own.
+                if session.role == "worker":
+                    yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, role=node.role)
                 self._end(session)
 
     @rpc
@@ -268,7 +276,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         await self.proposer.propose(update, leader_only=term)
 
     async def monitor(self) -> None:
-        """Mark workers down after missed heartbeats; end their sessions. Leader only."""
+        """Mark nodes down after missed heartbeats; end their sessions. Leader only."""
         interval = min(1.0, self.heartbeat_period / 2)
         last_tick = self.clock.monotonic()
         while True:
@@ -289,8 +297,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     async def sweep(self, now: float) -> None:
         """One liveness pass at monotonic time ``now``: a follower ends every session; the leader
-        marks down the workers whose session missed its heartbeats, and (once it has led for a
-        whole grace period) the ready workers that never opened a session with it."""
+        marks down the nodes (workers and managers alike) whose session missed its heartbeats, and
+        (once it has led for a whole grace period) the ready nodes that never opened a session with it."""
         if not self.proposer.status().is_leader:
             self.leader_since = None
             for s in self.sessions.values():
@@ -308,7 +316,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     await self._set_node(_down(node_id))
             if now - self.leader_since > grace:
                 for node in self.store.nodes():
-                    if node.role == "worker" and node.status == "ready" and node.id not in self.sessions:
+                    if node.status == "ready" and node.id not in self.sessions:
                         await self._set_node(_down(node.id))
         except errors.SwarmError as e:
             log.info("node liveness update deferred: %s", e)

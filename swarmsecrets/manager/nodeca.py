@@ -69,8 +69,9 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         if role == "manager":
             validation.validate_addr(request.raft_addr, 0)
             raft_addr = request.raft_addr
+        availability = validation.parse_join_availability(request.availability)
         node = state.Node(id=ids.new_id(), role=role, hostname=request.hostname or "unknown", addr=addr,
-                          raft_addr=raft_addr)
+                          raft_addr=raft_addr, availability=availability)
         added = await self.proposer.propose(state.AddNode(rid=request.request_id or ids.new_request_id(), node=node))
         cert = certs.issue_node_cert(
             self.ca, request.csr, node_id=added.id, role=role, cluster_id=self.cluster_id,

@@ -5,8 +5,10 @@ it as one ``Schedule`` command, so every manager sees the same decisions. It run
 thread (a large swarm's plan must not stall the event loop that serves the control API and the
 dispatcher), on a frozen view, never under the store lock (apply goes on meanwhile).
 
-Replicated services spread their slots over Ready+Active workers (fewest tasks first); global
-services get one task per such worker. Tasks on a node that is down, drained or removed are
+Replicated services spread their slots over Ready+Active nodes (fewest tasks first); global
+services get one task per such node. Managers are nodes like any other here, as in Docker Swarm:
+a manager is Ready only while its own worker agent holds a session with the leader, and a manager
+that must not run tasks has availability ``drain``. Tasks on a node that is down, drained or removed are
 shut down and their slots placed elsewhere; a paused node keeps what it runs but gets nothing
 new. A task whose command exits is restarted by its worker with backoff, not rescheduled.
 """
@@ -31,7 +33,8 @@ COALESCE = 0.02
 
 
 def eligible(node: Node) -> bool:
-    return node.role == "worker" and node.status == "ready" and node.availability == "active"
+    """A node that may receive new tasks, whatever its role."""
+    return node.status == "ready" and node.availability == "active"
 
 
 def keeps_tasks(node: Node | None) -> bool:

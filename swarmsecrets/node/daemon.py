@@ -1,10 +1,11 @@
 """The node: what this machine is in the swarm, and every change of it.
 
 It starts inactive (like dockerd) and, after ``swarm init`` or ``swarm join``, runs as a manager
-(raft, control API, CA) or a worker (the agent). It remembers its role in its data dir and
-resumes it on restart. Every change of role runs under one lock, is checked by the role state
-machine (``roles.py``) and, should it fail part-way, goes back through one rollback
-(``_undo``) to the role the node had.
+(raft, control API, CA) or a worker (the agent). A manager runs the worker agent too while its
+availability in the store is not ``drain``, so that tasks may be placed on it as on a worker.
+It remembers its role in its data dir and resumes it on restart. Every change of role runs under
+one lock, is checked by the role state machine (``roles.py``) and, should it fail part-way, goes
+back through one rollback (``_undo``) to the role the node had.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -65,6 +67,7 @@ class Node:
         self.lifecycle = asyncio.Lock()  # one role change at a time
         self.loop = asyncio.get_running_loop()
         self._background: set[asyncio.Task[None]] = set()
+        self._agent_refused = ""  # why this manager's agent could not start, once said
 
     @property
     def role(self) -> Role:
@@ -156,6 +159,7 @@ class Node:
                     return
                 dek, ca_key = wrapped.load()
                 await self._start_manager(dek, ca_key)
+                await self._follow_availability()
 
     async def _start_manager(self, dek: bytes, ca_key: bytes,
                              before_serving: Callable[[Manager], Awaitable[Any]] | None = None) -> Manager:
@@ -177,6 +181,8 @@ class Node:
         return m
 
     def _start_agent(self) -> None:
+        """Start the worker agent: a worker's, or a manager's own (it first asks itself, and follows
+        its dispatcher to the leader)."""
         agent: Agent | None = None
 
         def save_managers(addrs: list[str]) -> None:
@@ -188,7 +194,8 @@ class Node:
 
         try:
             agent = Agent(secrets_root=self.config.secrets_root, allow_non_tmpfs=self.config.dev_allow_non_tmpfs,
-                          managers=self.state.remote_managers, channel=self._mtls_channel,
+                          managers=self.state.remote_managers or [self.state.advertise_addr],
+                          channel=self._mtls_channel,
                           on_removed=removed, on_managers=save_managers,
                           on_promoted=lambda: self._spawn("promotion", self._promoted()))
         except (OSError, ValueError, NotTmpfsError) as e:  # e.g. a secrets root that is not tmpfs
@@ -198,12 +205,47 @@ class Node:
         log.info("worker agent started node_id=%s secrets_root=%s", self.state.node_id, self.config.secrets_root)
 
     async def _stop_components(self) -> None:
-        if self.agent is not None:
-            agent, self.agent = self.agent, None
-            await agent.stop(wipe=True)
+        await self._stop_agent()
         if self.manager is not None:
             m, self.manager = self.manager, None
             await m.stop()
+
+    async def _stop_agent(self) -> None:
+        """Stop the agent, its tasks, and wipe its secrets; a manager records that it runs none."""
+        if self.agent is not None:
+            agent, self.agent = self.agent, None
+            await agent.stop(wipe=True)
+        if self.role is Role.MANAGER and self.roles.runs_agent:
+            self.roles.apply(Change.STOP_AGENT)
+
+    async def _follow_availability(self) -> None:
+        """Under the lifecycle lock: make a serving manager run its worker agent while its record in
+        the store lets tasks be placed on it (availability active or pause), and stop it (wiping
+        its secrets) once the node is drained. A secrets root that cannot hold secrets (not tmpfs,
+        without the dev flag) leaves the manager without an agent: it then never becomes Ready for
+        tasks, and says so once."""
+        m = self.manager
+        if self.role is not Role.MANAGER or m is None:
+            return
+        record = m.store.node(self.state.node_id)
+        may_take_tasks = record is not None and record.role == "manager" and record.availability != "drain"
+        if may_take_tasks and not self.roles.runs_agent:
+            try:
+                self._start_agent()
+            except errors.SwarmError as e:
+                if self._agent_refused != e.message:
+                    log.error("this manager runs no tasks: its worker agent cannot start: %s", e.message)
+                self._agent_refused = e.message
+                return
+            self._agent_refused = ""
+            self.roles.apply(Change.START_AGENT)
+        elif not may_take_tasks and self.roles.runs_agent:
+            await self._stop_agent()
+            log.info("worker agent stopped: this manager may not take tasks (drained or demoted)")
+
+    async def _availability_changed(self) -> None:
+        async with self.lifecycle:
+            await self._follow_availability()
 
     async def shutdown(self) -> None:
         """The process is stopping: role changes in flight end (rolled back), then the components."""
@@ -217,10 +259,15 @@ class Node:
 
     def _on_apply(self, event: state.Applied) -> None:
         """Runs on the raft thread: re-wrap this node's keys when the unlock key rotates; step down
-        to a worker when this manager is demoted."""
+        to a worker when this manager is demoted; start or stop a manager's own agent when its
+        availability (or role) changes."""
         cmd = event.command
         if not event.ok:
             return
+        if ((isinstance(cmd, state.UpdateNode) and cmd.id == self.state.node_id
+             and (cmd.availability is not None or cmd.role is not None))
+                or (isinstance(cmd, state.AddNode) and cmd.node.id == self.state.node_id)):
+            self.loop.call_soon_threadsafe(lambda: self._spawn("availability", self._availability_changed()))
         if isinstance(cmd, state.UpdateNode) and cmd.id == self.state.node_id and cmd.role == "worker":
             self.loop.call_soon_threadsafe(lambda: self._spawn("demotion", self._demoted()))
         if isinstance(cmd, state.UpdateCluster) and cmd.unlock_key is not None:
@@ -252,6 +299,7 @@ class Node:
                 log.error("promotion failed; staying a worker: %s", e, exc_info=not isinstance(e, errors.SwarmError))
                 return
             log.info("promoted to manager raft=%s", self.state.raft_addr)
+            await self._follow_availability()
 
     async def _demoted(self) -> None:
         """The swarm made this manager a worker: wait until the others have taken it out of raft,
@@ -417,6 +465,7 @@ class Node:
             listen = options.listen_addr or advertise
             validation.validate_addr(listen, 0)
             raft_addr = validation.raft_addr_for(advertise, options.raft_addr)
+            availability = validation.parse_join_availability(options.availability)
             async with self._undo():
                 self.dir.wipe()
                 self.dir.ensure()
@@ -444,11 +493,12 @@ class Node:
                             unlock_key=m.data_key.seal(unlock) if unlock else None,
                             key_id=m.data_key.key_id,
                         ),
-                        node=self._self_node_record("manager"),
+                        node=replace(self._self_node_record("manager"), availability=availability),
                     ))
 
                 await self._start_manager(dek, ca.key_pem, create_cluster)
                 self._become(Change.INIT)
+            await self._follow_availability()
             log.info("swarm initialized cluster_id=%s node_id=%s", cluster_id, node_id)
             return Initialized(
                 node_id=node_id,
@@ -461,6 +511,7 @@ class Node:
             if self.role is not Role.INACTIVE:
                 raise errors.FailedPrecondition(errors.ALREADY_IN_SWARM)
             token = tokens.parse_token(options.join_token)
+            availability = validation.parse_join_availability(options.availability)
             rhost, rport = validation.validate_addr(options.remote_addr, DEFAULT_SWARM_PORT)
             remote = validation.format_addr(rhost, rport)
             try:
@@ -487,7 +538,8 @@ class Node:
                         issued: ca_pb2.IssueNodeCertificateResponse = await ca_pb2_grpc.NodeCAStub(
                             ch).IssueNodeCertificate(ca_pb2.IssueNodeCertificateRequest(
                                 csr=csr, token=str(token), advertise_addr=advertise, raft_addr=raft_addr,
-                                hostname=socket.gethostname(), request_id=ids.new_request_id()), timeout=30)
+                                hostname=socket.gethostname(), request_id=ids.new_request_id(),
+                                availability=availability), timeout=30)
                     if issued.role == "manager" and not advertise:
                         raise errors.InvalidArgument("--advertise-addr is required to join as a manager")
                     self.dir.write_identity(root_pem, issued.certificate, key_pem)
@@ -502,6 +554,7 @@ class Node:
                         self._become(Change.JOIN_AS_WORKER)
                 except grpc.aio.AioRpcError as e:
                     raise error_from_rpc(e) from None
+            await self._follow_availability()
             log.info("joined swarm role=%s node_id=%s", issued.role, issued.node_id)
             return Joined(node_id=issued.node_id, role=issued.role)
 
@@ -532,6 +585,7 @@ class Node:
             async with self._undo():
                 await self._start_manager(dek, ca_key)
                 self._become(Change.UNLOCK)
+            await self._follow_availability()
 
     def info(self) -> NodeInfo:
         role = self.role

@@ -30,6 +30,7 @@ class InitOptions:
     listen_addr: str = ""  # "" means the advertised address
     raft_addr: str = ""    # "" means the advertised host on the next port
     autolock: bool = False
+    availability: str = ""  # active | pause | drain; "" means active
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class JoinOptions:
     advertise_addr: str = ""
     listen_addr: str = ""
     raft_addr: str = ""
+    availability: str = ""  # active | pause | drain; "" means active
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
     @rpc
     async def Init(self, request: swarm_pb2.InitRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.InitResponse:
         done = await self.node.init(InitOptions(advertise_addr=request.advertise_addr, listen_addr=request.listen_addr,
-                                                raft_addr=request.raft_addr, autolock=request.autolock))
+                                                raft_addr=request.raft_addr, autolock=request.autolock,
+                                                availability=request.availability))
         return swarm_pb2.InitResponse(node_id=done.node_id, worker_join_command=done.worker_join_command,
                                       unlock_key=done.unlock_key)
 
@@ -99,7 +102,7 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
     async def Join(self, request: swarm_pb2.JoinRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.JoinResponse:
         done = await self.node.join(JoinOptions(
             remote_addr=request.remote_addr, join_token=request.join_token, advertise_addr=request.advertise_addr,
-            listen_addr=request.listen_addr, raft_addr=request.raft_addr))
+            listen_addr=request.listen_addr, raft_addr=request.raft_addr, availability=request.availability))
         return swarm_pb2.JoinResponse(node_id=done.node_id, role=done.role)
 
     @rpc

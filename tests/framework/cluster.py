@@ -25,12 +25,17 @@ class Cluster:
 
     def __init__(self, root: Path, managers: int = 3, workers: int = 0, *, placement: Placement = LOOPBACK,
                  timings: Timings = FAST_TIMINGS, log_level: str | None = "debug", extra_args: tuple[str, ...] = (),
-                 log_dir: Path | None = None, worker_join_via: int = 0) -> None:
-        """``worker_join_via``: the index of the manager that workers give as the remote to join through."""
+                 log_dir: Path | None = None, worker_join_via: int = 0,
+                 manager_availability: str = "drain") -> None:
+        """``worker_join_via``: the index of the manager that workers give as the remote to join through.
+        ``manager_availability``: what managers init and join with; ``drain`` (the default) keeps tasks
+        on the workers, so that a test's tasks run where it expects them; ``active`` lets managers
+        run tasks too (they then run the worker agent)."""
         if managers < 1:
             raise ValueError("a cluster needs at least one manager")
         self.root = root
         self.worker_join_via = worker_join_via
+        self.manager_availability = manager_availability
         roles = ["manager"] * managers + ["worker"] * workers
         self.members: list[Node] = []
         for i, role in enumerate(roles):
@@ -90,13 +95,15 @@ class Cluster:
         on their own)."""
         first = self.members[0]
         try:
-            first.swarm().Init(swarm_pb2.InitRequest(advertise_addr=first.addr), timeout=timeout)
+            first.swarm().Init(swarm_pb2.InitRequest(advertise_addr=first.addr,
+                                                     availability=self.manager_availability), timeout=timeout)
             tokens = first.control().GetCluster(control_pb2.GetClusterRequest(), timeout=timeout).cluster.join_tokens
             via = self.managers[self.worker_join_via]
             for m in self.members[1:]:
                 token, remote = (tokens.manager, first) if m.role == "manager" else (tokens.worker, via)
-                m.swarm().Join(swarm_pb2.JoinRequest(remote_addr=remote.addr, join_token=token, advertise_addr=m.addr),
-                               timeout=timeout)
+                availability = self.manager_availability if m.role == "manager" else "active"
+                m.swarm().Join(swarm_pb2.JoinRequest(remote_addr=remote.addr, join_token=token, advertise_addr=m.addr,
+                                                     availability=availability), timeout=timeout)
             for m in self.members:
                 m.node_id = m.info().node_id
         except grpc.RpcError as e:

@@ -34,9 +34,19 @@ def test_promote_then_demote(tmp_path: Path) -> None:
         assert "This node is not a swarm manager." in w.fails("secret", "ls")
         assert "attempting to demote the last manager of the swarm" in m1.fails("node", "demote", node_id(m1))
 
+        # A global service: one task on every node that may take tasks (m1 is drained, the
+        # framework's default for managers; w joined active).
+        m1.ok("secret", "create", "everywhere", "-", input="e")
+        m1.ok("service", "create", "--name", "g", "--mode", "global", "--secret", "everywhere", "--", "sleep", "600")
+        task_file = w.secrets_root / "services" / "g" / "everywhere"
+        wait_until(task_file.exists, 30, 0.2, "the global task on the worker")
+
         assert f"Node {wid} promoted to a manager in the swarm." in m1.ok("node", "promote", wid)
         wait_until(lambda: w.cli("secret", "ls").returncode == 0, 40, 0.3, "the promoted node to serve the control API")
         assert role_in_cert(w) == "manager"
+        # The worker's agent ended (and wiped) with the promotion; the manager, active, runs its own.
+        wait_until(task_file.exists, 30, 0.2, "the global task on the promoted manager, through its own agent")
+        assert "role: manager runs the worker agent" in w.log_path.read_text()
         w.ok("secret", "create", "from-promoted", "-", input="p")
         assert "from-promoted" in m1.ok("secret", "ls")
         rows = m1.ok("node", "ls", "--format", "{{.ManagerStatus}}").split()
@@ -47,6 +57,7 @@ def test_promote_then_demote(tmp_path: Path) -> None:
                    "the demoted node to be a worker")
         assert role_in_cert(w) == "worker"
         assert not (w.data_dir / "keys").exists()
+        wait_until(task_file.exists, 30, 0.2, "the global task on the demoted node, through a worker's agent")
         m1.ok("secret", "create", "after-demote", "-", input="d")
         wait_until(lambda: m1.ok("node", "ls", "--format", "{{.ManagerStatus}}").split() == ["Leader"], 20, 0.3,
                    "a single manager again")

@@ -686,8 +686,8 @@ def test_swarm_init_output(invoke: Any, fake: FakeDaemon) -> None:
         "To add a manager to this swarm, run 'swarmsecrets swarm join-token manager' and follow the "
         "instructions.\n\n")
     (req,) = fake.calls("Init")
-    assert (req.advertise_addr, req.listen_addr, req.raft_addr, req.autolock, req.force_new_cluster) == (
-        "10.0.0.2:2377", "", "", False, False)
+    assert (req.advertise_addr, req.listen_addr, req.raft_addr, req.autolock, req.force_new_cluster,
+            req.availability) == ("10.0.0.2:2377", "", "", False, False, "active")
 
 
 def test_swarm_init_autolock_and_addresses(invoke: Any, fake: FakeDaemon) -> None:
@@ -718,6 +718,20 @@ def test_swarm_init_bad_address(invoke: Any, fake: FakeDaemon, args: list[str], 
     assert fake.requests == []
 
 
+@pytest.mark.parametrize("command", [["init", "--advertise-addr", "10.0.0.2"],
+                                     ["join", "--token", MANAGER_TOKEN, "--advertise-addr", "10.0.0.3", "10.0.0.2"]])
+def test_swarm_init_and_join_availability(invoke: Any, fake: FakeDaemon, command: list[str]) -> None:
+    name = command[0].capitalize()
+    r = invoke("swarm", *command, "--availability", "Drain")
+    assert r.exit_code == 0, r.stderr
+    (req,) = fake.calls(name)
+    assert req.availability == "drain"
+    bad = invoke("swarm", *command, "--availability", "busy")
+    assert (bad.exit_code, bad.stderr) == (
+        1, 'invalid availability "busy", only active, pause and drain are supported\n')
+    assert len(fake.calls(name)) == 1  # the bad one never reached the daemon
+
+
 def test_swarm_init_daemon_error(invoke: Any, fake: FakeDaemon) -> None:
     fake.faults["Init"] = [(grpc.StatusCode.FAILED_PRECONDITION, errors.ALREADY_IN_SWARM)]
     r = invoke("swarm", "init", "--advertise-addr", "10.0.0.2:2377")
@@ -731,8 +745,8 @@ def test_swarm_join(invoke: Any, fake: FakeDaemon, role: str) -> None:
     r = invoke("swarm", "join", "--token", MANAGER_TOKEN, "--advertise-addr", "10.0.0.3:2377", "10.0.0.2")
     assert (r.exit_code, r.stdout) == (0, f"This node joined a swarm as a {role}.\n")
     (req,) = fake.calls("Join")
-    assert (req.remote_addr, req.join_token, req.advertise_addr, req.listen_addr, req.raft_addr) == (
-        "10.0.0.2:2377", MANAGER_TOKEN, "10.0.0.3:2377", "", "")
+    assert (req.remote_addr, req.join_token, req.advertise_addr, req.listen_addr, req.raft_addr,
+            req.availability) == ("10.0.0.2:2377", MANAGER_TOKEN, "10.0.0.3:2377", "", "", "active")
 
 
 def test_join_token_worker(invoke: Any, fake: FakeDaemon) -> None:

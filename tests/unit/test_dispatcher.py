@@ -80,6 +80,33 @@ def test_a_promoted_worker_hears_its_new_role_and_its_session_ends() -> None:
     run(test)
 
 
+def test_a_manager_opens_a_session_as_a_manager_and_is_marked_ready() -> None:
+    """A manager that may take tasks runs the worker agent too; its session carries its role."""
+    async def test(swarm: Swarm) -> None:
+        swarm.add_node("m2", "manager", addr="127.0.0.2:4242", raft_addr="127.0.0.2:4243", status="unknown")
+        d = dispatcher(swarm)
+        stream, first = await open_session(d, swarm.cert("m2", "manager"))
+        assert (first.node_id, first.role) == ("m2", "manager")
+        node = swarm.store.node("m2")
+        assert node is not None and node.status == "ready"
+        await stream.aclose()
+
+    run(test)
+
+
+def test_a_demoted_managers_session_ends_without_a_promotion_notice() -> None:
+    async def test(swarm: Swarm) -> None:
+        swarm.add_node("m2", "manager", addr="127.0.0.2:4242", raft_addr="127.0.0.2:4243")
+        d = dispatcher(swarm)
+        stream, _ = await open_session(d, swarm.cert("m2", "manager"))
+        swarm.proposer.apply(state.UpdateNode(id="m2", role="worker", raft_addr=""))
+        with pytest.raises(StopAsyncIteration):  # no message: the node restarts its agent as a worker's
+            await next_message(stream)
+        assert d.sessions["m2"].ended.is_set()
+
+    run(test)
+
+
 def test_a_follower_names_the_leader_it_knows() -> None:
     async def test(swarm: Swarm) -> None:
         swarm.add_node("m2", "manager", addr="127.0.0.2:4242", raft_addr="127.0.0.2:4243", status="unknown")
@@ -167,6 +194,26 @@ def test_a_new_leader_marks_down_the_ready_workers_that_never_came_after_a_grace
         await d.sweep(swarm.clock.monotonic())
         node = swarm.store.node("w1")
         assert node is not None and node.status == "down"
+
+    run(test)
+
+
+def test_liveness_marks_managers_down_like_workers() -> None:
+    """A manager with a stale session, and a ready manager that never opened one, are Down (and
+    so take no new tasks), as workers are."""
+    async def test(swarm: Swarm) -> None:
+        swarm.add_node("m2", "manager", addr="127.0.0.2:4242", raft_addr="127.0.0.2:4243", status="unknown")
+        swarm.add_node("m3", "manager", addr="127.0.0.3:4242", raft_addr="127.0.0.3:4243")
+        d = dispatcher(swarm)
+        await d.sweep(swarm.clock.monotonic())  # becomes leader now
+        stream, _ = await open_session(d, swarm.cert("m2", "manager"))
+        swarm.clock.mono += PERIOD * MISSED_HEARTBEATS + 1
+        await d.sweep(swarm.clock.monotonic())
+        for nid in ("m2", "m3"):
+            node = swarm.store.node(nid)
+            assert node is not None and (node.status, node.status_message) == ("down", "heartbeat failure"), nid
+        assert "m2" not in d.sessions
+        await stream.aclose()
 
     run(test)
 

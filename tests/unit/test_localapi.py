@@ -71,11 +71,12 @@ async def _operations(tmp_path: Path) -> None:
         async with grpc.aio.insecure_channel(f"unix://{path}") as ch:
             stub = swarm_pb2_grpc.SwarmStub(ch)
             r = await stub.Init(swarm_pb2.InitRequest(advertise_addr="10.0.0.1:2377", raft_addr="10.0.0.1:7000",
-                                                      autolock=True))
+                                                      autolock=True, availability="drain"))
             assert (r.node_id, r.worker_join_command, r.unlock_key) == (
                 "n1", "swarmsecrets swarm join --token T 10.0.0.1:2377", "SWMKEY-1-abc")
             j = await stub.Join(swarm_pb2.JoinRequest(remote_addr="10.0.0.1", join_token="SWMTKN-1-x",
-                                                      advertise_addr="10.0.0.3:2377", listen_addr="0.0.0.0:2377"))
+                                                      advertise_addr="10.0.0.3:2377", listen_addr="0.0.0.0:2377",
+                                                      availability="pause"))
             assert (j.node_id, j.role) == ("n2", "worker")
             await stub.Leave(swarm_pb2.LeaveRequest(force=True))
             await stub.Unlock(swarm_pb2.UnlockRequest(unlock_key="SWMKEY-1-abc"))
@@ -84,9 +85,10 @@ async def _operations(tmp_path: Path) -> None:
                     list(i.remote_managers), i.nodes, i.managers) == (
                 "active", "n1", "c1", True, "10.0.0.1", ["10.0.0.1:2377", "10.0.0.2:2377"], 3, 2)
             assert node.calls == [
-                ("init", InitOptions(advertise_addr="10.0.0.1:2377", raft_addr="10.0.0.1:7000", autolock=True)),
+                ("init", InitOptions(advertise_addr="10.0.0.1:2377", raft_addr="10.0.0.1:7000", autolock=True,
+                                     availability="drain")),
                 ("join", JoinOptions(remote_addr="10.0.0.1", join_token="SWMTKN-1-x", advertise_addr="10.0.0.3:2377",
-                                     listen_addr="0.0.0.0:2377")),
+                                     listen_addr="0.0.0.0:2377", availability="pause")),
                 ("leave", True), ("unlock", "SWMKEY-1-abc"), ("info", None)]
 
             node.refuse = errors.FailedPrecondition(errors.ALREADY_IN_SWARM)

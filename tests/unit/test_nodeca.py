@@ -20,10 +20,11 @@ def nodeca(swarm: Swarm) -> NodeCAService:
                          sealer=swarm.sealer, data_key=swarm.sealer.key, cluster_id=CLUSTER_ID)
 
 
-def issue(token: str, *, advertise: str = "", raft: str = "", rid: str = "") -> ca_pb2.IssueNodeCertificateRequest:
+def issue(token: str, *, advertise: str = "", raft: str = "", rid: str = "",
+          availability: str = "") -> ca_pb2.IssueNodeCertificateRequest:
     _, csr = certs.generate_key_and_csr()
     return ca_pb2.IssueNodeCertificateRequest(csr=csr, token=token, advertise_addr=advertise, raft_addr=raft,
-                                              hostname="box", request_id=rid)
+                                              hostname="box", request_id=rid, availability=availability)
 
 
 def renew() -> ca_pb2.RenewNodeCertificateRequest:
@@ -54,6 +55,25 @@ def test_a_worker_token_gets_a_worker_certificate_and_record() -> None:
         node = swarm.store.node(resp.node_id)
         # Without --advertise-addr a worker is known by the address it called from.
         assert node is not None and (node.role, node.addr, node.hostname) == ("worker", "10.0.0.5", "box")
+        assert node.availability == "active"  # the default when the joiner names none
+
+    run(test)
+
+
+def test_a_joining_node_names_its_first_availability() -> None:
+    swarm = Swarm()
+
+    async def test() -> None:
+        ca = nodeca(swarm)
+        resp = await ca.IssueNodeCertificate(
+            issue(swarm.manager_token, advertise="10.0.0.7:4242", raft="10.0.0.7:4243", availability="drain"), ctx())
+        node = swarm.store.node(resp.node_id)
+        assert node is not None and (node.role, node.availability) == ("manager", "drain")
+        before = swarm.store.nodes()
+        bad = await aborted(ca.IssueNodeCertificate(issue(swarm.worker_token, availability="busy"), ctx()))
+        assert (bad.code, bad.details) == (
+            grpc.StatusCode.INVALID_ARGUMENT, 'invalid availability "busy", only active, pause and drain are supported')
+        assert swarm.store.nodes() == before
 
     run(test)
 

@@ -35,12 +35,34 @@ def nodes(*ns: state.Node) -> dict[str, state.Node]:
     return {n.id: n for n in ns}
 
 
+def manager(nid: str, status: str = "ready", availability: str = "active") -> state.Node:
+    return state.Node(id=nid, role="manager", status=status, availability=availability)
+
+
 def test_replicas_spread_over_ready_active_workers() -> None:
     st = view(nodes(worker("a"), worker("b"), worker("c", "down"), worker("d", availability="drain"),
-                    state.Node(id="m", role="manager", status="ready")), [svc("s", replicas=4)])
+                    manager("m", availability="drain")), [svc("s", replicas=4)])
     p = plan(st, 0)
     assert sorted(t.node_id for t in p.create) == ["a", "a", "b", "b"]
     assert sorted(t.slot for t in p.create) == [1, 2, 3, 4]
+
+
+def test_a_ready_active_manager_takes_tasks_like_a_worker() -> None:
+    """A manager is Ready only while its own agent holds a session: one without ("unknown"), a
+    down one, a drained or a paused one gets nothing new."""
+    st = view(nodes(worker("a"), manager("m"), manager("n", "unknown"), manager("o", "down"),
+                    manager("p", availability="drain"), manager("q", availability="pause")),
+              [svc("s", replicas=4), svc("g", "global")])
+    p = plan(st, 0)
+    assert sorted(t.node_id for t in p.create if t.service_id == "s") == ["a", "a", "m", "m"]
+    assert sorted(t.node_id for t in p.create if t.service_id == "g") == ["a", "m"]
+
+
+def test_draining_a_manager_moves_its_tasks_to_a_worker() -> None:
+    st = view(nodes(worker("a"), manager("m", availability="drain")), [svc("s", replicas=1)], [task("t1", "m", 1)])
+    p = plan(st, 0)
+    assert [(u.id, u.desired_state, u.state) for u in p.update] == [("t1", "shutdown", "shutdown")]
+    assert [(t.slot, t.node_id) for t in p.create] == [(1, "a")]
 
 
 def test_global_places_one_task_per_eligible_worker() -> None:

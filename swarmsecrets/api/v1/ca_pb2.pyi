@@ -17,20 +17,22 @@ class GetRootCACertificateResponse(_message.Message):
     def __init__(self, certificate: _Optional[bytes] = ...) -> None: ...
 
 class IssueNodeCertificateRequest(_message.Message):
-    __slots__ = ("csr", "token", "advertise_addr", "raft_addr", "hostname", "request_id")
+    __slots__ = ("csr", "token", "advertise_addr", "raft_addr", "hostname", "request_id", "availability")
     CSR_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     ADVERTISE_ADDR_FIELD_NUMBER: _ClassVar[int]
     RAFT_ADDR_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
     csr: bytes
     token: str
     advertise_addr: str
     raft_addr: str
     hostname: str
     request_id: str
-    def __init__(self, csr: _Optional[bytes] = ..., token: _Optional[str] = ..., advertise_addr: _Optional[str] = ..., raft_addr: _Optional[str] = ..., hostname: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    availability: str
+    def __init__(self, csr: _Optional[bytes] = ..., token: _Optional[str] = ..., advertise_addr: _Optional[str] = ..., raft_addr: _Optional[str] = ..., hostname: _Optional[str] = ..., request_id: _Optional[str] = ..., availability: _Optional[str] = ...) -> None: ...
 
 class IssueNodeCertificateResponse(_message.Message):
     __slots__ = ("node_id", "role", "certificate", "cluster_id")

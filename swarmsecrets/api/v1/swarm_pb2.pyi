@@ -7,18 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class InitRequest(_message.Message):
-    __slots__ = ("advertise_addr", "listen_addr", "raft_addr", "autolock", "force_new_cluster")
+    __slots__ = ("advertise_addr", "listen_addr", "raft_addr", "autolock", "force_new_cluster", "availability")
     ADVERTISE_ADDR_FIELD_NUMBER: _ClassVar[int]
     LISTEN_ADDR_FIELD_NUMBER: _ClassVar[int]
     RAFT_ADDR_FIELD_NUMBER: _ClassVar[int]
     AUTOLOCK_FIELD_NUMBER: _ClassVar[int]
     FORCE_NEW_CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
     advertise_addr: str
     listen_addr: str
     raft_addr: str
     autolock: bool
     force_new_cluster: bool
-    def __init__(self, advertise_addr: _Optional[str] = ..., listen_addr: _Optional[str] = ..., raft_addr: _Optional[str] = ..., autolock: _Optional[bool] = ..., force_new_cluster: _Optional[bool] = ...) -> None: ...
+    availability: str
+    def __init__(self, advertise_addr: _Optional[str] = ..., listen_addr: _Optional[str] = ..., raft_addr: _Optional[str] = ..., autolock: _Optional[bool] = ..., force_new_cluster: _Optional[bool] = ..., availability: _Optional[str] = ...) -> None: ...
 
 class InitResponse(_message.Message):
     __slots__ = ("node_id", "worker_join_command", "unlock_key")
@@ -31,18 +33,20 @@ class InitResponse(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., worker_join_command: _Optional[str] = ..., unlock_key: _Optional[str] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("remote_addr", "join_token", "advertise_addr", "listen_addr", "raft_addr")
+    __slots__ = ("remote_addr", "join_token", "advertise_addr", "listen_addr", "raft_addr", "availability")
     REMOTE_ADDR_FIELD_NUMBER: _ClassVar[int]
     JOIN_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ADVERTISE_ADDR_FIELD_NUMBER: _ClassVar[int]
     LISTEN_ADDR_FIELD_NUMBER: _ClassVar[int]
     RAFT_ADDR_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
     remote_addr: str
     join_token: str
     advertise_addr: str
     listen_addr: str
     raft_addr: str
-    def __init__(self, remote_addr: _Optional[str] = ..., join_token: _Optional[str] = ..., advertise_addr: _Optional[str] = ..., listen_addr: _Optional[str] = ..., raft_addr: _Optional[str] = ...) -> None: ...
+    availability: str
+    def __init__(self, remote_addr: _Optional[str] = ..., join_token: _Optional[str] = ..., advertise_addr: _Optional[str] = ..., listen_addr: _Optional[str] = ..., raft_addr: _Optional[str] = ..., availability: _Optional[str] = ...) -> None: ...
 
 class JoinResponse(_message.Message):
     __slots__ = ("node_id", "role")
