@@ -59,11 +59,16 @@ def test_resolution_by_id_name_and_prefix(cluster: Cluster) -> None:
     ids = [m1.ok("secret", "create", f"prefix{i}", "-", input="v").strip() for i in range(40)]
     by_id = json.loads(m1.ok("secret", "inspect", ids[0]))[0]
     assert by_id["Spec"]["Name"] == "prefix0"
-    # A unique prefix resolves; a prefix shared by several is ambiguous.
-    unique = next(i[:6] for i in ids if sum(j.startswith(i[:6]) for j in ids) == 1)
+    # A unique prefix resolves; a prefix shared by several is ambiguous. The cluster is shared with
+    # the other tests of this module: count every secret's ID, and skip prefixes that are also a
+    # secret's name (an exact name wins over a prefix).
+    all_ids = m1.ok("secret", "ls", "-q").split()
+    assert set(ids) <= set(all_ids)  # full IDs
+    names = set(m1.ok("secret", "ls", "--format", "{{.Name}}").split())
+    unique = next(i[:6] for i in ids if sum(j.startswith(i[:6]) for j in all_ids) == 1 and i[:6] not in names)
     assert json.loads(m1.ok("secret", "inspect", unique))[0]["ID"].startswith(unique)
     shared = next((p for p in "0123456789abcdefghijklmnopqrstuvwxyz"
-                   if sum(i.startswith(p) for i in ids) > 1), None)
+                   if sum(i.startswith(p) for i in ids) > 1 and p not in names), None)
     assert shared is not None
     err = m1.fails("secret", "inspect", shared)
     assert re.search(rf"secret {shared} is ambiguous \(\d+ matches found\)", err), err
