@@ -71,11 +71,18 @@ class FileObs:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything under one worker's tasks/ at one poll (an empty tuple: nothing there)."""
+    """Everything under one worker's tasks/ at one poll (an empty tuple: nothing there). The read
+    began at ``t`` and ended at ``t_end`` (None: at once): a file it saw was there at some moment
+    in between, not necessarily at ``t``."""
 
     worker: str
     t: float
     files: tuple[FileObs, ...] = ()
+    t_end: float | None = None
+
+    @property
+    def until(self) -> float:
+        return self.t if self.t_end is None else self.t_end
 
 
 @dataclass(frozen=True)
@@ -301,7 +308,9 @@ def check_workers(snapshots: Sequence[Snapshot], windows: Mapping[tuple[str, str
             if meta.get(f.target) is not None and (f.uid, f.gid, f.mode) != meta[f.target]:
                 bad[("worker-wrong-mode", snap.worker, f.target, f"{f.uid}:{f.gid} {f.mode:o}")].append(snap.t)
             spans = windows.get((f.target, name), [])
-            if not any(lo <= snap.t <= delivery_deadline(hi, disruptions, grace, reconnect) for lo, hi in spans):
+            # Outside only if no moment of the read falls inside a window.
+            if not any(lo <= snap.until and snap.t <= delivery_deadline(hi, disruptions, grace, reconnect)
+                       for lo, hi in spans):
                 bad[("worker-outside-window", snap.worker, f.target, name)].append(snap.t)
     for (kind, worker, target, what), times in bad.items():
         found.add(kind, worker=worker, target=target, what=what, first=round(min(times), 3),

@@ -78,7 +78,7 @@ def op_from(r: dict[str, Any]) -> Op:
 
 
 def snapshot_from(r: dict[str, Any]) -> Snapshot:
-    return Snapshot(r["worker"], r["t"], tuple(FileObs(**f) for f in r["files"]))
+    return Snapshot(r["worker"], r["t"], tuple(FileObs(**f) for f in r["files"]), t_end=r.get("t_end"))
 
 
 def record_op(history: History, op: Op, error: str = "") -> None:
@@ -287,8 +287,9 @@ class Poller:
         out = {}
         for w in self.swarm.workers:
             t = self.history.now()
-            snap = Snapshot(w.name, t, tuple(self.swarm.worker_files(w)))
-            self.history.record({"kind": "poll", "worker": w.name, "t": t,
+            files = tuple(self.swarm.worker_files(w))
+            snap = Snapshot(w.name, t, files, t_end=self.history.now())
+            self.history.record({"kind": "poll", "worker": w.name, "t": t, "t_end": snap.t_end,
                                  "files": [asdict(f) for f in snap.files]})
             out[w.name] = snap
         return out

@@ -259,6 +259,15 @@ def test_worker_outside_window() -> None:
     assert check_workers(late, WINDOWS, NAMES, META, [(6.0, 7.0)], 3.0, 15.0) == {}  # a fault delayed it
 
 
+def test_a_file_seen_by_a_read_that_spans_its_update_start_is_inside() -> None:
+    """A read that began before the update that binds the file and ended after it started may have
+    seen the file legitimately; a read that ended before the update began may not have."""
+    spanning = [Snapshot("w1", 3.9, (files("cur", "h1"),), t_end=4.1)]
+    assert check_workers(spanning, WINDOWS, NAMES, META, [], 3.0, 15.0) == {}
+    ended_before = [Snapshot("w1", 3.7, (files("cur", "h1"),), t_end=3.9)]
+    assert kinds(check_workers(ended_before, WINDOWS, NAMES, META, [], 3.0, 15.0)) == {"worker-outside-window"}
+
+
 def test_worker_wrong_bytes_and_mode() -> None:
     snaps = [Snapshot("w1", 1.0, (files("cur", "unknown"), files("static", "hs", mode=0o644)))]
     assert kinds(check_workers(snaps, WINDOWS, NAMES, META, [], 3.0, 15.0)) == {"worker-wrong-bytes",
