@@ -1,4 +1,5 @@
-"""No plaintext on disk, TLS everywhere, authorization from certificates, a private socket."""
+"""What already held before the security review, kept holding: no plaintext on disk, TLS everywhere,
+authorization from certificates, a private socket, restricted unpickling on the raft port."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import pickle
 import secrets
 import socket
-import ssl
 import stat
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pytest
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc
 from swarmsecrets.ca import certs
 from tests.framework import Cluster, Node, wait_until
+from tests.security.attack import forge_cert, node_channel, refused
 
 
 def test_no_secret_marker_on_any_managers_disk(cluster: Cluster) -> None:
@@ -49,42 +50,6 @@ def test_unix_socket_is_0600(cluster: Cluster) -> None:
         assert stat.S_IMODE(n.sock.stat().st_mode) == 0o600
 
 
-def _tls_connect(port: int, cert: tuple[str, str] | None, ca_pem: bytes | None) -> ssl.SSLSocket:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    if cert:
-        ctx.load_cert_chain(*cert)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    return ctx.wrap_socket(raw)
-
-
-def _refused(port: int, cert: tuple[str, str] | None) -> bool:
-    """True if the raft port closes the connection instead of talking raft to us."""
-    try:
-        s = _tls_connect(port, cert, None)
-    except (ssl.SSLError, OSError):
-        return True
-    try:
-        s.settimeout(3)
-        s.sendall(b"\x00" * 64)
-        return s.recv(1) == b""
-    except (ssl.SSLError, OSError):
-        return True
-    finally:
-        s.close()
-
-
-def _write_cert(tmp: Path, name: str, ca: certs.RootCA, role: str, cluster_id: str,
-                raft: str | None) -> tuple[str, str]:
-    key, csr = certs.generate_key_and_csr()
-    cert = certs.issue_node_cert(ca, csr, node_id="x" * 25, role=role, cluster_id=cluster_id,
-                                 addrs=["127.0.0.1:1"], raft_addr=raft)
-    (tmp / f"{name}.crt").write_bytes(cert)
-    (tmp / f"{name}.key").write_bytes(key)
-    return str(tmp / f"{name}.crt"), str(tmp / f"{name}.key")
-
-
 def test_raft_port_refuses_outsiders(cluster: Cluster, tmp_path: Path) -> None:
     m1 = cluster.managers[0]
     raft_port = m1.port + 1
@@ -97,10 +62,10 @@ def test_raft_port_refuses_outsiders(cluster: Cluster, tmp_path: Path) -> None:
         except (ConnectionResetError, TimeoutError):
             pass
     # TLS without a client certificate.
-    assert _refused(raft_port, None)
+    assert refused(raft_port, None)
     # A certificate of another cluster's CA, claiming a real member's raft address.
     other = certs.create_root_ca()
-    assert _refused(raft_port, _write_cert(tmp_path, "other", other, "manager", "y" * 25, m1.raft_addr))
+    assert refused(raft_port, forge_cert(tmp_path, "other", other, "manager", "y" * 25, m1.raft_addr))
 
 
 def test_worker_certificate_is_refused_by_raft_and_control(cluster: Cluster, tmp_path: Path) -> None:
@@ -112,12 +77,8 @@ def test_worker_certificate_is_refused_by_raft_and_control(cluster: Cluster, tmp
         assert "This node joined a swarm as a worker." in worker.ok("swarm", "join", "--token", token, m1.addr)
         cert_dir = worker.data_dir / "certificates"
         wcert = (str(cert_dir / "swarm-node.crt"), str(cert_dir / "swarm-node.key"))
-        assert _refused(m1.port + 1, wcert)
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=(cert_dir / "swarm-root-ca.crt").read_bytes(),
-            private_key=(cert_dir / "swarm-node.key").read_bytes(),
-            certificate_chain=(cert_dir / "swarm-node.crt").read_bytes())
-        with grpc.secure_channel(m1.addr, creds, options=[("grpc.ssl_target_name_override", "swarm-manager")]) as ch:
+        assert refused(m1.port + 1, wcert)
+        with node_channel(m1.addr, cert_dir) as ch:
             with pytest.raises(grpc.RpcError) as e:
                 control_pb2_grpc.ControlStub(ch).ListSecrets(control_pb2.ListSecretsRequest(), timeout=10)
             assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
