@@ -1,14 +1,23 @@
 """Who is calling, and may they make this call: the one peer check every TLS service uses.
 
-A caller is admitted only when both agree:
+Two steps, in this order, and a service runs nothing between them but its read barrier:
 
-- its certificate: issued by this swarm's root CA (a joiner's bootstrap certificate or another
-  swarm's is nobody), for this cluster (O), with a role (OU) the call allows;
-- the swarm's current record of that node: it exists, was not removed, and its role now (a
-  demoted manager still holds a manager certificate until it renews) is one the call allows.
+1. ``authenticate`` -- the certificate alone, no state and no raft: issued by this swarm's root CA
+   (a joiner's bootstrap certificate or another swarm's is nobody), for this cluster (O), with a
+   role (OU) the call allows. A caller that fails here never makes a manager touch raft.
+2. ``authorize`` -- the swarm's current record of that node, read after the service's read barrier
+   so that every write committed before the call (a demotion, a removal) counts: the node exists,
+   was not removed, and its role now is one the call allows.
 
-Services call ``PeerAuthorizer.authorize`` with the roles they require, before they touch
-raft or the state. Requests never name their caller: the identity is the certificate's.
+The certificate is necessary, not sufficient. A certificate admits its holder at the lesser of its
+OU's role and the node's role now:
+
+- a promoted worker's worker certificate still makes worker calls (its session learns of the
+  promotion there) and renews into a manager certificate; manager calls wait for that certificate;
+- a demoted manager's manager certificate admits it to nothing but ``RenewNodeCertificate``, which
+  issues it the worker certificate: no manager call, and no worker session with a manager's key.
+
+Requests never name their caller: the identity is the certificate's.
 """
 
 from __future__ import annotations
@@ -68,10 +77,10 @@ class PeerAuthorizer:
         self.cluster_id = cluster_id
         self.nodes = nodes
 
-    def authorize(self, cert_pem: bytes | None, roles: frozenset[Role]) -> Peer:
-        """The caller behind ``cert_pem`` (the TLS peer's certificate, None if it sent none),
-        if it may make a call open to ``roles``; else PermissionDenied (NodeRemoved for a node
-        the swarm no longer has)."""
+    def authenticate(self, cert_pem: bytes | None, roles: frozenset[Role]) -> NodeIdentity:
+        """Step one: the identity in ``cert_pem`` (the TLS peer's certificate, None if it sent
+        none), if the certificate alone allows a call open to ``roles``; else PermissionDenied.
+        Reads neither the state nor raft."""
         ident = verified_identity(cert_pem, self.root) if cert_pem else None
         if ident is None:
             raise errors.PermissionDenied("Permission denied: a certificate of this swarm is required")
@@ -80,13 +89,28 @@ class PeerAuthorizer:
                 f"Permission denied: remote certificate not part of organization: {self.cluster_id}")
         if ident.role not in roles:
             raise errors.PermissionDenied(f"Permission denied: remote certificate not part of OUs: {_ous(roles)}")
+        return ident
+
+    def authorize(self, ident: NodeIdentity, roles: frozenset[Role], *, renewal: bool = False) -> Peer:
+        """Step two, after the read barrier: the caller as the swarm knows it now, if its role now
+        allows the call; else PermissionDenied (NodeRemoved for a node the swarm no longer has).
+        ``renewal``: the call is RenewNodeCertificate, the one call a certificate of a higher role
+        than the node's now may make."""
         current = self.nodes.node_role(ident.node_id)
         if current is None or self.nodes.is_removed_node(ident.node_id):
             raise errors.node_removed(ident.node_id)
         if current not in roles:
             raise errors.PermissionDenied(
                 f"Permission denied: node {ident.node_id} is a {current} now; this call needs {_ous(roles)}")
+        if ident.role == Role.MANAGER and current != Role.MANAGER and not renewal:
+            raise errors.PermissionDenied(
+                f"Permission denied: node {ident.node_id} is a {current} now; "
+                f"its manager certificate is good only to renew it")
         return Peer(ident, Role(current))
+
+    def admit(self, cert_pem: bytes | None, roles: frozenset[Role]) -> Peer:
+        """Both steps at once, for a call that reads no more than the local state (no barrier)."""
+        return self.authorize(self.authenticate(cert_pem, roles), roles)
 
 
 def raft_peer_verifier(cluster_id: str) -> PeerVerifier:

@@ -4,6 +4,12 @@ Subjects follow SwarmKit: CN = node id, OU = ``swarm-manager`` | ``swarm-worker`
 O = cluster id. Managers also carry a URI SAN ``swarmsecrets-raft://HOST:PORT``
 that binds their raft address to the certificate, so a member cannot claim
 another member's address on the raft port.
+
+Every name in a certificate is the CA's: the role's OU and the node id as DNS names, and for a
+manager ``swarm-ca``. No name comes from a request (an advertised host name or address): clients
+verify a manager by the manager-only name ``swarm-manager`` (and its raft peers by OU and O), never
+by the address they dialled, so an address in the certificate would serve nobody and a joiner
+advertising ``swarm-manager:PORT`` would get the name that passes for a manager.
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
-import ipaddress
 import os
 import socket
 import ssl
@@ -28,6 +33,8 @@ WORKER_OU = "swarm-worker"
 ROLE_TO_OU = {"manager": MANAGER_OU, "worker": WORKER_OU}
 OU_TO_ROLE = {v: k for k, v in ROLE_TO_OU.items()}
 RAFT_URI_SCHEME = "swarmsecrets-raft://"
+# The name SwarmKit gives its CA servers (every manager is one); the root's CN too.
+CA_SERVER_NAME = "swarm-ca"
 CA_VALIDITY = datetime.timedelta(days=365 * 20)
 NODE_VALIDITY = datetime.timedelta(days=90)
 BACKDATE = datetime.timedelta(hours=1)
@@ -71,7 +78,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def create_root_ca() -> RootCA:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swarm-ca")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_SERVER_NAME)])
     now = _now()
     cert = (
         x509.CertificateBuilder()
@@ -102,15 +109,9 @@ def generate_key_and_csr() -> tuple[bytes, bytes]:
     return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
 
 
-def _split_host(addr: str) -> str:
-    host = addr.rsplit(":", 1)[0] if ":" in addr else addr
-    return host.strip("[]")
-
-
 def issue_node_cert(ca: RootCA, csr_pem: bytes, *, node_id: str, role: str, cluster_id: str,
-                    addrs: list[str], raft_addr: str | None = None,
-                    validity: datetime.timedelta = NODE_VALIDITY) -> bytes:
-    """Sign a node certificate. Only the CSR's public key is used; the subject is ours."""
+                    raft_addr: str | None = None, validity: datetime.timedelta = NODE_VALIDITY) -> bytes:
+    """Sign a node certificate. Only the CSR's public key is used; the subject and names are ours."""
     csr = x509.load_pem_x509_csr(csr_pem)
     if not csr.is_signature_valid:
         raise ValueError("invalid certificate request signature")
@@ -118,19 +119,9 @@ def issue_node_cert(ca: RootCA, csr_pem: bytes, *, node_id: str, role: str, clus
     # The OU as a DNS name: for a manager it is wire.MANAGER_SERVER_NAME, the name clients verify.
     sans: list[x509.GeneralName] = [x509.DNSName(ou), x509.DNSName(node_id)]
     if role == "manager":
-        sans.append(x509.DNSName("swarm-ca"))
+        sans.append(x509.DNSName(CA_SERVER_NAME))
         if raft_addr:
             sans.append(x509.UniformResourceIdentifier(RAFT_URI_SCHEME + raft_addr))
-    for addr in addrs:
-        host = _split_host(addr)
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            if host and x509.DNSName(host) not in sans:
-                sans.append(x509.DNSName(host))
-        else:
-            if x509.IPAddress(ip) not in sans:
-                sans.append(x509.IPAddress(ip))
     now = _now()
     cert = (
         x509.CertificateBuilder()

@@ -102,7 +102,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         status = self.proposer.status()
         if not status.is_leader:
             raise errors.NotLeader(leader=self.store.control_addr_of(status.leader) if status.leader else "")
-        return self.authz.authorize(peer_certificate(context), MEMBERS).node_id
+        return self.authz.admit(peer_certificate(context), MEMBERS).node_id
 
     def _session(self, context: grpc.aio.ServicerContext, session_id: str) -> Session:
         node_id = self._authorize(context)

@@ -70,9 +70,12 @@ class Manager:
     def start_raft(self) -> None:
         self.raft.start()
 
-    def control_for_manager(self, context: grpc.aio.ServicerContext) -> ControlAPI:
-        """The Control API for a caller on the TLS port: managers of this swarm only."""
-        self.authz.authorize(peer_certificate(context), MANAGERS)
+    async def control_for_manager(self, context: grpc.aio.ServicerContext) -> ControlAPI:
+        """The Control API for a caller on the TLS port: managers of this swarm only, by their
+        certificate first (no raft for anyone else), then by their record after a read barrier."""
+        ident = self.authz.authenticate(peer_certificate(context), MANAGERS)
+        await self.proposer.barrier()
+        self.authz.authorize(ident, MANAGERS)
         return self.control
 
     async def start_server(self) -> None:

@@ -1,9 +1,11 @@
 """Admitting nodes: certificate issuance for token holders, renewal for members, keys for managers.
 
-Authorization comes from the peer certificate and the node's record (``ca.authz``),
-never from request fields: a joiner proves itself with the join token (it has no
-certificate yet); every later call presents the certificate issued here, and is
-checked after a read barrier, against the caller's latest record.
+Every call proves its caller before it touches raft, and only then runs the read barrier and
+authorizes from the caller's latest record (``ca.authz``): a joiner proves itself with a join
+token (it has no certificate yet), checked against this manager's state first and, after the
+barrier, against the swarm's latest; every later call presents the certificate issued here.
+Authorization never comes from request fields, and no name in a certificate does either
+(``ca.certs``).
 """
 
 from __future__ import annotations
@@ -48,18 +50,25 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
                                    context: grpc.aio.ServicerContext) -> ca_pb2.GetRootCACertificateResponse:
         return ca_pb2.GetRootCACertificateResponse(certificate=self.ca.cert_pem)
 
-    @rpc
-    async def IssueNodeCertificate(self, request: ca_pb2.IssueNodeCertificateRequest,
-                                   context: grpc.aio.ServicerContext) -> ca_pb2.IssueNodeCertificateResponse:
-        await self.proposer.barrier()
+    def _token_role(self, token: str) -> str:
+        """The role a join token admits to (by the state as this manager has it now), else InvalidArgument."""
         try:
-            presented = tokens.parse_token(request.token)
+            presented = tokens.parse_token(token)
         except errors.InvalidArgument:
             raise errors.InvalidArgument(errors.INVALID_JOIN_TOKEN) from None
         current = join_tokens(self.store, self.sealer)
         role = next((r for r in ("manager", "worker") if tokens.same_token(str(presented), current[r])), None)
         if role is None:
             raise errors.InvalidArgument(errors.INVALID_JOIN_TOKEN)
+        return role
+
+    @rpc
+    async def IssueNodeCertificate(self, request: ca_pb2.IssueNodeCertificateRequest,
+                                   context: grpc.aio.ServicerContext) -> ca_pb2.IssueNodeCertificateResponse:
+        self._token_role(request.token)
+        await self.proposer.barrier()
+        # Again after the barrier: a token rotated a moment ago on another manager admits no one.
+        role = self._token_role(request.token)
         addr = request.advertise_addr or _peer_host(context)
         if request.advertise_addr:
             validation.validate_addr(request.advertise_addr, 0)
@@ -73,24 +82,24 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         node = state.Node(id=ids.new_id(), role=role, hostname=request.hostname or "unknown", addr=addr,
                           raft_addr=raft_addr, availability=availability)
         added = await self.proposer.propose(state.AddNode(rid=request.request_id or ids.new_request_id(), node=node))
-        cert = certs.issue_node_cert(
-            self.ca, request.csr, node_id=added.id, role=role, cluster_id=self.cluster_id,
-            addrs=[addr], raft_addr=added.raft_addr or None,
-        )
+        cert = certs.issue_node_cert(self.ca, request.csr, node_id=added.id, role=role, cluster_id=self.cluster_id,
+                                     raft_addr=added.raft_addr or None)
         return ca_pb2.IssueNodeCertificateResponse(node_id=added.id, role=role, certificate=cert,
                                                    cluster_id=self.cluster_id)
 
     @rpc
     async def RenewNodeCertificate(self, request: ca_pb2.RenewNodeCertificateRequest,
                                    context: grpc.aio.ServicerContext) -> ca_pb2.IssueNodeCertificateResponse:
+        """A certificate with the role the swarm holds for the caller now: a demoted manager
+        renews into a worker certificate, a promoted worker into a manager one."""
+        ident = self.authz.authenticate(peer_certificate(context), MEMBERS)
         await self.proposer.barrier()
-        peer = self.authz.authorize(peer_certificate(context), MEMBERS)
+        peer = self.authz.authorize(ident, MEMBERS, renewal=True)
         node = self.store.node(peer.node_id)
         if node is None:
             raise errors.node_removed(peer.node_id)
         role = node.role
-        cert = certs.issue_node_cert(self.ca, request.csr, node_id=node.id, role=role,
-                                     cluster_id=self.cluster_id, addrs=[node.addr],
+        cert = certs.issue_node_cert(self.ca, request.csr, node_id=node.id, role=role, cluster_id=self.cluster_id,
                                      raft_addr=(node.raft_addr or None) if role == "manager" else None)
         return ca_pb2.IssueNodeCertificateResponse(node_id=node.id, role=role, certificate=cert,
                                                    cluster_id=self.cluster_id)
@@ -98,8 +107,12 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
     @rpc
     async def GetManagerKeys(self, request: ca_pb2.GetManagerKeysRequest,
                              context: grpc.aio.ServicerContext) -> ca_pb2.GetManagerKeysResponse:
+        """What a joining manager needs, and nothing else: the data key (it opens the state), the
+        CA key (every manager issues certificates), the unlock key when autolock is on (it wraps
+        those two keys on its disk under it) and the raft members (whom it joins)."""
+        ident = self.authz.authenticate(peer_certificate(context), MANAGERS)
         await self.proposer.barrier()
-        self.authz.authorize(peer_certificate(context), MANAGERS)
+        self.authz.authorize(ident, MANAGERS)
         unlock = unlock_key(self.store, self.sealer)
         assert self.ca.key_pem is not None
         return ca_pb2.GetManagerKeysResponse(

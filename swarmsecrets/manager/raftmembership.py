@@ -2,9 +2,9 @@
 
 Only a manager of this swarm (certificate and current record, see ``ca.authz``) may
 call; a joiner may add only the raft address its certificate binds, and a leaver
-removes only itself, never a node named in the request. The read barrier comes
-first so that the check sees the caller's latest record (a promotion or join that
-another manager committed a moment ago).
+removes only itself, never a node named in the request. The certificate is checked
+first, without raft; then the read barrier, so that the check of the caller's record
+sees its latest (a promotion, join or demotion another manager committed a moment ago).
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ class RaftMembershipService(raft_pb2_grpc.RaftMembershipServicer):
     @rpc
     async def Join(self, request: raft_pb2.RaftJoinRequest,
                    context: grpc.aio.ServicerContext) -> raft_pb2.RaftJoinResponse:
+        ident = self.authz.authenticate(peer_certificate(context), MANAGERS)
         await self.proposer.barrier()
-        ident = self.authz.authorize(peer_certificate(context), MANAGERS).identity
+        self.authz.authorize(ident, MANAGERS)
         if request.raft_addr not in ident.raft_addrs:
             raise errors.PermissionDenied(
                 f"Permission denied: raft address {request.raft_addr} is not bound to node {ident.node_id}")
@@ -42,8 +43,9 @@ class RaftMembershipService(raft_pb2_grpc.RaftMembershipServicer):
     @rpc
     async def Leave(self, request: raft_pb2.RaftLeaveRequest,
                     context: grpc.aio.ServicerContext) -> raft_pb2.RaftLeaveResponse:
+        ident = self.authz.authenticate(peer_certificate(context), MANAGERS)
         await self.proposer.barrier()
-        peer = self.authz.authorize(peer_certificate(context), MANAGERS)
+        peer = self.authz.authorize(ident, MANAGERS)
         node = self.store.node(peer.node_id)
         if node is None:
             raise errors.node_removed(peer.node_id)

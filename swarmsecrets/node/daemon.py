@@ -324,10 +324,17 @@ class Node:
                     except errors.SwarmError as e:
                         log.warning("could not hand leadership over: %s", e)
             await self._stop_components()
-            try:
-                await self._renew_certificate(managers)
-            except errors.SwarmError as e:
-                log.error("demoted, but %s", e)
+            # Its manager certificate now admits it to nothing but this renewal: keep trying a while.
+            deadline = self.loop.time() + DEMOTION_TIMEOUT
+            while True:
+                try:
+                    await self._renew_certificate(managers)
+                    break
+                except errors.SwarmError as e:
+                    if self.loop.time() > deadline:
+                        log.error("demoted, but %s", e)
+                        break
+                await asyncio.sleep(0.5)
             self.dir.forget_manager_material()
             self.state.members = []
             self.state.raft_addr = ""
@@ -473,7 +480,7 @@ class Node:
                 ca = certs.create_root_ca()
                 key_pem, csr = certs.generate_key_and_csr()
                 cert = certs.issue_node_cert(ca, csr, node_id=node_id, role="manager", cluster_id=cluster_id,
-                                             addrs=[advertise], raft_addr=raft_addr)
+                                             raft_addr=raft_addr)
                 self.dir.write_identity(ca.cert_pem, cert, key_pem)
                 dek = keys.new_key()
                 unlock = keys.new_key() if options.autolock else None

@@ -115,8 +115,7 @@ class Pki:
         d.mkdir(parents=True, exist_ok=True)
         key, csr = certs.generate_key_and_csr()
         cert = certs.issue_node_cert(ca or self.ca, csr, node_id=name, role=role,
-                                     cluster_id=cluster_id or self.cluster_id, addrs=["127.0.0.1"],
-                                     raft_addr=raft_addr)
+                                     cluster_id=cluster_id or self.cluster_id, raft_addr=raft_addr)
         (d / "swarm-node.crt").write_bytes(cert)
         (d / "swarm-node.key").write_bytes(key)
         return str(d / "swarm-node.crt"), str(d / "swarm-node.key")

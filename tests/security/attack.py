@@ -43,7 +43,7 @@ def forge_cert(tmp: Path, name: str, ca: certs.RootCA, role: str, cluster_id: st
     """A node certificate signed by ``ca`` (another swarm's, or a stolen one): (cert path, key path)."""
     key, csr = certs.generate_key_and_csr()
     cert = certs.issue_node_cert(ca, csr, node_id="x" * 25, role=role, cluster_id=cluster_id,
-                                 addrs=["127.0.0.1:1"], raft_addr=raft)
+                                 raft_addr=raft)
     (tmp / f"{name}.crt").write_bytes(cert)
     (tmp / f"{name}.key").write_bytes(key)
     return str(tmp / f"{name}.crt"), str(tmp / f"{name}.key")

@@ -193,7 +193,7 @@ class Swarm:
         if role == "manager" and raft_addr is None:
             raft_addr = SELF_RAFT if node_id == SELF_ID else "127.0.0.1:5001"
         return certs.issue_node_cert(ca or self.ca, csr, node_id=node_id, role=role, cluster_id=cluster_id,
-                                     addrs=["127.0.0.1:4242"], raft_addr=raft_addr)
+                                     raft_addr=raft_addr)
 
     def secret(self, name: str, data: bytes = b"value") -> state.Secret:
         created: state.Secret = self.proposer.apply(state.CreateSecret(

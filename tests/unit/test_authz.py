@@ -36,7 +36,7 @@ def ca() -> certs.RootCA:
 def cert(ca: certs.RootCA, node_id: str, role: str, cluster_id: str = CLUSTER) -> bytes:
     _, csr = certs.generate_key_and_csr()
     return certs.issue_node_cert(ca, csr, node_id=node_id, role=role, cluster_id=cluster_id,
-                                 addrs=["127.0.0.1:2377"], raft_addr="127.0.0.1:2378" if role == "manager" else None)
+                                 raft_addr="127.0.0.1:2378" if role == "manager" else None)
 
 
 def authz(ca: certs.RootCA, nodes: Nodes) -> PeerAuthorizer:

@@ -70,11 +70,11 @@ def test_node_certificates_carry_identity_from_the_ca_not_the_csr() -> None:
     ca = certs.create_root_ca()
     _, csr = certs.generate_key_and_csr()
     pem = certs.issue_node_cert(ca, csr, node_id="n" * 25, role="manager", cluster_id="c" * 25,
-                                addrs=["127.0.0.1:4242"], raft_addr="127.0.0.1:4243")
+                                raft_addr="127.0.0.1:4243")
     ident = certs.identity_from_pem(pem)
     assert (ident.node_id, ident.role, ident.cluster_id) == ("n" * 25, "manager", "c" * 25)
     assert ident.raft_addrs == ("127.0.0.1:4243",)
     wpem = certs.issue_node_cert(ca, csr, node_id="w" * 25, role="worker", cluster_id="c" * 25,
-                                 addrs=["127.0.0.1:1"], raft_addr="127.0.0.1:4243")
+                                 raft_addr="127.0.0.1:4243")
     assert certs.identity_from_pem(wpem).role == "worker"
     assert certs.identity_from_pem(wpem).raft_addrs == ()

@@ -8,7 +8,8 @@ is admitted as a manager of this swarm.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -42,112 +43,117 @@ class ControlAPI:
         )
 
 
-Provide = Callable[[grpc.aio.ServicerContext], ControlAPI]
+# Async where providing checks the caller against the swarm's latest state (the TLS port).
+Provide = Callable[[grpc.aio.ServicerContext], ControlAPI | Awaitable[ControlAPI]]
 
 
 class ControlServicer(control_pb2_grpc.ControlServicer):
     def __init__(self, provide: Provide) -> None:
         self.provide = provide
 
+    async def _api(self, context: grpc.aio.ServicerContext) -> ControlAPI:
+        api = self.provide(context)
+        return await api if inspect.isawaitable(api) else api
+
     # --- secrets --------------------------------------------------------------------------
 
     @rpc
     async def CreateSecret(self, request: control_pb2.CreateSecretRequest,
                            context: grpc.aio.ServicerContext) -> control_pb2.CreateSecretResponse:
-        return await self.provide(context).secrets.create_secret(request)
+        return await (await self._api(context)).secrets.create_secret(request)
 
     @rpc
     async def GetSecret(self, request: control_pb2.GetSecretRequest,
                         context: grpc.aio.ServicerContext) -> control_pb2.GetSecretResponse:
-        return await self.provide(context).secrets.get_secret(request)
+        return await (await self._api(context)).secrets.get_secret(request)
 
     @rpc
     async def ListSecrets(self, request: control_pb2.ListSecretsRequest,
                           context: grpc.aio.ServicerContext) -> control_pb2.ListSecretsResponse:
-        return await self.provide(context).secrets.list_secrets(request)
+        return await (await self._api(context)).secrets.list_secrets(request)
 
     @rpc
     async def UpdateSecret(self, request: control_pb2.UpdateSecretRequest,
                            context: grpc.aio.ServicerContext) -> control_pb2.UpdateSecretResponse:
-        return await self.provide(context).secrets.update_secret(request)
+        return await (await self._api(context)).secrets.update_secret(request)
 
     @rpc
     async def RemoveSecret(self, request: control_pb2.RemoveSecretRequest,
                            context: grpc.aio.ServicerContext) -> control_pb2.RemoveSecretResponse:
-        return await self.provide(context).secrets.remove_secret(request)
+        return await (await self._api(context)).secrets.remove_secret(request)
 
     # --- nodes ----------------------------------------------------------------------------
 
     @rpc
     async def ListNodes(self, request: control_pb2.ListNodesRequest,
                         context: grpc.aio.ServicerContext) -> control_pb2.ListNodesResponse:
-        return await self.provide(context).nodes.list_nodes(request)
+        return await (await self._api(context)).nodes.list_nodes(request)
 
     @rpc
     async def GetNode(self, request: control_pb2.GetNodeRequest,
                       context: grpc.aio.ServicerContext) -> control_pb2.GetNodeResponse:
-        return await self.provide(context).nodes.get_node(request)
+        return await (await self._api(context)).nodes.get_node(request)
 
     @rpc
     async def UpdateNode(self, request: control_pb2.UpdateNodeRequest,
                          context: grpc.aio.ServicerContext) -> control_pb2.UpdateNodeResponse:
-        return await self.provide(context).nodes.update_node(request)
+        return await (await self._api(context)).nodes.update_node(request)
 
     @rpc
     async def RemoveNode(self, request: control_pb2.RemoveNodeRequest,
                          context: grpc.aio.ServicerContext) -> control_pb2.RemoveNodeResponse:
-        return await self.provide(context).nodes.remove_node(request)
+        return await (await self._api(context)).nodes.remove_node(request)
 
     # --- services and tasks ------------------------------------------------------------------
 
     @rpc
     async def CreateService(self, request: control_pb2.CreateServiceRequest,
                             context: grpc.aio.ServicerContext) -> control_pb2.CreateServiceResponse:
-        return await self.provide(context).services.create_service(request)
+        return await (await self._api(context)).services.create_service(request)
 
     @rpc
     async def GetService(self, request: control_pb2.GetServiceRequest,
                          context: grpc.aio.ServicerContext) -> control_pb2.GetServiceResponse:
-        return await self.provide(context).services.get_service(request)
+        return await (await self._api(context)).services.get_service(request)
 
     @rpc
     async def ListServices(self, request: control_pb2.ListServicesRequest,
                            context: grpc.aio.ServicerContext) -> control_pb2.ListServicesResponse:
-        return await self.provide(context).services.list_services(request)
+        return await (await self._api(context)).services.list_services(request)
 
     @rpc
     async def UpdateService(self, request: control_pb2.UpdateServiceRequest,
                             context: grpc.aio.ServicerContext) -> control_pb2.UpdateServiceResponse:
-        return await self.provide(context).services.update_service(request)
+        return await (await self._api(context)).services.update_service(request)
 
     @rpc
     async def RemoveService(self, request: control_pb2.RemoveServiceRequest,
                             context: grpc.aio.ServicerContext) -> control_pb2.RemoveServiceResponse:
-        return await self.provide(context).services.remove_service(request)
+        return await (await self._api(context)).services.remove_service(request)
 
     @rpc
     async def ListTasks(self, request: control_pb2.ListTasksRequest,
                         context: grpc.aio.ServicerContext) -> control_pb2.ListTasksResponse:
-        return await self.provide(context).services.list_tasks(request)
+        return await (await self._api(context)).services.list_tasks(request)
 
     # --- cluster ----------------------------------------------------------------------------
 
     @rpc
     async def GetCluster(self, request: control_pb2.GetClusterRequest,
                          context: grpc.aio.ServicerContext) -> control_pb2.GetClusterResponse:
-        return await self.provide(context).cluster.get_cluster(request)
+        return await (await self._api(context)).cluster.get_cluster(request)
 
     @rpc
     async def RotateJoinToken(self, request: control_pb2.RotateJoinTokenRequest,
                               context: grpc.aio.ServicerContext) -> control_pb2.RotateJoinTokenResponse:
-        return await self.provide(context).cluster.rotate_join_token(request)
+        return await (await self._api(context)).cluster.rotate_join_token(request)
 
     @rpc
     async def GetUnlockKey(self, request: control_pb2.GetUnlockKeyRequest,
                            context: grpc.aio.ServicerContext) -> control_pb2.GetUnlockKeyResponse:
-        return await self.provide(context).cluster.get_unlock_key(request)
+        return await (await self._api(context)).cluster.get_unlock_key(request)
 
     @rpc
     async def RotateUnlockKey(self, request: control_pb2.RotateUnlockKeyRequest,
                               context: grpc.aio.ServicerContext) -> control_pb2.GetUnlockKeyResponse:
-        return await self.provide(context).cluster.rotate_unlock_key(request)
+        return await (await self._api(context)).cluster.rotate_unlock_key(request)
