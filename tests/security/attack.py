@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
+from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 
 import grpc
 
+from swarmsecrets.api.v1 import ca_pb2_grpc
 from swarmsecrets.ca import certs
 
 
@@ -56,3 +60,35 @@ def node_channel(addr: str, cert_dir: Path, server_name: str = "swarm-manager") 
         private_key=(cert_dir / "swarm-node.key").read_bytes(),
         certificate_chain=(cert_dir / "swarm-node.crt").read_bytes())
     return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", server_name)])
+
+
+def bootstrap_channel(addr: str, root_pem: bytes, server_name: str = "swarm-manager") -> grpc.Channel:
+    """A gRPC channel to a manager with the bootstrap identity anyone derives from the root's digest:
+    what a joiner without a certificate (or an outsider) presents."""
+    key, cert = certs.bootstrap_client_cert(certs.ca_digest(root_pem))
+    creds = grpc.ssl_channel_credentials(root_certificates=root_pem, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", server_name)])
+
+
+class _TokenTrap(ca_pb2_grpc.NodeCAServicer):
+    def __init__(self, caught: list[str]) -> None:
+        self.caught = caught
+
+    def IssueNodeCertificate(self, request, context):  # type: ignore[no-untyped-def]
+        self.caught.append(request.token)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "try again later")
+
+
+@contextlib.contextmanager
+def fake_manager(cert_pem: bytes, key_pem: bytes, root_pem: bytes) -> Iterator[tuple[str, list[str]]]:
+    """A NodeCA impostor on 127.0.0.1 presenting ``cert_pem`` (chained to ``root_pem``, as a manager
+    does): yields its address and the join tokens that joiners dialling it have handed over."""
+    caught: list[str] = []
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    ca_pb2_grpc.add_NodeCAServicer_to_server(_TokenTrap(caught), server)
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key_pem, cert_pem + root_pem)]))
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", caught
+    finally:
+        server.stop(0).wait()
