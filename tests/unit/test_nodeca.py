@@ -211,3 +211,23 @@ def test_manager_keys_go_to_current_managers_only() -> None:
         assert demoted.code == grpc.StatusCode.PERMISSION_DENIED and "is a worker now" in demoted.details
 
     run(test)
+
+
+def test_callers_the_certificate_or_token_refuses_run_no_read_barrier() -> None:
+    swarm = Swarm()
+    swarm.add_node("w1")
+
+    async def test() -> None:
+        ca = nodeca(swarm)
+        for call in (ca.RenewNodeCertificate(renew(), ctx()),
+                     ca.RenewNodeCertificate(renew(), ctx(swarm.cert("w1", "worker", ca=Swarm().ca))),
+                     ca.GetManagerKeys(ca_pb2.GetManagerKeysRequest(), ctx()),
+                     ca.GetManagerKeys(ca_pb2.GetManagerKeysRequest(), ctx(swarm.cert("w1", "worker"))),
+                     ca.IssueNodeCertificate(issue(str(tokens.new_token(swarm.ca.cert_pem))), ctx())):
+            await aborted(call)
+        assert swarm.proposer.barriers == 0
+        # A caller the certificate admits is checked against its record after one barrier.
+        await ca.RenewNodeCertificate(renew(), ctx(swarm.cert("w1", "worker")))
+        assert swarm.proposer.barriers == 1
+
+    run(test)

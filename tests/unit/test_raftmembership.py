@@ -61,3 +61,16 @@ def test_a_manager_leaves_itself_not_the_node_it_names() -> None:
         assert any(isinstance(c, state.RemoveNode) and c.node_id == "m2" for c in swarm.proposer.proposed)
 
     run(test)
+
+
+def test_a_worker_certificate_runs_no_read_barrier() -> None:
+    swarm = Swarm()
+    swarm.add_node("w1")
+
+    async def test() -> None:
+        for call in (service(swarm).Join(raft_pb2.RaftJoinRequest(raft_addr=M2_RAFT), ctx(swarm.cert("w1", "worker"))),
+                     service(swarm).Leave(raft_pb2.RaftLeaveRequest(), ctx())):
+            await aborted(call)
+        assert swarm.proposer.barriers == 0
+
+    run(test)

@@ -2,8 +2,8 @@
 
 ``provide`` answers, per call, with the ready ``ControlAPI`` the caller may use, or raises the
 typed error that says why there is none: on the unix socket, the node's running manager (or
-"not in a swarm", "locked", "not a manager"); on the TLS port, the manager's own, once the peer
-is admitted as a manager of this swarm.
+"not in a swarm", "locked", "not a manager"); on the TLS port, the manager's own, once the peer's
+certificate is a manager's of this swarm and, after a read barrier, the swarm holds it as a manager.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class ControlAPI:
         )
 
 
-# Async where providing checks the caller against the swarm's latest state (the TLS port).
+# Async on the TLS port, where providing waits for a read barrier.
 Provide = Callable[[grpc.aio.ServicerContext], ControlAPI | Awaitable[ControlAPI]]
 
 
