@@ -21,6 +21,7 @@ from swarmsecrets.api.v1 import (
     dispatcher_pb2_grpc,
     raft_pb2,
     raft_pb2_grpc,
+    swarm_pb2,
 )
 from swarmsecrets.ca import certs
 from tests.framework import Cluster, Node, wait_until
@@ -64,12 +65,13 @@ def test_worker_advertising_a_manager_name_cannot_pose_as_a_manager(cluster: Clu
                                                                      tmp_path: Path) -> None:
     m1 = cluster.managers[0]
     root = root_of(m1)
-    worker_token = m1.ok("swarm", "join-token", "-q", "worker").strip()
-    manager_token = m1.ok("swarm", "join-token", "-q", "manager").strip()
+    tokens = m1.control().GetCluster(control_pb2.GetClusterRequest(), timeout=20).cluster.join_tokens
+    worker_token, manager_token = tokens.worker, tokens.manager
 
     # The hostile worker joins advertising the name clients check when they dial a manager.
-    assert "joined a swarm as a worker" in node.ok("swarm", "join", "--token", worker_token,
-                                                    "--advertise-addr", "swarm-manager:4242", m1.addr)
+    joined = node.swarm().Join(swarm_pb2.JoinRequest(remote_addr=m1.addr, join_token=worker_token,
+                                                     advertise_addr="swarm-manager:4242"), timeout=30)
+    assert joined.role == "worker"
     stolen = (cert_dir(node) / "swarm-node.crt").read_bytes(), (cert_dir(node) / "swarm-node.key").read_bytes()
     own_id = certs.identity_from_pem(stolen[0]).node_id
     assert dns_names(stolen[0]) == ["swarm-worker", own_id]
@@ -83,7 +85,7 @@ def test_worker_advertising_a_manager_name_cannot_pose_as_a_manager(cluster: Clu
         assert dns_names(got.certificate) == ["swarm-worker", got.node_id]
 
     # A joiner dialling the impostor (as after a DNS or routing hijack) refuses it before it says a word.
-    node.ok("swarm", "leave")
+    node.swarm().Leave(swarm_pb2.LeaveRequest(), timeout=30)
     with fake_manager(*stolen, root) as (addr, caught):
         node.fails("swarm", "join", "--token", manager_token, addr)
         assert caught == []
