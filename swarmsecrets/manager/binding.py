@@ -28,6 +28,8 @@ from swarmsecrets.manager.collaborators import Sealer
 def bound_request_id(sealer: Sealer, kind: type[state.Command], caller: str, client_rid: str,
                      content: bytes) -> str:
     """The log's request id for ``client_rid`` (a fresh one if empty), made by ``caller``."""
+    if state.client_request_id(client_rid)[1]:  # an id of the log (bound already) is no client's
+        raise errors.InvalidArgument(f"invalid request id {client_rid}")
     binding = sealer.digest(b"\0".join((kind.KIND.encode(), caller.encode(), hashlib.sha256(content).digest())))
     return state.bind_request_id(client_rid or ids.new_request_id(), binding)
 
