@@ -1,9 +1,10 @@
 """Request ids bound to the request that carries them (see state.bind_request_id).
 
 The binding is a digest, keyed with the data key, of the command kind, the caller and the
-request's content. The caller comes from the transport, never from the request: on the local
-socket, the operator of the node that serves it (only root may open that socket); on the TLS
-port, the manager its certificate names; for a joiner, the role its token grants and its address.
+request's content. The caller comes from the transport, never from the request: on a manager's
+local socket, the swarm's operator (only root may open it; a client may retry on another
+manager's socket); on the TLS port, the manager its certificate names; for a joiner, the role
+its token grants and its address.
 A joiner's content covers its CSR's public key, so whoever replays a join's request id with
 another key never gets the certificate of the node that join created. The digest is computed
 here, where the command is built, because what the client retries is its request, while the

@@ -82,11 +82,11 @@ def test_another_callers_request_id_gets_no_other_outcome(cluster: Cluster) -> N
     # m2 has applied it (a read there waits for every acknowledged write).
     wait_until(lambda: "replay_first" in m2.ok("secret", "ls", "--format", "{{.Name}}").split(), 15, 0.1, "replication")
 
-    # The operator of another manager, with the same id and other content: refused, nothing written.
+    # The same id with other content, on another manager: refused, nothing written.
     with pytest.raises(grpc.RpcError) as refused:
         answered = _create(m2.control(), "replay_second", rid)
         pytest.fail(f"m2's request was answered with m1's outcome: secret {answered.secret.spec.name}")
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
     assert "already used for another request" in (refused.value.details() or "")
     assert "request id " + rid + " was already used by another caller" in m2.log_tail(20_000)
     # The same caller with other content: refused as well.
@@ -96,8 +96,10 @@ def test_another_callers_request_id_gets_no_other_outcome(cluster: Cluster) -> N
     names = m1.ok("secret", "ls", "--format", "{{.Name}}").split()
     assert "replay_first" in names and "replay_second" not in names and "replay_third" not in names
 
-    # The retry the id is for (same caller, same request) gets its first outcome; m2's own id works.
+    # The retry the id is for (same request, from the operator, on either manager) gets its first outcome;
+    # m2's own id works.
     assert _create(m1.control(), "replay_first", rid).secret.id == first.secret.id
+    assert _create(m2.control(), "replay_first", rid).secret.id == first.secret.id
     assert _create(m2.control(), "replay_second", "m2-own-request").secret.spec.name == "replay_second"
     for name in ("replay_first", "replay_second"):
         m1.ok("secret", "rm", name)

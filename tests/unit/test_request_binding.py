@@ -36,29 +36,29 @@ def _bound(client: str, caller: str, content: bytes = b"c", kind: type[state.Com
 
 
 def test_a_bound_id_names_its_client_id_and_differs_by_kind_caller_and_content() -> None:
-    rid = _bound("r1", "local:m1")
+    rid = _bound("r1", "local")
     assert state.client_request_id(rid) == ("r1", True)
     assert state.client_request_id("r1") == ("r1", False)  # the leader's own ids, earlier releases' ids
-    others = {_bound("r1", "local:m2"), _bound("r1", "local:m1", b"d"),
-              _bound("r1", "local:m1", kind=state.RemoveSecret)}
+    others = {_bound("r1", "manager:m2"), _bound("r1", "local", b"d"),
+              _bound("r1", "local", kind=state.RemoveSecret)}
     assert rid not in others and len(others) == 3
     # Deterministic for every manager (they share the data key); keyed: another key, another binding.
-    assert bound_request_id(DataKey(KEY.key), state.CreateSecret, "local:m1", "r1", b"c") == rid
-    assert bound_request_id(DataKey(keys.new_key()), state.CreateSecret, "local:m1", "r1", b"c") != rid
+    assert bound_request_id(DataKey(KEY.key), state.CreateSecret, "local", "r1", b"c") == rid
+    assert bound_request_id(DataKey(keys.new_key()), state.CreateSecret, "local", "r1", b"c") != rid
     # An id as the log holds it is not a client's id.
     with pytest.raises(errors.InvalidArgument, match="invalid request id"):
-        _bound(rid, "local:m1")
+        _bound(rid, "local")
 
 
 def test_the_same_request_gets_its_first_outcome_and_a_replay_is_refused(caplog: pytest.LogCaptureFixture) -> None:
     s = Store()
-    rid = _bound("r1", "local:m1")
+    rid = _bound("r1", "local")
     first = state.unwrap(s.apply(_secret(rid, "db", 1), 1))
     retry = _secret(rid, "db", 2)  # a retry builds the command afresh (new object id), same bound id
     s.check_request(retry)
     assert state.unwrap(s.apply(retry, 2)).id == first.id and len(s.secrets()) == 1
 
-    replay = _secret(_bound("r1", "local:m2"), "other", 3)
+    replay = _secret(_bound("r1", "manager:m2"), "other", 3)
     with caplog.at_level(logging.WARNING), pytest.raises(errors.InvalidArgument, match="already used"):
         s.check_request(replay)
     assert "request id r1 was already used by another caller" in caplog.text
@@ -79,7 +79,7 @@ def test_records_written_before_ids_were_bound_answer_no_bound_request() -> None
         if index > s.applied_index:
             machine.apply(entry, index)
     assert s.has_request("rid-s1")
-    bound = _secret(_bound("rid-s1", "local:m1"), "db_pass", 30)
+    bound = _secret(_bound("rid-s1", "local"), "db_pass", 30)
     with pytest.raises(errors.InvalidArgument, match="request id rid-s1 was already used"):
         s.check_request(bound)
     result = s.apply(bound, 30)  # even if applied: never the recorded outcome
@@ -90,21 +90,21 @@ def test_records_written_before_ids_were_bound_answer_no_bound_request() -> None
 
 def test_a_restored_snapshot_keeps_refusing_replays() -> None:
     s = Store()
-    s.apply(_secret(_bound("r1", "local:m1"), "db", 1), 1)
+    s.apply(_secret(_bound("r1", "local"), "db", 1), 1)
     again = Store()
     codec.LogStateMachine(again).restore(codec.LogStateMachine(s).snapshot())
     with pytest.raises(errors.InvalidArgument):
-        again.check_request(_secret(_bound("r1", "local:m2"), "db", 2))
-    again.check_request(_secret(_bound("r1", "local:m1"), "db", 2))
+        again.check_request(_secret(_bound("r1", "manager:m2"), "db", 2))
+    again.check_request(_secret(_bound("r1", "local"), "db", 2))
 
 
 def test_a_forgotten_request_id_may_be_used_again() -> None:
     s = Store()
-    s.apply(_secret(_bound("r1", "local:m1"), "db", 1), 1)
+    s.apply(_secret(_bound("r1", "local"), "db", 1), 1)
     s.apply(state.CreateSecret(rid="later", ts=TS + REQUEST_TTL_NS + 10, id="i" * 25, name="x", data=b"ct",
                                key_id="k"), 2)
-    assert not s.has_request(_bound("r1", "local:m1"))
-    s.check_request(_secret(_bound("r1", "local:m2"), "db", 3))
+    assert not s.has_request(_bound("r1", "local"))
+    s.check_request(_secret(_bound("r1", "manager:m2"), "db", 3))
 
 
 # --- the Control API: the caller from the transport ---------------------------------------------------
@@ -138,7 +138,7 @@ def test_control_writes_are_bound_to_the_transports_caller_and_the_content() -> 
 
 
 def test_the_binding_never_carries_a_secrets_value() -> None:
-    rid = control_request_id(KEY, state.CreateSecret, "local:m1", _create("db", "r1"))
+    rid = control_request_id(KEY, state.CreateSecret, "local", _create("db", "r1"))
     assert b"v-db".hex() not in rid and "v-db" not in rid
 
 

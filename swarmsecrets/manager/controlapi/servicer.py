@@ -46,10 +46,11 @@ class ControlAPI:
 
     def caller(self, context: grpc.aio.ServicerContext) -> str:
         """Who makes a call ``provide`` admitted: on the TLS port, the manager its certificate names;
-        on the unix socket (no certificate; only root may open it), this node's operator."""
+        on a unix socket (no certificate), the swarm's operator: only root may open the socket of
+        any manager, and a client may retry a request on another manager's socket."""
         cert = peer_certificate(context)
         if cert is None:
-            return f"local:{self.nodes.node_id}"
+            return "local"
         return f"manager:{certs.identity_from_pem(cert).node_id}"
 
 
