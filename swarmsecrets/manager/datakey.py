@@ -3,6 +3,9 @@ unlock key). ``DataKey`` implements ``collaborators.Sealer``."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from swarmsecrets import errors
 from swarmsecrets.crypto import keys
 from swarmsecrets.manager.collaborators import Sealer, StoreReader
@@ -12,6 +15,7 @@ class DataKey:
     def __init__(self, key: bytes) -> None:
         self.key = key
         self._key_id = keys.key_id(key)
+        self._digest_key = hmac.digest(key, b"swarmsecrets request binding", hashlib.sha256)
 
     @property
     def key_id(self) -> str:
@@ -22,6 +26,9 @@ class DataKey:
 
     def unseal(self, ciphertext: bytes) -> bytes:
         return keys.open_sealed(self.key, ciphertext)
+
+    def digest(self, data: bytes) -> bytes:
+        return hmac.digest(self._digest_key, data, hashlib.sha256)
 
 
 def join_tokens(store: StoreReader, sealer: Sealer) -> dict[str, str]:

@@ -18,6 +18,7 @@ from swarmsecrets.ca import certs, tokens
 from swarmsecrets.ca.authz import MANAGERS, MEMBERS, PeerAuthorizer
 from swarmsecrets.crypto.keys import format_unlock_key
 from swarmsecrets.manager import state
+from swarmsecrets.manager.binding import join_request_id
 from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
 from swarmsecrets.manager.datakey import join_tokens, unlock_key
 from swarmsecrets.rpcutil import peer_certificate, rpc
@@ -81,9 +82,12 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         availability = validation.parse_join_availability(request.availability)
         node = state.Node(id=ids.new_id(), role=role, hostname=request.hostname or "unknown", addr=addr,
                           raft_addr=raft_addr, availability=availability)
-        added = await self.proposer.propose(state.AddNode(rid=request.request_id or ids.new_request_id(), node=node))
-        cert = certs.issue_node_cert(self.ca, request.csr, node_id=added.id, role=role, cluster_id=self.cluster_id,
-                                     raft_addr=added.raft_addr or None)
+        rid = join_request_id(self.sealer, role, _peer_host(context), request)
+        added = await self.proposer.propose(state.AddNode(rid=rid, node=node))
+        cert = certs.issue_node_cert(
+            self.ca, request.csr, node_id=added.id, role=role, cluster_id=self.cluster_id,
+            raft_addr=added.raft_addr or None,
+        )
         return ca_pb2.IssueNodeCertificateResponse(node_id=added.id, role=role, certificate=cert,
                                                    cluster_id=self.cluster_id)
 

@@ -47,7 +47,8 @@ class RaftProposer:
         """Replicate a command and return its result (or raise its typed error).
 
         A command kind that some manager of the swarm could not apply (it runs an older release)
-        is refused here, before it reaches the log.
+        is refused here, before it reaches the log; so is a replay of another request's id
+        (``Store.check_request``).
 
         Through a failover it retries the same command (same request id, so the state
         machine applies it at most once): after no leader for about one election it
@@ -59,6 +60,7 @@ class RaftProposer:
         forwarded to another leader, and are not retried.
         """
         state.require_supported(cmd, self.store.managers())
+        self.store.check_request(cmd)
         entry = state.encode_command(cmd if cmd.ts else replace(cmd, ts=self.clock.now_ns()))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import pickle
 import socket
 import ssl
+import struct
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from swarmsecrets.api.v1 import ca_pb2_grpc
-from swarmsecrets.ca import certs
+from swarmsecrets.ca import certs, tokens
 
 
 def tls_connect(port: int, cert: tuple[str, str] | None, host: str = "127.0.0.1") -> ssl.SSLSocket:
@@ -92,3 +96,40 @@ def fake_manager(cert_pem: bytes, key_pem: bytes, root_pem: bytes) -> Iterator[t
         yield f"127.0.0.1:{port}", caught
     finally:
         server.stop(0).wait()
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refused global {module}.{name}")
+
+
+def raft_journal_commands(data_dir: Path) -> list[dict[str, Any]]:
+    """The commands a manager's raft journal holds on disk, as anyone who reads the file sees them:
+    magic, then records (u32 length, u32 crc, u64 index, u64 term, type byte + pickle)."""
+    raw = (data_dir / "raft" / "raft.journal").read_bytes()
+    assert raw[:8] == b"SWRJ\x00\x00\x00\x01", "not a raft journal"
+    out, at = [], 8
+    while at + 24 <= len(raw):
+        length, _crc, _index, _term = struct.unpack_from("!IIQQ", raw, at)
+        entry = raw[at + 24:at + 24 + length]
+        at += 24 + length
+        if entry[:1] == b"\x00":  # a regular command (the others are raft's own)
+            cmd = _PlainUnpickler(io.BytesIO(entry[1:])).load()
+            if isinstance(cmd, dict):
+                out.append(cmd)
+    return out
+
+
+def join_channel(addr: str, token: str) -> grpc.Channel:
+    """A channel to a manager's TLS port as a joiner opens it: the swarm's root (fetched unverified, then
+    checked against the token's digest) and a bootstrap client certificate."""
+    parsed = tokens.parse_token(token)
+    host, port = addr.rsplit(":", 1)
+    root = certs.fetch_unverified_root(host, int(port), parsed.ca_digest)
+    key, cert = certs.bootstrap_client_cert(parsed.ca_digest)
+    creds = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "swarm-manager")])
+
+
+def identity_channel(addr: str, root_pem: bytes, key_pem: bytes, cert_pem: bytes) -> grpc.Channel:
+    """A channel to a manager's TLS port with a certificate the attacker holds (and its key)."""
+    creds = grpc.ssl_channel_credentials(root_certificates=root_pem, private_key=key_pem, certificate_chain=cert_pem)
+    return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "swarm-manager")])

@@ -71,6 +71,7 @@ class StoreProposer:
         if leader_only is not None and (not self.group.is_leader or self.group.term != leader_only):
             raise errors.Unavailable("this manager no longer leads the swarm")
         state.require_supported(cmd, self.store.managers())
+        self.store.check_request(cmd)
         cmd = cmd if cmd.ts else replace(cmd, ts=self.clock.now_ns())
         self.proposed.append(cmd)
         return state.unwrap(self.machine.apply(state.encode_command(cmd), self.store.applied_index + 1))

@@ -111,8 +111,9 @@ def test_a_retried_issuance_names_the_same_node() -> None:
 
     async def test() -> None:
         ca = nodeca(swarm)
-        first = await ca.IssueNodeCertificate(issue(swarm.worker_token, rid="join-1"), ctx())
-        again = await ca.IssueNodeCertificate(issue(swarm.worker_token, rid="join-1"), ctx())
+        request = issue(swarm.worker_token, rid="join-1")  # a retry sends the same request: same CSR
+        first = await ca.IssueNodeCertificate(request, ctx())
+        again = await ca.IssueNodeCertificate(request, ctx())
         assert again.node_id == first.node_id
         assert [n.id for n in swarm.store.nodes() if n.role == "worker"] == [first.node_id]
 

@@ -40,8 +40,8 @@ class ClusterAPI:
         await self.proposer.barrier()
         return control_pb2.GetClusterResponse(cluster=self._cluster_to_proto())
 
-    async def rotate_join_token(self, request: control_pb2.RotateJoinTokenRequest
-                                ) -> control_pb2.RotateJoinTokenResponse:
+    async def rotate_join_token(self, request: control_pb2.RotateJoinTokenRequest,
+                                caller: str) -> control_pb2.RotateJoinTokenResponse:
         if request.role not in ("worker", "manager"):
             raise errors.InvalidArgument(f"unknown role {request.role}")
         await self.proposer.barrier()
@@ -50,7 +50,8 @@ class ClusterAPI:
             raise errors.Unavailable("the cluster state is not available yet")
         fresh = self.sealer.seal(str(tokens.new_token(self.ca.cert_pem)).encode())
         sealed = replace(cluster.join_tokens, **{request.role: fresh})
-        await self.proposer.propose(state.UpdateCluster(rid=request_id(request.request_id), join_tokens=sealed))
+        rid = request_id(self.sealer, state.UpdateCluster, caller, request)
+        await self.proposer.propose(state.UpdateCluster(rid=rid, join_tokens=sealed))
         jt = join_tokens(self.store, self.sealer)
         return control_pb2.RotateJoinTokenResponse(
             join_tokens=objects_pb2.JoinTokens(worker=jt["worker"], manager=jt["manager"]))
@@ -62,15 +63,15 @@ class ClusterAPI:
             raise errors.FailedPrecondition("no unlock key is set")
         return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))
 
-    async def rotate_unlock_key(self, request: control_pb2.RotateUnlockKeyRequest
-                                ) -> control_pb2.GetUnlockKeyResponse:
+    async def rotate_unlock_key(self, request: control_pb2.RotateUnlockKeyRequest,
+                                caller: str) -> control_pb2.GetUnlockKeyResponse:
         await self.proposer.barrier()
         cluster = self.store.cluster
         if cluster is None or not cluster.autolock:
             raise errors.FailedPrecondition("cannot rotate because autolock is not turned on")
         new = keys.new_key()
-        await self.proposer.propose(state.UpdateCluster(rid=request_id(request.request_id),
-                                                        unlock_key=self.sealer.seal(new)))
+        rid = request_id(self.sealer, state.UpdateCluster, caller, request)
+        await self.proposer.propose(state.UpdateCluster(rid=rid, unlock_key=self.sealer.seal(new)))
         key = unlock_key(self.store, self.sealer)
         assert key is not None
         return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))

@@ -1,17 +1,22 @@
-"""What every kind of the Control API shares: request ids and the idempotent removal."""
+"""What every kind of the Control API shares: request ids bound to their caller and content, and
+the idempotent removal."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from swarmsecrets import errors, ids
+from google.protobuf.message import Message
+
+from swarmsecrets import errors
 from swarmsecrets.manager import state
-from swarmsecrets.manager.collaborators import StoreReader
+from swarmsecrets.manager.binding import control_request_id
+from swarmsecrets.manager.collaborators import Sealer, StoreReader
 
 
-def request_id(given: str) -> str:
-    """The client's request id (a retry of the same request carries the same one), else a fresh one."""
-    return given or ids.new_request_id()
+def request_id(sealer: Sealer, kind: type[state.Command], caller: str, request: Message) -> str:
+    """The client's request id (a retry of the same request carries the same one; a fresh one if
+    it gave none), bound to the command kind, the caller and the request's content."""
+    return control_request_id(sealer, kind, caller, request)
 
 
 def resolve_for_removal(store: StoreReader, resolve: Callable[[str], state.Secret | state.Service], ref: str,

@@ -7,7 +7,7 @@ from dataclasses import replace
 from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
 from swarmsecrets.manager import state
-from swarmsecrets.manager.collaborators import GroupStatus, Proposer, RaftMembers, StoreReader
+from swarmsecrets.manager.collaborators import GroupStatus, Proposer, RaftMembers, Sealer, StoreReader
 from swarmsecrets.manager.controlapi.common import request_id
 from swarmsecrets.rpcutil import format_ts
 
@@ -61,11 +61,12 @@ def _check_demotion(store: StoreReader, status: GroupStatus, node: state.Node) -
 class NodesAPI:
     """``node_id`` and ``raft_addr`` are this manager's own ("self" in GetNode, itself in a status)."""
 
-    def __init__(self, store: StoreReader, proposer: Proposer, members: RaftMembers, *, node_id: str,
-                 raft_addr: str) -> None:
+    def __init__(self, store: StoreReader, proposer: Proposer, members: RaftMembers, sealer: Sealer, *,
+                 node_id: str, raft_addr: str) -> None:
         self.store = store
         self.proposer = proposer
         self.members = members
+        self.sealer = sealer  # keys the binding of request ids
         self.node_id = node_id
         self.raft_addr = raft_addr
 
@@ -83,10 +84,11 @@ class NodesAPI:
         ref = self.node_id if request.node_id == "self" else request.node_id
         return control_pb2.GetNodeResponse(node=self._to_proto(self.store.resolve_node(ref)))
 
-    async def update_node(self, request: control_pb2.UpdateNodeRequest) -> control_pb2.UpdateNodeResponse:
+    async def update_node(self, request: control_pb2.UpdateNodeRequest,
+                          caller: str) -> control_pb2.UpdateNodeResponse:
         await self.proposer.barrier()
         node = self.store.resolve_node(request.node_id)
-        change = state.UpdateNode(rid=request_id(request.request_id), id=node.id)
+        change = state.UpdateNode(rid=request_id(self.sealer, state.UpdateNode, caller, request), id=node.id)
         if request.availability:
             change = replace(change, availability=validation.parse_availability(request.availability))
         demote = False
@@ -105,7 +107,8 @@ class NodesAPI:
             await self.members.remove_member(node.raft_addr)
         return control_pb2.UpdateNodeResponse(node=self._to_proto(updated))
 
-    async def remove_node(self, request: control_pb2.RemoveNodeRequest) -> control_pb2.RemoveNodeResponse:
+    async def remove_node(self, request: control_pb2.RemoveNodeRequest,
+                          caller: str) -> control_pb2.RemoveNodeResponse:
         await self.proposer.barrier()
         node = self.store.resolve_node(request.node_id)
         if node.role == "manager":
@@ -114,5 +117,6 @@ class NodesAPI:
                 "It must be demoted to worker before removal")
         if node.status == "ready" and not request.force:
             raise errors.FailedPrecondition(f"node {node.id} is not down and can't be removed")
-        await self.proposer.propose(state.RemoveNode(rid=request_id(request.request_id), node_id=node.id))
+        await self.proposer.propose(state.RemoveNode(
+            rid=request_id(self.sealer, state.RemoveNode, caller, request), node_id=node.id))
         return control_pb2.RemoveNodeResponse()

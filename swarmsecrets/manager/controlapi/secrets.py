@@ -27,14 +27,16 @@ class SecretsAPI:
         self.proposer = proposer
         self.sealer = sealer
 
-    async def create_secret(self, request: control_pb2.CreateSecretRequest) -> control_pb2.CreateSecretResponse:
+    async def create_secret(self, request: control_pb2.CreateSecretRequest,
+                            caller: str) -> control_pb2.CreateSecretResponse:
         if not request.HasField("spec"):
             raise errors.InvalidArgument("invalid argument")
         spec = request.spec
         validation.validate_secret_name(spec.name)
         validation.validate_secret_data(spec.data)
         created = await self.proposer.propose(state.CreateSecret(
-            rid=request_id(request.request_id), id=ids.new_id(), name=spec.name, labels=dict(spec.labels),
+            rid=request_id(self.sealer, state.CreateSecret, caller, request), id=ids.new_id(),
+            name=spec.name, labels=dict(spec.labels),
             data=self.sealer.seal(spec.data), key_id=self.sealer.key_id))
         return control_pb2.CreateSecretResponse(secret=secret_to_proto(created))
 
@@ -62,7 +64,8 @@ class SecretsAPI:
             out.append(secret_to_proto(s))
         return control_pb2.ListSecretsResponse(secrets=out)
 
-    async def update_secret(self, request: control_pb2.UpdateSecretRequest) -> control_pb2.UpdateSecretResponse:
+    async def update_secret(self, request: control_pb2.UpdateSecretRequest,
+                            caller: str) -> control_pb2.UpdateSecretResponse:
         if not request.secret_id or not request.HasField("secret_version") or not request.HasField("spec"):
             raise errors.InvalidArgument("invalid argument")
         await self.proposer.barrier()
@@ -73,14 +76,16 @@ class SecretsAPI:
         ):
             raise errors.InvalidArgument(errors.ONLY_LABELS)
         updated = await self.proposer.propose(state.UpdateSecret(
-            rid=request_id(request.request_id), id=current.id, version=request.secret_version.index,
+            rid=request_id(self.sealer, state.UpdateSecret, caller, request), id=current.id,
+            version=request.secret_version.index,
             labels=dict(spec.labels)))
         return control_pb2.UpdateSecretResponse(secret=secret_to_proto(updated))
 
-    async def remove_secret(self, request: control_pb2.RemoveSecretRequest) -> control_pb2.RemoveSecretResponse:
+    async def remove_secret(self, request: control_pb2.RemoveSecretRequest,
+                            caller: str) -> control_pb2.RemoveSecretResponse:
         if not request.secret_id:
             raise errors.InvalidArgument("secret ID must be provided")
-        rid = request_id(request.request_id)
+        rid = request_id(self.sealer, state.RemoveSecret, caller, request)
         await self.proposer.barrier()
         secret_id = resolve_for_removal(self.store, self.store.resolve_secret, request.secret_id, rid)
         await self.proposer.propose(state.RemoveSecret(rid=rid, id=secret_id))

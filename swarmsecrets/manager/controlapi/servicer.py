@@ -4,6 +4,9 @@
 typed error that says why there is none: on the unix socket, the node's running manager (or
 "not in a swarm", "locked", "not a manager"); on the TLS port, the manager's own, once the peer's
 certificate is a manager's of this swarm and, after a read barrier, the swarm holds it as a manager.
+
+Writes also get the caller, as the transport identifies it (never from the request): their
+request ids are bound to it (``binding``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from swarmsecrets.manager.controlapi.cluster import ClusterAPI
 from swarmsecrets.manager.controlapi.nodes import NodesAPI
 from swarmsecrets.manager.controlapi.secrets import SecretsAPI
 from swarmsecrets.manager.controlapi.services import ServicesAPI
-from swarmsecrets.rpcutil import rpc
+from swarmsecrets.rpcutil import peer_certificate, rpc
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,19 @@ class ControlAPI:
         """``node_id`` and ``raft_addr`` are those of the manager that serves the API."""
         return cls(
             secrets=SecretsAPI(store, proposer, sealer),
-            nodes=NodesAPI(store, proposer, members, node_id=node_id, raft_addr=raft_addr),
-            services=ServicesAPI(store, proposer),
+            nodes=NodesAPI(store, proposer, members, sealer, node_id=node_id, raft_addr=raft_addr),
+            services=ServicesAPI(store, proposer, sealer),
             cluster=ClusterAPI(store, proposer, sealer, ca),
         )
+
+    def caller(self, context: grpc.aio.ServicerContext) -> str:
+        """Who makes a call ``provide`` admitted: on the TLS port, the manager its certificate names;
+        on a unix socket (no certificate), the swarm's operator: only root may open the socket of
+        any manager, and a client may retry a request on another manager's socket."""
+        cert = peer_certificate(context)
+        if cert is None:
+            return "local"
+        return f"manager:{certs.identity_from_pem(cert).node_id}"
 
 
 # Async on the TLS port, where providing waits for a read barrier.
@@ -60,7 +72,8 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     @rpc
     async def CreateSecret(self, request: control_pb2.CreateSecretRequest,
                            context: grpc.aio.ServicerContext) -> control_pb2.CreateSecretResponse:
-        return await (await self._api(context)).secrets.create_secret(request)
+        api = await self._api(context)
+        return await api.secrets.create_secret(request, api.caller(context))
 
     @rpc
     async def GetSecret(self, request: control_pb2.GetSecretRequest,
@@ -75,12 +88,14 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     @rpc
     async def UpdateSecret(self, request: control_pb2.UpdateSecretRequest,
                            context: grpc.aio.ServicerContext) -> control_pb2.UpdateSecretResponse:
-        return await (await self._api(context)).secrets.update_secret(request)
+        api = await self._api(context)
+        return await api.secrets.update_secret(request, api.caller(context))
 
     @rpc
     async def RemoveSecret(self, request: control_pb2.RemoveSecretRequest,
                            context: grpc.aio.ServicerContext) -> control_pb2.RemoveSecretResponse:
-        return await (await self._api(context)).secrets.remove_secret(request)
+        api = await self._api(context)
+        return await api.secrets.remove_secret(request, api.caller(context))
 
     # --- nodes ----------------------------------------------------------------------------
 
@@ -97,19 +112,22 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     @rpc
     async def UpdateNode(self, request: control_pb2.UpdateNodeRequest,
                          context: grpc.aio.ServicerContext) -> control_pb2.UpdateNodeResponse:
-        return await (await self._api(context)).nodes.update_node(request)
+        api = await self._api(context)
+        return await api.nodes.update_node(request, api.caller(context))
 
     @rpc
     async def RemoveNode(self, request: control_pb2.RemoveNodeRequest,
                          context: grpc.aio.ServicerContext) -> control_pb2.RemoveNodeResponse:
-        return await (await self._api(context)).nodes.remove_node(request)
+        api = await self._api(context)
+        return await api.nodes.remove_node(request, api.caller(context))
 
     # --- services and tasks ------------------------------------------------------------------
 
     @rpc
     async def CreateService(self, request: control_pb2.CreateServiceRequest,
                             context: grpc.aio.ServicerContext) -> control_pb2.CreateServiceResponse:
-        return await (await self._api(context)).services.create_service(request)
+        api = await self._api(context)
+        return await api.services.create_service(request, api.caller(context))
 
     @rpc
     async def GetService(self, request: control_pb2.GetServiceRequest,
@@ -124,12 +142,14 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     @rpc
     async def UpdateService(self, request: control_pb2.UpdateServiceRequest,
                             context: grpc.aio.ServicerContext) -> control_pb2.UpdateServiceResponse:
-        return await (await self._api(context)).services.update_service(request)
+        api = await self._api(context)
+        return await api.services.update_service(request, api.caller(context))
 
     @rpc
     async def RemoveService(self, request: control_pb2.RemoveServiceRequest,
                             context: grpc.aio.ServicerContext) -> control_pb2.RemoveServiceResponse:
-        return await (await self._api(context)).services.remove_service(request)
+        api = await self._api(context)
+        return await api.services.remove_service(request, api.caller(context))
 
     @rpc
     async def ListTasks(self, request: control_pb2.ListTasksRequest,
@@ -146,7 +166,8 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     @rpc
     async def RotateJoinToken(self, request: control_pb2.RotateJoinTokenRequest,
                               context: grpc.aio.ServicerContext) -> control_pb2.RotateJoinTokenResponse:
-        return await (await self._api(context)).cluster.rotate_join_token(request)
+        api = await self._api(context)
+        return await api.cluster.rotate_join_token(request, api.caller(context))
 
     @rpc
     async def GetUnlockKey(self, request: control_pb2.GetUnlockKeyRequest,
@@ -156,4 +177,5 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     @rpc
     async def RotateUnlockKey(self, request: control_pb2.RotateUnlockKeyRequest,
                               context: grpc.aio.ServicerContext) -> control_pb2.GetUnlockKeyResponse:
-        return await (await self._api(context)).cluster.rotate_unlock_key(request)
+        api = await self._api(context)
+        return await api.cluster.rotate_unlock_key(request, api.caller(context))

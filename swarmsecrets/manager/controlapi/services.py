@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from swarmsecrets import errors, ids, validation
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
 from swarmsecrets.manager import state
-from swarmsecrets.manager.collaborators import Proposer, StoreReader
+from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
 from swarmsecrets.manager.controlapi.common import request_id, resolve_for_removal
 from swarmsecrets.rpcutil import format_ts
 
@@ -78,11 +78,15 @@ def _check_targets(refs: list[state.SecretRef]) -> None:
 
 
 class ServicesAPI:
-    def __init__(self, store: StoreReader, proposer: Proposer) -> None:
+    """``sealer`` keys the binding of request ids."""
+
+    def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer) -> None:
         self.store = store
         self.proposer = proposer
+        self.sealer = sealer
 
-    async def create_service(self, request: control_pb2.CreateServiceRequest) -> control_pb2.CreateServiceResponse:
+    async def create_service(self, request: control_pb2.CreateServiceRequest,
+                             caller: str) -> control_pb2.CreateServiceResponse:
         spec = request.spec
         validation.validate_service_name(spec.name)
         mode = spec.mode or "replicated"
@@ -98,7 +102,8 @@ class ServicesAPI:
         svc = state.Service(id=ids.new_id(), name=spec.name, labels=dict(spec.labels), mode=mode,
                             replicas=1 if replicas is None else replicas, command=tuple(spec.command),
                             env=dict(spec.env), user=spec.user, secrets=tuple(refs), update_action=action)
-        created = await self.proposer.propose(state.CreateService(rid=request_id(request.request_id), service=svc))
+        created = await self.proposer.propose(state.CreateService(
+            rid=request_id(self.sealer, state.CreateService, caller, request), service=svc))
         return control_pb2.CreateServiceResponse(service=service_to_proto(created, []))
 
     async def get_service(self, request: control_pb2.GetServiceRequest) -> control_pb2.GetServiceResponse:
@@ -112,7 +117,8 @@ class ServicesAPI:
         return control_pb2.ListServicesResponse(services=[
             service_to_proto(s, [t for t in tasks if t.service_id == s.id]) for s in self.store.services()])
 
-    async def update_service(self, request: control_pb2.UpdateServiceRequest) -> control_pb2.UpdateServiceResponse:
+    async def update_service(self, request: control_pb2.UpdateServiceRequest,
+                             caller: str) -> control_pb2.UpdateServiceResponse:
         await self.proposer.barrier()
         svc = self.store.resolve_service(request.service_id)
         secrets: tuple[state.SecretRef, ...] | None = None
@@ -130,13 +136,14 @@ class ServicesAPI:
             replicas = request.replicas
         version = request.service_version.index if request.HasField("service_version") else 0
         updated = await self.proposer.propose(state.UpdateService(
-            rid=request_id(request.request_id), id=svc.id, version=version, secrets=secrets, replicas=replicas,
-            force=request.force))
+            rid=request_id(self.sealer, state.UpdateService, caller, request), id=svc.id, version=version,
+            secrets=secrets, replicas=replicas, force=request.force))
         return control_pb2.UpdateServiceResponse(
             service=service_to_proto(updated, self.store.tasks(service_id=svc.id)))
 
-    async def remove_service(self, request: control_pb2.RemoveServiceRequest) -> control_pb2.RemoveServiceResponse:
-        rid = request_id(request.request_id)
+    async def remove_service(self, request: control_pb2.RemoveServiceRequest,
+                             caller: str) -> control_pb2.RemoveServiceResponse:
+        rid = request_id(self.sealer, state.RemoveService, caller, request)
         await self.proposer.barrier()
         sid = resolve_for_removal(self.store, self.store.resolve_service, request.service_id, rid)
         await self.proposer.propose(state.RemoveService(rid=rid, id=sid))

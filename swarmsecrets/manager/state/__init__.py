@@ -24,6 +24,8 @@ from swarmsecrets.manager.state.commands import (
     UpdateNode,
     UpdateSecret,
     UpdateService,
+    bind_request_id,
+    client_request_id,
     require_supported,
 )
 from swarmsecrets.manager.state.events import Applied, Err, Ok, Result, unwrap
@@ -45,5 +47,5 @@ __all__ = [
     "JoinTokens", "LogStateMachine", "Node", "Ok", "RemoveNode", "RemoveSecret", "RemoveService", "Result",
     "Schedule", "Secret", "SecretRef", "Service", "StateView", "StatusReport", "Store", "Task", "TaskChange",
     "TaskStatus", "TaskStatusUpdate", "UpdateCluster", "UpdateNode", "UpdateSecret", "UpdateService",
-    "encode_command", "require_supported", "unwrap",
+    "bind_request_id", "client_request_id", "encode_command", "require_supported", "unwrap",
 ]

@@ -4,6 +4,14 @@ A command is a frozen dataclass (see objects.py for why) that carries everything
 be deterministic: the ids of what it creates, the proposer's clock (``ts``) and a request id
 (``rid``). A retried command (same ``rid``) gets the outcome of its first apply.
 
+A client's request id is bound before it enters the log (``bind_request_id``): the id becomes
+``<client id>/<binding>``, the binding being a keyed digest of the command kind, the caller as the
+transport identified it and the request's content. Apply remembers outcomes by the whole id, so
+a first outcome answers only the same request from the same caller: anyone else who replays the
+client id (it is readable in the raft log) makes a different id, which never matches. The store
+refuses such a replay before it is proposed (``Store.check_request``). Members of the earlier
+release apply bound ids alike (an id is just a string to them), so this needs no new version.
+
 Versions, for rolling upgrades. ``STATE_VERSION`` is the highest version of the state and its
 commands that this code can apply. Each command kind declares the version that introduced it
 (``SINCE``). A member refuses a kind or a version it does not know, as an error result (the
@@ -70,6 +78,27 @@ def require_supported(cmd: Command, managers: Iterable[Node]) -> None:
         raise errors.FailedPrecondition(
             f"command {cmd.KIND} needs state version {cmd.SINCE}, but a manager of this swarm supports only "
             f"version {floor}: upgrade every manager first")
+
+
+# A bound request id ends with a separator and the binding's 32 bytes in hex.
+_BINDING_HEX = 64
+
+
+def bind_request_id(client_rid: str, binding: bytes) -> str:
+    """The log's request id for a client's ``client_rid`` and the request's ``binding`` (a keyed
+    digest of the command kind, the caller and the content; 32 bytes)."""
+    if len(binding) * 2 != _BINDING_HEX:
+        raise ValueError("a request binding is 32 bytes")
+    return f"{client_rid}/{binding.hex()}"
+
+
+def client_request_id(rid: str) -> tuple[str, bool]:
+    """The client's part of a request id, and whether the id is bound. Ids of the leader's own
+    commands, and those proposed by earlier releases, are not bound."""
+    head, sep, tail = rid[:-_BINDING_HEX - 1], rid[-_BINDING_HEX - 1:-_BINDING_HEX], rid[-_BINDING_HEX:]
+    if sep == "/" and all(ch in "0123456789abcdef" for ch in tail):
+        return head, True
+    return rid, False
 
 
 # --- cluster and nodes -----------------------------------------------------------------------------

@@ -4,7 +4,11 @@
 timestamps, the request id) comes in the command, so every member that applies the same log
 reaches the same state. It never raises: a command that fails (a rule, or a bug) fails alone,
 on every member alike, as an ``Err`` result. It is idempotent by request id: a retried command
-returns its first outcome instead of running again.
+returns its first outcome instead of running again. A client's request id is bound to the
+command kind, the caller and the request's content (commands.bind_request_id), so the first
+outcome answers only the same request from the same caller; ``check_request`` refuses, before
+anything is proposed, a client id that is already remembered for another binding, and records
+written before ids were bound (a bare client id) answer no bound request.
 
 Objects are immutable (objects.py): apply swaps new versions into the tables under the lock, and
 reads return the stored objects themselves, without copies. Secret payloads exist here only as
@@ -71,6 +75,7 @@ class Store:
         self.lock = threading.RLock()
         self._t = Tables()
         self._names: dict[str, str] = {}  # lower-case secret name -> id
+        self._clients: dict[str, str] = {}  # client request id -> the first remembered request id
         self.applied_index = 0
         self._subscribers: list[Subscriber] = []
         self._view: StateView | None = None
@@ -84,12 +89,38 @@ class Store:
             seen = self._t.requests.get(cmd.rid) if cmd.rid else None
             if seen is not None:
                 return seen.result
+            if self._replayed(cmd):
+                # Proposed before the first one applied (check_request could not see it): it runs
+                # as the new request it is, never with the other's outcome.
+                log.warning("request id %s of %s at index %d was already used by another caller or for "
+                            "another request: applied as a new request", c.client_request_id(cmd.rid)[0],
+                            cmd.KIND, index)
             result = self._run(cmd, index)
             if cmd.rid:
                 self._t.requests[cmd.rid] = Request(result, cmd.ts)
+                self._clients.setdefault(c.client_request_id(cmd.rid)[0], cmd.rid)
                 self._prune_requests(cmd.ts)
         self._publish(Applied(index, cmd, result))
         return result
+
+    def _replayed(self, cmd: c.Command) -> bool:
+        """Whether ``cmd`` carries a bound request id whose client id is remembered for another
+        binding (another caller, kind or content), or by a record written before ids were bound."""
+        client, bound = c.client_request_id(cmd.rid)
+        first = self._clients.get(client) if bound else None
+        return first is not None and first != cmd.rid
+
+    def check_request(self, cmd: c.Command) -> None:
+        """Refuse, before it is proposed, a command whose client request id is already remembered
+        for another caller, kind or content: a replay never gets another request's outcome."""
+        with self.lock:
+            replayed = self._replayed(cmd)
+        if replayed:
+            client = c.client_request_id(cmd.rid)[0]
+            log.warning("refused %s: request id %s was already used by another caller or for another request",
+                        cmd.KIND, client)
+            raise errors.InvalidArgument(
+                f"request id {client} was already used for another request; use a new request id")
 
     def refuse(self, index: int, reason: str) -> Result:
         """A log entry this member cannot apply (an unknown kind or version, or malformed): the
@@ -120,6 +151,9 @@ class Store:
             oldest = next(iter(requests))
             if len(requests) > MAX_REQUESTS or requests[oldest].ts < now_ns - REQUEST_TTL_NS:
                 del requests[oldest]
+                client = c.client_request_id(oldest)[0]
+                if self._clients.get(client) == oldest:
+                    del self._clients[client]
             else:
                 break
 
@@ -146,9 +180,13 @@ class Store:
     def load(self, tables: Tables, applied_index: int) -> None:
         """Replace the whole state (a snapshot restore)."""
         names = {s.name.lower(): sid for sid, s in tables.secrets.items()}
+        clients: dict[str, str] = {}
+        for rid in tables.requests:
+            clients.setdefault(c.client_request_id(rid)[0], rid)
         with self.lock:
             self._t = tables
             self._names = names
+            self._clients = clients
             self.applied_index = applied_index
             self._view = None
 
