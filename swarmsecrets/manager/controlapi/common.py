@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from swarmsecrets import errors, ids
+from swarmsecrets import errors, ids, validation
 from swarmsecrets.manager import state
 from swarmsecrets.manager.collaborators import StoreReader
 
 
 def request_id(given: str) -> str:
     """The client's request id (a retry of the same request carries the same one), else a fresh one."""
+    if given:
+        validation.validate_request_id(given)
     return given or ids.new_request_id()
 
 
