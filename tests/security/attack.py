@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from swarmsecrets.ca import certs
+from swarmsecrets.ca import certs, tokens
 
 
 def tls_connect(port: int, cert: tuple[str, str] | None, host: str = "127.0.0.1") -> ssl.SSLSocket:
@@ -56,3 +56,21 @@ def node_channel(addr: str, cert_dir: Path, server_name: str = "swarm-manager") 
         private_key=(cert_dir / "swarm-node.key").read_bytes(),
         certificate_chain=(cert_dir / "swarm-node.crt").read_bytes())
     return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", server_name)])
+
+
+def joiner_channel(addr: str, root_pem: bytes, token: str) -> grpc.Channel:
+    """A gRPC channel to a manager as a joiner has it: the bootstrap client certificate of the join
+    token's CA digest, trusting ``root_pem`` (what a join does before it holds a certificate)."""
+    key, cert = certs.bootstrap_client_cert(tokens.parse_token(token).ca_digest)
+    creds = grpc.ssl_channel_credentials(root_certificates=root_pem, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "swarm-manager"),
+                                                     ("grpc.max_send_message_length", 8 << 20)])
+
+
+def write_identity(cert_dir: Path, root_pem: bytes, cert_pem: bytes, key_pem: bytes) -> Path:
+    """Lay out an identity the way a node's ``certificates`` dir holds it, for ``node_channel``."""
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    (cert_dir / "swarm-root-ca.crt").write_bytes(root_pem)
+    (cert_dir / "swarm-node.crt").write_bytes(cert_pem)
+    (cert_dir / "swarm-node.key").write_bytes(key_pem)
+    return cert_dir
