@@ -13,6 +13,8 @@ import signal
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
 from swarmsecrets import errors
 
 # SwarmKit's MaxSecretSize (500 KiB); the largest accepted payload is one byte less.
@@ -23,6 +25,173 @@ MAX_NAME_LENGTH = 64
 _NAME_RE = re.compile(r"[a-zA-Z0-9]+(?:[a-zA-Z0-9_.-]*[a-zA-Z0-9])?")
 _HOST_LABEL_RE = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 _LABEL_WHITESPACE = " \t"
+
+
+# --- bounds on what remote callers send -------------------------------------------------------------
+# Every string and list a caller controls is capped here, before anything reaches raft: a record is
+# replicated to every manager, kept in every snapshot and shown by every `ls`.
+
+MAX_HOSTNAME_LENGTH = 253
+MAX_ENGINE_VERSION_LENGTH = 64
+MAX_ADDR_LENGTH = 300
+MAX_CSR_BYTES = 16 * 1024
+MAX_REQUEST_ID_LENGTH = 128
+MAX_LABELS = 64
+MAX_LABEL_KEY_BYTES = 256
+MAX_LABEL_VALUE_BYTES = 2048
+MAX_COMMAND_ARGS = 1024
+MAX_ENV_ENTRIES = 1024
+# The command, and the environment, each in total (UTF-8 bytes).
+MAX_SPEC_TEXT_BYTES = 64 * 1024
+MAX_SECRET_REFS = 256
+MAX_FILTER_VALUES = 256
+# Joins stop here until nodes are removed: a holder of a join token cannot grow the replicated
+# state without bound.
+MAX_NODES = 10_000
+MAX_TASK_ID_LENGTH = 64
+# A task status' message and error are kept to this many bytes; the rest is cut with TRUNCATED_MARK.
+MAX_STATUS_TEXT_BYTES = 1024
+TRUNCATED_MARK = "... (truncated)"
+# The states a task can be in (SwarmKit's names); a worker reports some of them.
+TASK_STATES = frozenset({"new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
+                         "complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
+
+_HOSTNAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]*")
+_VISIBLE_ASCII_RE = re.compile(r"[\x21-\x7e]*")
+
+
+def _brief(s: str | bytes, keep: int = 32) -> str:
+    """An oversize or hostile value inside an error line: quoted, cut short, non-printables escaped."""
+    text = s.decode("utf-8", "backslashreplace") if isinstance(s, bytes) else s
+    shown = escape_nonprintable(text[:keep]) + ("..." if len(text) > keep else "")
+    return f"'{shown}'"
+
+
+def escape_nonprintable(s: str) -> str:
+    """``s`` with every non-printable character (controls, terminal escapes, bidi overrides, line and
+    paragraph separators, lone surrogates) spelled as Go's ``%q`` spells it: \\t, \\n, \\x1b, \\u202e.
+    Printable text, backslashes included, is left as it is: this is for display, not a reversible quoting."""
+    if s.isprintable():
+        return s
+    out = []
+    for c in s:
+        if c.isprintable():
+            out.append(c)
+            continue
+        code = ord(c)
+        if c in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[c])
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+_NAMED_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+                  "\v": "\\v"}
+
+
+def validate_hostname(hostname: str) -> None:
+    """A node's hostname as it joins or opens a session: letters, digits, '.', '-' and '_' (a host
+    name, which is what the daemon sends), at most 253 characters."""
+    if len(hostname) > MAX_HOSTNAME_LENGTH:
+        raise errors.InvalidArgument(
+            f"invalid hostname {_brief(hostname)}: must be at most {MAX_HOSTNAME_LENGTH} characters")
+    if not _HOSTNAME_RE.fullmatch(hostname):
+        raise errors.InvalidArgument(
+            f"invalid hostname {_brief(hostname)}: only letters, digits, '.', '-' and '_' are allowed")
+
+
+def validate_engine_version(version: str) -> None:
+    if len(version) > MAX_ENGINE_VERSION_LENGTH or not _VISIBLE_ASCII_RE.fullmatch(version):
+        raise errors.InvalidArgument(
+            f"invalid engine version {_brief(version)}: at most {MAX_ENGINE_VERSION_LENGTH} visible ASCII characters")
+
+
+def validate_csr(pem: bytes) -> None:
+    """A certificate signing request a node sends to join: bounded, parseable, self-signed by its key."""
+    if not pem:
+        raise errors.InvalidArgument("invalid certificate request: empty")
+    if len(pem) > MAX_CSR_BYTES:
+        raise errors.InvalidArgument(
+            f"invalid certificate request: {len(pem)} bytes exceeds the limit of {MAX_CSR_BYTES}")
+    try:
+        csr = x509.load_pem_x509_csr(pem)
+        valid = csr.is_signature_valid
+    except ValueError:
+        raise errors.InvalidArgument("invalid certificate request: not a PEM-encoded CSR") from None
+    if not valid:
+        raise errors.InvalidArgument("invalid certificate request: bad signature")
+
+
+def validate_request_id(rid: str) -> None:
+    if len(rid) > MAX_REQUEST_ID_LENGTH or not _VISIBLE_ASCII_RE.fullmatch(rid):
+        raise errors.InvalidArgument(
+            f"invalid request id {_brief(rid)}: at most {MAX_REQUEST_ID_LENGTH} visible ASCII characters")
+
+
+def _utf8_len(s: str) -> int:
+    return len(s.encode("utf-8", "surrogatepass"))
+
+
+def validate_labels(labels: Mapping[str, str]) -> None:
+    """Labels of a secret, service or node: at most 64, each key non-empty and at most 256 bytes, each
+    value at most 2048 bytes."""
+    if len(labels) > MAX_LABELS:
+        raise errors.InvalidArgument(f"too many labels: {len(labels)} (at most {MAX_LABELS})")
+    for key, value in labels.items():
+        if not key:
+            raise errors.InvalidArgument("invalid label: empty name")
+        if _utf8_len(key) > MAX_LABEL_KEY_BYTES:
+            raise errors.InvalidArgument(f"invalid label {_brief(key)}: name longer than {MAX_LABEL_KEY_BYTES} bytes")
+        if _utf8_len(value) > MAX_LABEL_VALUE_BYTES:
+            raise errors.InvalidArgument(
+                f"invalid label {_brief(key)}: value longer than {MAX_LABEL_VALUE_BYTES} bytes")
+
+
+def validate_list_length(what: str, n: int, limit: int) -> None:
+    """``what`` names the list in the error: ``too many secret references: 300 (at most 256)``."""
+    if n > limit:
+        raise errors.InvalidArgument(f"too many {what}: {n} (at most {limit})")
+
+
+def validate_command(args: Sequence[str]) -> None:
+    """A service's command: at most 1024 arguments and 64 KiB, no NUL (exec could not pass it)."""
+    validate_list_length("command arguments", len(args), MAX_COMMAND_ARGS)
+    if sum(_utf8_len(a) for a in args) > MAX_SPEC_TEXT_BYTES:
+        raise errors.InvalidArgument(f"command longer than {MAX_SPEC_TEXT_BYTES} bytes")
+    for a in args:
+        if "\x00" in a:
+            raise errors.InvalidArgument(f"invalid command argument {_brief(a)}: must not contain NUL")
+
+
+def check_node_count(current: int) -> None:
+    """Before a join is written: the swarm holds ``current`` nodes."""
+    if current >= MAX_NODES:
+        raise errors.FailedPrecondition(
+            f"the swarm has reached its limit of {MAX_NODES} nodes: remove nodes that are down "
+            "(node rm) before joining more")
+
+
+def clip_status_text(text: str) -> str:
+    """A task status' message or error as the manager keeps it: at most MAX_STATUS_TEXT_BYTES bytes
+    of UTF-8, the cut marked."""
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= MAX_STATUS_TEXT_BYTES:
+        return text
+    keep = MAX_STATUS_TEXT_BYTES - len(TRUNCATED_MARK)
+    return raw[:keep].decode("utf-8", "ignore") + TRUNCATED_MARK
+
+
+def check_task_status(task_id: str, state: str) -> None:
+    """A status a worker reports: a plausible task id and a known state."""
+    if not task_id or len(task_id) > MAX_TASK_ID_LENGTH or not _VISIBLE_ASCII_RE.fullmatch(task_id):
+        raise errors.InvalidArgument(f"invalid task id {_brief(task_id)}")
+    if state not in TASK_STATES:
+        raise errors.InvalidArgument(f"invalid task state {_brief(state)} for task {task_id}")
 
 
 def validate_secret_name(name: str) -> None:
@@ -53,8 +222,11 @@ def validate_addr(s: str, default_port: int = 0) -> tuple[str, int]:
 
     ``default_port`` 0 means the port is required.
     """
+    if len(s) > MAX_ADDR_LENGTH:
+        raise errors.InvalidArgument(f"invalid address {_brief(s)}: must be at most {MAX_ADDR_LENGTH} characters")
+
     def bad(reason: str) -> errors.InvalidArgument:
-        return errors.InvalidArgument(f"invalid address '{s}': {reason}")
+        return errors.InvalidArgument(f"invalid address '{_printable(s)}': {reason}")
 
     if s.startswith("["):
         host, sep, rest = s[1:].partition("]")
@@ -182,9 +354,11 @@ class SecretRef:
     mode: int = DEFAULT_SECRET_MODE
 
 
-def _printable(s: str) -> str:
-    """User input inside an error line: no NUL, no unencodable surrogates."""
-    return s.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+def _printable(s: str, keep: int = 300) -> str:
+    """User input inside an error line: no NUL, no unencodable surrogates, never more than ``keep``
+    characters of it."""
+    text = s[:keep].encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+    return text + ("..." if len(s) > keep else "")
 
 
 def validate_service_name(name: str) -> None:
@@ -285,6 +459,8 @@ def validate_secret_target(target: str) -> None:
         size = len(target.encode())
     except UnicodeEncodeError:
         raise bad("must be valid UTF-8") from None
+    if not target.isprintable():
+        raise bad("must not contain control or other non-printable characters")
     if size > MAX_TARGET_BYTES:
         raise bad(f"must be at most {MAX_TARGET_BYTES} bytes")
     if target.startswith("/") or ".." in target.split("/"):
@@ -354,12 +530,24 @@ def _first_conflict(refs: Sequence[SecretRef]) -> tuple[SecretRef, SecretRef] | 
 
 
 def check_conflicting_targets(refs: Sequence[SecretRef]) -> None:
-    """The manager's check on a service's final references (SwarmKit's text)."""
+    """The manager's check on a service's final references: no two share a target (SwarmKit's text),
+    no target is a directory of another (``a`` and ``a/b``: a worker could not write both), and there
+    are at most MAX_SECRET_REFS of them."""
+    validate_list_length("secret references", len(refs), MAX_SECRET_REFS)
     conflict = _first_conflict(refs)
     if conflict:
         a, b = conflict
         raise errors.InvalidArgument(
             f"secret references '{a.source}' and '{b.source}' have a conflicting target: '{b.target}'")
+    by_target = {ref.target: ref for ref in refs}
+    for ref in refs:
+        parts = ref.target.split("/")
+        for i in range(1, len(parts)):
+            outer = by_target.get("/".join(parts[:i]))
+            if outer is not None:
+                raise errors.InvalidArgument(
+                    f"secret references '{outer.source}' and '{ref.source}' have a conflicting target: "
+                    f"'{ref.target}' is inside '{outer.target}'")
 
 
 def check_duplicate_targets(refs: Sequence[SecretRef]) -> None:
@@ -391,6 +579,9 @@ def parse_update_action(value: str) -> str:
 
 def validate_env(env: Mapping[str, str]) -> None:
     """Environment entries a process can actually receive: a key without '=', no NUL anywhere."""
+    validate_list_length("environment variables", len(env), MAX_ENV_ENTRIES)
+    if sum(_utf8_len(k) + _utf8_len(v) + 2 for k, v in env.items()) > MAX_SPEC_TEXT_BYTES:
+        raise errors.InvalidArgument(f"environment larger than {MAX_SPEC_TEXT_BYTES} bytes")
     for key, value in env.items():
         if not key or "=" in key or "\x00" in key or "\x00" in value:
             raise errors.InvalidArgument(f"invalid environment variable: {_printable(key)}={_printable(value)}")

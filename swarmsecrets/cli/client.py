@@ -15,6 +15,7 @@ import grpc
 from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2_grpc
 from swarmsecrets.client import DEFAULT_RETRY, RetryPolicy, local_channel, never_connected
+from swarmsecrets.validation import escape_nonprintable
 
 DEFAULT_HOST = "unix:///run/swarmsecrets/swarmsecrets.sock"
 # Per attempt. Joining waits for certificates and the raft log, so the Swarm service gets longer.
@@ -35,7 +36,7 @@ class DaemonError(CLIError):
     """The daemon refused a request: ``Error response from daemon: <details>``."""
 
     def __init__(self, details: str) -> None:
-        super().__init__(f"Error response from daemon: {details}")
+        super().__init__(f"Error response from daemon: {escape_nonprintable(details)}")
 
 
 class ConnectError(CLIError):

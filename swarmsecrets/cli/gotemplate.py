@@ -4,7 +4,9 @@ Supported (as docker's CLI runs it): ``{{.Field}}`` and chains ``{{.A.B}}``, map
 ``{{.Label "k"}}`` on list rows, pipelines ``a | b``, parenthesized sub-pipelines, variables
 (``{{$x := ...}}``, ``$`` for the root, ``$x.Field``), ``if``/``else``/``else if``/``end``,
 ``range`` (with ``$k, $v :=`` and ``else``), string/raw-string/int/bool/nil constants,
-``{{-``/``-}}`` trimming and ``{{/* comments */}}``. Functions: docker's template functions
+``{{-``/``-}}`` trimming and ``{{/* comments */}}``. Unlike Go, a printed value's non-printable characters
+(terminal escapes, tabs and newlines inside a value) come out escaped (``\\x1b``, ``\\t``); the template's
+own text is printed as written, and ``json`` output is exact (see ``to_json``). Functions: docker's template functions
 (json, join, split, index, len, upper, lower, title, truncate, pad) and Go's eq, ne, not, and, or.
 Not supported: ``define``/``template``/``block``/``with``/``break``/``continue``, user-defined
 functions, float or char constants, comparison functions other than eq/ne, and printf.
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from swarmsecrets.cli.humanize import split_rfc3339
+from swarmsecrets.validation import escape_nonprintable
 
 __all__ = ["GoTime", "NilMap", "Row", "Struct", "Template", "TemplateError", "go_print", "to_json"]
 
@@ -167,9 +170,30 @@ def _plain(v: Any) -> Any:
 
 
 def to_json(v: Any, indent: int | None = None) -> str:
-    """JSON as Go's encoder writes it without HTML escaping: struct field order, sorted map keys."""
+    """JSON as Go's encoder writes it without HTML escaping: struct field order, sorted map keys.
+
+    Unlike Go, every non-printable character in a string (DEL, C1 controls such as CSI, bidi
+    overrides, separators) is written as a ``\\u`` escape too, as control characters below 0x20
+    always are: the decoded values are exact and nothing in the text can drive a terminal."""
     separators = (",", ":") if indent is None else (",", ": ")
-    return json.dumps(_plain(v), ensure_ascii=False, indent=indent, separators=separators)
+    text = json.dumps(_plain(v), ensure_ascii=False, indent=indent, separators=separators)
+    return text if text.isprintable() else _NONPRINTABLE_RE.sub(_json_escape, text)
+
+
+# Candidates (anything but printable ASCII); _json_escape keeps the printable ones and the newlines of
+# indentation (inside strings the encoder has already escaped newlines).
+_NONPRINTABLE_RE = re.compile(r"[^ -~]")
+
+
+def _json_escape(m: re.Match[str]) -> str:
+    c = m.group()
+    if c.isprintable() or c == "\n":
+        return c
+    code = ord(c)
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
 
 
 
@@ -607,7 +631,8 @@ class _Exec:
                 if node.pipe.decl:
                     scopes[-1][node.pipe.decl[0]] = value
                 else:
-                    out.append(go_print(value))
+                    # Values come from remote callers (hostnames, task messages): never raw controls.
+                    out.append(escape_nonprintable(go_print(value)))
             elif isinstance(node, _If):
                 value = self.pipe(node.pipe, dot, scopes)
                 local = {node.pipe.decl[0]: value} if node.pipe.decl else {}

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import Message
 
-from swarmsecrets import errors, ids
+from swarmsecrets import errors, ids, validation
 from swarmsecrets.api.v1 import ca_pb2
 from swarmsecrets.manager import state
 from swarmsecrets.manager.collaborators import Sealer
@@ -29,6 +29,8 @@ from swarmsecrets.manager.collaborators import Sealer
 def bound_request_id(sealer: Sealer, kind: type[state.Command], caller: str, client_rid: str,
                      content: bytes) -> str:
     """The log's request id for ``client_rid`` (a fresh one if empty), made by ``caller``."""
+    if client_rid:
+        validation.validate_request_id(client_rid)
     if state.client_request_id(client_rid)[1]:  # an id of the log (bound already) is no client's
         raise errors.InvalidArgument(f"invalid request id {client_rid}")
     binding = sealer.digest(b"\0".join((kind.KIND.encode(), caller.encode(), hashlib.sha256(content).digest())))

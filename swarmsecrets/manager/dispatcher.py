@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from swarmsecrets import errors
+from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
 from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
@@ -37,6 +37,8 @@ MISSED_HEARTBEATS = 3
 BATCH_DELAY = 0.01
 # Task status reports of all workers arriving within this window become one raft entry.
 STATUS_BATCH_DELAY = 0.02
+# One raft entry of status reports stays under this many bytes (raft's cap on a command is 1 MiB).
+STATUS_ENTRY_BUDGET = 256 * 1024
 # How often idle streams re-check leadership and their node.
 IDLE_CHECK = 2.0
 
@@ -117,6 +119,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     async def Session(self, request: pb.SessionRequest,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
         node_id = self._authorize(context)
+        if request.hostname:
+            validation.validate_hostname(request.hostname)
+        validation.validate_engine_version(request.engine_version)
         record = self.store.node(node_id)
         if record is None:
             raise errors.node_removed(node_id)
@@ -156,36 +161,61 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     async def UpdateTaskStatus(self, request: pb.UpdateTaskStatusRequest,
                                context: grpc.aio.ServicerContext) -> pb.UpdateTaskStatusResponse:
         s = self._session(context, request.session_id)
-        updates = [state.TaskStatusUpdate(task_id=u.task_id, state=u.status.state, message=u.status.message,
-                                          err=u.status.err, exit_code=u.status.exit_code,
-                                          spec_version=u.spec_version, ts=self.clock.now_ns())
-                   for u in request.updates]
+        updates = []
+        refused: list[str] = []
+        # Each report stands alone: a bad one is left out (and named in the error), an overlong message
+        # is cut; neither holds back the good reports of this call or of any other worker.
+        for u in request.updates:
+            try:
+                validation.check_task_status(u.task_id, u.status.state)
+            except errors.InvalidArgument as e:
+                refused.append(e.message)
+                continue
+            updates.append(state.TaskStatusUpdate(
+                task_id=u.task_id, state=u.status.state, message=validation.clip_status_text(u.status.message),
+                err=validation.clip_status_text(u.status.err), exit_code=u.status.exit_code,
+                spec_version=u.spec_version, ts=self.clock.now_ns()))
+        if refused:
+            log.warning("node %s: %d task status report(s) refused: %s", s.node_id, len(refused), refused[0])
         if updates:
             done: asyncio.Future[None] = self.loop.create_future()
             self._status_batch.append((s.node_id, updates, done))
             if self._status_flush is None or self._status_flush.done():
                 self._status_flush = asyncio.create_task(self._flush_status())
             await done
+        if refused:
+            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+            raise errors.InvalidArgument(f"task status refused: {refused[0]}{more}")
         return pb.UpdateTaskStatusResponse()
 
     async def _flush_status(self) -> None:
-        """Group commit for status reports: one raft entry for every report of the last few ms,
-        repeated while reports keep arriving during the proposals."""
+        """Group commit for status reports: one raft entry (more if they would not fit in one) for every
+        report of the last few ms, repeated while reports keep arriving during the proposals."""
         while self._status_batch:
             await asyncio.sleep(STATUS_BATCH_DELAY)
-            batch, self._status_batch = self._status_batch, []
-            try:
-                term = self.proposer.leader_term()
-                if term is None:
-                    raise errors.Unavailable("this manager no longer leads the swarm")
-                reports = tuple(state.StatusReport(node_id=n, updates=tuple(u)) for n, u, _ in batch)
-                await self.proposer.propose(state.TaskStatus(reports=reports), leader_only=term)
-            except errors.SwarmError as e:
+            pending, self._status_batch = self._status_batch, []
+            chunks = _status_chunks(pending)
+            # A call is answered once every entry holding its updates is in (or at the first that fails).
+            left: dict[int, int] = {}
+            for batch in chunks:
                 for _, _, done in batch:
-                    done.set_exception(e)
-            else:
-                for _, _, done in batch:
-                    done.set_result(None)
+                    left[id(done)] = left.get(id(done), 0) + 1
+            for batch in chunks:
+                try:
+                    term = self.proposer.leader_term()
+                    if term is None:
+                        raise errors.Unavailable("this manager no longer leads the swarm")
+                    reports = tuple(state.StatusReport(node_id=n, updates=tuple(u)) for n, u, _ in batch)
+                    await self.proposer.propose(state.TaskStatus(reports=reports), leader_only=term)
+                except errors.SwarmError as e:
+                    for _, _, done in batch:
+                        if not done.done():
+                            done.set_exception(e)
+                else:
+                    for _, _, done in batch:
+                        left[id(done)] -= 1
+                        if not done.done() and left[id(done)] == 0:
+                            done.set_result(None)
 
     @rpc
     async def Assignments(self, request: pb.AssignmentsRequest,
@@ -320,6 +350,36 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                         await self._set_node(_down(node.id))
         except errors.SwarmError as e:
             log.info("node liveness update deferred: %s", e)
+
+
+StatusItem = tuple[str, list[state.TaskStatusUpdate], "asyncio.Future[None]"]
+
+
+def _status_size(u: state.TaskStatusUpdate) -> int:
+    """An upper bound on the bytes one status update adds to a raft entry."""
+    return len(u.task_id) + len(u.state) + 4 * (len(u.message) + len(u.err)) + 128
+
+
+def _status_chunks(pending: list[StatusItem]) -> list[list[StatusItem]]:
+    """The reports of one flush, split into raft entries of at most STATUS_ENTRY_BUDGET bytes; one
+    call's updates may span entries (its future is the same object in each)."""
+    chunks: list[list[StatusItem]] = [[]]
+    size = 0
+    for node_id, updates, done in pending:
+        part: list[state.TaskStatusUpdate] = []
+        for u in updates:
+            cost = _status_size(u)
+            if size + cost > STATUS_ENTRY_BUDGET and (part or chunks[-1]):
+                if part:
+                    chunks[-1].append((node_id, part, done))
+                    part = []
+                chunks.append([])
+                size = 0
+            part.append(u)
+            size += cost
+        if part:
+            chunks[-1].append((node_id, part, done))
+    return [c for c in chunks if c]
 
 
 def _down(node_id: str) -> state.UpdateNode:

@@ -80,6 +80,13 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
             validation.validate_addr(request.raft_addr, 0)
             raft_addr = request.raft_addr
         availability = validation.parse_join_availability(request.availability)
+        # Everything the joiner sent is checked before its node record is written.
+        if request.hostname:
+            validation.validate_hostname(request.hostname)
+        validation.validate_csr(request.csr)
+        if request.request_id:
+            validation.validate_request_id(request.request_id)
+        validation.check_node_count(len(self.store.nodes()))
         node = state.Node(id=ids.new_id(), role=role, hostname=request.hostname or "unknown", addr=addr,
                           raft_addr=raft_addr, availability=availability)
         rid = join_request_id(self.sealer, role, _peer_host(context), request)

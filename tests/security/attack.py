@@ -133,3 +133,21 @@ def identity_channel(addr: str, root_pem: bytes, key_pem: bytes, cert_pem: bytes
     """A channel to a manager's TLS port with a certificate the attacker holds (and its key)."""
     creds = grpc.ssl_channel_credentials(root_certificates=root_pem, private_key=key_pem, certificate_chain=cert_pem)
     return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "swarm-manager")])
+
+
+def joiner_channel(addr: str, root_pem: bytes, token: str) -> grpc.Channel:
+    """A gRPC channel to a manager as a joiner has it: the bootstrap client certificate of the join
+    token's CA digest, trusting ``root_pem`` (what a join does before it holds a certificate)."""
+    key, cert = certs.bootstrap_client_cert(tokens.parse_token(token).ca_digest)
+    creds = grpc.ssl_channel_credentials(root_certificates=root_pem, private_key=key, certificate_chain=cert)
+    return grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "swarm-manager"),
+                                                     ("grpc.max_send_message_length", 8 << 20)])
+
+
+def write_identity(cert_dir: Path, root_pem: bytes, cert_pem: bytes, key_pem: bytes) -> Path:
+    """Lay out an identity the way a node's ``certificates`` dir holds it, for ``node_channel``."""
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    (cert_dir / "swarm-root-ca.crt").write_bytes(root_pem)
+    (cert_dir / "swarm-node.crt").write_bytes(cert_pem)
+    (cert_dir / "swarm-node.key").write_bytes(key_pem)
+    return cert_dir

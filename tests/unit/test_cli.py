@@ -905,3 +905,22 @@ def test_node_inspect_format_and_pretty(invoke: Any, fake: FakeDaemon) -> None:
     r = invoke("node", "inspect", "--pretty", "node2")
     assert "Manager Status" not in r.stdout
     assert " State:\t\t\tReady\n" in r.stdout
+
+
+def test_node_ls_and_inspect_escape_terminal_escapes_but_json_is_exact(invoke: Any, fake: FakeDaemon) -> None:
+    hostile = "evil\x1b]0;pwned\x07\x1b[2J"
+    fake.nodes.append(_node("node9", hostile, "worker", now=datetime.now(UTC)))
+    table = invoke("node", "ls").stdout
+    assert "\x1b" not in table and "\x07" not in table
+    assert "node9     evil\\x1b]0;pwned\\a\\x1b[2J   Ready" in table
+    pretty = invoke("node", "inspect", "--pretty", "node9").stdout
+    assert "\x1b" not in pretty and "evil\\x1b]0;pwned\\a\\x1b[2J" in pretty
+    as_json = invoke("node", "ls", "--format", "json").stdout
+    assert "\x1b" not in as_json
+    assert {json.loads(line)["Hostname"] for line in lines(as_json)} >= {hostile}
+    assert json.loads(invoke("node", "inspect", "node9").stdout)[0]["Description"]["Hostname"] == hostile
+
+
+def test_daemon_errors_are_printed_escaped(invoke: Any, fake: FakeDaemon) -> None:
+    r = invoke("node", "inspect", "no\x1b[2Jde")
+    assert r.exit_code == 1 and "\x1b" not in r.stderr and "no\\x1b[2Jde" in r.stderr

@@ -15,7 +15,9 @@ from swarmsecrets import errors, wire
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import objects_pb2
 from swarmsecrets.manager import state
+from swarmsecrets.manager import dispatcher as dispatcher_module
 from swarmsecrets.manager.dispatcher import MISSED_HEARTBEATS, Dispatcher
+from swarmsecrets.raft import wire as raft_wire
 from tests.unit.managerkit import Swarm, aborted, ctx
 
 PERIOD = 5.0
@@ -364,5 +366,51 @@ def test_assignments_need_the_callers_own_session() -> None:
         err = await aborted(stream.__anext__())
         assert err.details == "session invalid"
         await session.aclose()
+
+    run(test)
+
+
+def test_a_bad_status_report_is_refused_alone_and_an_oversize_one_is_cut() -> None:
+    async def test(swarm: Swarm) -> None:
+        svc = swarm.service("web", replicas=2)
+        swarm.add_node("w1")
+        swarm.task("t1", svc, "w1", slot=1)
+        swarm.task("t2", svc, "w1", slot=2)
+        d = dispatcher(swarm)
+        cert = swarm.cert("w1", "worker")
+        stream, first = await open_session(d, cert)
+        huge = pb.TaskStatusUpdate(task_id="t2", status=objects_pb2.TaskStatus(state="failed", err="E" * 2_000_000))
+        err = await aborted(d.UpdateTaskStatus(pb.UpdateTaskStatusRequest(session_id=first.session_id, updates=[
+            status("t1", "running"), huge, status("t1", "x" * 100_000), status("t" * 1000, "running")]), ctx(cert)))
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.details.startswith("task status refused: invalid task state 'xxxx") and err.details.endswith(
+            "(and 1 more)") and len(err.details) < 200
+        tasks = {t.id: t for t in swarm.store.tasks()}
+        assert tasks["t1"].state == "running" and tasks["t2"].state == "failed"
+        assert tasks["t2"].err.endswith("E... (truncated)") and len(tasks["t2"].err) <= 1024
+        await stream.aclose()
+
+    run(test)
+
+
+def test_status_reports_too_large_for_one_raft_entry_are_split() -> None:
+    async def test(swarm: Swarm) -> None:
+        svc = swarm.service("web", replicas=600)
+        swarm.add_node("w1")
+        for i in range(600):
+            swarm.task(f"t{i}", svc, "w1", slot=i + 1)
+        d = dispatcher(swarm)
+        cert = swarm.cert("w1", "worker")
+        stream, first = await open_session(d, cert)
+        before = len(swarm.proposer.proposed)
+        updates = [pb.TaskStatusUpdate(task_id=f"t{i}", status=objects_pb2.TaskStatus(
+            state="running", message="m" * 5000)) for i in range(600)]
+        await d.UpdateTaskStatus(pb.UpdateTaskStatusRequest(session_id=first.session_id, updates=updates), ctx(cert))
+        entries = swarm.proposer.proposed[before:]
+        assert len(entries) > 1 and all(isinstance(e, state.TaskStatus) for e in entries)
+        assert all(len(raft_wire.dumps(state.encode_command(e))) <= dispatcher_module.STATUS_ENTRY_BUDGET
+                   for e in entries)
+        assert {t.state for t in swarm.store.tasks()} == {"running"}
+        await stream.aclose()
 
     run(test)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from swarmsecrets.cli.format import natural_less, natural_sorted, pretty_print, render_list
@@ -89,3 +91,26 @@ def test_natural_less_is_strict() -> None:
     assert natural_less("x", "x1")
     assert not natural_less("x1", "x")
 
+
+
+# --- values from remote callers: never raw control characters -----------------------------------------
+
+def test_values_with_terminal_escapes_print_escaped_and_keep_the_table_aligned() -> None:
+    rows = [row("id1", "evil\x1b]0;pwned\x07\x1b[2J", "x"), row("id2", "tab\there\nnext", "x")]
+    out = render_list("table {{.ID}}\t{{.Name}}\t{{.CreatedAt}}", rows, rows[0])
+    assert "\x1b" not in out and "\x07" not in out
+    assert out.splitlines() == [
+        "ID        NAME                        CREATED",
+        "id1       evil\\x1b]0;pwned\\a\\x1b[2J   x",
+        "id2       tab\\there\\nnext             x",
+    ]
+
+
+def test_json_stays_exact_and_holds_no_raw_control_characters() -> None:
+    name = "evil\x1b[2J\x7f\x9b\u202e\U000e0001\u00e9"
+    out = render_list("json", [row("id1", name, "x")], None)
+    assert out.isascii() is False and all(c.isprintable() for c in out.rstrip("\n"))
+    assert json.loads(out)["Name"] == name
+    assert '"Name":"evil\\u001b[2J\\u007f\\u009b\\u202e\\udb40\\udc01\u00e9"' in out
+    # The json function inside a template is exact too: printing it escapes nothing more.
+    assert render_list("{{json .Name}}", [row("id1", name, "x")], None) == out.split('"Name":')[1].split(",")[0] + "\n"

@@ -5,8 +5,9 @@ current managers only."""
 from __future__ import annotations
 
 import grpc
+import pytest
 
-from swarmsecrets import errors
+from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import ca_pb2
 from swarmsecrets.ca import certs, tokens
 from swarmsecrets.crypto import keys
@@ -232,3 +233,48 @@ def test_callers_the_certificate_or_token_refuses_run_no_read_barrier() -> None:
         assert swarm.proposer.barriers == 1
 
     run(test)
+
+
+def test_a_bad_join_is_refused_before_any_node_record_is_written() -> None:
+    swarm = Swarm()
+
+    async def test() -> None:
+        before = {n.id for n in swarm.store.nodes()}
+        ca = nodeca(swarm)
+        cases = [
+            (ca_pb2.IssueNodeCertificateRequest(token=swarm.worker_token, csr=b"not a csr", hostname="box"),
+             "invalid certificate request: not a PEM-encoded CSR"),
+            (replace_fields(issue(swarm.worker_token), hostname="h" * 1_000_000),
+             "must be at most 253 characters"),
+            (replace_fields(issue(swarm.worker_token), hostname="evil\x1b[2J"), "invalid hostname"),
+            (replace_fields(issue(swarm.worker_token), request_id="r" * 10_000), "invalid request id"),
+        ]
+        for request, reason in cases:
+            err = await aborted(ca.IssueNodeCertificate(request, ctx()))
+            assert err.code == grpc.StatusCode.INVALID_ARGUMENT and reason in err.details
+        assert {n.id for n in swarm.store.nodes()} == before
+
+    run(test)
+
+
+def test_joins_stop_at_the_node_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    swarm = Swarm()
+
+    async def test() -> None:
+        ca = nodeca(swarm)
+        monkeypatch.setattr(validation, "MAX_NODES", len(swarm.store.nodes()) + 1)
+        await ca.IssueNodeCertificate(issue(swarm.worker_token), ctx())
+        err = await aborted(ca.IssueNodeCertificate(issue(swarm.worker_token), ctx()))
+        assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert err.details.startswith("the swarm has reached its limit of")
+        assert len(swarm.store.nodes()) == validation.MAX_NODES
+
+    run(test)
+
+
+def replace_fields(request: ca_pb2.IssueNodeCertificateRequest, **fields: str) -> ca_pb2.IssueNodeCertificateRequest:
+    out = ca_pb2.IssueNodeCertificateRequest()
+    out.CopyFrom(request)
+    for k, v in fields.items():
+        setattr(out, k, v)
+    return out

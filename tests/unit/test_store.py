@@ -209,3 +209,22 @@ def test_the_view_is_frozen_at_its_index() -> None:
     assert sorted(s.view().nodes) == ["n1", "n2"]
     with pytest.raises(TypeError):
         view.nodes["x"] = state.Node(id="x", role="worker")  # type: ignore[index]
+
+
+def test_a_hostname_never_shadows_another_nodes_id_prefix() -> None:
+    store = Store()
+    store.apply(state.AddNode(rid="a", node=state.Node(id="abc123victim", role="manager", hostname="m1")), 1)
+    store.apply(state.AddNode(rid="b", node=state.Node(id="zzz999shadow", role="worker", hostname="abc")), 2)
+    # Docker would resolve "abc" to the node named abc; a joiner picks its hostname, so it is ambiguous.
+    with pytest.raises(errors.InvalidArgument) as e:
+        store.resolve_node("abc")
+    assert e.value.message == "node abc is ambiguous (2 matches found)"
+    assert store.resolve_node("abc123victim").id == "abc123victim"
+    assert store.resolve_node("abc1").id == "abc123victim"
+    assert store.resolve_node("m1").id == "abc123victim"
+    assert store.resolve_node("zzz").id == "zzz999shadow"
+    # A node whose hostname is its own ID prefix is one match, not two.
+    store.apply(state.AddNode(rid="c", node=state.Node(id="qqq111self", role="worker", hostname="qqq")), 3)
+    assert store.resolve_node("qqq").id == "qqq111self"
+    with pytest.raises(errors.NotFound):
+        store.resolve_node("nope")

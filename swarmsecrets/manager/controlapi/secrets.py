@@ -34,6 +34,7 @@ class SecretsAPI:
         spec = request.spec
         validation.validate_secret_name(spec.name)
         validation.validate_secret_data(spec.data)
+        validation.validate_labels(spec.labels)
         created = await self.proposer.propose(state.CreateSecret(
             rid=request_id(self.sealer, state.CreateSecret, caller, request), id=ids.new_id(),
             name=spec.name, labels=dict(spec.labels),
@@ -47,8 +48,11 @@ class SecretsAPI:
         return control_pb2.GetSecretResponse(secret=secret_to_proto(self.store.resolve_secret(request.secret_id)))
 
     async def list_secrets(self, request: control_pb2.ListSecretsRequest) -> control_pb2.ListSecretsResponse:
-        await self.proposer.barrier()
         f = request.filters
+        for what, values in (("name filters", f.names), ("name prefix filters", f.name_prefixes),
+                             ("ID prefix filters", f.id_prefixes), ("label filters", f.labels)):
+            validation.validate_list_length(what, len(values), validation.MAX_FILTER_VALUES)
+        await self.proposer.barrier()
         names = {n.lower() for n in f.names}
         out = []
         for s in self.store.secrets():
@@ -75,6 +79,7 @@ class SecretsAPI:
             spec.data and not hmac.compare_digest(spec.data, self.sealer.unseal(current.data))
         ):
             raise errors.InvalidArgument(errors.ONLY_LABELS)
+        validation.validate_labels(spec.labels)
         updated = await self.proposer.propose(state.UpdateSecret(
             rid=request_id(self.sealer, state.UpdateSecret, caller, request), id=current.id,
             version=request.secret_version.index,

@@ -96,6 +96,9 @@ class ServicesAPI:
         validation.validate_service_mode(mode, replicas)
         validation.validate_user(spec.user)
         validation.validate_env(spec.env)
+        validation.validate_command(spec.command)
+        validation.validate_labels(spec.labels)
+        validation.validate_list_length("secret references", len(spec.secrets), validation.MAX_SECRET_REFS)
         action = validation.parse_update_action(spec.update_action)
         await self.proposer.barrier()
         refs = _resolve_refs(self.store, spec.secrets)
@@ -119,6 +122,8 @@ class ServicesAPI:
 
     async def update_service(self, request: control_pb2.UpdateServiceRequest,
                              caller: str) -> control_pb2.UpdateServiceResponse:
+        validation.validate_list_length("secrets to add", len(request.secret_add), validation.MAX_SECRET_REFS)
+        validation.validate_list_length("secrets to remove", len(request.secret_rm), validation.MAX_SECRET_REFS)
         await self.proposer.barrier()
         svc = self.store.resolve_service(request.service_id)
         secrets: tuple[state.SecretRef, ...] | None = None

@@ -264,9 +264,16 @@ class Store:
         raise errors.secret_not_found(ref)
 
     def resolve_node(self, ref: str) -> Node:
-        """Full ID, then hostname, then unique ID prefix."""
+        """Full ID; else the one node whose hostname is ``ref`` or whose ID starts with it.
+
+        Unlike Docker (hostname first), a hostname never shadows another node's ID prefix: a joiner
+        picks its own hostname, so a reference both could mean is ambiguous.
+        """
         with self.lock:
-            found = _resolve(self._t.nodes, ref, lambda n: n.hostname)
+            nodes = self._t.nodes
+            if ref in nodes:
+                return nodes[ref]
+            found = [n for nid, n in nodes.items() if n.hostname == ref or (ref and nid.startswith(ref))]
         if len(found) == 1:
             return found[0]
         if found:
