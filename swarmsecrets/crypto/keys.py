@@ -111,13 +111,19 @@ class WrappedKeys:
     def holds_node_key(self) -> bool:
         return "node_key" in self._doc()
 
+    def as_of(self) -> int:
+        """The raft index of the unlock-key change this wrapping follows (0: none). A manager that
+        replays older changes after a restart must not wrap its keys under a retired unlock key."""
+        value = self._doc().get("as_of", 0)
+        return value if isinstance(value, int) else 0
+
     def store(self, dek: bytes, ca_key_pem: bytes, unlock_key: bytes | None,
-              node_key_pem: bytes | None = None) -> None:
+              node_key_pem: bytes | None = None, as_of: int = 0) -> None:
         """Replace the file atomically. With ``unlock_key`` (autolock) the node's TLS key is
         required: it is sealed here and the caller then removes its clear copy. Without, the
         caller keeps the node's key in clear and the KEK file is created if missing."""
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        doc: dict[str, object] = {"autolock": unlock_key is not None}
+        doc: dict[str, object] = {"autolock": unlock_key is not None, "as_of": as_of}
         if unlock_key is None:
             if os.path.exists(self.kek_path):
                 with open(self.kek_path, "rb") as f:

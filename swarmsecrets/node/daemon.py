@@ -185,24 +185,25 @@ class Node:
             raise errors.FailedPrecondition(f"this node's key is missing: {self.dir.key_path}")
         self.node_cert, self.node_key = self.dir.read(self.dir.cert_path), key
 
-    def _save_identity(self, manager_keys: tuple[bytes, bytes] | None = None, unlock: bytes | None = None) -> None:
+    def _save_identity(self, manager_keys: tuple[bytes, bytes] | None = None, unlock: bytes | None = None,
+                       as_of: int = 0) -> None:
         """Write the identity held in memory (and a manager's ``(dek, ca_key)``) to the data dir.
         With an unlock key (autolock) the node's TLS key is sealed with the manager keys and its
         clear copy goes; otherwise the key stays in clear beside its certificate (a worker's, or a
-        manager's whose KEK sits on the same disk anyway)."""
+        manager's whose KEK sits on the same disk anyway). ``as_of``: see ``WrappedKeys.as_of``."""
         cert, key = self.node_cert, self.node_key
         if cert is None or key is None:
             raise errors.SwarmLocked()
         ca_pem = self.dir.read(self.dir.ca_path)
         wrapped = keys.WrappedKeys(self.dir.keys_dir)
         if manager_keys is not None and unlock is not None:
-            wrapped.store(*manager_keys, unlock, key)
+            wrapped.store(*manager_keys, unlock, key, as_of=as_of)
             self.dir.write_identity(ca_pem, cert)
             self.dir.remove_clear_key()
             return
         self.dir.write_identity(ca_pem, cert, key)
         if manager_keys is not None:
-            wrapped.store(*manager_keys, None)
+            wrapped.store(*manager_keys, None, as_of=as_of)
 
     async def _start_manager(self, dek: bytes, ca_key: bytes,
                              before_serving: Callable[[Manager], Awaitable[Any]] | None = None) -> Manager:
@@ -320,8 +321,10 @@ class Node:
             m = self.manager
             if m is None:
                 return
+            if event.index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
+                return  # replayed after a restart: the keys are wrapped under a later unlock key already
             new_key = m.data_key.unseal(cmd.unlock_key)
-            self._save_identity((m.data_key.key, m.ca.key_pem or b""), new_key)
+            self._save_identity((m.data_key.key, m.ca.key_pem or b""), new_key, as_of=event.index)
 
     async def _promoted(self) -> None:
         """The swarm made this worker a manager: new certificate, keys, raft membership. A failure
