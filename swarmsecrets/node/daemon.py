@@ -33,6 +33,7 @@ from swarmsecrets.ca import certs, tokens
 from swarmsecrets.crypto import keys
 from swarmsecrets.manager import state
 from swarmsecrets.manager.controlapi import ControlAPI
+from swarmsecrets.manager.datakey import unlock_key
 from swarmsecrets.manager.manager import Manager
 from swarmsecrets.node.config import DaemonConfig
 from swarmsecrets.node.localapi import InitOptions, Initialized, JoinOptions, Joined, NodeInfo
@@ -305,9 +306,9 @@ class Node:
     # --- what the swarm tells this node ----------------------------------------------------------
 
     def _on_apply(self, event: state.Applied) -> None:
-        """Runs on the raft thread: re-wrap this node's keys (its TLS key too) when the unlock key rotates; step down
-        to a worker when this manager is demoted; start or stop a manager's own agent when its
-        availability (or role) changes."""
+        """Runs on the raft thread: re-wrap this node's keys (its TLS key too) when the unlock key
+        rotates or autolock is turned on or off; step down to a worker when this manager is demoted;
+        start or stop a manager's own agent when its availability (or role) changes."""
         cmd = event.command
         if not event.ok:
             return
@@ -317,14 +318,28 @@ class Node:
             self.loop.call_soon_threadsafe(lambda: self._spawn("availability", self._availability_changed()))
         if isinstance(cmd, state.UpdateNode) and cmd.id == self.state.node_id and cmd.role == "worker":
             self.loop.call_soon_threadsafe(lambda: self._spawn("demotion", self._demoted()))
-        if isinstance(cmd, state.UpdateCluster) and cmd.unlock_key is not None:
-            m = self.manager
-            if m is None:
-                return
-            if event.index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
-                return  # replayed after a restart: the keys are wrapped under a later unlock key already
-            new_key = m.data_key.unseal(cmd.unlock_key)
-            self._save_identity((m.data_key.key, m.ca.key_pem or b""), new_key, as_of=event.index)
+        if (isinstance(cmd, state.UpdateCluster) and cmd.unlock_key is not None) or isinstance(cmd, state.SetAutolock):
+            self._rewrap(event.index)
+
+    def _rewrap(self, index: int) -> None:
+        """On the raft thread, right after the apply at ``index`` changed the unlock key or turned
+        autolock on or off: wrap this manager's keys as the cluster record now says."""
+        m = self.manager
+        cluster = m.store.cluster if m is not None else None
+        if m is None or cluster is None:
+            return
+        if index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
+            return  # replayed after a restart: the keys are wrapped under a later unlock key already
+        unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
+        self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock, as_of=index)
+        autolock = unlock is not None
+        if autolock != self.state.autolock:
+            self.loop.call_soon_threadsafe(self._record_autolock, autolock)
+
+    def _record_autolock(self, autolock: bool) -> None:
+        self.state.autolock = autolock
+        if self.role is Role.MANAGER:
+            self.dir.save(self.state)
 
     async def _promoted(self) -> None:
         """The swarm made this worker a manager: new certificate, keys, raft membership. A failure

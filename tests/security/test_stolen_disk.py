@@ -4,6 +4,7 @@ manager presents no identity on its ports until ``swarm unlock``."""
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Iterator
 from functools import partial
@@ -75,15 +76,47 @@ def test_stolen_disk_of_an_autolocked_manager_yields_no_key(cluster: Cluster) ->
     assert_disk_yields_nothing(m3, cluster.unlock_key)
 
 
+def wrapped_under(n: Node, new: str, old: str) -> bool:
+    """``n``'s disk yields nothing without ``new`` and nothing with ``old``; its keys open with ``new``."""
+    assert_disk_yields_nothing(n, new)
+    return loot_disk(n.data_dir, (keys.parse_unlock_key(old),)) == ([], [])
+
+
 def test_unlock_key_rotation_rewraps_every_managers_node_key(cluster: Cluster) -> None:
     m1 = cluster.managers[0]
     rotated = m1.ok("swarm", "unlock-key", "--rotate", "-q").strip()
     assert rotated != cluster.unlock_key
     old, cluster.unlock_key = cluster.unlock_key, rotated
-
-    def rewrapped(n: Node) -> bool:
-        assert_disk_yields_nothing(n, rotated)
-        return loot_disk(n.data_dir, (keys.parse_unlock_key(old),)) == ([], [])
-
     for n in cluster.managers:
-        wait_until(partial(rewrapped, n), 20, 0.2, f"{n.name}'s keys wrapped under the new unlock key only")
+        wait_until(partial(wrapped_under, n, rotated, old), 20, 0.2,
+                   f"{n.name}'s keys wrapped under the new unlock key only")
+
+
+def in_clear(n: Node) -> bool:
+    """Without autolock a thief finds the node's TLS key, and a key file that opens the other two."""
+    private, opened = loot_disk(n.data_dir)
+    return public_der(certificate(n)) in [public_der(k) for k in private] and len(opened) == 2
+
+
+def test_turning_autolock_off_and_on_rewraps_every_managers_keys(cluster: Cluster) -> None:
+    m1, m2 = cluster.managers[0], cluster.managers[1]
+    assert m1.ok("swarm", "update", "--autolock=false") == "Swarm updated.\n"
+    for n in cluster.managers:
+        wait_until(partial(in_clear, n), 20, 0.2, f"{n.name}'s keys as without autolock")
+    assert "no unlock key is set" in m1.fails("swarm", "unlock-key")
+
+    out = m1.ok("swarm", "update", "--autolock=true")
+    found = re.search(r"SWMKEY-1-[A-Za-z0-9+/]{43}", out)
+    assert out.startswith("Swarm updated.\n") and found, out
+    old, cluster.unlock_key = cluster.unlock_key, found.group(0)
+    for n in cluster.managers:
+        wait_until(partial(wrapped_under, n, cluster.unlock_key, old), 20, 0.2,
+                   f"{n.name}'s keys wrapped under the new unlock key only")
+    # A manager restarted now is locked, and opens with the new key.
+    m2.kill(signal.SIGKILL)
+    m2.start()
+    wait_until(lambda: m2.info().local_node_state == "locked", 20, 0.1, "m2 locked")
+    assert presented_certificate(m2.port) is None and presented_certificate(m2.port + 1) is None
+    m2.ok("swarm", "unlock", input=cluster.unlock_key + "\n")
+    mine = certificate(m2).public_bytes(serialization.Encoding.DER)
+    wait_until(lambda: presented_certificate(m2.port) == mine, 20, 0.1, "m2 serving its port")

@@ -151,3 +151,8 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def RotateUnlockKey(self, request: control_pb2.RotateUnlockKeyRequest,
                               context: grpc.aio.ServicerContext) -> control_pb2.GetUnlockKeyResponse:
         return await self.provide(context).cluster.rotate_unlock_key(request)
+
+    @rpc
+    async def UpdateCluster(self, request: control_pb2.UpdateClusterRequest,
+                            context: grpc.aio.ServicerContext) -> control_pb2.UpdateClusterResponse:
+        return await self.provide(context).cluster.update_cluster(request)
