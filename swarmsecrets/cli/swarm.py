@@ -1,4 +1,4 @@
-"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key``: docker's texts, our command name."""
+"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|update``: docker's texts, our command name."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import click
 from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import control_pb2, swarm_pb2
 from swarmsecrets.cli.client import SWARM_TIMEOUT, CLIError, Client
+from swarmsecrets.cli.service import PflagCommand
 
 # Docker's swarm port, used when an address is given without one.
 DEFAULT_PORT = 2377
@@ -201,3 +202,19 @@ def unlock_key(client: Client, quiet: bool, rotate: bool) -> None:
         click.echo(key)
     else:
         click.echo(unlock_instructions(key), nl=False)
+
+
+@swarm.command("update", cls=PflagCommand)
+@click.option("--autolock/--no-autolock", default=None,
+              help="Change manager autolocking setting (true|false).")
+@click.pass_obj
+def update(client: Client, autolock: bool | None) -> None:
+    """Update the swarm."""
+    if autolock is None:
+        click.echo("Swarm updated.")
+        return
+    was = client.call(client.control.GetCluster, control_pb2.GetClusterRequest()).cluster.autolock
+    resp = client.write(client.control.UpdateCluster, control_pb2.UpdateClusterRequest(autolock=autolock))
+    click.echo("Swarm updated.")
+    if autolock and not was and resp.unlock_key:
+        click.echo(unlock_instructions(resp.unlock_key), nl=False)

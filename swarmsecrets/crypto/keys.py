@@ -5,7 +5,9 @@
   only ciphertext.
 - On disk a manager keeps the DEK and the CA key only wrapped (SecretBox) by its
   key-encryption key (KEK): a random per-node key file (0600) by default, or the
-  operator's unlock key ``SWMKEY-1-…`` with autolock, which is never stored.
+  operator's unlock key ``SWMKEY-1-…`` with autolock, which is never stored. With
+  autolock the node's TLS key is wrapped beside them, so that a locked manager's disk
+  holds no private key in clear (see ``WrappedKeys``).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NamedTuple
 
 import nacl.exceptions
 import nacl.secret
 import nacl.utils
 
 from swarmsecrets import errors
-from swarmsecrets.fsutil import write_private
+from swarmsecrets.fsutil import write_all, write_private
 
 KEY_SIZE = nacl.secret.SecretBox.KEY_SIZE  # 32
 UNLOCK_PREFIX = "SWMKEY-1-"
@@ -69,11 +74,22 @@ def same_key(a: bytes, b: bytes) -> bool:
 
 # --- the node's key file ------------------------------------------------------
 
-class WrappedKeys:
-    """The manager's wrapped key file: ``{"dek": ..., "ca_key": ..., "autolock": bool}``.
+class ManagerKeys(NamedTuple):
+    dek: bytes
+    ca_key: bytes
+    # The node's TLS key when it is wrapped here (autolock); None when it lives in clear beside its
+    # certificate (no autolock, or a key file written before the node key was wrapped).
+    node_key: bytes | None
 
-    Values are SecretBox(KEK) ciphertext, base64. Without autolock the KEK lives in
-    ``kek`` beside it (0600); with autolock the KEK is the unlock key.
+
+class WrappedKeys:
+    """The manager's wrapped key file: ``{"autolock": bool, "dek": ..., "ca_key": ..., "node_key": ...}``.
+
+    Values are SecretBox(KEK) ciphertext, base64. Without autolock the KEK lives in ``kek`` beside
+    it (0600) and the node's TLS key stays in clear beside its certificate: sealing it under a key
+    on the same disk would protect nothing (Docker Swarm does the same). With autolock the KEK is
+    the unlock key, which is never stored, and ``node_key`` holds the node's TLS key: a locked
+    manager's disk then holds no private key that opens without the unlock key.
     """
 
     def __init__(self, keys_dir: str) -> None:
@@ -84,12 +100,30 @@ class WrappedKeys:
     def exists(self) -> bool:
         return os.path.exists(self.path)
 
-    def autolocked(self) -> bool:
+    def _doc(self) -> dict[str, object]:
         with open(self.path) as f:
-            return bool(json.load(f).get("autolock"))
+            doc: dict[str, object] = json.load(f)
+        return doc
 
-    def store(self, dek: bytes, ca_key_pem: bytes, unlock_key: bytes | None) -> None:
+    def autolocked(self) -> bool:
+        return bool(self._doc().get("autolock"))
+
+    def holds_node_key(self) -> bool:
+        return "node_key" in self._doc()
+
+    def as_of(self) -> int:
+        """The raft index of the unlock-key change this wrapping follows (0: none). A manager that
+        replays older changes after a restart must not wrap its keys under a retired unlock key."""
+        value = self._doc().get("as_of", 0)
+        return value if isinstance(value, int) else 0
+
+    def store(self, dek: bytes, ca_key_pem: bytes, unlock_key: bytes | None,
+              node_key_pem: bytes | None = None, as_of: int = 0) -> None:
+        """Replace the file atomically. With ``unlock_key`` (autolock) the node's TLS key is
+        required: it is sealed here and the caller then removes its clear copy. Without, the
+        caller keeps the node's key in clear and the KEK file is created if missing."""
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        doc: dict[str, object] = {"autolock": unlock_key is not None, "as_of": as_of}
         if unlock_key is None:
             if os.path.exists(self.kek_path):
                 with open(self.kek_path, "rb") as f:
@@ -98,20 +132,20 @@ class WrappedKeys:
                 kek = new_key()
                 write_private(self.kek_path, kek)
         else:
+            if node_key_pem is None:
+                raise ValueError("with autolock the node's TLS key is wrapped too")
             kek = unlock_key
-            if os.path.exists(self.kek_path):
-                os.unlink(self.kek_path)
-        doc = {
-            "autolock": unlock_key is not None,
-            "dek": base64.b64encode(seal(kek, dek)).decode(),
-            "ca_key": base64.b64encode(seal(kek, ca_key_pem)).decode(),
-        }
+            doc["node_key"] = base64.b64encode(seal(kek, node_key_pem)).decode()
+        doc["dek"] = base64.b64encode(seal(kek, dek)).decode()
+        doc["ca_key"] = base64.b64encode(seal(kek, ca_key_pem)).decode()
         write_private(self.path, json.dumps(doc).encode())
+        if unlock_key is not None and os.path.exists(self.kek_path):
+            # Only once the file no longer needs it: the old KEK opens nothing any more.
+            os.unlink(self.kek_path)
 
-    def load(self, unlock_key: bytes | None = None) -> tuple[bytes, bytes]:
-        """(dek, ca_key_pem). With autolock, the unlock key is required."""
-        with open(self.path) as f:
-            doc = json.load(f)
+    def load(self, unlock_key: bytes | None = None) -> ManagerKeys:
+        """The keys; with autolock the unlock key is required."""
+        doc = self._doc()
         if doc.get("autolock"):
             if unlock_key is None:
                 raise errors.SwarmLocked()
@@ -120,8 +154,20 @@ class WrappedKeys:
             with open(self.kek_path, "rb") as f:
                 kek = f.read()
         try:
-            dek = open_sealed(kek, base64.b64decode(doc["dek"]))
-            ca_key = open_sealed(kek, base64.b64decode(doc["ca_key"]))
+            opened = {name: open_sealed(kek, base64.b64decode(str(doc[name])))
+                      for name in ("dek", "ca_key", "node_key") if name in doc}
         except nacl.exceptions.CryptoError:
             raise errors.InvalidArgument(errors.INVALID_UNLOCK_KEY) from None
-        return dek, ca_key
+        return ManagerKeys(opened["dek"], opened["ca_key"], opened.get("node_key"))
+
+
+@contextmanager
+def memory_file(data: bytes) -> Iterator[str]:
+    """A path to ``data`` that lives only in memory (an anonymous memfd, never on a disk), valid
+    inside the ``with``: for APIs that load a key only from a path (``ssl.SSLContext.load_cert_chain``)."""
+    fd = os.memfd_create("swarmsecrets-key", os.MFD_CLOEXEC)
+    try:
+        write_all(fd, data)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)

@@ -12,6 +12,7 @@ from swarmsecrets import errors, wire
 from swarmsecrets.api.v1 import ca_pb2_grpc, control_pb2_grpc, dispatcher_pb2_grpc, raft_pb2_grpc
 from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MANAGERS, PeerAuthorizer, raft_peer_verifier
+from swarmsecrets.crypto import keys
 from swarmsecrets.manager.collaborators import StoreNodes, SystemClock
 from swarmsecrets.manager.controlapi import ControlAPI, ControlServicer
 from swarmsecrets.manager.datakey import DataKey
@@ -36,9 +37,12 @@ class Manager:
     """The composition root of a manager: it builds the collaborators (store, proposer, data key,
     CA, peer authorizer, clock) and hands each service only those it uses."""
 
-    def __init__(self, nodedir: NodeDir, state: NodeState, dek: bytes, ca_key_pem: bytes,
-                 timing: RaftTiming, heartbeat_period: float) -> None:
+    def __init__(self, nodedir: NodeDir, state: NodeState, dek: bytes, ca_key_pem: bytes, cert_pem: bytes,
+                 key_pem: bytes, timing: RaftTiming, heartbeat_period: float) -> None:
+        """``cert_pem``, ``key_pem``: the node's identity, from memory (under autolock its key is
+        on disk only sealed): the ports load it from there, never from a file."""
         self.dir = nodedir
+        self.cert_pem, self.key_pem = cert_pem, key_pem
         self.state = state
         self.clock = SystemClock()
         self.data_key = DataKey(dek)
@@ -46,11 +50,12 @@ class Manager:
         self.ca = certs.RootCA(ca_pem, ca_key_pem)
         self.store = Store()
         self.authz = PeerAuthorizer(self.ca.cert, state.cluster_id, StoreNodes(self.store))
-        self.tls = RaftTLS(
-            server_ctx=certs.server_context(nodedir.cert_path, nodedir.key_path, ca_pem),
-            client_ctx=certs.client_context(nodedir.cert_path, nodedir.key_path, ca_pem),
-            verify_peer=raft_peer_verifier(state.cluster_id),
-        )
+        with keys.memory_file(cert_pem) as cert_path, keys.memory_file(key_pem) as key_path:
+            self.tls = RaftTLS(
+                server_ctx=certs.server_context(cert_path, key_path, ca_pem),
+                client_ctx=certs.client_context(cert_path, key_path, ca_pem),
+                verify_peer=raft_peer_verifier(state.cluster_id),
+            )
         self.raft = ManagerRaft(RaftNode(self_addr=state.raft_addr, members=state.members or [state.raft_addr],
                                          data_dir=nodedir.raft_dir, tls=self.tls,
                                          state_machine=LogStateMachine(self.store), timing=timing))
@@ -98,7 +103,7 @@ class Manager:
         self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor()),
                        asyncio.create_task(advertise)]
         creds = grpc.ssl_server_credentials(
-            [(self.dir.read(self.dir.key_path), self.dir.read(self.dir.cert_path) + self.ca.cert_pem)],
+            [(self.key_pem, self.cert_pem + self.ca.cert_pem)],
             # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert); RPCs
             # authorize only certificates the root CA issued.
             root_certificates=self.ca.cert_pem + certs.bootstrap_ca_cert(certs.ca_digest(self.ca.cert_pem)),

@@ -6,6 +6,11 @@ availability in the store is not ``drain``, so that tasks may be placed on it as
 It remembers its role in its data dir and resumes it on restart. Every change of role runs under
 one lock, is checked by the role state machine (``roles.py``) and, should it fail part-way, goes
 back through one rollback (``_undo``) to the role the node had.
+
+The node's TLS identity is held in memory (``node_cert``, ``node_key``) and only ever written to the
+data dir by ``_save_identity``: in clear for a worker or a manager without autolock, sealed under the
+unlock key with the manager keys under autolock. A locked manager has no key in memory: it serves no
+TLS port, dials no peer and runs no agent until ``swarm unlock``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from swarmsecrets.ca import certs, tokens
 from swarmsecrets.crypto import keys
 from swarmsecrets.manager import state
 from swarmsecrets.manager.controlapi import ControlAPI
+from swarmsecrets.manager.datakey import unlock_key
 from swarmsecrets.manager.manager import Manager
 from swarmsecrets.node.config import DaemonConfig
 from swarmsecrets.node.localapi import InitOptions, Initialized, JoinOptions, Joined, NodeInfo
@@ -68,6 +74,9 @@ class Node:
         self.loop = asyncio.get_running_loop()
         self._background: set[asyncio.Task[None]] = set()
         self._agent_refused = ""  # why this manager's agent could not start, once said
+        # This node's certificate and TLS key: None while inactive or locked.
+        self.node_cert: bytes | None = None
+        self.node_key: bytes | None = None
 
     @property
     def role(self) -> Role:
@@ -102,6 +111,7 @@ class Node:
         if role is Role.INACTIVE:
             self.dir.wipe()
             self.state = NodeState()
+            self.node_cert = self.node_key = None
         elif role in (Role.MANAGER, Role.WORKER):
             self.state.role = role
             self.dir.save(self.state)
@@ -112,8 +122,8 @@ class Node:
     async def _undo(self) -> AsyncIterator[None]:
         """The one rollback for init, join, promotion and unlock: on any failure, stop what was
         started and put the node back as it was (an inactive node forgets the attempt, a worker
-        drops the manager keys and raft data and runs its agent again, a locked manager stays
-        locked), then re-raise."""
+        drops the manager keys and raft data and runs its agent again with the identity it now
+        holds, a locked manager stays locked and forgets its key), then re-raise."""
         before = copy.deepcopy(self.state)
         role = self.role
         try:
@@ -123,7 +133,11 @@ class Node:
             if role is Role.INACTIVE:
                 self.dir.wipe()
                 self.state = NodeState()
+                self.node_cert = self.node_key = None
+            elif role is Role.LOCKED:
+                self.node_cert = self.node_key = None
             elif role is Role.WORKER:
+                self._save_identity()
                 self.dir.forget_manager_material()
                 self.state = before
                 self.dir.save(before)
@@ -147,24 +161,58 @@ class Node:
     # --- start and stop the components -----------------------------------------------------------
 
     async def resume(self) -> None:
-        """After a restart: run the role the data dir records (a manager with autolock stays locked)."""
+        """After a restart: run the role the data dir records (a manager with autolock stays locked,
+        holding no key)."""
         async with self.lifecycle:
             if self.role is Role.WORKER:
+                self._load_clear_identity()
                 self._start_agent()
             elif self.role is Role.MANAGER:
                 wrapped = keys.WrappedKeys(self.dir.keys_dir)
                 if wrapped.autolocked():
+                    if wrapped.holds_node_key():
+                        self.dir.remove_clear_key()  # a copy a crash left while the key was being wrapped
                     self._become(Change.LOCK)
                     log.info("swarm is locked: waiting for 'swarmsecrets swarm unlock'")
                     return
-                dek, ca_key = wrapped.load()
-                await self._start_manager(dek, ca_key)
+                got = wrapped.load()
+                self._load_clear_identity()
+                await self._start_manager(got.dek, got.ca_key)
                 await self._follow_availability()
+
+    def _load_clear_identity(self) -> None:
+        key = self.dir.read_clear_key()
+        if key is None:
+            raise errors.FailedPrecondition(f"this node's key is missing: {self.dir.key_path}")
+        self.node_cert, self.node_key = self.dir.read(self.dir.cert_path), key
+
+    def _save_identity(self, manager_keys: tuple[bytes, bytes] | None = None, unlock: bytes | None = None,
+                       as_of: int = 0) -> None:
+        """Write the identity held in memory (and a manager's ``(dek, ca_key)``) to the data dir.
+        With an unlock key (autolock) the node's TLS key is sealed with the manager keys and its
+        clear copy goes; otherwise the key stays in clear beside its certificate (a worker's, or a
+        manager's whose KEK sits on the same disk anyway). ``as_of``: see ``WrappedKeys.as_of``."""
+        cert, key = self.node_cert, self.node_key
+        if cert is None or key is None:
+            raise errors.SwarmLocked()
+        ca_pem = self.dir.read(self.dir.ca_path)
+        wrapped = keys.WrappedKeys(self.dir.keys_dir)
+        if manager_keys is not None and unlock is not None:
+            wrapped.store(*manager_keys, unlock, key, as_of=as_of)
+            self.dir.write_identity(ca_pem, cert)
+            self.dir.remove_clear_key()
+            return
+        self.dir.write_identity(ca_pem, cert, key)
+        if manager_keys is not None:
+            wrapped.store(*manager_keys, None, as_of=as_of)
 
     async def _start_manager(self, dek: bytes, ca_key: bytes,
                              before_serving: Callable[[Manager], Awaitable[Any]] | None = None) -> Manager:
         """Raft first; then (joining the group, or creating the cluster) ``before_serving``; then the TLS port."""
-        m = Manager(self.dir, self.state, dek, ca_key, self.config.timing(), self.config.dispatcher_heartbeat)
+        if self.node_cert is None or self.node_key is None:
+            raise errors.SwarmLocked()
+        m = Manager(self.dir, self.state, dek, ca_key, self.node_cert, self.node_key, self.config.timing(),
+                    self.config.dispatcher_heartbeat)
         m.store.subscribe(self._on_apply)
         try:
             await asyncio.to_thread(m.start_raft)
@@ -258,9 +306,9 @@ class Node:
     # --- what the swarm tells this node ----------------------------------------------------------
 
     def _on_apply(self, event: state.Applied) -> None:
-        """Runs on the raft thread: re-wrap this node's keys when the unlock key rotates; step down
-        to a worker when this manager is demoted; start or stop a manager's own agent when its
-        availability (or role) changes."""
+        """Runs on the raft thread: re-wrap this node's keys (its TLS key too) when the unlock key
+        rotates or autolock is turned on or off; step down to a worker when this manager is demoted;
+        start or stop a manager's own agent when its availability (or role) changes."""
         cmd = event.command
         if not event.ok:
             return
@@ -270,12 +318,28 @@ class Node:
             self.loop.call_soon_threadsafe(lambda: self._spawn("availability", self._availability_changed()))
         if isinstance(cmd, state.UpdateNode) and cmd.id == self.state.node_id and cmd.role == "worker":
             self.loop.call_soon_threadsafe(lambda: self._spawn("demotion", self._demoted()))
-        if isinstance(cmd, state.UpdateCluster) and cmd.unlock_key is not None:
-            m = self.manager
-            if m is None:
-                return
-            new_key = m.data_key.unseal(cmd.unlock_key)
-            keys.WrappedKeys(self.dir.keys_dir).store(m.data_key.key, m.ca.key_pem or b"", new_key)
+        if (isinstance(cmd, state.UpdateCluster) and cmd.unlock_key is not None) or isinstance(cmd, state.SetAutolock):
+            self._rewrap(event.index)
+
+    def _rewrap(self, index: int) -> None:
+        """On the raft thread, right after the apply at ``index`` changed the unlock key or turned
+        autolock on or off: wrap this manager's keys as the cluster record now says."""
+        m = self.manager
+        cluster = m.store.cluster if m is not None else None
+        if m is None or cluster is None:
+            return
+        if index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
+            return  # replayed after a restart: the keys are wrapped under a later unlock key already
+        unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
+        self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock, as_of=index)
+        autolock = unlock is not None
+        if autolock != self.state.autolock:
+            self.loop.call_soon_threadsafe(self._record_autolock, autolock)
+
+    def _record_autolock(self, autolock: bool) -> None:
+        self.state.autolock = autolock
+        if self.role is Role.MANAGER:
+            self.dir.save(self.state)
 
     async def _promoted(self) -> None:
         """The swarm made this worker a manager: new certificate, keys, raft membership. A failure
@@ -287,7 +351,7 @@ class Node:
             try:
                 async with self._undo():
                     await self._stop_components()
-                    resp = await self._renew_certificate(managers)
+                    resp = await self._renew_certificate(managers)  # in memory until _join_as_manager
                     if not self.state.advertise_addr:
                         raise errors.FailedPrecondition("this node joined without --advertise-addr")
                     # The swarm bound this node's raft address into its new certificate.
@@ -335,6 +399,7 @@ class Node:
                         log.error("demoted, but %s", e)
                         break
                 await asyncio.sleep(0.5)
+            self._save_identity()  # a worker's key is kept in clear, before the wrapped copy goes
             self.dir.forget_manager_material()
             self.state.members = []
             self.state.raft_addr = ""
@@ -361,15 +426,18 @@ class Node:
     # --- outgoing calls to managers --------------------------------------------------------------
 
     def _mtls_channel(self, target: str) -> grpc.aio.Channel:
+        if self.node_cert is None or self.node_key is None:
+            raise errors.SwarmLocked()
         creds = grpc.ssl_channel_credentials(
             root_certificates=self.dir.read(self.dir.ca_path),
-            private_key=self.dir.read(self.dir.key_path),
-            certificate_chain=self.dir.read(self.dir.cert_path),
+            private_key=self.node_key,
+            certificate_chain=self.node_cert,
         )
         return grpc.aio.secure_channel(_grpc_target(target), creds, options=wire.TLS_CHANNEL_OPTIONS)
 
     async def _renew_certificate(self, managers: list[str]) -> ca_pb2.IssueNodeCertificateResponse:
-        """A new key and a certificate with the role the swarm now has for this node."""
+        """A new key and a certificate with the role the swarm now has for this node, held in memory:
+        the caller saves them (``_save_identity``) where the node's new role keeps them."""
         key_pem, csr = certs.generate_key_and_csr()
         last: Exception | None = None
         for addr in managers:
@@ -380,7 +448,7 @@ class Node:
             except grpc.aio.AioRpcError as e:
                 last = e
                 continue
-            self.dir.write_identity(self.dir.read(self.dir.ca_path), resp.certificate, key_pem)
+            self.node_cert, self.node_key = resp.certificate, key_pem
             return resp
         raise errors.Unavailable(f"could not renew this node's certificate: {last}")
 
@@ -396,7 +464,7 @@ class Node:
             got: ca_pb2.GetManagerKeysResponse = await ca_pb2_grpc.NodeCAStub(ch).GetManagerKeys(
                 ca_pb2.GetManagerKeysRequest(), timeout=30)
         unlock = keys.parse_unlock_key(got.unlock_key) if got.unlock_key else None
-        keys.WrappedKeys(self.dir.keys_dir).store(got.data_key, got.ca_key, unlock)
+        self._save_identity((got.data_key, got.ca_key), unlock)
         self.state.autolock = unlock is not None
         self.state.members = sorted(set(got.raft_members) | {self.state.raft_addr})
         m = await self._start_manager(got.data_key, got.ca_key, lambda m: self._join_raft(m, remote))
@@ -481,11 +549,12 @@ class Node:
                 key_pem, csr = certs.generate_key_and_csr()
                 cert = certs.issue_node_cert(ca, csr, node_id=node_id, role="manager", cluster_id=cluster_id,
                                              raft_addr=raft_addr)
-                self.dir.write_identity(ca.cert_pem, cert, key_pem)
+                self.dir.write_identity(ca.cert_pem, cert)
+                self.node_cert, self.node_key = cert, key_pem
                 dek = keys.new_key()
                 unlock = keys.new_key() if options.autolock else None
                 assert ca.key_pem is not None
-                keys.WrappedKeys(self.dir.keys_dir).store(dek, ca.key_pem, unlock)
+                self._save_identity((dek, ca.key_pem), unlock)
                 self.state = NodeState(node_id=node_id, cluster_id=cluster_id,
                                        advertise_addr=advertise, listen_addr=listen, raft_addr=raft_addr,
                                        members=[raft_addr], autolock=options.autolock)
@@ -549,7 +618,8 @@ class Node:
                                 availability=availability), timeout=30)
                     if issued.role == "manager" and not advertise:
                         raise errors.InvalidArgument("--advertise-addr is required to join as a manager")
-                    self.dir.write_identity(root_pem, issued.certificate, key_pem)
+                    self.dir.write_identity(root_pem, issued.certificate)
+                    self.node_cert, self.node_key = issued.certificate, key_pem
                     self.state = NodeState(node_id=issued.node_id, cluster_id=issued.cluster_id,
                                            advertise_addr=advertise, listen_addr=listen, raft_addr=raft_addr,
                                            remote_managers=[remote])
@@ -557,6 +627,7 @@ class Node:
                         await self._join_as_manager(remote)
                         self._become(Change.JOIN_AS_MANAGER)
                     else:
+                        self._save_identity()
                         self._start_agent()
                         self._become(Change.JOIN_AS_WORKER)
                 except grpc.aio.AioRpcError as e:
@@ -588,9 +659,17 @@ class Node:
             if self.role is not Role.LOCKED:
                 raise errors.FailedPrecondition(errors.NOT_LOCKED)
             key = keys.parse_unlock_key(unlock_key)
-            dek, ca_key = keys.WrappedKeys(self.dir.keys_dir).load(key)
+            got = keys.WrappedKeys(self.dir.keys_dir).load(key)
+            # The key is opened in memory only; a key file written before the node key was wrapped
+            # still holds it in clear: wrap it now.
+            node_key = got.node_key or self.dir.read_clear_key()
+            if node_key is None:
+                raise errors.FailedPrecondition(f"this node's key is missing: {self.dir.key_path}")
             async with self._undo():
-                await self._start_manager(dek, ca_key)
+                self.node_cert, self.node_key = self.dir.read(self.dir.cert_path), node_key
+                if got.node_key is None:
+                    self._save_identity((got.dek, got.ca_key), key)
+                await self._start_manager(got.dek, got.ca_key)
                 self._become(Change.UNLOCK)
             await self._follow_availability()
 

@@ -2,9 +2,17 @@
 
     DIR/node.json                          role, ids, addresses (no secrets)
     DIR/certificates/swarm-root-ca.crt     the cluster's root CA
-    DIR/certificates/swarm-node.crt|.key   this node's identity (key 0600, never leaves the node)
-    DIR/keys/                              the wrapped data key and CA key (managers)
+    DIR/certificates/swarm-node.crt        this node's certificate
+    DIR/certificates/swarm-node.key        this node's TLS key in clear (0600, never leaves the node):
+                                           workers, and managers without autolock only
+    DIR/keys/manager-keys.json             managers: the data key and the CA key wrapped by the
+                                           key-encryption key; with autolock the node's TLS key too
+    DIR/keys/kek                           the key-encryption key (managers without autolock)
     DIR/raft/                              the raft journal, metadata and snapshot (managers)
+
+With autolock the KEK is the operator's unlock key, which is never stored: nothing under DIR opens
+a private key without it, and a restarted manager presents no identity until ``swarm unlock``
+(see ``crypto/keys.py``).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 
-from swarmsecrets.fsutil import write_private
+from swarmsecrets.fsutil import fsync_dir, write_private
 from swarmsecrets.node.roles import DURABLE_ROLES, Role
 
 
@@ -64,11 +72,26 @@ class NodeDir:
         write_private(self.state_path, json.dumps(asdict(state), indent=2).encode())
 
     def write_identity(self, ca_pem: bytes, cert_pem: bytes, key_pem: bytes | None = None) -> None:
+        """The root CA and this node's certificate, and its key in clear if given."""
         os.makedirs(self.cert_dir, mode=0o700, exist_ok=True)
         if key_pem is not None:
             write_private(self.key_path, key_pem)
         write_private(self.ca_path, ca_pem)
         write_private(self.cert_path, cert_pem)
+
+    def read_clear_key(self) -> bytes | None:
+        try:
+            return self.read(self.key_path)
+        except FileNotFoundError:
+            return None
+
+    def remove_clear_key(self) -> None:
+        """Drop the node key's clear copy (it is wrapped with the manager keys now), durably."""
+        try:
+            os.unlink(self.key_path)
+        except FileNotFoundError:
+            return
+        fsync_dir(self.cert_dir)
 
     def read(self, path: str) -> bytes:
         with open(path, "rb") as f:

@@ -26,16 +26,19 @@ class Cluster:
     def __init__(self, root: Path, managers: int = 3, workers: int = 0, *, placement: Placement = LOOPBACK,
                  timings: Timings = FAST_TIMINGS, log_level: str | None = "debug", extra_args: tuple[str, ...] = (),
                  log_dir: Path | None = None, worker_join_via: int = 0,
-                 manager_availability: str = "drain") -> None:
+                 manager_availability: str = "drain", autolock: bool = False) -> None:
         """``worker_join_via``: the index of the manager that workers give as the remote to join through.
         ``manager_availability``: what managers init and join with; ``drain`` (the default) keeps tasks
         on the workers, so that a test's tasks run where it expects them; ``active`` lets managers
-        run tasks too (they then run the worker agent)."""
+        run tasks too (they then run the worker agent). ``autolock``: init with autolock; the unlock key
+        is then in ``unlock_key`` once the cluster is formed."""
         if managers < 1:
             raise ValueError("a cluster needs at least one manager")
         self.root = root
         self.worker_join_via = worker_join_via
         self.manager_availability = manager_availability
+        self.autolock = autolock
+        self.unlock_key = ""
         roles = ["manager"] * managers + ["worker"] * workers
         self.members: list[Node] = []
         for i, role in enumerate(roles):
@@ -95,8 +98,9 @@ class Cluster:
         on their own)."""
         first = self.members[0]
         try:
-            first.swarm().Init(swarm_pb2.InitRequest(advertise_addr=first.addr,
-                                                     availability=self.manager_availability), timeout=timeout)
+            init = first.swarm().Init(swarm_pb2.InitRequest(advertise_addr=first.addr, autolock=self.autolock,
+                                                            availability=self.manager_availability), timeout=timeout)
+            self.unlock_key = init.unlock_key
             tokens = first.control().GetCluster(control_pb2.GetClusterRequest(), timeout=timeout).cluster.join_tokens
             via = self.managers[self.worker_join_via]
             for m in self.members[1:]:

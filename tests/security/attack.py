@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import io
 import pickle
+import re
 import socket
 import ssl
 import struct
@@ -14,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import nacl.exceptions
+import nacl.secret
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from swarmsecrets.api.v1 import ca_pb2_grpc
 from swarmsecrets.ca import certs, tokens
@@ -151,3 +160,62 @@ def write_identity(cert_dir: Path, root_pem: bytes, cert_pem: bytes, key_pem: by
     (cert_dir / "swarm-node.crt").write_bytes(cert_pem)
     (cert_dir / "swarm-node.key").write_bytes(key_pem)
     return cert_dir
+
+
+def presented_certificate(port: int, host: str = "127.0.0.1") -> bytes | None:
+    """The certificate (DER) a TLS port presents to a client that shows none, or None if the port is
+    closed or no handshake happens."""
+    try:
+        s = tls_connect(port, None, host)
+    except (ssl.SSLError, OSError):
+        return None
+    try:
+        return s.getpeercert(binary_form=True)
+    finally:
+        s.close()
+
+
+def _blobs(data: bytes) -> list[bytes]:
+    """A file's bytes, and every value in it a thief would decode: PEM blocks and base64 strings
+    (JSON values included)."""
+    out = [data]
+    out += re.findall(rb"-----BEGIN [A-Z ]+-----.+?-----END [A-Z ]+-----", data, re.S)
+    for token in re.findall(rb"[A-Za-z0-9+/=]{40,}", data):
+        try:
+            out.append(base64.b64decode(token + b"=" * (-len(token) % 4), validate=True))
+        except (binascii.Error, ValueError):
+            pass
+    return out
+
+
+def _private_keys(blob: bytes) -> list[PrivateKeyTypes]:
+    found: list[PrivateKeyTypes] = []
+    for load in (serialization.load_pem_private_key, serialization.load_der_private_key):
+        try:
+            found.append(load(blob, None))
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            pass
+    return found
+
+
+def loot_disk(data_dir: Path, keks: tuple[bytes, ...] = ()) -> tuple[list[PrivateKeyTypes], list[bytes]]:
+    """What a thief holding ``data_dir`` (and the keys ``keks``, if any) recovers: every private key
+    that loads from any file, in clear or opened by a key found on the same disk (any 32-byte file or
+    value) or given in ``keks``, and every payload such a key opens (the wrapped data key among them)."""
+    blobs = [b for f in sorted(data_dir.rglob("*")) if f.is_file() for b in _blobs(f.read_bytes())]
+    candidates = set(keks) | {b for b in blobs if len(b) == nacl.secret.SecretBox.KEY_SIZE}
+    opened: list[bytes] = []
+    for kek in candidates:
+        box = nacl.secret.SecretBox(kek)
+        for b in blobs:
+            if len(b) > box.NONCE_SIZE + box.MACBYTES:
+                try:
+                    opened.append(box.decrypt(b))
+                except nacl.exceptions.CryptoError:
+                    pass
+    private = [k for b in blobs + opened for k in _private_keys(b)]
+    return private, opened
+
+
+def public_der(key: PrivateKeyTypes | x509.Certificate) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -34,7 +34,7 @@ def test_wrapped_keys_without_autolock(tmp_path: Path) -> None:
     w = keys.WrappedKeys(str(tmp_path / "keys"))
     dek, ca_key = keys.new_key(), b"-----BEGIN PRIVATE KEY-----\nabc\n"
     w.store(dek, ca_key, None)
-    assert w.load() == (dek, ca_key)
+    assert w.load() == (dek, ca_key, None) and not w.holds_node_key()
     for name in ("kek", "manager-keys.json"):
         assert stat.S_IMODE(os.stat(tmp_path / "keys" / name).st_mode) == 0o600
     raw = (tmp_path / "keys" / "manager-keys.json").read_bytes()
@@ -44,14 +44,40 @@ def test_wrapped_keys_without_autolock(tmp_path: Path) -> None:
 def test_wrapped_keys_with_autolock_need_the_unlock_key(tmp_path: Path) -> None:
     w = keys.WrappedKeys(str(tmp_path / "keys"))
     dek, unlock = keys.new_key(), keys.new_key()
-    w.store(dek, b"ca", unlock)
+    w.store(dek, b"ca", unlock, b"node-key")
     assert not (tmp_path / "keys" / "kek").exists()
-    assert w.autolocked()
+    assert w.autolocked() and w.holds_node_key()
+    assert b"node-key" not in (tmp_path / "keys" / "manager-keys.json").read_bytes()
     with pytest.raises(errors.FailedPrecondition):
         w.load()
     with pytest.raises(errors.InvalidArgument, match="invalid key provided"):
         w.load(keys.new_key())
-    assert w.load(unlock) == (dek, b"ca")
+    assert w.load(unlock) == (dek, b"ca", b"node-key")
+    with pytest.raises(ValueError):
+        w.store(dek, b"ca", unlock)  # autolock without the node key would leave it in clear
+
+
+def test_turning_autolock_off_and_on_rewraps_under_the_right_key(tmp_path: Path) -> None:
+    w = keys.WrappedKeys(str(tmp_path / "keys"))
+    dek, unlock = keys.new_key(), keys.new_key()
+    w.store(dek, b"ca", unlock, b"node-key")
+    w.store(dek, b"ca", None)
+    assert (tmp_path / "keys" / "kek").exists() and not w.autolocked()
+    assert w.load() == (dek, b"ca", None)
+    w.store(dek, b"ca", unlock, b"node-key")
+    assert not (tmp_path / "keys" / "kek").exists()
+    assert w.load(unlock) == (dek, b"ca", b"node-key")
+
+
+def test_memory_file_is_a_path_to_memory_only() -> None:
+    ca = certs.create_root_ca()
+    key, csr = certs.generate_key_and_csr()
+    cert = certs.issue_node_cert(ca, csr, node_id="a" * 25, role="manager", cluster_id="b" * 25,
+                                 raft_addr="127.0.0.1:2")
+    with keys.memory_file(cert) as cert_path, keys.memory_file(key) as key_path:
+        assert os.readlink(key_path).startswith("/memfd:")
+        certs.server_context(cert_path, key_path, ca.cert_pem)
+    assert not os.path.exists(key_path)
 
 
 def test_join_tokens_pin_the_ca() -> None:
@@ -78,3 +104,11 @@ def test_node_certificates_carry_identity_from_the_ca_not_the_csr() -> None:
                                  raft_addr="127.0.0.1:4243")
     assert certs.identity_from_pem(wpem).role == "worker"
     assert certs.identity_from_pem(wpem).raft_addrs == ()
+
+
+def test_wrapped_keys_remember_which_unlock_key_change_they_follow(tmp_path: Path) -> None:
+    w = keys.WrappedKeys(str(tmp_path / "keys"))
+    w.store(keys.new_key(), b"ca", keys.new_key(), b"node-key")
+    assert w.as_of() == 0
+    w.store(keys.new_key(), b"ca", keys.new_key(), b"node-key", as_of=42)
+    assert w.as_of() == 42

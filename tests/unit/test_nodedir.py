@@ -54,3 +54,15 @@ def test_forgetting_manager_material_keeps_the_identity_and_wipe_keeps_nothing(t
     assert d.read(d.cert_path) == b"cert" and d.load().role is Role.MANAGER
     d.wipe()
     assert not os.path.exists(d.cert_dir) and d.load() == NodeState()
+
+
+def test_the_clear_key_can_go_and_come_back(tmp_path: Path) -> None:
+    d = NodeDir(str(tmp_path))
+    d.ensure()
+    d.write_identity(b"ca", b"cert", b"key")
+    assert d.read_clear_key() == b"key"
+    d.remove_clear_key()
+    d.remove_clear_key()  # already gone: nothing to do
+    assert d.read_clear_key() is None and d.read(d.cert_path) == b"cert"
+    d.write_identity(b"ca", b"cert2")
+    assert d.read_clear_key() is None and d.read(d.cert_path) == b"cert2"

@@ -274,3 +274,19 @@ class GetUnlockKeyResponse(_message.Message):
     UNLOCK_KEY_FIELD_NUMBER: _ClassVar[int]
     unlock_key: str
     def __init__(self, unlock_key: _Optional[str] = ...) -> None: ...
+
+class UpdateClusterRequest(_message.Message):
+    __slots__ = ("autolock", "request_id")
+    AUTOLOCK_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    autolock: bool
+    request_id: str
+    def __init__(self, autolock: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpdateClusterResponse(_message.Message):
+    __slots__ = ("cluster", "unlock_key")
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    UNLOCK_KEY_FIELD_NUMBER: _ClassVar[int]
+    cluster: _objects_pb2.Cluster
+    unlock_key: str
+    def __init__(self, cluster: _Optional[_Union[_objects_pb2.Cluster, _Mapping]] = ..., unlock_key: _Optional[str] = ...) -> None: ...

@@ -129,6 +129,11 @@ class ControlStub:
                 request_serializer=swarmsecrets_dot_v1_dot_control__pb2.RotateUnlockKeyRequest.SerializeToString,
                 response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.GetUnlockKeyResponse.FromString,
                 _registered_method=True)
+        self.UpdateCluster = channel.unary_unary(
+                '/swarmsecrets.v1.Control/UpdateCluster',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterResponse.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -251,6 +256,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateCluster(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -348,6 +359,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.RotateUnlockKey,
                     request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.RotateUnlockKeyRequest.FromString,
                     response_serializer=swarmsecrets_dot_v1_dot_control__pb2.GetUnlockKeyResponse.SerializeToString,
+            ),
+            'UpdateCluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCluster,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -863,6 +879,33 @@ class Control:
             '/swarmsecrets.v1.Control/RotateUnlockKey',
             swarmsecrets_dot_v1_dot_control__pb2.RotateUnlockKeyRequest.SerializeToString,
             swarmsecrets_dot_v1_dot_control__pb2.GetUnlockKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/UpdateCluster',
+            swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterResponse.FromString,
             options,
             channel_credentials,
             insecure,

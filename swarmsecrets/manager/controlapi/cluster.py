@@ -1,4 +1,4 @@
-"""The swarm itself: inspect, rotate a join token, show and rotate the unlock key."""
+"""The swarm itself: inspect, rotate a join token, show and rotate the unlock key, turn autolock on or off."""
 
 from __future__ import annotations
 
@@ -75,3 +75,19 @@ class ClusterAPI:
         key = unlock_key(self.store, self.sealer)
         assert key is not None
         return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))
+
+    async def update_cluster(self, request: control_pb2.UpdateClusterRequest,
+                             caller: str) -> control_pb2.UpdateClusterResponse:
+        """Autolock on or off. Every manager re-wraps its keys (its TLS key among them) as it applies
+        the change: under the new unlock key, or back under a key file of its own."""
+        await self.proposer.barrier()
+        cluster = self.store.cluster
+        if cluster is None:
+            raise errors.Unavailable("the cluster state is not available yet")
+        if request.autolock != cluster.autolock:
+            sealed = self.sealer.seal(keys.new_key()) if request.autolock else None
+            rid = request_id(self.sealer, state.SetAutolock, caller, request)
+            await self.proposer.propose(state.SetAutolock(rid=rid, autolock=request.autolock, unlock_key=sealed))
+        key = unlock_key(self.store, self.sealer)
+        return control_pb2.UpdateClusterResponse(cluster=self._cluster_to_proto(),
+                                                 unlock_key=keys.format_unlock_key(key) if key else "")

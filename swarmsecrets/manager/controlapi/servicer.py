@@ -179,3 +179,9 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
                               context: grpc.aio.ServicerContext) -> control_pb2.GetUnlockKeyResponse:
         api = await self._api(context)
         return await api.cluster.rotate_unlock_key(request, api.caller(context))
+
+    @rpc
+    async def UpdateCluster(self, request: control_pb2.UpdateClusterRequest,
+                            context: grpc.aio.ServicerContext) -> control_pb2.UpdateClusterResponse:
+        api = await self._api(context)
+        return await api.cluster.update_cluster(request, api.caller(context))

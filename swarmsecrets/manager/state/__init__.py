@@ -16,6 +16,7 @@ from swarmsecrets.manager.state.commands import (
     RemoveSecret,
     RemoveService,
     Schedule,
+    SetAutolock,
     StatusReport,
     TaskChange,
     TaskStatus,
@@ -45,7 +46,7 @@ __all__ = [
     "STATE_VERSION", "TERMINAL_STATES",
     "AddNode", "Applied", "Cluster", "Command", "CreateSecret", "CreateService", "Err", "InitCluster",
     "JoinTokens", "LogStateMachine", "Node", "Ok", "RemoveNode", "RemoveSecret", "RemoveService", "Result",
-    "Schedule", "Secret", "SecretRef", "Service", "StateView", "StatusReport", "Store", "Task", "TaskChange",
-    "TaskStatus", "TaskStatusUpdate", "UpdateCluster", "UpdateNode", "UpdateSecret", "UpdateService",
+    "Schedule", "Secret", "SecretRef", "Service", "SetAutolock", "StateView", "StatusReport", "Store", "Task",
+    "TaskChange", "TaskStatus", "TaskStatusUpdate", "UpdateCluster", "UpdateNode", "UpdateSecret", "UpdateService",
     "bind_request_id", "client_request_id", "encode_command", "require_supported", "unwrap",
 ]

@@ -31,7 +31,8 @@ from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, Secret
 
 # Version 1: the commands below, as the first versioned release defines them. Entries written
 # before commands carried a version are read as version 1 (the same kinds and fields).
-STATE_VERSION = 1
+# Version 2: set_autolock.
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +119,15 @@ class UpdateCluster(Command):
     """Change the sealed join tokens and/or the sealed unlock key (None: unchanged)."""
 
     join_tokens: JoinTokens | None = None
+    unlock_key: bytes | None = None
+
+
+@command("set_autolock", since=2)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetAutolock(Command):
+    """Turn autolock on with ``unlock_key`` (sealed with the data key), or off (the key is dropped)."""
+
+    autolock: bool
     unlock_key: bytes | None = None
 
 

@@ -385,6 +385,20 @@ def _update_cluster(s: Store, cmd: c.UpdateCluster, index: int) -> Cluster:
     return new
 
 
+@_handles(c.SetAutolock)
+def _set_autolock(s: Store, cmd: c.SetAutolock, index: int) -> Cluster:
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    if cmd.autolock and cmd.unlock_key is None:
+        raise errors.InvalidArgument("autolock needs an unlock key")
+    if cmd.autolock and cluster.autolock:
+        return cluster  # already on (a concurrent request won): its key stays, the only one anyone was shown
+    new = s._t.cluster = _stamp(replace(cluster, autolock=cmd.autolock,
+                                        unlock_key=cmd.unlock_key if cmd.autolock else None), cmd.ts, index)
+    return new
+
+
 @_handles(c.CreateSecret)
 def _create_secret(s: Store, cmd: c.CreateSecret, index: int) -> Secret:
     if cmd.name.lower() in s._names:
