@@ -1,18 +1,25 @@
 """Run a service's command as a task: its secrets read-only at /run/secrets, restarted with backoff when it exits.
 
-The command runs through a small helper (this module, re-executed) that, with CAP_SYS_ADMIN, enters a
-private mount namespace, bind-mounts the task's secrets dir read-only at /run/secrets, hides the other
-tasks' secrets; then drops to the task's user, asks the kernel to kill it when the agent dies, and execs
-the command. The mounts exist only for that process tree; the host's /run/secrets stays an empty
-directory. A helper rather than ``preexec_fn`` because the agent is multi-threaded, and forked children
-of threaded processes must not run arbitrary Python.
+The command runs through a small helper (this module, re-executed) that, with CAP_SYS_ADMIN, enters new
+mount and PID namespaces: it bind-mounts the task's secrets dir read-only at /run/secrets, hides the
+secrets root and the daemon's state under empty read-only mounts, gives the task its own /dev (no disks)
+and a read-only /sys, and forks PID 1 of the new namespace. PID 1 mounts a /proc of that namespace only
+(``/proc/sys`` read-only), forks the command, reaps, and exits with the command's status. The command
+drops to the task's user, keeps only ``TASK_CAPABILITIES`` if it stays root (never CAP_SYS_ADMIN, so it
+cannot unmount what hides the rest), runs with ``no_new_privs`` and without core dumps. The mounts exist
+only in that namespace; the host's /run/secrets stays an empty directory. A helper rather than
+``preexec_fn`` because the agent is multi-threaded, and forked children of threaded processes must not
+run arbitrary Python.
 
 A task never outlives its agent: a restarted agent cannot adopt the tasks of the one before (it wipes
 their secrets and starts afresh), so a task left running would hold no secrets and no supervisor. The
-helper sets the parent-death signal (SIGKILL) after its last credential change, which would clear it;
-the thread that started the task supervises it until it exits, so only the agent's death fires it.
+helper gets SIGKILL when the thread that started it ends (that thread supervises the task until it
+exits, so only the agent's death fires it), PID 1 gets SIGKILL when the helper dies, and the kernel kills
+every process of a PID namespace whose PID 1 is gone. The command cannot break the chain: PID 1 ignores
+signals from inside its namespace and cannot be traced by it (not dumpable, and it holds capabilities the
+command lacks).
 
-Without CAP_SYS_ADMIN the helper skips the mounts, the command finds its secrets through
+Without CAP_SYS_ADMIN the helper skips the namespaces, the command finds its secrets through
 ``$SWARMSECRETS_SECRETS_DIR``, and ``fallback_reason`` says so.
 """
 

@@ -11,6 +11,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from swarmsecrets.api.v1 import control_pb2, objects_pb2
 from swarmsecrets.worker import secretsfs
 from swarmsecrets.worker.secretsfs import FileSpec, SecretsFS
 from tests.framework import Cluster, Node, wait_until
+from tests.framework.node import child_env
 from tests.worker.conftest import force_unmount, mounts_below
 
 CAP_SYS_ADMIN = 21
@@ -184,6 +186,16 @@ def test_the_daemon_dumps_no_core(cluster: Cluster) -> None:
         limits = Path(f"/proc/{n.pid}/limits").read_text().splitlines()
         core = next(line for line in limits if line.startswith("Max core file size"))
         assert core.split()[4:6] == ["0", "0"], core
+
+
+def test_the_daemons_start_makes_it_undumpable() -> None:
+    """What (f) cannot see from outside: a root observer may ptrace anything. The start-up step that set
+    the limit above also leaves the process not dumpable (PR_GET_DUMPABLE answers 0)."""
+    program = ("import ctypes; from swarmsecrets.node.main import make_undumpable; "
+               "before = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0); make_undumpable(); "
+               "print(before, ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))")
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, env=child_env(), check=True)
+    assert run.stdout.split() == ["1", "0"]
 
 
 # --- a task outlives its worker daemon --------------------------------------------------------------
