@@ -38,7 +38,7 @@ class Agent:
                  channel: ChannelFactory, on_removed: Callable[[], Awaitable[None]],
                  on_managers: Callable[[list[str]], None], on_promoted: Callable[[], Any],
                  hide: Sequence[str] = ()) -> None:
-        """``hide``: paths no task may see (the daemon's data dir and socket); the secrets root never is."""
+        """``hide``: what no task may see besides the secrets root (the daemon's data dir and socket)."""
         self.fs = SecretsFS(secrets_root, allow_non_tmpfs=allow_non_tmpfs)
         if self.fs.fallback_reason:
             log.warning("%s", self.fs.fallback_reason)
