@@ -53,8 +53,10 @@ def form(cluster: Cluster, reader_out: Path) -> None:
     say(others[0], "secret", "ls", shown="swarmsecrets secret ls          # every manager sees it")
     # $SWARMSECRETS_SECRETS_DIR is /run/secrets when the task has its own mount namespace.
     program = f'cat "$SWARMSECRETS_SECRETS_DIR/{SECRET}" > {reader_out}; exec sleep infinity'
-    say(m1, "service", "create", "--name", SERVICE, "--secret", SECRET, "--", "sh", "-c", program,
-        shown=f"swarmsecrets service create --name {SERVICE} --secret {SECRET} -- sh -c '{program}'")
+    # The task runs as you (the default user, nobody, could not write into the cluster's dir).
+    user = f"{os.getuid()}:{os.getgid()}"
+    say(m1, "service", "create", "--name", SERVICE, "--user", user, "--secret", SECRET, "--", "sh", "-c", program,
+        shown=f"swarmsecrets service create --name {SERVICE} --user {user} --secret {SECRET} -- sh -c '{program}'")
 
 
 def main(argv: list[str] | None = None) -> int:

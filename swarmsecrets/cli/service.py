@@ -201,7 +201,8 @@ def wait_converged(client: Client, service_id: str, timeout: float) -> None:
 @click.option("--secret", "secrets", multiple=True, metavar="SPEC",
               help="NAME or source=NAME,target=PATH,uid=N,gid=N,mode=0NNN (repeatable).")
 @click.option("-e", "--env", "envs", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
-@click.option("-u", "--user", default="", metavar="UID[:GID]", help="Numeric user (and group) to run as.")
+@click.option("-u", "--user", default="", metavar="UID[:GID]",
+              help="Numeric user (and group) to run as (default: nobody, 65534:65534).")
 @click.option("--update-action", default="restart", show_default=True, metavar="ACTION",
               help="On secret changes: restart, none or signal:SIG.")
 @detach_options

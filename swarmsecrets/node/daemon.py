@@ -245,7 +245,8 @@ class Node:
                           managers=self.state.remote_managers or [self.state.advertise_addr],
                           channel=self._mtls_channel,
                           on_removed=removed, on_managers=save_managers,
-                          on_promoted=lambda: self._spawn("promotion", self._promoted()))
+                          on_promoted=lambda: self._spawn("promotion", self._promoted()),
+                          hide=[self.dir.root, self.config.socket_path])
         except (OSError, ValueError, NotTmpfsError) as e:  # e.g. a secrets root that is not tmpfs
             raise errors.FailedPrecondition(str(e)) from None
         agent.start()

@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -42,7 +45,21 @@ async def serve(config: DaemonConfig) -> None:
     log.info("stopped")
 
 
+_PR_SET_DUMPABLE = 4
+
+
+def make_undumpable() -> None:
+    """No core file and no ptrace or /proc/<pid>/mem by processes of the same uid: the daemon's memory holds
+    the data key, the CA key and every secret it delivers. Tasks run as root must not reach them."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_DUMPABLE): {os.strerror(err)}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    make_undumpable()  # before any key or secret is in memory
     config = parse_args(argv)
     setup_logging(config.log_level)
     try:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -36,7 +36,9 @@ ChannelFactory = Callable[[str], grpc.aio.Channel]
 class Agent:
     def __init__(self, *, secrets_root: str, allow_non_tmpfs: bool, managers: list[str],
                  channel: ChannelFactory, on_removed: Callable[[], Awaitable[None]],
-                 on_managers: Callable[[list[str]], None], on_promoted: Callable[[], Any]) -> None:
+                 on_managers: Callable[[list[str]], None], on_promoted: Callable[[], Any],
+                 hide: Sequence[str] = ()) -> None:
+        """``hide``: what no task may see besides the secrets root (the daemon's data dir and socket)."""
         self.fs = SecretsFS(secrets_root, allow_non_tmpfs=allow_non_tmpfs)
         if self.fs.fallback_reason:
             log.warning("%s", self.fs.fallback_reason)
@@ -46,7 +48,7 @@ class Agent:
         self.on_managers = on_managers
         self.on_promoted = on_promoted
         self.assignments = Assignments()
-        self.reconciler = Reconciler(self.fs, asyncio.get_running_loop())
+        self.reconciler = Reconciler(self.fs, asyncio.get_running_loop(), hide=hide)
         self.leader_hint = ""
         self._task: asyncio.Task[None] | None = None
 

@@ -1,18 +1,25 @@
 """Run a service's command as a task: its secrets read-only at /run/secrets, restarted with backoff when it exits.
 
-The command runs through a small helper (this module, re-executed) that, with CAP_SYS_ADMIN, enters a
-private mount namespace, bind-mounts the task's secrets dir read-only at /run/secrets, hides the other
-tasks' secrets; then drops to the task's user, asks the kernel to kill it when the agent dies, and execs
-the command. The mounts exist only for that process tree; the host's /run/secrets stays an empty
-directory. A helper rather than ``preexec_fn`` because the agent is multi-threaded, and forked children
-of threaded processes must not run arbitrary Python.
+The command runs through a small helper (this module, re-executed) that, with CAP_SYS_ADMIN, enters new
+mount and PID namespaces: it bind-mounts the task's secrets dir read-only at /run/secrets, hides the
+secrets root and the daemon's state under empty read-only mounts, gives the task its own /dev (no disks)
+and a read-only /sys, and forks PID 1 of the new namespace. PID 1 mounts a /proc of that namespace only
+(``/proc/sys`` read-only), forks the command, reaps, and exits with the command's status. The command
+drops to the task's user, keeps only ``TASK_CAPABILITIES`` if it stays root (never CAP_SYS_ADMIN, so it
+cannot unmount what hides the rest), runs with ``no_new_privs`` and without core dumps. The mounts exist
+only in that namespace; the host's /run/secrets stays an empty directory. A helper rather than
+``preexec_fn`` because the agent is multi-threaded, and forked children of threaded processes must not
+run arbitrary Python.
 
 A task never outlives its agent: a restarted agent cannot adopt the tasks of the one before (it wipes
 their secrets and starts afresh), so a task left running would hold no secrets and no supervisor. The
-helper sets the parent-death signal (SIGKILL) after its last credential change, which would clear it;
-the thread that started the task supervises it until it exits, so only the agent's death fires it.
+helper gets SIGKILL when the thread that started it ends (that thread supervises the task until it
+exits, so only the agent's death fires it), PID 1 gets SIGKILL when the helper dies, and the kernel kills
+every process of a PID namespace whose PID 1 is gone. The command cannot break the chain: PID 1 ignores
+signals from inside its namespace and cannot be traced by it (not dumpable, and it holds capabilities the
+command lacks).
 
-Without CAP_SYS_ADMIN the helper skips the mounts, the command finds its secrets through
+Without CAP_SYS_ADMIN the helper skips the namespaces, the command finds its secrets through
 ``$SWARMSECRETS_SECRETS_DIR``, and ``fallback_reason`` says so.
 """
 
@@ -23,7 +30,9 @@ import ctypes
 import errno
 import logging
 import os
+import resource
 import signal as signals
+import stat
 import subprocess
 import sys
 import threading
@@ -34,7 +43,10 @@ from typing import Any, Literal
 
 from swarmsecrets.worker.secretsfs import (
     CLONE_NEWNS,
+    CLONE_NEWPID,
     MS_BIND,
+    MS_NOEXEC,
+    MS_NOSUID,
     MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
@@ -268,9 +280,56 @@ def _exec_error(command: str, e: OSError) -> str:
 
 # --- the helper: runs as root in the child, between fork and the task's exec -------------------------
 
+# The capabilities a task that runs as root keeps: Docker's default set without CAP_MKNOD (no device
+# cgroup here would stop it from opening a disk it made a node for), CAP_NET_RAW and CAP_SETFCAP.
+# Never CAP_SYS_ADMIN (mount, umount, setns), CAP_SYS_PTRACE, CAP_SYS_RAWIO or CAP_SYS_MODULE.
+TASK_CAPABILITIES = frozenset({
+    0,   # CAP_CHOWN
+    1,   # CAP_DAC_OVERRIDE
+    3,   # CAP_FOWNER
+    4,   # CAP_FSETID
+    5,   # CAP_KILL (its own PID namespace is all it can see)
+    6,   # CAP_SETGID
+    7,   # CAP_SETUID
+    8,   # CAP_SETPCAP
+    10,  # CAP_NET_BIND_SERVICE
+    18,  # CAP_SYS_CHROOT
+    29,  # CAP_AUDIT_WRITE
+})
+# Device nodes a task gets in its own /dev, as a container does: (name, major, minor).
+_DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
+_DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+              ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"))
+# Kernel knobs under /proc a root task could use to run code outside its namespaces (core_pattern,
+# sysrq…): read-only, as in a container.
+_PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_DUMPABLE = 4
+_PR_CAPBSET_DROP = 24
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def _prctl(option: int, arg: int = 0, arg3: int = 0) -> None:
+    if _libc.prctl(option, arg, arg3, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+def make_undumpable() -> None:
+    """No core dump and no ptrace by same-uid processes: the process holds secrets or keys in memory."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _prctl(_PR_SET_DUMPABLE, 0)
+
 
 def helper_main(args: list[str]) -> int:
-    """Set up the task's mount namespace and user, then exec its command; errors go to --status-fd."""
+    """Set up the task's namespaces and user, then run its command; errors go to --status-fd."""
     split = args.index("--")
     parser = argparse.ArgumentParser(prog="swarmsecrets-task")
     parser.add_argument("--secrets-dir", required=True)
@@ -287,35 +346,195 @@ def helper_main(args: list[str]) -> int:
     try:
         with os.fdopen(opts.env_fd, "rb") as f:
             env = dict(os.fsdecode(item).split("=", 1) for item in f.read().split(b"\0") if item)
-        if not opts.no_mounts:
-            step = "unable to setup secret mount"
-            unshare(CLONE_NEWNS)
-            mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
-            os.makedirs(SECRETS_MOUNT, mode=0o755, exist_ok=True)  # the host keeps an empty dir
-            mount(opts.secrets_dir, SECRETS_MOUNT, None, MS_BIND)
-            step = "unable to remount dir as readonly"
-            mount(None, SECRETS_MOUNT, None, MS_REMOUNT | MS_BIND | MS_RDONLY | SECURE_FLAGS)
-            step = "unable to hide other secrets"
-            for path in opts.mask:
-                mount("tmpfs", path, "tmpfs", MS_RDONLY | SECURE_FLAGS, "size=4k,mode=0755")
+        user = None
         if opts.user:
-            step = "unable to switch to user " + opts.user
             uid, gid = (int(x) for x in opts.user.split(":"))
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-        step = "unable to tie the task to its agent"
+            user = uid, gid
+        if opts.no_mounts:
+            if user is not None:
+                step = "unable to switch to user " + opts.user
+                _switch_user(user)
+            step = "unable to tie the task to its agent"
+            die_with_parent(opts.parent_pid)
+            reset_signals()
+            step = ""
+            os.execvpe(argv[0], argv, env)
+        step = "unable to isolate the task"
+        make_undumpable()
         die_with_parent(opts.parent_pid)
-        reset_signals()
-        step = ""
-        os.execvpe(argv[0], argv, env)
+        unshare(CLONE_NEWNS | CLONE_NEWPID)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
+        step = "unable to setup secret mount"
+        os.makedirs(SECRETS_MOUNT, mode=0o755, exist_ok=True)  # the host keeps an empty dir
+        mount(opts.secrets_dir, SECRETS_MOUNT, None, MS_BIND)
+        step = "unable to remount dir as readonly"
+        mount(None, SECRETS_MOUNT, None, MS_REMOUNT | MS_BIND | MS_RDONLY | SECURE_FLAGS)
+        step = "unable to hide other secrets"
+        for path in opts.mask:
+            _hide(path)
+        step = "unable to set up the task's /dev and /sys"
+        _mount_dev()
+        # a fresh sysfs hides the cgroup and debug mounts below /sys; the kernel refuses one straight over
+        # the host's (the same filesystem twice on one mount point), hence the tmpfs between
+        mount("tmpfs", "/sys", "tmpfs", MS_RDONLY | SECURE_FLAGS, "size=4k,mode=0755")
+        mount("sysfs", "/sys", "sysfs", SECURE_FLAGS)
+        mount(None, "/sys", None, MS_REMOUNT | MS_BIND | MS_RDONLY | SECURE_FLAGS)
+        os.chdir("/")  # a working dir inside a hidden dir would still reach what lies below the mask
+        alive_r, alive_w = os.pipe()
+        init = os.fork()  # PID 1 of the task's PID namespace
+        if init == 0:
+            os.close(alive_w)
+            _init_main(alive_r, opts.status_fd, user, argv, env)
     except Exception as e:  # anything: the parent must learn why, not see a clean exec
         message = f"{step}: {e}" if step or not isinstance(e, OSError) else _exec_error(argv[0], e)
         os.write(opts.status_fd, message.encode())
-    return 127
+        return 127
+    os.close(opts.status_fd)
+    # The agent signals the task's process group: this process ignores what it is not meant to obey and
+    # leaves the command to get it directly; the SIGKILL after a stop timeout ends it and, through the
+    # parent-death signal of PID 1, the whole namespace.
+    for sig in signals.valid_signals():
+        if sig not in (signals.SIGKILL, signals.SIGSTOP, signals.SIGCHLD):
+            try:
+                signals.signal(sig, signals.SIG_IGN)
+            except (OSError, ValueError):
+                pass
+    _, status = os.waitpid(init, 0)
+    return _exit_code(os.waitstatus_to_exitcode(status))
 
 
-_PR_SET_PDEATHSIG = 1
+def _hide(path: str) -> None:
+    """Put an empty read-only filesystem over ``path`` (a dir) or /dev/null over it (anything else)."""
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path) and not os.path.islink(path):
+        mount("tmpfs", path, "tmpfs", MS_RDONLY | SECURE_FLAGS, "size=4k,mode=0755")
+    else:
+        mount("/dev/null", path, None, MS_BIND)
+        mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | SECURE_FLAGS)
+
+
+def _mount_dev() -> None:
+    """A /dev of a few character devices: the host's disks (a manager's data dir on them) stay out of reach."""
+    mount("tmpfs", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
+    for name, major, minor in _DEVICES:
+        path = f"/dev/{name}"
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(path, 0o666)
+    for name, target in _DEV_LINKS:
+        os.symlink(target, f"/dev/{name}")
+    for name in ("pts", "shm"):
+        os.mkdir(f"/dev/{name}", 0o755)
+    mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    mount("tmpfs", "/dev/shm", "tmpfs", SECURE_FLAGS, "mode=1777")
+    mount(None, "/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, "size=64k,mode=0755")
+
+
+def _init_main(alive_fd: int, status_fd: int, user: tuple[int, int] | None, argv: list[str],
+               env: dict[str, str]) -> None:
+    """PID 1 of the task's namespace: start the command, reap, and exit with the command's status.
+
+    When this process exits, the kernel kills every process of the namespace. It dies with the helper
+    (which dies with the agent); the command can neither signal it (PID 1 ignores signals it has no
+    handler for) nor trace it (not dumpable, and it holds capabilities the command lacks).
+    """
+    step = "unable to tie the task to its agent"
+    try:
+        _prctl(_PR_SET_PDEATHSIG, signals.SIGKILL)
+        os.set_blocking(alive_fd, False)
+        try:
+            if os.read(alive_fd, 1) == b"":  # the helper died before the signal was armed
+                os._exit(1)
+        except BlockingIOError:
+            pass
+        os.close(alive_fd)
+        for sig in signals.valid_signals():  # no handler: signals from the task and the agent pass it by
+            if sig not in (signals.SIGKILL, signals.SIGSTOP):
+                try:
+                    signals.signal(sig, signals.SIG_DFL)
+                except (OSError, ValueError):
+                    pass
+        step = "unable to mount /proc"
+        mount("proc", "/proc", "proc", SECURE_FLAGS)  # this namespace's processes only
+        for name in _PROC_READ_ONLY:
+            path = f"/proc/{name}"
+            if os.path.exists(path):
+                mount(path, path, None, MS_BIND | MS_REC)
+                mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | SECURE_FLAGS)
+        command = os.fork()
+        if command == 0:
+            _exec_command(status_fd, user, argv, env)
+        os.close(status_fd)
+    except Exception as e:
+        os.write(status_fd, f"{step}: {e}".encode())
+        os._exit(127)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(127)
+        if pid == command:
+            os._exit(_exit_code(os.waitstatus_to_exitcode(status)))
+
+
+def _exec_command(status_fd: int, user: tuple[int, int] | None, argv: list[str], env: dict[str, str]) -> None:
+    step = "unable to drop privileges"
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        drop_capabilities(TASK_CAPABILITIES)
+        if user is not None:
+            step = f"unable to switch to user {user[0]}:{user[1]}"
+            _switch_user(user)
+        step = "unable to drop privileges"
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        reset_signals()
+        step = ""
+        os.execvpe(argv[0], argv, env)
+    except Exception as e:
+        message = f"{step}: {e}" if step or not isinstance(e, OSError) else _exec_error(argv[0], e)
+        os.write(status_fd, message.encode())
+    os._exit(127)
+
+
+def _switch_user(user: tuple[int, int]) -> None:
+    os.setgroups([])
+    os.setgid(user[1])
+    os.setuid(user[0])
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_capabilities(keep: frozenset[int]) -> None:
+    """Leave only ``keep`` in the bounding, effective, permitted and inheritable sets; none ambient.
+
+    A root command execs with its bounding set; a change to another user clears the rest anyway.
+    """
+    with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        if cap not in keep:
+            _prctl(_PR_CAPBSET_DROP, cap)
+    _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
+    mask = sum(1 << cap for cap in keep)
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if _libc.capget(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capget: {os.strerror(err)}")
+    for i in range(2):
+        part = mask >> (32 * i) & 0xFFFFFFFF
+        data[i].effective &= part
+        data[i].permitted &= part
+        data[i].inheritable = 0
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
 
 
 def reset_signals() -> None:
@@ -340,10 +559,7 @@ def die_with_parent(parent_pid: int) -> None:
 
     Set after the last credential change (a change of user clears it) and kept across the exec.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signals.SIGKILL, 0, 0, 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+    _prctl(_PR_SET_PDEATHSIG, signals.SIGKILL)
     if os.getppid() != parent_pid:  # the agent died before the signal was armed
         os._exit(1)
 

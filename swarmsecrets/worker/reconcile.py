@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
@@ -87,10 +89,17 @@ class _Materialized:
     files: tuple[FileSpec, ...]
 
 
+# The user a task runs as when its service names none, on an agent that can switch users: nobody, not
+# root as in Docker. A Docker container's root is confined by its own image and a device cgroup; here the
+# task shares the host's filesystem, so root would be the host's root on every file outside its namespaces.
+DEFAULT_USER = (65534, 65534)
+
+
 def parse_user(spec: str) -> tuple[int, int] | None:
-    """``uid[:gid]`` as the task runs; empty means the agent's own user. Raises ValueError if malformed."""
+    """``uid[:gid]`` as the task runs; empty means ``DEFAULT_USER`` (None: the agent's own user, when it
+    cannot switch users). Raises ValueError if malformed."""
     if not spec:
-        return None
+        return DEFAULT_USER if os.geteuid() == 0 else None
     uid, _, gid = spec.partition(":")
     try:
         return int(uid), int(gid or uid)
@@ -101,9 +110,11 @@ def parse_user(spec: str) -> tuple[int, int] | None:
 class Reconciler:
     """Owns this node's task dirs and task processes, and the status updates waiting to be sent."""
 
-    def __init__(self, fs: SecretsFS, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, fs: SecretsFS, loop: asyncio.AbstractEventLoop, *, hide: Sequence[str] = ()) -> None:
+        """``hide``: paths tasks must not see besides the secrets root (the daemon's data dir and socket)."""
         self.fs = fs
         self.loop = loop
+        self.hide = [fs.root, *hide]
         self.running: dict[str, Running] = {}
         self.pending: dict[str, pb.TaskStatusUpdate] = {}
         self._materialized: dict[str, _Materialized] = {}
@@ -126,7 +137,7 @@ class Reconciler:
             self._report(tid, task.spec_version, "rejected", err=str(e))
             return
         wanted = _Materialized(
-            task.service_name, user or (0, 0),
+            task.service_name, user or (os.geteuid(), os.getegid()),
             tuple(FileSpec(f.target, secrets[f.secret_id], f.uid, f.gid, f.mode) for f in task.secrets))
         if self._materialized.get(tid) != wanted:
             self._materialized.pop(tid, None)  # unknown until the write succeeds: the next reconcile retries
@@ -180,7 +191,7 @@ class Reconciler:
             self.loop.call_soon_threadsafe(self._report_status, tid, status)
 
         supervisor = Supervisor(
-            lambda: TaskProcess(tid, list(task.command), dict(task.env), user, task_dir, mask=[self.fs.root]),
+            lambda: TaskProcess(tid, list(task.command), dict(task.env), user, task_dir, mask=self.hide),
             on_change=on_change)
         supervisor.start()
         return supervisor

@@ -43,6 +43,7 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 CLONE_NEWNS = 0x20000
+CLONE_NEWPID = 0x20000000
 CAP_SYS_ADMIN = 21
 
 MIN_TMPFS_SIZE = 1 << 20
@@ -630,8 +631,15 @@ def _unchanged(pfd: int, name: str, spec: FileSpec) -> bool:
         or (st.st_uid, st.st_gid) != (spec.uid, spec.gid)
     ):
         return False
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+    # The dir belongs to the task's user, who may have swapped the file for a FIFO or a device since the
+    # stat: such an open must not block the agent, and only a regular file is ever read.
     try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=pfd)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         return os.read(fd, len(spec.data) + 1) == spec.data  # a short read only costs a rewrite
     finally:
         os.close(fd)

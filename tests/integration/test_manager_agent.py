@@ -51,7 +51,7 @@ def test_an_active_manager_runs_tasks_and_drain_moves_them_to_a_worker(swarm: Cl
         m1.ok("secret", "create", "db_pass", "-", input="on the manager\n")
         out = swarm.root / "read.txt"
         program = f"import time; open('{out}', 'w').write(open('/run/secrets/password').read()); time.sleep(600)"
-        m1.ok("service", "create", "--name", "app", "--secret", "source=db_pass,target=password", "--",
+        m1.ok("service", "create", "--name", "app", "--user", "0", "--secret", "source=db_pass,target=password", "--",
               "python3", "-c", program)
         wait_until(lambda: task_file(m1, "app", "password").exists(), 30, 0.2, "the task's secret on the manager")
         assert task_file(m1, "app", "password").read_bytes() == b"on the manager\n"

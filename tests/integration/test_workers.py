@@ -48,7 +48,8 @@ def test_seed_walkthrough(fleet: Cluster) -> None:
     m1.ok("secret", "create", "db_pass", "-", input="database_password\n")
     out_file = fleet.root / "app-read.txt"
     program = f"import time; open('{out_file}', 'w').write(open('/run/secrets/password').read()); time.sleep(600)"
-    m2.ok("service", "create", "--name", "app", "--secret",
+    # as root: it writes what it read into the test's root-only temp dir
+    m2.ok("service", "create", "--name", "app", "--user", "0", "--secret",
           "source=db_pass,target=password,uid=2000,gid=3000,mode=0400", "--", "python3", "-c", program)
 
     def placed() -> Node | None:
@@ -119,7 +120,7 @@ def test_attached_create_shows_progress_and_update_action_signal(fleet: Cluster)
     program = ("import signal, time\n"
                f"signal.signal(signal.SIGHUP, lambda *a: open('{log}', 'a').write(open('/run/secrets/s').read()))\n"
                "time.sleep(600)\n")
-    out = m1.ok("service", "create", "--detach=false", "--name", "hup", "--update-action", "signal:HUP",
+    out = m1.ok("service", "create", "--detach=false", "--name", "hup", "--user", "0", "--update-action", "signal:HUP",
                 "--secret", "source=sig1,target=s", "--", "python3", "-c", program, timeout=90)
     assert "overall progress: 1 out of 1 tasks" in out and "converged" in out, out
     m1.ok("service", "update", "--secret-rm", "sig1", "--secret-add", "source=sig2,target=s", "hup")
@@ -169,7 +170,7 @@ def test_workers_ride_through_leader_failover(fleet: Cluster) -> None:
     w1, w2 = fleet.workers
     m1.ok("secret", "create", "steady", "-", input="s1")
     pidfile = fleet.root / "steady.pid"
-    m1.ok("service", "create", "--name", "steady", "--mode", "global", "--secret", "steady", "--",
+    m1.ok("service", "create", "--name", "steady", "--mode", "global", "--user", "0", "--secret", "steady", "--",
           "python3", "-c", f"import os, time; open('{pidfile}', 'a').write(f'{{os.getpid()}}\\n'); time.sleep(600)")
     wait_until(lambda: all(task_file(w, "steady", "steady").exists() for w in (w1, w2)), 30, 0.2, "placement")
     wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 30, 0.2, "both tasks running")

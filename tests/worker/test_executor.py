@@ -34,6 +34,20 @@ def alive(pid: int) -> bool:
         return False
 
 
+def running(cmdline: str) -> bool:
+    """Whether a live process has exactly this command line (NUL-separated): a task's processes live in
+    their own PID namespace, so the pids they know are not the host's."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if f.read() == cmdline.encode() and alive(int(entry)):
+                        return True
+            except OSError:
+                pass
+    return False
+
+
 @pytest.fixture
 def procs() -> Iterator[list[TaskProcess]]:
     """Processes to kill whatever the test's outcome."""
@@ -123,14 +137,15 @@ def test_missing_command_fails_to_start_with_dockers_text(task_dir: str) -> None
 
 
 def test_stop_terminates_the_whole_process_group(task_dir: str, procs: list[TaskProcess]) -> None:
-    proc = TaskProcess("t1", ["sh", "-c", "sleep 60 & echo $!; wait"], ENV, None, task_dir)
+    child = f"sleep\0{60 + os.getpid() % 1000 / 1000:.3f}\0"
+    proc = TaskProcess("t1", ["sh", "-c", f"{child.replace(chr(0), ' ')} & echo started; wait"], ENV, None, task_dir)
     procs.append(proc)
     proc.start()
     wait_for(lambda: proc.output().endswith(b"\n"))
-    child = int(proc.output())
-    assert proc.poll() is None and alive(child)
+    wait_for(lambda: running(child))
+    assert proc.poll() is None
     assert proc.stop(5) == 128 + signal.SIGTERM
-    wait_for(lambda: not alive(child), 5)
+    wait_for(lambda: not running(child), 5)
 
 
 def test_stop_kills_a_command_that_ignores_sigterm(task_dir: str, procs: list[TaskProcess]) -> None:
@@ -146,11 +161,15 @@ def test_stop_kills_a_command_that_ignores_sigterm(task_dir: str, procs: list[Ta
 
 
 def test_leftovers_of_an_exited_command_are_killed(task_dir: str, procs: list[TaskProcess]) -> None:
-    proc = TaskProcess("t1", ["sh", "-c", "sleep 60 & echo $!"], ENV, None, task_dir)
+    child = f"sleep\0{61 + os.getpid() % 1000 / 1000:.3f}\0"
+    proc = TaskProcess("t1", ["sh", "-c", f"{child.replace(chr(0), ' ')} & echo started; "
+                                          f"while ! grep -qs sleep /proc/[0-9]*/cmdline; do :; done"],
+                       ENV, None, task_dir)
     procs.append(proc)
     proc.start()
     assert proc.wait(10) == 0
-    wait_for(lambda: not alive(int(proc.output())), 5)
+    assert proc.output() == b"started\n"
+    wait_for(lambda: not running(child), 5)
 
 
 def test_signal_reaches_the_command(task_dir: str, procs: list[TaskProcess]) -> None:

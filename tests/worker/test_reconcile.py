@@ -308,13 +308,15 @@ def test_stop_all_with_wipe_leaves_nothing(fs: SecretsFS, root: str) -> None:
 # --- reconcile: task processes -------------------------------------------------------------------------
 
 def processes_with(marker: str) -> list[int]:
+    """The task processes (not their helpers, whose command lines hold the task's) with ``marker`` in argv."""
     pids = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read().split(b"\0"):
+                argv = f.read().split(b"\0")
+                if marker.encode() in argv and argv[0] == b"python3":
                     pids.append(int(pid))
         except OSError:
             continue
