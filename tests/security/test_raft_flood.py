@@ -30,8 +30,9 @@ def test_flood_of_unauthenticated_connections_does_not_keep_managers_apart(clust
     timings = cluster.managers[0].timings
     assert timings.election_max is not None
     bound = 10 * timings.election_max  # ten election timeouts of the daemons' configuration
-    per_target = dict(half_open=150, garbage=50, slow_tls=50, no_cert=20, rate=2000.0)
-    with RaftFlood([raft_target(n) for n in cluster.managers], FLOOD_SOURCE, **per_target) as flood:
+    per_target = dict(half_open=150, garbage=50, slow_tls=50, no_cert=20)
+    with RaftFlood([raft_target(n) for n in cluster.managers], FLOOD_SOURCE, **per_target,
+                   rate=2000.0) as flood:
         # The flood is real: more connections than every manager's full quota have been opened, and the
         # managers drop what they do not want (so the attacker keeps opening more).
         quota = 3 * sum(per_target.values())
