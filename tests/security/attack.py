@@ -95,11 +95,12 @@ class RaftFlood:
     KINDS = ("half_open", "garbage", "slow_tls", "no_cert")
 
     def __init__(self, targets: list[tuple[str, int]], source: str = FLOOD_SOURCE, *, half_open: int = 150,
-                 garbage: int = 50, slow_tls: int = 50, no_cert: int = 20, rate: float = 400.0) -> None:
+                 garbage: int = 50, slow_tls: int = 50, no_cert: int = 20,
+                 rates: dict[str, float] | None = None) -> None:
         self.targets = targets
         self.source = source
         self.quota = {"half_open": half_open, "garbage": garbage, "slow_tls": slow_tls, "no_cert": no_cert}
-        self.rate = rate
+        self.rates = {"half_open": 2000.0, "garbage": 100.0, "slow_tls": 300.0, "no_cert": 50.0, **(rates or {})}
         self.opened = 0
         self.closed_by_target = 0
         self.peak_open = 0
@@ -139,19 +140,19 @@ class RaftFlood:
     def _run(self) -> None:
         sel = selectors.DefaultSelector()
         count = {(t, k): 0 for t in self.targets for k in self.KINDS}
-        budget = {t: 0.0 for t in self.targets}
+        budget = dict.fromkeys(count, 0.0)
         last = time.monotonic()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                for t in self.targets:
-                    budget[t] = min(self.rate, budget[t] + (now - last) * self.rate)
-                last = now
                 for (t, kind), n in count.items():
-                    while n < self.quota[kind] and budget[t] >= 1:
-                        budget[t] -= 1
+                    rate = self.rates[kind]
+                    budget[(t, kind)] = min(rate, budget[(t, kind)] + (now - last) * rate)
+                    while n < self.quota[kind] and budget[(t, kind)] >= 1:
+                        budget[(t, kind)] -= 1
                         n += self._open(sel, t, kind)
                     count[(t, kind)] = n
+                last = now
                 self.peak_open = max(self.peak_open, len(sel.get_map()))
                 for key, _ in sel.select(0.01):
                     target, kind, phase = key.data
