@@ -111,9 +111,12 @@ class RaftFlood:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="raft-flood", daemon=True)
 
-    def __enter__(self) -> RaftFlood:
+    def start(self) -> RaftFlood:
         self._thread.start()
         return self
+
+    def __enter__(self) -> RaftFlood:
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
