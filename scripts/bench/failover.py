@@ -8,7 +8,8 @@ Per round it measures, from the kill:
 * **leader known**: until a survivor reports itself leader.
 
 Then the killed member is restarted and the cluster is allowed to become healthy again (every
-member answers, a write through the restarted member succeeds) before the next round.
+member answers, a write through the restarted member succeeds) before the next round; for
+swarmsecrets the time from the restart to that is reported too (**rejoin**).
 
 swarmsecrets: real ``swarmsecretsd`` daemons started by tests/framework, with the daemon's DEFAULT
 raft timings (not the framework's fast test timings; ``--raft-flags`` passes others). Writes are
@@ -72,6 +73,7 @@ class Round:
     leader_known: float | None
     failed_writes: int
     note: str = ""
+    rejoin: float | None = None  # from the restart until a write through the restarted member succeeds
 
 
 @dataclass
@@ -262,6 +264,11 @@ def run_swarm(root: Path, rounds: int, clients: int, rpc_timeout: float, raft_fl
                 f"writes back {fmt(rnd.unavailable)} s, leader known {fmt(rnd.leader_known)} s, "
                 f"{rnd.failed_writes} failed writes {rnd.note}")
             leader.start()
+            started = time.monotonic()
+            swarm_healthy(c, probe, rpc_timeout)
+            rnd.rejoin = time.monotonic() - started
+            log(f"  {res.system} round {r + 1:2d}/{rounds}: {leader.name} rejoined "
+                f"{fmt(rnd.rejoin)} s after its restart")
         if attack is not None:
             log(f"  flood from {FLOOD_SOURCE}: {attack.opened} connections opened, "
                 f"{attack.closed_by_target} closed by the managers")
@@ -402,11 +409,13 @@ def report(results: list[Result], timings: str, rounds: int, clients: int, rpc_t
         w = stats([x.unavailable for x in r.rounds])
         lk = stats([x.leader_known for x in r.rounds])
         missing = sum(1 for x in r.rounds if x.unavailable is None)
+        rj = stats([x.rejoin for x in r.rounds])
         summary[r.system] = w
-        srows.append([r.system, str(len(r.rounds)), *map(fmt, w), *map(fmt, lk), str(missing)])
+        srows.append([r.system, str(len(r.rounds)), *map(fmt, w), *map(fmt, lk), *map(fmt, rj[:2]), str(missing)])
     out.append("")
     out.append(table(["system", "rounds", "writes p50", "writes p99", "writes max",
-                      "leader p50", "leader p99", "leader max", "no write"], srows, set(range(1, 9))))
+                      "leader p50", "leader p99", "leader max", "rejoin p50", "rejoin p99", "no write"],
+                     srows, set(range(1, 11))))
     sw = summary.get("swarmsecrets", (None, None, None))
     verdicts = []
     fl = summary.get("swarmsecrets+flood")
