@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import ipaddress
 import logging
 import socket
 import ssl
@@ -57,6 +58,8 @@ MAX_BACKLOG = 64 * 1024 * 1024
 HANDSHAKE_TIMEOUT = 5.0
 # Authenticated incoming connections that have not named their member address yet.
 MAX_PENDING_INCOMING = 64
+# Rate buckets kept for this many sources that host no member at most (beyond: they share the total).
+MAX_TRACKED_SOURCES = 4096
 # Refusals of unauthenticated connections are logged as one summary line per this many seconds.
 REFUSAL_LOG_INTERVAL = 10.0
 
@@ -72,10 +75,11 @@ class Admission:
     certificate the verifier accepts).
 
     Every such connection is dropped ``handshake_timeout`` s after it was accepted. A source
-    address that hosts no configured member may hold ``per_source`` of them, and all such sources
-    together ``total``; beyond that a new connection is closed at once, before any TLS work. A
-    source that hosts configured members has ``per_source`` slots per member there, which no other
-    source can take; when they are all held, its oldest connection gives way to the new one.
+    (an IPv4 address, an IPv6 /64) that hosts no configured member may hold ``per_source`` of them
+    and start ``source_rate`` per second, and all such sources together ``total`` and
+    ``total_rate``; beyond that a new connection is closed at once, before any TLS work. A source
+    that hosts configured members has ``per_source`` slots per member there, which no other source
+    can take; when they are all held, its oldest connection gives way to the new one.
 
     What this guarantees: a flood from addresses that host no member never holds a slot a member
     needs, so members connect as if it were not there (it costs them only the CPU the flood takes).
@@ -87,6 +91,8 @@ class Admission:
     handshake_timeout: float = 1.0
     per_source: int = 8
     total: int = 64
+    source_rate: float = 20.0
+    total_rate: float = 100.0
     accept_batch: int = 64  # connections accepted per poll, so that a flood cannot hold up raft's timers
 
 
@@ -114,10 +120,19 @@ class TLSConfig(Protocol):
     def admission(self) -> Admission: ...
 
 
-def _host_of(addr: Any) -> str:
-    """The source host of an accepted connection, IPv4-mapped IPv6 addresses as IPv4."""
-    host = str(addr[0])
-    return host[7:] if host.startswith("::ffff:") and "." in host else host
+def _source_of(host: str) -> str:
+    """What admission counts as one source: an IPv4 address (IPv4-mapped IPv6 as IPv4), or an IPv6
+    /64, which one holder gets whole. Anything else (a name) as it is."""
+    host = host.strip("[]")
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def _configure(sock: socket.socket, send_buffer: int, recv_buffer: int,
@@ -497,6 +512,9 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
         self._pending: dict[str, deque[TlsConnection]] = {}
         self._pending_order: deque[TlsConnection] = deque()
         self._pending_others: set[TlsConnection] = set()  # those of sources that host no member
+        self._buckets: dict[str, tuple[float, float]] = {}  # source: (tokens, when counted)
+        self._total_bucket = (self._admission.total_rate, self._clock())
+        self._pruned_at = self._clock()
         self._refused_unauthenticated = 0
         self._refusal_logged_at = -REFUSAL_LOG_INTERVAL
         self._last_refusal = ""
@@ -532,14 +550,37 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
 
     # --- admission ----------------------------------------------------------------------
 
-    def _members_at(self, host: str) -> int:
-        """How many configured members (other than this node) have raft addresses on ``host``."""
-        return sum(1 for node in self._nodes if node.address.rsplit(":", 1)[0].strip("[]") == host)
+    def _members_at(self, source: str) -> int:
+        """How many configured members (other than this node) have raft addresses at ``source``."""
+        return sum(1 for node in self._nodes if _source_of(node.address.rsplit(":", 1)[0]) == source)
+
+    def _take_token(self, source: str, now: float) -> bool:
+        """Rate of new handshakes from sources that host no member: ``source_rate`` per source and
+        ``total_rate`` for all of them (a handshake costs the raft thread real CPU)."""
+        adm = self._admission
+        tokens, last = self._buckets.get(source, (float(adm.per_source), now))
+        tokens = min(float(adm.per_source), tokens + (now - last) * adm.source_rate)
+        total, total_last = self._total_bucket
+        total = min(adm.total_rate, total + (now - total_last) * adm.total_rate)
+        ok = tokens >= 1 and total >= 1
+        if ok:
+            tokens -= 1
+            total -= 1
+        self._total_bucket = (total, now)
+        refill = adm.per_source / adm.source_rate
+        if (len(self._buckets) >= MAX_TRACKED_SOURCES and source not in self._buckets
+                and now - self._pruned_at >= refill):
+            # Forget the sources whose buckets have filled up again: no entry means a full bucket.
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
+            self._pruned_at = now
+        if len(self._buckets) < MAX_TRACKED_SOURCES or source in self._buckets:
+            self._buckets[source] = (tokens, now)
+        return ok
 
     def _accept(self, sock: socket.socket) -> None:
         """Hold a new connection until it authenticates; only then does raft's transport see it."""
         try:
-            source = _host_of(sock.getpeername())
+            source = _source_of(str(sock.getpeername()[0]))
         except OSError:  # reset before we got to it
             sock.close()
             return
@@ -551,7 +592,8 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
         if members:
             if queue and held >= self._admission.per_source * members:
                 self._drop_pending(queue[0], "gave way to a newer connection from its address")
-        elif held >= self._admission.per_source or len(self._pending_others) >= self._admission.total:
+        elif (held >= self._admission.per_source or len(self._pending_others) >= self._admission.total
+              or not self._take_token(source, now)):
             sock.close()  # before any TLS work: an address that hosts no member gets no more
             self._count_refusal(f"too many unauthenticated connections (from {source})")
             return
