@@ -56,8 +56,8 @@ def test_flood_of_unauthenticated_connections_does_not_keep_managers_apart(clust
         quota = 3 * sum(per_target.values())
         wait_until(lambda: flood.opened >= quota and flood.closed_by_target >= 100, 15, 0.05,
                    "the flood to reach every manager")
-        # Two rounds: in the second, the member restarted in the first must reach the other survivor
-        # (a link made under the flood) for the two of them to elect a leader.
+        # Two rounds: every restart needs links made under the flood, and in the second the member
+        # restarted in the first is one of the two survivors that must elect a leader.
         for _ in range(2):
             kill_leader_and_restart(cluster, bound)
         assert flood.opened > quota, "the flood never went beyond its first round: the test would prove little"
@@ -65,7 +65,7 @@ def test_flood_of_unauthenticated_connections_does_not_keep_managers_apart(clust
 
 def kill_leader_and_restart(cluster: Cluster, bound: float) -> None:
     """kill -9 the leader: within ``bound`` s a new leader acknowledges a write; restarted, the killed
-    member has that write within ``bound`` s."""
+    member is linked with both others and has that write within ``bound`` s."""
     leader = cluster.leader()
     leader.kill()
     killed_at = time.monotonic()
