@@ -8,7 +8,8 @@ Per round it measures, from the kill:
 * **leader known**: until a survivor reports itself leader.
 
 Then the killed member is restarted and the cluster is allowed to become healthy again (every
-member answers, a write through the restarted member succeeds) before the next round.
+member answers, a write through the restarted member succeeds) before the next round; for
+swarmsecrets the time from the restart to that is reported too (**rejoin**).
 
 swarmsecrets: real ``swarmsecretsd`` daemons started by tests/framework, with the daemon's DEFAULT
 raft timings (not the framework's fast test timings; ``--raft-flags`` passes others). Writes are
@@ -22,11 +23,17 @@ encoded by hand (``EtcdCluster`` and ``EtcdGrpcWriter`` of scripts/bench/etcd.py
 Every client request has a ``--rpc-timeout`` deadline (0.25 s by default: finer than any election); a failed
 writer pauses 10 ms and retries on the next survivor. Resolution is therefore about the RPC timeout.
 
+``--flood`` adds the same swarmsecrets rounds on a fresh cluster while an unauthenticated attacker at
+another source address (127.0.0.9) floods every raft port with idle TCP connections, garbage, stalled
+TLS handshakes and handshakes without a certificate (``RaftFlood`` of tests/security/attack.py); its
+figures are reported beside the ones without a flood.
+
 Target (not a test): write-unavailability p99 under 1 s and below etcd's. Exit status 0 unless the
 benchmark itself failed (a MISS is not a failure).
 
     python -m scripts.bench.failover            # 20 rounds each
     python -m scripts.bench.failover --quick    # 3 rounds each
+    python -m scripts.bench.failover --quick --flood
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from scripts.bench.etcd import EtcdCluster, EtcdGrpcWriter, EtcdMember, etcd_cal
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 from swarmsecrets.raft import RaftTiming
 from tests.framework import DEFAULT_TIMINGS, Cluster, Node, wait_until
+from tests.security.attack import FLOOD_SOURCE, RaftFlood
 
 TARGET_P99 = 1.0
 VALUE = os.urandom(200)
@@ -65,6 +73,7 @@ class Round:
     leader_known: float | None
     failed_writes: int
     note: str = ""
+    rejoin: float | None = None  # from the restart until a write through the restarted member succeeds
 
 
 @dataclass
@@ -228,12 +237,17 @@ def swarm_healthy(c: Cluster, probe: SwarmProbe, rpc_timeout: float, timeout: fl
 
 
 def run_swarm(root: Path, rounds: int, clients: int, rpc_timeout: float, raft_flags: list[str],
-              log: Callable[[str], None]) -> Result:
-    res = Result("swarmsecrets")
-    c = Cluster(root / "swarm", 3, timings=DEFAULT_TIMINGS, log_level="debug", extra_args=tuple(raft_flags))
+              log: Callable[[str], None], flood: bool = False) -> Result:
+    res = Result("swarmsecrets+flood" if flood else "swarmsecrets")
+    c = Cluster(root / res.system, 3, timings=DEFAULT_TIMINGS, log_level="debug", extra_args=tuple(raft_flags))
     probe = SwarmProbe()
+    attack: RaftFlood | None = None
     try:
         c.start()
+        if flood:
+            targets = [(host, int(port)) for host, port in (n.raft_addr.rsplit(":", 1) for n in c.managers)]
+            attack = flooding = RaftFlood(targets, FLOOD_SOURCE).start()
+            wait_until(lambda: flooding.closed_by_target >= 100, 30, 0.05, "the flood to reach the managers")
         for r in range(rounds):
             swarm_healthy(c, probe, rpc_timeout)
             leader = swarm_leader(c, probe)
@@ -246,14 +260,24 @@ def run_swarm(root: Path, rounds: int, clients: int, rpc_timeout: float, raft_fl
             rnd = measure_round(leader.kill, [swarm_writer(n.sock, rpc_timeout) for n in survivors], known,
                                 clients, warm=1.0, limit=30.0)
             res.rounds.append(rnd)
-            log(f"  swarmsecrets round {r + 1:2d}/{rounds}: killed {leader.name}: "
+            log(f"  {res.system} round {r + 1:2d}/{rounds}: killed {leader.name}: "
                 f"writes back {fmt(rnd.unavailable)} s, leader known {fmt(rnd.leader_known)} s, "
                 f"{rnd.failed_writes} failed writes {rnd.note}")
             leader.start()
+            started = time.monotonic()
+            swarm_healthy(c, probe, rpc_timeout)
+            rnd.rejoin = time.monotonic() - started
+            log(f"  {res.system} round {r + 1:2d}/{rounds}: {leader.name} rejoined "
+                f"{fmt(rnd.rejoin)} s after its restart")
+        if attack is not None:
+            log(f"  flood from {FLOOD_SOURCE}: {attack.opened} connections opened, "
+                f"{attack.closed_by_target} closed by the managers")
     except Exception as e:
         res.error = f"{type(e).__name__}: {e}"
-        log(f"  swarmsecrets: ERROR {res.error}\n{c.logs()[-3000:]}")
+        log(f"  {res.system}: ERROR {res.error}\n{c.logs()[-3000:]}")
     finally:
+        if attack is not None:
+            attack.stop()
         probe.close()
         c.stop()
     return res
@@ -385,13 +409,19 @@ def report(results: list[Result], timings: str, rounds: int, clients: int, rpc_t
         w = stats([x.unavailable for x in r.rounds])
         lk = stats([x.leader_known for x in r.rounds])
         missing = sum(1 for x in r.rounds if x.unavailable is None)
+        rj = stats([x.rejoin for x in r.rounds])
         summary[r.system] = w
-        srows.append([r.system, str(len(r.rounds)), *map(fmt, w), *map(fmt, lk), str(missing)])
+        srows.append([r.system, str(len(r.rounds)), *map(fmt, w), *map(fmt, lk), *map(fmt, rj[:2]), str(missing)])
     out.append("")
     out.append(table(["system", "rounds", "writes p50", "writes p99", "writes max",
-                      "leader p50", "leader p99", "leader max", "no write"], srows, set(range(1, 9))))
+                      "leader p50", "leader p99", "leader max", "rejoin p50", "rejoin p99", "no write"],
+                     srows, set(range(1, 11))))
     sw = summary.get("swarmsecrets", (None, None, None))
     verdicts = []
+    fl = summary.get("swarmsecrets+flood")
+    if fl is not None:
+        verdicts.append(f"under the flood: write-unavailability p50 {fmt(fl[0])} s, p99 {fmt(fl[1])} s "
+                        f"(without: p50 {fmt(sw[0])} s, p99 {fmt(sw[1])} s)")
     if sw[1] is not None:
         verdicts.append(f"swarmsecrets write-unavailability p99 {fmt(sw[1])} s < {TARGET_P99} s: "
                         f"{'PASS' if sw[1] < TARGET_P99 else 'MISS'}")
@@ -420,6 +450,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=4, help="writer threads (spread over the survivors)")
     ap.add_argument("--rpc-timeout", type=float, default=0.25)
     ap.add_argument("--no-etcd", action="store_true")
+    ap.add_argument("--flood", action="store_true",
+                    help="also run the swarmsecrets rounds under a flood of unauthenticated raft connections")
     ap.add_argument("--raft-flags", default="", help="daemon raft flags (default: none, i.e. the defaults)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = ap.parse_args(argv)
@@ -442,6 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         log(f"swarmsecrets: {rounds} rounds ({timings}); data in {root}")
         results.append(run_swarm(root, rounds, args.clients, args.rpc_timeout, flags, log))
+        if args.flood:
+            log(f"swarmsecrets under a flood from {FLOOD_SOURCE}: {rounds} rounds")
+            results.append(run_swarm(root, rounds, args.clients, args.rpc_timeout, flags, log, flood=True))
         binary = shutil.which("etcd")
         if binary and not args.no_etcd:
             log(f"etcd {EtcdCluster.version(binary)}: {rounds} rounds")

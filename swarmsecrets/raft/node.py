@@ -64,7 +64,7 @@ from swarmsecrets.raft.journal import DurableJournal
 from swarmsecrets.raft.membership import MembershipMixin, check_addr, encode_change, parse_change
 from swarmsecrets.raft.prevote import PreVoteMixin
 from swarmsecrets.raft.snapshots import SnapshotStore
-from swarmsecrets.raft.transport import PeerVerifier, TlsTransport
+from swarmsecrets.raft.transport import Admission, PeerVerifier, TlsTransport
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ class RaftTLS:
     server_ctx: ssl.SSLContext
     client_ctx: ssl.SSLContext
     verify_peer: PeerVerifier
+    admission: Admission = Admission()  # bounds on connections that have not authenticated yet
 
 
 class StateMachine(Protocol):

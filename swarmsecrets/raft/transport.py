@@ -12,6 +12,11 @@ and the listener:
   drops it, so the rest of a large message waits for the next one); the "no data for
   connectionTimeout" rule is kept but node.py sets it far beyond any quiet period: dead peers are
   found by TCP keepalive and TCP_USER_TIMEOUT instead.
+- Admission: an incoming connection is nobody until its TLS handshake ends with a certificate the
+  verifier accepts; until then it is held outside raft's own bookkeeping, within per-source and
+  total bounds, and dropped ``handshake_timeout`` after it was accepted. Sources that host a
+  configured member have slots of their own, so a flood from any other address cannot keep
+  members from connecting (see ``Admission``).
 - TlsTransport: the host's peer verifier (``RaftTLS.verify_peer``) is given each peer's
   certificate and says which raft addresses that peer may claim, or refuses it; the member
   address a peer claims (or that we dialled) must be one of them. Read-only nodes,
@@ -24,10 +29,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import ipaddress
 import logging
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -47,14 +54,46 @@ SEND_CHUNK = 256 * 1024
 RECV_CHUNK = 64 * 1024
 # A peer that lets this much pile up unsent is dropped; it catches up after reconnecting.
 MAX_BACKLOG = 64 * 1024 * 1024
-# An incoming connection must finish TLS and name itself, an outgoing one must connect, in this time.
+# An authenticated incoming connection must name itself, an outgoing one must connect, in this time.
 HANDSHAKE_TIMEOUT = 5.0
+# Authenticated incoming connections that have not named their member address yet.
 MAX_PENDING_INCOMING = 64
+# Rate buckets kept for this many sources that host no member at most (beyond: they share the total).
+MAX_TRACKED_SOURCES = 4096
+# Refusals of unauthenticated connections are logged as one summary line per this many seconds.
+REFUSAL_LOG_INTERVAL = 10.0
 
 _TCP, _TLS, _READY = 1, 2, 3
 
 
 Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Bounds on incoming connections that have not authenticated yet (TLS not finished, or no
+    certificate the verifier accepts).
+
+    Every such connection is dropped ``handshake_timeout`` s after it was accepted. A source
+    (an IPv4 address, an IPv6 /64) that hosts no configured member may hold ``per_source`` of them
+    and start ``source_rate`` per second, and all such sources together ``total`` and
+    ``total_rate``; beyond that a new connection is closed at once, before any TLS work. A source
+    that hosts configured members has ``per_source`` slots per member there, which no other source
+    can take; when they are all held, its oldest connection gives way to the new one.
+
+    What this guarantees: a flood from addresses that host no member never holds a slot a member
+    needs, so members connect as if it were not there (it costs them only the CPU the flood takes).
+    An attacker that shares a member's address cannot be told from that member before TLS: it can
+    delay the member's handshake only by opening more than ``per_source`` connections per member
+    on that host while the handshake runs, and never for longer than it keeps that up.
+    """
+
+    handshake_timeout: float = 1.0
+    per_source: int = 8
+    total: int = 64
+    source_rate: float = 20.0
+    total_rate: float = 100.0
+    accept_batch: int = 64  # connections accepted per poll, so that a flood cannot hold up raft's timers
 
 
 @dataclass(frozen=True)
@@ -77,6 +116,23 @@ class TLSConfig(Protocol):
     def client_ctx(self) -> ssl.SSLContext: ...
     @property
     def verify_peer(self) -> PeerVerifier: ...
+    @property
+    def admission(self) -> Admission: ...
+
+
+def _source_of(host: str) -> str:
+    """What admission counts as one source: an IPv4 address (IPv4-mapped IPv6 as IPv4), or an IPv6
+    /64, which one holder gets whole. Anything else (a name) as it is."""
+    host = host.strip("[]")
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def _configure(sock: socket.socket, send_buffer: int, recv_buffer: int,
@@ -132,6 +188,7 @@ class TlsConnection:
         self._last_read = self._clock()
         self.created = self._clock()
         self.peer: Peer | None = None
+        self.source = ""  # the address an incoming connection came from
         self.refusal = ""  # why this connection refused its peer (TLS, framing), for the transport
         if sock is not None:
             _configure(sock, send_buffer, recv_buffer, keepalive)
@@ -394,8 +451,9 @@ class TlsServer:
     """The listening socket, bound to exactly the node's raft address (never 0.0.0.0)."""
 
     def __init__(self, poller: Any, host: str, port: int, *, send_buffer: int, recv_buffer: int,
-                 on_connection: Callable[[socket.socket], None]) -> None:
+                 on_connection: Callable[[socket.socket], None], batch: int = 64) -> None:
         self._poller = poller
+        self._batch = batch
         self._host = host
         self._port = port
         self._send_buffer = send_buffer
@@ -427,7 +485,10 @@ class TlsServer:
             self._sock = None
 
     def _on_accept(self, fd: int, events: int) -> None:
-        while self._sock is not None:
+        # At most a batch per poll: the rest waits in the backlog while raft's timers run.
+        for _ in range(self._batch):
+            if self._sock is None:
+                return
             try:
                 sock, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -443,8 +504,20 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
         self._tls: TLSConfig = syncObj.raft_tls
+        self._admission: Admission = self._tls.admission
         self._clock: Clock = syncObj.clock
         self.rejected = 0
+        # Unauthenticated incoming connections by source address, oldest first, and all of them in
+        # the order they were accepted (for the deadline; closed ones are skipped there).
+        self._pending: dict[str, deque[TlsConnection]] = {}
+        self._pending_order: deque[TlsConnection] = deque()
+        self._pending_others: set[TlsConnection] = set()  # those of sources that host no member
+        self._buckets: dict[str, tuple[float, float]] = {}  # source: (tokens, when counted)
+        self._total_bucket = (self._admission.total_rate, self._clock())
+        self._pruned_at = self._clock()
+        self._refused_unauthenticated = 0
+        self._refusal_logged_at = -REFUSAL_LOG_INTERVAL
+        self._last_refusal = ""
         super().__init__(syncObj, selfNode, otherNodes)
 
     # --- construction hooks of TCPTransport ------------------------------------------------
@@ -463,7 +536,7 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
         conf = self._syncObj.conf
         self._server = TlsServer(self._syncObj._poller, host.strip("[]"), int(port),
                                  send_buffer=conf.sendBufferSize, recv_buffer=conf.recvBufferSize,
-                                 on_connection=self._accept)
+                                 on_connection=self._accept, batch=self._admission.accept_batch)
 
     def addNode(self, node: Any) -> None:
         """Register a member; the side that dials gets a TLS connection instead of a TcpConnection."""
@@ -477,20 +550,120 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
 
     # --- admission ----------------------------------------------------------------------
 
+    def _members_at(self, source: str) -> int:
+        """How many configured members (other than this node) have raft addresses at ``source``."""
+        return sum(1 for node in self._nodes if _source_of(node.address.rsplit(":", 1)[0]) == source)
+
+    def _take_token(self, source: str, now: float) -> bool:
+        """Rate of new handshakes from sources that host no member: ``source_rate`` per source and
+        ``total_rate`` for all of them (a handshake costs the raft thread real CPU)."""
+        adm = self._admission
+        tokens, last = self._buckets.get(source, (float(adm.per_source), now))
+        tokens = min(float(adm.per_source), tokens + (now - last) * adm.source_rate)
+        total, total_last = self._total_bucket
+        total = min(adm.total_rate, total + (now - total_last) * adm.total_rate)
+        ok = tokens >= 1 and total >= 1
+        if ok:
+            tokens -= 1
+            total -= 1
+        self._total_bucket = (total, now)
+        refill = adm.per_source / adm.source_rate
+        if (len(self._buckets) >= MAX_TRACKED_SOURCES and source not in self._buckets
+                and now - self._pruned_at >= refill):
+            # Forget the sources whose buckets have filled up again: no entry means a full bucket.
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
+            self._pruned_at = now
+        if len(self._buckets) < MAX_TRACKED_SOURCES or source in self._buckets:
+            self._buckets[source] = (tokens, now)
+        return ok
+
     def _accept(self, sock: socket.socket) -> None:
-        if len(self._unknownConnections) >= MAX_PENDING_INCOMING:
-            self.rejected += 1
+        """Hold a new connection until it authenticates; only then does raft's transport see it."""
+        try:
+            source = _source_of(str(sock.getpeername()[0]))
+        except OSError:  # reset before we got to it
             sock.close()
+            return
+        now = self._clock()
+        self._expire_pending(now)
+        members = self._members_at(source)
+        queue = self._pending.get(source)
+        held = len(queue) if queue else 0
+        if members:
+            if queue and held >= self._admission.per_source * members:
+                self._drop_pending(queue[0], "gave way to a newer connection from its address")
+        elif (held >= self._admission.per_source or len(self._pending_others) >= self._admission.total
+              or not self._take_token(source, now)):
+            sock.close()  # before any TLS work: an address that hosts no member gets no more
+            self._count_refusal(f"too many unauthenticated connections (from {source})")
             return
         try:
             conn = self._new_connection(self._tls.server_ctx, server_side=True, sock=sock)
         except (OSError, ssl.SSLError) as e:
-            log.warning("raft: refused a connection: %s", e)
-            self.rejected += 1
             sock.close()
+            self._count_refusal(f"could not set up a connection from {source}: {e}")
             return
-        self._onNewIncomingConnection(conn)
+        conn.source = source
+        conn.created = now
+        self._pending.setdefault(source, deque()).append(conn)
+        self._pending_order.append(conn)
+        if not members:
+            self._pending_others.add(conn)
+        conn.setOnConnectedCallback(functools.partial(self._authenticated, conn))
+        conn.setOnDisconnectedCallback(functools.partial(self._pending_closed, conn))
         conn.start()  # the connection refuses a peer the verifier refuses, during the handshake
+
+    def _release(self, conn: TlsConnection) -> bool:
+        """Forget a pending connection; False if it was not pending."""
+        queue = self._pending.get(conn.source)
+        if not queue or conn not in queue:
+            return False
+        queue.remove(conn)
+        if not queue:
+            del self._pending[conn.source]
+        self._pending_others.discard(conn)
+        return True
+
+    def _authenticated(self, conn: TlsConnection) -> None:
+        """TLS done with a certificate the verifier accepted: now raft's transport takes it, and its
+        first frame must name the member it is."""
+        self._release(conn)
+        conn.setOnConnectedCallback(None)
+        if len(self._unknownConnections) >= MAX_PENDING_INCOMING:
+            self._reject(conn, "too many authenticated connections that have not named their member")
+            return
+        conn.created = self._clock()
+        self._onNewIncomingConnection(conn)
+
+    def _pending_closed(self, conn: TlsConnection) -> None:
+        if self._release(conn):
+            self._count_refusal(conn.refusal or "closed before it authenticated")
+
+    def _drop_pending(self, conn: TlsConnection, reason: str) -> None:
+        conn.refusal = reason
+        conn.disconnect()  # calls _pending_closed
+
+    def _expire_pending(self, now: float) -> None:
+        order = self._pending_order
+        deadline = now - self._admission.handshake_timeout
+        while order and (order[0].state == CONNECTION_STATE.DISCONNECTED or order[0].peer is not None
+                         or order[0].created < deadline):
+            conn = order.popleft()
+            if conn.state != CONNECTION_STATE.DISCONNECTED and conn.peer is None:
+                self._drop_pending(conn, "did not complete TLS with a valid certificate in time")
+
+    def _count_refusal(self, reason: str) -> None:
+        """Unauthenticated refusals are counted one by one but logged as a summary: a flood must not
+        become a flood of log lines."""
+        self.rejected += 1
+        self._refused_unauthenticated += 1
+        self._last_refusal = reason
+        now = self._clock()
+        if now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL:
+            log.warning("raft: refused %d unauthenticated connection(s) since the last report; latest: %s",
+                        self._refused_unauthenticated, reason)
+            self._refused_unauthenticated = 0
+            self._refusal_logged_at = now
 
     def _problem(self, conn: TlsConnection, claimed: str) -> str | None:
         """Why a verified peer may not be the member at ``claimed``, or None."""
@@ -568,6 +741,7 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
     def _onTick(self) -> None:
         super()._onTick()
         now = self._clock()
+        self._expire_pending(now)
         for conn in list(self._unknownConnections):
             if now - conn.created > HANDSHAKE_TIMEOUT:
                 self._reject(conn, "did not complete TLS and identify itself in time")

@@ -23,7 +23,8 @@ from swarmsecrets.raft.transport import TlsConnection, TlsServer
 from tests.raft.conftest import STOCK, Cluster, Pki, free_ports
 
 
-PENDING_CAP = transport.MAX_PENDING_INCOMING  # read before any test patches it
+PER_SOURCE = transport.Admission().per_source
+ATTACKER = "127.0.0.9"  # a loopback address no member uses
 
 
 class Gadget:
@@ -346,20 +347,77 @@ def test_connections_that_never_identify_are_dropped(pki: Pki, lone: Any,
 
 
 def test_pending_connections_are_capped(lone: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport, "HANDSHAKE_TIMEOUT", 1e9)  # only the cap may close them here
+    monkeypatch.setattr(transport, "HANDSHAKE_TIMEOUT", 1e9)
     c, low, high = lone
     port = int(low.rsplit(":", 1)[1])
     socks = [socket.create_connection(("127.0.0.1", port), timeout=3) for _ in range(80)]
     try:
         closed: set[socket.socket] = set()
         deadline = time.monotonic() + 10
-        while len(closed) < 80 - PENDING_CAP:
+        while len(closed) < 80 - PER_SOURCE:
             assert time.monotonic() < deadline, f"only {len(closed)} of 80 connections were closed"
             readable, _, _ = select.select([s for s in socks if s not in closed], [], [], 0.1)
             closed |= {s for s in readable if s.recv(1) == b""}
     finally:
         for s in socks:
             s.close()
+
+
+def attacker_socket(port: int) -> socket.socket:
+    s = socket.socket()
+    s.bind((ATTACKER, 0))
+    s.settimeout(3)
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def test_unauthenticated_connections_are_dropped_at_the_handshake_deadline(
+        lone: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle TCP and a stalled TLS handshake are dropped by the admission deadline, not by the
+    (longer) one for authenticated members to name themselves."""
+    monkeypatch.setattr(transport, "HANDSHAKE_TIMEOUT", 1e9)
+    c, low, high = lone
+    port = int(low.rsplit(":", 1)[1])
+    with attacker_socket(port) as idle:
+        assert closed_by_peer(idle)
+    hello = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).wrap_bio(ssl.MemoryBIO(), out := ssl.MemoryBIO())
+    with pytest.raises(ssl.SSLWantReadError):
+        hello.do_handshake()
+    with attacker_socket(port) as stalled:
+        stalled.sendall(out.read())  # a ClientHello, and then nothing
+        assert closed_by_peer(stalled)
+
+
+def test_a_flood_from_another_address_leaves_room_for_members(pki: Pki, lone: Any) -> None:
+    c, low, high = lone
+    port = int(low.rsplit(":", 1)[1])
+    flood = [attacker_socket(port) for _ in range(100)]
+    try:
+        # The member, from its own address, is served at once: its first raft message arrives.
+        with member_socket(pki, port, high) as s:
+            s.settimeout(10)
+            assert len(s.recv(4)) > 0
+        # The flood held at most its per-source share; the rest was closed without any TLS work.
+        still_open = [f for f in flood if not closed_by_peer(f, timeout=0.01)]
+        assert len(still_open) <= PER_SOURCE
+    finally:
+        for f in flood:
+            f.close()
+
+
+def test_a_flood_from_a_members_address_gives_way_to_new_connections(pki: Pki, lone: Any) -> None:
+    """An attacker that shares a member's address cannot be told from it before TLS: its oldest
+    connections give way, so a member that connects after the flood still gets in."""
+    c, low, high = lone
+    port = int(low.rsplit(":", 1)[1])
+    flood = [socket.create_connection(("127.0.0.1", port), timeout=3) for _ in range(100)]
+    try:
+        with member_socket(pki, port, high) as s:
+            s.settimeout(10)
+            assert len(s.recv(4)) > 0
+    finally:
+        for f in flood:
+            f.close()
 
 
 def test_a_member_this_node_dials_cannot_dial_in(pki: Pki, cluster_factory: Any) -> None:

@@ -6,11 +6,15 @@ import base64
 import binascii
 import contextlib
 import io
+import os
 import pickle
 import re
+import selectors
 import socket
 import ssl
 import struct
+import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -219,3 +223,144 @@ def loot_disk(data_dir: Path, keks: tuple[bytes, ...] = ()) -> tuple[list[Privat
 
 def public_der(key: PrivateKeyTypes | x509.Certificate) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+# An address of this host that no node uses: on loopback the whole of 127/8 is local, so a socket
+# bound here reaches the managers from a source address of its own.
+FLOOD_SOURCE = "127.0.0.9"
+
+
+def _client_hello() -> bytes:
+    """The first flight of a TLS client: what a slow handshake sends before it stalls."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+class RaftFlood:
+    """Unauthenticated connections to raft ports, from ``source``, kept up until ``stop``.
+
+    Per target it holds ``half_open`` connections that send nothing, ``garbage`` that send random
+    bytes, ``slow_tls`` that send a ClientHello and stall, and ``no_cert`` that complete a TLS
+    handshake without a client certificate; whatever the target closes is opened again, at most
+    ``rate`` new connections per second per target.
+    """
+
+    KINDS = ("half_open", "garbage", "slow_tls", "no_cert")
+
+    def __init__(self, targets: list[tuple[str, int]], source: str = FLOOD_SOURCE, *, half_open: int = 150,
+                 garbage: int = 50, slow_tls: int = 50, no_cert: int = 20,
+                 rates: dict[str, float] | None = None) -> None:
+        self.targets = targets
+        self.source = source
+        self.quota = {"half_open": half_open, "garbage": garbage, "slow_tls": slow_tls, "no_cert": no_cert}
+        self.rates = {"half_open": 2000.0, "garbage": 100.0, "slow_tls": 300.0, "no_cert": 50.0, **(rates or {})}
+        self.opened = 0
+        self.closed_by_target = 0
+        self.peak_open = 0
+        self._hello = _client_hello()
+        self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._ctx.check_hostname = False
+        self._ctx.verify_mode = ssl.CERT_NONE
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="raft-flood", daemon=True)
+
+    def start(self) -> RaftFlood:
+        self._thread.start()
+        return self
+
+    def __enter__(self) -> RaftFlood:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _open(self, sel: selectors.BaseSelector, target: tuple[str, int], kind: str) -> bool:
+        s: Any = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind((self.source, 0))
+            s.setblocking(False)
+            if kind == "no_cert":
+                s = self._ctx.wrap_socket(s, do_handshake_on_connect=False)
+            s.connect_ex(target)
+        except OSError:
+            s.close()
+            return False
+        self.opened += 1
+        sel.register(s, selectors.EVENT_WRITE, (target, kind, "connecting"))
+        return True
+
+    def _run(self) -> None:
+        sel = selectors.DefaultSelector()
+        count = {(t, k): 0 for t in self.targets for k in self.KINDS}
+        budget = dict.fromkeys(count, 0.0)
+        last = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                for (t, kind), n in count.items():
+                    rate = self.rates[kind]
+                    budget[(t, kind)] = min(rate, budget[(t, kind)] + (now - last) * rate)
+                    while n < self.quota[kind] and budget[(t, kind)] >= 1:
+                        budget[(t, kind)] -= 1
+                        n += self._open(sel, t, kind)
+                    count[(t, kind)] = n
+                last = now
+                self.peak_open = max(self.peak_open, len(sel.get_map()))
+                for key, _ in sel.select(0.01):
+                    target, kind, phase = key.data
+                    if not self._step(sel, key.fileobj, target, kind, phase):
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()  # type: ignore[union-attr]
+                        count[(target, kind)] -= 1
+        finally:
+            for key in list(sel.get_map().values()):
+                key.fileobj.close()  # type: ignore[union-attr]
+            sel.close()
+
+    def _step(self, sel: selectors.BaseSelector, sock: Any, target: tuple[str, int], kind: str,
+              phase: str) -> bool:
+        """Advance one connection; False once it is closed (by the target, or refused)."""
+        if phase == "connecting":
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                return False
+            with contextlib.suppress(OSError):
+                if kind == "garbage":
+                    sock.send(os.urandom(512))
+                elif kind == "slow_tls":
+                    sock.send(self._hello)
+            phase = "handshake" if kind == "no_cert" else "idle"
+            sel.modify(sock, selectors.EVENT_READ, (target, kind, phase))
+            if phase == "idle":
+                return True
+        if phase == "handshake":
+            try:
+                sock.do_handshake()
+            except ssl.SSLWantReadError:
+                return True
+            except ssl.SSLWantWriteError:
+                sel.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, (target, kind, phase))
+                return True
+            except (ssl.SSLError, OSError):
+                self.closed_by_target += 1
+                return False
+            sel.modify(sock, selectors.EVENT_READ, (target, kind, "idle"))
+            return True
+        try:
+            if sock.recv(65536):
+                return True
+        except (ssl.SSLWantReadError, BlockingIOError):
+            return True
+        except (ssl.SSLError, OSError):
+            pass
+        self.closed_by_target += 1
+        return False
