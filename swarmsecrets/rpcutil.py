@@ -2,7 +2,8 @@
 
 A SwarmError leaves a service as a status code, its one-line message, and its kind in the
 ``wire.ERROR_KIND_METADATA`` trailing metadata; a client turns that back into the same
-typed error with ``error_from_rpc``. Anything else a service raises is logged, not leaked.
+typed error with ``error_from_rpc``. Anything else a service raises is logged, not leaked; a
+request that does not parse ends INVALID_ARGUMENT (``MalformedRequests``, on every server).
 """
 
 from __future__ import annotations
@@ -124,6 +125,63 @@ def rpc(fn: F) -> F:
             await _fail(context, fn.__name__, e)
 
     return unary  # type: ignore[return-value]
+
+
+class _Malformed:
+    """Stands in for a request that did not parse; the method's handler answers it."""
+
+
+_MALFORMED = _Malformed()
+
+
+class MalformedRequests(grpc.aio.ServerInterceptor):
+    """A request whose bytes do not parse as its message (corrupt wire format, a string field that
+    is not UTF-8) ends INVALID_ARGUMENT with one line, like any other bad input. Left to gRPC, it
+    would end UNKNOWN with the decoder's text and a traceback in the daemon's log."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
+                                details: grpc.HandlerCallDetails) -> Any:
+        method: str = details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = await continuation(details)
+            if handler is None or handler.request_streaming or handler.request_deserializer is None:
+                return handler
+            wrapped = self._handlers[method] = _guarded(handler, method)
+        return wrapped
+
+
+def _guarded(handler: Any, method: str) -> Any:
+    parse = handler.request_deserializer
+    err = errors.InvalidArgument(f"malformed request: not a valid message for {method}")
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:  # DecodeError, or whatever else a parser raises on bytes it cannot read
+            return _MALFORMED
+
+    if handler.response_streaming:
+        behavior = handler.unary_stream
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if request is _MALFORMED:
+                await abort(context, err)
+            async for item in behavior(request, context):
+                yield item
+
+        return handler._replace(request_deserializer=deserialize, unary_stream=stream)
+    behavior = handler.unary_unary
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request is _MALFORMED:
+            await abort(context, err)
+        return await behavior(request, context)
+
+    return handler._replace(request_deserializer=deserialize, unary_unary=unary)
 
 
 def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:

@@ -25,7 +25,7 @@ from swarmsecrets.manager.scheduler import Scheduler
 from swarmsecrets.manager.state import STATE_VERSION, Applied, Command, LogStateMachine, Store, UpdateNode
 from swarmsecrets.node.nodedir import NodeDir, NodeState
 from swarmsecrets.raft import RaftNode, RaftTiming, RaftTLS
-from swarmsecrets.rpcutil import peer_certificate
+from swarmsecrets.rpcutil import MalformedRequests, peer_certificate
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class Manager:
             root_certificates=self.ca.cert_pem + certs.bootstrap_ca_cert(certs.ca_digest(self.ca.cert_pem)),
             require_client_auth=True,
         )
-        server = grpc.aio.server(options=wire.TLS_SERVER_OPTIONS)
+        server = grpc.aio.server(options=wire.TLS_SERVER_OPTIONS, interceptors=[MalformedRequests()])
         control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(self.control_for_manager), server)
         ca_pb2_grpc.add_NodeCAServicer_to_server(NodeCAService(
             store=self.store, proposer=self.proposer, ca=self.ca, authz=self.authz, sealer=self.data_key,

@@ -18,7 +18,7 @@ import grpc
 
 from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
 from swarmsecrets import wire
-from swarmsecrets.rpcutil import rpc
+from swarmsecrets.rpcutil import MalformedRequests, rpc
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class LocalAPI:
 
     def __init__(self, socket_path: str, node: NodeOperations, control: control_pb2_grpc.ControlServicer) -> None:
         self.path = socket_path
-        self._server = grpc.aio.server(options=wire.LOCAL_SERVER_OPTIONS)
+        self._server = grpc.aio.server(options=wire.LOCAL_SERVER_OPTIONS, interceptors=[MalformedRequests()])
         swarm_pb2_grpc.add_SwarmServicer_to_server(SwarmService(node), self._server)
         control_pb2_grpc.add_ControlServicer_to_server(control, self._server)
 

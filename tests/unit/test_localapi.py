@@ -107,3 +107,28 @@ async def _operations(tmp_path: Path) -> None:
 
 def test_requests_reach_the_node_and_answers_come_back(tmp_path: Path) -> None:
     asyncio.run(_operations(tmp_path))
+
+
+async def _malformed(tmp_path: Path) -> None:
+    node = RecordingNode()
+    path = tmp_path / "swarmsecrets.sock"
+    api = LocalAPI(str(path), node, control_pb2_grpc.ControlServicer())
+    await api.start()
+    try:
+        async with grpc.aio.insecure_channel(f"unix://{path}") as ch:
+            # Bytes, not a message: a field header whose length runs past the end; a string that is not UTF-8.
+            for path_, raw in (("/swarmsecrets.v1.Swarm/Info", b"\n\x80\x80\x80\x80\x08x"),
+                               ("/swarmsecrets.v1.Swarm/Unlock", b"\n\x02\xff\xfe")):
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await ch.unary_unary(path_)(raw, timeout=10)
+                assert (e.value.code(), e.value.details()) == (
+                    grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: not a valid message for {path_}")
+                assert ("swarmsecrets-error", "InvalidArgument") in tuple(e.value.trailing_metadata() or ())
+            assert node.calls == []  # nothing reached the node
+            assert (await swarm_pb2_grpc.SwarmStub(ch).Info(swarm_pb2.InfoRequest())).node_id == "n1"
+    finally:
+        await api.stop(grace=0)
+
+
+def test_a_request_that_does_not_parse_is_invalid_argument(tmp_path: Path) -> None:
+    asyncio.run(_malformed(tmp_path))
