@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
+# How long sealing a task's tmpfs read-only waits for readers of replaced files to close them.
+SEAL_PATIENCE = 0.5
+
 TMPFS_MAGIC = 0x01021994
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -491,14 +494,22 @@ class SecretsFS:
         self._remount(path, 0, None if fits else _size_for(used + new_bytes))
 
     def _seal(self, path: str) -> None:
-        """Read-only between updates, as Docker does: not even the dir's owner (the task's user) can change a file."""
-        for attempt in range(5):
+        """Read-only between updates, as Docker does: not even the dir's owner (the task's user) can change a file.
+
+        The kernel refuses (EBUSY) while a file replaced by this update is still open: a task reading its
+        old secret holds it. That wait is the reader's, so after SEAL_PATIENCE the mount stays writable
+        (only by the task's own user, for its own files) until the next update seals it."""
+        deadline = time.monotonic() + SEAL_PATIENCE
+        while True:
             try:
                 self._remount(path, MS_RDONLY)
                 return
-            except OSError as e:  # EBUSY while someone holds a file open for writing
-                if e.errno != errno.EBUSY or attempt == 4:
+            except OSError as e:
+                if e.errno != errno.EBUSY:
                     raise
+                if time.monotonic() >= deadline:
+                    log.warning("%s stays writable until its next update: a replaced secret file is still open", path)
+                    return
                 time.sleep(0.01)
 
     def _fill(self, path: str, specs: dict[str, FileSpec], new_bytes: int, owner: tuple[int, int] | None) -> None:

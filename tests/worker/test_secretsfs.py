@@ -84,6 +84,21 @@ def test_task_dir_is_its_own_hardened_size_limited_tmpfs(fs: SecretsFS) -> None:
 
 
 @needs_mount
+def test_a_reader_holding_a_replaced_file_delays_only_the_seal(fs: SecretsFS) -> None:
+    """The kernel will not remount read-only while a replaced file is open; the update still lands,
+    the mount stays writable meanwhile, and the next update seals it."""
+    task = fs.materialize("t1", "app", [FileSpec("password", b"old", 0, 0, 0o400)])
+    with open(os.path.join(task, "password"), "rb") as held:
+        fs.materialize("t1", "app", [FileSpec("password", b"new", 0, 0, 0o400)])
+        assert held.read() == b"old"
+        assert "ro" not in mountinfo_entry(task)[0]
+    with open(os.path.join(task, "password"), "rb") as f:
+        assert f.read() == b"new"
+    fs.materialize("t1", "app", [FileSpec("password", b"newer", 0, 0, 0o400)])
+    assert "ro" in mountinfo_entry(task)[0]
+
+
+@needs_mount
 def test_tmpfs_grows_for_big_payloads_and_keeps_flags(fs: SecretsFS) -> None:
     task = fs.materialize("t1", "app", [SEED])
     big = [FileSpec(f"s{i}", bytes([i]) * 500_000, 0, 0, 0o400) for i in range(6)]
