@@ -48,6 +48,9 @@ MAX_FILTER_VALUES = 256
 # Joins stop here until nodes are removed: a holder of a join token cannot grow the replicated
 # state without bound.
 MAX_NODES = 10_000
+# Tasks of one replicated service. Docker sets no bound; the scheduler makes a record per slot, so
+# an absurd count (2**64-1 is a valid uint64) would stall it for good: one per node at the node cap.
+MAX_REPLICAS = MAX_NODES
 MAX_TASK_ID_LENGTH = 64
 # A task status' message and error are kept to this many bytes; the rest is cut with TRUNCATED_MARK.
 MAX_STATUS_TEXT_BYTES = 1024
@@ -377,6 +380,13 @@ def validate_service_mode(mode: str, replicas: int | None) -> None:
         raise errors.InvalidArgument(f"Unknown mode: {mode}, only replicated and global supported")
     if mode == "global" and replicas is not None:
         raise errors.InvalidArgument("replicas can only be used with replicated mode")
+    if replicas is not None:
+        validate_replicas(replicas)
+
+
+def validate_replicas(replicas: int) -> None:
+    if replicas > MAX_REPLICAS:
+        raise errors.InvalidArgument(f"replicas must be at most {MAX_REPLICAS} (got {replicas})")
 
 
 def parse_availability(value: str) -> str:

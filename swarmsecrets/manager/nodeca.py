@@ -109,6 +109,7 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         node = self.store.node(peer.node_id)
         if node is None:
             raise errors.node_removed(peer.node_id)
+        validation.validate_csr(request.csr)
         role = node.role
         cert = certs.issue_node_cert(self.ca, request.csr, node_id=node.id, role=role, cluster_id=self.cluster_id,
                                      raft_addr=(node.raft_addr or None) if role == "manager" else None)

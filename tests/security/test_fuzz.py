@@ -93,18 +93,6 @@ def test_swarm_still_works_after_a_managers_fuzzing(fuzzed: Fuzzed) -> None:
     assert fuzzed.after == []
 
 
-@pytest.mark.xfail(strict=True, reason="fuzz.KNOWN: identity (manager/nodeca.py, ca/certs.py): an unparsable "
-                   "CSR is an internal error with a traceback, not INVALID_ARGUMENT; replay (manager/state): a "
-                   "request id reused across kinds returns another kind's outcome; remove once both are fixed")
-def test_no_known_bug_found(fuzzed: Fuzzed) -> None:
-    found = [f"{k.method}: {k.what}" for r in fuzzed.runs.values() for f in r.tally.findings
-             if (k := fuzz.known(f)) is not None]
-    found += [t[:500] for r in fuzzed.runs.values() for t in r.tracebacks if fuzz.known(t) is not None]
-    assert not found, "\n".join(sorted(set(found))[:10])
-
-
-@pytest.mark.xfail(strict=True, reason="identity (manager/nodeca.py): IssueNodeCertificate adds the node before "
-                   "it reads the CSR; remove this mark once fixed")
 def test_join_with_an_unparsable_csr_adds_no_node(fuzzed: Fuzzed) -> None:
     """A token holder whose CSR is garbage gets INVALID_ARGUMENT, and the swarm gains no node."""
     leader = fuzzed.cluster.leader()
@@ -125,8 +113,6 @@ def test_join_with_an_unparsable_csr_adds_no_node(fuzzed: Fuzzed) -> None:
 
 
 # Last in the module: on the code before the fix it stalls the leader's scheduler for good.
-@pytest.mark.xfail(strict=True, reason="input (validation.py): replicas have no upper bound, and the scheduler "
-                   "walks range(replicas); remove this mark once a bound is enforced")
 def test_an_absurd_replica_count_is_refused(fuzzed: Fuzzed) -> None:
     """A manager asking for 2**64-1 replicas gets INVALID_ARGUMENT; before, the service was created and the
     leader's scheduler planned tasks for it without end (memory growing, no other service scheduled)."""

@@ -138,6 +138,7 @@ class ServicesAPI:
         if request.set_replicas:
             if svc.mode != "replicated":
                 raise errors.InvalidArgument("replicas can only be used with replicated mode")
+            validation.validate_replicas(request.replicas)
             replicas = request.replicas
         version = request.service_version.index if request.HasField("service_version") else 0
         updated = await self.proposer.propose(state.UpdateService(
