@@ -228,3 +228,14 @@ def test_a_hostname_never_shadows_another_nodes_id_prefix() -> None:
     assert store.resolve_node("qqq").id == "qqq111self"
     with pytest.raises(errors.NotFound):
         store.resolve_node("nope")
+
+
+def test_an_unlock_key_rotation_that_loses_the_race_to_autolock_off_is_refused() -> None:
+    store = Store()
+    store.apply(state.InitCluster(rid="i", ts=1, cluster=state.Cluster(
+        id="c", root_ca_cert="pem", join_tokens=state.JoinTokens(worker=b"w", manager=b"m"),
+        autolock=True, unlock_key=b"k1"), node=state.Node(id="n", role="manager", raft_addr="a:1")), 1)
+    store.apply(state.SetAutolock(rid="off", ts=2, autolock=False, unlock_key=None), 2)
+    result = store.apply(state.UpdateCluster(rid="rot", ts=3, unlock_key=b"k2"), 3)
+    assert isinstance(result, state.Err) and "autolock is not turned on" in str(result.error())
+    assert store.cluster is not None and (store.cluster.autolock, store.cluster.unlock_key) == (False, None)

@@ -71,9 +71,11 @@ class ClusterAPI:
             raise errors.FailedPrecondition("cannot rotate because autolock is not turned on")
         new = keys.new_key()
         rid = request_id(self.sealer, state.UpdateCluster, caller, request)
-        await self.proposer.propose(state.UpdateCluster(rid=rid, unlock_key=self.sealer.seal(new)))
-        key = unlock_key(self.store, self.sealer)
-        assert key is not None
+        # The key this request installed (its first outcome, on a retry), not whatever is current by now.
+        cmd = state.UpdateCluster(rid=rid, unlock_key=self.sealer.seal(new))
+        updated: state.Cluster = await self.proposer.propose(cmd)
+        assert updated.unlock_key is not None
+        key = self.sealer.unseal(updated.unlock_key)
         return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))
 
     async def update_cluster(self, request: control_pb2.UpdateClusterRequest,

@@ -380,6 +380,8 @@ def _update_cluster(s: Store, cmd: c.UpdateCluster, index: int) -> Cluster:
     if cmd.join_tokens is not None:
         cluster = replace(cluster, join_tokens=cmd.join_tokens)
     if cmd.unlock_key is not None:
+        if not cluster.autolock:  # turned off by a command that won the race with this rotation
+            raise errors.FailedPrecondition("cannot rotate because autolock is not turned on")
         cluster = replace(cluster, unlock_key=cmd.unlock_key)
     new = s._t.cluster = _stamp(cluster, cmd.ts, index)
     return new
