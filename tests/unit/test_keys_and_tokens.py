@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import stat
 from pathlib import Path
@@ -112,3 +113,20 @@ def test_wrapped_keys_remember_which_unlock_key_change_they_follow(tmp_path: Pat
     assert w.as_of() == 0
     w.store(keys.new_key(), b"ca", keys.new_key(), b"node-key", as_of=42)
     assert w.as_of() == 42
+
+
+def test_join_tokens_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every token check goes through hmac.compare_digest, whose time does not depend on where the
+    presented token first differs (a timing probe learns nothing of the secret part)."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(tokens.hmac, "compare_digest", spy)
+    token = str(tokens.new_token(certs.create_root_ca().cert_pem))
+    assert tokens.same_token(f" {token}\n", token)
+    assert not tokens.same_token(token[:-1] + ("0" if token[-1] != "0" else "1"), token)
+    assert len(compared) == 2
