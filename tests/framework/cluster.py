@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -46,6 +48,19 @@ class Cluster:
             self.members.append(Node(name, root, role="manager" if role == "manager" else "worker",
                                      placement=placement, host=i + 1, timings=timings, log_level=log_level,
                                      extra_args=extra_args, log_dir=log_dir))
+
+    @contextlib.contextmanager
+    def started(self, timeout: float = FORM_TIMEOUT) -> Iterator[Cluster]:
+        """The cluster formed for the block's length (a fixture's ``yield``); its members' logs are
+        printed if forming it or the block fails, and it is stopped in any case."""
+        try:
+            self.start(timeout)
+            yield self
+        except BaseException:
+            print(self.logs())
+            raise
+        finally:
+            self.stop()
 
     def __enter__(self) -> Cluster:
         return self

@@ -16,15 +16,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        c.start()
+    with Cluster(tmp_path).started() as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def names(node) -> set[str]:  # type: ignore[no-untyped-def]

@@ -31,15 +31,8 @@ def task_file(n: Node, service: str, target: str) -> Path:
 
 @pytest.fixture
 def swarm(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, managers=1, workers=1, manager_availability="active")
-    try:
-        c.start()
+    with Cluster(tmp_path, managers=1, workers=1, manager_availability="active").started() as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def test_an_active_manager_runs_tasks_and_drain_moves_them_to_a_worker(swarm: Cluster) -> None:

@@ -23,15 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="wo
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # Workers join through m2, a follower at first: joining does not need the leader.
-    c = Cluster(Path(tmp_path_factory.mktemp("fleet")), managers=3, workers=2, worker_join_via=1)
-    try:
-        c.start()
+    with Cluster(Path(tmp_path_factory.mktemp("fleet")), managers=3, workers=2, worker_join_via=1).started() as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def files_under(root: Path) -> list[Path]:

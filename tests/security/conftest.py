@@ -14,12 +14,5 @@ from tests.framework import Cluster
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three managers on loopback, shared by the tests of one module."""
-    c = Cluster(Path(tmp_path_factory.mktemp("cluster")))
-    try:
-        c.start()
-    except BaseException:
-        print(c.logs())
-        c.stop()
-        raise
-    yield c
-    c.stop()
+    with Cluster(Path(tmp_path_factory.mktemp("cluster"))).started() as c:
+        yield c

@@ -23,16 +23,9 @@ from tests.security.attack import loot_disk, presented_certificate, public_der
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three managers of a swarm initialized with autolock (the first inits it, the others join)."""
-    c = Cluster(Path(tmp_path_factory.mktemp("locked")), autolock=True)
-    try:
-        c.start()
-    except BaseException:
-        print(c.logs())
-        c.stop()
-        raise
-    assert c.unlock_key.startswith(keys.UNLOCK_PREFIX)
-    yield c
-    c.stop()
+    with Cluster(Path(tmp_path_factory.mktemp("locked")), autolock=True).started() as c:
+        assert c.unlock_key.startswith(keys.UNLOCK_PREFIX)
+        yield c
 
 
 def certificate(n: Node) -> x509.Certificate:

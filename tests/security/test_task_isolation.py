@@ -75,14 +75,8 @@ time.sleep(3600)
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One manager that runs tasks (as Swarm's managers do unless drained) and one worker."""
     c = Cluster(Path(tmp_path_factory.mktemp("cluster")), managers=1, workers=1, manager_availability="active")
-    try:
-        c.start()
-    except BaseException:
-        print(c.logs())
-        c.stop()
-        raise
-    yield c
-    c.stop()
+    with c.started():
+        yield c
 
 
 @pytest.fixture(scope="module")
