@@ -43,13 +43,40 @@ def open_private(path: str) -> BinaryIO:
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_MODE), "wb")
 
 
-def publish(tmp: str, path: str) -> None:
-    """Rename a fully written and fsynced ``tmp`` over ``path``, durably."""
-    os.replace(tmp, path)
-    fsync_parent(path)
+def erase(fd: int) -> None:
+    """Overwrite a file's every byte with zeros and fsync it: what it held is gone from the file
+    system's view (what a filesystem or device keeps aside, such as copy-on-write blocks, is beyond reach)."""
+    size = os.fstat(fd).st_size
+    zeros = bytes(min(size, 1 << 20))
+    offset = 0
+    while offset < size:
+        n = min(len(zeros), size - offset)
+        write_all(fd, memoryview(zeros)[:n], offset)
+        offset += n
+    os.fsync(fd)
 
 
-def write_private(path: str, data: bytes | bytearray | memoryview, *, tmp: str | None = None) -> None:
+def publish(tmp: str, path: str, *, erase_old: bool = False) -> None:
+    """Rename a fully written and fsynced ``tmp`` over ``path``, durably. With ``erase_old`` the
+    file it replaces is overwritten once the rename is durable (it may hold retired secrets)."""
+    old = -1
+    if erase_old:
+        try:
+            old = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            pass
+    try:
+        os.replace(tmp, path)
+        fsync_parent(path)
+        if old >= 0:
+            erase(old)
+    finally:
+        if old >= 0:
+            os.close(old)
+
+
+def write_private(path: str, data: bytes | bytearray | memoryview, *, tmp: str | None = None,
+                  erase_old: bool = False) -> None:
     """Replace ``path`` with ``data`` atomically and durably, mode 0600: write a temporary file
     beside it (``tmp``, default ``PATH.tmp``), fsync it, rename it over ``path``, fsync the
     directory. A crash leaves either the old content or the new, never a mix."""
@@ -61,4 +88,4 @@ def write_private(path: str, data: bytes | bytearray | memoryview, *, tmp: str |
         os.fsync(fd)
     finally:
         os.close(fd)
-    publish(tmp, path)
+    publish(tmp, path, erase_old=erase_old)

@@ -80,10 +80,13 @@ class ManagerKeys(NamedTuple):
     # The node's TLS key when it is wrapped here (autolock); None when it lives in clear beside its
     # certificate (no autolock, or a key file written before the node key was wrapped).
     node_key: bytes | None
+    # While the data key rotates: the previous data key(s), which open records not re-encrypted yet.
+    previous: tuple[bytes, ...] = ()
 
 
 class WrappedKeys:
-    """The manager's wrapped key file: ``{"autolock": bool, "dek": ..., "ca_key": ..., "node_key": ...}``.
+    """The manager's wrapped key file: ``{"autolock": bool, "dek": ..., "ca_key": ..., "node_key": ...,
+    "previous_deks": [...]}`` (the last only while the data key rotates).
 
     Values are SecretBox(KEK) ciphertext, base64. Without autolock the KEK lives in ``kek`` beside
     it (0600) and the node's TLS key stays in clear beside its certificate: sealing it under a key
@@ -118,7 +121,7 @@ class WrappedKeys:
         return value if isinstance(value, int) else 0
 
     def store(self, dek: bytes, ca_key_pem: bytes, unlock_key: bytes | None,
-              node_key_pem: bytes | None = None, as_of: int = 0) -> None:
+              node_key_pem: bytes | None = None, as_of: int = 0, previous: tuple[bytes, ...] = ()) -> None:
         """Replace the file atomically. With ``unlock_key`` (autolock) the node's TLS key is
         required: it is sealed here and the caller then removes its clear copy. Without, the
         caller keeps the node's key in clear and the KEK file is created if missing."""
@@ -138,7 +141,10 @@ class WrappedKeys:
             doc["node_key"] = base64.b64encode(seal(kek, node_key_pem)).decode()
         doc["dek"] = base64.b64encode(seal(kek, dek)).decode()
         doc["ca_key"] = base64.b64encode(seal(kek, ca_key_pem)).decode()
-        write_private(self.path, json.dumps(doc).encode())
+        if previous:
+            doc["previous_deks"] = [base64.b64encode(seal(kek, k)).decode() for k in previous]
+        # The replaced file is erased: it may hold a retired data key or a retired unlock key's wrapping.
+        write_private(self.path, json.dumps(doc).encode(), erase_old=True)
         if unlock_key is not None and os.path.exists(self.kek_path):
             # Only once the file no longer needs it: the old KEK opens nothing any more.
             os.unlink(self.kek_path)
@@ -156,9 +162,12 @@ class WrappedKeys:
         try:
             opened = {name: open_sealed(kek, base64.b64decode(str(doc[name])))
                       for name in ("dek", "ca_key", "node_key") if name in doc}
+            listed = doc.get("previous_deks", [])
+            previous = tuple(open_sealed(kek, base64.b64decode(str(v)))
+                             for v in (listed if isinstance(listed, list) else []))
         except nacl.exceptions.CryptoError:
             raise errors.InvalidArgument(errors.INVALID_UNLOCK_KEY) from None
-        return ManagerKeys(opened["dek"], opened["ca_key"], opened.get("node_key"))
+        return ManagerKeys(opened["dek"], opened["ca_key"], opened.get("node_key"), previous)
 
 
 @contextmanager

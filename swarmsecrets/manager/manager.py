@@ -16,13 +16,22 @@ from swarmsecrets.crypto import keys
 from swarmsecrets.manager.collaborators import StoreNodes, SystemClock
 from swarmsecrets.manager.controlapi import ControlAPI, ControlServicer
 from swarmsecrets.manager.datakey import DataKey
+from swarmsecrets.manager.dekrotation import DataKeyRotator, KeyedStateMachine
 from swarmsecrets.manager.dispatcher import Dispatcher
 from swarmsecrets.manager.nodeca import NodeCAService
 from swarmsecrets.manager.proposer import RaftProposer
 from swarmsecrets.manager.raftedge import ManagerRaft
 from swarmsecrets.manager.raftmembership import RaftMembershipService
 from swarmsecrets.manager.scheduler import Scheduler
-from swarmsecrets.manager.state import STATE_VERSION, Applied, Command, LogStateMachine, Store, UpdateNode
+from swarmsecrets.manager.state import (
+    STATE_VERSION,
+    Applied,
+    BeginDataKeyRotation,
+    Command,
+    FinishDataKeyRotation,
+    Store,
+    UpdateNode,
+)
 from swarmsecrets.node.nodedir import NodeDir, NodeState
 from swarmsecrets.raft import RaftNode, RaftTiming, RaftTLS
 from swarmsecrets.rpcutil import MalformedRequests, peer_certificate
@@ -38,14 +47,16 @@ class Manager:
     CA, peer authorizer, clock) and hands each service only those it uses."""
 
     def __init__(self, nodedir: NodeDir, state: NodeState, dek: bytes, ca_key_pem: bytes, cert_pem: bytes,
-                 key_pem: bytes, timing: RaftTiming, heartbeat_period: float) -> None:
+                 key_pem: bytes, timing: RaftTiming, heartbeat_period: float,
+                 previous_deks: tuple[bytes, ...] = ()) -> None:
         """``cert_pem``, ``key_pem``: the node's identity, from memory (under autolock its key is
-        on disk only sealed): the ports load it from there, never from a file."""
+        on disk only sealed): the ports load it from there, never from a file. ``previous_deks``:
+        the data keys of a rotation in progress (see ``dekrotation``)."""
         self.dir = nodedir
         self.cert_pem, self.key_pem = cert_pem, key_pem
         self.state = state
         self.clock = SystemClock()
-        self.data_key = DataKey(dek)
+        self.data_key = DataKey(dek, previous_deks)
         ca_pem = nodedir.read(nodedir.ca_path)
         self.ca = certs.RootCA(ca_pem, ca_key_pem)
         self.store = Store()
@@ -56,14 +67,17 @@ class Manager:
                 client_ctx=certs.client_context(cert_path, key_path, ca_pem),
                 verify_peer=raft_peer_verifier(state.cluster_id),
             )
+        # First subscriber: the ring follows a rotation before anyone else hears of the apply.
+        self.store.subscribe(self._follow_data_key)
         self.raft = ManagerRaft(RaftNode(self_addr=state.raft_addr, members=state.members or [state.raft_addr],
                                          data_dir=nodedir.raft_dir, tls=self.tls,
-                                         state_machine=LogStateMachine(self.store), timing=timing))
+                                         state_machine=KeyedStateMachine(self.store, self.data_key), timing=timing))
         # About one election: how long a request waits for a leader before reporting none.
         self.proposer = RaftProposer(self.raft, self.store, self.clock, no_leader_grace=2 * timing.election_max)
         self.control = ControlAPI.build(store=self.store, proposer=self.proposer, members=self.proposer,
                                         sealer=self.data_key, ca=self.ca, node_id=state.node_id,
                                         raft_addr=state.raft_addr)
+        self.rotator = DataKeyRotator(self.store, self.proposer, self.data_key, self.clock)
         self.server: grpc.aio.Server | None = None
         self.dispatcher: Dispatcher | None = None
         self.scheduler: Scheduler | None = None
@@ -74,6 +88,18 @@ class Manager:
 
     def start_raft(self) -> None:
         self.raft.start()
+        self.data_key.follow(self.store.cluster)
+
+    def _follow_data_key(self, event: Applied) -> None:
+        """On the raft thread: a rotation's new key becomes current as it applies; once every
+        record is under it, the previous key is forgotten (the key file keeps it until
+        ``dekrotation.RetiredKeyScrub`` has compacted the journal past the rotation)."""
+        if not event.ok:
+            return
+        if isinstance(event.command, BeginDataKeyRotation):
+            self.data_key.follow(self.store.cluster)
+        elif isinstance(event.command, FinishDataKeyRotation):
+            self.data_key.retire()
 
     async def control_for_manager(self, context: grpc.aio.ServicerContext) -> ControlAPI:
         """The Control API for a caller on the TLS port: managers of this swarm only, by their
@@ -96,12 +122,14 @@ class Manager:
         def on_apply(event: Applied) -> None:
             loop.call_soon_threadsafe(scheduler.poke)
             loop.call_soon_threadsafe(applied.set)
+            if isinstance(event.command, BeginDataKeyRotation):
+                loop.call_soon_threadsafe(self.rotator.poke)
 
         self.store.subscribe(self.dispatcher.on_apply)
         self.store.subscribe(on_apply)
         advertise = advertise_state_version(self.store, self.state.node_id, self.proposer.propose, applied)
         self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor()),
-                       asyncio.create_task(advertise)]
+                       asyncio.create_task(advertise), asyncio.create_task(self.rotator.run())]
         creds = grpc.ssl_server_credentials(
             [(self.key_pem, self.cert_pem + self.ca.cert_pem)],
             # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert); RPCs
@@ -113,7 +141,7 @@ class Manager:
         control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(self.control_for_manager), server)
         ca_pb2_grpc.add_NodeCAServicer_to_server(NodeCAService(
             store=self.store, proposer=self.proposer, ca=self.ca, authz=self.authz, sealer=self.data_key,
-            data_key=self.data_key.key, cluster_id=self.state.cluster_id), server)
+            data_key=self.data_key, cluster_id=self.state.cluster_id), server)
         raft_pb2_grpc.add_RaftMembershipServicer_to_server(
             RaftMembershipService(self.store, self.proposer, self.proposer, self.authz), server)
         dispatcher_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, server)

@@ -20,7 +20,7 @@ from swarmsecrets.crypto.keys import format_unlock_key
 from swarmsecrets.manager import state
 from swarmsecrets.manager.binding import join_request_id
 from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
-from swarmsecrets.manager.datakey import join_tokens, unlock_key
+from swarmsecrets.manager.datakey import DataKey, join_tokens, unlock_key
 from swarmsecrets.rpcutil import peer_certificate, rpc
 
 
@@ -34,10 +34,10 @@ def _peer_host(context: grpc.aio.ServicerContext) -> str:
 
 
 class NodeCAService(ca_pb2_grpc.NodeCAServicer):
-    """``data_key`` is the swarm's data key itself: GetManagerKeys hands it to managers only."""
+    """``data_key`` is the swarm's data key ring itself: GetManagerKeys hands it to managers only."""
 
     def __init__(self, *, store: StoreReader, proposer: Proposer, ca: certs.RootCA, authz: PeerAuthorizer,
-                 sealer: Sealer, data_key: bytes, cluster_id: str) -> None:
+                 sealer: Sealer, data_key: DataKey, cluster_id: str) -> None:
         self.store = store
         self.proposer = proposer
         self.ca = ca
@@ -128,7 +128,8 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         unlock = unlock_key(self.store, self.sealer)
         assert self.ca.key_pem is not None
         return ca_pb2.GetManagerKeysResponse(
-            data_key=self.data_key, ca_key=self.ca.key_pem,
+            # During a data-key rotation the ring: records not re-encrypted yet need the previous key.
+            data_key=self.data_key.key, previous_data_keys=list(self.data_key.previous), ca_key=self.ca.key_pem,
             unlock_key=format_unlock_key(unlock) if unlock else "",
             raft_members=self.proposer.status().members,
         )

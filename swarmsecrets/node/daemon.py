@@ -20,6 +20,7 @@ import copy
 import logging
 import os
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -31,7 +32,7 @@ from swarmsecrets import __version__, errors, ids, validation, wire
 from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, raft_pb2, raft_pb2_grpc
 from swarmsecrets.ca import certs, tokens
 from swarmsecrets.crypto import keys
-from swarmsecrets.manager import state
+from swarmsecrets.manager import dekrotation, state
 from swarmsecrets.manager.controlapi import ControlAPI
 from swarmsecrets.manager.datakey import unlock_key
 from swarmsecrets.manager.manager import Manager
@@ -71,6 +72,7 @@ class Node:
         self.manager: Manager | None = None
         self.agent: Agent | None = None
         self.lifecycle = asyncio.Lock()  # one role change at a time
+        self._key_file_lock = threading.Lock()  # the raft thread and a scrub both rewrite the key file
         self.loop = asyncio.get_running_loop()
         self._background: set[asyncio.Task[None]] = set()
         self._agent_refused = ""  # why this manager's agent could not start, once said
@@ -177,7 +179,7 @@ class Node:
                     return
                 got = wrapped.load()
                 self._load_clear_identity()
-                await self._start_manager(got.dek, got.ca_key)
+                await self._start_manager(got.dek, got.ca_key, previous_deks=got.previous)
                 await self._follow_availability()
 
     def _load_clear_identity(self) -> None:
@@ -187,32 +189,34 @@ class Node:
         self.node_cert, self.node_key = self.dir.read(self.dir.cert_path), key
 
     def _save_identity(self, manager_keys: tuple[bytes, bytes] | None = None, unlock: bytes | None = None,
-                       as_of: int = 0) -> None:
+                       as_of: int = 0, previous_deks: tuple[bytes, ...] = ()) -> None:
         """Write the identity held in memory (and a manager's ``(dek, ca_key)``) to the data dir.
         With an unlock key (autolock) the node's TLS key is sealed with the manager keys and its
         clear copy goes; otherwise the key stays in clear beside its certificate (a worker's, or a
-        manager's whose KEK sits on the same disk anyway). ``as_of``: see ``WrappedKeys.as_of``."""
+        manager's whose KEK sits on the same disk anyway). ``as_of``: see ``WrappedKeys.as_of``;
+        ``previous_deks``: the data keys a rotation in progress retires."""
         cert, key = self.node_cert, self.node_key
         if cert is None or key is None:
             raise errors.SwarmLocked()
         ca_pem = self.dir.read(self.dir.ca_path)
         wrapped = keys.WrappedKeys(self.dir.keys_dir)
         if manager_keys is not None and unlock is not None:
-            wrapped.store(*manager_keys, unlock, key, as_of=as_of)
+            wrapped.store(*manager_keys, unlock, key, as_of=as_of, previous=previous_deks)
             self.dir.write_identity(ca_pem, cert)
             self.dir.remove_clear_key()
             return
         self.dir.write_identity(ca_pem, cert, key)
         if manager_keys is not None:
-            wrapped.store(*manager_keys, None, as_of=as_of)
+            wrapped.store(*manager_keys, None, as_of=as_of, previous=previous_deks)
 
     async def _start_manager(self, dek: bytes, ca_key: bytes,
-                             before_serving: Callable[[Manager], Awaitable[Any]] | None = None) -> Manager:
+                             before_serving: Callable[[Manager], Awaitable[Any]] | None = None,
+                             previous_deks: tuple[bytes, ...] = ()) -> Manager:
         """Raft first; then (joining the group, or creating the cluster) ``before_serving``; then the TLS port."""
         if self.node_cert is None or self.node_key is None:
             raise errors.SwarmLocked()
         m = Manager(self.dir, self.state, dek, ca_key, self.node_cert, self.node_key, self.config.timing(),
-                    self.config.dispatcher_heartbeat)
+                    self.config.dispatcher_heartbeat, previous_deks)
         m.store.subscribe(self._on_apply)
         try:
             await asyncio.to_thread(m.start_raft)
@@ -226,6 +230,10 @@ class Node:
             raise
         log.info("manager started node_id=%s listen=%s raft=%s", self.state.node_id,
                  self.state.listen_addr, self.state.raft_addr)
+        cluster = m.store.cluster
+        if previous_deks and cluster is not None and not cluster.rotation_from:
+            # Stopped after a data-key rotation ended but before its key file lost the previous key.
+            self._spawn("data key scrub", self._scrub_retired_key(m, cluster.version))
         return m
 
     def _start_agent(self) -> None:
@@ -308,8 +316,9 @@ class Node:
 
     def _on_apply(self, event: state.Applied) -> None:
         """Runs on the raft thread: re-wrap this node's keys (its TLS key too) when the unlock key
-        rotates or autolock is turned on or off; step down to a worker when this manager is demoted;
-        start or stop a manager's own agent when its availability (or role) changes."""
+        rotates or autolock is turned on or off, or a data-key rotation begins (the file then holds
+        both keys); erase the previous data key once a rotation has ended; step down to a worker
+        when this manager is demoted; start or stop a manager's own agent when its availability (or role) changes."""
         cmd = event.command
         if not event.ok:
             return
@@ -319,12 +328,17 @@ class Node:
             self.loop.call_soon_threadsafe(lambda: self._spawn("availability", self._availability_changed()))
         if isinstance(cmd, state.UpdateNode) and cmd.id == self.state.node_id and cmd.role == "worker":
             self.loop.call_soon_threadsafe(lambda: self._spawn("demotion", self._demoted()))
-        if (isinstance(cmd, state.UpdateCluster) and cmd.unlock_key is not None) or isinstance(cmd, state.SetAutolock):
+        if ((isinstance(cmd, state.UpdateCluster) and cmd.unlock_key is not None) or isinstance(cmd, state.SetAutolock)
+                or isinstance(cmd, state.BeginDataKeyRotation)):
             self._rewrap(event.index)
+        if isinstance(cmd, state.FinishDataKeyRotation) and self.manager is not None:
+            m, index = self.manager, event.index
+            self.loop.call_soon_threadsafe(lambda: self._spawn("data key scrub", self._scrub_retired_key(m, index)))
 
     def _rewrap(self, index: int) -> None:
-        """On the raft thread, right after the apply at ``index`` changed the unlock key or turned
-        autolock on or off: wrap this manager's keys as the cluster record now says."""
+        """On the raft thread, right after the apply at ``index`` changed the unlock key, turned
+        autolock on or off or began a data-key rotation: wrap this manager's keys (the data key
+        ring as it is now) as the cluster record now says."""
         m = self.manager
         cluster = m.store.cluster if m is not None else None
         if m is None or cluster is None:
@@ -332,10 +346,30 @@ class Node:
         if index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
             return  # replayed after a restart: the keys are wrapped under a later unlock key already
         unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
-        self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock, as_of=index)
+        with self._key_file_lock:
+            self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock, as_of=index,
+                                previous_deks=m.data_key.previous)
         autolock = unlock is not None
         if autolock != self.state.autolock:
             self.loop.call_soon_threadsafe(self._record_autolock, autolock)
+
+    async def _scrub_retired_key(self, m: Manager, finished_at: int) -> None:
+        """The last step of a data-key rotation on this manager (see ``dekrotation``): a snapshot,
+        the journal compacted past the rotation, then the key file without the previous key."""
+
+        def rewrite() -> None:
+            cluster = m.store.cluster
+            if self.manager is not m or cluster is None or cluster.rotation_from:
+                return  # stopped, or another rotation began: its own end scrubs
+            unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
+            with self._key_file_lock:
+                wrapped = keys.WrappedKeys(self.dir.keys_dir)
+                self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock,
+                                    as_of=max(wrapped.as_of(), finished_at))
+
+        scrub = dekrotation.RetiredKeyScrub(compact=m.raft.node.compact, compacted_to=m.raft.node.compacted_to,
+                                            applied_index=lambda: m.store.applied_index, rewrite=rewrite)
+        await scrub.run(finished_at)
 
     def _record_autolock(self, autolock: bool) -> None:
         self.state.autolock = autolock
@@ -465,10 +499,12 @@ class Node:
             got: ca_pb2.GetManagerKeysResponse = await ca_pb2_grpc.NodeCAStub(ch).GetManagerKeys(
                 ca_pb2.GetManagerKeysRequest(), timeout=30)
         unlock = keys.parse_unlock_key(got.unlock_key) if got.unlock_key else None
-        self._save_identity((got.data_key, got.ca_key), unlock)
+        previous = tuple(got.previous_data_keys)
+        self._save_identity((got.data_key, got.ca_key), unlock, previous_deks=previous)
         self.state.autolock = unlock is not None
         self.state.members = sorted(set(got.raft_members) | {self.state.raft_addr})
-        m = await self._start_manager(got.data_key, got.ca_key, lambda m: self._join_raft(m, remote))
+        m = await self._start_manager(got.data_key, got.ca_key, lambda m: self._join_raft(m, remote),
+                                      previous_deks=previous)
         await m.proposer.propose(state.UpdateNode.describing(self._self_node_record("manager")))
 
     async def _join_raft(self, m: Manager, remote: str) -> None:
@@ -669,8 +705,8 @@ class Node:
             async with self._undo():
                 self.node_cert, self.node_key = self.dir.read(self.dir.cert_path), node_key
                 if got.node_key is None:
-                    self._save_identity((got.dek, got.ca_key), key)
-                await self._start_manager(got.dek, got.ca_key)
+                    self._save_identity((got.dek, got.ca_key), key, previous_deks=got.previous)
+                await self._start_manager(got.dek, got.ca_key, previous_deks=got.previous)
                 self._become(Change.UNLOCK)
             await self._follow_availability()
 

@@ -184,7 +184,9 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
             offsets.append(len(out))
             out += _record(command, idx, term)
         with self._fatal_on_error():
-            write_private(self._path, out, tmp=tmp)
+            # The compacted entries are in a snapshot now: the old file's bytes are erased, not just
+            # unlinked (they may hold values sealed under a key that is being retired).
+            write_private(self._path, out, tmp=tmp, erase_old=True)
             os.close(self._fd)
             self._fd = os.open(self._path, os.O_RDWR)
         self._entries = list(keep)

@@ -227,6 +227,7 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         self.tick_errors = 0
         self.last_tick_error = ""
         self.failure: str | None = None  # set when storage failed and the loop stopped for good
+        self._compact_now = False
         super().__init__(self_addr, others, conf=conf, transportClass=TlsTransport)
         self._install_storage()
         self._wakeup = _Wakeup(self._poller)
@@ -372,6 +373,26 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
             self._owner.apply_errors += 1
             log.exception("raft: applying entry %d raised; recorded as a failed command", index)
             return _ApplyFailure(f"{type(e).__name__}: {e}")
+
+    def compact_now(self) -> None:
+        """Snapshot and compact at the next tick, whatever the thresholds and this member's turn
+        (``logCompactionSplit`` would otherwise wait for this member's slot)."""
+        self._compact_now = True
+        self.forceLogCompaction()
+
+    def _SyncObj__tryLogCompaction(self) -> None:
+        conf = self._SyncObj__conf
+        if not self._compact_now:
+            super()._SyncObj__tryLogCompaction()
+            return
+        split = conf.logCompactionSplit
+        conf.logCompactionSplit = False
+        try:
+            super()._SyncObj__tryLogCompaction()
+        finally:
+            conf.logCompactionSplit = split
+        if not self._SyncObj__forceLogCompaction:
+            self._compact_now = False  # the snapshot started (or nothing was new to snapshot)
 
     def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:
         """Compact only up to the snapshot's own entry, and only while the log still holds
@@ -616,6 +637,16 @@ class RaftNode:
         self._calls.append(run)
         so.wake()
         return fut
+
+    def compact(self) -> None:
+        """Take a snapshot and compact the journal to it as soon as possible (not waiting for the
+        thresholds or this member's turn): see ``compacted_to`` for when it is done."""
+        self.call_in_loop(self._require().compact_now)
+
+    def compacted_to(self) -> int:
+        """The first raft index the journal still holds (every entry before is only in the snapshot)."""
+        journal = self._require()._journal
+        return int(journal[0][1]) if len(journal) else 0
 
     # --- proposals ----------------------------------------------------------------------------
 

@@ -199,7 +199,7 @@ class SnapshotStore:
         if parent is not None and self._orphaned(parent):
             os.unlink(tmp)
             raise SnapshotError("the node that asked for this snapshot is gone")
-        publish(tmp, self.path)
+        publish(tmp, self.path, erase_old=True)
 
     @staticmethod
     def _orphaned(parent: int) -> bool:
@@ -298,6 +298,6 @@ class SnapshotStore:
             os.unlink(tmp)
             return False
         self._kill_child()  # a local snapshot still being written is older: it must not win the rename
-        publish(tmp, self.path)
+        publish(tmp, self.path, erase_old=True)
         self.pair = (tuple(head["prev"]), tuple(head["last"]))
         return True

@@ -151,7 +151,7 @@ def _join(token: str, csr: bytes, rid: str, **fields: str) -> ca_pb2.IssueNodeCe
 def test_a_replayed_join_id_never_yields_the_joined_nodes_certificate() -> None:
     swarm = Swarm()
     ca = NodeCAService(store=swarm.store, proposer=swarm.proposer, ca=swarm.ca, authz=swarm.authz,
-                       sealer=swarm.sealer, data_key=swarm.sealer.key, cluster_id=CLUSTER_ID)
+                       sealer=swarm.sealer, data_key=swarm.sealer, cluster_id=CLUSTER_ID)
     _, manager_csr = certs.generate_key_and_csr()
     _, other_csr = certs.generate_key_and_csr()
     manager_join = _join(swarm.manager_token, manager_csr, "join-m", advertise_addr="10.0.0.7:2377",

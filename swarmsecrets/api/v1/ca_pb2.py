@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18swarmsecrets/v1/ca.proto\x12\x0fswarmsecrets.v1\"\x1d\n\x1bGetRootCACertificateRequest\"3\n\x1cGetRootCACertificateResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\"\xa0\x01\n\x1bIssueNodeCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\r\n\x05token\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64vertise_addr\x18\x03 \x01(\t\x12\x11\n\traft_addr\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x14\n\x0c\x61vailability\x18\x07 \x01(\t\"f\n\x1cIssueNodeCertificateResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0c\x12\x12\n\ncluster_id\x18\x04 \x01(\t\"*\n\x1bRenewNodeCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\"\x17\n\x15GetManagerKeysRequest\"d\n\x16GetManagerKeysResponse\x12\x10\n\x08\x64\x61ta_key\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63\x61_key\x18\x02 \x01(\x0c\x12\x12\n\nunlock_key\x18\x03 \x01(\t\x12\x14\n\x0craft_members\x18\x04 \x03(\t2\xca\x03\n\x06NodeCA\x12s\n\x14GetRootCACertificate\x12,.swarmsecrets.v1.GetRootCACertificateRequest\x1a-.swarmsecrets.v1.GetRootCACertificateResponse\x12s\n\x14IssueNodeCertificate\x12,.swarmsecrets.v1.IssueNodeCertificateRequest\x1a-.swarmsecrets.v1.IssueNodeCertificateResponse\x12s\n\x14RenewNodeCertificate\x12,.swarmsecrets.v1.RenewNodeCertificateRequest\x1a-.swarmsecrets.v1.IssueNodeCertificateResponse\x12\x61\n\x0eGetManagerKeys\x12&.swarmsecrets.v1.GetManagerKeysRequest\x1a\'.swarmsecrets.v1.GetManagerKeysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18swarmsecrets/v1/ca.proto\x12\x0fswarmsecrets.v1\"\x1d\n\x1bGetRootCACertificateRequest\"3\n\x1cGetRootCACertificateResponse\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\"\xa0\x01\n\x1bIssueNodeCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\x12\r\n\x05token\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64vertise_addr\x18\x03 \x01(\t\x12\x11\n\traft_addr\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x14\n\x0c\x61vailability\x18\x07 \x01(\t\"f\n\x1cIssueNodeCertificateResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x03 \x01(\x0c\x12\x12\n\ncluster_id\x18\x04 \x01(\t\"*\n\x1bRenewNodeCertificateRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\"\x17\n\x15GetManagerKeysRequest\"\x80\x01\n\x16GetManagerKeysResponse\x12\x10\n\x08\x64\x61ta_key\x18\x01 \x01(\x0c\x12\x0e\n\x06\x63\x61_key\x18\x02 \x01(\x0c\x12\x12\n\nunlock_key\x18\x03 \x01(\t\x12\x14\n\x0craft_members\x18\x04 \x03(\t\x12\x1a\n\x12previous_data_keys\x18\x05 \x03(\x0c\x32\xca\x03\n\x06NodeCA\x12s\n\x14GetRootCACertificate\x12,.swarmsecrets.v1.GetRootCACertificateRequest\x1a-.swarmsecrets.v1.GetRootCACertificateResponse\x12s\n\x14IssueNodeCertificate\x12,.swarmsecrets.v1.IssueNodeCertificateRequest\x1a-.swarmsecrets.v1.IssueNodeCertificateResponse\x12s\n\x14RenewNodeCertificate\x12,.swarmsecrets.v1.RenewNodeCertificateRequest\x1a-.swarmsecrets.v1.IssueNodeCertificateResponse\x12\x61\n\x0eGetManagerKeys\x12&.swarmsecrets.v1.GetManagerKeysRequest\x1a\'.swarmsecrets.v1.GetManagerKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,8 +43,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RENEWNODECERTIFICATEREQUEST']._serialized_end=438
   _globals['_GETMANAGERKEYSREQUEST']._serialized_start=440
   _globals['_GETMANAGERKEYSREQUEST']._serialized_end=463
-  _globals['_GETMANAGERKEYSRESPONSE']._serialized_start=465
-  _globals['_GETMANAGERKEYSRESPONSE']._serialized_end=565
-  _globals['_NODECA']._serialized_start=568
-  _globals['_NODECA']._serialized_end=1026
+  _globals['_GETMANAGERKEYSRESPONSE']._serialized_start=466
+  _globals['_GETMANAGERKEYSRESPONSE']._serialized_end=594
+  _globals['_NODECA']._serialized_start=597
+  _globals['_NODECA']._serialized_end=1055
 # @@protoc_insertion_point(module_scope)

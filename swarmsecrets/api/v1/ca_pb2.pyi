@@ -57,13 +57,15 @@ class GetManagerKeysRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetManagerKeysResponse(_message.Message):
-    __slots__ = ("data_key", "ca_key", "unlock_key", "raft_members")
+    __slots__ = ("data_key", "ca_key", "unlock_key", "raft_members", "previous_data_keys")
     DATA_KEY_FIELD_NUMBER: _ClassVar[int]
     CA_KEY_FIELD_NUMBER: _ClassVar[int]
     UNLOCK_KEY_FIELD_NUMBER: _ClassVar[int]
     RAFT_MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_DATA_KEYS_FIELD_NUMBER: _ClassVar[int]
     data_key: bytes
     ca_key: bytes
     unlock_key: str
     raft_members: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, data_key: _Optional[bytes] = ..., ca_key: _Optional[bytes] = ..., unlock_key: _Optional[str] = ..., raft_members: _Optional[_Iterable[str]] = ...) -> None: ...
+    previous_data_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, data_key: _Optional[bytes] = ..., ca_key: _Optional[bytes] = ..., unlock_key: _Optional[str] = ..., raft_members: _Optional[_Iterable[str]] = ..., previous_data_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...

@@ -290,3 +290,33 @@ class UpdateClusterResponse(_message.Message):
     cluster: _objects_pb2.Cluster
     unlock_key: str
     def __init__(self, cluster: _Optional[_Union[_objects_pb2.Cluster, _Mapping]] = ..., unlock_key: _Optional[str] = ...) -> None: ...
+
+class GetDataKeyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RotateDataKeyRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class SetDataKeyRotationRequest(_message.Message):
+    __slots__ = ("interval_seconds", "request_id")
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    interval_seconds: int
+    request_id: str
+    def __init__(self, interval_seconds: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DataKeyInfo(_message.Message):
+    __slots__ = ("key_id", "rotating_from", "rotation_interval_seconds", "rotated_at")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ROTATING_FROM_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ROTATED_AT_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    rotating_from: str
+    rotation_interval_seconds: int
+    rotated_at: str
+    def __init__(self, key_id: _Optional[str] = ..., rotating_from: _Optional[str] = ..., rotation_interval_seconds: _Optional[int] = ..., rotated_at: _Optional[str] = ...) -> None: ...

@@ -134,6 +134,21 @@ class ControlStub:
                 request_serializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterRequest.SerializeToString,
                 response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterResponse.FromString,
                 _registered_method=True)
+        self.GetDataKey = channel.unary_unary(
+                '/swarmsecrets.v1.Control/GetDataKey',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.GetDataKeyRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.FromString,
+                _registered_method=True)
+        self.RotateDataKey = channel.unary_unary(
+                '/swarmsecrets.v1.Control/RotateDataKey',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.RotateDataKeyRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.FromString,
+                _registered_method=True)
+        self.SetDataKeyRotation = channel.unary_unary(
+                '/swarmsecrets.v1.Control/SetDataKeyRotation',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.SetDataKeyRotationRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -262,6 +277,28 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDataKey(self, request, context):
+        """The data key (by its public id, never the key), its rotation in progress and schedule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateDataKey(self, request, context):
+        """A new data key; everything at rest is re-encrypted under it and the old one is erased.
+        Answers once the rotation is finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDataKeyRotation(self, request, context):
+        """Rotate the data key on a schedule (interval 0: only on demand).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -364,6 +401,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.UpdateCluster,
                     request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterRequest.FromString,
                     response_serializer=swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterResponse.SerializeToString,
+            ),
+            'GetDataKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDataKey,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.GetDataKeyRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.SerializeToString,
+            ),
+            'RotateDataKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateDataKey,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.RotateDataKeyRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.SerializeToString,
+            ),
+            'SetDataKeyRotation': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDataKeyRotation,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.SetDataKeyRotationRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -906,6 +958,87 @@ class Control:
             '/swarmsecrets.v1.Control/UpdateCluster',
             swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterRequest.SerializeToString,
             swarmsecrets_dot_v1_dot_control__pb2.UpdateClusterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDataKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/GetDataKey',
+            swarmsecrets_dot_v1_dot_control__pb2.GetDataKeyRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateDataKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/RotateDataKey',
+            swarmsecrets_dot_v1_dot_control__pb2.RotateDataKeyRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDataKeyRotation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/SetDataKeyRotation',
+            swarmsecrets_dot_v1_dot_control__pb2.SetDataKeyRotationRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from swarmsecrets import errors
@@ -11,14 +12,20 @@ from swarmsecrets.crypto import keys
 from swarmsecrets.manager import state
 from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
 from swarmsecrets.manager.controlapi.common import request_id
-from swarmsecrets.manager.datakey import join_tokens, unlock_key
+from swarmsecrets.manager import dekrotation
+from swarmsecrets.manager.datakey import DataKey, join_tokens, unlock_key
 from swarmsecrets.rpcutil import format_ts
+
+log = logging.getLogger(__name__)
 
 
 class ClusterAPI:
     """``ca`` is the swarm's root CA: a new join token carries its digest."""
 
-    def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer, ca: certs.RootCA) -> None:
+    def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer, ca: certs.RootCA,
+                 data_key: DataKey | None = None) -> None:
+        """``data_key``: the ring to rotate when the unlock key rotates (None: not rotated)."""
+        self.data_key = data_key
         self.store = store
         self.proposer = proposer
         self.sealer = sealer
@@ -76,6 +83,13 @@ class ClusterAPI:
         updated: state.Cluster = await self.proposer.propose(cmd)
         assert updated.unlock_key is not None
         key = self.sealer.unseal(updated.unlock_key)
+        if self.data_key is not None:
+            # A new unlock key comes with a new data key: whoever held the old unlock key and a
+            # manager's disk could open the old data key; the leader finishes the rotation.
+            try:
+                await dekrotation.begin(self.store, self.proposer, self.data_key)
+            except errors.FailedPrecondition as e:
+                log.info("data key not rotated with the unlock key: %s", e.message)
         return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))
 
     async def update_cluster(self, request: control_pb2.UpdateClusterRequest,

@@ -19,11 +19,13 @@ import grpc
 
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc
 from swarmsecrets.ca import certs
-from swarmsecrets.manager.collaborators import Proposer, RaftMembers, Sealer, StoreReader
+from swarmsecrets.manager.collaborators import Proposer, RaftMembers, StoreReader
 from swarmsecrets.manager.controlapi.cluster import ClusterAPI
+from swarmsecrets.manager.controlapi.datakeys import DataKeyAPI
 from swarmsecrets.manager.controlapi.nodes import NodesAPI
 from swarmsecrets.manager.controlapi.secrets import SecretsAPI
 from swarmsecrets.manager.controlapi.services import ServicesAPI
+from swarmsecrets.manager.datakey import DataKey
 from swarmsecrets.rpcutil import peer_certificate, rpc
 
 
@@ -33,16 +35,18 @@ class ControlAPI:
     nodes: NodesAPI
     services: ServicesAPI
     cluster: ClusterAPI
+    data_key: DataKeyAPI
 
     @classmethod
-    def build(cls, *, store: StoreReader, proposer: Proposer, members: RaftMembers, sealer: Sealer,
+    def build(cls, *, store: StoreReader, proposer: Proposer, members: RaftMembers, sealer: DataKey,
               ca: certs.RootCA, node_id: str, raft_addr: str) -> ControlAPI:
         """``node_id`` and ``raft_addr`` are those of the manager that serves the API."""
         return cls(
             secrets=SecretsAPI(store, proposer, sealer),
             nodes=NodesAPI(store, proposer, members, sealer, node_id=node_id, raft_addr=raft_addr),
             services=ServicesAPI(store, proposer, sealer),
-            cluster=ClusterAPI(store, proposer, sealer, ca),
+            cluster=ClusterAPI(store, proposer, sealer, ca, data_key=sealer),
+            data_key=DataKeyAPI(store, proposer, sealer),
         )
 
     def caller(self, context: grpc.aio.ServicerContext) -> str:
@@ -185,3 +189,22 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
                             context: grpc.aio.ServicerContext) -> control_pb2.UpdateClusterResponse:
         api = await self._api(context)
         return await api.cluster.update_cluster(request, api.caller(context))
+
+    # --- data key ----------------------------------------------------------------------------
+
+    @rpc
+    async def GetDataKey(self, request: control_pb2.GetDataKeyRequest,
+                         context: grpc.aio.ServicerContext) -> control_pb2.DataKeyInfo:
+        return await (await self._api(context)).data_key.get_data_key(request)
+
+    @rpc
+    async def RotateDataKey(self, request: control_pb2.RotateDataKeyRequest,
+                            context: grpc.aio.ServicerContext) -> control_pb2.DataKeyInfo:
+        api = await self._api(context)
+        return await api.data_key.rotate_data_key(request, api.caller(context))
+
+    @rpc
+    async def SetDataKeyRotation(self, request: control_pb2.SetDataKeyRotationRequest,
+                                 context: grpc.aio.ServicerContext) -> control_pb2.DataKeyInfo:
+        api = await self._api(context)
+        return await api.data_key.set_data_key_rotation(request, api.caller(context))

@@ -32,7 +32,9 @@ from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, Secret
 # Version 1: the commands below, as the first versioned release defines them. Entries written
 # before commands carried a version are read as version 1 (the same kinds and fields).
 # Version 2: set_autolock.
-STATE_VERSION = 2
+# Version 3: begin_data_key_rotation, reencrypt_secrets, finish_data_key_rotation,
+# set_data_key_rotation.
+STATE_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +206,60 @@ class UpdateSecret(Command):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RemoveSecret(Command):
     id: str
+
+
+# --- data-key rotation ----------------------------------------------------------------------------
+
+@command("begin_data_key_rotation", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BeginDataKeyRotation(Command):
+    """Make ``key_id`` the current data key: ``sealed_key`` is that key sealed under the current
+    one, ``under``. Every manager learns the key as it applies this; records sealed under ``under``
+    stay readable until ``FinishDataKeyRotation``."""
+
+    key_id: str
+    sealed_key: bytes
+    under: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reencrypted:
+    """One secret's payload sealed again: ``data`` under ``key_id``, replacing ciphertext under
+    ``from_key_id`` (skipped if the secret is no longer under that key)."""
+
+    id: str
+    from_key_id: str
+    key_id: str
+    data: bytes
+
+
+@command("reencrypt_secrets", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReencryptSecrets(Command):
+    """A batch of secrets re-encrypted under the current data key (ciphertext only)."""
+
+    secrets: tuple[Reencrypted, ...]
+
+
+@command("finish_data_key_rotation", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinishDataKeyRotation(Command):
+    """End the rotation to ``key_id``: the cluster's sealed values, sealed again under it, replace
+    those of the cluster record at ``cluster_version``; the previous key is forgotten. Refused
+    while any secret is still sealed under another key."""
+
+    key_id: str
+    cluster_version: int
+    join_tokens: JoinTokens
+    unlock_key: bytes | None = None
+
+
+@command("set_data_key_rotation", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetDataKeyRotation(Command):
+    """Rotate the data key every ``interval`` ns (0: only on demand)."""
+
+    interval: int
 
 
 # --- services and tasks ----------------------------------------------------------------------------

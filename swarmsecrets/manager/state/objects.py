@@ -51,7 +51,15 @@ class Cluster(Meta):
     join_tokens: JoinTokens
     autolock: bool = False
     unlock_key: bytes | None = None  # sealed with the data key; None without autolock
-    key_id: str = ""
+    key_id: str = ""  # the current data key: it seals new values, and the sealed fields above
+    # While the data key rotates: the previous key's id, and the current key sealed under it (so
+    # that every manager that holds the previous key learns the current one from the log or a
+    # snapshot). Both empty once every record is re-encrypted.
+    rotation_from: str = ""
+    rotation_key: bytes = b""
+    # Rotate the data key this often (ns; 0: never), counting from ``key_rotated_at``.
+    key_rotation_interval: int = 0
+    key_rotated_at: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -401,12 +401,90 @@ def _set_autolock(s: Store, cmd: c.SetAutolock, index: int) -> Cluster:
     return new
 
 
+@_handles(c.BeginDataKeyRotation)
+def _begin_data_key_rotation(s: Store, cmd: c.BeginDataKeyRotation, index: int) -> str:
+    """Returns the key id (never the record: remembered outcomes must hold nothing sealed)."""
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    if cluster.key_id == cmd.key_id:
+        return cmd.key_id  # already current (a retry whose first outcome was pruned)
+    if cluster.rotation_from:
+        raise errors.FailedPrecondition("a data key rotation is already in progress")
+    if cluster.key_id != cmd.under:
+        raise errors.FailedPrecondition("the data key changed since this rotation was prepared")
+    s._t.cluster = _stamp(replace(cluster, key_id=cmd.key_id, rotation_from=cmd.under,
+                                  rotation_key=cmd.sealed_key, key_rotated_at=cmd.ts), cmd.ts, index)
+    return cmd.key_id
+
+
+@_handles(c.ReencryptSecrets)
+def _reencrypt_secrets(s: Store, cmd: c.ReencryptSecrets, index: int) -> int:
+    """Only records still under the key the proposer read them under, and only into the current
+    key: a secret changed meanwhile keeps its newer ciphertext. Not a user change: no stamp."""
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    done = 0
+    for item in cmd.secrets:
+        secret = s._t.secrets.get(item.id)
+        if secret is None or secret.key_id != item.from_key_id or item.key_id != cluster.key_id:
+            continue
+        s._t.secrets[item.id] = replace(secret, data=item.data, key_id=item.key_id)
+        done += 1
+    return done
+
+
+@_handles(c.FinishDataKeyRotation)
+def _finish_data_key_rotation(s: Store, cmd: c.FinishDataKeyRotation, index: int) -> str:
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    if cluster.key_id != cmd.key_id:
+        raise errors.FailedPrecondition("the data key changed since this rotation was prepared")
+    if not cluster.rotation_from:
+        return cmd.key_id
+    if cluster.version != cmd.cluster_version:
+        raise errors.UpdateOutOfSequence()
+    left = sum(1 for secret in s._t.secrets.values() if secret.key_id != cluster.key_id)
+    if left:
+        raise errors.FailedPrecondition(f"{left} secrets are not re-encrypted under the current data key yet")
+    if (cmd.unlock_key is None) != (cluster.unlock_key is None):
+        raise errors.UpdateOutOfSequence()
+    new = s._t.cluster = _stamp(replace(cluster, rotation_from="", rotation_key=b"", join_tokens=cmd.join_tokens,
+                                        unlock_key=cmd.unlock_key), cmd.ts, index)
+    # Remembered outcomes that hold the cluster record hold values sealed under the previous key:
+    # they answer a retry with the current values instead.
+    for rid, seen in s._t.requests.items():
+        if isinstance(seen.result, Ok) and isinstance(seen.result.value, Cluster):
+            s._t.requests[rid] = Request(Ok(replace(seen.result.value, join_tokens=new.join_tokens,
+                                                    unlock_key=new.unlock_key, rotation_key=b"")), seen.ts)
+    return cmd.key_id
+
+
+@_handles(c.SetDataKeyRotation)
+def _set_data_key_rotation(s: Store, cmd: c.SetDataKeyRotation, index: int) -> Cluster:
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    if cmd.interval < 0:
+        raise errors.InvalidArgument("the data key rotation interval cannot be negative")
+    new = s._t.cluster = _stamp(replace(cluster, key_rotation_interval=cmd.interval,
+                                        key_rotated_at=cluster.key_rotated_at or cmd.ts), cmd.ts, index)
+    return new
+
+
 @_handles(c.CreateSecret)
 def _create_secret(s: Store, cmd: c.CreateSecret, index: int) -> Secret:
     if cmd.name.lower() in s._names:
         raise errors.secret_exists(cmd.name)
     if cmd.id in s._t.secrets:
         raise errors.AlreadyExists(f"secret {cmd.id} already exists")
+    cluster = s._t.cluster
+    if cluster is not None and cluster.key_id and cmd.key_id not in (cluster.key_id, cluster.rotation_from):
+        # Sealed under a key that was retired before this applied: nobody could open it.
+        raise errors.FailedPrecondition("the data key was rotated while this request was in flight; "
+                                        "create the secret again")
     secret = Secret(id=cmd.id, name=cmd.name, labels=dict(cmd.labels), data=cmd.data, key_id=cmd.key_id,
                     created_at=cmd.ts, updated_at=cmd.ts, version=index)
     s._t.secrets[secret.id] = secret
