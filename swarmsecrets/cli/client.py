@@ -96,13 +96,13 @@ class Client:
         except grpc.RpcError as e:
             raise self._error(e) from None
 
-    def write(self, method: Any, request: Any) -> Any:
+    def write(self, method: Any, request: Any, timeout: float = CALL_TIMEOUT) -> Any:
         """A Control write under the retry policy (new request_id, same id on every retry).
 
         DEADLINE_EXCEEDED means the write may or may not have happened: say so instead of guessing.
         """
         try:
-            return RETRY.write(method, request, CALL_TIMEOUT)
+            return RETRY.write(method, request, timeout)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise CLIError(errors.UNKNOWN_OUTCOME) from None

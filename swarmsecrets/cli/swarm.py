@@ -1,10 +1,12 @@
-"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|update``: docker's texts, our command name."""
+"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|data-key|update``: docker's texts, our
+command name."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import getpass
+import re
 import sys
 
 import click
@@ -204,12 +206,79 @@ def unlock_key(client: Client, quiet: bool, rotate: bool) -> None:
         click.echo(unlock_instructions(key), nl=False)
 
 
+# A data-key rotation answers once every secret is re-encrypted: it may take minutes on a large swarm.
+ROTATE_TIMEOUT = 900.0
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration (``90s``, ``1h30m``, ``2160h``; ``0`` alone means zero), as Docker's
+    duration flags take it."""
+    if text == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if m is None:
+            raise CLIError(f'invalid duration "{text}"')
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not text:
+        raise CLIError('invalid duration ""')
+    return total
+
+
+@swarm.command("data-key")
+@click.option("-q", "--quiet", is_flag=True, help="Only display the key's id.")
+@click.option("--rotate", is_flag=True, help="Rotate the data key.")
+@click.pass_obj
+def data_key(client: Client, quiet: bool, rotate: bool) -> None:
+    """Manage the data key.
+
+    The data key encrypts every secret, the join tokens and the unlock key in the managers' raft
+    log and snapshots. The command is named like Docker's other key commands (a noun, with
+    --rotate: `swarm join-token --rotate`, `swarm unlock-key --rotate`, `swarm ca --rotate`).
+    Docker has no command for it: it rotates its data key only with the unlock key, which this
+    swarm does too.
+
+    --rotate makes a new key, re-encrypts everything the managers hold under it, erases the old
+    key from every manager's disk, and returns once that is done. Only the key's public id is
+    ever shown, never the key.
+    """
+    if rotate:
+        info = client.write(client.control.RotateDataKey, control_pb2.RotateDataKeyRequest(), timeout=ROTATE_TIMEOUT)
+        if not quiet:
+            click.echo("Successfully rotated the swarm data key.")
+    else:
+        info = client.call(client.control.GetDataKey, control_pb2.GetDataKeyRequest())
+    if quiet:
+        click.echo(info.key_id)
+        return
+    click.echo(f"Data key ID:        {info.key_id}")
+    if info.rotating_from:
+        click.echo(f"Rotating from:      {info.rotating_from}")
+    if info.rotated_at:
+        click.echo(f"Rotated at:         {info.rotated_at}")
+    interval = info.rotation_interval_seconds
+    click.echo(f"Rotation interval:  {f'{interval}s' if interval else 'none (on demand)'}")
+
+
 @swarm.command("update", cls=PflagCommand)
 @click.option("--autolock/--no-autolock", default=None,
               help="Change manager autolocking setting (true|false).")
+@click.option("--data-key-rotation-interval", "rotation", default=None, metavar="DURATION",
+              help="Rotate the data key this often (e.g. 2160h; 0: only with 'swarm data-key --rotate' "
+                   "or 'swarm unlock-key --rotate').")
 @click.pass_obj
-def update(client: Client, autolock: bool | None) -> None:
+def update(client: Client, autolock: bool | None, rotation: str | None) -> None:
     """Update the swarm."""
+    interval = None if rotation is None else parse_duration(rotation)
+    if interval is not None and (interval != 0 and interval < 1):
+        raise CLIError("the data key rotation interval must be 0 or at least 1s")
+    if interval is not None:
+        client.write(client.control.SetDataKeyRotation,
+                     control_pb2.SetDataKeyRotationRequest(interval_seconds=int(interval)))
     if autolock is None:
         click.echo("Swarm updated.")
         return

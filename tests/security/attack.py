@@ -364,3 +364,65 @@ class RaftFlood:
             pass
         self.closed_by_target += 1
         return False
+
+
+def _plain_values(obj: Any) -> Iterator[bytes]:
+    """Every bytes value inside a decoded raft command or snapshot (dicts, lists, tuples)."""
+    if isinstance(obj, bytes | bytearray):
+        yield bytes(obj)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _plain_values(k)
+            yield from _plain_values(v)
+    elif isinstance(obj, list | tuple | set | frozenset):
+        for v in obj:
+            yield from _plain_values(v)
+
+
+def _raft_values(raw: bytes) -> Iterator[bytes]:
+    """The bytes values of a raft journal's commands or of a snapshot's header and state, decoded as
+    their formats define them (``raft/journal.py``, ``raft/snapshots.py``); nothing for other files."""
+    if raw[:8] == b"SWRJ\x00\x00\x00\x01":
+        at = 8
+        while at + 24 <= len(raw):
+            length = struct.unpack_from("!I", raw, at)[0]
+            entry = raw[at + 24:at + 24 + length]
+            at += 24 + length
+            yield entry
+            with contextlib.suppress(Exception):
+                yield from _plain_values(_PlainUnpickler(io.BytesIO(entry[1:])).load())
+    elif raw[:8] == b"SWRS\x00\x00\x00\x01":
+        (head_len,) = struct.unpack_from("!Q", raw, 8)
+        parts = [raw[16:16 + head_len]]
+        (state_len,) = struct.unpack_from("!Q", raw, 16 + head_len)
+        parts.append(raw[24 + head_len:24 + head_len + state_len])
+        for part in parts:
+            with contextlib.suppress(Exception):
+                yield from _plain_values(_PlainUnpickler(io.BytesIO(part)).load())
+
+
+def sealed_candidates(data_dir: Path) -> dict[Path, list[bytes]]:
+    """Everything on a manager's disk that could be SecretBox ciphertext, by file: each value of
+    every raft command and snapshot (decoded), every PEM or base64 value of any file, and each
+    whole file."""
+    box = nacl.secret.SecretBox
+    out: dict[Path, list[bytes]] = {}
+    for f in sorted(data_dir.rglob("*")):
+        if f.is_file():
+            raw = f.read_bytes()
+            values = {*_raft_values(raw), *_blobs(raw)}
+            out[f] = [v for v in values if len(v) >= box.NONCE_SIZE + box.MACBYTES]
+    return out
+
+
+def opened_under(key: bytes, candidates: dict[Path, list[bytes]]) -> list[tuple[Path, bytes]]:
+    """The candidates (see ``sealed_candidates``) that ``key`` opens, with their files."""
+    box = nacl.secret.SecretBox(key)
+    found = []
+    for f, values in candidates.items():
+        for v in values:
+            try:
+                found.append((f, box.decrypt(v)))
+            except nacl.exceptions.CryptoError:
+                pass
+    return found
