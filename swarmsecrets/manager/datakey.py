@@ -83,7 +83,7 @@ class DataKey:
         key = self._ids.get(cluster.key_id)
         if key is None:
             if not (cluster.rotation_key and cluster.rotation_from in self._ids):
-                log.error("the swarm's data key %s is not held by this manager", cluster.key_id)
+                log.warning("the swarm's data key %s is not held by this manager", cluster.key_id)
                 return False
             key = self.unseal_with(cluster.rotation_from, cluster.rotation_key)
             if keys.key_id(key) != cluster.key_id:
@@ -91,6 +91,18 @@ class DataKey:
                 return False
         self._install((key, *(k for k in self._ring if k != key)))
         return True
+
+    def missing(self, cluster: state.Cluster | None) -> bool:
+        """Whether the cluster record names a current key this ring neither holds nor can learn
+        from the record (a manager that was away for a whole rotation)."""
+        if cluster is None or not cluster.key_id or cluster.key_id in self._ids:
+            return False
+        return not (cluster.rotation_key and cluster.rotation_from in self._ids)
+
+    def adopt(self, current: bytes, previous: tuple[bytes, ...]) -> None:
+        """Take the ring another manager handed over (``GetManagerKeys``); keys held already stay
+        until the cluster record says they are retired."""
+        self._install((current, *previous, *self._ring))
 
     def retire(self) -> bool:
         """Forget every key but the current one (the rotation is finished). Returns whether the

@@ -182,12 +182,18 @@ class RetiredKeyScrub:
 
 class KeyedStateMachine(LogStateMachine):
     """The store's state machine, with the data key ring following the cluster record whenever a
-    snapshot replaces the state (one taken during a rotation carries the new key sealed)."""
+    snapshot replaces the state (one taken during a rotation carries the new key sealed; one taken
+    after holds nothing a manager away for the whole rotation could learn it from)."""
 
-    def __init__(self, store: Store, data_key: DataKey) -> None:
+    def __init__(self, store: Store, data_key: DataKey, missing: Callable[[], None]) -> None:
+        """``missing``: called (on the raft thread) when the restored state is under a key this
+        ring cannot learn from it: the manager then asks another for the ring."""
         super().__init__(store)
         self.data_key = data_key
+        self.missing = missing
 
     def restore(self, data: Any) -> None:
         super().restore(data)
         self.data_key.follow(self.store.cluster)
+        if self.data_key.missing(self.store.cluster):
+            self.missing()

@@ -71,7 +71,11 @@ class Manager:
         self.store.subscribe(self._follow_data_key)
         self.raft = ManagerRaft(RaftNode(self_addr=state.raft_addr, members=state.members or [state.raft_addr],
                                          data_dir=nodedir.raft_dir, tls=self.tls,
-                                         state_machine=KeyedStateMachine(self.store, self.data_key), timing=timing))
+                                         state_machine=KeyedStateMachine(self.store, self.data_key,
+                                                                         self._data_key_missing),
+                                         timing=timing))
+        # Set by the node: fetch the ring from another manager (on the raft thread; see ``DataKey.missing``).
+        self.on_missing_data_key: Callable[[], None] | None = None
         # About one election: how long a request waits for a leader before reporting none.
         self.proposer = RaftProposer(self.raft, self.store, self.clock, no_leader_grace=2 * timing.election_max)
         self.control = ControlAPI.build(store=self.store, proposer=self.proposer, members=self.proposer,
@@ -89,6 +93,13 @@ class Manager:
     def start_raft(self) -> None:
         self.raft.start()
         self.data_key.follow(self.store.cluster)
+        if self.data_key.missing(self.store.cluster):
+            self._data_key_missing()
+
+    def _data_key_missing(self) -> None:
+        log.warning("the swarm's data key changed while this manager was away: asking another manager for it")
+        if self.on_missing_data_key is not None:
+            self.on_missing_data_key()
 
     def _follow_data_key(self, event: Applied) -> None:
         """On the raft thread: a rotation's new key becomes current as it applies; once every
@@ -98,6 +109,8 @@ class Manager:
             return
         if isinstance(event.command, BeginDataKeyRotation):
             self.data_key.follow(self.store.cluster)
+            if self.data_key.missing(self.store.cluster):
+                self._data_key_missing()
         elif isinstance(event.command, FinishDataKeyRotation):
             self.data_key.retire()
 

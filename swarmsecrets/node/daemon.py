@@ -54,6 +54,8 @@ FORMATION_TIMEOUT = 20.0
 DEMOTION_TIMEOUT = 30.0
 # The default port of a manager's swarm address, as Docker's.
 DEFAULT_SWARM_PORT = 2377
+# A manager that missed a whole data-key rotation asks the others for the key this many times.
+FETCH_ATTEMPTS = 30
 
 
 def _grpc_target(addr: str) -> str:
@@ -218,6 +220,11 @@ class Node:
         m = Manager(self.dir, self.state, dek, ca_key, self.node_cert, self.node_key, self.config.timing(),
                     self.config.dispatcher_heartbeat, previous_deks)
         m.store.subscribe(self._on_apply)
+
+        def fetch_data_keys() -> None:  # on the raft thread
+            self.loop.call_soon_threadsafe(lambda: self._spawn("data key fetch", self._fetch_data_keys(m)))
+
+        m.on_missing_data_key = fetch_data_keys
         try:
             await asyncio.to_thread(m.start_raft)
             self.manager = m
@@ -370,6 +377,47 @@ class Node:
         scrub = dekrotation.RetiredKeyScrub(compact=m.raft.node.compact, compacted_to=m.raft.node.compacted_to,
                                             applied_index=lambda: m.store.applied_index, rewrite=rewrite)
         await scrub.run(finished_at)
+
+    async def _fetch_data_keys(self, m: Manager) -> None:
+        """This manager missed a whole data-key rotation (its raft state came as a snapshot taken
+        after it): ask the other managers, over mutual TLS as a manager, for the current ring, and
+        keep it in the key file."""
+        delay = 0.5
+        for _ in range(FETCH_ATTEMPTS):
+            if self.manager is not m:  # still starting (raft first), or stopped meanwhile
+                await asyncio.sleep(delay)
+                continue
+            cluster = m.store.cluster
+            if not m.data_key.missing(cluster):
+                return
+            for addr in m.store.manager_addrs():
+                if addr == self.state.advertise_addr:
+                    continue
+                try:
+                    async with self._mtls_channel(addr) as ch:
+                        got: ca_pb2.GetManagerKeysResponse = await ca_pb2_grpc.NodeCAStub(ch).GetManagerKeys(
+                            ca_pb2.GetManagerKeysRequest(), timeout=15)
+                except grpc.aio.AioRpcError as e:
+                    log.info("data key not fetched from %s: %s", addr, e.details())
+                    continue
+                m.data_key.adopt(got.data_key, tuple(got.previous_data_keys))
+                cluster = m.store.cluster
+                m.data_key.follow(cluster)
+                if m.data_key.missing(cluster) or cluster is None:
+                    continue
+                if not cluster.rotation_from:
+                    m.data_key.retire()
+                unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
+                with self._key_file_lock:
+                    self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock,
+                                        as_of=keys.WrappedKeys(self.dir.keys_dir).as_of(),
+                                        previous_deks=m.data_key.previous)
+                log.info("data key %s fetched from %s", m.data_key.key_id, addr)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+        log.error("the swarm's current data key could not be fetched from another manager: this manager "
+                  "cannot open secrets re-encrypted while it was away; restart it to try again")
 
     def _record_autolock(self, autolock: bool) -> None:
         self.state.autolock = autolock
