@@ -368,8 +368,8 @@ class Node:
             cluster = m.store.cluster
             if self.manager is not m or cluster is None or cluster.rotation_from:
                 return  # stopped, or another rotation began: its own end scrubs
-            unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
             with self._key_file_lock:
+                unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
                 wrapped = keys.WrappedKeys(self.dir.keys_dir)
                 self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock,
                                     as_of=max(wrapped.as_of(), finished_at))

@@ -13,6 +13,8 @@ import pytest
 
 from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2
+from swarmsecrets.cli.client import CLIError
+from swarmsecrets.cli.swarm import parse_duration
 from swarmsecrets.crypto import keys
 from swarmsecrets.fsutil import publish, write_private
 from swarmsecrets.manager import dekrotation, state
@@ -112,8 +114,19 @@ def test_a_snapshot_taken_during_a_rotation_teaches_the_new_key() -> None:
     run(lambda: dekrotation.begin(swarm.store, swarm.proposer, swarm.sealer))
     snap = pickle.loads(pickle.dumps(codec.encode_snapshot(swarm.store.tables(), swarm.store.applied_index)))
     behind = DataKey(old)
-    dekrotation.KeyedStateMachine(state.Store(), behind).restore(snap)
+    dekrotation.KeyedStateMachine(state.Store(), behind, missing=lambda: None).restore(snap)
     assert behind.key == swarm.sealer.key and behind.previous == (old,)
+    # A snapshot taken after the rotation ended holds nothing to learn the key from: the manager
+    # is told to ask another one for it.
+    rotator = dekrotation.DataKeyRotator(swarm.store, swarm.proposer, swarm.sealer, swarm.clock)
+    run(lambda: rotator.finish(3))
+    after = pickle.loads(pickle.dumps(codec.encode_snapshot(swarm.store.tables(), swarm.store.applied_index)))
+    away, asked = DataKey(old), []
+    dekrotation.KeyedStateMachine(state.Store(), away, missing=lambda: asked.append(1)).restore(after)
+    assert asked == [1] and away.key == old
+    away.adopt(swarm.sealer.key, ())
+    assert not away.missing(swarm.store.cluster) and away.previous == (old,) and away.retire()
+    assert away.key == swarm.sealer.key and away.previous == ()
     # A forged record (the sealed key is not the key its id names) teaches nothing.
     cluster = swarm.store.cluster
     assert cluster is not None
@@ -235,3 +248,15 @@ def test_a_replaced_file_is_erased(tmp_path: Path) -> None:
         assert os.pread(old, 10, 0) == b"new"
     finally:
         os.close(old)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("0", 0.0), ("90s", 90.0), ("1h30m", 5400.0), ("2160h", 7776000.0),
+                                               ("1.5s", 1.5), ("500ms", 0.5)])
+def test_durations_parse_as_docker_takes_them(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "10", "-5s", "1d", "5s junk"])
+def test_a_bad_duration_is_one_clear_line(text: str) -> None:
+    with pytest.raises(CLIError, match=f'invalid duration "{text}"'):
+        parse_duration(text)
