@@ -131,6 +131,24 @@ def test_truncation_is_durable_before_new_appends(tmp_path: Path, monkeypatch: p
     assert reopened == entries(6) + [(b"new", 7, 2)]
 
 
+def test_compaction_erases_the_file_it_replaces(tmp_path: Path) -> None:
+    """Compacted entries may hold values sealed under a retired data key: their bytes are
+    overwritten, not only unlinked."""
+    j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    for e in entries(10):
+        j.add(*e)
+    j.sync()
+    old = os.open(tmp_path / "j", os.O_RDONLY)
+    try:
+        size = os.fstat(old).st_size
+        assert b"cmd-3" in os.pread(old, size, 0)
+        j.deleteEntriesTo(7)
+        assert os.pread(old, size, 0) == bytes(size)
+    finally:
+        os.close(old)
+    j._destroy()
+
+
 def test_compaction_rewrites_durably_and_never_empties(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
@@ -139,8 +157,10 @@ def test_compaction_rewrites_durably_and_never_empties(tmp_path: Path,
     j.add(b"unsynced", 11, 1)
     spy = SyncSpy(monkeypatch)
     j.deleteEntriesTo(7)  # keep 8..11
+    # The new file, the rename, then the replaced file, overwritten (see the next test).
     assert spy.calls == [("fsync", os.path.realpath(tmp_path / "j.compact")),
-                         ("fsync", os.path.realpath(tmp_path))]
+                         ("fsync", os.path.realpath(tmp_path)),
+                         ("fsync", os.path.realpath(tmp_path / "j") + " (deleted)")]
     assert [e[1] for e in j] == [8, 9, 10, 11]
     with pytest.raises(ValueError):
         j.deleteEntriesTo(len(j))
