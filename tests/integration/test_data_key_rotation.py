@@ -34,12 +34,17 @@ def key_ring(m: Node, unlock: bytes | None = None) -> tuple[bytes, ...]:
     return (got.dek, *got.previous)
 
 
+def data_key(m: Node) -> control_pb2.DataKeyInfo:
+    info: control_pb2.DataKeyInfo = m.control().GetDataKey(control_pb2.GetDataKeyRequest(), timeout=10)
+    return info
+
+
 def data_key_id(m: Node) -> str:
-    return m.ok("swarm", "data-key", "-q").strip()
+    return data_key(m).key_id
 
 
 class Writer:
-    """Creates secrets through a follower's control socket until stopped, counting failures."""
+    """Creates secrets through a manager's control socket until stopped, counting failures."""
 
     def __init__(self, m: Node, prefix: str) -> None:
         self.m, self.prefix = m, prefix
@@ -75,9 +80,10 @@ def task_file(w: Node, service: str, target: str) -> Path:
 
 
 def test_rotation_leaves_nothing_under_the_old_key(fleet: Cluster) -> None:
-    m1, m2, m3 = fleet.managers
+    # m1 leads (writes go to it), m2 runs the command, m3 is away during the rotation.
+    m1 = fleet.leader()
+    m2, m3 = [m for m in fleet.managers if m is not m1]
     (w1,) = fleet.workers
-    assert fleet.leader() is m1
     m1.ok("secret", "create", "db_pass", "-", input="database_password\n")
     for i in range(20):
         m1.control().CreateSecret(control_pb2.CreateSecretRequest(
@@ -90,8 +96,8 @@ def test_rotation_leaves_nothing_under_the_old_key(fleet: Cluster) -> None:
                "the task reading its secret")
 
     old = {m.name: key_ring(m) for m in fleet.managers}
-    assert len({ring for ring in old.values()}) == 1 and len(old["m1"]) == 1
-    old_key = old["m1"][0]
+    assert len({ring for ring in old.values()}) == 1 and len(old[m1.name]) == 1
+    old_key = old[m1.name][0]
     old_id = data_key_id(m1)
     # The probe works: before the rotation, every manager's disk holds data the old key opens.
     before = {m.name: opened_under(old_key, sealed_candidates(m.data_dir)) for m in fleet.managers}
@@ -106,14 +112,15 @@ def test_rotation_leaves_nothing_under_the_old_key(fleet: Cluster) -> None:
         assert "Successfully rotated the swarm data key." in out
         # Each manager erases the old key once its journal is compacted past the rotation.
         wait_until(lambda: all(len(key_ring(m)) == 1 and key_ring(m) != old[m.name] for m in (m1, m2)),
-                   60, 0.1, "m1's and m2's key files without the old key")
+                   60, 0.1, "the other managers' key files without the old key")
         m3.start()
-        wait_until(lambda: len(key_ring(m3)) == 1 and key_ring(m3) != old["m3"], 60, 0.1,
-                   "m3's key file with the new key only")
+        wait_until(lambda: len(key_ring(m3)) == 1 and key_ring(m3) != old[m3.name], 60, 0.1,
+                   "the key file of the manager that was away, with the new key only")
         wait_until(lambda: len(writer.created) > 5, 30, 0.1, "writes during the rotation")
     assert not writer.failed, writer.failed
     new_id = data_key_id(m1)
     assert new_id != old_id and all(data_key_id(m) == new_id for m in (m2, m3))
+    assert m3.ok("swarm", "data-key", "-q").strip() == new_id
     new_key = key_ring(m1)[0]
     assert keys.key_id(new_key) == new_id and key_ring(m2) == key_ring(m3) == (new_key,)
 
@@ -132,7 +139,8 @@ def test_rotation_leaves_nothing_under_the_old_key(fleet: Cluster) -> None:
                "app2's secrets on the worker")
     assert task_file(w1, "app2", "pw").read_bytes() == b"database_password\n"
     assert task_file(w1, "app2", "last").read_bytes() == f"value-{writer.created[-1]}".encode()
-    # m3, back with the new key, serves: a write through it, read back through the worker.
+    # The manager that was away, back with the new key, serves: a write through it, read back
+    # through the worker.
     m3.ok("secret", "create", "via_m3", "-", input="from m3")
     m3.ok("service", "update", "--secret-add", "via_m3", "app2")
     wait_until(lambda: task_file(w1, "app2", "via_m3").exists(), 30, 0.1, "via_m3 on the worker")
@@ -146,7 +154,7 @@ def test_scheduled_rotation(fleet: Cluster) -> None:
     m1.ok("swarm", "update", "--data-key-rotation-interval", "1s")
     try:
         assert "Rotation interval:  1s" in m2.ok("swarm", "data-key")
-        wait_until(lambda: data_key_id(m2) != before, 30, 0.2, "a scheduled rotation")
+        wait_until(lambda: data_key_id(m2) != before, 30, 0.1, "a scheduled rotation")
     finally:
         m1.ok("swarm", "update", "--data-key-rotation-interval", "0")
     assert "invalid duration" in m1.fails("swarm", "update", "--data-key-rotation-interval", "soon")
@@ -160,7 +168,7 @@ def test_unlock_key_rotation_rotates_the_data_key(fleet: Cluster) -> None:
                20, 0.1, "every manager's keys wrapped under the unlock key")
     before = data_key_id(m1)
     new_unlock = keys.parse_unlock_key(m2.ok("swarm", "unlock-key", "-q", "--rotate").strip())
-    wait_until(lambda: data_key_id(m3) != before and "Rotating from" not in m3.ok("swarm", "data-key"), 30, 0.2,
+    wait_until(lambda: data_key_id(m3) != before and not data_key(m3).rotating_from, 30, 0.1,
                "the data key rotated with the unlock key")
     assert unlock != new_unlock
     # Each manager's key file: the new data key alone, under the new unlock key.
