@@ -7,7 +7,8 @@ It remembers its role in its data dir and resumes it on restart. Every change of
 one lock, is checked by the role state machine (``roles.py``) and, should it fail part-way, goes
 back through one rollback (``_undo``) to the role the node had.
 
-The node's TLS identity is held in memory (``node_cert``, ``node_key``) and only ever written to the
+The node's TLS identity is held in memory (``material``, a ``TLSMaterial`` that every port and channel
+reads, so that a renewed certificate takes effect at once) and only ever written to the
 data dir by ``_save_identity``: in clear for a worker or a manager without autolock, sealed under the
 unlock key with the manager keys under autolock. A locked manager has no key in memory: it serves no
 TLS port, dials no peer and runs no agent until ``swarm unlock``.
@@ -30,6 +31,7 @@ import grpc
 from swarmsecrets import __version__, errors, ids, validation, wire
 from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, raft_pb2, raft_pb2_grpc
 from swarmsecrets.ca import certs, tokens
+from swarmsecrets.ca.material import TLSMaterial
 from swarmsecrets.crypto import keys
 from swarmsecrets.manager import state
 from swarmsecrets.manager.controlapi import ControlAPI
@@ -74,13 +76,31 @@ class Node:
         self.loop = asyncio.get_running_loop()
         self._background: set[asyncio.Task[None]] = set()
         self._agent_refused = ""  # why this manager's agent could not start, once said
-        # This node's certificate and TLS key: None while inactive or locked.
-        self.node_cert: bytes | None = None
-        self.node_key: bytes | None = None
+        # This node's certificate, TLS key and trusted roots: None while inactive or locked.
+        self.material: TLSMaterial | None = None
 
     @property
     def role(self) -> Role:
         return self.roles.role
+
+    @property
+    def node_cert(self) -> bytes | None:
+        return self.material.current().cert_chain if self.material is not None else None
+
+    @property
+    def node_key(self) -> bytes | None:
+        return self.material.current().key if self.material is not None else None
+
+    def _hold_identity(self, cert: bytes, key: bytes) -> None:
+        """Make ``cert`` and ``key`` this node's identity in memory: every port and channel uses
+        them from their next handshake on."""
+        if self.material is None:
+            self.material = TLSMaterial(cert, key, self.dir.read(self.dir.ca_path))
+        else:
+            self.material.replace(cert_chain=cert, key=key)
+
+    def _forget_identity(self) -> None:
+        self.material = None
 
     # --- who may use the control API -------------------------------------------------------------
 
@@ -111,7 +131,7 @@ class Node:
         if role is Role.INACTIVE:
             self.dir.wipe()
             self.state = NodeState()
-            self.node_cert = self.node_key = None
+            self._forget_identity()
         elif role in (Role.MANAGER, Role.WORKER):
             self.state.role = role
             self.dir.save(self.state)
@@ -133,9 +153,9 @@ class Node:
             if role is Role.INACTIVE:
                 self.dir.wipe()
                 self.state = NodeState()
-                self.node_cert = self.node_key = None
+                self._forget_identity()
             elif role is Role.LOCKED:
-                self.node_cert = self.node_key = None
+                self._forget_identity()
             elif role is Role.WORKER:
                 self._save_identity()
                 self.dir.forget_manager_material()
@@ -184,7 +204,7 @@ class Node:
         key = self.dir.read_clear_key()
         if key is None:
             raise errors.FailedPrecondition(f"this node's key is missing: {self.dir.key_path}")
-        self.node_cert, self.node_key = self.dir.read(self.dir.cert_path), key
+        self._hold_identity(self.dir.read(self.dir.cert_path), key)
 
     def _save_identity(self, manager_keys: tuple[bytes, bytes] | None = None, unlock: bytes | None = None,
                        as_of: int = 0) -> None:
@@ -209,9 +229,9 @@ class Node:
     async def _start_manager(self, dek: bytes, ca_key: bytes,
                              before_serving: Callable[[Manager], Awaitable[Any]] | None = None) -> Manager:
         """Raft first; then (joining the group, or creating the cluster) ``before_serving``; then the TLS port."""
-        if self.node_cert is None or self.node_key is None:
+        if self.material is None:
             raise errors.SwarmLocked()
-        m = Manager(self.dir, self.state, dek, ca_key, self.node_cert, self.node_key, self.config.timing(),
+        m = Manager(self.dir, self.state, dek, ca_key, self.material, self.config.timing(),
                     self.config.dispatcher_heartbeat)
         m.store.subscribe(self._on_apply)
         try:
@@ -427,14 +447,10 @@ class Node:
     # --- outgoing calls to managers --------------------------------------------------------------
 
     def _mtls_channel(self, target: str) -> grpc.aio.Channel:
-        if self.node_cert is None or self.node_key is None:
+        if self.material is None:
             raise errors.SwarmLocked()
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=self.dir.read(self.dir.ca_path),
-            private_key=self.node_key,
-            certificate_chain=self.node_cert,
-        )
-        return grpc.aio.secure_channel(_grpc_target(target), creds, options=wire.TLS_CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(_grpc_target(target), self.material.grpc_channel_credentials(),
+                                       options=wire.TLS_CHANNEL_OPTIONS)
 
     async def _renew_certificate(self, managers: list[str]) -> ca_pb2.IssueNodeCertificateResponse:
         """A new key and a certificate with the role the swarm now has for this node, held in memory:
@@ -449,7 +465,7 @@ class Node:
             except grpc.aio.AioRpcError as e:
                 last = e
                 continue
-            self.node_cert, self.node_key = resp.certificate, key_pem
+            self._hold_identity(resp.certificate, key_pem)
             return resp
         raise errors.Unavailable(f"could not renew this node's certificate: {last}")
 
@@ -551,7 +567,7 @@ class Node:
                 cert = certs.issue_node_cert(ca, csr, node_id=node_id, role="manager", cluster_id=cluster_id,
                                              raft_addr=raft_addr)
                 self.dir.write_identity(ca.cert_pem, cert)
-                self.node_cert, self.node_key = cert, key_pem
+                self._hold_identity(cert, key_pem)
                 dek = keys.new_key()
                 unlock = keys.new_key() if options.autolock else None
                 assert ca.key_pem is not None
@@ -620,7 +636,7 @@ class Node:
                     if issued.role == "manager" and not advertise:
                         raise errors.InvalidArgument("--advertise-addr is required to join as a manager")
                     self.dir.write_identity(root_pem, issued.certificate)
-                    self.node_cert, self.node_key = issued.certificate, key_pem
+                    self._hold_identity(issued.certificate, key_pem)
                     self.state = NodeState(node_id=issued.node_id, cluster_id=issued.cluster_id,
                                            advertise_addr=advertise, listen_addr=listen, raft_addr=raft_addr,
                                            remote_managers=[remote])
@@ -667,7 +683,7 @@ class Node:
             if node_key is None:
                 raise errors.FailedPrecondition(f"this node's key is missing: {self.dir.key_path}")
             async with self._undo():
-                self.node_cert, self.node_key = self.dir.read(self.dir.cert_path), node_key
+                self._hold_identity(self.dir.read(self.dir.cert_path), node_key)
                 if got.node_key is None:
                     self._save_identity((got.dek, got.ca_key), key)
                 await self._start_manager(got.dek, got.ca_key)
