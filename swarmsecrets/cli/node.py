@@ -59,7 +59,9 @@ Engine Version:\t\t{{.EngineVersion}}
 {{- if .HasTLSInfo}}
 TLS Info:
  TrustRoot:
-{{.TLSInfoTrustRoot}}
+{{- range .TLSInfoTrustRoot}}
+{{.}}
+{{- end}}
  Issuer Subject:\t{{.TLSInfoCertIssuerSubject}}
  Issuer Public Key:\t{{.TLSInfoCertIssuerPublicKey}}
  Certificate Expiry:\t{{.TLSInfoCertNotAfter}}
@@ -163,10 +165,11 @@ def _pretty_context(n: objects_pb2.Node) -> Struct:
         "PlatformArchitecture": n.description.platform_arch,
         "EngineVersion": n.description.engine_version,
         "HasTLSInfo": n.HasField("tls_info"),
-        "TLSInfoTrustRoot": n.tls_info.trust_root.strip(),
+        # Line by line: a value's newlines would print escaped.
+        "TLSInfoTrustRoot": n.tls_info.trust_root.strip().splitlines(),
         "TLSInfoCertIssuerSubject": n.tls_info.cert_issuer_subject,
         "TLSInfoCertIssuerPublicKey": n.tls_info.cert_issuer_public_key,
-        "TLSInfoCertNotAfter": pretty_print(GoTime(n.tls_info.cert_not_after).go_string())
+        "TLSInfoCertNotAfter": GoTime(n.tls_info.cert_not_after).go_string()
         if n.HasField("tls_info") else "",
     })
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import logging
 import os
 import socket
@@ -278,7 +279,7 @@ class Node:
                           channel=self._mtls_channel,
                           on_removed=removed, on_managers=save_managers,
                           on_promoted=lambda: self._spawn("promotion", self._promoted()),
-                          hide=[self.dir.root, self.config.socket_path])
+                          hide=[self.dir.root, self.config.socket_path], on_cert_expiry=self._cert_expiry_is)
         except (OSError, ValueError, NotTmpfsError) as e:  # e.g. a secrets root that is not tmpfs
             raise errors.FailedPrecondition(str(e)) from None
         agent.start()
@@ -357,6 +358,8 @@ class Node:
             self.loop.call_soon_threadsafe(lambda: self._spawn("demotion", self._demoted()))
         if (isinstance(cmd, state.UpdateCluster) and cmd.unlock_key is not None) or isinstance(cmd, state.SetAutolock):
             self._rewrap(event.index)
+        if isinstance(cmd, state.SetCertExpiry):
+            self.loop.call_soon_threadsafe(self._cert_expiry_is, cmd.seconds)
 
     def _rewrap(self, index: int) -> None:
         """On the raft thread, right after the apply at ``index`` changed the unlock key or turned
@@ -506,6 +509,16 @@ class Node:
         self.renewer = Renewer(certificate=lambda: material.current().certificate, renew=self._renew_own,
                                refused=self._set_renewal_refused)
         self.renewer.start()
+
+    def _cert_expiry_is(self, seconds: int) -> None:
+        """The swarm's certificate lifetime is ``seconds``: a certificate that outlives it (the
+        lifetime was shortened) is renewed now."""
+        material, renewer = self.material, self.renewer
+        if material is None or renewer is None:
+            return
+        limit = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+        if material.current().certificate.not_valid_after_utc > limit:
+            renewer.trigger()
 
     def _set_renewal_refused(self, message: str) -> None:
         self._renewal_refused = message
