@@ -18,7 +18,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.crypto import keys
 from tests.framework import Cluster, Node, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="workers need root for tmpfs mounts")]
@@ -140,6 +142,28 @@ def test_cert_expiry_minimum_and_bad_durations(fleet: Cluster) -> None:
     assert m1.ok("swarm", "update", "--cert-expiry", LIFETIME).strip() == "Swarm updated."
     after = m1.control().GetCluster(control_pb2.GetClusterRequest(), timeout=10).cluster.node_cert_expiry_seconds
     assert before == after == 10
+
+
+def test_under_autolock_a_renewed_key_is_sealed_never_in_clear(fleet: Cluster) -> None:
+    m1, m2, _ = fleet.managers
+    out = m1.ok("swarm", "update", "--autolock=true")
+    unlock = next(line.strip() for line in out.splitlines() if line.strip().startswith("SWMKEY-1-"))
+    key_file = m2.data_dir / "certificates" / "swarm-node.key"
+    wrapped = keys.WrappedKeys(str(m2.data_dir / "keys"))
+    wait_until(lambda: wrapped.exists() and wrapped.autolocked() and not key_file.exists(), 20, 0.2,
+               "m2 to seal its key under the unlock key")
+    serial = disk_cert(m2).serial_number
+    wait_until(lambda: disk_cert(m2).serial_number != serial, 20, 0.2, "m2 to renew under autolock")
+    # The key on disk is the renewed certificate's, sealed: it opens with the unlock key only.
+    assert not key_file.exists()
+    node_key = wrapped.load(keys.parse_unlock_key(unlock)).node_key
+    assert node_key is not None
+    private = serialization.load_pem_private_key(node_key, password=None)
+    cert = disk_cert(m2)
+    assert private.public_key().public_numbers() == cert.public_key().public_numbers()  # type: ignore[union-attr]
+    with pytest.raises(errors.InvalidArgument):
+        wrapped.load(keys.new_key())
+    m1.ok("swarm", "update", "--autolock=false")
 
 
 def test_node_off_past_its_certificate_life_says_how_to_rejoin(fleet: Cluster) -> None:
