@@ -613,3 +613,39 @@ def parse_env(items: Iterable[str], environ: Mapping[str, str]) -> dict[str, str
         env[key] = value
     validate_env(env)
     return env
+
+
+# --- durations (Go syntax, as Docker's duration flags take them) ---
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration (``2160h0m0s``, ``90m``, ``1.5h``), as Docker's flags take them."""
+    body = text.strip()
+    if body in ("0", "+0", "-0"):
+        return 0.0
+    sign = -1.0 if body.startswith("-") else 1.0
+    body = body.lstrip("+-")
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(body):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not body or pos != len(body):
+        raise ValueError(f'time: invalid duration "{text}"')
+    return sign * total
+
+
+def format_duration(seconds: float) -> str:
+    """A whole number of seconds as Go prints a duration: ``1h0m0s``, ``1m30s``, ``10s``."""
+    s = int(seconds)
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    if h:
+        return f"{h}h{m}m{sec}s"
+    if m:
+        return f"{m}m{sec}s"
+    return f"{sec}s"

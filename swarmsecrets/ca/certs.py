@@ -37,6 +37,10 @@ RAFT_URI_SCHEME = "swarmsecrets-raft://"
 CA_SERVER_NAME = "swarm-ca"
 CA_VALIDITY = datetime.timedelta(days=365 * 20)
 NODE_VALIDITY = datetime.timedelta(days=90)
+# The shortest node certificate lifetime an operator may set (Docker's), and its message.
+MIN_NODE_VALIDITY = datetime.timedelta(hours=1)
+# notBefore lies this far before the time of issue, for peers whose clocks lag; notAfter is the
+# time of issue plus the lifetime, so that a certificate lives exactly as long as the swarm says.
 BACKDATE = datetime.timedelta(hours=1)
 
 
@@ -134,7 +138,7 @@ def issue_node_cert(ca: RootCA, csr_pem: bytes, *, node_id: str, role: str, clus
         .public_key(csr.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + validity + BACKDATE)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
                                      content_commitment=False, data_encipherment=False,
@@ -239,6 +243,16 @@ def identity_of(cert: x509.Certificate) -> NodeIdentity:
         serial=format(cert.serial_number, "x"),
         not_after=cert.not_valid_after_utc,
     )
+
+
+def node_validity(seconds: int) -> datetime.timedelta:
+    """The lifetime of node certificates the cluster record sets (0: the default)."""
+    return datetime.timedelta(seconds=seconds) if seconds > 0 else NODE_VALIDITY
+
+
+def issued_at(cert: x509.Certificate) -> datetime.datetime:
+    """When a node certificate was issued (its notBefore is backdated)."""
+    return cert.not_valid_before_utc + BACKDATE
 
 
 def identity_from_pem(pem: bytes) -> NodeIdentity:

@@ -1,18 +1,18 @@
-"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|data-key|update``: docker's texts, our
-command name."""
+"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|data-key|update`` and ``swarmsecrets info``:
+docker's texts, our command name."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import getpass
-import re
 import sys
 
 import click
 
 from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import control_pb2, swarm_pb2
+from swarmsecrets.ca import certs
 from swarmsecrets.cli.client import SWARM_TIMEOUT, CLIError, Client
 from swarmsecrets.cli.service import PflagCommand
 
@@ -208,25 +208,6 @@ def unlock_key(client: Client, quiet: bool, rotate: bool) -> None:
 
 # A data-key rotation answers once every secret is re-encrypted: it may take minutes on a large swarm.
 ROTATE_TIMEOUT = 900.0
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Go duration (``90s``, ``1h30m``, ``2160h``; ``0`` alone means zero), as Docker's
-    duration flags take it."""
-    if text == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    while pos < len(text):
-        m = _DURATION_PART.match(text, pos)
-        if m is None:
-            raise CLIError(f'invalid duration "{text}"')
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if not text:
-        raise CLIError('invalid duration ""')
-    return total
 
 
 @swarm.command("data-key")
@@ -264,26 +245,68 @@ def data_key(client: Client, quiet: bool, rotate: bool) -> None:
     click.echo(f"Rotation interval:  {f'{interval}s' if interval else 'none (on demand)'}")
 
 
+def _duration(value: str, flag: str) -> float:
+    """Seconds of a Go duration flag, with Docker's error for a bad one."""
+    try:
+        return validation.parse_duration(value)
+    except ValueError as e:
+        raise CLIError(f'invalid argument "{value}" for "{flag}" flag: {e}') from None
+
+
+def _cert_expiry(value: str) -> int:
+    """Whole seconds of a Go duration (``2160h0m0s``); the minimum is the manager's to check."""
+    seconds = _duration(value, "--cert-expiry")
+    if seconds < 1:
+        minimum = validation.format_duration(certs.MIN_NODE_VALIDITY.total_seconds())
+        raise CLIError(f"minimum certificate expiry time is: {minimum}")
+    return int(seconds)
+
+
 @swarm.command("update", cls=PflagCommand)
 @click.option("--autolock/--no-autolock", default=None,
               help="Change manager autolocking setting (true|false).")
+@click.option("--cert-expiry", default=None, metavar="duration",
+              help="Validity period for node certificates (ns|us|ms|s|m|h) (default 2160h0m0s).")
 @click.option("--data-key-rotation-interval", "rotation", default=None, metavar="DURATION",
               help="Rotate the data key this often (e.g. 2160h; 0: only with 'swarm data-key --rotate' "
                    "or 'swarm unlock-key --rotate').")
 @click.pass_obj
-def update(client: Client, autolock: bool | None, rotation: str | None) -> None:
+def update(client: Client, autolock: bool | None, cert_expiry: str | None, rotation: str | None) -> None:
     """Update the swarm."""
-    interval = None if rotation is None else parse_duration(rotation)
+    expiry = _cert_expiry(cert_expiry) if cert_expiry is not None else 0
+    interval = None if rotation is None else _duration(rotation, "--data-key-rotation-interval")
     if interval is not None and (interval != 0 and interval < 1):
         raise CLIError("the data key rotation interval must be 0 or at least 1s")
     if interval is not None:
         client.write(client.control.SetDataKeyRotation,
                      control_pb2.SetDataKeyRotationRequest(interval_seconds=int(interval)))
-    if autolock is None:
+    if autolock is None and not expiry:
         click.echo("Swarm updated.")
         return
     was = client.call(client.control.GetCluster, control_pb2.GetClusterRequest()).cluster.autolock
-    resp = client.write(client.control.UpdateCluster, control_pb2.UpdateClusterRequest(autolock=autolock))
+    resp = client.write(client.control.UpdateCluster, control_pb2.UpdateClusterRequest(
+        autolock=was if autolock is None else autolock, node_cert_expiry_seconds=expiry))
     click.echo("Swarm updated.")
     if autolock and not was and resp.unlock_key:
         click.echo(unlock_instructions(resp.unlock_key), nl=False)
+
+
+@click.command("info")
+@click.pass_obj
+def info(client: Client) -> None:
+    """Display the swarm part of docker info for this node."""
+    i = client.call(client.swarm.Info, swarm_pb2.InfoRequest())
+    lines = [f"Swarm: {i.local_node_state}"]
+    if i.local_node_state != "inactive":
+        lines.append(f" NodeID: {i.node_id}")
+    if i.error:
+        lines.append(f" Error: {i.error}")
+    if i.local_node_state in ("active", "error"):
+        lines.append(f" Is Manager: {'true' if i.control_available else 'false'}")
+        if i.control_available:
+            lines += [f" ClusterID: {i.cluster_id}", f" Managers: {i.managers}", f" Nodes: {i.nodes}"]
+        lines.append(f" Node Address: {i.node_addr}")
+        if i.remote_managers:
+            lines.append(" Manager Addresses:")
+            lines += [f"  {a}" for a in sorted(i.remote_managers)]
+    click.echo("\n".join(lines))

@@ -23,6 +23,7 @@ import grpc
 from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
+from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
 from swarmsecrets.manager import state
 from swarmsecrets.manager.collaborators import Clock, Proposer, Sealer, StoreReader, SystemClock
@@ -115,6 +116,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     # --- RPCs ------------------------------------------------------------------------------------
 
+    def _cert_expiry(self) -> int:
+        cluster = self.store.cluster
+        return int(certs.node_validity(cluster.node_cert_expiry if cluster is not None else 0).total_seconds())
+
     @rpc
     async def Session(self, request: pb.SessionRequest,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
@@ -133,8 +138,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                                               engine_version=request.engine_version))
         # Changes applied while the caller holds a message count as unseen: they wake the next wait.
         seen = self.generation
+        expiry = self._cert_expiry()
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.store.manager_addrs(),
-                                heartbeat_period_ms=int(self.heartbeat_period * 1000), role=session.role)
+                                heartbeat_period_ms=int(self.heartbeat_period * 1000), role=session.role,
+                                node_cert_expiry_seconds=expiry)
         while not session.ended.is_set():
             await self._wait(seen)
             seen = self.generation
@@ -147,6 +154,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 if session.role == "worker":
                     yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, role=node.role)
                 self._end(session)
+            elif self._cert_expiry() != expiry:
+                expiry = self._cert_expiry()
+                yield pb.SessionMessage(session_id=session.session_id, node_id=node_id,
+                                        node_cert_expiry_seconds=expiry)
 
     @rpc
     async def Heartbeat(self, request: pb.HeartbeatRequest,

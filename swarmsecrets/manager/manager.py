@@ -12,7 +12,7 @@ from swarmsecrets import errors, wire
 from swarmsecrets.api.v1 import ca_pb2_grpc, control_pb2_grpc, dispatcher_pb2_grpc, raft_pb2_grpc
 from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MANAGERS, PeerAuthorizer, raft_peer_verifier
-from swarmsecrets.crypto import keys
+from swarmsecrets.ca.material import RaftContexts, TLSMaterial
 from swarmsecrets.manager.collaborators import StoreNodes, SystemClock
 from swarmsecrets.manager.controlapi import ControlAPI, ControlServicer
 from swarmsecrets.manager.datakey import DataKey
@@ -33,7 +33,7 @@ from swarmsecrets.manager.state import (
     UpdateNode,
 )
 from swarmsecrets.node.nodedir import NodeDir, NodeState
-from swarmsecrets.raft import RaftNode, RaftTiming, RaftTLS
+from swarmsecrets.raft import RaftNode, RaftTiming
 from swarmsecrets.rpcutil import MalformedRequests, peer_certificate
 
 log = logging.getLogger(__name__)
@@ -46,14 +46,14 @@ class Manager:
     """The composition root of a manager: it builds the collaborators (store, proposer, data key,
     CA, peer authorizer, clock) and hands each service only those it uses."""
 
-    def __init__(self, nodedir: NodeDir, state: NodeState, dek: bytes, ca_key_pem: bytes, cert_pem: bytes,
-                 key_pem: bytes, timing: RaftTiming, heartbeat_period: float,
+    def __init__(self, nodedir: NodeDir, state: NodeState, dek: bytes, ca_key_pem: bytes, material: TLSMaterial,
+                 timing: RaftTiming, heartbeat_period: float, min_cert_expiry: float = 3600.0,
                  previous_deks: tuple[bytes, ...] = ()) -> None:
-        """``cert_pem``, ``key_pem``: the node's identity, from memory (under autolock its key is
-        on disk only sealed): the ports load it from there, never from a file. ``previous_deks``:
-        the data keys of a rotation in progress (see ``dekrotation``)."""
+        """``material``: the node's identity, from memory (under autolock its key is on disk only
+        sealed): the ports take it from there, never from a file, and follow its renewals.
+        ``previous_deks``: the data keys of a rotation in progress (see ``dekrotation``)."""
         self.dir = nodedir
-        self.cert_pem, self.key_pem = cert_pem, key_pem
+        self.material = material
         self.state = state
         self.clock = SystemClock()
         self.data_key = DataKey(dek, previous_deks)
@@ -61,12 +61,7 @@ class Manager:
         self.ca = certs.RootCA(ca_pem, ca_key_pem)
         self.store = Store()
         self.authz = PeerAuthorizer(self.ca.cert, state.cluster_id, StoreNodes(self.store))
-        with keys.memory_file(cert_pem) as cert_path, keys.memory_file(key_pem) as key_path:
-            self.tls = RaftTLS(
-                server_ctx=certs.server_context(cert_path, key_path, ca_pem),
-                client_ctx=certs.client_context(cert_path, key_path, ca_pem),
-                verify_peer=raft_peer_verifier(state.cluster_id),
-            )
+        self.tls = RaftContexts(material, raft_peer_verifier(state.cluster_id))
         # First subscriber: the ring follows a rotation before anyone else hears of the apply.
         self.store.subscribe(self._follow_data_key)
         self.raft = ManagerRaft(RaftNode(self_addr=state.raft_addr, members=state.members or [state.raft_addr],
@@ -80,7 +75,7 @@ class Manager:
         self.proposer = RaftProposer(self.raft, self.store, self.clock, no_leader_grace=2 * timing.election_max)
         self.control = ControlAPI.build(store=self.store, proposer=self.proposer, members=self.proposer,
                                         sealer=self.data_key, ca=self.ca, node_id=state.node_id,
-                                        raft_addr=state.raft_addr)
+                                        raft_addr=state.raft_addr, min_cert_expiry=min_cert_expiry)
         self.rotator = DataKeyRotator(self.store, self.proposer, self.data_key, self.clock)
         self.server: grpc.aio.Server | None = None
         self.dispatcher: Dispatcher | None = None
@@ -143,13 +138,10 @@ class Manager:
         advertise = advertise_state_version(self.store, self.state.node_id, self.proposer.propose, applied)
         self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor()),
                        asyncio.create_task(advertise), asyncio.create_task(self.rotator.run())]
-        creds = grpc.ssl_server_credentials(
-            [(self.key_pem, self.cert_pem + self.ca.cert_pem)],
-            # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert); RPCs
-            # authorize only certificates the root CA issued.
-            root_certificates=self.ca.cert_pem + certs.bootstrap_ca_cert(certs.ca_digest(self.ca.cert_pem)),
-            require_client_auth=True,
-        )
+        # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert); RPCs authorize
+        # only certificates the root CA issued.
+        bootstrap = certs.bootstrap_ca_cert(certs.ca_digest(self.ca.cert_pem))
+        creds = self.material.grpc_server_credentials(lambda m: bootstrap)
         server = grpc.aio.server(options=wire.TLS_SERVER_OPTIONS, interceptors=[MalformedRequests()])
         control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(self.control_for_manager), server)
         ca_pb2_grpc.add_NodeCAServicer_to_server(NodeCAService(
@@ -173,6 +165,7 @@ class Manager:
             await self.server.stop(grace=0.5)
             self.server = None
         await asyncio.to_thread(self.raft.stop)
+        self.tls.close()
 
 
 async def advertise_state_version(store: Store, node_id: str, propose: Callable[[Command], Awaitable[object]],

@@ -7,7 +7,8 @@ It remembers its role in its data dir and resumes it on restart. Every change of
 one lock, is checked by the role state machine (``roles.py``) and, should it fail part-way, goes
 back through one rollback (``_undo``) to the role the node had.
 
-The node's TLS identity is held in memory (``node_cert``, ``node_key``) and only ever written to the
+The node's TLS identity is held in memory (``material``, a ``TLSMaterial`` that every port and channel
+reads, so that a renewed certificate takes effect at once) and only ever written to the
 data dir by ``_save_identity``: in clear for a worker or a manager without autolock, sealed under the
 unlock key with the manager keys under autolock. A locked manager has no key in memory: it serves no
 TLS port, dials no peer and runs no agent until ``swarm unlock``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import logging
 import os
 import socket
@@ -31,14 +33,17 @@ import grpc
 from swarmsecrets import __version__, errors, ids, validation, wire
 from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, raft_pb2, raft_pb2_grpc
 from swarmsecrets.ca import certs, tokens
+from swarmsecrets.ca.material import TLSMaterial
 from swarmsecrets.crypto import keys
 from swarmsecrets.manager import dekrotation, state
 from swarmsecrets.manager.controlapi import ControlAPI
 from swarmsecrets.manager.datakey import unlock_key
 from swarmsecrets.manager.manager import Manager
+from swarmsecrets.manager.nodeca import certificate_record
 from swarmsecrets.node.config import DaemonConfig
 from swarmsecrets.node.localapi import InitOptions, Initialized, JoinOptions, Joined, NodeInfo
 from swarmsecrets.node.nodedir import NodeDir, NodeState
+from swarmsecrets.node.renewal import Renewer
 from swarmsecrets.node.roles import Change, Role, RoleMachine
 from swarmsecrets.rpcutil import error_from_rpc
 from swarmsecrets.worker.agent import Agent
@@ -56,6 +61,8 @@ DEMOTION_TIMEOUT = 30.0
 DEFAULT_SWARM_PORT = 2377
 # A manager that missed a whole data-key rotation asks the others for the key this many times.
 FETCH_ATTEMPTS = 30
+# How long one manager has to answer a scheduled renewal before the next is asked.
+RENEW_TIMEOUT = 5.0
 
 
 def _grpc_target(addr: str) -> str:
@@ -74,17 +81,39 @@ class Node:
         self.manager: Manager | None = None
         self.agent: Agent | None = None
         self.lifecycle = asyncio.Lock()  # one role change at a time
-        self._key_file_lock = threading.Lock()  # the raft thread and a scrub both rewrite the key file
+        # Serializes writes of the key file: the raft thread's (unlock key, data key), a renewal's, a scrub's.
+        self._key_file_lock = threading.Lock()
         self.loop = asyncio.get_running_loop()
         self._background: set[asyncio.Task[None]] = set()
         self._agent_refused = ""  # why this manager's agent could not start, once said
-        # This node's certificate and TLS key: None while inactive or locked.
-        self.node_cert: bytes | None = None
-        self.node_key: bytes | None = None
+        # This node's certificate, TLS key and trusted roots: None while inactive or locked.
+        self.material: TLSMaterial | None = None
+        self.renewer: Renewer | None = None  # runs while a manager or an agent does
+        self._renewal_refused = ""  # why the swarm no longer admits this node, once renewal found out
 
     @property
     def role(self) -> Role:
         return self.roles.role
+
+    @property
+    def node_cert(self) -> bytes | None:
+        return self.material.current().cert_chain if self.material is not None else None
+
+    @property
+    def node_key(self) -> bytes | None:
+        return self.material.current().key if self.material is not None else None
+
+    def _hold_identity(self, cert: bytes, key: bytes) -> None:
+        """Make ``cert`` and ``key`` this node's identity in memory: every port and channel uses
+        them from their next handshake on."""
+        if self.material is None:
+            self.material = TLSMaterial(cert, key, self.dir.read(self.dir.ca_path))
+        else:
+            self.material.replace(cert_chain=cert, key=key)
+
+    def _forget_identity(self) -> None:
+        self.material = None
+        self._renewal_refused = ""
 
     # --- who may use the control API -------------------------------------------------------------
 
@@ -115,7 +144,7 @@ class Node:
         if role is Role.INACTIVE:
             self.dir.wipe()
             self.state = NodeState()
-            self.node_cert = self.node_key = None
+            self._forget_identity()
         elif role in (Role.MANAGER, Role.WORKER):
             self.state.role = role
             self.dir.save(self.state)
@@ -137,9 +166,9 @@ class Node:
             if role is Role.INACTIVE:
                 self.dir.wipe()
                 self.state = NodeState()
-                self.node_cert = self.node_key = None
+                self._forget_identity()
             elif role is Role.LOCKED:
-                self.node_cert = self.node_key = None
+                self._forget_identity()
             elif role is Role.WORKER:
                 self._save_identity()
                 self.dir.forget_manager_material()
@@ -188,7 +217,7 @@ class Node:
         key = self.dir.read_clear_key()
         if key is None:
             raise errors.FailedPrecondition(f"this node's key is missing: {self.dir.key_path}")
-        self.node_cert, self.node_key = self.dir.read(self.dir.cert_path), key
+        self._hold_identity(self.dir.read(self.dir.cert_path), key)
 
     def _save_identity(self, manager_keys: tuple[bytes, bytes] | None = None, unlock: bytes | None = None,
                        as_of: int = 0, previous_deks: tuple[bytes, ...] = ()) -> None:
@@ -197,9 +226,10 @@ class Node:
         clear copy goes; otherwise the key stays in clear beside its certificate (a worker's, or a
         manager's whose KEK sits on the same disk anyway). ``as_of``: see ``WrappedKeys.as_of``;
         ``previous_deks``: the data keys a rotation in progress retires."""
-        cert, key = self.node_cert, self.node_key
-        if cert is None or key is None:
+        if self.material is None:
             raise errors.SwarmLocked()
+        current = self.material.current()
+        cert, key = current.cert_chain, current.key
         ca_pem = self.dir.read(self.dir.ca_path)
         wrapped = keys.WrappedKeys(self.dir.keys_dir)
         if manager_keys is not None and unlock is not None:
@@ -215,10 +245,11 @@ class Node:
                              before_serving: Callable[[Manager], Awaitable[Any]] | None = None,
                              previous_deks: tuple[bytes, ...] = ()) -> Manager:
         """Raft first; then (joining the group, or creating the cluster) ``before_serving``; then the TLS port."""
-        if self.node_cert is None or self.node_key is None:
+        if self.material is None:
             raise errors.SwarmLocked()
-        m = Manager(self.dir, self.state, dek, ca_key, self.node_cert, self.node_key, self.config.timing(),
-                    self.config.dispatcher_heartbeat, previous_deks)
+        m = Manager(self.dir, self.state, dek, ca_key, self.material, self.config.timing(),
+                    self.config.dispatcher_heartbeat, min_cert_expiry=self.config.min_cert_expiry,
+                    previous_deks=previous_deks)
         m.store.subscribe(self._on_apply)
 
         def fetch_data_keys() -> None:  # on the raft thread
@@ -241,6 +272,7 @@ class Node:
         if previous_deks and cluster is not None and not cluster.rotation_from:
             # Stopped after a data-key rotation ended but before its key file lost the previous key.
             self._spawn("data key scrub", self._scrub_retired_key(m, cluster.version))
+        self._start_renewal()
         return m
 
     def _start_agent(self) -> None:
@@ -261,14 +293,18 @@ class Node:
                           channel=self._mtls_channel,
                           on_removed=removed, on_managers=save_managers,
                           on_promoted=lambda: self._spawn("promotion", self._promoted()),
-                          hide=[self.dir.root, self.config.socket_path])
+                          hide=[self.dir.root, self.config.socket_path], on_cert_expiry=self._cert_expiry_is)
         except (OSError, ValueError, NotTmpfsError) as e:  # e.g. a secrets root that is not tmpfs
             raise errors.FailedPrecondition(str(e)) from None
         agent.start()
         self.agent = agent
+        self._start_renewal()
         log.info("worker agent started node_id=%s secrets_root=%s", self.state.node_id, self.config.secrets_root)
 
     async def _stop_components(self) -> None:
+        if self.renewer is not None:
+            renewer, self.renewer = self.renewer, None
+            await renewer.stop()
         await self._stop_agent()
         if self.manager is not None:
             m, self.manager = self.manager, None
@@ -341,6 +377,8 @@ class Node:
         if isinstance(cmd, state.FinishDataKeyRotation) and self.manager is not None:
             m, index = self.manager, event.index
             self.loop.call_soon_threadsafe(lambda: self._spawn("data key scrub", self._scrub_retired_key(m, index)))
+        if isinstance(cmd, state.SetCertExpiry):
+            self.loop.call_soon_threadsafe(self._cert_expiry_is, cmd.seconds)
 
     def _rewrap(self, index: int) -> None:
         """On the raft thread, right after the apply at ``index`` changed the unlock key, turned
@@ -350,10 +388,10 @@ class Node:
         cluster = m.store.cluster if m is not None else None
         if m is None or cluster is None:
             return
-        if index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
-            return  # replayed after a restart: the keys are wrapped under a later unlock key already
-        unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
         with self._key_file_lock:
+            if index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
+                return  # replayed after a restart: the keys are wrapped under a later unlock key already
+            unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
             self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock, as_of=index,
                                 previous_deks=m.data_key.previous)
         autolock = unlock is not None
@@ -509,31 +547,105 @@ class Node:
     # --- outgoing calls to managers --------------------------------------------------------------
 
     def _mtls_channel(self, target: str) -> grpc.aio.Channel:
-        if self.node_cert is None or self.node_key is None:
+        if self.material is None:
             raise errors.SwarmLocked()
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=self.dir.read(self.dir.ca_path),
-            private_key=self.node_key,
-            certificate_chain=self.node_cert,
-        )
-        return grpc.aio.secure_channel(_grpc_target(target), creds, options=wire.TLS_CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(_grpc_target(target), self.material.grpc_channel_credentials(),
+                                       options=wire.TLS_CHANNEL_OPTIONS)
 
-    async def _renew_certificate(self, managers: list[str]) -> ca_pb2.IssueNodeCertificateResponse:
-        """A new key and a certificate with the role the swarm now has for this node, held in memory:
-        the caller saves them (``_save_identity``) where the node's new role keeps them."""
+    async def _request_renewal(self, managers: list[str], timeout: float = 15
+                               ) -> tuple[bytes, ca_pb2.IssueNodeCertificateResponse]:
+        """A new key, and a certificate for it with the role the swarm now has for this node, asked
+        of each of ``managers`` in turn over the node's current identity. A swarm that no longer
+        knows the node answers NodeRemoved at once."""
         key_pem, csr = certs.generate_key_and_csr()
         last: Exception | None = None
         for addr in managers:
             try:
                 async with self._mtls_channel(addr) as ch:
                     resp: ca_pb2.IssueNodeCertificateResponse = await ca_pb2_grpc.NodeCAStub(ch).RenewNodeCertificate(
-                        ca_pb2.RenewNodeCertificateRequest(csr=csr), timeout=15)
+                        ca_pb2.RenewNodeCertificateRequest(csr=csr), timeout=timeout)
             except grpc.aio.AioRpcError as e:
+                err = error_from_rpc(e)
+                if isinstance(err, errors.NodeRemoved):
+                    raise err from None
                 last = e
                 continue
-            self.node_cert, self.node_key = resp.certificate, key_pem
-            return resp
+            return key_pem, resp
         raise errors.Unavailable(f"could not renew this node's certificate: {last}")
+
+    async def _renew_certificate(self, managers: list[str]) -> ca_pb2.IssueNodeCertificateResponse:
+        """A new key and a certificate with the role the swarm now has for this node, held in memory:
+        the caller saves them (``_save_identity``) where the node's new role keeps them."""
+        key_pem, resp = await self._request_renewal(managers)
+        self._hold_identity(resp.certificate, key_pem)
+        return resp
+
+    # --- scheduled and requested renewals ---------------------------------------------------------
+
+    def _start_renewal(self) -> None:
+        material = self.material
+        if self.renewer is not None or material is None:
+            return
+        self.renewer = Renewer(certificate=lambda: material.current().certificate, renew=self._renew_own,
+                               refused=self._set_renewal_refused)
+        self.renewer.start()
+
+    def _cert_expiry_is(self, seconds: int) -> None:
+        """The swarm's certificate lifetime is ``seconds``: a certificate that outlives it (the
+        lifetime was shortened) is renewed now."""
+        material, renewer = self.material, self.renewer
+        if material is None or renewer is None:
+            return
+        limit = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+        if material.current().certificate.not_valid_after_utc > limit:
+            renewer.trigger()
+
+    def _set_renewal_refused(self, message: str) -> None:
+        self._renewal_refused = message
+
+    async def renew_now(self) -> None:
+        """Renew this node's certificate now (retrying until it is done), e.g. onto a new root."""
+        if self.renewer is None:
+            raise errors.FailedPrecondition("this node runs no certificate renewal (inactive or locked)")
+        await self.renewer.renew_now()
+
+    def _renewal_managers(self) -> list[str]:
+        """Whom a renewal asks: a manager itself first (it issues, recording through raft), then the
+        other managers; a worker the managers its sessions learned of."""
+        m = self.manager
+        if m is not None:
+            others = [a for a in m.store.manager_addrs() if a != self.state.advertise_addr]
+            return [self.state.advertise_addr, *others]
+        if self.agent is not None and self.agent.managers:
+            return list(self.agent.managers)
+        return list(self.state.remote_managers)
+
+    async def _renew_own(self) -> None:
+        """One scheduled renewal: ask without holding the lifecycle lock, then install and save
+        the new identity under it, unless the node changed role (or identity) meanwhile: the
+        role change takes its own certificate."""
+        role, material = self.role, self.material
+        if role not in (Role.MANAGER, Role.WORKER) or material is None:
+            raise errors.FailedPrecondition("this node holds no certificate to renew")
+        key_pem, resp = await self._request_renewal(self._renewal_managers(), timeout=RENEW_TIMEOUT)
+        async with self.lifecycle:
+            if self.role is not role or self.material is not material or resp.role != role.value:
+                raise errors.Unavailable("this node's role changed while its certificate was renewed")
+            self._hold_identity(resp.certificate, key_pem)
+            self._save_renewed()
+
+    def _save_renewed(self) -> None:
+        """Save a renewed identity as the node keeps it: a manager under autolock seals its new key
+        with the manager keys (under the unlock key the swarm has now), never in clear."""
+        m = self.manager
+        with self._key_file_lock:
+            wrapped = keys.WrappedKeys(self.dir.keys_dir)
+            if m is not None and wrapped.exists() and wrapped.autolocked():
+                unlock = unlock_key(m.store, m.data_key)
+                self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock, as_of=wrapped.as_of(),
+                                    previous_deks=m.data_key.previous)
+            else:
+                self._save_identity()
 
     def _self_node_record(self, role: str) -> state.Node:
         manager = role == "manager"
@@ -635,7 +747,7 @@ class Node:
                 cert = certs.issue_node_cert(ca, csr, node_id=node_id, role="manager", cluster_id=cluster_id,
                                              raft_addr=raft_addr)
                 self.dir.write_identity(ca.cert_pem, cert)
-                self.node_cert, self.node_key = cert, key_pem
+                self._hold_identity(cert, key_pem)
                 dek = keys.new_key()
                 unlock = keys.new_key() if options.autolock else None
                 assert ca.key_pem is not None
@@ -644,6 +756,7 @@ class Node:
                                        advertise_addr=advertise, listen_addr=listen, raft_addr=raft_addr,
                                        members=[raft_addr], autolock=options.autolock)
                 worker_tok, manager_tok = tokens.new_token(ca.cert_pem), tokens.new_token(ca.cert_pem)
+                record = certificate_record(node_id, cert, ca.cert)
 
                 async def create_cluster(m: Manager) -> None:
                     await self._propose_until_leader(m, state.InitCluster(
@@ -654,7 +767,10 @@ class Node:
                             unlock_key=m.data_key.seal(unlock) if unlock else None,
                             key_id=m.data_key.key_id,
                         ),
-                        node=replace(self._self_node_record("manager"), availability=availability),
+                        node=replace(self._self_node_record("manager"), availability=availability,
+                                     cert_serial=record.serial, cert_not_after=record.not_after,
+                                     cert_issued_at=record.issued_at,
+                                     cert_issuer=record.issuer, cert_issuer_key=record.issuer_key),
                     ))
 
                 await self._start_manager(dek, ca.key_pem, create_cluster)
@@ -704,7 +820,7 @@ class Node:
                     if issued.role == "manager" and not advertise:
                         raise errors.InvalidArgument("--advertise-addr is required to join as a manager")
                     self.dir.write_identity(root_pem, issued.certificate)
-                    self.node_cert, self.node_key = issued.certificate, key_pem
+                    self._hold_identity(issued.certificate, key_pem)
                     self.state = NodeState(node_id=issued.node_id, cluster_id=issued.cluster_id,
                                            advertise_addr=advertise, listen_addr=listen, raft_addr=raft_addr,
                                            remote_managers=[remote])
@@ -751,7 +867,7 @@ class Node:
             if node_key is None:
                 raise errors.FailedPrecondition(f"this node's key is missing: {self.dir.key_path}")
             async with self._undo():
-                self.node_cert, self.node_key = self.dir.read(self.dir.cert_path), node_key
+                self._hold_identity(self.dir.read(self.dir.cert_path), node_key)
                 if got.node_key is None:
                     self._save_identity((got.dek, got.ca_key), key, previous_deks=got.previous)
                 await self._start_manager(got.dek, got.ca_key, previous_deks=got.previous)
@@ -770,7 +886,8 @@ class Node:
             manager_addrs = [n.addr for n in records if n.role == "manager"]
             managers, remote_managers = len(manager_addrs), tuple(manager_addrs)
         return NodeInfo(
-            local_node_state="locked" if role is Role.LOCKED else "active",
+            local_node_state="locked" if role is Role.LOCKED else "error" if self._renewal_refused else "active",
+            error=self._renewal_refused,
             node_id=self.state.node_id, cluster_id=self.state.cluster_id,
             control_available=role is Role.MANAGER,
             node_addr=self.state.advertise_addr.rsplit(":", 1)[0],

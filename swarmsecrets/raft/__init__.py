@@ -17,9 +17,10 @@ from swarmsecrets.raft.errors import (
     UnknownOutcome,
 )
 from swarmsecrets.raft.node import RaftNode, RaftStatus, RaftTiming, RaftTLS, RaftTuning, StateMachine
-from swarmsecrets.raft.transport import Peer, PeerVerifier
+from swarmsecrets.raft.transport import Admission, Peer, PeerVerifier, TLSConfig
 
 __all__ = [
+    "Admission",
     "ApplyFailed",
     "InvalidCommand",
     "NoLeader",
@@ -35,6 +36,7 @@ __all__ = [
     "Refused",
     "StateMachine",
     "StorageFailed",
+    "TLSConfig",
     "Unavailable",
     "UnknownOutcome",
 ]

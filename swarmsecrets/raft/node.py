@@ -64,7 +64,7 @@ from swarmsecrets.raft.journal import DurableJournal
 from swarmsecrets.raft.membership import MembershipMixin, check_addr, encode_change, parse_change
 from swarmsecrets.raft.prevote import PreVoteMixin
 from swarmsecrets.raft.snapshots import SnapshotStore
-from swarmsecrets.raft.transport import Admission, PeerVerifier, TlsTransport
+from swarmsecrets.raft.transport import Admission, PeerVerifier, TLSConfig, TlsTransport
 
 log = logging.getLogger(__name__)
 
@@ -514,7 +514,7 @@ def _align_journal(journal: DurableJournal, snapshots: SnapshotStore) -> None:
 class RaftNode:
     """One manager's member of the raft group. Thread-safe; see the module docstring."""
 
-    def __init__(self, *, self_addr: str, members: list[str], data_dir: str, tls: RaftTLS,
+    def __init__(self, *, self_addr: str, members: list[str], data_dir: str, tls: TLSConfig,
                  state_machine: StateMachine, timing: RaftTiming = RaftTiming(),
                  tuning: RaftTuning = RaftTuning(), clock: Callable[[], float] = time.monotonic) -> None:
         """``clock`` is read wherever this library measures time (proposal deadlines, election

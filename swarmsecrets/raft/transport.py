@@ -162,8 +162,11 @@ class TlsConnection:
     def __init__(self, poller: Any, ctx: ssl.SSLContext, *, server_side: bool, send_buffer: int,
                  recv_buffer: int, keepalive: tuple[int, int, int] | None, idle_timeout: float,
                  verify_peer: PeerVerifier, sock: socket.socket | None = None,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic, ctx_source: Callable[[], ssl.SSLContext] | None = None) -> None:
+        """``ctx_source``: for an outgoing connection, where each (re)connection takes its context,
+        so that a certificate the host renewed is used from the next connection on."""
         self._poller = poller
+        self._ctx_source = ctx_source
         self._verify_peer = verify_peer
         self._clock = clock
         self._ctx = ctx
@@ -323,6 +326,8 @@ class TlsConnection:
                 self.disconnect()
                 return
             raw, self._sock = self._sock, None
+            if self._ctx_source is not None:
+                self._ctx = self._ctx_source()
             self._sock = self._ctx.wrap_socket(raw, server_side=False, do_handshake_on_connect=False)
             self._phase = _TLS
         if self._phase == _TLS:
@@ -528,7 +533,8 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
         return TlsConnection(self._syncObj._poller, ctx, server_side=server_side, sock=sock,
                              send_buffer=conf.sendBufferSize, recv_buffer=conf.recvBufferSize,
                              keepalive=conf.tcp_keepalive, idle_timeout=conf.connectionTimeout,
-                             verify_peer=self._tls.verify_peer, clock=self._clock)
+                             verify_peer=self._tls.verify_peer, clock=self._clock,
+                             ctx_source=None if server_side else (lambda: self._tls.client_ctx))
 
     def _createServer(self) -> None:
         """Listen with TLS on exactly our own address (stock binds 0.0.0.0)."""

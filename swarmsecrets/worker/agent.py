@@ -37,8 +37,10 @@ class Agent:
     def __init__(self, *, secrets_root: str, allow_non_tmpfs: bool, managers: list[str],
                  channel: ChannelFactory, on_removed: Callable[[], Awaitable[None]],
                  on_managers: Callable[[list[str]], None], on_promoted: Callable[[], Any],
-                 hide: Sequence[str] = ()) -> None:
-        """``hide``: what no task may see besides the secrets root (the daemon's data dir and socket)."""
+                 hide: Sequence[str] = (), on_cert_expiry: Callable[[int], None] = lambda seconds: None) -> None:
+        """``hide``: what no task may see besides the secrets root (the daemon's data dir and socket).
+        ``on_cert_expiry``: told the swarm's node certificate lifetime (seconds) when a session
+        starts and when it changes."""
         self.fs = SecretsFS(secrets_root, allow_non_tmpfs=allow_non_tmpfs)
         if self.fs.fallback_reason:
             log.warning("%s", self.fs.fallback_reason)
@@ -47,6 +49,7 @@ class Agent:
         self.on_removed = on_removed
         self.on_managers = on_managers
         self.on_promoted = on_promoted
+        self.on_cert_expiry = on_cert_expiry
         self.assignments = Assignments()
         self.reconciler = Reconciler(self.fs, asyncio.get_running_loop(), hide=hide)
         self.leader_hint = ""
@@ -116,6 +119,8 @@ class Agent:
                 self.managers = list(first.managers)
                 self.on_managers(self.managers)
             log.info("session %s with %s", first.session_id[:8], target)
+            if first.node_cert_expiry_seconds:
+                self.on_cert_expiry(first.node_cert_expiry_seconds)
             # The session lives while all four do; the first to end (an error, a failed heartbeat,
             # a promotion, the stream closing) ends it, and the agent reconnects.
             parts = [asyncio.create_task(self._assignments(stub, first.session_id)),
@@ -138,6 +143,8 @@ class Agent:
             msg = await session.read()
             if msg is grpc.aio.EOF:
                 return
+            if msg.node_cert_expiry_seconds:
+                self.on_cert_expiry(msg.node_cert_expiry_seconds)
             if msg.role and msg.role != "worker":
                 log.info("this node was promoted to %s", msg.role)
                 self.on_promoted()

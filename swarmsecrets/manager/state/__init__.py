@@ -14,6 +14,7 @@ from swarmsecrets.manager.state.commands import (
     CreateService,
     FinishDataKeyRotation,
     InitCluster,
+    RecordNodeCert,
     RemoveNode,
     RemoveSecret,
     RemoveService,
@@ -21,6 +22,7 @@ from swarmsecrets.manager.state.commands import (
     ReencryptSecrets,
     Schedule,
     SetAutolock,
+    SetCertExpiry,
     SetDataKeyRotation,
     StatusReport,
     TaskChange,
@@ -54,5 +56,6 @@ __all__ = [
     "Schedule", "Secret", "SecretRef", "Service", "SetAutolock", "StateView", "StatusReport", "Store", "Task",
     "TaskChange", "TaskStatus", "TaskStatusUpdate", "UpdateCluster", "UpdateNode", "UpdateSecret", "UpdateService",
     "BeginDataKeyRotation", "FinishDataKeyRotation", "Reencrypted", "ReencryptSecrets", "SetDataKeyRotation",
+    "RecordNodeCert", "SetCertExpiry",
     "bind_request_id", "client_request_id", "encode_command", "require_supported", "unwrap",
 ]

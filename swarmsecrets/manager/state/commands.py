@@ -33,7 +33,7 @@ from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, Secret
 # before commands carried a version are read as version 1 (the same kinds and fields).
 # Version 2: set_autolock.
 # Version 3: begin_data_key_rotation, reencrypt_secrets, finish_data_key_rotation,
-# set_data_key_rotation.
+# set_data_key_rotation, set_cert_expiry, record_node_cert (and the fields they set on Cluster and Node).
 STATE_VERSION = 3
 
 
@@ -133,6 +133,14 @@ class SetAutolock(Command):
     unlock_key: bytes | None = None
 
 
+@command("set_cert_expiry", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetCertExpiry(Command):
+    """The lifetime, in seconds, of the node certificates issued from now on."""
+
+    seconds: int
+
+
 @command("add_node")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AddNode(Command):
@@ -170,6 +178,20 @@ class UpdateNode(Command):
 
 _NODE_FIELDS = ("role", "hostname", "addr", "raft_addr", "engine_version", "arch", "availability", "status",
                 "status_message", "state_version")
+
+
+@command("record_node_cert", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordNodeCert(Command):
+    """A certificate was issued to the node: remember what ``node inspect`` shows of it. A record
+    of a certificate issued before the one recorded (a join's record that waited) changes nothing."""
+
+    node_id: str
+    serial: str
+    not_after: int
+    issued_at: int
+    issuer: str
+    issuer_key: str
 
 
 @command("remove_node")

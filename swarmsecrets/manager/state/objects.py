@@ -60,6 +60,8 @@ class Cluster(Meta):
     # Rotate the data key this often (ns; 0: never), counting from ``key_rotated_at``.
     key_rotation_interval: int = 0
     key_rotated_at: int = 0
+    # Lifetime of the node certificates issued from now on, in seconds; 0: the default (90 days).
+    node_cert_expiry: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +78,12 @@ class Node(Meta):
     status_message: str = ""
     labels: Mapping[str, str] = field(default_factory=lambda: _NO_LABELS)
     cert_serial: str = ""
+    # The node's latest certificate: its notAfter (unix seconds), its issuer's subject (RFC 4514)
+    # and the hex SHA-256 of its issuer's SubjectPublicKeyInfo (DER). Empty until one is recorded.
+    cert_not_after: int = 0
+    cert_issued_at: int = 0
+    cert_issuer: str = ""
+    cert_issuer_key: str = ""
     # Managers: the highest state version (see commands.STATE_VERSION) this member can apply.
     # 0 in records written before members advertised it: such a member knows version 1.
     state_version: int = 0
