@@ -194,10 +194,10 @@ def test_a_snapshot_written_before_the_new_fields_loads_with_defaults() -> None:
     s = _store()
     snap = codec.LogStateMachine(s).snapshot()
     snap["state_version"] = 2
-    del snap["state"]["cluster"]["node_cert_expiry"]
+    # Fields at their default are left out of what the codec writes: the version-2 form, here.
+    assert "node_cert_expiry" not in snap["state"]["cluster"]
     for node in snap["state"]["nodes"].values():
-        for field in ("cert_not_after", "cert_issued_at", "cert_issuer", "cert_issuer_key"):
-            del node[field]
+        assert not {"cert_not_after", "cert_issued_at", "cert_issuer", "cert_issuer_key"} & set(node)
     again = Store()
     codec.LogStateMachine(again).restore(snap)
     assert again.cluster is not None and again.cluster.node_cert_expiry == 0

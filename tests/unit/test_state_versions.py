@@ -7,7 +7,7 @@ import io
 import logging
 import pickle
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,23 @@ def test_entries_keep_the_layout_the_previous_release_reads() -> None:
         "changes": {"replicas": 3}}
     assert codec.encode_command(state.RemoveNode(rid="r", ts=5, node_id="n")) == {
         "op": "remove_node", "v": 1, "rid": "r", "ts": 5, "node_id": "n"}
+
+
+# Node's fields as the previous release defines them; a member of that release decodes an
+# add_node strictly against them.
+PREVIOUS_NODE_FIELDS = frozenset({"id", "role", "hostname", "addr", "raft_addr", "engine_version", "arch",
+                                  "availability", "status", "status_message", "labels", "cert_serial",
+                                  "state_version"})
+
+
+def test_an_object_written_now_reads_on_a_member_that_predates_its_new_fields() -> None:
+    node = state.Node(id="n", role="manager", hostname="h", addr="10.0.0.1:4242", raft_addr="10.0.0.1:4243")
+    entry = codec.encode_command(state.AddNode(rid="r", ts=5, node=node))
+    assert set(entry["node"]) <= PREVIOUS_NODE_FIELDS
+    # ... and what a field holds once set is kept.
+    recorded = codec.encode_command(state.AddNode(rid="r", ts=5, node=replace(node, cert_not_after=7)))
+    assert recorded["node"]["cert_not_after"] == 7
+    assert codec.decode_command(recorded) == state.AddNode(rid="r", ts=5, node=replace(node, cert_not_after=7))
 
 
 def _populated() -> tuple[Store, codec.LogStateMachine]:

@@ -69,17 +69,39 @@ def _encoder(cls: type[Any], meta: bool) -> Callable[[Any], dict[str, Any]]:
     enc = _ENCODERS.get((cls, meta))
     if enc is None:
         hints = typing.get_type_hints(cls)
-        plain = [f.name for f in fields(cls) if (meta or f.name not in _META) and _is_plain(hints[f.name])]
-        nested = [f.name for f in fields(cls) if (meta or f.name not in _META) and not _is_plain(hints[f.name])]
+        kept = [f for f in fields(cls) if meta or f.name not in _META]
+        # A field at its default is left out (decoding restores it): an object written by this
+        # version then reads on a manager that predates a field added since, as long as the field
+        # is unused; rolling upgrades depend on it.
+        plain = [(f.name, _default_of(f)) for f in kept if _is_plain(hints[f.name])]
+        nested = [(f.name, _default_of(f)) for f in kept if not _is_plain(hints[f.name])]
 
         def enc(obj: Any) -> dict[str, Any]:
-            out = {name: getattr(obj, name) for name in plain}
-            for name in nested:
-                out[name] = to_plain(getattr(obj, name))
+            out = {}
+            for name, default in plain:
+                value = getattr(obj, name)
+                if default is _REQUIRED or value != default:
+                    out[name] = value
+            for name, default in nested:
+                value = getattr(obj, name)
+                if default is _REQUIRED or value != default:
+                    out[name] = to_plain(value)
             return out
 
         _ENCODERS[(cls, meta)] = enc
     return enc
+
+
+_REQUIRED = object()
+
+
+def _default_of(f: Any) -> Any:
+    """A field's default value, or ``_REQUIRED`` when it has none."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return _REQUIRED
 
 
 def _is_plain(tp: Any) -> bool:
