@@ -13,6 +13,7 @@ from swarmsecrets.raft.errors import (
     RaftError,
     Refused,
     StorageFailed,
+    StorageFull,
     Unavailable,
     UnknownOutcome,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "Refused",
     "StateMachine",
     "StorageFailed",
+    "StorageFull",
     "Unavailable",
     "UnknownOutcome",
 ]
