@@ -58,7 +58,8 @@ class Manager:
             )
         self.raft = ManagerRaft(RaftNode(self_addr=state.raft_addr, members=state.members or [state.raft_addr],
                                          data_dir=nodedir.raft_dir, tls=self.tls,
-                                         state_machine=LogStateMachine(self.store), timing=timing))
+                                         state_machine=LogStateMachine(self.store), timing=timing),
+                                node_id=state.node_id)
         # About one election: how long a request waits for a leader before reporting none.
         self.proposer = RaftProposer(self.raft, self.store, self.clock, no_leader_grace=2 * timing.election_max)
         self.control = ControlAPI.build(store=self.store, proposer=self.proposer, members=self.proposer,

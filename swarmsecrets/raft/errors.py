@@ -24,7 +24,12 @@ class StorageFailed(Unavailable):
 
 class StorageFull(Unavailable):
     """This member cannot persist (its disk is full): it refuses proposals and acknowledges
-    nothing until a write succeeds again, which it retries by itself. Reads still work."""
+    nothing until a write succeeds again, which it retries by itself. Reads still work.
+    ``reason`` says what failed, e.g. "no space left on device (writing PATH)"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"raft: cannot persist: {reason}")
+        self.reason = reason
 
 
 class UnknownOutcome(RaftError):

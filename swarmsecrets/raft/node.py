@@ -677,7 +677,7 @@ class RaftNode:
         so = self._sync
         why = so.disk_full if so is not None else None
         if why is not None:
-            raise StorageFull(f"raft: cannot persist: {why}")
+            raise StorageFull(why)
 
     def _backlog(self, node: Any) -> int:
         return self._sync.transport.backlog(node) if self._sync is not None else 0
