@@ -5,8 +5,9 @@ same id is applied at most once and a retried create reports the first outcome i
 "already exists". Only UNAVAILABLE is retried (daemon restarting, manager starting, leader changing),
 for about one daemon restart or leader election. States that waiting cannot fix (a lost quorum, a
 locked or inactive node, a worker asked for manager work, a manager out of disk space) are reported
-at once: the daemon has already waited out an ordinary election before it says there is no leader. DEADLINE_EXCEEDED is never retried:
-the write may or may not have happened, and only the caller can say so.
+at once: the daemon has already waited out an ordinary election before it says there is no leader.
+DEADLINE_EXCEEDED is never retried: the write may or may not have happened, and only the caller can
+say so.
 """
 
 from __future__ import annotations
