@@ -788,6 +788,8 @@ class RaftNode:
     def read_barrier(self, timeout: float) -> None:
         """Linearizable read point: a no-op entry proposed after this call started is applied
         locally. Concurrent callers share the next barrier (one entry for all of them)."""
+        if self._lone_and_full():
+            return
         with self._barrier_lock:
             if self._barrier_waiting is None:
                 self._barrier_waiting = Future()
@@ -799,6 +801,15 @@ class RaftNode:
         if launch:
             self._launch_barrier()
         self._wait(fut, timeout)
+
+    def _lone_and_full(self) -> bool:
+        """A lone member out of disk space cannot write a barrier, and no write can be acknowledged
+        anywhere meanwhile: once it has applied everything committed, its state is current."""
+        so = self._sync
+        if so is None or so.disk_full is None:
+            return False
+        st = self.status()
+        return st.members == [self.self_addr] and st.last_applied >= st.commit_index
 
     def _launch_barrier(self) -> None:
         with self._barrier_lock:

@@ -297,3 +297,28 @@ def test_a_full_leader_with_no_spare_member_commits_nothing_until_space_returns(
     wait_until(lambda: put(follower, acked, 2.0), timeout=20, what="writes to resume")
     c.start(down.self_addr)
     check_everything_everywhere(c, acked)
+
+
+def test_a_lone_member_out_of_space_acknowledges_nothing_and_still_serves_reads(
+        cluster_factory: Factory) -> None:
+    c = cluster_factory(1)
+    with SmallFs(c.root / c.addrs[0].replace(":", "_"), 4) as disk:
+        try:
+            c.start()
+            node = c.leader()
+            acked: list[str] = []
+            fill_until_full(node, disk, node, acked)
+            journal = node._sync._journal if node._sync else None
+            assert journal is not None
+            assert node.status().commit_index <= journal.synced_index, "committed entries that are not on disk"
+            assert not put(node, acked), "a write was acknowledged while the only member could not persist it"
+            assert node.status().commit_index <= journal.synced_index, "committed entries that are not on disk"
+            node.read_barrier(2.0)
+            assert set(acked) <= set(c.machines[node.self_addr].copy())
+            disk.free()
+            wait_until(lambda: put(node, acked, 2.0), timeout=20, what="writes to resume")
+            c.stop()
+            c.start()
+            check_everything_everywhere(c, acked)
+        finally:
+            c.stop()
