@@ -8,8 +8,14 @@ in one term after a crash). DurableJournal replaces both:
   buffered and written + fdatasync'd by ``sync()`` (group commit: one fdatasync covers every
   entry appended since the last); a torn or corrupt tail is cut off on load; truncation is
   fsync'd before anything is appended after it; compaction rewrites the file through
-  tmp + fsync + rename + directory fsync. Offsets are 64-bit and a full disk is an OSError
-  (stock's mmap turns a full disk into SIGBUS and a file over 4 GiB into corruption).
+  tmp + fsync + rename + directory fsync. Offsets are 64-bit (stock's mmap turns a file over
+  4 GiB into corruption).
+- A full disk (ENOSPC, EDQUOT; stock's mmap turns it into SIGBUS) is not fatal: whatever part
+  of the failed write reached the file is cut off again, everything not yet durable stays in
+  memory, ``DiskFull`` is raised and ``full`` says why. The caller acknowledges nothing and
+  retries ``persist()``, which rewrites every byte not known to be on disk (after a failed
+  fdatasync the kernel may have dropped the pages, so they are never trusted) until it
+  succeeds. Any other write error is fatal, as before.
 - Metadata (term, vote, commit index, members) is JSON written atomically and durably before
   ``setCurrentTerm`` returns, i.e. before SyncObj sends a vote or a RequestVote. On a full
   disk a vote raises ``DiskFull`` (so it is never sent); a new term without a vote, or a new
