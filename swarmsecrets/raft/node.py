@@ -487,7 +487,13 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
                 return
             message, redundant_ack = trimmed
         before = self._SyncObj__raftNextIndex.get(node) if kind == "next_node_idx" else None
-        super()._SyncObj__onMessageReceived(node, message)
+        try:
+            super()._SyncObj__onMessageReceived(node, message)
+        except DiskFull as e:
+            # A vote (or a truncation) that found no room: this message goes unanswered, but the
+            # link stays (the transport drops a peer whose message raised).
+            self._no_room(str(e))
+            return
         if before is not None:
             self._keep_next_index(node, message, before)
         if redundant_ack is not None:
