@@ -73,7 +73,7 @@ def check_refusal_and_reads(full: Node, writer: Node, acked: list[str]) -> None:
     err = full.fails("secret", "create", "refused", "-", input="v")
     assert REFUSED in err and f"on manager {full.node_id}" in err and len(err.strip().splitlines()) == 1, err
     for _ in range(3):  # the others go on
-        assert write(writer, acked) is None
+        wait_until(lambda: write(writer, acked) is None, what=f"a write through {writer.name}")
     assert acked[-1] in full.ok("secret", "ls", "--format", "{{.Name}}").split()  # reads go on
     assert "refused" not in names(writer)
 
