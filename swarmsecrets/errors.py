@@ -175,6 +175,21 @@ class NotAManager(FailedPrecondition):
         super().__init__(message)
 
 
+class StorageFull(Unavailable):
+    """A manager's data disk is full: it refuses writes (the other managers still take them),
+    keeps serving reads, and takes writes again by itself once space is freed."""
+
+
+def storage_full(reason: str, node_id: str = "", *, raft: bool = True) -> StorageFull:
+    """``reason``: what failed, e.g. "no space left on device (writing PATH)"; ``raft``: the raft
+    log (writes resume by themselves), else a file of the node's own (the caller retries)."""
+    if raft:
+        return StorageFull(f"raft: cannot persist: {reason} on manager {node_id or '(this one)'}: free "
+                           f"space on its data disk (writes resume by themselves) or send writes to "
+                           f"another manager")
+    return StorageFull(f"cannot persist: {reason} on this node: free space on its data disk, then retry")
+
+
 class UpdateOutOfSequence(SwarmError):
     """The update named a version the object no longer has: someone changed it first. Docker's
     code for it is Unknown, and so is ours."""

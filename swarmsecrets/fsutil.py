@@ -8,6 +8,7 @@ rest of the package, so every layer (raft, crypto, node state) may use it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import BinaryIO
 
@@ -83,9 +84,15 @@ def write_private(path: str, data: bytes | bytearray | memoryview, *, tmp: str |
     tmp = tmp or f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_MODE)
     try:
-        os.fchmod(fd, PRIVATE_MODE)  # a stale tmp file may have had another mode
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            os.fchmod(fd, PRIVATE_MODE)  # a stale tmp file may have had another mode
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        # A half-written tmp file holds space the next attempt needs (on a full disk, all of it).
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     publish(tmp, path, erase_old=erase_old)

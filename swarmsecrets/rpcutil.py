@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import functools
 import inspect
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -96,6 +98,12 @@ async def _fail(context: grpc.aio.ServicerContext, method: str, e: Exception) ->
         raise e
     if isinstance(e, errors.SwarmError):
         await abort(context, e)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        # A key or node-state file found no room: the write replaced nothing (written beside, then
+        # renamed); the caller retries once space is freed.
+        reason = f"{os.strerror(e.errno).lower()} (writing {e.filename or 'a file'})"
+        log.error("%s: cannot persist: %s", method, reason)
+        await abort(context, errors.storage_full(reason, raft=False))
     log.exception("%s failed", method)
     await abort(context, errors.Internal(f"internal error in {method}; see the daemon log"))
 

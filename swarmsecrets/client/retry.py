@@ -4,9 +4,10 @@ A write carries a request_id that the manager remembers with the outcome, so a w
 same id is applied at most once and a retried create reports the first outcome instead of a false
 "already exists". Only UNAVAILABLE is retried (daemon restarting, manager starting, leader changing),
 for about one daemon restart or leader election. States that waiting cannot fix (a lost quorum, a
-locked or inactive node, a worker asked for manager work) are reported at once: the daemon has already
-waited out an ordinary election before it says there is no leader. DEADLINE_EXCEEDED is never retried:
-the write may or may not have happened, and only the caller can say so.
+locked or inactive node, a worker asked for manager work, a manager out of disk space) are reported
+at once: the daemon has already waited out an ordinary election before it says there is no leader.
+DEADLINE_EXCEEDED is never retried: the write may or may not have happened, and only the caller can
+say so.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from swarmsecrets import errors, rpcutil
 
 # Errors that describe a state, not a moment: retrying them only delays the answer.
 NOT_TRANSIENT: tuple[type[errors.SwarmError], ...] = (
-    errors.NoLeader, errors.SwarmLocked, errors.NotInSwarm, errors.NotAManager)
+    errors.NoLeader, errors.SwarmLocked, errors.NotInSwarm, errors.NotAManager, errors.StorageFull)
 
 T = TypeVar("T")
 

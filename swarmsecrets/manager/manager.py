@@ -68,7 +68,8 @@ class Manager:
                                          data_dir=nodedir.raft_dir, tls=self.tls,
                                          state_machine=KeyedStateMachine(self.store, self.data_key,
                                                                          self._data_key_missing),
-                                         timing=timing))
+                                         timing=timing),
+                                node_id=state.node_id)
         # Set by the node: fetch the ring from another manager (on the raft thread; see ``DataKey.missing``).
         self.on_missing_data_key: Callable[[], None] | None = None
         # About one election: how long a request waits for a leader before reporting none.

@@ -96,6 +96,8 @@ class RaftProposer:
             try:
                 self._require_quorum()
                 return await attempt()
+            except errors.StorageFull:
+                raise  # this manager's disk: waiting out a failover does not help
             except errors.Unavailable:
                 if loop.time() >= min(no_leader_until, deadline):
                     raise

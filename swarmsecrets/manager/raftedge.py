@@ -19,15 +19,19 @@ from swarmsecrets.raft import (
     RaftNode,
     RaftStatus,
     Refused,
+    StorageFull,
     Unavailable,
     UnknownOutcome,
 )
 
 
-def swarm_error(e: RaftError) -> errors.SwarmError:
-    """The swarmsecrets error a caller of the manager sees for a raft error."""
+def swarm_error(e: RaftError, node_id: str = "") -> errors.SwarmError:
+    """The swarmsecrets error a caller of the manager sees for a raft error (``node_id``: this
+    manager's, named where the error is about this manager)."""
     if isinstance(e, NoLeader):
         return errors.NoLeader()
+    if isinstance(e, StorageFull):
+        return errors.storage_full(e.reason, node_id)
     if isinstance(e, Unavailable):
         return errors.Unavailable(str(e))
     if isinstance(e, UnknownOutcome):
@@ -42,27 +46,28 @@ def swarm_error(e: RaftError) -> errors.SwarmError:
 
 
 @contextmanager
-def _mapped() -> Iterator[None]:
+def _mapped(node_id: str) -> Iterator[None]:
     try:
         yield
     except RaftError as e:
-        raise swarm_error(e) from e
+        raise swarm_error(e, node_id) from e
 
 
-def _map_result(out: Future[Any], inner: Future[Any]) -> None:
+def _map_result(node_id: str, out: Future[Any], inner: Future[Any]) -> None:
     exc = inner.exception()
     if exc is None:
         out.set_result(inner.result())
     else:
-        out.set_exception(swarm_error(exc) if isinstance(exc, RaftError) else exc)
+        out.set_exception(swarm_error(exc, node_id) if isinstance(exc, RaftError) else exc)
 
 
 class ManagerRaft:
     """The manager's raft member: a RaftNode whose calls raise swarmsecrets.errors, as the rest
     of the manager expects."""
 
-    def __init__(self, node: RaftNode) -> None:
+    def __init__(self, node: RaftNode, node_id: str = "") -> None:
         self.node = node
+        self.node_id = node_id
 
     def start(self) -> None:
         self.node.start()
@@ -78,7 +83,7 @@ class ManagerRaft:
 
     def propose_async(self, command: dict[str, Any], timeout: float) -> Future[Any]:
         out: Future[Any] = Future()
-        self.node.propose_async(command, timeout).add_done_callback(functools.partial(_map_result, out))
+        self.node.propose_async(command, timeout).add_done_callback(functools.partial(_map_result, self.node_id, out))
         return out
 
     @property
@@ -87,17 +92,17 @@ class ManagerRaft:
         return self.node.removed
 
     def read_barrier(self, timeout: float) -> None:
-        with _mapped():
+        with _mapped(self.node_id):
             self.node.read_barrier(timeout)
 
     def add_member(self, addr: str, timeout: float) -> None:
-        with _mapped():
+        with _mapped(self.node_id):
             self.node.add_member(addr, timeout)
 
     def remove_member(self, addr: str, timeout: float) -> None:
-        with _mapped():
+        with _mapped(self.node_id):
             self.node.remove_member(addr, timeout)
 
     def transfer_leadership(self, timeout: float) -> None:
-        with _mapped():
+        with _mapped(self.node_id):
             self.node.transfer_leadership(timeout)

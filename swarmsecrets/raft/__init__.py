@@ -13,6 +13,7 @@ from swarmsecrets.raft.errors import (
     RaftError,
     Refused,
     StorageFailed,
+    StorageFull,
     Unavailable,
     UnknownOutcome,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "Refused",
     "StateMachine",
     "StorageFailed",
+    "StorageFull",
     "TLSConfig",
     "Unavailable",
     "UnknownOutcome",

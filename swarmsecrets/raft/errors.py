@@ -22,6 +22,16 @@ class StorageFailed(Unavailable):
     """This member's journal failed a write or an fsync: it stopped for good."""
 
 
+class StorageFull(Unavailable):
+    """This member cannot persist (its disk is full): it refuses proposals and acknowledges
+    nothing until a write succeeds again, which it retries by itself. Reads still work.
+    ``reason`` says what failed, e.g. "no space left on device (writing PATH)"."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"raft: cannot persist: {reason}")
+        self.reason = reason
+
+
 class UnknownOutcome(RaftError):
     """The proposal was sent but no result came back in time: it may or may not be applied."""
 
@@ -45,6 +55,12 @@ class StorageError(Exception):
     """A journal write or sync failed. Fatal: after a failed fsync the kernel may have dropped the
     dirty pages, so a retry can succeed without the data; the member must stop, not carry on.
     Raised inside the raft loop; callers see StorageFailed."""
+
+
+class DiskFull(Exception):
+    """A journal or metadata write found no room (ENOSPC, EDQUOT). Not fatal: nothing that
+    failed to reach the disk was acknowledged; the member holds its acknowledgements and
+    retries. Raised inside the raft loop; callers see StorageFull."""
 
 
 class PeerRefused(Exception):

@@ -8,15 +8,25 @@ in one term after a crash). DurableJournal replaces both:
   buffered and written + fdatasync'd by ``sync()`` (group commit: one fdatasync covers every
   entry appended since the last); a torn or corrupt tail is cut off on load; truncation is
   fsync'd before anything is appended after it; compaction rewrites the file through
-  tmp + fsync + rename + directory fsync. Offsets are 64-bit and a full disk is an OSError
-  (stock's mmap turns a full disk into SIGBUS and a file over 4 GiB into corruption).
+  tmp + fsync + rename + directory fsync. Offsets are 64-bit (stock's mmap turns a file over
+  4 GiB into corruption).
+- A full disk (ENOSPC, EDQUOT; stock's mmap turns it into SIGBUS) is not fatal: whatever part
+  of the failed write reached the file is cut off again, everything not yet durable stays in
+  memory, ``DiskFull`` is raised and ``full`` says why. The caller acknowledges nothing and
+  retries ``persist()``, which rewrites every byte not known to be on disk (after a failed
+  fdatasync the kernel may have dropped the pages, so they are never trusted) until it
+  succeeds. Any other write error is fatal, as before.
 - Metadata (term, vote, commit index, members) is JSON written atomically and durably before
-  ``setCurrentTerm`` returns, i.e. before SyncObj sends a vote or a RequestVote.
+  ``setCurrentTerm`` returns, i.e. before SyncObj sends a vote or a RequestVote. On a full
+  disk a vote raises ``DiskFull`` (so it is never sent); a new term without a vote, or a new
+  member list, is kept in memory and written by the next ``persist()``, before any
+  acknowledgement goes out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -28,7 +38,7 @@ from typing import Any
 from pysyncobj.journal import Journal
 
 from swarmsecrets.fsutil import fsync_dir, write_all, write_private
-from swarmsecrets.raft.errors import StorageError
+from swarmsecrets.raft.errors import DiskFull, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +48,8 @@ JOURNAL_MAGIC = b"SWRJ\x00\x00\x00\x01"
 _RECORD = struct.Struct("!IIQQ")  # command length, crc32(idx, term, command), idx, term
 _IDX_TERM = struct.Struct("!QQ")
 MAX_RECORD = 64 * 1024 * 1024
+# Write errors that mean "no room now": retried once space returns. Every other error is fatal.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def _record(command: bytes, idx: int, term: int) -> bytes:
@@ -54,12 +66,14 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
         self._dir = os.path.dirname(os.path.abspath(path))
         self._entries: list[Entry] = []
         self._offsets: list[int] = []  # file offset of each entry's record
-        self._pending = bytearray()    # records appended but not yet written
-        self._end = 0                  # file offset where the next record goes
-        self._dirty = False            # written or truncated since the last fdatasync
+        self._pending = bytearray()    # records after _end: not known to be on disk
+        self._end = 0                  # file offset up to which every byte is fdatasync'd
+        self._dirty = False            # truncated since the last fdatasync
         self.synced_index = 0          # raft index of the last entry known to be on disk
         self.syncs = 0                 # fdatasync calls for entries (tests count group commits)
-        self.failure: str | None = None
+        self.failure: str | None = None  # fatal: set once, never cleared
+        self.full: str | None = None     # why the last write found no room; cleared by persist()
+        self._meta_pending = False       # a term or member list not yet on disk (acks wait for it)
         self._fd = -1
         self._open_and_load()
         self._meta = self._load_meta()
@@ -108,41 +122,69 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
         self.synced_index = self._entries[-1][1] if self._entries else 0
 
     def sync(self) -> None:
-        """Write buffered appends and fdatasync them: the group commit point."""
-        with self._fatal_on_error():
-            if self._pending:
-                write_all(self._fd, self._pending, self._end)
-                self._end += len(self._pending)
-                self._pending = bytearray()
-                self._dirty = True
+        """Write buffered appends and fdatasync them: the group commit point. A truncation is
+        made durable first, so that no new record can land on disk ahead of it."""
+        with self._guard():
             if self._dirty:
                 os.fdatasync(self._fd)
-                self.syncs += 1
                 self._dirty = False
+            if self._pending:
+                try:
+                    write_all(self._fd, self._pending, self._end)
+                    os.fdatasync(self._fd)
+                except OSError as e:
+                    if e.errno in DISK_FULL_ERRNOS:
+                        self._cut_unsynced()
+                    raise
+                self._end += len(self._pending)
+                self._pending = bytearray()
+                self.syncs += 1
         if self._entries:
             self.synced_index = self._entries[-1][1]
 
+    def _cut_unsynced(self) -> None:
+        """After a failed write: drop whatever part of it reached the file. A partial record
+        would be cut at load anyway, but a later, shorter rewrite could leave an old complete
+        record right behind it, which a load would take for the next entry."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, self._end)
+            self._dirty = True
+
+    def persist(self) -> None:
+        """Make everything held in memory durable: entries, then a pending term or member
+        list. Raises DiskFull while there is no room; ``full`` is cleared once it succeeds."""
+        self.sync()
+        if self._meta_pending:
+            self._store_meta()
+        self.full = None
+
     @contextlib.contextmanager
-    def _fatal_on_error(self) -> Iterator[None]:
+    def _guard(self) -> Iterator[None]:
         if self.failure is not None:
             raise StorageError(self.failure)
         try:
             yield
         except OSError as e:
+            if e.errno in DISK_FULL_ERRNOS:
+                self.full = f"{os.strerror(e.errno).lower()} (writing {e.filename or self._path})"
+                raise DiskFull(self.full) from e
             self.failure = f"raft journal {self._path}: {e}"
             raise StorageError(self.failure) from e
 
     @property
     def needs_sync(self) -> bool:
-        return bool(self._pending) or self._dirty
+        return bool(self._pending) or self._dirty or self._meta_pending or self.full is not None
 
     def _truncate_file(self, offset: int) -> None:
-        self._pending = bytearray()
-        with self._fatal_on_error():
+        """Cut the file at ``offset`` (at or below _end) and make the cut durable now; on a
+        full disk the fdatasync is left to the next sync, which does it before any write."""
+        with self._guard():
             os.ftruncate(self._fd, offset)
-            os.fdatasync(self._fd)
-        self._dirty = False
+        self._pending = bytearray()
         self._end = offset
+        self._dirty = True
+        with contextlib.suppress(DiskFull):
+            self.sync()
 
     # --- pysyncobj Journal interface ---------------------------------------------------
 
@@ -163,12 +205,14 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
         if entryFrom >= len(self._entries):
             return
-        self.sync()
         offset = self._offsets[entryFrom]
+        if offset >= self._end:
+            del self._pending[offset - self._end:]  # never written: nothing to cut on disk
+        else:
+            self._truncate_file(offset)
         del self._entries[entryFrom:]
         del self._offsets[entryFrom:]
-        self._truncate_file(offset)
-        self.synced_index = self._entries[-1][1] if self._entries else 0
+        self.synced_index = min(self.synced_index, self._entries[-1][1] if self._entries else 0)
 
     def deleteEntriesTo(self, entryTo: int) -> None:
         """Drop the first ``entryTo`` entries by rewriting the file (tmp, fsync, rename)."""
@@ -183,7 +227,7 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
         for command, idx, term in keep:
             offsets.append(len(out))
             out += _record(command, idx, term)
-        with self._fatal_on_error():
+        with self._guard():
             # The compacted entries are in a snapshot now: the old file's bytes are erased, not just
             # unlinked (they may hold values sealed under a key that is being retired).
             write_private(self._path, out, tmp=tmp, erase_old=True)
@@ -210,9 +254,10 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
             return
         try:
             if self.failure is None:
-                self.sync()
-                if self._meta_dirty:
-                    self._store_meta()
+                with contextlib.suppress(DiskFull):  # what is not on disk was never acknowledged
+                    self.sync()
+                    if self._meta_dirty or self._meta_pending:
+                        self._store_meta()
         finally:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
@@ -233,9 +278,16 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
 
     def _store_meta(self) -> None:
         self.sync()  # a commit index on disk must never point past the entries on disk
-        with self._fatal_on_error():
+        with self._guard():
             write_private(self._meta_path, json.dumps(self._meta, sort_keys=True).encode())
-        self._meta_dirty = False
+        self._meta_dirty = self._meta_pending = False
+
+    def _store_meta_or_defer(self) -> None:
+        """Store the metadata now; on a full disk keep it pending for the next persist()."""
+        try:
+            self._store_meta()
+        except DiskFull:
+            self._meta_pending = True
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
         if self._meta.get("commit_index") != raftCommitIndex:
@@ -248,7 +300,11 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
     def setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
         self._meta["term"] = term
         self._meta["voted_for"] = None if votedForNodeId is None else str(votedForNodeId)
-        self._store_meta()
+        if votedForNodeId is None:
+            # A term alone may wait: nothing is acknowledged before persist() stores it.
+            self._store_meta_or_defer()
+        else:
+            self._store_meta()  # a vote, ours or for another, is never sent before it is on disk
 
     def getCurrentTerm(self) -> int:
         return int(self._meta.get("term", 0))
@@ -259,12 +315,13 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
 
     def set_members(self, members: list[str]) -> None:
         self._meta["members"] = sorted(members)
-        self._store_meta()
+        self._store_meta_or_defer()
 
     def get_members(self) -> list[str] | None:
         members = self._meta.get("members")
         return list(members) if members else None
 
     def onOneSecondTimer(self) -> None:
-        if self._meta_dirty:
-            self._store_meta()
+        if self._meta_dirty and self.full is None:
+            with contextlib.suppress(DiskFull):
+                self._store_meta()

@@ -10,6 +10,11 @@ fixes):
   counts itself only after its own sync; a follower acknowledges only after its fdatasync. Term
   and vote are fsynced before they are acted on. Snapshots are written by a forked child with
   fsync + directory fsync.
+- a full disk: a member whose journal cannot be written holds its acknowledgements, neither
+  votes nor stands for election, refuses proposals (StorageFull) and retries the write every
+  ``DISK_FULL_RETRY`` until it succeeds; a leader hands leadership to its most caught-up
+  follower and steps down at once, because SyncObj counts the leader toward every commit
+  whether its copy is on disk or not. Reads (barriers through the leader) go on.
 - security (transport.py, wire.py): mutual TLS, peers verified by the host's verifier, the
   address a peer claims bound to its certificate; restricted unpickling and a frame cap.
 - latency: our own loop drives SyncObj's tick; a proposal wakes it through a pipe, the queue is
@@ -46,17 +51,20 @@ from typing import Any, Protocol
 
 from pysyncobj import SyncObj, SyncObjConf, SyncObjException
 from pysyncobj.config import FAIL_REASON
+from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _COMMAND_TYPE
 
 from swarmsecrets.raft import wire
 from swarmsecrets.raft.errors import (
     ApplyFailed,
+    DiskFull,
     InvalidCommand,
     NoLeader,
     Refused,
     StorageError,
     StorageFailed,
+    StorageFull,
     Unavailable,
     UnknownOutcome,
 )
@@ -89,6 +97,8 @@ TCP_KEEPALIVE = (2, 1, 3)  # idle s, interval s, probes: a vanished peer is drop
 COMMANDS_WAIT_LEADER = False
 CONNECTION_RETRY = 0.2
 SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+# While the journal finds no room, retry the write this often (each failed try costs little).
+DISK_FULL_RETRY = 0.25
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,11 @@ class RaftStatus:
     apply_errors: int = 0          # commands whose apply raised
     rejected_peers: int = 0        # raft connections refused (TLS, identity, protocol)
     pre_vote_rounds: int = 0       # pre-vote rounds this member started (it heard no leader)
+    # Why this member cannot persist raft entries ("" while it can): it refuses writes,
+    # acknowledges nothing and retries by itself.
+    disk_full: str = ""
+    disk_full_episodes: int = 0    # times this member ran out of room since it started
+    snapshot_disk_full: str = ""   # why the last snapshot found no room (writes go on)
 
 
 @dataclass(frozen=True)
@@ -228,6 +243,9 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         self.last_tick_error = ""
         self.failure: str | None = None  # set when storage failed and the loop stopped for good
         self._compact_now = False
+        self.disk_full: str | None = None  # set while the journal finds no room (see _no_room)
+        self.disk_full_episodes = 0
+        self._disk_retry_at = 0.0
         super().__init__(self_addr, others, conf=conf, transportClass=TlsTransport)
         self._install_storage()
         self._wakeup = _Wakeup(self._poller)
@@ -264,6 +282,8 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
                 self._sync_and_flush()
                 self._onTick(poll_timeout)
                 self._owner._after_tick()
+            except DiskFull as e:  # raised by a write SyncObj asked for in the middle of a tick
+                self._no_room(str(e))
             except StorageError as e:
                 self.failure = self.last_tick_error = str(e)
                 self.tick_errors += 1
@@ -300,11 +320,75 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         self._sync_and_flush()
 
     def _sync_and_flush(self) -> None:
-        if self._journal.needs_sync:
-            self._journal.sync()
+        journal = self._journal
+        if journal.needs_sync:
+            if self.disk_full is not None and self.clock() < self._disk_retry_at:
+                self._hold_acks()
+                return
+            try:
+                journal.persist()
+            except DiskFull as e:
+                self._no_room(str(e))
+                self._hold_acks()
+                return
+            if self.disk_full is not None:
+                log.warning("raft: this member can persist again: it accepts writes and acknowledges "
+                            "entries again")
+                self.disk_full = None
         acks, self._acks = self._acks, []
         for node, reset, next_idx, success in acks:
             SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=reset, nextNodeIdx=next_idx, success=success)
+
+    # --- a full disk ------------------------------------------------------------------------
+
+    def _hold_acks(self) -> None:
+        """Nothing is acknowledged while it is not on disk. Keep only each peer's latest reply:
+        it answers the latest AppendEntries, and the leader resends from where it says."""
+        latest: dict[Any, tuple[Any, bool, int, bool]] = {}
+        for ack in self._acks:
+            latest[ack[0]] = ack
+        self._acks = list(latest.values())
+
+    def _no_room(self, why: str) -> None:
+        """The journal found no room: log it once for the episode, retry later, and stop
+        leading (see _hand_over)."""
+        self._disk_retry_at = self.clock() + DISK_FULL_RETRY
+        if self.disk_full is None:
+            self.disk_full_episodes += 1
+            log.error("raft: cannot persist: %s; this member refuses writes and acknowledges nothing "
+                      "until it can write again (retrying every %.2f s)", why, DISK_FULL_RETRY)
+        self.disk_full = why
+        if self._isLeader():
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """A leader that cannot persist steps down now, before the next commit count (SyncObj
+        counts the leader itself toward every commit, and its copy is not on disk), and asks its
+        most caught-up follower to stand at once (TimeoutNow), so a member that can persist
+        leads after one round trip instead of an election timeout. While the disk stays full
+        this member neither votes nor stands (see _onTick and _SyncObj__onMessageReceived)."""
+        match = self._SyncObj__raftMatchIndex
+        ready = [n for n in self._SyncObj__otherNodes if self.isNodeConnected(n)]
+        if ready:
+            best = max(ready, key=lambda n: match.get(n, 0))
+            self._SyncObj__transport.send(best, {"type": "timeout_now", "term": self.raftCurrentTerm})
+        log.warning("raft: stepping down as leader: this member cannot persist")
+        self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
+        self._SyncObj__raftLeader = None
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        if self.disk_full is not None:
+            # No election (pre-vote included) while this member could not persist its own vote.
+            now = self.clock()
+            if self._SyncObj__raftElectionDeadline < now + self.conf.raftMinTimeout:
+                self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+            self._SyncObj__transferInProgress = False
+        super()._onTick(timeToWait)
+
+    def _refuses_vote(self, message: dict[str, Any]) -> bool:
+        """A vote must be on disk before it is sent: with no room, do not vote at all (the
+        journal would refuse to record it)."""
+        return message["type"] == "request_vote" and self.disk_full is not None
 
     # --- overrides of SyncObj internals -----------------------------------------------------
 
@@ -324,7 +408,10 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         """Durability: the new leader's no-op must be on disk before the next commit count, which
         always counts the leader itself."""
         super()._SyncObj__onBecomeLeader()
-        self._journal.sync()
+        try:
+            self._journal.sync()
+        except DiskFull as e:
+            self._no_room(str(e))  # steps down again before anything is counted
 
     def _applyCommand(self, command: bytes, callback: Any, commandType: int | None = None) -> None:
         """Queue a proposal (ours or forwarded by a follower) and wake the loop at once. Only
@@ -404,11 +491,16 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         if pair is None or pair[0][1] != toIDx or not 0 <= pos < len(log_) - 1 or log_[pos] != pair[0]:
             log.warning("raft: skipping log compaction to %d: the log no longer matches the snapshot", toIDx)
             return
-        super()._SyncObj__deleteEntriesTo(toIDx)
+        try:
+            super()._SyncObj__deleteEntriesTo(toIDx)
+        except DiskFull as e:  # the journal is kept whole; the next snapshot compacts it
+            log.warning("raft: skipping log compaction to %d: %s", toIDx, e)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         """Pre-vote messages and leader stickiness are handled by PreVoteMixin (next in line)."""
         kind = message["type"]
+        if self._refuses_vote(message):
+            return
         redundant_ack = None
         if kind == "append_entries":
             trimmed = self._trim_append_entries(message)
@@ -416,7 +508,13 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
                 return
             message, redundant_ack = trimmed
         before = self._SyncObj__raftNextIndex.get(node) if kind == "next_node_idx" else None
-        super()._SyncObj__onMessageReceived(node, message)
+        try:
+            super()._SyncObj__onMessageReceived(node, message)
+        except DiskFull as e:
+            # A vote (or a truncation) that found no room: this message goes unanswered, but the
+            # link stays (the transport drops a peer whose message raised).
+            self._no_room(str(e))
+            return
         if before is not None:
             self._keep_next_index(node, message, before)
         if redundant_ack is not None:
@@ -600,6 +698,14 @@ class RaftNode:
             raise NoLeader()
         return so
 
+    def _require_room(self) -> None:
+        """Writes only where they can be persisted: a member out of disk space refuses them at
+        once (it could not acknowledge them; reads and barriers still go through it)."""
+        so = self._sync
+        why = so.disk_full if so is not None else None
+        if why is not None:
+            raise StorageFull(why)
+
     def _backlog(self, node: Any) -> int:
         return self._sync.transport.backlog(node) if self._sync is not None else 0
 
@@ -698,6 +804,11 @@ class RaftNode:
         except Exception as e:  # not picklable at all
             fut.set_exception(InvalidCommand(f"invalid raft command: {e}"))
             return fut
+        try:
+            self._require_room()
+        except StorageFull as e:
+            fut.set_exception(e)
+            return fut
         self._submit(payload, _COMMAND_TYPE.REGULAR, fut, timeout)
         return fut
 
@@ -714,6 +825,8 @@ class RaftNode:
     def read_barrier(self, timeout: float) -> None:
         """Linearizable read point: a no-op entry proposed after this call started is applied
         locally. Concurrent callers share the next barrier (one entry for all of them)."""
+        if self._lone_and_full():
+            return
         with self._barrier_lock:
             if self._barrier_waiting is None:
                 self._barrier_waiting = Future()
@@ -725,6 +838,15 @@ class RaftNode:
         if launch:
             self._launch_barrier()
         self._wait(fut, timeout)
+
+    def _lone_and_full(self) -> bool:
+        """A lone member out of disk space cannot write a barrier, and no write can be acknowledged
+        anywhere meanwhile: once it has applied everything committed, its state is current."""
+        so = self._sync
+        if so is None or so.disk_full is None:
+            return False
+        st = self.status()
+        return st.members == [self.self_addr] and st.last_applied >= st.commit_index
 
     def _launch_barrier(self) -> None:
         with self._barrier_lock:
@@ -783,7 +905,15 @@ class RaftNode:
             apply_errors=self.apply_errors,
             rejected_peers=so.transport.rejected,
             pre_vote_rounds=so.pre_votes_sent,
+            disk_full=so.disk_full or "",
+            disk_full_episodes=so.disk_full_episodes,
+            snapshot_disk_full=self._snapshot_full(so),
         )
+
+    @staticmethod
+    def _snapshot_full(so: _RaftSyncObj) -> str:
+        snapshots: SnapshotStore = so._snapshots
+        return snapshots.full or ""
 
     # --- membership ----------------------------------------------------------------------------
 
@@ -798,6 +928,7 @@ class RaftNode:
             present = addr in self.status().members
             if present == (op == "add"):
                 return
+            self._require_room()
             fut: Future[Any] = Future()
             remaining = deadline - self.clock()
             self._submit(payload, _COMMAND_TYPE.MEMBERSHIP, fut, max(remaining, 0.01))

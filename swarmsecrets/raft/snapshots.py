@@ -5,12 +5,15 @@ cost the leadership), renames the dump without fsync, unpickles it without restr
 it to lagging followers in chunks whose offsets it never checks. SnapshotStore instead writes
 the state machine's snapshot from a forked child (never on the raft thread), fsyncs and renames
 it with a directory fsync, checks it with a BLAKE2b trailer, loads it with the restricted
-unpickler, and sends it in offset-checked chunks.
+unpickler, and sends it in offset-checked chunks. A snapshot that finds no room on the disk
+removes its partial file and leaves the previous snapshot and the journal as they were; ``full``
+says so until a snapshot succeeds again, and attempts are spaced by ``DISK_FULL_RETRY``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -39,6 +42,10 @@ _DIGEST = 32
 TRANSFER_BACKLOG = 8 * 1024 * 1024
 # A snapshot child running longer than this is presumed stuck (killed, retried later).
 SNAPSHOT_CHILD_TIMEOUT = 600.0
+# After a snapshot found the disk full, wait this long before forking the next attempt.
+DISK_FULL_RETRY = 5.0
+_EXIT_DISK_FULL = 3  # a snapshot child's exit status: ENOSPC or EDQUOT
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class SnapshotError(Exception):
@@ -119,6 +126,8 @@ class SnapshotStore:
         self._started = 0.0
         self._job_id: int | None = None
         self._job_pair: tuple[Entry, Entry] | None = None
+        self.full: str | None = None  # why the last snapshot (written or received) found no room
+        self._retry_at = 0.0
         self.pair: tuple[Entry, Entry] | None = None  # (prev, last) of the newest snapshot on disk
         self._sending: dict[Any, dict[str, Any]] = {}
         self._receiving: dict[str, Any] | None = None
@@ -150,13 +159,29 @@ class SnapshotStore:
             return SERIALIZER_STATE.FAILED, self._job_id
         self._pid = 0
         if status != 0:
-            log.error("raft snapshot child failed (status %d)", status)
+            if status > 0 and os.waitstatus_to_exitcode(status) == _EXIT_DISK_FULL:
+                self._no_room(f"{os.strerror(errno.ENOSPC).lower()} (writing {self.path})")
+            else:
+                log.error("raft snapshot child failed (status %d)", status)
             return SERIALIZER_STATE.FAILED, self._job_id
         self.pair = self._job_pair
+        self._room_again()
         return SERIALIZER_STATE.SUCCESS, self._job_id
 
+    def _no_room(self, why: str) -> None:
+        if self.full is None:  # once per episode
+            log.error("raft: cannot write a snapshot: %s; the previous snapshot and the journal are "
+                      "kept, retrying every %.0f s", why, DISK_FULL_RETRY)
+        self.full = why
+        self._retry_at = self._clock() + DISK_FULL_RETRY
+
+    def _room_again(self) -> None:
+        if self.full is not None:
+            log.warning("raft: snapshots are written again")
+        self.full = None
+
     def serialize(self, data: tuple[Any, Entry, Entry, Any], id: int) -> None:
-        if self._pid:
+        if self._pid or (self.full is not None and self._clock() < self._retry_at):
             return
         _, last, prev, cluster = data
         head = {"prev": prev, "last": last, "members": sorted(n.address for n in cluster)}
@@ -174,6 +199,11 @@ class SnapshotStore:
                 _release_inherited_sockets()
                 job()
                 code = 0
+            except OSError as e:
+                if e.errno in _DISK_FULL_ERRNOS:
+                    code = _EXIT_DISK_FULL  # the parent logs it, once
+                else:
+                    log.exception("raft snapshot child failed")
             except BaseException:
                 log.exception("raft snapshot child failed")
             finally:
@@ -183,6 +213,19 @@ class SnapshotStore:
     def _write(self, head: dict[str, Any], parent: int | None = None) -> None:
         tmp = f"{self.path}.tmp.{os.getpid()}"
         state = self._snapshot()
+        try:
+            self._write_file(tmp, head, state)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # a partial snapshot must not hold the space the next one needs
+            raise
+        if parent is not None and self._orphaned(parent):
+            os.unlink(tmp)
+            raise SnapshotError("the node that asked for this snapshot is gone")
+        publish(tmp, self.path, erase_old=True)
+
+    @staticmethod
+    def _write_file(tmp: str, head: dict[str, Any], state: Any) -> None:
         with open_private(tmp) as raw:
             out = _Hashing(raw)
             out.write(SNAPSHOT_MAGIC)
@@ -196,10 +239,6 @@ class SnapshotStore:
             raw.flush()
             os.fsync(raw.fileno())
         wire.loads(state_bytes)  # refuse to publish a snapshot our own loader would reject
-        if parent is not None and self._orphaned(parent):
-            os.unlink(tmp)
-            raise SnapshotError("the node that asked for this snapshot is gone")
-        publish(tmp, self.path, erase_old=True)
 
     @staticmethod
     def _orphaned(parent: int) -> bool:
@@ -273,22 +312,30 @@ class SnapshotStore:
             return False
         ident, offset, last, chunk = data
         recv = self._receiving
-        if offset == 0:
-            if recv is not None:
-                recv["file"].close()
-            recv = self._receiving = {"ident": ident, "received": 0, "file": open_private(f"{self.path}.recv")}
-        elif recv is None or recv["ident"] != ident or recv["received"] != offset:
-            return False  # a chunk of another transfer, or out of order: wait for a fresh start
-        recv["file"].write(chunk)
-        recv["received"] += len(chunk)
-        if not last:
-            return False
-        self._receiving = None
-        f = recv["file"]
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
         tmp = f"{self.path}.recv"
+        try:
+            if offset == 0:
+                if recv is not None:
+                    recv["file"].close()
+                recv = self._receiving = {"ident": ident, "received": 0, "file": open_private(tmp)}
+            elif recv is None or recv["ident"] != ident or recv["received"] != offset:
+                return False  # a chunk of another transfer, or out of order: wait for a fresh start
+            recv["file"].write(chunk)
+            recv["received"] += len(chunk)
+            if not last:
+                return False
+            self._receiving = None
+            f = recv["file"]
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+        except OSError as e:
+            if e.errno not in _DISK_FULL_ERRNOS:
+                raise
+            # No room for the leader's snapshot: drop the partial file; the leader starts over.
+            self._drop_receiving()
+            self._no_room(f"{os.strerror(e.errno).lower()} (receiving {tmp})")
+            return False
         try:
             if recv["received"] != ident[2]:
                 raise SnapshotError("snapshot transfer ended short")
@@ -300,4 +347,13 @@ class SnapshotStore:
         self._kill_child()  # a local snapshot still being written is older: it must not win the rename
         publish(tmp, self.path, erase_old=True)
         self.pair = (tuple(head["prev"]), tuple(head["last"]))
+        self._room_again()
         return True
+
+    def _drop_receiving(self) -> None:
+        recv, self._receiving = self._receiving, None
+        if recv is not None:
+            with contextlib.suppress(OSError):
+                recv["file"].close()
+        with contextlib.suppress(OSError):
+            os.unlink(f"{self.path}.recv")

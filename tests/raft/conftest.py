@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pysyncobj import SyncObj
 
-from swarmsecrets.raft import membership, node, prevote, snapshots, transport, wire
+from swarmsecrets.raft import journal, membership, node, prevote, snapshots, transport, wire
 from swarmsecrets.raft.node import RaftNode, RaftTiming, RaftTuning
 from tests.raft.raft_harness import DictMachine, Pki, free_ports
 
@@ -104,6 +104,13 @@ def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
         mp.setattr(S, "_SyncObj__doApplyCommand", lambda self, command:
                    self._apply_regular(command[1:]) if command[:1] == b"\0"
                    else SyncObj._SyncObj__doApplyCommand(self, command))
+    elif name == "disk_full":  # no room is fatal again: the member stops for good
+        mp.setattr(journal, "DISK_FULL_ERRNOS", frozenset())
+    elif name == "hand_over":  # a leader that cannot persist keeps leading (and counting itself)
+        mp.setattr(S, "_hand_over", lambda self: None)
+    elif name == "full_vote":  # a member that cannot persist stands for election and votes
+        mp.delattr(S, "_onTick")
+        mp.setattr(S, "_refuses_vote", lambda self, message: False)
     elif name not in ("fallback", "journal"):  # these two are read by the tests themselves
         raise ValueError(f"unknown RAFT_STOCK name {name!r}")
 

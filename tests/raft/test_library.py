@@ -16,6 +16,7 @@ from swarmsecrets.raft import (
     RaftError,
     Refused,
     StorageFailed,
+    StorageFull,
     Unavailable,
     UnknownOutcome,
 )
@@ -37,6 +38,7 @@ def test_the_raft_package_imports_nothing_of_its_host() -> None:
 @pytest.mark.parametrize(("raised", "kind", "code"), [
     (NoLeader(), errors.NoLeader, errors.Code.UNAVAILABLE),
     (StorageFailed("disk gone"), errors.Unavailable, errors.Code.UNAVAILABLE),
+    (StorageFull("no space left on device (writing raft.journal)"), errors.StorageFull, errors.Code.UNAVAILABLE),
     (Unavailable("queue full"), errors.Unavailable, errors.Code.UNAVAILABLE),
     (UnknownOutcome(), errors.DeadlineExceeded, errors.Code.DEADLINE_EXCEEDED),
     (Refused("one change at a time"), errors.FailedPrecondition, errors.Code.FAILED_PRECONDITION),
@@ -48,6 +50,13 @@ def test_the_manager_maps_every_raft_error(raised: RaftError, kind: type[errors.
                                            code: errors.Code) -> None:
     mapped = swarm_error(raised)
     assert isinstance(mapped, kind) and mapped.code == code
+
+
+def test_a_full_disk_names_the_manager_and_what_to_do() -> None:
+    mapped = swarm_error(StorageFull("no space left on device (writing /d/raft.journal)"), "n0de")
+    assert str(mapped) == ("raft: cannot persist: no space left on device (writing /d/raft.journal) on manager "
+                           "n0de: free space on its data disk (writes resume by themselves) or send writes to "
+                           "another manager")
 
 
 def test_the_mapped_errors_keep_the_user_facing_wording() -> None:

@@ -4,6 +4,8 @@ a real gRPC round trip (status, message, kind in trailing metadata)."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import subprocess
 import sys
@@ -136,6 +138,19 @@ def test_an_unexpected_exception_is_internal_and_not_leaked(streaming: bool) -> 
     assert e.code() == grpc.StatusCode.INTERNAL
     assert "secret internals" not in (e.details() or "")
     assert isinstance(rpcutil.error_from_rpc(e), errors.Internal)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_file_that_finds_no_room_is_one_clear_line(streaming: bool) -> None:
+    """A key or node-state write on a full disk: UNAVAILABLE and what to do, not an internal error;
+    the probe beside it (another OSError) stays internal."""
+    e = _roundtrip(lambda: OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/keys/keys.json"), streaming)
+    assert e.code() == grpc.StatusCode.UNAVAILABLE
+    assert e.details() == ("cannot persist: no space left on device (writing /data/keys/keys.json) on this node: "
+                           "free space on its data disk, then retry")
+    assert isinstance(rpcutil.error_from_rpc(e), errors.StorageFull)
+    other = _roundtrip(lambda: OSError(errno.EIO, os.strerror(errno.EIO), "/data/keys/keys.json"), streaming)
+    assert other.code() == grpc.StatusCode.INTERNAL
 
 
 def test_a_transport_failure_has_no_kind() -> None:

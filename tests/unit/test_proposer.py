@@ -131,3 +131,16 @@ def test_membership_changes_reach_the_raft_member() -> None:
         assert p.status().members == [SELF_RAFT]
 
     run(test)
+
+
+def test_a_manager_out_of_disk_space_refuses_at_once() -> None:
+    """Waiting out a failover does not free a disk: the refusal is not retried."""
+    full = errors.storage_full("no space left on device (writing /data/raft.journal)", "abc123")
+    raft = ScriptedRaft([full, errors.Unavailable("no leader")])
+
+    async def test() -> None:
+        with pytest.raises(errors.StorageFull, match="cannot persist: no space left on device .* on manager abc123"):
+            await proposer(raft).propose(SECRET)
+        assert len(raft.entries) == 1
+
+    run(test)
