@@ -54,7 +54,14 @@ def write(node: Node, acked: list[str]) -> str | None:
 
 
 def names(node: Node) -> set[str]:
-    return {s.spec.name for s in node.control().ListSecrets(control_pb2.ListSecretsRequest(), timeout=10).secrets}
+    """The secrets a manager lists; a manager still starting counts as "not yet" in a wait."""
+    try:
+        listed = node.control().ListSecrets(control_pb2.ListSecretsRequest(), timeout=10).secrets
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.UNAVAILABLE:
+            raise
+        raise AssertionError(f"{node.name}: {e.details()}") from None
+    return {s.spec.name for s in listed}
 
 
 def fill_until_refused(full: Node, disk: SmallFs, acked: list[str]) -> None:
