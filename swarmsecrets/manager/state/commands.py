@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 from swarmsecrets import errors, ids
-from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, SecretRef, Service, Task
+from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, RootRotation, SecretRef, Service, Task
 
 # Version 1: the commands below, as the first versioned release defines them. Entries written
 # before commands carried a version are read as version 1 (the same kinds and fields).
 # Version 2: set_autolock.
-STATE_VERSION = 2
+# Version 3: start_root_rotation, finish_root_rotation, set_trust_roots; Node.trust_roots.
+STATE_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +130,34 @@ class SetAutolock(Command):
 
     autolock: bool
     unlock_key: bytes | None = None
+
+
+@command("start_root_rotation", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartRootRotation(Command):
+    """Begin a root CA rotation from the root ``from_root`` (PEM; refused if it is no longer the
+    current one or a rotation runs), with join tokens that carry the new root's digest."""
+
+    from_root: str
+    rotation: RootRotation
+    join_tokens: JoinTokens
+
+
+@command("finish_root_rotation", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinishRootRotation(Command):
+    """The new root ``root`` (PEM) becomes the only one; the old one is no longer trusted."""
+
+    root: str
+
+
+@command("set_trust_roots", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetTrustRoots(Command):
+    """Record which roots bundle (``bundle_digest``) a node now trusts, as it reported it."""
+
+    node_id: str
+    trust_roots: str
 
 
 @command("add_node")

@@ -45,6 +45,16 @@ class JoinTokens:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RootRotation:
+    """A root CA rotation in progress: the new root, its key (sealed with the data key) and the
+    cross-signed intermediate (the new root's subject and key, signed by the current root)."""
+
+    ca_cert: str
+    ca_key: bytes
+    cross_signed: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster(Meta):
     id: str
     root_ca_cert: str
@@ -52,6 +62,15 @@ class Cluster(Meta):
     autolock: bool = False
     unlock_key: bytes | None = None  # sealed with the data key; None without autolock
     key_id: str = ""
+    root_rotation: RootRotation | None = None
+
+    def trust_bundle(self) -> str:
+        """Every root the swarm trusts now: the current one, and the new one during a rotation."""
+        return self.root_ca_cert + (self.root_rotation.ca_cert if self.root_rotation else "")
+
+    def desired_root(self) -> str:
+        """The root every node's certificate must come from: the new one during a rotation."""
+        return self.root_rotation.ca_cert if self.root_rotation else self.root_ca_cert
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +90,8 @@ class Node(Meta):
     # Managers: the highest state version (see commands.STATE_VERSION) this member can apply.
     # 0 in records written before members advertised it: such a member knows version 1.
     state_version: int = 0
+    # The hex SHA-256 of the roots bundle (PEM) the node says it trusts; "" before it said.
+    trust_roots: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -401,6 +401,38 @@ def _set_autolock(s: Store, cmd: c.SetAutolock, index: int) -> Cluster:
     return new
 
 
+@_handles(c.StartRootRotation)
+def _start_root_rotation(s: Store, cmd: c.StartRootRotation, index: int) -> Cluster:
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    if cluster.root_rotation is not None or cluster.root_ca_cert != cmd.from_root:
+        raise errors.FailedPrecondition("a root CA rotation is already in progress")
+    new = s._t.cluster = _stamp(replace(cluster, root_rotation=cmd.rotation, join_tokens=cmd.join_tokens),
+                                cmd.ts, index)
+    return new
+
+
+@_handles(c.FinishRootRotation)
+def _finish_root_rotation(s: Store, cmd: c.FinishRootRotation, index: int) -> Cluster:
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    if cluster.root_rotation is None or cluster.root_rotation.ca_cert != cmd.root:
+        raise errors.FailedPrecondition("no root CA rotation to this root is in progress")
+    new = s._t.cluster = _stamp(replace(cluster, root_ca_cert=cmd.root, root_rotation=None), cmd.ts, index)
+    return new
+
+
+@_handles(c.SetTrustRoots)
+def _set_trust_roots(s: Store, cmd: c.SetTrustRoots, index: int) -> Node:
+    old = s._t.nodes.get(cmd.node_id)
+    if old is None:
+        raise errors.node_not_found(cmd.node_id)
+    new = s._t.nodes[cmd.node_id] = _stamp(replace(old, trust_roots=cmd.trust_roots), cmd.ts, index)
+    return new
+
+
 @_handles(c.CreateSecret)
 def _create_secret(s: Store, cmd: c.CreateSecret, index: int) -> Secret:
     if cmd.name.lower() in s._names:

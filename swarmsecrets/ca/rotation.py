@@ -1,0 +1,147 @@
+"""Root CA rotation: a new root, the cross-signed intermediate that bridges it to the old one, the
+trust bundle while both are valid, and how far the swarm has moved.
+
+The rotation is online. While it runs, the swarm trusts both roots (the bundle) and issues
+certificates from the new root's key, each sent with the cross-signed intermediate: a certificate
+with the new root's subject and key, signed by the OLD root. A node that still trusts only the old
+root verifies a new certificate through that intermediate; a node that trusts the new root
+verifies it directly; and every node that trusts the bundle accepts certificates of either root.
+Once every node that is not down holds a certificate from the new root, the old root leaves the
+bundle and its certificates are refused everywhere.
+
+Each new root gets a subject of its own (CN ``swarm-ca`` plus a serial number attribute): TLS
+libraries pick an issuer by name before they check a signature, so two trusted roots with one
+name could make a valid certificate fail against the wrong one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from swarmsecrets.ca import certs
+
+
+
+
+def bundle_digest(roots_pem: bytes) -> str:
+    """How a node says which roots it trusts: hex SHA-256 of the bundle's PEM."""
+    return hashlib.sha256(roots_pem).hexdigest()
+
+
+def split_pems(pem: bytes) -> list[bytes]:
+    """Every certificate of a PEM bundle, each as its own PEM."""
+    return [c.public_bytes(serialization.Encoding.PEM) for c in x509.load_pem_x509_certificates(pem)]
+
+
+def create_rotation_root() -> certs.RootCA:
+    """A new root CA for a rotation: like the first one, with a subject no other root has."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, certs.CA_SERVER_NAME),
+                      x509.NameAttribute(NameOID.SERIAL_NUMBER, secrets.token_hex(8))])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - certs.BACKDATE)
+        .not_valid_after(now + certs.CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return certs.RootCA(cert.public_bytes(serialization.Encoding.PEM), key_pem)
+
+
+def cross_sign(old: certs.RootCA, new_root_pem: bytes) -> bytes:
+    """The intermediate that bridges the roots: the new root's subject, key and extensions, issued
+    by the old root and valid no longer than it."""
+    new = x509.load_pem_x509_certificate(new_root_pem)
+    old_cert = old.cert
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(new.subject).issuer_name(old_cert.subject)
+        .public_key(new.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(new.not_valid_before_utc)
+        .not_valid_after(min(new.not_valid_after_utc, old_cert.not_valid_after_utc))
+    )
+    for ext in new.extensions:
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    builder = builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(old.private_key().public_key()), critical=False)
+    return builder.sign(old.private_key(), hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def chains_to(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
+              roots: Iterable[x509.Certificate]) -> bool:
+    """Whether ``leaf`` was issued by one of ``roots``, directly or through one of ``intermediates``
+    (one level: all a rotation adds). Names and signatures only: validity periods are the TLS
+    handshake's business."""
+    roots = list(roots)
+    if any(_issued_by(leaf, r) for r in roots):
+        return True
+    return any(_issued_by(leaf, i) and any(_issued_by(i, r) for r in roots) for i in intermediates)
+
+
+# --- the signer and the bundle for a cluster record -------------------------------------------------
+
+@dataclass(frozen=True)
+class Signer:
+    """What issues node certificates now: the CA (cert and key) and the intermediates sent with
+    every certificate it issues (the cross-signed one during a rotation)."""
+
+    ca: certs.RootCA
+    intermediates: bytes = b""
+
+    def chain(self, leaf_pem: bytes) -> bytes:
+        return leaf_pem + self.intermediates
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a rotation has come, as ``swarm ca --rotate`` shows it: nodes whose certificate is
+    from the desired root, nodes that trust exactly the desired root, of ``total``."""
+
+    certs_rotated: int
+    roots_rotated: int
+    total: int
+    in_progress: bool
+
+    @property
+    def done(self) -> bool:
+        return not self.in_progress and self.certs_rotated == self.total and self.roots_rotated == self.total
+
+
+def progress(desired_issuer_key: str, desired_roots_digest: str, nodes: Iterable[tuple[str, str]],
+             in_progress: bool) -> Progress:
+    """``nodes``: (cert issuer key, trusted roots digest) of every node. While the old root is still
+    trusted, no node counts as having the final trust (as Docker shows it)."""
+    listed = list(nodes)
+    certs_ok = sum(1 for issuer, _ in listed if issuer == desired_issuer_key)
+    roots_ok = 0 if in_progress else sum(1 for _, digest in listed if digest == desired_roots_digest)
+    return Progress(certs_ok, roots_ok, len(listed), in_progress)
