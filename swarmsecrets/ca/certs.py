@@ -18,6 +18,7 @@ import datetime
 import functools
 import hashlib
 import os
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ RAFT_URI_SCHEME = "swarmsecrets-raft://"
 CA_SERVER_NAME = "swarm-ca"
 CA_VALIDITY = datetime.timedelta(days=365 * 20)
 NODE_VALIDITY = datetime.timedelta(days=90)
+# The shortest node certificate lifetime an operator may set (Docker's), and its message.
+MIN_NODE_VALIDITY = datetime.timedelta(hours=1)
+# notBefore lies this far before the time of issue, for peers whose clocks lag; notAfter is the
+# time of issue plus the lifetime, so that a certificate lives exactly as long as the swarm says.
 BACKDATE = datetime.timedelta(hours=1)
 
 
@@ -134,7 +139,7 @@ def issue_node_cert(ca: RootCA, csr_pem: bytes, *, node_id: str, role: str, clus
         .public_key(csr.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + validity + BACKDATE)
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True,
                                      content_commitment=False, data_encipherment=False,
@@ -239,6 +244,50 @@ def identity_of(cert: x509.Certificate) -> NodeIdentity:
         serial=format(cert.serial_number, "x"),
         not_after=cert.not_valid_after_utc,
     )
+
+
+def node_validity(seconds: int) -> datetime.timedelta:
+    """The lifetime of node certificates the cluster record sets (0: the default)."""
+    return datetime.timedelta(seconds=seconds) if seconds > 0 else NODE_VALIDITY
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration (``2160h0m0s``, ``90m``, ``1.5h``), as Docker's flags take them."""
+    body = text.strip()
+    if body in ("0", "+0", "-0"):
+        return 0.0
+    sign = -1.0 if body.startswith("-") else 1.0
+    body = body.lstrip("+-")
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(body):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    if not body or pos != len(body):
+        raise ValueError(f"time: invalid duration {text!r}")
+    return sign * total
+
+
+def format_duration(seconds: float) -> str:
+    """A whole number of seconds as Go prints a duration: ``1h0m0s``, ``1m30s``, ``10s``."""
+    s = int(seconds)
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    if h:
+        return f"{h}h{m}m{sec}s"
+    if m:
+        return f"{m}m{sec}s"
+    return f"{sec}s"
+
+
+def issued_at(cert: x509.Certificate) -> datetime.datetime:
+    """When a node certificate was issued (its notBefore is backdated)."""
+    return cert.not_valid_before_utc + BACKDATE
 
 
 def identity_from_pem(pem: bytes) -> NodeIdentity:

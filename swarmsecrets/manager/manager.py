@@ -38,7 +38,7 @@ class Manager:
     CA, peer authorizer, clock) and hands each service only those it uses."""
 
     def __init__(self, nodedir: NodeDir, state: NodeState, dek: bytes, ca_key_pem: bytes, material: TLSMaterial,
-                 timing: RaftTiming, heartbeat_period: float) -> None:
+                 timing: RaftTiming, heartbeat_period: float, min_cert_expiry: float = 3600.0) -> None:
         """``material``: the node's identity, from memory (under autolock its key is on disk only
         sealed): the ports take it from there, never from a file, and follow its renewals."""
         self.dir = nodedir
@@ -58,7 +58,7 @@ class Manager:
         self.proposer = RaftProposer(self.raft, self.store, self.clock, no_leader_grace=2 * timing.election_max)
         self.control = ControlAPI.build(store=self.store, proposer=self.proposer, members=self.proposer,
                                         sealer=self.data_key, ca=self.ca, node_id=state.node_id,
-                                        raft_addr=state.raft_addr)
+                                        raft_addr=state.raft_addr, min_cert_expiry=min_cert_expiry)
         self.server: grpc.aio.Server | None = None
         self.dispatcher: Dispatcher | None = None
         self.scheduler: Scheduler | None = None

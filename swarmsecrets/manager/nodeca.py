@@ -6,22 +6,37 @@ token (it has no certificate yet), checked against this manager's state first an
 barrier, against the swarm's latest; every later call presents the certificate issued here.
 Authorization never comes from request fields, and no name in a certificate does either
 (``ca.certs``).
+
+Certificates live as long as the cluster record says (``swarm update --cert-expiry``); each one
+issued is recorded in its node's record (notAfter, issuer), which ``node inspect`` shows.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import logging
+
 import grpc
+from cryptography import x509
 
 from swarmsecrets import errors, ids, validation
 from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc
 from swarmsecrets.ca import certs, tokens
 from swarmsecrets.ca.authz import MANAGERS, MEMBERS, PeerAuthorizer
+from swarmsecrets.ca.material import issuer_key_id
 from swarmsecrets.crypto.keys import format_unlock_key
 from swarmsecrets.manager import state
 from swarmsecrets.manager.binding import join_request_id
 from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
 from swarmsecrets.manager.datakey import join_tokens, unlock_key
 from swarmsecrets.rpcutil import peer_certificate, rpc
+
+log = logging.getLogger(__name__)
+
+# How long, and how often, a join's certificate record waits for every manager to support it (a
+# manager that just joined advertises its state version a moment later).
+RECORD_PATIENCE, RECORD_RETRY = 60.0, 1.0
 
 
 def _peer_host(context: grpc.aio.ServicerContext) -> str:
@@ -31,6 +46,14 @@ def _peer_host(context: grpc.aio.ServicerContext) -> str:
     if kind == "ipv6":
         return rest.rsplit(":", 1)[0].strip("[]").replace("%5B", "").replace("%5D", "")
     return rest.rsplit(":", 1)[0] if kind == "ipv4" else ""
+
+
+def certificate_record(node_id: str, cert_pem: bytes, issuer: x509.Certificate) -> state.RecordNodeCert:
+    """What the node's record keeps of a certificate ``issuer`` issued to it."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    return state.RecordNodeCert(node_id=node_id, serial=format(cert.serial_number, "x"),
+                                not_after=int(cert.not_valid_after_utc.timestamp()),
+                                issuer=cert.issuer.rfc4514_string(), issuer_key=issuer_key_id(issuer))
 
 
 class NodeCAService(ca_pb2_grpc.NodeCAServicer):
@@ -45,6 +68,48 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         self.sealer = sealer
         self.data_key = data_key
         self.cluster_id = cluster_id
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def _validity(self) -> datetime.timedelta:
+        cluster = self.store.cluster
+        return certs.node_validity(cluster.node_cert_expiry if cluster is not None else 0)
+
+    def _record_command(self, node_id: str, cert_pem: bytes) -> state.RecordNodeCert:
+        return certificate_record(node_id, cert_pem, self.ca.cert)
+
+    async def _record(self, node_id: str, cert_pem: bytes) -> None:
+        """Record a renewed certificate before handing it out: a renewal the swarm has no record
+        of fails, and the node retries. Skipped while a manager cannot apply the record (a rolling
+        upgrade)."""
+        cmd = self._record_command(node_id, cert_pem)
+        try:
+            state.require_supported(cmd, self.store.managers())
+        except errors.FailedPrecondition:
+            return
+        await self.proposer.propose(cmd)
+
+    def _record_later(self, node_id: str, cert_pem: bytes) -> None:
+        """Record a joiner's first certificate in the background: a joining manager's record
+        says which state version it supports only once it runs."""
+        cmd = self._record_command(node_id, cert_pem)
+
+        async def record() -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + RECORD_PATIENCE
+            while True:
+                try:
+                    state.require_supported(cmd, self.store.managers())
+                    await self.proposer.propose(cmd)
+                    return
+                except errors.SwarmError as e:
+                    if loop.time() > deadline:
+                        log.info("certificate of node %s not recorded: %s", node_id, e)
+                        return
+                await asyncio.sleep(RECORD_RETRY)
+
+        task = asyncio.get_running_loop().create_task(record())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     @rpc
     async def GetRootCACertificate(self, request: ca_pb2.GetRootCACertificateRequest,
@@ -93,8 +158,9 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         added = await self.proposer.propose(state.AddNode(rid=rid, node=node))
         cert = certs.issue_node_cert(
             self.ca, request.csr, node_id=added.id, role=role, cluster_id=self.cluster_id,
-            raft_addr=added.raft_addr or None,
+            raft_addr=added.raft_addr or None, validity=self._validity(),
         )
+        self._record_later(added.id, cert)
         return ca_pb2.IssueNodeCertificateResponse(node_id=added.id, role=role, certificate=cert,
                                                    cluster_id=self.cluster_id)
 
@@ -112,7 +178,9 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         validation.validate_csr(request.csr)
         role = node.role
         cert = certs.issue_node_cert(self.ca, request.csr, node_id=node.id, role=role, cluster_id=self.cluster_id,
-                                     raft_addr=(node.raft_addr or None) if role == "manager" else None)
+                                     raft_addr=(node.raft_addr or None) if role == "manager" else None,
+                                     validity=self._validity())
+        await self._record(node.id, cert)
         return ca_pb2.IssueNodeCertificateResponse(node_id=node.id, role=role, certificate=cert,
                                                    cluster_id=self.cluster_id)
 

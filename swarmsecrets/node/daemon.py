@@ -37,6 +37,7 @@ from swarmsecrets.manager import state
 from swarmsecrets.manager.controlapi import ControlAPI
 from swarmsecrets.manager.datakey import unlock_key
 from swarmsecrets.manager.manager import Manager
+from swarmsecrets.manager.nodeca import certificate_record
 from swarmsecrets.node.config import DaemonConfig
 from swarmsecrets.node.localapi import InitOptions, Initialized, JoinOptions, Joined, NodeInfo
 from swarmsecrets.node.nodedir import NodeDir, NodeState
@@ -576,6 +577,7 @@ class Node:
                                        advertise_addr=advertise, listen_addr=listen, raft_addr=raft_addr,
                                        members=[raft_addr], autolock=options.autolock)
                 worker_tok, manager_tok = tokens.new_token(ca.cert_pem), tokens.new_token(ca.cert_pem)
+                record = certificate_record(node_id, cert, ca.cert)
 
                 async def create_cluster(m: Manager) -> None:
                     await self._propose_until_leader(m, state.InitCluster(
@@ -586,7 +588,9 @@ class Node:
                             unlock_key=m.data_key.seal(unlock) if unlock else None,
                             key_id=m.data_key.key_id,
                         ),
-                        node=replace(self._self_node_record("manager"), availability=availability),
+                        node=replace(self._self_node_record("manager"), availability=availability,
+                                     cert_serial=record.serial, cert_not_after=record.not_after,
+                                     cert_issuer=record.issuer, cert_issuer_key=record.issuer_key),
                     ))
 
                 await self._start_manager(dek, ca.key_pem, create_cluster)

@@ -276,12 +276,14 @@ class GetUnlockKeyResponse(_message.Message):
     def __init__(self, unlock_key: _Optional[str] = ...) -> None: ...
 
 class UpdateClusterRequest(_message.Message):
-    __slots__ = ("autolock", "request_id")
+    __slots__ = ("autolock", "request_id", "node_cert_expiry_seconds")
     AUTOLOCK_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_CERT_EXPIRY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     autolock: bool
     request_id: str
-    def __init__(self, autolock: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    node_cert_expiry_seconds: int
+    def __init__(self, autolock: _Optional[bool] = ..., request_id: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ...) -> None: ...
 
 class UpdateClusterResponse(_message.Message):
     __slots__ = ("cluster", "unlock_key")

@@ -95,7 +95,7 @@ class ManagerStatus(_message.Message):
     def __init__(self, leader: _Optional[bool] = ..., reachability: _Optional[str] = ..., addr: _Optional[str] = ..., raft_addr: _Optional[str] = ...) -> None: ...
 
 class Node(_message.Message):
-    __slots__ = ("id", "version", "created_at", "updated_at", "spec", "description", "status", "manager_status", "cert_serial")
+    __slots__ = ("id", "version", "created_at", "updated_at", "spec", "description", "status", "manager_status", "cert_serial", "tls_info")
     ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +105,7 @@ class Node(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MANAGER_STATUS_FIELD_NUMBER: _ClassVar[int]
     CERT_SERIAL_FIELD_NUMBER: _ClassVar[int]
+    TLS_INFO_FIELD_NUMBER: _ClassVar[int]
     id: str
     version: Version
     created_at: str
@@ -114,7 +115,20 @@ class Node(_message.Message):
     status: NodeStatus
     manager_status: ManagerStatus
     cert_serial: str
-    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., spec: _Optional[_Union[NodeSpec, _Mapping]] = ..., description: _Optional[_Union[NodeDescription, _Mapping]] = ..., status: _Optional[_Union[NodeStatus, _Mapping]] = ..., manager_status: _Optional[_Union[ManagerStatus, _Mapping]] = ..., cert_serial: _Optional[str] = ...) -> None: ...
+    tls_info: NodeTLSInfo
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., spec: _Optional[_Union[NodeSpec, _Mapping]] = ..., description: _Optional[_Union[NodeDescription, _Mapping]] = ..., status: _Optional[_Union[NodeStatus, _Mapping]] = ..., manager_status: _Optional[_Union[ManagerStatus, _Mapping]] = ..., cert_serial: _Optional[str] = ..., tls_info: _Optional[_Union[NodeTLSInfo, _Mapping]] = ...) -> None: ...
+
+class NodeTLSInfo(_message.Message):
+    __slots__ = ("trust_root", "cert_issuer_subject", "cert_issuer_public_key", "cert_not_after")
+    TRUST_ROOT_FIELD_NUMBER: _ClassVar[int]
+    CERT_ISSUER_SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    CERT_ISSUER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    CERT_NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    trust_root: str
+    cert_issuer_subject: str
+    cert_issuer_public_key: str
+    cert_not_after: str
+    def __init__(self, trust_root: _Optional[str] = ..., cert_issuer_subject: _Optional[str] = ..., cert_issuer_public_key: _Optional[str] = ..., cert_not_after: _Optional[str] = ...) -> None: ...
 
 class JoinTokens(_message.Message):
     __slots__ = ("worker", "manager")
@@ -125,7 +139,7 @@ class JoinTokens(_message.Message):
     def __init__(self, worker: _Optional[str] = ..., manager: _Optional[str] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("id", "version", "created_at", "updated_at", "join_tokens", "autolock", "root_ca_cert")
+    __slots__ = ("id", "version", "created_at", "updated_at", "join_tokens", "autolock", "root_ca_cert", "node_cert_expiry_seconds")
     ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -133,6 +147,7 @@ class Cluster(_message.Message):
     JOIN_TOKENS_FIELD_NUMBER: _ClassVar[int]
     AUTOLOCK_FIELD_NUMBER: _ClassVar[int]
     ROOT_CA_CERT_FIELD_NUMBER: _ClassVar[int]
+    NODE_CERT_EXPIRY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     version: Version
     created_at: str
@@ -140,7 +155,8 @@ class Cluster(_message.Message):
     join_tokens: JoinTokens
     autolock: bool
     root_ca_cert: str
-    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., join_tokens: _Optional[_Union[JoinTokens, _Mapping]] = ..., autolock: _Optional[bool] = ..., root_ca_cert: _Optional[str] = ...) -> None: ...
+    node_cert_expiry_seconds: int
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., join_tokens: _Optional[_Union[JoinTokens, _Mapping]] = ..., autolock: _Optional[bool] = ..., root_ca_cert: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ...) -> None: ...
 
 class FileTarget(_message.Message):
     __slots__ = ("name", "uid", "gid", "mode")

@@ -1,4 +1,5 @@
-"""The swarm itself: inspect, rotate a join token, show and rotate the unlock key, turn autolock on or off."""
+"""The swarm itself: inspect, rotate a join token, show and rotate the unlock key, turn autolock on or
+off, set the lifetime of node certificates."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from swarmsecrets.rpcutil import format_ts
 
 
 class ClusterAPI:
-    """``ca`` is the swarm's root CA: a new join token carries its digest."""
+    """``ca`` is the swarm's root CA: a new join token carries its digest. ``min_cert_expiry``
+    (seconds): the shortest node certificate lifetime accepted (Docker's hour, lower in tests)."""
 
-    def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer, ca: certs.RootCA) -> None:
+    def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer, ca: certs.RootCA, *,
+                 min_cert_expiry: float = certs.MIN_NODE_VALIDITY.total_seconds()) -> None:
+        self.min_cert_expiry = min_cert_expiry
         self.store = store
         self.proposer = proposer
         self.sealer = sealer
@@ -34,6 +38,7 @@ class ClusterAPI:
             created_at=format_ts(c.created_at), updated_at=format_ts(c.updated_at),
             join_tokens=objects_pb2.JoinTokens(worker=jt["worker"], manager=jt["manager"]),
             autolock=c.autolock, root_ca_cert=c.root_ca_cert,
+            node_cert_expiry_seconds=int(certs.node_validity(c.node_cert_expiry).total_seconds()),
         )
 
     async def get_cluster(self, request: control_pb2.GetClusterRequest) -> control_pb2.GetClusterResponse:
@@ -81,11 +86,20 @@ class ClusterAPI:
     async def update_cluster(self, request: control_pb2.UpdateClusterRequest,
                              caller: str) -> control_pb2.UpdateClusterResponse:
         """Autolock on or off. Every manager re-wraps its keys (its TLS key among them) as it applies
-        the change: under the new unlock key, or back under a key file of its own."""
+        the change: under the new unlock key, or back under a key file of its own. A certificate
+        lifetime (``node_cert_expiry_seconds``, 0: unchanged) applies to certificates issued from
+        then on: each node takes it at its next renewal."""
+        expiry = request.node_cert_expiry_seconds
+        if expiry and expiry < self.min_cert_expiry:
+            minimum = certs.format_duration(self.min_cert_expiry)
+            raise errors.InvalidArgument(f"minimum certificate expiry time is: {minimum}")
         await self.proposer.barrier()
         cluster = self.store.cluster
         if cluster is None:
             raise errors.Unavailable("the cluster state is not available yet")
+        if expiry and expiry != cluster.node_cert_expiry:
+            rid = request_id(self.sealer, state.SetCertExpiry, caller, request)
+            await self.proposer.propose(state.SetCertExpiry(rid=rid, seconds=expiry))
         if request.autolock != cluster.autolock:
             sealed = self.sealer.seal(keys.new_key()) if request.autolock else None
             rid = request_id(self.sealer, state.SetAutolock, caller, request)

@@ -12,9 +12,9 @@ from swarmsecrets.manager.controlapi.common import request_id
 from swarmsecrets.rpcutil import format_ts
 
 
-def node_to_proto(n: state.Node, status: GroupStatus, self_raft_addr: str) -> objects_pb2.Node:
+def node_to_proto(n: state.Node, status: GroupStatus, self_raft_addr: str, trust_root: str = "") -> objects_pb2.Node:
     """The node as Swarm shows it; a manager's status is its raft reachability as this manager
-    (at ``self_raft_addr``) sees it in ``status``."""
+    (at ``self_raft_addr``) sees it in ``status``; ``trust_root``: the swarm's root CA (PEM)."""
     pb = objects_pb2.Node(
         id=n.id, version=objects_pb2.Version(index=n.version),
         created_at=format_ts(n.created_at), updated_at=format_ts(n.updated_at),
@@ -23,6 +23,10 @@ def node_to_proto(n: state.Node, status: GroupStatus, self_raft_addr: str) -> ob
                                                 platform_arch=n.arch, engine_version=n.engine_version),
         cert_serial=n.cert_serial,
     )
+    if n.cert_not_after:
+        pb.tls_info.CopyFrom(objects_pb2.NodeTLSInfo(
+            trust_root=trust_root, cert_issuer_subject=n.cert_issuer, cert_issuer_public_key=n.cert_issuer_key,
+            cert_not_after=format_ts(n.cert_not_after * 10**9)))
     if n.role == "manager":
         raft_addr = n.raft_addr
         is_self = raft_addr == self_raft_addr
@@ -70,13 +74,18 @@ class NodesAPI:
         self.node_id = node_id
         self.raft_addr = raft_addr
 
+    def _trust_root(self) -> str:
+        cluster = self.store.cluster
+        return cluster.root_ca_cert if cluster is not None else ""
+
     def _to_proto(self, node: state.Node) -> objects_pb2.Node:
-        return node_to_proto(node, self.proposer.status(), self.raft_addr)
+        return node_to_proto(node, self.proposer.status(), self.raft_addr, self._trust_root())
 
     async def list_nodes(self, request: control_pb2.ListNodesRequest) -> control_pb2.ListNodesResponse:
         await self.proposer.barrier()
         status = self.proposer.status()
-        return control_pb2.ListNodesResponse(nodes=[node_to_proto(n, status, self.raft_addr)
+        root = self._trust_root()
+        return control_pb2.ListNodesResponse(nodes=[node_to_proto(n, status, self.raft_addr, root)
                                                     for n in self.store.nodes()])
 
     async def get_node(self, request: control_pb2.GetNodeRequest) -> control_pb2.GetNodeResponse:

@@ -36,13 +36,14 @@ class ControlAPI:
 
     @classmethod
     def build(cls, *, store: StoreReader, proposer: Proposer, members: RaftMembers, sealer: Sealer,
-              ca: certs.RootCA, node_id: str, raft_addr: str) -> ControlAPI:
+              ca: certs.RootCA, node_id: str, raft_addr: str,
+              min_cert_expiry: float = certs.MIN_NODE_VALIDITY.total_seconds()) -> ControlAPI:
         """``node_id`` and ``raft_addr`` are those of the manager that serves the API."""
         return cls(
             secrets=SecretsAPI(store, proposer, sealer),
             nodes=NodesAPI(store, proposer, members, sealer, node_id=node_id, raft_addr=raft_addr),
             services=ServicesAPI(store, proposer, sealer),
-            cluster=ClusterAPI(store, proposer, sealer, ca),
+            cluster=ClusterAPI(store, proposer, sealer, ca, min_cert_expiry=min_cert_expiry),
         )
 
     def caller(self, context: grpc.aio.ServicerContext) -> str:

@@ -12,6 +12,7 @@ from swarmsecrets.manager.state.commands import (
     CreateSecret,
     CreateService,
     InitCluster,
+    RecordNodeCert,
     RemoveNode,
     RemoveSecret,
     RemoveService,
@@ -20,6 +21,7 @@ from swarmsecrets.manager.state.commands import (
     SetTrustRoots,
     StartRootRotation,
     FinishRootRotation,
+    SetCertExpiry,
     StatusReport,
     TaskChange,
     TaskStatus,
@@ -53,5 +55,6 @@ __all__ = [
     "Schedule", "Secret", "SecretRef", "Service", "SetAutolock", "StateView", "StatusReport", "Store", "Task",
     "TaskChange", "TaskStatus", "TaskStatusUpdate", "UpdateCluster", "UpdateNode", "UpdateSecret", "UpdateService",
     "FinishRootRotation", "RootRotation", "SetTrustRoots", "StartRootRotation",
+    "RecordNodeCert", "SetCertExpiry",
     "bind_request_id", "client_request_id", "encode_command", "require_supported", "unwrap",
 ]

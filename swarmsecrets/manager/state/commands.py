@@ -32,7 +32,8 @@ from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, RootRo
 # Version 1: the commands below, as the first versioned release defines them. Entries written
 # before commands carried a version are read as version 1 (the same kinds and fields).
 # Version 2: set_autolock.
-# Version 3: start_root_rotation, finish_root_rotation, set_trust_roots; Node.trust_roots.
+# Version 3: set_cert_expiry, record_node_cert (and the fields they set on Cluster and Node);
+#   start_root_rotation, finish_root_rotation, set_trust_roots (Cluster.root_rotation, Node.trust_roots).
 STATE_VERSION = 3
 
 
@@ -158,6 +159,12 @@ class SetTrustRoots(Command):
 
     node_id: str
     trust_roots: str
+@command("set_cert_expiry", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetCertExpiry(Command):
+    """The lifetime, in seconds, of the node certificates issued from now on."""
+
+    seconds: int
 
 
 @command("add_node")
@@ -197,6 +204,20 @@ class UpdateNode(Command):
 
 _NODE_FIELDS = ("role", "hostname", "addr", "raft_addr", "engine_version", "arch", "availability", "status",
                 "status_message", "state_version")
+
+
+@command("record_node_cert", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordNodeCert(Command):
+    """A certificate was issued to the node: remember what ``node inspect`` shows of it. A record
+    never goes back to an earlier certificate (by notAfter): of two renewals applied out of order,
+    the later certificate stays."""
+
+    node_id: str
+    serial: str
+    not_after: int
+    issuer: str
+    issuer_key: str
 
 
 @command("remove_node")

@@ -62,6 +62,8 @@ class Cluster(Meta):
     autolock: bool = False
     unlock_key: bytes | None = None  # sealed with the data key; None without autolock
     key_id: str = ""
+    # Lifetime of the node certificates issued from now on, in seconds; 0: the default (90 days).
+    node_cert_expiry: int = 0
     root_rotation: RootRotation | None = None
 
     def trust_bundle(self) -> str:
@@ -87,6 +89,11 @@ class Node(Meta):
     status_message: str = ""
     labels: Mapping[str, str] = field(default_factory=lambda: _NO_LABELS)
     cert_serial: str = ""
+    # The node's latest certificate: its notAfter (unix seconds), its issuer's subject (RFC 4514)
+    # and the hex SHA-256 of its issuer's SubjectPublicKeyInfo (DER). Empty until one is recorded.
+    cert_not_after: int = 0
+    cert_issuer: str = ""
+    cert_issuer_key: str = ""
     # Managers: the highest state version (see commands.STATE_VERSION) this member can apply.
     # 0 in records written before members advertised it: such a member knows version 1.
     state_version: int = 0

@@ -387,6 +387,30 @@ def _update_cluster(s: Store, cmd: c.UpdateCluster, index: int) -> Cluster:
     return new
 
 
+@_handles(c.SetCertExpiry)
+def _set_cert_expiry(s: Store, cmd: c.SetCertExpiry, index: int) -> Cluster:
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    if cmd.seconds <= 0:
+        raise errors.InvalidArgument("a certificate lifetime is positive")
+    new = s._t.cluster = _stamp(replace(cluster, node_cert_expiry=cmd.seconds), cmd.ts, index)
+    return new
+
+
+@_handles(c.RecordNodeCert)
+def _record_node_cert(s: Store, cmd: c.RecordNodeCert, index: int) -> Node:
+    old = s._t.nodes.get(cmd.node_id)
+    if old is None:
+        raise errors.node_not_found(cmd.node_id)
+    if cmd.not_after < old.cert_not_after:
+        return old
+    new = s._t.nodes[cmd.node_id] = _stamp(replace(old, cert_serial=cmd.serial, cert_not_after=cmd.not_after,
+                                                   cert_issuer=cmd.issuer, cert_issuer_key=cmd.issuer_key),
+                                           cmd.ts, index)
+    return new
+
+
 @_handles(c.SetAutolock)
 def _set_autolock(s: Store, cmd: c.SetAutolock, index: int) -> Cluster:
     cluster = s._t.cluster
