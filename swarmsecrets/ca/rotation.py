@@ -19,8 +19,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -29,6 +30,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from swarmsecrets.ca import certs
+
+if TYPE_CHECKING:
+    from swarmsecrets.manager.state.objects import Cluster
 
 
 
@@ -145,3 +149,34 @@ def progress(desired_issuer_key: str, desired_roots_digest: str, nodes: Iterable
     certs_ok = sum(1 for issuer, _ in listed if issuer == desired_issuer_key)
     roots_ok = 0 if in_progress else sum(1 for _, digest in listed if digest == desired_roots_digest)
     return Progress(certs_ok, roots_ok, len(listed), in_progress)
+
+
+class SealerLike(Protocol):
+    def unseal(self, ciphertext: bytes) -> bytes: ...
+
+
+class SwarmCA:
+    """A manager's CA: the swarm's current root with its key, and what signs now. During a
+    rotation the new root's key (sealed in the cluster record) signs, and certificates go out
+    with the cross-signed intermediate; ``finish`` makes the new root the current one."""
+
+    def __init__(self, current: certs.RootCA, cluster: Callable[[], Cluster | None], sealer: SealerLike) -> None:
+        self.current = current
+        self._cluster = cluster
+        self._sealer = sealer
+        self._rotation_signer: tuple[str, Signer] | None = None
+
+    def signer(self) -> Signer:
+        cluster = self._cluster()
+        rotation = cluster.root_rotation if cluster is not None else None
+        if rotation is None:
+            return Signer(self.current)
+        cached = self._rotation_signer
+        if cached is None or cached[0] != rotation.ca_cert:
+            ca = certs.RootCA(rotation.ca_cert.encode(), self._sealer.unseal(rotation.ca_key))
+            cached = self._rotation_signer = (rotation.ca_cert, Signer(ca, rotation.cross_signed.encode()))
+        return cached[1]
+
+    def finish(self, root_pem: bytes, key_pem: bytes) -> None:
+        self.current = certs.RootCA(root_pem, key_pem)
+        self._rotation_signer = None

@@ -31,8 +31,10 @@ import grpc
 from swarmsecrets import __version__, errors, ids, validation, wire
 from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, raft_pb2, raft_pb2_grpc
 from swarmsecrets.ca import certs, tokens
+from swarmsecrets.ca import rotation
 from swarmsecrets.ca.material import TLSMaterial
 from swarmsecrets.crypto import keys
+from swarmsecrets.fsutil import write_private
 from swarmsecrets.manager import state
 from swarmsecrets.manager.controlapi import ControlAPI
 from swarmsecrets.manager.datakey import unlock_key
@@ -233,7 +235,8 @@ class Node:
         if self.material is None:
             raise errors.SwarmLocked()
         m = Manager(self.dir, self.state, dek, ca_key, self.material, self.config.timing(),
-                    self.config.dispatcher_heartbeat)
+                    self.config.dispatcher_heartbeat, on_new_ca_key=self._new_ca_key,
+                    renew_now=lambda: self._spawn("root rotation renewal", self._renew_for_rotation()))
         m.store.subscribe(self._on_apply)
         try:
             await asyncio.to_thread(m.start_raft)
@@ -267,6 +270,7 @@ class Node:
                           channel=self._mtls_channel,
                           on_removed=removed, on_managers=save_managers,
                           on_promoted=lambda: self._spawn("promotion", self._promoted()),
+                          on_root_ca=self._swarm_roots, trust_roots=self._trust_roots_digest,
                           hide=[self.dir.root, self.config.socket_path])
         except (OSError, ValueError, NotTmpfsError) as e:  # e.g. a secrets root that is not tmpfs
             raise errors.FailedPrecondition(str(e)) from None
@@ -353,10 +357,67 @@ class Node:
         if index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
             return  # replayed after a restart: the keys are wrapped under a later unlock key already
         unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
-        self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock, as_of=index)
+        self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock, as_of=index)
         autolock = unlock is not None
         if autolock != self.state.autolock:
             self.loop.call_soon_threadsafe(self._record_autolock, autolock)
+
+    # --- root CA rotation ------------------------------------------------------------------------
+
+    def _new_ca_key(self, key_pem: bytes, index: int) -> None:
+        """On the raft thread: a finished root rotation made ``key_pem`` the CA key; wrap it on disk
+        in place of the old one (the old root's key is gone from this manager)."""
+        m = self.manager
+        cluster = m.store.cluster if m is not None else None
+        if m is None or cluster is None:
+            return
+        unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
+        as_of = max(index, keys.WrappedKeys(self.dir.keys_dir).as_of())
+        self._save_identity((m.data_key.key, key_pem), unlock, as_of=as_of)
+
+    def _trust_roots_digest(self) -> str:
+        return rotation.bundle_digest(self.material.current().roots) if self.material is not None else ""
+
+    def _swarm_roots(self, bundle: bytes) -> None:
+        """A worker's agent heard the roots the swarm trusts now: trust them (the CA file too), and
+        renew the certificate when a root was added (a rotation started)."""
+        if self.material is None or self.manager is not None or not bundle:
+            return
+        before = set(rotation.split_pems(self.material.current().roots))
+        if set(rotation.split_pems(bundle)) == before:
+            return
+        write_private(self.dir.ca_path, bundle)
+        self.material.replace(roots=bundle)
+        log.info("the swarm's root CA bundle changed: now trusting %d root(s)", len(rotation.split_pems(bundle)))
+        if set(rotation.split_pems(bundle)) - before:
+            self._spawn("root rotation renewal", self._renew_for_rotation())
+
+    async def _renew_for_rotation(self) -> None:
+        """A certificate from the root that signs now, retried with backoff until it comes."""
+        delay = 0.2
+        while True:
+            async with self.lifecycle:
+                if self.material is None or self.role not in (Role.MANAGER, Role.WORKER):
+                    return
+                m = self.manager
+                managers = ([self.state.advertise_addr, *(a for a in m.store.manager_addrs()
+                                                          if a != self.state.advertise_addr)]
+                            if m is not None else list(self.state.remote_managers))
+                try:
+                    await self._renew_certificate(managers)
+                    if m is not None:
+                        cluster = m.store.cluster
+                        unlock = unlock_key(m.store, m.data_key) if cluster is not None and cluster.autolock else None
+                        self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock,
+                                            as_of=keys.WrappedKeys(self.dir.keys_dir).as_of())
+                    else:
+                        self._save_identity()
+                    log.info("renewed this node's certificate for the root CA rotation")
+                    return
+                except errors.SwarmError as e:
+                    log.info("renewal for the root CA rotation failed, retrying: %s", e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
     def _record_autolock(self, autolock: bool) -> None:
         self.state.autolock = autolock

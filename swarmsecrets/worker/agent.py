@@ -37,8 +37,12 @@ class Agent:
     def __init__(self, *, secrets_root: str, allow_non_tmpfs: bool, managers: list[str],
                  channel: ChannelFactory, on_removed: Callable[[], Awaitable[None]],
                  on_managers: Callable[[list[str]], None], on_promoted: Callable[[], Any],
+                 on_root_ca: Callable[[bytes], None] = lambda bundle: None,
+                 trust_roots: Callable[[], str] = lambda: "",
                  hide: Sequence[str] = ()) -> None:
-        """``hide``: what no task may see besides the secrets root (the daemon's data dir and socket)."""
+        """``hide``: what no task may see besides the secrets root (the daemon's data dir and socket).
+        ``on_root_ca``: the roots the swarm trusts, as the session says; ``trust_roots``: the digest
+        of those this node trusts, reported with each heartbeat."""
         self.fs = SecretsFS(secrets_root, allow_non_tmpfs=allow_non_tmpfs)
         if self.fs.fallback_reason:
             log.warning("%s", self.fs.fallback_reason)
@@ -47,6 +51,8 @@ class Agent:
         self.on_removed = on_removed
         self.on_managers = on_managers
         self.on_promoted = on_promoted
+        self.on_root_ca = on_root_ca
+        self.trust_roots = trust_roots
         self.assignments = Assignments()
         self.reconciler = Reconciler(self.fs, asyncio.get_running_loop(), hide=hide)
         self.leader_hint = ""
@@ -112,6 +118,7 @@ class Agent:
             first = await session.read()
             if first is grpc.aio.EOF:
                 raise OSError("the session closed before it started")
+            self.on_root_ca(first.root_ca)
             if list(first.managers) and list(first.managers) != self.managers:
                 self.managers = list(first.managers)
                 self.on_managers(self.managers)
@@ -138,6 +145,8 @@ class Agent:
             msg = await session.read()
             if msg is grpc.aio.EOF:
                 return
+            if msg.root_ca:
+                self.on_root_ca(msg.root_ca)
             if msg.role and msg.role != "worker":
                 log.info("this node was promoted to %s", msg.role)
                 self.on_promoted()
@@ -147,7 +156,8 @@ class Agent:
         period = period_ms / 1000 if period_ms else 5.0
         while True:
             await asyncio.sleep(period)
-            resp = await stub.Heartbeat(pb.HeartbeatRequest(session_id=session_id), timeout=5)
+            resp = await stub.Heartbeat(pb.HeartbeatRequest(session_id=session_id, trust_roots=self.trust_roots()),
+                                        timeout=5)
             period = resp.period_ms / 1000 if resp.period_ms else period
 
     async def _reporter(self, stub: Any, session_id: str) -> None:

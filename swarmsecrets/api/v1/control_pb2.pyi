@@ -292,3 +292,29 @@ class UpdateClusterResponse(_message.Message):
     cluster: _objects_pb2.Cluster
     unlock_key: str
     def __init__(self, cluster: _Optional[_Union[_objects_pb2.Cluster, _Mapping]] = ..., unlock_key: _Optional[str] = ...) -> None: ...
+
+class RotateRootCARequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class GetRootCAProgressRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RootCAProgress(_message.Message):
+    __slots__ = ("root_ca_cert", "desired_digest", "in_progress", "certs_rotated", "roots_rotated", "total")
+    ROOT_CA_CERT_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CERTS_ROTATED_FIELD_NUMBER: _ClassVar[int]
+    ROOTS_ROTATED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    root_ca_cert: str
+    desired_digest: str
+    in_progress: bool
+    certs_rotated: int
+    roots_rotated: int
+    total: int
+    def __init__(self, root_ca_cert: _Optional[str] = ..., desired_digest: _Optional[str] = ..., in_progress: _Optional[bool] = ..., certs_rotated: _Optional[int] = ..., roots_rotated: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...

@@ -8,6 +8,7 @@ from dataclasses import replace
 from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
 from swarmsecrets.ca import certs, tokens
+from swarmsecrets.ca.rotation import SwarmCA
 from swarmsecrets.crypto import keys
 from swarmsecrets.manager import state
 from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
@@ -17,10 +18,10 @@ from swarmsecrets.rpcutil import format_ts
 
 
 class ClusterAPI:
-    """``ca`` is the swarm's root CA: a new join token carries its digest. ``min_cert_expiry``
+    """``ca`` is the swarm's CA: a new join token carries the digest of the root that signs now. ``min_cert_expiry``
     (seconds): the shortest node certificate lifetime accepted (Docker's hour, lower in tests)."""
 
-    def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer, ca: certs.RootCA, *,
+    def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer, ca: SwarmCA, *,
                  min_cert_expiry: float = certs.MIN_NODE_VALIDITY.total_seconds()) -> None:
         self.min_cert_expiry = min_cert_expiry
         self.store = store
@@ -53,7 +54,7 @@ class ClusterAPI:
         cluster = self.store.cluster
         if cluster is None:
             raise errors.Unavailable("the cluster state is not available yet")
-        fresh = self.sealer.seal(str(tokens.new_token(self.ca.cert_pem)).encode())
+        fresh = self.sealer.seal(str(tokens.new_token(self.ca.signer().ca.cert_pem)).encode())
         sealed = replace(cluster.join_tokens, **{request.role: fresh})
         rid = request_id(self.sealer, state.UpdateCluster, caller, request)
         await self.proposer.propose(state.UpdateCluster(rid=rid, join_tokens=sealed))

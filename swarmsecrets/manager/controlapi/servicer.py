@@ -19,9 +19,11 @@ import grpc
 
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc
 from swarmsecrets.ca import certs
+from swarmsecrets.ca.rotation import SwarmCA
 from swarmsecrets.manager.collaborators import Proposer, RaftMembers, Sealer, StoreReader
 from swarmsecrets.manager.controlapi.cluster import ClusterAPI
 from swarmsecrets.manager.controlapi.nodes import NodesAPI
+from swarmsecrets.manager.controlapi.rootca import RootCAAPI
 from swarmsecrets.manager.controlapi.secrets import SecretsAPI
 from swarmsecrets.manager.controlapi.services import ServicesAPI
 from swarmsecrets.rpcutil import peer_certificate, rpc
@@ -33,10 +35,11 @@ class ControlAPI:
     nodes: NodesAPI
     services: ServicesAPI
     cluster: ClusterAPI
+    rootca: RootCAAPI
 
     @classmethod
     def build(cls, *, store: StoreReader, proposer: Proposer, members: RaftMembers, sealer: Sealer,
-              ca: certs.RootCA, node_id: str, raft_addr: str,
+              ca: SwarmCA, node_id: str, raft_addr: str,
               min_cert_expiry: float = certs.MIN_NODE_VALIDITY.total_seconds()) -> ControlAPI:
         """``node_id`` and ``raft_addr`` are those of the manager that serves the API."""
         return cls(
@@ -44,6 +47,7 @@ class ControlAPI:
             nodes=NodesAPI(store, proposer, members, sealer, node_id=node_id, raft_addr=raft_addr),
             services=ServicesAPI(store, proposer, sealer),
             cluster=ClusterAPI(store, proposer, sealer, ca, min_cert_expiry=min_cert_expiry),
+            rootca=RootCAAPI(store, proposer, sealer, ca),
         )
 
     def caller(self, context: grpc.aio.ServicerContext) -> str:
@@ -186,3 +190,14 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
                             context: grpc.aio.ServicerContext) -> control_pb2.UpdateClusterResponse:
         api = await self._api(context)
         return await api.cluster.update_cluster(request, api.caller(context))
+
+    @rpc
+    async def RotateRootCA(self, request: control_pb2.RotateRootCARequest,
+                           context: grpc.aio.ServicerContext) -> control_pb2.RootCAProgress:
+        api = await self._api(context)
+        return await api.rootca.rotate(request, api.caller(context))
+
+    @rpc
+    async def GetRootCAProgress(self, request: control_pb2.GetRootCAProgressRequest,
+                                context: grpc.aio.ServicerContext) -> control_pb2.RootCAProgress:
+        return await (await self._api(context)).rootca.get_progress(request)

@@ -147,9 +147,11 @@ class StartRootRotation(Command):
 @command("finish_root_rotation", since=3)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FinishRootRotation(Command):
-    """The new root ``root`` (PEM) becomes the only one; the old one is no longer trusted."""
+    """The new root ``root`` (PEM) becomes the only one; the old one is no longer trusted.
+    ``ca_key``: its key, sealed with the data key, for every manager to keep as the CA key."""
 
     root: str
+    ca_key: bytes
 
 
 @command("set_trust_roots", since=3)
