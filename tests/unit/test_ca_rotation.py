@@ -150,7 +150,8 @@ def test_rotation_commands_apply_once_and_round_trip(roots: tuple) -> None:
     assert c is not None and c.trust_bundle() == new.cert_pem.decode() and c.root_rotation is None
     digest = rotation.bundle_digest(new.cert_pem)
     for i, n in enumerate(("n1", "w1")):
-        assert isinstance(store.apply(state.SetTrustRoots(rid=f"t{i}", ts=5, node_id=n, trust_roots=digest), 9 + i), state.Ok)
+        report = state.SetTrustRoots(rid=f"t{i}", ts=5, node_id=n, trust_roots=digest)
+        assert isinstance(store.apply(report, 9 + i), state.Ok)
     store.apply(state.RecordNodeCert(rid="r2", ts=3, node_id="w1", serial="2", not_after=9, issuer="x",
                                      issuer_key=key), 11)
     assert cluster_progress(c, store.nodes()).done
