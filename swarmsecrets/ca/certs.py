@@ -269,7 +269,7 @@ def parse_duration(text: str) -> float:
         total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
     if not body or pos != len(body):
-        raise ValueError(f"time: invalid duration {text!r}")
+        raise ValueError(f'time: invalid duration "{text}"')
     return sign * total
 
 

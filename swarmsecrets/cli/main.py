@@ -29,6 +29,7 @@ cli.add_command(secret.secret)
 cli.add_command(swarm.swarm)
 cli.add_command(node.node)
 cli.add_command(service.service)
+cli.add_command(swarm.info)
 
 
 def run(args: list[str]) -> int:

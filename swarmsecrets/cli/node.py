@@ -23,7 +23,8 @@ DEFAULT_TABLE = ("table {{.ID}} {{if .Self}}*{{else}} {{ end }}\t{{.Hostname}}\t
                  "\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}")
 HEADERS = {"ID": "ID", "Self": "", "Hostname": "HOSTNAME", "Status": "STATUS", "Availability": "AVAILABILITY",
            "ManagerStatus": "MANAGER STATUS", "EngineVersion": "ENGINE VERSION"}
-# docker's node pretty template without the parts we have no data for (resources, plugins, TLS info).
+# docker's node pretty template without the parts we have no data for (resources, plugins); the TLS
+# info adds the certificate's expiry.
 PRETTY_TEMPLATE = """ID:\t\t\t{{.ID}}
 {{- if .Labels }}
 Labels:
@@ -54,7 +55,17 @@ Manager Status:
 Platform:
  Operating System:\t{{.PlatformOS}}
  Architecture:\t\t{{.PlatformArchitecture}}
-Engine Version:\t\t{{.EngineVersion}}"""
+Engine Version:\t\t{{.EngineVersion}}
+{{- if .HasTLSInfo}}
+TLS Info:
+ TrustRoot:
+{{- range .TLSInfoTrustRoot}}
+{{.}}
+{{- end}}
+ Issuer Subject:\t{{.TLSInfoCertIssuerSubject}}
+ Issuer Public Key:\t{{.TLSInfoCertIssuerPublicKey}}
+ Certificate Expiry:\t{{.TLSInfoCertNotAfter}}
+{{- end}}"""
 
 
 @click.group()
@@ -98,8 +109,22 @@ node.add_command(ls, "list")
 
 
 def node_struct(n: objects_pb2.Node) -> Struct:
-    """The inspect view, shaped like docker's swarm.Node."""
+    """The inspect view, shaped like docker's swarm.Node (its TLSInfo also says when the node's
+    certificate expires)."""
     ms = n.manager_status
+    description: dict[str, object] = {
+        "Hostname": n.description.hostname,
+        "Platform": Struct("swarm.Platform", {"Architecture": n.description.platform_arch,
+                                              "OS": n.description.platform_os}),
+        "Engine": Struct("swarm.EngineDescription", {"EngineVersion": n.description.engine_version}),
+    }
+    if n.HasField("tls_info"):
+        description["TLSInfo"] = Struct("swarm.TLSInfo", {
+            "TrustRoot": n.tls_info.trust_root,
+            "CertIssuerSubject": n.tls_info.cert_issuer_subject,
+            "CertIssuerPublicKey": n.tls_info.cert_issuer_public_key,
+            "CertNotAfter": GoTime(n.tls_info.cert_not_after),
+        })
     return Struct("swarm.Node", {
         "ID": n.id,
         "Version": Struct("swarm.Version", {"Index": n.version.index}),
@@ -110,12 +135,7 @@ def node_struct(n: objects_pb2.Node) -> Struct:
             "Role": n.spec.role,
             "Availability": n.spec.availability,
         }),
-        "Description": Struct("swarm.NodeDescription", {
-            "Hostname": n.description.hostname,
-            "Platform": Struct("swarm.Platform", {"Architecture": n.description.platform_arch,
-                                                  "OS": n.description.platform_os}),
-            "Engine": Struct("swarm.EngineDescription", {"EngineVersion": n.description.engine_version}),
-        }),
+        "Description": Struct("swarm.NodeDescription", description, omitempty=("TLSInfo",)),
         "Status": Struct("swarm.NodeStatus", {"State": n.status.state, "Message": n.status.message,
                                               "Addr": n.status.addr}, omitempty=("Message", "Addr")),
         "ManagerStatus": Struct("swarm.ManagerStatus", {"Leader": ms.leader, "Reachability": ms.reachability,
@@ -144,6 +164,13 @@ def _pretty_context(n: objects_pb2.Node) -> Struct:
         "PlatformOS": n.description.platform_os,
         "PlatformArchitecture": n.description.platform_arch,
         "EngineVersion": n.description.engine_version,
+        "HasTLSInfo": n.HasField("tls_info"),
+        # Line by line: a value's newlines would print escaped.
+        "TLSInfoTrustRoot": n.tls_info.trust_root.strip().splitlines(),
+        "TLSInfoCertIssuerSubject": n.tls_info.cert_issuer_subject,
+        "TLSInfoCertIssuerPublicKey": n.tls_info.cert_issuer_public_key,
+        "TLSInfoCertNotAfter": GoTime(n.tls_info.cert_not_after).go_string()
+        if n.HasField("tls_info") else "",
     })
 
 

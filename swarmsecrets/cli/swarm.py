@@ -1,4 +1,5 @@
-"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|update|ca``: docker's texts, our command name."""
+"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|update|ca`` and ``swarmsecrets info``:
+docker's texts, our command name."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import click
 
 from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import control_pb2, swarm_pb2
+from swarmsecrets.ca import certs
 from swarmsecrets.cli.client import SWARM_TIMEOUT, CLIError, Client
 from swarmsecrets.cli.service import PflagCommand
 
@@ -207,17 +209,33 @@ def unlock_key(client: Client, quiet: bool, rotate: bool) -> None:
         click.echo(unlock_instructions(key), nl=False)
 
 
+def _cert_expiry(value: str) -> int:
+    """Whole seconds of a Go duration (``2160h0m0s``); the minimum is the manager's to check."""
+    try:
+        seconds = certs.parse_duration(value)
+    except ValueError as e:
+        raise CLIError(f'invalid argument "{value}" for "--cert-expiry" flag: {e}') from None
+    if seconds < 1:
+        minimum = certs.format_duration(certs.MIN_NODE_VALIDITY.total_seconds())
+        raise CLIError(f"minimum certificate expiry time is: {minimum}")
+    return int(seconds)
+
+
 @swarm.command("update", cls=PflagCommand)
 @click.option("--autolock/--no-autolock", default=None,
               help="Change manager autolocking setting (true|false).")
+@click.option("--cert-expiry", default=None, metavar="duration",
+              help="Validity period for node certificates (ns|us|ms|s|m|h) (default 2160h0m0s).")
 @click.pass_obj
-def update(client: Client, autolock: bool | None) -> None:
+def update(client: Client, autolock: bool | None, cert_expiry: str | None) -> None:
     """Update the swarm."""
-    if autolock is None:
+    expiry = _cert_expiry(cert_expiry) if cert_expiry is not None else 0
+    if autolock is None and not expiry:
         click.echo("Swarm updated.")
         return
     was = client.call(client.control.GetCluster, control_pb2.GetClusterRequest()).cluster.autolock
-    resp = client.write(client.control.UpdateCluster, control_pb2.UpdateClusterRequest(autolock=autolock))
+    resp = client.write(client.control.UpdateCluster, control_pb2.UpdateClusterRequest(
+        autolock=was if autolock is None else autolock, node_cert_expiry_seconds=expiry))
     click.echo("Swarm updated.")
     if autolock and not was and resp.unlock_key:
         click.echo(unlock_instructions(resp.unlock_key), nl=False)
@@ -262,3 +280,24 @@ def _follow_rotation(client: Client, progress: control_pb2.RootCAProgress,
         click.echo("Operation continuing in background.")
         click.echo("Use `swarmsecrets swarm ca` to check progress.")
         raise SystemExit(0) from None
+
+
+@click.command("info")
+@click.pass_obj
+def info(client: Client) -> None:
+    """Display the swarm part of docker info for this node."""
+    i = client.call(client.swarm.Info, swarm_pb2.InfoRequest())
+    lines = [f"Swarm: {i.local_node_state}"]
+    if i.local_node_state != "inactive":
+        lines.append(f" NodeID: {i.node_id}")
+    if i.error:
+        lines.append(f" Error: {i.error}")
+    if i.local_node_state in ("active", "error"):
+        lines.append(f" Is Manager: {'true' if i.control_available else 'false'}")
+        if i.control_available:
+            lines += [f" ClusterID: {i.cluster_id}", f" Managers: {i.managers}", f" Nodes: {i.nodes}"]
+        lines.append(f" Node Address: {i.node_addr}")
+        if i.remote_managers:
+            lines.append(" Manager Addresses:")
+            lines += [f"  {a}" for a in sorted(i.remote_managers)]
+    click.echo("\n".join(lines))

@@ -24,6 +24,7 @@ import grpc
 from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
+from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
 from swarmsecrets.manager import state
 from swarmsecrets.manager.collaborators import Clock, Proposer, Sealer, StoreReader, SystemClock
@@ -123,6 +124,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     # --- RPCs ------------------------------------------------------------------------------------
 
+    def _cert_expiry(self) -> int:
+        cluster = self.store.cluster
+        return int(certs.node_validity(cluster.node_cert_expiry if cluster is not None else 0).total_seconds())
+
     @rpc
     async def Session(self, request: pb.SessionRequest,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
@@ -142,9 +147,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         # Changes applied while the caller holds a message count as unseen: they wake the next wait.
         seen = self.generation
         roots = self._roots()
+        expiry = self._cert_expiry()
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.store.manager_addrs(),
                                 heartbeat_period_ms=int(self.heartbeat_period * 1000), role=session.role,
-                                root_ca=roots)
+                                node_cert_expiry_seconds=expiry, root_ca=roots)
         while not session.ended.is_set():
             await self._wait(seen)
             seen = self.generation
@@ -161,6 +167,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 if session.role == "worker":
                     yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, role=node.role)
                 self._end(session)
+            elif self._cert_expiry() != expiry:
+                expiry = self._cert_expiry()
+                yield pb.SessionMessage(session_id=session.session_id, node_id=node_id,
+                                        node_cert_expiry_seconds=expiry)
 
     @rpc
     async def Heartbeat(self, request: pb.HeartbeatRequest,

@@ -67,6 +67,10 @@ class DaemonConfig(_Schema):
     dispatcher_heartbeat: float = Field(
         default=HEARTBEAT_PERIOD, gt=0,
         description="managers: seconds between worker heartbeats when this manager leads; down after 3 missed")
+    min_cert_expiry: float = Field(
+        default=3600.0, gt=0,
+        description="for tests only: managers: the shortest node certificate lifetime 'swarm update "
+                    "--cert-expiry' accepts, in seconds (Docker's minimum, the default, is one hour)")
     raft: RaftSettings = Field(default=RaftSettings(), description="raft timers")
 
     @field_validator("host")

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import logging
 import os
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -43,6 +45,7 @@ from swarmsecrets.manager.nodeca import certificate_record
 from swarmsecrets.node.config import DaemonConfig
 from swarmsecrets.node.localapi import InitOptions, Initialized, JoinOptions, Joined, NodeInfo
 from swarmsecrets.node.nodedir import NodeDir, NodeState
+from swarmsecrets.node.renewal import Renewer
 from swarmsecrets.node.roles import Change, Role, RoleMachine
 from swarmsecrets.rpcutil import error_from_rpc
 from swarmsecrets.worker.agent import Agent
@@ -58,6 +61,8 @@ FORMATION_TIMEOUT = 20.0
 DEMOTION_TIMEOUT = 30.0
 # The default port of a manager's swarm address, as Docker's.
 DEFAULT_SWARM_PORT = 2377
+# How long one manager has to answer a scheduled renewal before the next is asked.
+RENEW_TIMEOUT = 5.0
 
 
 def _grpc_target(addr: str) -> str:
@@ -81,6 +86,10 @@ class Node:
         self._agent_refused = ""  # why this manager's agent could not start, once said
         # This node's certificate, TLS key and trusted roots: None while inactive or locked.
         self.material: TLSMaterial | None = None
+        self.renewer: Renewer | None = None  # runs while a manager or an agent does
+        self._renewal_refused = ""  # why the swarm no longer admits this node, once renewal found out
+        # Serializes writes of the key file: a renewal's and an unlock-key change's (raft thread).
+        self._keys_lock = threading.Lock()
 
     @property
     def role(self) -> Role:
@@ -104,6 +113,7 @@ class Node:
 
     def _forget_identity(self) -> None:
         self.material = None
+        self._renewal_refused = ""
 
     # --- who may use the control API -------------------------------------------------------------
 
@@ -215,9 +225,10 @@ class Node:
         With an unlock key (autolock) the node's TLS key is sealed with the manager keys and its
         clear copy goes; otherwise the key stays in clear beside its certificate (a worker's, or a
         manager's whose KEK sits on the same disk anyway). ``as_of``: see ``WrappedKeys.as_of``."""
-        cert, key = self.node_cert, self.node_key
-        if cert is None or key is None:
+        if self.material is None:
             raise errors.SwarmLocked()
+        current = self.material.current()
+        cert, key = current.cert_chain, current.key
         ca_pem = self.dir.read(self.dir.ca_path)
         wrapped = keys.WrappedKeys(self.dir.keys_dir)
         if manager_keys is not None and unlock is not None:
@@ -235,8 +246,9 @@ class Node:
         if self.material is None:
             raise errors.SwarmLocked()
         m = Manager(self.dir, self.state, dek, ca_key, self.material, self.config.timing(),
-                    self.config.dispatcher_heartbeat, on_new_ca_key=self._new_ca_key,
-                    renew_now=lambda: self._spawn("root rotation renewal", self._renew_for_rotation()))
+                    self.config.dispatcher_heartbeat, min_cert_expiry=self.config.min_cert_expiry,
+                    on_new_ca_key=self._new_ca_key,
+                    renew_now=self._renew_for_rotation)
         m.store.subscribe(self._on_apply)
         try:
             await asyncio.to_thread(m.start_raft)
@@ -250,6 +262,7 @@ class Node:
             raise
         log.info("manager started node_id=%s listen=%s raft=%s", self.state.node_id,
                  self.state.listen_addr, self.state.raft_addr)
+        self._start_renewal()
         return m
 
     def _start_agent(self) -> None:
@@ -271,14 +284,18 @@ class Node:
                           on_removed=removed, on_managers=save_managers,
                           on_promoted=lambda: self._spawn("promotion", self._promoted()),
                           on_root_ca=self._swarm_roots, trust_roots=self._trust_roots_digest,
-                          hide=[self.dir.root, self.config.socket_path])
+                          hide=[self.dir.root, self.config.socket_path], on_cert_expiry=self._cert_expiry_is)
         except (OSError, ValueError, NotTmpfsError) as e:  # e.g. a secrets root that is not tmpfs
             raise errors.FailedPrecondition(str(e)) from None
         agent.start()
         self.agent = agent
+        self._start_renewal()
         log.info("worker agent started node_id=%s secrets_root=%s", self.state.node_id, self.config.secrets_root)
 
     async def _stop_components(self) -> None:
+        if self.renewer is not None:
+            renewer, self.renewer = self.renewer, None
+            await renewer.stop()
         await self._stop_agent()
         if self.manager is not None:
             m, self.manager = self.manager, None
@@ -346,6 +363,8 @@ class Node:
             self.loop.call_soon_threadsafe(lambda: self._spawn("demotion", self._demoted()))
         if (isinstance(cmd, state.UpdateCluster) and cmd.unlock_key is not None) or isinstance(cmd, state.SetAutolock):
             self._rewrap(event.index)
+        if isinstance(cmd, state.SetCertExpiry):
+            self.loop.call_soon_threadsafe(self._cert_expiry_is, cmd.seconds)
 
     def _rewrap(self, index: int) -> None:
         """On the raft thread, right after the apply at ``index`` changed the unlock key or turned
@@ -354,10 +373,11 @@ class Node:
         cluster = m.store.cluster if m is not None else None
         if m is None or cluster is None:
             return
-        if index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
-            return  # replayed after a restart: the keys are wrapped under a later unlock key already
-        unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
-        self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock, as_of=index)
+        with self._keys_lock:
+            if index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
+                return  # replayed after a restart: the keys are wrapped under a later unlock key already
+            unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
+            self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock, as_of=index)
         autolock = unlock is not None
         if autolock != self.state.autolock:
             self.loop.call_soon_threadsafe(self._record_autolock, autolock)
@@ -390,34 +410,13 @@ class Node:
         self.material.replace(roots=bundle)
         log.info("the swarm's root CA bundle changed: now trusting %d root(s)", len(rotation.split_pems(bundle)))
         if set(rotation.split_pems(bundle)) - before:
-            self._spawn("root rotation renewal", self._renew_for_rotation())
+            self._renew_for_rotation()
 
-    async def _renew_for_rotation(self) -> None:
-        """A certificate from the root that signs now, retried with backoff until it comes."""
-        delay = 0.2
-        while True:
-            async with self.lifecycle:
-                if self.material is None or self.role not in (Role.MANAGER, Role.WORKER):
-                    return
-                m = self.manager
-                managers = ([self.state.advertise_addr, *(a for a in m.store.manager_addrs()
-                                                          if a != self.state.advertise_addr)]
-                            if m is not None else list(self.state.remote_managers))
-                try:
-                    await self._renew_certificate(managers)
-                    if m is not None:
-                        cluster = m.store.cluster
-                        unlock = unlock_key(m.store, m.data_key) if cluster is not None and cluster.autolock else None
-                        self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock,
-                                            as_of=keys.WrappedKeys(self.dir.keys_dir).as_of())
-                    else:
-                        self._save_identity()
-                    log.info("renewed this node's certificate for the root CA rotation")
-                    return
-                except errors.SwarmError as e:
-                    log.info("renewal for the root CA rotation failed, retrying: %s", e)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    def _renew_for_rotation(self) -> None:
+        """A root CA rotation started: a certificate from the new root, now (the renewer retries)."""
+        if self.renewer is not None:
+            log.info("root CA rotation: renewing this node's certificate from the new root")
+            self.renewer.trigger()
 
     def _record_autolock(self, autolock: bool) -> None:
         self.state.autolock = autolock
@@ -514,22 +513,99 @@ class Node:
         return grpc.aio.secure_channel(_grpc_target(target), self.material.grpc_channel_credentials(),
                                        options=wire.TLS_CHANNEL_OPTIONS)
 
-    async def _renew_certificate(self, managers: list[str]) -> ca_pb2.IssueNodeCertificateResponse:
-        """A new key and a certificate with the role the swarm now has for this node, held in memory:
-        the caller saves them (``_save_identity``) where the node's new role keeps them."""
+    async def _request_renewal(self, managers: list[str], timeout: float = 15
+                               ) -> tuple[bytes, ca_pb2.IssueNodeCertificateResponse]:
+        """A new key, and a certificate for it with the role the swarm now has for this node, asked
+        of each of ``managers`` in turn over the node's current identity. A swarm that no longer
+        knows the node answers NodeRemoved at once."""
         key_pem, csr = certs.generate_key_and_csr()
         last: Exception | None = None
         for addr in managers:
             try:
                 async with self._mtls_channel(addr) as ch:
                     resp: ca_pb2.IssueNodeCertificateResponse = await ca_pb2_grpc.NodeCAStub(ch).RenewNodeCertificate(
-                        ca_pb2.RenewNodeCertificateRequest(csr=csr), timeout=15)
+                        ca_pb2.RenewNodeCertificateRequest(csr=csr), timeout=timeout)
             except grpc.aio.AioRpcError as e:
+                err = error_from_rpc(e)
+                if isinstance(err, errors.NodeRemoved):
+                    raise err from None
                 last = e
                 continue
-            self._hold_identity(resp.certificate, key_pem)
-            return resp
+            return key_pem, resp
         raise errors.Unavailable(f"could not renew this node's certificate: {last}")
+
+    async def _renew_certificate(self, managers: list[str]) -> ca_pb2.IssueNodeCertificateResponse:
+        """A new key and a certificate with the role the swarm now has for this node, held in memory:
+        the caller saves them (``_save_identity``) where the node's new role keeps them."""
+        key_pem, resp = await self._request_renewal(managers)
+        self._hold_identity(resp.certificate, key_pem)
+        return resp
+
+    # --- scheduled and requested renewals ---------------------------------------------------------
+
+    def _start_renewal(self) -> None:
+        material = self.material
+        if self.renewer is not None or material is None:
+            return
+        self.renewer = Renewer(certificate=lambda: material.current().certificate, renew=self._renew_own,
+                               refused=self._set_renewal_refused)
+        self.renewer.start()
+
+    def _cert_expiry_is(self, seconds: int) -> None:
+        """The swarm's certificate lifetime is ``seconds``: a certificate that outlives it (the
+        lifetime was shortened) is renewed now."""
+        material, renewer = self.material, self.renewer
+        if material is None or renewer is None:
+            return
+        limit = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
+        if material.current().certificate.not_valid_after_utc > limit:
+            renewer.trigger()
+
+    def _set_renewal_refused(self, message: str) -> None:
+        self._renewal_refused = message
+
+    async def renew_now(self) -> None:
+        """Renew this node's certificate now (retrying until it is done), e.g. onto a new root."""
+        if self.renewer is None:
+            raise errors.FailedPrecondition("this node runs no certificate renewal (inactive or locked)")
+        await self.renewer.renew_now()
+
+    def _renewal_managers(self) -> list[str]:
+        """Whom a renewal asks: a manager itself first (it issues, recording through raft), then the
+        other managers; a worker the managers its sessions learned of."""
+        m = self.manager
+        if m is not None:
+            others = [a for a in m.store.manager_addrs() if a != self.state.advertise_addr]
+            return [self.state.advertise_addr, *others]
+        if self.agent is not None and self.agent.managers:
+            return list(self.agent.managers)
+        return list(self.state.remote_managers)
+
+    async def _renew_own(self) -> None:
+        """One scheduled renewal: ask without holding the lifecycle lock, then install and save
+        the new identity under it, unless the node changed role (or identity) meanwhile: the
+        role change takes its own certificate."""
+        role, material = self.role, self.material
+        if role not in (Role.MANAGER, Role.WORKER) or material is None:
+            raise errors.FailedPrecondition("this node holds no certificate to renew")
+        key_pem, resp = await self._request_renewal(self._renewal_managers(), timeout=RENEW_TIMEOUT)
+        async with self.lifecycle:
+            if self.role is not role or self.material is not material or resp.role != role.value:
+                raise errors.Unavailable("this node's role changed while its certificate was renewed")
+            self._hold_identity(resp.certificate, key_pem)
+            self._save_renewed()
+
+    def _save_renewed(self) -> None:
+        """Save a renewed identity as the node keeps it: a manager under autolock seals its new key
+        with the manager keys (under the unlock key the swarm has now), never in clear."""
+        m = self.manager
+        with self._keys_lock:
+            wrapped = keys.WrappedKeys(self.dir.keys_dir)
+            if m is not None and wrapped.exists() and wrapped.autolocked():
+                unlock = unlock_key(m.store, m.data_key)
+                self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock, as_of=wrapped.as_of())
+            else:
+                self._save_identity()
 
     def _self_node_record(self, role: str) -> state.Node:
         manager = role == "manager"
@@ -767,7 +843,8 @@ class Node:
             manager_addrs = [n.addr for n in records if n.role == "manager"]
             managers, remote_managers = len(manager_addrs), tuple(manager_addrs)
         return NodeInfo(
-            local_node_state="locked" if role is Role.LOCKED else "active",
+            local_node_state="locked" if role is Role.LOCKED else "error" if self._renewal_refused else "active",
+            error=self._renewal_refused,
             node_id=self.state.node_id, cluster_id=self.state.cluster_id,
             control_available=role is Role.MANAGER,
             node_addr=self.state.advertise_addr.rsplit(":", 1)[0],

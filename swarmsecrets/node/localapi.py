@@ -66,6 +66,7 @@ class NodeInfo:
     remote_managers: tuple[str, ...] = ()
     nodes: int = 0
     managers: int = 0
+    error: str = ""  # with local_node_state "error": why, and what to do
 
 
 class NodeOperations(Protocol):
@@ -123,7 +124,7 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
         return swarm_pb2.InfoResponse(
             local_node_state=i.local_node_state, node_id=i.node_id, cluster_id=i.cluster_id,
             control_available=i.control_available, node_addr=i.node_addr, remote_managers=list(i.remote_managers),
-            nodes=i.nodes, managers=i.managers)
+            nodes=i.nodes, managers=i.managers, error=i.error)
 
 
 class LocalAPI:

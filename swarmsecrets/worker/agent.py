@@ -39,10 +39,11 @@ class Agent:
                  on_managers: Callable[[list[str]], None], on_promoted: Callable[[], Any],
                  on_root_ca: Callable[[bytes], None] = lambda bundle: None,
                  trust_roots: Callable[[], str] = lambda: "",
-                 hide: Sequence[str] = ()) -> None:
+                 hide: Sequence[str] = (), on_cert_expiry: Callable[[int], None] = lambda seconds: None) -> None:
         """``hide``: what no task may see besides the secrets root (the daemon's data dir and socket).
-        ``on_root_ca``: the roots the swarm trusts, as the session says; ``trust_roots``: the digest
-        of those this node trusts, reported with each heartbeat."""
+        ``on_cert_expiry``: told the swarm's node certificate lifetime (seconds) when a session
+        starts and when it changes. ``on_root_ca``: the roots the swarm trusts, as the session says;
+        ``trust_roots``: the digest of those this node trusts, reported with each heartbeat."""
         self.fs = SecretsFS(secrets_root, allow_non_tmpfs=allow_non_tmpfs)
         if self.fs.fallback_reason:
             log.warning("%s", self.fs.fallback_reason)
@@ -53,6 +54,7 @@ class Agent:
         self.on_promoted = on_promoted
         self.on_root_ca = on_root_ca
         self.trust_roots = trust_roots
+        self.on_cert_expiry = on_cert_expiry
         self.assignments = Assignments()
         self.reconciler = Reconciler(self.fs, asyncio.get_running_loop(), hide=hide)
         self.leader_hint = ""
@@ -123,6 +125,8 @@ class Agent:
                 self.managers = list(first.managers)
                 self.on_managers(self.managers)
             log.info("session %s with %s", first.session_id[:8], target)
+            if first.node_cert_expiry_seconds:
+                self.on_cert_expiry(first.node_cert_expiry_seconds)
             # The session lives while all four do; the first to end (an error, a failed heartbeat,
             # a promotion, the stream closing) ends it, and the agent reconnects.
             parts = [asyncio.create_task(self._assignments(stub, first.session_id)),
@@ -147,6 +151,8 @@ class Agent:
                 return
             if msg.root_ca:
                 self.on_root_ca(msg.root_ca)
+            if msg.node_cert_expiry_seconds:
+                self.on_cert_expiry(msg.node_cert_expiry_seconds)
             if msg.role and msg.role != "worker":
                 log.info("this node was promoted to %s", msg.role)
                 self.on_promoted()

@@ -211,9 +211,8 @@ _NODE_FIELDS = ("role", "hostname", "addr", "raft_addr", "engine_version", "arch
 @command("record_node_cert", since=3)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordNodeCert(Command):
-    """A certificate was issued to the node: remember what ``node inspect`` shows of it. A record
-    never goes back to an earlier certificate (by notAfter): of two renewals applied out of order,
-    the later certificate stays."""
+    """A certificate was issued to the node: remember what ``node inspect`` shows of it. A node
+    renews one certificate at a time, so the last one recorded is the one it holds."""
 
     node_id: str
     serial: str
