@@ -19,6 +19,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import secrets
+import socket
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -30,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from swarmsecrets.ca import certs
+from swarmsecrets.crypto.keys import memory_file
 
 if TYPE_CHECKING:
     from swarmsecrets.manager.state.objects import Cluster
@@ -180,3 +183,40 @@ class SwarmCA:
     def finish(self, root_pem: bytes, key_pem: bytes) -> None:
         self.current = certs.RootCA(root_pem, key_pem)
         self._rotation_signer = None
+
+
+# --- a node that slept through a rotation ---------------------------------------------------------
+
+STALE_ROOT = ("this node's certificate is from a root CA that the swarm no longer trusts (the swarm's root CA "
+              "was rotated while this node was down)")
+
+
+def refused_for_old_root(host: str, port: int, cert_chain: bytes, key: bytes, roots: bytes,
+                         timeout: float = 2.0) -> bool:
+    """Whether the manager at ``host:port`` refuses this identity because the swarm moved to a root
+    it does not trust directly: the manager's certificate chains to our root only through a
+    cross-signed intermediate, and the manager refuses our certificate. False when it accepts us,
+    when it is not reachable, or when its certificate comes straight from one of our roots."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(cadata=roots.decode())
+    with memory_file(cert_chain) as cert_path, memory_file(key) as key_path:
+        ctx.load_cert_chain(cert_path, key_path)
+    ctx.set_alpn_protocols(["h2"])
+    trusted = x509.load_pem_x509_certificates(roots)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, ctx.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+            if der is None or any(_issued_by(x509.load_der_x509_certificate(der), r) for r in trusted):
+                return False
+            try:
+                # TLS 1.3: the server's verdict on our certificate follows the handshake, as an
+                # alert or (gRPC) the connection closed at once; a server that accepted us waits
+                # for our first request or sends its own first frame.
+                return tls.recv(1) == b""
+            except ssl.SSLError:
+                return True
+            except TimeoutError:
+                return False
+    except (OSError, ValueError):
+        return False

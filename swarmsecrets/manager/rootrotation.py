@@ -57,9 +57,11 @@ def rotation_done(cluster: state.Cluster, nodes: Sequence[state.Node]) -> bool:
 
 
 def cluster_progress(cluster: state.Cluster, nodes: Sequence[state.Node]) -> rotation.Progress:
+    """The rotation's progress over the nodes that are not down (a down node does not hold the
+    rotation back, nor the command that follows it)."""
     desired = x509.load_pem_x509_certificate(cluster.desired_root().encode())
     return rotation.progress(issuer_key_id(desired), rotation.bundle_digest(cluster.desired_root().encode()),
-                             ((n.cert_issuer_key, n.trust_roots) for n in nodes),
+                             ((n.cert_issuer_key, n.trust_roots) for n in nodes if n.status != "down"),
                              cluster.root_rotation is not None)
 
 

@@ -45,7 +45,7 @@ from swarmsecrets.manager.nodeca import certificate_record
 from swarmsecrets.node.config import DaemonConfig
 from swarmsecrets.node.localapi import InitOptions, Initialized, JoinOptions, Joined, NodeInfo
 from swarmsecrets.node.nodedir import NodeDir, NodeState
-from swarmsecrets.node.renewal import Renewer
+from swarmsecrets.node.renewal import REJOIN, Renewer
 from swarmsecrets.node.roles import Change, Role, RoleMachine
 from swarmsecrets.rpcutil import error_from_rpc
 from swarmsecrets.worker.agent import Agent
@@ -200,6 +200,7 @@ class Node:
             if self.role is Role.WORKER:
                 self._load_clear_identity()
                 self._start_agent()
+                self._spawn("root check", self._check_root_still_trusted())
             elif self.role is Role.MANAGER:
                 wrapped = keys.WrappedKeys(self.dir.keys_dir)
                 if wrapped.autolocked():
@@ -212,6 +213,7 @@ class Node:
                 self._load_clear_identity()
                 await self._start_manager(got.dek, got.ca_key)
                 await self._follow_availability()
+                self._spawn("root check", self._check_root_still_trusted())
 
     def _load_clear_identity(self) -> None:
         key = self.dir.read_clear_key()
@@ -411,6 +413,25 @@ class Node:
         log.info("the swarm's root CA bundle changed: now trusting %d root(s)", len(rotation.split_pems(bundle)))
         if set(rotation.split_pems(bundle)) - before:
             self._renew_for_rotation()
+
+    async def _check_root_still_trusted(self) -> None:
+        """After a restart: if the managers refuse this node's certificate because the swarm's root
+        CA was rotated while it was down, say so in one line (and in ``info``) with the way back."""
+        material = self.material
+        if material is None:
+            return
+        m = self.manager
+        addrs = ([a for a in m.store.manager_addrs() if a != self.state.advertise_addr] if m is not None
+                 else list(self.state.remote_managers))
+        for addr in addrs:
+            host, port = validation.validate_addr(addr, DEFAULT_SWARM_PORT)
+            current = material.current()
+            if await asyncio.to_thread(rotation.refused_for_old_root, host, port, current.cert_chain,
+                                       current.key, current.roots):
+                message = f"{rotation.STALE_ROOT}: {REJOIN}"
+                log.error("%s", message)
+                self._renewal_refused = message
+                return
 
     def _renew_for_rotation(self) -> None:
         """A root CA rotation started: a certificate from the new root, now (the renewer retries)."""

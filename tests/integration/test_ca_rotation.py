@@ -1,6 +1,7 @@
 """Root CA rotation under load: `swarm ca --rotate` moves every node onto a new root while a writer
 creates secrets and a task reads its secret; afterwards the old root's certificates are refused on
-the gRPC port and on the raft port, and the same probes with a current certificate pass."""
+the gRPC port and on the raft port, and the same probes with a current certificate pass. A worker
+that was down during the whole rotation says in one line how to come back, and comes back so."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.framework import Cluster, Node, wait_until
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with Cluster(Path(tmp_path_factory.mktemp("carot")), managers=3, workers=1).started() as c:
+    with Cluster(Path(tmp_path_factory.mktemp("carot")), managers=3, workers=2).started() as c:
         yield c
 
 
@@ -55,17 +56,20 @@ def raft_probe(target: Node, ident: tuple[bytes, bytes, bytes]) -> str:
     host, port = target.raft_addr.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
         try:
-            tls.recv(1)  # TLS 1.3: the server's verdict on our certificate comes after the handshake
+            # TLS 1.3: the server's verdict on our certificate comes after the handshake. A server
+            # that accepted us reads what we send (not raft's hello) and hangs up; one that refused
+            # us sends an alert instead.
+            tls.sendall(b"not a raft hello\n" * 64)
+            tls.recv(1)
         except ssl.SSLError as e:
             return e.reason or "refused"
-        except TimeoutError:
-            pass
     return "accepted"
 
 
 def test_rotation_under_load_refuses_the_old_root_afterwards(fleet: Cluster) -> None:
     m1, m2, m3 = fleet.managers
-    (w1,) = fleet.workers
+    w1, w2 = fleet.workers
+    w2.stop()  # down during the whole rotation
     old_root = m1.ok("swarm", "ca")
     tokens_before = {r: m1.ok("swarm", "join-token", "-q", r) for r in ("worker", "manager")}
     old_worker, old_manager = identity(w1), identity(m2)
@@ -74,6 +78,8 @@ def test_rotation_under_load_refuses_the_old_root_afterwards(fleet: Cluster) -> 
     assert len(cluster_id) == 25
     assert raft_probe(m1, old_manager) == "accepted"
 
+    wait_until(lambda: "Down" in m1.ok("node", "inspect", "-f", "{{.Status.State}}", w2.node_id).title(), 30, 0.2,
+               "w2 to be down")
     m1.ok("secret", "create", "db_pass", "-", input="database_password\n")
     out = fleet.root / "read.txt"
     program = f"import time; open('{out}', 'w').write(open('/run/secrets/password').read()); time.sleep(600)"
@@ -102,6 +108,7 @@ def test_rotation_under_load_refuses_the_old_root_afterwards(fleet: Cluster) -> 
     assert failures == [] and written[0] > 0
     lines = out_rotate.splitlines()
     assert lines[0].startswith("desired root digest: sha256:")
+    # w2 is down: it does not count
     assert "  rotated TLS certificates:  4/4 nodes" in lines and "  rotated CA certificates:   4/4 nodes" in lines
     new_root = m1.ok("swarm", "ca")
     assert new_root != old_root and new_root.strip() in out_rotate
@@ -123,3 +130,14 @@ def test_rotation_under_load_refuses_the_old_root_afterwards(fleet: Cluster) -> 
     m1.ok("secret", "create", "db_pass_1", "-", input="new_password\n")
     m1.ok("service", "update", "--secret-rm", "db_pass", "--secret-add", "source=db_pass_1,target=password", "app")
     wait_until(lambda: out.read_text() == "new_password\n", 30, 0.2, "the task to read the secret sent after")
+
+    # The worker that slept through it: one clear line, in its log and in `info`; then the way back.
+    w2.start()
+    wait_until(lambda: "root CA that the swarm no longer trusts" in w2.log_tail(), 30, 0.2, "w2's line")
+    assert "swarmsecrets swarm leave --force" in w2.ok("info")
+    w2.ok("swarm", "leave", "--force")
+    m1.ok("node", "rm", "--force", w2.node_id)
+    w2.ok("swarm", "join", "--token", m1.ok("swarm", "join-token", "-q", "worker").strip(), m1.addr)
+    rejoined = w2.info().node_id
+    wait_until(lambda: m1.ok("node", "inspect", "-f", "{{.Status.State}}", rejoined).strip() == "ready", 30, 0.2,
+               "w2 back in the swarm")
