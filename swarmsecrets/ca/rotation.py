@@ -180,6 +180,16 @@ class SwarmCA:
             cached = self._rotation_signer = (rotation.ca_cert, Signer(ca, rotation.cross_signed.encode()))
         return cached[1]
 
+    def follow(self, root_pem: bytes) -> None:
+        """The swarm's current root is ``root_pem``: hold it as the current certificate when it is the
+        one for this manager's CA key (a manager that joined during a rotation pinned the new root
+        before the swarm made it the current one)."""
+        if root_pem == self.current.cert_pem or self.current.key_pem is None:
+            return
+        root = x509.load_pem_x509_certificate(root_pem)
+        if root.public_key() == self.current.private_key().public_key():
+            self.current = certs.RootCA(root_pem, self.current.key_pem)
+
     def finish(self, root_pem: bytes, key_pem: bytes) -> None:
         self.current = certs.RootCA(root_pem, key_pem)
         self._rotation_signer = None

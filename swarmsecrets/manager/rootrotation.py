@@ -99,6 +99,7 @@ class RootRotationFollower:
             self.ca.finish(cmd.root.encode(), self.sealer.unseal(cmd.ca_key))
             self.on_new_ca_key(self.sealer.unseal(cmd.ca_key), event.index)
             log.info("root CA rotation finished: the old root is no longer trusted")
+        self.ca.follow(cluster.root_ca_cert.encode())
         bundle = cluster.trust_bundle().encode()
         if self.material.current().roots != bundle:
             write_private(self.ca_path, bundle)

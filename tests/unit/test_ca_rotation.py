@@ -155,3 +155,35 @@ def test_rotation_commands_apply_once_and_round_trip(roots: tuple) -> None:
     store.apply(state.RecordNodeCert(rid="r2", ts=3, node_id="w1", serial="2", not_after=9, issuer="x",
                                      issuer_key=key), 11)
     assert cluster_progress(c, store.nodes()).done
+
+
+def test_the_peer_check_follows_the_trusted_roots(roots: tuple) -> None:
+    from swarmsecrets import errors
+    from swarmsecrets.ca.authz import MANAGERS, PeerAuthorizer
+
+    old, new, cross = roots
+    trusted = [old.cert, new.cert]
+
+    class Nodes:
+        def node_role(self, node_id: str) -> str | None:
+            return "manager"
+
+        def is_removed_node(self, node_id: str) -> bool:
+            return False
+
+    authz = PeerAuthorizer(lambda: trusted, "c", Nodes())
+    old_cert, new_cert = leaf(old)[0], leaf(new, cross)[0]
+    assert authz.admit(old_cert, MANAGERS).node_id == authz.admit(new_cert, MANAGERS).node_id == "n1"
+    trusted.remove(old.cert)  # the rotation finished
+    assert authz.admit(new_cert, MANAGERS).node_id == "n1"
+    with pytest.raises(errors.PermissionDenied):
+        authz.admit(old_cert, MANAGERS)
+
+
+def test_a_manager_that_pinned_the_new_root_takes_the_current_root_for_its_key(roots: tuple) -> None:
+    old, new, cross = roots
+    ca = rotation.SwarmCA(certs.RootCA(new.cert_pem, old.key_pem), lambda: None, sealer=None)  # type: ignore[arg-type]
+    ca.follow(certs.create_root_ca().cert_pem)  # not the key's root: kept as it is
+    assert ca.current.cert_pem == new.cert_pem
+    ca.follow(old.cert_pem)
+    assert ca.current.cert_pem == old.cert_pem and ca.signer().ca.key_pem == old.key_pem
