@@ -202,11 +202,12 @@ STALE_ROOT = ("this node's certificate is from a root CA that the swarm no longe
 
 
 def refused_for_old_root(host: str, port: int, cert_chain: bytes, key: bytes, roots: bytes,
-                         timeout: float = 2.0) -> bool:
+                         timeout: float = 2.0) -> bool | None:
     """Whether the manager at ``host:port`` refuses this identity because the swarm moved to a root
-    it does not trust directly: the manager's certificate chains to our root only through a
-    cross-signed intermediate, and the manager refuses our certificate. False when it accepts us,
-    when it is not reachable, or when its certificate comes straight from one of our roots."""
+    it does not trust directly: True when the manager's certificate chains to our root only through
+    a cross-signed intermediate and the manager refuses our certificate; False when its certificate
+    comes straight from one of our roots, or it accepts us; None when it cannot tell (unreachable,
+    no answer)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.load_verify_locations(cadata=roots.decode())
@@ -229,4 +230,4 @@ def refused_for_old_root(host: str, port: int, cert_chain: bytes, key: bytes, ro
             except TimeoutError:
                 return False
     except (OSError, ValueError):
-        return False
+        return None

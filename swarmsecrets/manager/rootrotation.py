@@ -87,6 +87,12 @@ class RootRotationFollower:
         self._wake = asyncio.Event()
 
     def on_apply(self, event: state.Applied) -> None:
+        try:
+            self._follow(event)
+        except Exception:  # the raft thread must go on applying; the next change tries again
+            log.exception("could not follow the swarm's root CA at index %d", event.index)
+
+    def _follow(self, event: state.Applied) -> None:
         cmd = event.command
         if not event.ok or not isinstance(cmd, state.InitCluster | state.StartRootRotation | state.FinishRootRotation):
             if event.ok and isinstance(cmd, state.RecordNodeCert | state.UpdateNode | state.RemoveNode):

@@ -426,11 +426,13 @@ class Node:
         for addr in addrs:
             host, port = validation.validate_addr(addr, DEFAULT_SWARM_PORT)
             current = material.current()
-            if await asyncio.to_thread(rotation.refused_for_old_root, host, port, current.cert_chain,
-                                       current.key, current.roots):
+            refused = await asyncio.to_thread(rotation.refused_for_old_root, host, port, current.cert_chain,
+                                              current.key, current.roots)
+            if refused:
                 message = f"{rotation.STALE_ROOT}: {REJOIN}"
                 log.error("%s", message)
                 self._renewal_refused = message
+            if refused is not None:
                 return
 
     def _renew_for_rotation(self) -> None:
