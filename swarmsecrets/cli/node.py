@@ -118,13 +118,13 @@ def node_struct(n: objects_pb2.Node) -> Struct:
                                               "OS": n.description.platform_os}),
         "Engine": Struct("swarm.EngineDescription", {"EngineVersion": n.description.engine_version}),
     }
-    if n.HasField("tls_info"):
-        description["TLSInfo"] = Struct("swarm.TLSInfo", {
-            "TrustRoot": n.tls_info.trust_root,
-            "CertIssuerSubject": n.tls_info.cert_issuer_subject,
-            "CertIssuerPublicKey": n.tls_info.cert_issuer_public_key,
-            "CertNotAfter": GoTime(n.tls_info.cert_not_after),
-        })
+    # Empty until the node's first certificate is recorded (a manager that joined a moment ago).
+    description["TLSInfo"] = Struct("swarm.TLSInfo", {
+        "TrustRoot": n.tls_info.trust_root,
+        "CertIssuerSubject": n.tls_info.cert_issuer_subject,
+        "CertIssuerPublicKey": n.tls_info.cert_issuer_public_key,
+        "CertNotAfter": GoTime(n.tls_info.cert_not_after),
+    }, omitempty=("TrustRoot", "CertIssuerSubject", "CertIssuerPublicKey", "CertNotAfter"))
     return Struct("swarm.Node", {
         "ID": n.id,
         "Version": Struct("swarm.Version", {"Index": n.version.index}),
@@ -135,7 +135,7 @@ def node_struct(n: objects_pb2.Node) -> Struct:
             "Role": n.spec.role,
             "Availability": n.spec.availability,
         }),
-        "Description": Struct("swarm.NodeDescription", description, omitempty=("TLSInfo",)),
+        "Description": Struct("swarm.NodeDescription", description),
         "Status": Struct("swarm.NodeStatus", {"State": n.status.state, "Message": n.status.message,
                                               "Addr": n.status.addr}, omitempty=("Message", "Addr")),
         "ManagerStatus": Struct("swarm.ManagerStatus", {"Leader": ms.leader, "Reachability": ms.reachability,

@@ -54,6 +54,7 @@ def certificate_record(node_id: str, cert_pem: bytes, issuer: x509.Certificate) 
     cert = x509.load_pem_x509_certificate(cert_pem)
     return state.RecordNodeCert(node_id=node_id, serial=format(cert.serial_number, "x"),
                                 not_after=int(cert.not_valid_after_utc.timestamp()),
+                                issued_at=int(certs.issued_at(cert).timestamp()),
                                 issuer=cert.issuer.rfc4514_string(), issuer_key=issuer_key_id(issuer))
 
 

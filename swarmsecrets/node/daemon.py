@@ -750,6 +750,7 @@ class Node:
                         ),
                         node=replace(self._self_node_record("manager"), availability=availability,
                                      cert_serial=record.serial, cert_not_after=record.not_after,
+                                     cert_issued_at=record.issued_at,
                                      cert_issuer=record.issuer, cert_issuer_key=record.issuer_key),
                     ))
 

@@ -211,12 +211,13 @@ _NODE_FIELDS = ("role", "hostname", "addr", "raft_addr", "engine_version", "arch
 @command("record_node_cert", since=3)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordNodeCert(Command):
-    """A certificate was issued to the node: remember what ``node inspect`` shows of it. A node
-    renews one certificate at a time, so the last one recorded is the one it holds."""
+    """A certificate was issued to the node: remember what ``node inspect`` shows of it. A record
+    of a certificate issued before the one recorded (a join's record that waited) changes nothing."""
 
     node_id: str
     serial: str
     not_after: int
+    issued_at: int
     issuer: str
     issuer_key: str
 

@@ -92,6 +92,7 @@ class Node(Meta):
     # The node's latest certificate: its notAfter (unix seconds), its issuer's subject (RFC 4514)
     # and the hex SHA-256 of its issuer's SubjectPublicKeyInfo (DER). Empty until one is recorded.
     cert_not_after: int = 0
+    cert_issued_at: int = 0
     cert_issuer: str = ""
     cert_issuer_key: str = ""
     # Managers: the highest state version (see commands.STATE_VERSION) this member can apply.

@@ -403,9 +403,11 @@ def _record_node_cert(s: Store, cmd: c.RecordNodeCert, index: int) -> Node:
     old = s._t.nodes.get(cmd.node_id)
     if old is None:
         raise errors.node_not_found(cmd.node_id)
+    if cmd.issued_at < old.cert_issued_at:
+        return old
     new = s._t.nodes[cmd.node_id] = _stamp(replace(old, cert_serial=cmd.serial, cert_not_after=cmd.not_after,
-                                                   cert_issuer=cmd.issuer, cert_issuer_key=cmd.issuer_key),
-                                           cmd.ts, index)
+                                                   cert_issued_at=cmd.issued_at, cert_issuer=cmd.issuer,
+                                                   cert_issuer_key=cmd.issuer_key), cmd.ts, index)
     return new
 
 
