@@ -134,7 +134,7 @@ def test_rotation_commands_apply_once_and_round_trip(roots: tuple) -> None:
     nodes = store.nodes()
     assert not rotation_done(c, nodes)
     key = issuer_key_id(new.cert)
-    store.apply(state.RecordNodeCert(rid="r1", ts=3, node_id="n1", serial="1", not_after=9, issuer="x",
+    store.apply(state.RecordNodeCert(rid="r1", ts=3, node_id="n1", serial="1", issued_at=1, not_after=9, issuer="x",
                                      issuer_key=key), 5)
     store.apply(state.UpdateNode(rid="d", ts=3, id="w1", status="down"), 6)
     c = store.cluster
@@ -152,7 +152,7 @@ def test_rotation_commands_apply_once_and_round_trip(roots: tuple) -> None:
     for i, n in enumerate(("n1", "w1")):
         report = state.SetTrustRoots(rid=f"t{i}", ts=5, node_id=n, trust_roots=digest)
         assert isinstance(store.apply(report, 9 + i), state.Ok)
-    store.apply(state.RecordNodeCert(rid="r2", ts=3, node_id="w1", serial="2", not_after=9, issuer="x",
+    store.apply(state.RecordNodeCert(rid="r2", ts=3, node_id="w1", serial="2", issued_at=1, not_after=9, issuer="x",
                                      issuer_key=key), 11)
     assert cluster_progress(c, store.nodes()).done
 
