@@ -14,6 +14,7 @@ from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MANAGERS, PeerAuthorizer, raft_peer_verifier
 from swarmsecrets.ca.material import RaftContexts, Snapshot, TLSMaterial
 from swarmsecrets.ca.rotation import SwarmCA
+from swarmsecrets.fsutil import write_private
 from swarmsecrets.manager.collaborators import StoreNodes, SystemClock
 from swarmsecrets.manager.controlapi import ControlAPI, ControlServicer
 from swarmsecrets.manager.datakey import DataKey
@@ -42,10 +43,12 @@ class Manager:
     def __init__(self, nodedir: NodeDir, state: NodeState, dek: bytes, ca_key_pem: bytes, material: TLSMaterial,
                  timing: RaftTiming, heartbeat_period: float, min_cert_expiry: float = 3600.0,
                  on_new_ca_key: Callable[[bytes, int], None] = lambda key, index: None,
+                 save_roots: Callable[[bytes], None] | None = None,
                  renew_now: Callable[[], None] = lambda: None) -> None:
         """``material``: the node's identity, from memory (under autolock its key is on disk only
         sealed): the ports take it from there, never from a file, and follow its renewals.
-        ``on_new_ca_key``, ``renew_now``: the node's part in a root CA rotation (see
+        ``on_new_ca_key``, ``save_roots`` (default: write the CA file), ``renew_now``: the node's
+        part in a root CA rotation (see
         ``rootrotation.RootRotationFollower``)."""
         self.dir = nodedir
         self.material = material
@@ -73,8 +76,9 @@ class Manager:
         self._loops: list[asyncio.Task[None]] = []
         self.heartbeat_period = heartbeat_period
         self.rotation = RootRotationFollower(store=self.store, proposer=self.proposer, sealer=self.data_key,
-                                             ca=self.ca, material=material, ca_path=nodedir.ca_path,
-                                             node_id=state.node_id, on_new_ca_key=on_new_ca_key, renew_now=renew_now)
+                                             ca=self.ca, material=material, node_id=state.node_id,
+                                             save_roots=save_roots or (lambda pem: write_private(nodedir.ca_path, pem)),
+                                             on_new_ca_key=on_new_ca_key, renew_now=renew_now)
         self.store.subscribe(self.rotation.on_apply)
 
     # --- lifecycle ----------------------------------------------------------------------

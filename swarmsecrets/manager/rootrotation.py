@@ -19,7 +19,6 @@ from cryptography import x509
 from swarmsecrets import errors
 from swarmsecrets.ca import rotation
 from swarmsecrets.ca.material import TLSMaterial, issuer_key_id
-from swarmsecrets.fsutil import write_private
 from swarmsecrets.manager import state
 from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
 
@@ -69,17 +68,18 @@ class RootRotationFollower:
     """Wired by the manager: ``on_apply`` runs on the raft thread, ``run`` on the event loop.
 
     ``on_new_ca_key(key_pem, index)`` re-wraps the manager's keys on disk with the new CA key;
-    ``renew_now()`` asks for a certificate from the CA that signs now."""
+    ``save_roots(bundle)`` writes the node's CA file; ``renew_now()`` asks for a certificate from
+    the CA that signs now."""
 
     def __init__(self, *, store: StoreReader, proposer: Proposer, sealer: Sealer, ca: rotation.SwarmCA,
-                 material: TLSMaterial, ca_path: str, node_id: str,
+                 material: TLSMaterial, node_id: str, save_roots: Callable[[bytes], None],
                  on_new_ca_key: Callable[[bytes, int], None], renew_now: Callable[[], None]) -> None:
         self.store = store
         self.proposer = proposer
         self.sealer = sealer
         self.ca = ca
         self.material = material
-        self.ca_path = ca_path
+        self.save_roots = save_roots
         self.node_id = node_id
         self.on_new_ca_key = on_new_ca_key
         self.renew_now = renew_now
@@ -108,7 +108,7 @@ class RootRotationFollower:
         self.ca.follow(cluster.root_ca_cert.encode())
         bundle = cluster.trust_bundle().encode()
         if self.material.current().roots != bundle:
-            write_private(self.ca_path, bundle)
+            self.save_roots(bundle)
             self.material.replace(roots=bundle)
         if isinstance(cmd, state.StartRootRotation):
             log.info("root CA rotation started: renewing this manager's certificate from the new root")

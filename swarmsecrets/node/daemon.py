@@ -249,7 +249,7 @@ class Node:
             raise errors.SwarmLocked()
         m = Manager(self.dir, self.state, dek, ca_key, self.material, self.config.timing(),
                     self.config.dispatcher_heartbeat, min_cert_expiry=self.config.min_cert_expiry,
-                    on_new_ca_key=self._new_ca_key,
+                    on_new_ca_key=self._new_ca_key, save_roots=self._save_roots,
                     renew_now=self._renew_for_rotation)
         m.store.subscribe(self._on_apply)
         try:
@@ -394,8 +394,14 @@ class Node:
         if m is None or cluster is None:
             return
         unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
-        as_of = max(index, keys.WrappedKeys(self.dir.keys_dir).as_of())
-        self._save_identity((m.data_key.key, key_pem), unlock, as_of=as_of)
+        with self._keys_lock:
+            as_of = max(index, keys.WrappedKeys(self.dir.keys_dir).as_of())
+            self._save_identity((m.data_key.key, key_pem), unlock, as_of=as_of)
+
+    def _save_roots(self, bundle: bytes) -> None:
+        """Write the CA file (the roots this node trusts), never while the identity is being saved."""
+        with self._keys_lock:
+            write_private(self.dir.ca_path, bundle)
 
     def _trust_roots_digest(self) -> str:
         return rotation.bundle_digest(self.material.current().roots) if self.material is not None else ""
@@ -408,7 +414,7 @@ class Node:
         before = set(rotation.split_pems(self.material.current().roots))
         if set(rotation.split_pems(bundle)) == before:
             return
-        write_private(self.dir.ca_path, bundle)
+        self._save_roots(bundle)
         self.material.replace(roots=bundle)
         log.info("the swarm's root CA bundle changed: now trusting %d root(s)", len(rotation.split_pems(bundle)))
         if set(rotation.split_pems(bundle)) - before:
