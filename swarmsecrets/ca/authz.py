@@ -2,7 +2,8 @@
 
 Two steps, in this order, and a service runs nothing between them but its read barrier:
 
-1. ``authenticate`` -- the certificate alone, no state and no raft: issued by this swarm's root CA
+1. ``authenticate`` -- the certificate alone, no state and no raft: issued by a root CA this swarm
+   trusts now (after a root rotation, no longer the old one)
    (a joiner's bootstrap certificate or another swarm's is nobody), for this cluster (O), with a
    role (OU) the call allows. A caller that fails here never makes a manager touch raft.
 2. ``authorize`` -- the swarm's current record of that node, read after the service's read barrier
@@ -23,6 +24,7 @@ Requests never name their caller: the identity is the certificate's.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,16 +74,28 @@ def _ous(roles: frozenset[Role]) -> str:
 
 
 class PeerAuthorizer:
-    def __init__(self, root: x509.Certificate, cluster_id: str, nodes: NodeReader) -> None:
-        self.root = root
+    """``roots``: the roots this swarm trusts now (one, or two while its root CA rotates), or a
+    function that says so at each call."""
+
+    def __init__(self, roots: x509.Certificate | Callable[[], Sequence[x509.Certificate]], cluster_id: str,
+                 nodes: NodeReader) -> None:
+        self.roots: Callable[[], Sequence[x509.Certificate]] = (
+            (lambda: (roots,)) if isinstance(roots, x509.Certificate) else roots)
         self.cluster_id = cluster_id
         self.nodes = nodes
+
+    def _verified(self, cert_pem: bytes) -> NodeIdentity | None:
+        for root in self.roots():
+            ident = verified_identity(cert_pem, root)
+            if ident is not None:
+                return ident
+        return None
 
     def authenticate(self, cert_pem: bytes | None, roles: frozenset[Role]) -> NodeIdentity:
         """Step one: the identity in ``cert_pem`` (the TLS peer's certificate, None if it sent
         none), if the certificate alone allows a call open to ``roles``; else PermissionDenied.
         Reads neither the state nor raft."""
-        ident = verified_identity(cert_pem, self.root) if cert_pem else None
+        ident = self._verified(cert_pem) if cert_pem else None
         if ident is None:
             raise errors.PermissionDenied("Permission denied: a certificate of this swarm is required")
         if ident.cluster_id != self.cluster_id:

@@ -1,4 +1,4 @@
-"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|data-key|update`` and ``swarmsecrets info``:
+"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|data-key|update|ca`` and ``swarmsecrets info``:
 docker's texts, our command name."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import base64
 import binascii
 import getpass
 import sys
+import time
 
 import click
 
@@ -20,6 +21,8 @@ from swarmsecrets.cli.service import PflagCommand
 DEFAULT_PORT = 2377
 UNLOCK_KEY_PREFIX = "SWMKEY-1-"
 ROLES = ("worker", "manager")
+# How often `swarm ca --rotate` asks how far the rotation has come (Docker: 200 ms).
+ROTATION_POLL = 0.2
 
 
 def unlock_instructions(key: str) -> str:
@@ -289,6 +292,47 @@ def update(client: Client, autolock: bool | None, cert_expiry: str | None, rotat
     click.echo("Swarm updated.")
     if autolock and not was and resp.unlock_key:
         click.echo(unlock_instructions(resp.unlock_key), nl=False)
+
+
+@swarm.command("ca")
+@click.option("--rotate", is_flag=True,
+              help="Rotate the swarm CA: a new root CA is generated and every node moves onto it.")
+@click.option("-d", "--detach", is_flag=True,
+              help="Exit immediately instead of waiting for the root rotation to converge.")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress progress output.")
+@click.pass_obj
+def ca(client: Client, rotate: bool, detach: bool, quiet: bool) -> None:
+    """Display and rotate the root CA."""
+    if rotate:
+        progress = client.write(client.control.RotateRootCA, control_pb2.RotateRootCARequest())
+        if not detach:
+            progress = _follow_rotation(client, progress, quiet)
+    root = client.call(client.control.GetCluster, control_pb2.GetClusterRequest()).cluster.root_ca_cert
+    click.echo(root.rstrip("\n"))
+
+
+def _follow_rotation(client: Client, progress: control_pb2.RootCAProgress,
+                     quiet: bool) -> control_pb2.RootCAProgress:
+    """Until every node holds a certificate from the new root and trusts only it, printing
+    Docker's progress lines as they change (Ctrl-C leaves the rotation running)."""
+    if not quiet:
+        click.echo(f"desired root digest: {progress.desired_digest}")
+    shown: tuple[int, int, int] | None = None
+    try:
+        while True:
+            current = (progress.certs_rotated, progress.roots_rotated, progress.total)
+            if not quiet and current != shown:
+                click.echo(f"  rotated TLS certificates:  {progress.certs_rotated}/{progress.total} nodes")
+                click.echo(f"  rotated CA certificates:   {progress.roots_rotated}/{progress.total} nodes")
+                shown = current
+            if not progress.in_progress and progress.certs_rotated == progress.total == progress.roots_rotated:
+                return progress
+            time.sleep(ROTATION_POLL)
+            progress = client.call(client.control.GetRootCAProgress, control_pb2.GetRootCAProgressRequest())
+    except KeyboardInterrupt:
+        click.echo("Operation continuing in background.")
+        click.echo("Use `swarmsecrets swarm ca` to check progress.")
+        raise SystemExit(0) from None
 
 
 @click.command("info")

@@ -77,8 +77,12 @@ async def wait_finished(store: StoreReader, key_id: str, timeout: float = FINISH
 
 
 def due(cluster: state.Cluster, now_ns: int) -> bool:
-    """Whether the schedule calls for a rotation now."""
-    return bool(cluster.key_rotation_interval) and now_ns >= cluster.key_rotated_at + cluster.key_rotation_interval
+    """Whether a rotation should begin now: the unlock key rotated, or the schedule says so; never
+    while a root CA rotation runs (its new CA key is sealed under the current data key)."""
+    if cluster.root_rotation is not None or cluster.rotation_from:
+        return False
+    scheduled = bool(cluster.key_rotation_interval) and now_ns >= cluster.key_rotated_at + cluster.key_rotation_interval
+    return scheduled or cluster.data_key_rotation_requested
 
 
 class DataKeyRotator:
@@ -112,7 +116,9 @@ class DataKeyRotator:
                 if cluster.rotation_from:
                     await self.finish(term)
                 elif due(cluster, self.clock.now_ns()):
-                    log.info("data key rotation is due (every %ds)", cluster.key_rotation_interval // 10**9)
+                    log.info("data key rotation is due (%s)", "the unlock key rotated" if
+                             cluster.data_key_rotation_requested else
+                             f"every {cluster.key_rotation_interval // 10**9}s")
                     await begin(self.store, self.proposer, self.data_key)
                     self._wake.set()
             except errors.SwarmError as e:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ class Session:
     role: str = "worker"  # the node's role when the session began
     session_id: str = field(default_factory=lambda: secrets.token_hex(16))
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
@@ -114,6 +118,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             raise errors.InvalidArgument("session invalid")
         return s
 
+    def _roots(self) -> bytes:
+        cluster = self.store.cluster
+        return cluster.trust_bundle().encode() if cluster is not None else b""
+
     # --- RPCs ------------------------------------------------------------------------------------
 
     def _cert_expiry(self) -> int:
@@ -138,16 +146,21 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                                               engine_version=request.engine_version))
         # Changes applied while the caller holds a message count as unseen: they wake the next wait.
         seen = self.generation
+        roots = self._roots()
         expiry = self._cert_expiry()
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.store.manager_addrs(),
                                 heartbeat_period_ms=int(self.heartbeat_period * 1000), role=session.role,
-                                node_cert_expiry_seconds=expiry)
+                                node_cert_expiry_seconds=expiry, root_ca=roots)
         while not session.ended.is_set():
             await self._wait(seen)
             seen = self.generation
             node = self.store.node(node_id)
             if not self.proposer.status().is_leader or node is None:
                 self._end(session)
+            elif self._roots() != roots:
+                # A root CA rotation started or finished: the node trusts these roots from now on.
+                roots = self._roots()
+                yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, root_ca=roots)
             elif node.role != session.role:
                 # A worker's agent hears of its promotion (its node then becomes a manager); a
                 # demoted manager's node restarts its agent as a worker's on its own.
@@ -164,6 +177,18 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                         context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
         s = self._session(context, request.session_id)
         s.last_seen = self.clock.monotonic()
+        node = self.store.node(s.node_id)
+        if request.trust_roots and node is not None and node.trust_roots != request.trust_roots:
+            if not _DIGEST.fullmatch(request.trust_roots):
+                raise errors.InvalidArgument("trust_roots: expected a hex SHA-256 digest")
+            term = self.proposer.leader_term()
+            cmd = state.SetTrustRoots(node_id=s.node_id, trust_roots=request.trust_roots)
+            try:  # the report is retried with the next heartbeat; the heartbeat itself counts now
+                state.require_supported(cmd, self.store.managers())
+                if term is not None:
+                    await self.proposer.propose(cmd, leader_only=term)
+            except errors.SwarmError as e:
+                log.info("trusted roots of node %s not recorded yet: %s", s.node_id, e)
         period = self.heartbeat_period + random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * (
             self.heartbeat_period / HEARTBEAT_PERIOD)
         return pb.HeartbeatResponse(period_ms=int(period * 1000))

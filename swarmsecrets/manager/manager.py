@@ -12,7 +12,9 @@ from swarmsecrets import errors, wire
 from swarmsecrets.api.v1 import ca_pb2_grpc, control_pb2_grpc, dispatcher_pb2_grpc, raft_pb2_grpc
 from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MANAGERS, PeerAuthorizer, raft_peer_verifier
-from swarmsecrets.ca.material import RaftContexts, TLSMaterial
+from swarmsecrets.ca.material import RaftContexts, Snapshot, TLSMaterial
+from swarmsecrets.ca.rotation import SwarmCA
+from swarmsecrets.fsutil import write_private
 from swarmsecrets.manager.collaborators import StoreNodes, SystemClock
 from swarmsecrets.manager.controlapi import ControlAPI, ControlServicer
 from swarmsecrets.manager.datakey import DataKey
@@ -22,6 +24,7 @@ from swarmsecrets.manager.nodeca import NodeCAService
 from swarmsecrets.manager.proposer import RaftProposer
 from swarmsecrets.manager.raftedge import ManagerRaft
 from swarmsecrets.manager.raftmembership import RaftMembershipService
+from swarmsecrets.manager.rootrotation import RootRotationFollower, TrustedRoots
 from swarmsecrets.manager.scheduler import Scheduler
 from swarmsecrets.manager.state import (
     STATE_VERSION,
@@ -48,19 +51,26 @@ class Manager:
 
     def __init__(self, nodedir: NodeDir, state: NodeState, dek: bytes, ca_key_pem: bytes, material: TLSMaterial,
                  timing: RaftTiming, heartbeat_period: float, min_cert_expiry: float = 3600.0,
-                 previous_deks: tuple[bytes, ...] = ()) -> None:
+                 previous_deks: tuple[bytes, ...] = (),
+                 on_new_ca_key: Callable[[bytes, int], None] = lambda key, index: None,
+                 save_roots: Callable[[bytes], None] | None = None,
+                 renew_now: Callable[[], None] = lambda: None) -> None:
         """``material``: the node's identity, from memory (under autolock its key is on disk only
         sealed): the ports take it from there, never from a file, and follow its renewals.
-        ``previous_deks``: the data keys of a rotation in progress (see ``dekrotation``)."""
+        ``previous_deks``: the data keys of a rotation in progress (see ``dekrotation``).
+        ``on_new_ca_key``, ``save_roots`` (default: write the CA file), ``renew_now``: the node's
+        part in a root CA rotation (see ``rootrotation.RootRotationFollower``)."""
         self.dir = nodedir
         self.material = material
         self.state = state
         self.clock = SystemClock()
         self.data_key = DataKey(dek, previous_deks)
         ca_pem = nodedir.read(nodedir.ca_path)
-        self.ca = certs.RootCA(ca_pem, ca_key_pem)
         self.store = Store()
-        self.authz = PeerAuthorizer(self.ca.cert, state.cluster_id, StoreNodes(self.store))
+        # The CA file holds the roots the node trusts, the current one first.
+        self.ca = SwarmCA(certs.RootCA(ca_pem, ca_key_pem), lambda: self.store.cluster, self.data_key)
+        self.authz = PeerAuthorizer(TrustedRoots(self.store, self.ca.current.cert), state.cluster_id,
+                                    StoreNodes(self.store))
         self.tls = RaftContexts(material, raft_peer_verifier(state.cluster_id))
         # First subscriber: the ring follows a rotation before anyone else hears of the apply.
         self.store.subscribe(self._follow_data_key)
@@ -83,6 +93,11 @@ class Manager:
         self.scheduler: Scheduler | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.heartbeat_period = heartbeat_period
+        self.rotation = RootRotationFollower(store=self.store, proposer=self.proposer, sealer=self.data_key,
+                                             ca=self.ca, material=material, node_id=state.node_id,
+                                             save_roots=save_roots or (lambda pem: write_private(nodedir.ca_path, pem)),
+                                             on_new_ca_key=on_new_ca_key, renew_now=renew_now)
+        self.store.subscribe(self.rotation.on_apply)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -138,11 +153,15 @@ class Manager:
         self.store.subscribe(on_apply)
         advertise = advertise_state_version(self.store, self.state.node_id, self.proposer.propose, applied)
         self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor()),
-                       asyncio.create_task(advertise), asyncio.create_task(self.rotator.run())]
-        # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert); RPCs authorize
-        # only certificates the root CA issued.
-        bootstrap = certs.bootstrap_ca_cert(certs.ca_digest(self.ca.cert_pem))
-        creds = self.material.grpc_server_credentials(lambda m: bootstrap)
+                       asyncio.create_task(advertise), asyncio.create_task(self.rotation.run()),
+                       asyncio.create_task(self.rotator.run())]
+        # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert) derived from their
+        # token's digest, the digest of the root that signs now; RPCs authorize only certificates
+        # of a trusted root.
+        def bootstrap(m: Snapshot) -> bytes:
+            return certs.bootstrap_ca_cert(certs.ca_digest(self.ca.signer().ca.cert_pem))
+
+        creds = self.material.grpc_server_credentials(bootstrap)
         server = grpc.aio.server(options=wire.TLS_SERVER_OPTIONS, interceptors=[MalformedRequests()])
         control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(self.control_for_manager), server)
         ca_pb2_grpc.add_NodeCAServicer_to_server(NodeCAService(

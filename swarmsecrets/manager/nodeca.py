@@ -23,6 +23,7 @@ from cryptography import x509
 from swarmsecrets import errors, ids, validation
 from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc
 from swarmsecrets.ca import certs, tokens
+from swarmsecrets.ca.rotation import SwarmCA
 from swarmsecrets.ca.authz import MANAGERS, MEMBERS, PeerAuthorizer
 from swarmsecrets.ca.material import issuer_key_id
 from swarmsecrets.crypto.keys import format_unlock_key
@@ -60,7 +61,7 @@ def certificate_record(node_id: str, cert_pem: bytes, issuer: x509.Certificate) 
 class NodeCAService(ca_pb2_grpc.NodeCAServicer):
     """``data_key`` is the swarm's data key ring itself: GetManagerKeys hands it to managers only."""
 
-    def __init__(self, *, store: StoreReader, proposer: Proposer, ca: certs.RootCA, authz: PeerAuthorizer,
+    def __init__(self, *, store: StoreReader, proposer: Proposer, ca: SwarmCA, authz: PeerAuthorizer,
                  sealer: Sealer, data_key: DataKey, cluster_id: str) -> None:
         self.store = store
         self.proposer = proposer
@@ -76,7 +77,7 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         return certs.node_validity(cluster.node_cert_expiry if cluster is not None else 0)
 
     def _record_command(self, node_id: str, cert_pem: bytes) -> state.RecordNodeCert:
-        return certificate_record(node_id, cert_pem, self.ca.cert)
+        return certificate_record(node_id, cert_pem, self.ca.signer().ca.cert)
 
     async def _record(self, node_id: str, cert_pem: bytes) -> None:
         """Record a renewed certificate before handing it out: a renewal the swarm has no record
@@ -115,7 +116,7 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
     @rpc
     async def GetRootCACertificate(self, request: ca_pb2.GetRootCACertificateRequest,
                                    context: grpc.aio.ServicerContext) -> ca_pb2.GetRootCACertificateResponse:
-        return ca_pb2.GetRootCACertificateResponse(certificate=self.ca.cert_pem)
+        return ca_pb2.GetRootCACertificateResponse(certificate=self.ca.signer().ca.cert_pem)
 
     def _token_role(self, token: str) -> str:
         """The role a join token admits to (by the state as this manager has it now), else InvalidArgument."""
@@ -157,12 +158,13 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
                           raft_addr=raft_addr, availability=availability)
         rid = join_request_id(self.sealer, role, _peer_host(context), request)
         added = await self.proposer.propose(state.AddNode(rid=rid, node=node))
+        signer = self.ca.signer()
         cert = certs.issue_node_cert(
-            self.ca, request.csr, node_id=added.id, role=role, cluster_id=self.cluster_id,
+            signer.ca, request.csr, node_id=added.id, role=role, cluster_id=self.cluster_id,
             raft_addr=added.raft_addr or None, validity=self._validity(),
         )
         self._record_later(added.id, cert)
-        return ca_pb2.IssueNodeCertificateResponse(node_id=added.id, role=role, certificate=cert,
+        return ca_pb2.IssueNodeCertificateResponse(node_id=added.id, role=role, certificate=signer.chain(cert),
                                                    cluster_id=self.cluster_id)
 
     @rpc
@@ -178,11 +180,12 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
             raise errors.node_removed(peer.node_id)
         validation.validate_csr(request.csr)
         role = node.role
-        cert = certs.issue_node_cert(self.ca, request.csr, node_id=node.id, role=role, cluster_id=self.cluster_id,
+        signer = self.ca.signer()
+        cert = certs.issue_node_cert(signer.ca, request.csr, node_id=node.id, role=role, cluster_id=self.cluster_id,
                                      raft_addr=(node.raft_addr or None) if role == "manager" else None,
                                      validity=self._validity())
         await self._record(node.id, cert)
-        return ca_pb2.IssueNodeCertificateResponse(node_id=node.id, role=role, certificate=cert,
+        return ca_pb2.IssueNodeCertificateResponse(node_id=node.id, role=role, certificate=signer.chain(cert),
                                                    cluster_id=self.cluster_id)
 
     @rpc
@@ -195,10 +198,11 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         await self.proposer.barrier()
         self.authz.authorize(ident, MANAGERS)
         unlock = unlock_key(self.store, self.sealer)
-        assert self.ca.key_pem is not None
+        current = self.ca.current  # during a rotation the new root's key is in the cluster record
+        assert current.key_pem is not None
         return ca_pb2.GetManagerKeysResponse(
             # During a data-key rotation the ring: records not re-encrypted yet need the previous key.
-            data_key=self.data_key.key, previous_data_keys=list(self.data_key.previous), ca_key=self.ca.key_pem,
+            data_key=self.data_key.key, previous_data_keys=list(self.data_key.previous), ca_key=current.key_pem,
             unlock_key=format_unlock_key(unlock) if unlock else "",
             raft_members=self.proposer.status().members,
         )

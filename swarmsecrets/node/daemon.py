@@ -33,8 +33,10 @@ import grpc
 from swarmsecrets import __version__, errors, ids, validation, wire
 from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, raft_pb2, raft_pb2_grpc
 from swarmsecrets.ca import certs, tokens
+from swarmsecrets.ca import rotation
 from swarmsecrets.ca.material import TLSMaterial
 from swarmsecrets.crypto import keys
+from swarmsecrets.fsutil import write_private
 from swarmsecrets.manager import dekrotation, state
 from swarmsecrets.manager.controlapi import ControlAPI
 from swarmsecrets.manager.datakey import unlock_key
@@ -43,7 +45,7 @@ from swarmsecrets.manager.nodeca import certificate_record
 from swarmsecrets.node.config import DaemonConfig
 from swarmsecrets.node.localapi import InitOptions, Initialized, JoinOptions, Joined, NodeInfo
 from swarmsecrets.node.nodedir import NodeDir, NodeState
-from swarmsecrets.node.renewal import Renewer
+from swarmsecrets.node.renewal import REJOIN, Renewer
 from swarmsecrets.node.roles import Change, Role, RoleMachine
 from swarmsecrets.rpcutil import error_from_rpc
 from swarmsecrets.worker.agent import Agent
@@ -200,6 +202,7 @@ class Node:
             if self.role is Role.WORKER:
                 self._load_clear_identity()
                 self._start_agent()
+                self._spawn("root check", self._check_root_still_trusted())
             elif self.role is Role.MANAGER:
                 wrapped = keys.WrappedKeys(self.dir.keys_dir)
                 if wrapped.autolocked():
@@ -212,6 +215,7 @@ class Node:
                 self._load_clear_identity()
                 await self._start_manager(got.dek, got.ca_key, previous_deks=got.previous)
                 await self._follow_availability()
+                self._spawn("root check", self._check_root_still_trusted())
 
     def _load_clear_identity(self) -> None:
         key = self.dir.read_clear_key()
@@ -249,7 +253,8 @@ class Node:
             raise errors.SwarmLocked()
         m = Manager(self.dir, self.state, dek, ca_key, self.material, self.config.timing(),
                     self.config.dispatcher_heartbeat, min_cert_expiry=self.config.min_cert_expiry,
-                    previous_deks=previous_deks)
+                    previous_deks=previous_deks, on_new_ca_key=self._new_ca_key, save_roots=self._save_roots,
+                    renew_now=self._renew_for_rotation)
         m.store.subscribe(self._on_apply)
 
         def fetch_data_keys() -> None:  # on the raft thread
@@ -293,6 +298,7 @@ class Node:
                           channel=self._mtls_channel,
                           on_removed=removed, on_managers=save_managers,
                           on_promoted=lambda: self._spawn("promotion", self._promoted()),
+                          on_root_ca=self._swarm_roots, trust_roots=self._trust_roots_digest,
                           hide=[self.dir.root, self.config.socket_path], on_cert_expiry=self._cert_expiry_is)
         except (OSError, ValueError, NotTmpfsError) as e:  # e.g. a secrets root that is not tmpfs
             raise errors.FailedPrecondition(str(e)) from None
@@ -392,7 +398,7 @@ class Node:
             if index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
                 return  # replayed after a restart: the keys are wrapped under a later unlock key already
             unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
-            self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock, as_of=index,
+            self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock, as_of=index,
                                 previous_deks=m.data_key.previous)
         autolock = unlock is not None
         if autolock != self.state.autolock:
@@ -409,7 +415,7 @@ class Node:
             with self._key_file_lock:
                 unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
                 wrapped = keys.WrappedKeys(self.dir.keys_dir)
-                self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock,
+                self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock,
                                     as_of=max(wrapped.as_of(), finished_at))
 
         scrub = dekrotation.RetiredKeyScrub(compact=m.raft.node.compact, compacted_to=m.raft.node.compacted_to,
@@ -447,7 +453,7 @@ class Node:
                     m.data_key.retire()
                 unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
                 with self._key_file_lock:
-                    self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock,
+                    self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock,
                                         as_of=keys.WrappedKeys(self.dir.keys_dir).as_of(),
                                         previous_deks=m.data_key.previous)
                 log.info("data key %s fetched from %s", m.data_key.key_id, addr)
@@ -456,6 +462,69 @@ class Node:
             delay = min(delay * 2, 10.0)
         log.error("the swarm's current data key could not be fetched from another manager: this manager "
                   "cannot open secrets re-encrypted while it was away; restart it to try again")
+
+    # --- root CA rotation ------------------------------------------------------------------------
+
+    def _new_ca_key(self, key_pem: bytes, index: int) -> None:
+        """On the raft thread: a finished root rotation made ``key_pem`` the CA key; wrap it on disk
+        in place of the old one (the old root's key is gone from this manager)."""
+        m = self.manager
+        cluster = m.store.cluster if m is not None else None
+        if m is None or cluster is None:
+            return
+        unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
+        with self._key_file_lock:
+            as_of = max(index, keys.WrappedKeys(self.dir.keys_dir).as_of())
+            self._save_identity((m.data_key.key, key_pem), unlock, as_of=as_of, previous_deks=m.data_key.previous)
+
+    def _save_roots(self, bundle: bytes) -> None:
+        """Write the CA file (the roots this node trusts), never while the identity is being saved."""
+        with self._key_file_lock:
+            write_private(self.dir.ca_path, bundle)
+
+    def _trust_roots_digest(self) -> str:
+        return rotation.bundle_digest(self.material.current().roots) if self.material is not None else ""
+
+    def _swarm_roots(self, bundle: bytes) -> None:
+        """A worker's agent heard the roots the swarm trusts now: trust them (the CA file too), and
+        renew the certificate when a root was added (a rotation started)."""
+        if self.material is None or self.manager is not None or not bundle:
+            return
+        before = set(rotation.split_pems(self.material.current().roots))
+        if set(rotation.split_pems(bundle)) == before:
+            return
+        self._save_roots(bundle)
+        self.material.replace(roots=bundle)
+        log.info("the swarm's root CA bundle changed: now trusting %d root(s)", len(rotation.split_pems(bundle)))
+        if set(rotation.split_pems(bundle)) - before:
+            self._renew_for_rotation()
+
+    async def _check_root_still_trusted(self) -> None:
+        """After a restart: if the managers refuse this node's certificate because the swarm's root
+        CA was rotated while it was down, say so in one line (and in ``info``) with the way back."""
+        material = self.material
+        if material is None:
+            return
+        m = self.manager
+        addrs = ([a for a in m.store.manager_addrs() if a != self.state.advertise_addr] if m is not None
+                 else list(self.state.remote_managers))
+        for addr in addrs:
+            host, port = validation.validate_addr(addr, DEFAULT_SWARM_PORT)
+            current = material.current()
+            refused = await asyncio.to_thread(rotation.refused_for_old_root, host, port, current.cert_chain,
+                                              current.key, current.roots)
+            if refused:
+                message = f"{rotation.STALE_ROOT}: {REJOIN}"
+                log.error("%s", message)
+                self._renewal_refused = message
+            if refused is not None:
+                return
+
+    def _renew_for_rotation(self) -> None:
+        """A root CA rotation started: a certificate from the new root, now (the renewer retries)."""
+        if self.renewer is not None:
+            log.info("root CA rotation: renewing this node's certificate from the new root")
+            self.renewer.trigger()
 
     def _record_autolock(self, autolock: bool) -> None:
         self.state.autolock = autolock
@@ -642,7 +711,7 @@ class Node:
             wrapped = keys.WrappedKeys(self.dir.keys_dir)
             if m is not None and wrapped.exists() and wrapped.autolocked():
                 unlock = unlock_key(m.store, m.data_key)
-                self._save_identity((m.data_key.key, m.ca.key_pem or b""), unlock, as_of=wrapped.as_of(),
+                self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock, as_of=wrapped.as_of(),
                                     previous_deks=m.data_key.previous)
             else:
                 self._save_identity()

@@ -37,10 +37,13 @@ class Agent:
     def __init__(self, *, secrets_root: str, allow_non_tmpfs: bool, managers: list[str],
                  channel: ChannelFactory, on_removed: Callable[[], Awaitable[None]],
                  on_managers: Callable[[list[str]], None], on_promoted: Callable[[], Any],
+                 on_root_ca: Callable[[bytes], None] = lambda bundle: None,
+                 trust_roots: Callable[[], str] = lambda: "",
                  hide: Sequence[str] = (), on_cert_expiry: Callable[[int], None] = lambda seconds: None) -> None:
         """``hide``: what no task may see besides the secrets root (the daemon's data dir and socket).
         ``on_cert_expiry``: told the swarm's node certificate lifetime (seconds) when a session
-        starts and when it changes."""
+        starts and when it changes. ``on_root_ca``: the roots the swarm trusts, as the session says;
+        ``trust_roots``: the digest of those this node trusts, reported with each heartbeat."""
         self.fs = SecretsFS(secrets_root, allow_non_tmpfs=allow_non_tmpfs)
         if self.fs.fallback_reason:
             log.warning("%s", self.fs.fallback_reason)
@@ -49,6 +52,8 @@ class Agent:
         self.on_removed = on_removed
         self.on_managers = on_managers
         self.on_promoted = on_promoted
+        self.on_root_ca = on_root_ca
+        self.trust_roots = trust_roots
         self.on_cert_expiry = on_cert_expiry
         self.assignments = Assignments()
         self.reconciler = Reconciler(self.fs, asyncio.get_running_loop(), hide=hide)
@@ -115,6 +120,7 @@ class Agent:
             first = await session.read()
             if first is grpc.aio.EOF:
                 raise OSError("the session closed before it started")
+            self.on_root_ca(first.root_ca)
             if list(first.managers) and list(first.managers) != self.managers:
                 self.managers = list(first.managers)
                 self.on_managers(self.managers)
@@ -143,6 +149,8 @@ class Agent:
             msg = await session.read()
             if msg is grpc.aio.EOF:
                 return
+            if msg.root_ca:
+                self.on_root_ca(msg.root_ca)
             if msg.node_cert_expiry_seconds:
                 self.on_cert_expiry(msg.node_cert_expiry_seconds)
             if msg.role and msg.role != "worker":
@@ -154,7 +162,8 @@ class Agent:
         period = period_ms / 1000 if period_ms else 5.0
         while True:
             await asyncio.sleep(period)
-            resp = await stub.Heartbeat(pb.HeartbeatRequest(session_id=session_id), timeout=5)
+            resp = await stub.Heartbeat(pb.HeartbeatRequest(session_id=session_id, trust_roots=self.trust_roots()),
+                                        timeout=5)
             period = resp.period_ms / 1000 if resp.period_ms else period
 
     async def _reporter(self, stub: Any, session_id: str) -> None:

@@ -15,6 +15,7 @@ import grpc
 from swarmsecrets import errors, wire
 from swarmsecrets.ca import certs, tokens
 from swarmsecrets.ca.authz import PeerAuthorizer
+from swarmsecrets.ca.rotation import SwarmCA
 from swarmsecrets.crypto import keys
 from swarmsecrets.manager import state
 from swarmsecrets.manager.collaborators import StoreNodes
@@ -177,6 +178,8 @@ class Swarm:
             node=state.Node(id=SELF_ID, role="manager", hostname="m1", addr="127.0.0.1:4242",
                             raft_addr=SELF_RAFT, state_version=state.STATE_VERSION)))
         self.authz = PeerAuthorizer(self.ca.cert, CLUSTER_ID, StoreNodes(self.store))
+        # The manager's CA as services take it (it signs with the new root during a rotation).
+        self.swarm_ca = SwarmCA(self.ca, lambda: self.store.cluster, self.sealer)
 
     def add_node(self, node_id: str, role: str = "worker", *, status: str = "ready", hostname: str = "",
                  addr: str = "", raft_addr: str = "") -> state.Node:
@@ -217,7 +220,7 @@ class Swarm:
 def control(swarm: Swarm) -> ControlServicer:
     """The Control servicer of the manager ``swarm`` runs on, as the local operator reaches it."""
     api = ControlAPI.build(store=swarm.store, proposer=swarm.proposer, members=swarm.proposer, sealer=swarm.sealer,
-                           ca=swarm.ca, node_id=SELF_ID, raft_addr=SELF_RAFT)
+                           ca=swarm.swarm_ca, node_id=SELF_ID, raft_addr=SELF_RAFT)
     return ControlServicer(lambda context: api)
 
 

@@ -232,9 +232,19 @@ def test_the_minimum_lifetime_is_dockers_hour_unless_a_test_lowers_it() -> None:
     lowered = ClusterAPI(Unreached(), Unreached(), Unreached(), CA, min_cert_expiry=5)  # type: ignore[arg-type]
     with pytest.raises(errors.InvalidArgument, match=r"^minimum certificate expiry time is: 5s$"):
         asyncio.run(update(lowered, 4))
+    # No lifetime the root itself would not outlive (a huge one once overflowed the date arithmetic).
+    with pytest.raises(errors.InvalidArgument, match=r"^maximum certificate expiry time is: 175200h0m0s$"):
+        asyncio.run(update(api, 2**62))
     # The same call with an accepted lifetime goes on to the state (here: the stand-in refuses).
     with pytest.raises(AssertionError, match="must not reach"):
         asyncio.run(update(api, 3600))
+
+
+def test_apply_refuses_a_lifetime_out_of_bounds() -> None:
+    s = _store()
+    for seconds in (0, -1, validation.MAX_CERT_EXPIRY + 1):
+        with pytest.raises(errors.InvalidArgument):
+            state.unwrap(s.apply(state.SetCertExpiry(rid=f"x{seconds}", ts=TS, seconds=seconds), 50))
 
 
 # --- the TLS material --------------------------------------------------------------------------------

@@ -189,8 +189,24 @@ def test_rotating_the_unlock_key_begins_a_data_key_rotation() -> None:
     before = swarm.sealer.key_id
     resp = run(lambda: control(swarm).RotateUnlockKey(control_pb2.RotateUnlockKeyRequest(), ctx()))
     cluster = swarm.store.cluster
-    assert cluster is not None and cluster.rotation_from == before and cluster.key_id == swarm.sealer.key_id != before
+    assert cluster is not None and cluster.data_key_rotation_requested and dekrotation.due(cluster, swarm.clock.ns)
     assert unlock_key(swarm.store, swarm.sealer) == keys.parse_unlock_key(resp.unlock_key)
+    run(lambda: dekrotation.begin(swarm.store, swarm.proposer, swarm.sealer))  # what the leader's loop does
+    cluster = swarm.store.cluster
+    assert cluster is not None and cluster.rotation_from == before and cluster.key_id == swarm.sealer.key_id != before
+    assert not cluster.data_key_rotation_requested and not dekrotation.due(cluster, swarm.clock.ns)
+
+
+def test_a_data_key_rotation_and_a_root_ca_rotation_never_overlap() -> None:
+    swarm = Swarm()
+    following(swarm)
+    run(lambda: dekrotation.begin(swarm.store, swarm.proposer, swarm.sealer))
+    cluster = swarm.store.cluster
+    assert cluster is not None and cluster.rotation_from
+    with pytest.raises(errors.FailedPrecondition, match="data key rotation is in progress"):
+        state.unwrap(swarm.store.apply(state.StartRootRotation(
+            rid="r", ts=TS, from_root=cluster.root_ca_cert, join_tokens=cluster.join_tokens,
+            rotation=state.RootRotation(ca_cert="new", ca_key=b"k", cross_signed="x")), 10**6))
 
 
 @pytest.mark.parametrize("cmd", [

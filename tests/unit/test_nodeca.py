@@ -17,7 +17,7 @@ from tests.unit.managerkit import CLUSTER_ID, SELF_ID, SELF_RAFT, Swarm, aborted
 
 
 def nodeca(swarm: Swarm) -> NodeCAService:
-    return NodeCAService(store=swarm.store, proposer=swarm.proposer, ca=swarm.ca, authz=swarm.authz,
+    return NodeCAService(store=swarm.store, proposer=swarm.proposer, ca=swarm.swarm_ca, authz=swarm.authz,
                          sealer=swarm.sealer, data_key=swarm.sealer, cluster_id=CLUSTER_ID)
 
 

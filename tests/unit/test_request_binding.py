@@ -150,7 +150,7 @@ def _join(token: str, csr: bytes, rid: str, **fields: str) -> ca_pb2.IssueNodeCe
 
 def test_a_replayed_join_id_never_yields_the_joined_nodes_certificate() -> None:
     swarm = Swarm()
-    ca = NodeCAService(store=swarm.store, proposer=swarm.proposer, ca=swarm.ca, authz=swarm.authz,
+    ca = NodeCAService(store=swarm.store, proposer=swarm.proposer, ca=swarm.swarm_ca, authz=swarm.authz,
                        sealer=swarm.sealer, data_key=swarm.sealer, cluster_id=CLUSTER_ID)
     _, manager_csr = certs.generate_key_and_csr()
     _, other_csr = certs.generate_key_and_csr()

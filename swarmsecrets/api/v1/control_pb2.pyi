@@ -322,3 +322,29 @@ class DataKeyInfo(_message.Message):
     rotation_interval_seconds: int
     rotated_at: str
     def __init__(self, key_id: _Optional[str] = ..., rotating_from: _Optional[str] = ..., rotation_interval_seconds: _Optional[int] = ..., rotated_at: _Optional[str] = ...) -> None: ...
+
+class RotateRootCARequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class GetRootCAProgressRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RootCAProgress(_message.Message):
+    __slots__ = ("root_ca_cert", "desired_digest", "in_progress", "certs_rotated", "roots_rotated", "total")
+    ROOT_CA_CERT_FIELD_NUMBER: _ClassVar[int]
+    DESIRED_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CERTS_ROTATED_FIELD_NUMBER: _ClassVar[int]
+    ROOTS_ROTATED_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    root_ca_cert: str
+    desired_digest: str
+    in_progress: bool
+    certs_rotated: int
+    roots_rotated: int
+    total: int
+    def __init__(self, root_ca_cert: _Optional[str] = ..., desired_digest: _Optional[str] = ..., in_progress: _Optional[bool] = ..., certs_rotated: _Optional[int] = ..., roots_rotated: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...

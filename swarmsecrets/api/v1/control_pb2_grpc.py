@@ -149,6 +149,16 @@ class ControlStub:
                 request_serializer=swarmsecrets_dot_v1_dot_control__pb2.SetDataKeyRotationRequest.SerializeToString,
                 response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.FromString,
                 _registered_method=True)
+        self.RotateRootCA = channel.unary_unary(
+                '/swarmsecrets.v1.Control/RotateRootCA',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.RotateRootCARequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.RootCAProgress.FromString,
+                _registered_method=True)
+        self.GetRootCAProgress = channel.unary_unary(
+                '/swarmsecrets.v1.Control/GetRootCAProgress',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.GetRootCAProgressRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.RootCAProgress.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -299,6 +309,19 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateRootCA(self, request, context):
+        """Start a root CA rotation (refused while one runs); then poll its progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRootCAProgress(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -416,6 +439,16 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.SetDataKeyRotation,
                     request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.SetDataKeyRotationRequest.FromString,
                     response_serializer=swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.SerializeToString,
+            ),
+            'RotateRootCA': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateRootCA,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.RotateRootCARequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.RootCAProgress.SerializeToString,
+            ),
+            'GetRootCAProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRootCAProgress,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.GetRootCAProgressRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.RootCAProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1039,6 +1072,60 @@ class Control:
             '/swarmsecrets.v1.Control/SetDataKeyRotation',
             swarmsecrets_dot_v1_dot_control__pb2.SetDataKeyRotationRequest.SerializeToString,
             swarmsecrets_dot_v1_dot_control__pb2.DataKeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateRootCA(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/RotateRootCA',
+            swarmsecrets_dot_v1_dot_control__pb2.RotateRootCARequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.RootCAProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRootCAProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/GetRootCAProgress',
+            swarmsecrets_dot_v1_dot_control__pb2.GetRootCAProgressRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.RootCAProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,26 +17,30 @@ class SessionRequest(_message.Message):
     def __init__(self, hostname: _Optional[str] = ..., engine_version: _Optional[str] = ...) -> None: ...
 
 class SessionMessage(_message.Message):
-    __slots__ = ("session_id", "node_id", "managers", "heartbeat_period_ms", "role", "node_cert_expiry_seconds")
+    __slots__ = ("session_id", "node_id", "managers", "heartbeat_period_ms", "role", "node_cert_expiry_seconds", "root_ca")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     MANAGERS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     NODE_CERT_EXPIRY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ROOT_CA_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     node_id: str
     managers: _containers.RepeatedScalarFieldContainer[str]
     heartbeat_period_ms: int
     role: str
     node_cert_expiry_seconds: int
-    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., managers: _Optional[_Iterable[str]] = ..., heartbeat_period_ms: _Optional[int] = ..., role: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ...) -> None: ...
+    root_ca: bytes
+    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., managers: _Optional[_Iterable[str]] = ..., heartbeat_period_ms: _Optional[int] = ..., role: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ..., root_ca: _Optional[bytes] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "trust_roots")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRUST_ROOTS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    trust_roots: str
+    def __init__(self, session_id: _Optional[str] = ..., trust_roots: _Optional[str] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("period_ms",)

@@ -3,32 +3,26 @@ off, set the lifetime of node certificates."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
 from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
 from swarmsecrets.ca import certs, tokens
+from swarmsecrets.ca.rotation import SwarmCA
 from swarmsecrets.crypto import keys
 from swarmsecrets.manager import state
 from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
 from swarmsecrets.manager.controlapi.common import request_id
-from swarmsecrets.manager import dekrotation
-from swarmsecrets.manager.datakey import DataKey, join_tokens, unlock_key
+from swarmsecrets.manager.datakey import join_tokens, unlock_key
 from swarmsecrets.rpcutil import format_ts
-
-log = logging.getLogger(__name__)
 
 
 class ClusterAPI:
-    """``ca`` is the swarm's root CA: a new join token carries its digest. ``min_cert_expiry``
+    """``ca`` is the swarm's CA: a new join token carries the digest of the root that signs now. ``min_cert_expiry``
     (seconds): the shortest node certificate lifetime accepted (Docker's hour, lower in tests)."""
 
-    def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer, ca: certs.RootCA, *,
-                 data_key: DataKey | None = None,
+    def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer, ca: SwarmCA, *,
                  min_cert_expiry: float = certs.MIN_NODE_VALIDITY.total_seconds()) -> None:
-        """``data_key``: the ring to rotate when the unlock key rotates (None: not rotated)."""
-        self.data_key = data_key
         self.min_cert_expiry = min_cert_expiry
         self.store = store
         self.proposer = proposer
@@ -60,7 +54,7 @@ class ClusterAPI:
         cluster = self.store.cluster
         if cluster is None:
             raise errors.Unavailable("the cluster state is not available yet")
-        fresh = self.sealer.seal(str(tokens.new_token(self.ca.cert_pem)).encode())
+        fresh = self.sealer.seal(str(tokens.new_token(self.ca.signer().ca.cert_pem)).encode())
         sealed = replace(cluster.join_tokens, **{request.role: fresh})
         rid = request_id(self.sealer, state.UpdateCluster, caller, request)
         await self.proposer.propose(state.UpdateCluster(rid=rid, join_tokens=sealed))
@@ -88,13 +82,6 @@ class ClusterAPI:
         updated: state.Cluster = await self.proposer.propose(cmd)
         assert updated.unlock_key is not None
         key = self.sealer.unseal(updated.unlock_key)
-        if self.data_key is not None:
-            # A new unlock key comes with a new data key: whoever held the old unlock key and a
-            # manager's disk could open the old data key; the leader finishes the rotation.
-            try:
-                await dekrotation.begin(self.store, self.proposer, self.data_key)
-            except errors.FailedPrecondition as e:
-                log.info("data key not rotated with the unlock key: %s", e.message)
         return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))
 
     async def update_cluster(self, request: control_pb2.UpdateClusterRequest,
@@ -107,6 +94,9 @@ class ClusterAPI:
         if expiry and expiry < self.min_cert_expiry:
             minimum = validation.format_duration(self.min_cert_expiry)
             raise errors.InvalidArgument(f"minimum certificate expiry time is: {minimum}")
+        if expiry > validation.MAX_CERT_EXPIRY:
+            maximum = validation.format_duration(validation.MAX_CERT_EXPIRY)
+            raise errors.InvalidArgument(f"maximum certificate expiry time is: {maximum}")
         await self.proposer.barrier()
         cluster = self.store.cluster
         if cluster is None:

@@ -19,10 +19,12 @@ import grpc
 
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc
 from swarmsecrets.ca import certs
+from swarmsecrets.ca.rotation import SwarmCA
 from swarmsecrets.manager.collaborators import Proposer, RaftMembers, StoreReader
 from swarmsecrets.manager.controlapi.cluster import ClusterAPI
 from swarmsecrets.manager.controlapi.datakeys import DataKeyAPI
 from swarmsecrets.manager.controlapi.nodes import NodesAPI
+from swarmsecrets.manager.controlapi.rootca import RootCAAPI
 from swarmsecrets.manager.controlapi.secrets import SecretsAPI
 from swarmsecrets.manager.controlapi.services import ServicesAPI
 from swarmsecrets.manager.datakey import DataKey
@@ -36,18 +38,20 @@ class ControlAPI:
     services: ServicesAPI
     cluster: ClusterAPI
     data_key: DataKeyAPI
+    rootca: RootCAAPI
 
     @classmethod
     def build(cls, *, store: StoreReader, proposer: Proposer, members: RaftMembers, sealer: DataKey,
-              ca: certs.RootCA, node_id: str, raft_addr: str,
+              ca: SwarmCA, node_id: str, raft_addr: str,
               min_cert_expiry: float = certs.MIN_NODE_VALIDITY.total_seconds()) -> ControlAPI:
         """``node_id`` and ``raft_addr`` are those of the manager that serves the API."""
         return cls(
             secrets=SecretsAPI(store, proposer, sealer),
             nodes=NodesAPI(store, proposer, members, sealer, node_id=node_id, raft_addr=raft_addr),
             services=ServicesAPI(store, proposer, sealer),
-            cluster=ClusterAPI(store, proposer, sealer, ca, data_key=sealer, min_cert_expiry=min_cert_expiry),
+            cluster=ClusterAPI(store, proposer, sealer, ca, min_cert_expiry=min_cert_expiry),
             data_key=DataKeyAPI(store, proposer, sealer),
+            rootca=RootCAAPI(store, proposer, sealer, ca),
         )
 
     def caller(self, context: grpc.aio.ServicerContext) -> str:
@@ -209,3 +213,16 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
                                  context: grpc.aio.ServicerContext) -> control_pb2.DataKeyInfo:
         api = await self._api(context)
         return await api.data_key.set_data_key_rotation(request, api.caller(context))
+
+    # --- root CA ------------------------------------------------------------------------------
+
+    @rpc
+    async def RotateRootCA(self, request: control_pb2.RotateRootCARequest,
+                           context: grpc.aio.ServicerContext) -> control_pb2.RootCAProgress:
+        api = await self._api(context)
+        return await api.rootca.rotate(request, api.caller(context))
+
+    @rpc
+    async def GetRootCAProgress(self, request: control_pb2.GetRootCAProgressRequest,
+                                context: grpc.aio.ServicerContext) -> control_pb2.RootCAProgress:
+        return await (await self._api(context)).rootca.get_progress(request)

@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 from swarmsecrets import errors, ids
-from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, SecretRef, Service, Task
+from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, RootRotation, SecretRef, Service, Task
 
 # Version 1: the commands below, as the first versioned release defines them. Entries written
 # before commands carried a version are read as version 1 (the same kinds and fields).
 # Version 2: set_autolock.
-# Version 3: begin_data_key_rotation, reencrypt_secrets, finish_data_key_rotation,
-# set_data_key_rotation, set_cert_expiry, record_node_cert (and the fields they set on Cluster and Node).
+# Version 3: set_cert_expiry, record_node_cert (and the fields they set on Cluster and Node);
+#   start_root_rotation, finish_root_rotation, set_trust_roots (Cluster.root_rotation, Node.trust_roots);
+#   begin_data_key_rotation, reencrypt_secrets, finish_data_key_rotation, set_data_key_rotation.
 STATE_VERSION = 3
 
 
@@ -133,6 +134,34 @@ class SetAutolock(Command):
     unlock_key: bytes | None = None
 
 
+@command("start_root_rotation", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartRootRotation(Command):
+    """Begin a root CA rotation from the root ``from_root`` (PEM; refused if it is no longer the
+    current one or a rotation runs), with join tokens that carry the new root's digest."""
+
+    from_root: str
+    rotation: RootRotation
+    join_tokens: JoinTokens
+
+
+@command("finish_root_rotation", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinishRootRotation(Command):
+    """The new root ``root`` (PEM) becomes the only one; the old one is no longer trusted.
+    ``ca_key``: its key, sealed with the data key, for every manager to keep as the CA key."""
+
+    root: str
+    ca_key: bytes
+
+
+@command("set_trust_roots", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetTrustRoots(Command):
+    """Record which roots bundle (``bundle_digest``) a node now trusts, as it reported it."""
+
+    node_id: str
+    trust_roots: str
 @command("set_cert_expiry", since=3)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SetCertExpiry(Command):

@@ -45,6 +45,16 @@ class JoinTokens:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RootRotation:
+    """A root CA rotation in progress: the new root, its key (sealed with the data key) and the
+    cross-signed intermediate (the new root's subject and key, signed by the current root)."""
+
+    ca_cert: str
+    ca_key: bytes
+    cross_signed: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Cluster(Meta):
     id: str
     root_ca_cert: str
@@ -60,8 +70,19 @@ class Cluster(Meta):
     # Rotate the data key this often (ns; 0: never), counting from ``key_rotated_at``.
     key_rotation_interval: int = 0
     key_rotated_at: int = 0
+    # The unlock key rotated since the data key last did: the leader rotates the data key next.
+    data_key_rotation_requested: bool = False
     # Lifetime of the node certificates issued from now on, in seconds; 0: the default (90 days).
     node_cert_expiry: int = 0
+    root_rotation: RootRotation | None = None
+
+    def trust_bundle(self) -> str:
+        """Every root the swarm trusts now: the current one, and the new one during a rotation."""
+        return self.root_ca_cert + (self.root_rotation.ca_cert if self.root_rotation else "")
+
+    def desired_root(self) -> str:
+        """The root every node's certificate must come from: the new one during a rotation."""
+        return self.root_rotation.ca_cert if self.root_rotation else self.root_ca_cert
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +108,8 @@ class Node(Meta):
     # Managers: the highest state version (see commands.STATE_VERSION) this member can apply.
     # 0 in records written before members advertised it: such a member knows version 1.
     state_version: int = 0
+    # The hex SHA-256 of the roots bundle (PEM) the node says it trusts; "" before it said.
+    trust_roots: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

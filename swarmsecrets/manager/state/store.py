@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from swarmsecrets import errors
+from swarmsecrets import errors, validation
 from swarmsecrets.manager.state import commands as c
 from swarmsecrets.manager.state.events import Applied, Err, Ok, Result, Subscriber
 from swarmsecrets.manager.state.objects import Cluster, Meta, Node, Secret, SecretRef, Service, Task
@@ -382,7 +382,9 @@ def _update_cluster(s: Store, cmd: c.UpdateCluster, index: int) -> Cluster:
     if cmd.unlock_key is not None:
         if not cluster.autolock:  # turned off by a command that won the race with this rotation
             raise errors.FailedPrecondition("cannot rotate because autolock is not turned on")
-        cluster = replace(cluster, unlock_key=cmd.unlock_key)
+        # Whoever held the old unlock key and a manager's disk could open the data key: it
+        # rotates too (the leader begins it; see dekrotation.due).
+        cluster = replace(cluster, unlock_key=cmd.unlock_key, data_key_rotation_requested=True)
     new = s._t.cluster = _stamp(cluster, cmd.ts, index)
     return new
 
@@ -392,8 +394,8 @@ def _set_cert_expiry(s: Store, cmd: c.SetCertExpiry, index: int) -> Cluster:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
-    if cmd.seconds <= 0:
-        raise errors.InvalidArgument("a certificate lifetime is positive")
+    if not 0 < cmd.seconds <= validation.MAX_CERT_EXPIRY:
+        raise errors.InvalidArgument(f"a certificate lifetime is between 1 and {validation.MAX_CERT_EXPIRY} seconds")
     new = s._t.cluster = _stamp(replace(cluster, node_cert_expiry=cmd.seconds), cmd.ts, index)
     return new
 
@@ -435,10 +437,13 @@ def _begin_data_key_rotation(s: Store, cmd: c.BeginDataKeyRotation, index: int) 
         return cmd.key_id  # already current (a retry whose first outcome was pruned)
     if cluster.rotation_from:
         raise errors.FailedPrecondition("a data key rotation is already in progress")
+    if cluster.root_rotation is not None:
+        # The new CA key is sealed under the data key until the root rotation ends.
+        raise errors.FailedPrecondition("a root CA rotation is in progress; rotate the data key once it ends")
     if cluster.key_id != cmd.under:
         raise errors.FailedPrecondition("the data key changed since this rotation was prepared")
-    s._t.cluster = _stamp(replace(cluster, key_id=cmd.key_id, rotation_from=cmd.under,
-                                  rotation_key=cmd.sealed_key, key_rotated_at=cmd.ts), cmd.ts, index)
+    s._t.cluster = _stamp(replace(cluster, key_id=cmd.key_id, rotation_from=cmd.under, rotation_key=cmd.sealed_key,
+                                  key_rotated_at=cmd.ts, data_key_rotation_requested=False), cmd.ts, index)
     return cmd.key_id
 
 
@@ -495,6 +500,40 @@ def _set_data_key_rotation(s: Store, cmd: c.SetDataKeyRotation, index: int) -> C
         raise errors.InvalidArgument("the data key rotation interval cannot be negative")
     new = s._t.cluster = _stamp(replace(cluster, key_rotation_interval=cmd.interval,
                                         key_rotated_at=cluster.key_rotated_at or cmd.ts), cmd.ts, index)
+    return new
+
+
+@_handles(c.StartRootRotation)
+def _start_root_rotation(s: Store, cmd: c.StartRootRotation, index: int) -> Cluster:
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    if cluster.root_rotation is not None or cluster.root_ca_cert != cmd.from_root:
+        raise errors.FailedPrecondition("a root CA rotation is already in progress")
+    if cluster.rotation_from:
+        raise errors.FailedPrecondition("a data key rotation is in progress; rotate the root CA once it ends")
+    new = s._t.cluster = _stamp(replace(cluster, root_rotation=cmd.rotation, join_tokens=cmd.join_tokens),
+                                cmd.ts, index)
+    return new
+
+
+@_handles(c.FinishRootRotation)
+def _finish_root_rotation(s: Store, cmd: c.FinishRootRotation, index: int) -> Cluster:
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    if cluster.root_rotation is None or cluster.root_rotation.ca_cert != cmd.root:
+        raise errors.FailedPrecondition("no root CA rotation to this root is in progress")
+    new = s._t.cluster = _stamp(replace(cluster, root_ca_cert=cmd.root, root_rotation=None), cmd.ts, index)
+    return new
+
+
+@_handles(c.SetTrustRoots)
+def _set_trust_roots(s: Store, cmd: c.SetTrustRoots, index: int) -> Node:
+    old = s._t.nodes.get(cmd.node_id)
+    if old is None:
+        raise errors.node_not_found(cmd.node_id)
+    new = s._t.nodes[cmd.node_id] = _stamp(replace(old, trust_roots=cmd.trust_roots), cmd.ts, index)
     return new
 
 
