@@ -216,6 +216,7 @@ def test_a_data_key_rotation_and_a_root_ca_rotation_never_overlap() -> None:
     state.FinishDataKeyRotation(rid="3", ts=TS, key_id="k2", cluster_version=4,
                                 join_tokens=state.JoinTokens(worker=b"w", manager=b"m"), unlock_key=b"u"),
     state.SetDataKeyRotation(rid="4", ts=TS, interval=10**9),
+    state.RequestDataKeyRotation(rid="5", ts=TS),
 ], ids=lambda c: c.KIND)
 def test_rotation_commands_round_trip_and_need_state_version_3(cmd: state.Command) -> None:
     entry = codec.encode_command(cmd)

@@ -82,6 +82,10 @@ class ClusterAPI:
         updated: state.Cluster = await self.proposer.propose(cmd)
         assert updated.unlock_key is not None
         key = self.sealer.unseal(updated.unlock_key)
+        # Whoever held the old unlock key and a manager's disk could open the data key: it rotates
+        # too, begun by the leader as soon as no root CA rotation runs (see dekrotation.due).
+        rid = request_id(self.sealer, state.RequestDataKeyRotation, caller, request)
+        await self.proposer.propose(state.RequestDataKeyRotation(rid=rid))
         return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))
 
     async def update_cluster(self, request: control_pb2.UpdateClusterRequest,

@@ -34,7 +34,8 @@ from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, RootRo
 # Version 2: set_autolock.
 # Version 3: set_cert_expiry, record_node_cert (and the fields they set on Cluster and Node);
 #   start_root_rotation, finish_root_rotation, set_trust_roots (Cluster.root_rotation, Node.trust_roots);
-#   begin_data_key_rotation, reencrypt_secrets, finish_data_key_rotation, set_data_key_rotation.
+#   begin_data_key_rotation, reencrypt_secrets, finish_data_key_rotation, set_data_key_rotation,
+#   request_data_key_rotation.
 STATE_VERSION = 3
 
 
@@ -311,6 +312,12 @@ class SetDataKeyRotation(Command):
     """Rotate the data key every ``interval`` ns (0: only on demand)."""
 
     interval: int
+
+
+@command("request_data_key_rotation", since=3)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestDataKeyRotation(Command):
+    """Have the leader rotate the data key as soon as it may (the unlock key rotated)."""
 
 
 # --- services and tasks ----------------------------------------------------------------------------

@@ -382,9 +382,7 @@ def _update_cluster(s: Store, cmd: c.UpdateCluster, index: int) -> Cluster:
     if cmd.unlock_key is not None:
         if not cluster.autolock:  # turned off by a command that won the race with this rotation
             raise errors.FailedPrecondition("cannot rotate because autolock is not turned on")
-        # Whoever held the old unlock key and a manager's disk could open the data key: it
-        # rotates too (the leader begins it; see dekrotation.due).
-        cluster = replace(cluster, unlock_key=cmd.unlock_key, data_key_rotation_requested=True)
+        cluster = replace(cluster, unlock_key=cmd.unlock_key)
     new = s._t.cluster = _stamp(cluster, cmd.ts, index)
     return new
 
@@ -501,6 +499,14 @@ def _set_data_key_rotation(s: Store, cmd: c.SetDataKeyRotation, index: int) -> C
     new = s._t.cluster = _stamp(replace(cluster, key_rotation_interval=cmd.interval,
                                         key_rotated_at=cluster.key_rotated_at or cmd.ts), cmd.ts, index)
     return new
+
+
+@_handles(c.RequestDataKeyRotation)
+def _request_data_key_rotation(s: Store, cmd: c.RequestDataKeyRotation, index: int) -> None:
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    s._t.cluster = _stamp(replace(cluster, data_key_rotation_requested=True), cmd.ts, index)
 
 
 @_handles(c.StartRootRotation)
