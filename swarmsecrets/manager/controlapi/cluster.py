@@ -84,8 +84,9 @@ class ClusterAPI:
         key = self.sealer.unseal(updated.unlock_key)
         # Whoever held the old unlock key and a manager's disk could open the data key: it rotates
         # too, begun by the leader as soon as no root CA rotation runs (see dekrotation.due).
-        rid = request_id(self.sealer, state.RequestDataKeyRotation, caller, request)
-        await self.proposer.propose(state.RequestDataKeyRotation(rid=rid))
+        # A request id of its own: the client's is bound to the unlock key's change, and the
+        # request is idempotent anyway.
+        await self.proposer.propose(state.RequestDataKeyRotation())
         return control_pb2.GetUnlockKeyResponse(unlock_key=keys.format_unlock_key(key))
 
     async def update_cluster(self, request: control_pb2.UpdateClusterRequest,
@@ -106,8 +107,9 @@ class ClusterAPI:
         if cluster is None:
             raise errors.Unavailable("the cluster state is not available yet")
         if expiry and expiry != cluster.node_cert_expiry:
-            rid = request_id(self.sealer, state.SetCertExpiry, caller, request)
-            await self.proposer.propose(state.SetCertExpiry(rid=rid, seconds=expiry))
+            # The client's request id is bound to the autolock change below; this one is
+            # idempotent (a retry finds the lifetime set and proposes nothing).
+            await self.proposer.propose(state.SetCertExpiry(seconds=expiry))
         if request.autolock != cluster.autolock:
             sealed = self.sealer.seal(keys.new_key()) if request.autolock else None
             rid = request_id(self.sealer, state.SetAutolock, caller, request)
