@@ -17,6 +17,7 @@ from swarmsecrets.raft.errors import (
     UnknownOutcome,
 )
 from swarmsecrets.raft.node import RaftNode, RaftStatus, RaftTiming, RaftTLS, RaftTuning, StateMachine
+from swarmsecrets.raft.recovery import force_new_cluster, seed
 from swarmsecrets.raft.transport import Peer, PeerVerifier
 
 __all__ = [
@@ -37,4 +38,6 @@ __all__ = [
     "StorageFailed",
     "Unavailable",
     "UnknownOutcome",
+    "force_new_cluster",
+    "seed",
 ]
