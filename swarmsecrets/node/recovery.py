@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from swarmsecrets import errors, ids, raft, validation
 from swarmsecrets.ca import certs
@@ -130,6 +130,11 @@ async def force_new_cluster(node: Node, options: InitOptions) -> Initialized:
 
 # --- swarm backup -----------------------------------------------------------------------------------------
 
+def _snapshot(m: Manager) -> dict[str, Any]:
+    with m.store.lock:  # every apply holds it: the tables are those of one applied index
+        return encode_snapshot(m.store.tables(), m.store.applied_index)
+
+
 async def take_backup(node: Node, path: str) -> Backedup:
     """Write a backup of the swarm as this manager holds it after a read barrier (so every write
     acknowledged before the call is in it) to ``path``, atomically, mode 0600."""
@@ -140,8 +145,7 @@ async def take_backup(node: Node, path: str) -> Backedup:
     m = node.serving_manager()
     await m.proposer.barrier()
     cluster_keys = backup.manager_keys(m)
-    with m.store.lock:  # every apply holds it: the tables are those of one applied index
-        snapshot = encode_snapshot(m.store.tables(), m.store.applied_index)
+    snapshot = await asyncio.to_thread(_snapshot, m)
     index = int(snapshot["applied_index"])
     if cluster_keys.unlock_key is not None and m.store.cluster is not None and m.store.cluster.autolock:
         key, kind, shown = cluster_keys.unlock_key, backup.KEY_UNLOCK, ""
