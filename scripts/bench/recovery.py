@@ -94,7 +94,7 @@ def main() -> int:
         r1.start()
         timed("swarm init --restore (command)",
               lambda: r1.ok("swarm", "init", "--restore", str(path), "--advertise-addr", r1.addr,
-                            input=key + "\n", timeout=600))
+                            "--availability", "drain", input=key + "\n", timeout=600))
         timed("  then a full secret ls",
               lambda: wait_until(lambda: count_secrets(r1) == args.count, 600, 0.5, "every secret"))
         # The worker's record says Ready as the backup saw it: a new task's secret on it shows it is back.

@@ -112,6 +112,7 @@ def test_force_new_cluster_recovers_a_lost_quorum(fleet: Cluster) -> None:
     # Nothing acknowledged is lost: a payload written before the loss reaches a new task.
     out2 = reader(fleet, m2, "app2", "before3")
     wait_until(lambda: out2.exists() and out2.read_text() == "payload-3\n", 30, 0.2, "app2 reading before3")
+    assert (w1.secrets_root / "services" / "app2" / "before3").exists()  # on the worker (managers drained)
     assert out.read_text() == "payload-0\n"
     wait_until(lambda: worker_ready(m1, w1), 30, 0.2, "w1 Ready")
 
@@ -160,7 +161,7 @@ def test_backup_under_writes_then_restore_after_losing_every_manager(fleet: Clus
         return sorted(p.name for p in r1.data_dir.iterdir() if p.name != "swarmsecrets.sock") == []
 
     wrong = keys.format_unlock_key(keys.new_key())
-    args = ("swarm", "init", "--advertise-addr", r1.addr, "--restore")
+    args = ("swarm", "init", "--advertise-addr", r1.addr, "--availability", "drain", "--restore")
     assert "invalid key for" in r1.fails(*args, str(path), input=wrong + "\n")
     truncated = fleet.root / "truncated.backup"
     truncated.write_bytes(data[: len(data) // 2])
@@ -186,4 +187,5 @@ def test_backup_under_writes_then_restore_after_losing_every_manager(fleet: Clus
     name = sorted(must_have)[0]
     out = reader(fleet, r1, "app3", name)
     wait_until(lambda: out.exists() and out.read_text() == f"value-{name[1:]}\n", 30, 0.2, "app3 reading its secret")
+    assert (w1.secrets_root / "services" / "app3" / name).exists()  # on the worker (r1 is drained)
     assert (fleet.root / "app.out").read_text() == "payload-0\n"
