@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import getpass
+import os
 import sys
 import time
 
@@ -57,26 +58,39 @@ def swarm() -> None:
 
 
 @swarm.command("init")
-@click.option("--advertise-addr", required=True, help="Address other nodes reach this one at (HOST[:PORT]).")
+@click.option("--advertise-addr", default="", help="Address other nodes reach this one at (HOST[:PORT]).")
 @click.option("--listen-addr", default="", help="Address to listen on (HOST[:PORT]); default: advertised.")
 @click.option("--raft-addr", default="", help="Raft address (HOST:PORT); default: advertised port + 1.")
 @click.option("--autolock", is_flag=True, help="Require an unlock key to start a stopped manager.")
 @click.option("--force-new-cluster", is_flag=True, help="Force create a new cluster from current state.")
 @click.option("--availability", default="active", metavar="active|pause|drain",
               help="Availability of the node (\"active\", \"pause\", \"drain\").")
+@click.option("--restore", "restore", default="", metavar="FILE",
+              help="Start a one-manager swarm from a backup ('swarm backup'); its key is read from stdin.")
 @click.pass_obj
 def init(client: Client, advertise_addr: str, listen_addr: str, raft_addr: str, autolock: bool,
-         force_new_cluster: bool, availability: str) -> None:
+         force_new_cluster: bool, availability: str, restore: str) -> None:
     """Initialize a swarm."""
-    host, port = _parse(advertise_addr, DEFAULT_PORT)
+    if restore and (force_new_cluster or autolock):
+        raise CLIError("--restore cannot be combined with --force-new-cluster or --autolock")
+    if not advertise_addr and not force_new_cluster:
+        raise CLIError("--advertise-addr is required (HOST:PORT of this node's swarm port)")
+    host, port = _parse(advertise_addr, DEFAULT_PORT) if advertise_addr else ("", DEFAULT_PORT)
     availability = _availability(availability)
+    restore_key = ""
+    if restore:
+        restore = os.path.abspath(restore)
+        restore_key = read_key("Enter the key of the backup: ")
+        check_unlock_key(restore_key)
     req = swarm_pb2.InitRequest(
-        advertise_addr=validation.format_addr(host, port),
+        advertise_addr=validation.format_addr(host, port) if advertise_addr else "",
         listen_addr=_addr(listen_addr, port),
         raft_addr=_addr(raft_addr, 0),
         autolock=autolock,
         force_new_cluster=force_new_cluster,
         availability=availability,
+        restore_path=restore,
+        restore_key=restore_key,
     )
     resp = client.call(client.swarm.Init, req, timeout=SWARM_TIMEOUT)
     click.echo(f"Swarm initialized: current node ({resp.node_id}) is now a manager.\n")
@@ -354,3 +368,24 @@ def info(client: Client) -> None:
             lines.append(" Manager Addresses:")
             lines += [f"  {a}" for a in sorted(i.remote_managers)]
     click.echo("\n".join(lines))
+
+
+@swarm.command("backup")
+@click.argument("file", metavar="FILE")
+@click.pass_obj
+def backup(client: Client, file: str) -> None:
+    """Write a consistent, encrypted backup of the swarm to FILE (any manager)."""
+    path = os.path.abspath(file)
+    resp = client.call(client.swarm.Backup, swarm_pb2.BackupRequest(path=path), timeout=SWARM_TIMEOUT)
+    click.echo(f"Backup written to {resp.path}: {resp.secrets} secrets, {resp.nodes} nodes, "
+               f"raft index {resp.applied_index}.\n")
+    if resp.backup_key:
+        click.echo("To restore it on a new manager, run `swarmsecrets swarm init --restore FILE "
+                   "--advertise-addr HOST:PORT`\nand provide the following key on its standard input:\n\n"
+                   f"    {resp.backup_key}\n\n"
+                   "Remember to store this key in a password manager, apart from the file, since\n"
+                   "without it you will not be able to restore this backup. It is shown only once.")
+    else:
+        click.echo("The swarm is autolocked: this backup opens with its current unlock key\n"
+                   "(`swarmsecrets swarm unlock-key`). Keep that key: without it you will not be able\n"
+                   "to restore this backup.")

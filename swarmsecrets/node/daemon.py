@@ -43,7 +43,8 @@ from swarmsecrets.manager.datakey import unlock_key
 from swarmsecrets.manager.manager import Manager
 from swarmsecrets.manager.nodeca import certificate_record
 from swarmsecrets.node.config import DaemonConfig
-from swarmsecrets.node.localapi import InitOptions, Initialized, JoinOptions, Joined, NodeInfo
+from swarmsecrets.node import recovery
+from swarmsecrets.node.localapi import Backedup, InitOptions, Initialized, JoinOptions, Joined, NodeInfo
 from swarmsecrets.node.nodedir import NodeDir, NodeState
 from swarmsecrets.node.renewal import REJOIN, Renewer
 from swarmsecrets.node.roles import Change, Role, RoleMachine
@@ -798,6 +799,10 @@ class Node:
 
     async def init(self, options: InitOptions) -> Initialized:
         async with self.lifecycle:
+            if options.restore_path:
+                return await recovery.restore(self, options)
+            if options.force_new_cluster and self.role is not Role.INACTIVE:
+                return await recovery.force_new_cluster(self, options)
             if self.role is not Role.INACTIVE:
                 raise errors.FailedPrecondition(errors.ALREADY_IN_SWARM)
             if not options.advertise_addr:
@@ -942,6 +947,10 @@ class Node:
                 await self._start_manager(got.dek, got.ca_key, previous_deks=got.previous)
                 self._become(Change.UNLOCK)
             await self._follow_availability()
+
+    async def backup(self, path: str) -> Backedup:
+        async with self.lifecycle:
+            return await recovery.take_backup(self, path)
 
     def info(self) -> NodeInfo:
         role = self.role

@@ -31,6 +31,9 @@ class InitOptions:
     raft_addr: str = ""    # "" means the advertised host on the next port
     autolock: bool = False
     availability: str = ""  # active | pause | drain; "" means active
+    force_new_cluster: bool = False
+    restore_path: str = ""  # a backup file to start the swarm from, and the key that opens it
+    restore_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,15 @@ class Joined:
 
 
 @dataclass(frozen=True)
+class Backedup:
+    path: str
+    applied_index: int
+    backup_key: str  # "" when the swarm's unlock key opens the file
+    secrets: int
+    nodes: int
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     local_node_state: str  # "inactive" | "active" | "locked", as Docker's LocalNodeState
     node_id: str = ""
@@ -80,6 +92,8 @@ class NodeOperations(Protocol):
 
     async def unlock(self, unlock_key: str) -> None: ...
 
+    async def backup(self, path: str) -> Backedup: ...
+
     def info(self) -> NodeInfo: ...
 
 
@@ -95,7 +109,10 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
     async def Init(self, request: swarm_pb2.InitRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.InitResponse:
         done = await self.node.init(InitOptions(advertise_addr=request.advertise_addr, listen_addr=request.listen_addr,
                                                 raft_addr=request.raft_addr, autolock=request.autolock,
-                                                availability=request.availability))
+                                                availability=request.availability,
+                                                force_new_cluster=request.force_new_cluster,
+                                                restore_path=request.restore_path,
+                                                restore_key=request.restore_key))
         return swarm_pb2.InitResponse(node_id=done.node_id, worker_join_command=done.worker_join_command,
                                       unlock_key=done.unlock_key)
 
@@ -117,6 +134,13 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
                      context: grpc.aio.ServicerContext) -> swarm_pb2.UnlockResponse:
         await self.node.unlock(request.unlock_key)
         return swarm_pb2.UnlockResponse()
+
+    @rpc
+    async def Backup(self, request: swarm_pb2.BackupRequest,
+                     context: grpc.aio.ServicerContext) -> swarm_pb2.BackupResponse:
+        done = await self.node.backup(request.path)
+        return swarm_pb2.BackupResponse(path=done.path, applied_index=done.applied_index, backup_key=done.backup_key,
+                                        secrets=done.secrets, nodes=done.nodes)
 
     @rpc
     async def Info(self, request: swarm_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.InfoResponse:

@@ -18,6 +18,7 @@ from swarmsecrets.raft.errors import (
     UnknownOutcome,
 )
 from swarmsecrets.raft.node import RaftNode, RaftStatus, RaftTiming, RaftTLS, RaftTuning, StateMachine
+from swarmsecrets.raft.recovery import force_new_cluster, seed
 from swarmsecrets.raft.transport import Admission, Peer, PeerVerifier, TLSConfig
 
 __all__ = [
@@ -41,4 +42,6 @@ __all__ = [
     "TLSConfig",
     "Unavailable",
     "UnknownOutcome",
+    "force_new_cluster",
+    "seed",
 ]

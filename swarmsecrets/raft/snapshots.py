@@ -190,6 +190,11 @@ class SnapshotStore:
         parent = os.getpid()
         self._launch(lambda: self._write(head, parent))
 
+    def write_now(self, prev: Entry, last: Entry, members: list[str]) -> None:
+        """Write a snapshot at ``last`` in this process (no raft loop runs: see recovery.seed)."""
+        self._write({"prev": prev, "last": last, "members": sorted(members)})
+        self.pair = (prev, last)
+
     def _launch(self, job: Callable[[], None]) -> None:
         """Run ``job`` in a forked child, so pickling a large state never stalls the raft loop."""
         pid = os.fork()

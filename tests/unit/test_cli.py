@@ -160,6 +160,11 @@ class Swarm(swarm_pb2_grpc.SwarmServicer):
     def Info(self, request: Any, context: Any) -> Any:
         return self.fake.handle("Info", request, context, lambda: self.fake.info)
 
+    def Backup(self, request: Any, context: Any) -> Any:
+        return self.fake.handle("Backup", request, context, lambda: swarm_pb2.BackupResponse(
+            path=request.path, applied_index=77, secrets=3, nodes=2,
+            backup_key="" if self.fake.unlock_key else UNLOCK_KEY))
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Box, str]]:
@@ -730,6 +735,49 @@ def test_swarm_init_and_join_availability(invoke: Any, fake: FakeDaemon, command
     assert (bad.exit_code, bad.stderr) == (
         1, 'invalid availability "busy", only active, pause and drain are supported\n')
     assert len(fake.calls(name)) == 1  # the bad one never reached the daemon
+
+
+def test_swarm_init_force_new_cluster_needs_no_address(invoke: Any, fake: FakeDaemon) -> None:
+    r = invoke("swarm", "init", "--force-new-cluster")
+    assert r.exit_code == 0, r.stderr
+    (req,) = fake.calls("Init")
+    assert (req.advertise_addr, req.force_new_cluster, req.restore_path) == ("", True, "")
+    bad = invoke("swarm", "init")
+    assert (bad.exit_code, bad.stderr) == (1, "--advertise-addr is required (HOST:PORT of this node's swarm port)\n")
+    assert len(fake.calls("Init")) == 1
+
+
+def test_swarm_init_restore_reads_the_key_from_stdin(invoke: Any, fake: FakeDaemon, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    r = invoke("swarm", "init", "--restore", "swarm.backup", "--advertise-addr", "10.0.0.2", input=UNLOCK_KEY + "\n")
+    assert r.exit_code == 0, r.stderr
+    (req,) = fake.calls("Init")
+    assert (req.restore_path, req.restore_key, req.advertise_addr) == (
+        str(tmp_path / "swarm.backup"), UNLOCK_KEY, "10.0.0.2:2377")
+    for args, stdin, message in [
+        (["--advertise-addr", "10.0.0.2"], "SWMKEY-1-short\n", "invalid key string"),
+        (["--advertise-addr", "10.0.0.2", "--force-new-cluster"], UNLOCK_KEY + "\n",
+         "--restore cannot be combined with --force-new-cluster or --autolock"),
+        ([], UNLOCK_KEY + "\n", "--advertise-addr is required (HOST:PORT of this node's swarm port)"),
+    ]:
+        bad = invoke("swarm", "init", "--restore", "f", *args, input=stdin)
+        assert (bad.exit_code, bad.stderr) == (1, message + "\n")
+    assert len(fake.calls("Init")) == 1  # the bad ones never reached the daemon
+
+
+@pytest.mark.parametrize("autolocked", [False, True])
+def test_swarm_backup_output(invoke: Any, fake: FakeDaemon, tmp_path: Path, autolocked: bool) -> None:
+    fake.unlock_key = UNLOCK_KEY if autolocked else ""
+    r = invoke("swarm", "backup", str(tmp_path / "b"))
+    assert (r.exit_code, r.stderr) == (0, "")
+    (req,) = fake.calls("Backup")
+    assert req.path == str(tmp_path / "b")
+    assert r.stdout.startswith(f"Backup written to {tmp_path / 'b'}: 3 secrets, 2 nodes, raft index 77.\n\n")
+    if autolocked:
+        assert UNLOCK_KEY not in r.stdout and "opens with its current unlock key" in r.stdout
+    else:
+        assert f"\n    {UNLOCK_KEY}\n" in r.stdout and "It is shown only once." in r.stdout
 
 
 def test_swarm_init_daemon_error(invoke: Any, fake: FakeDaemon) -> None:

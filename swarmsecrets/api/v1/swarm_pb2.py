@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswarmsecrets/v1/swarm.proto\x12\x0fswarmsecrets.v1\"\x90\x01\n\x0bInitRequest\x12\x16\n\x0e\x61\x64vertise_addr\x18\x01 \x01(\t\x12\x13\n\x0blisten_addr\x18\x02 \x01(\t\x12\x11\n\traft_addr\x18\x03 \x01(\t\x12\x10\n\x08\x61utolock\x18\x04 \x01(\x08\x12\x19\n\x11\x66orce_new_cluster\x18\x05 \x01(\x08\x12\x14\n\x0c\x61vailability\x18\x06 \x01(\t\"P\n\x0cInitResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1b\n\x13worker_join_command\x18\x02 \x01(\t\x12\x12\n\nunlock_key\x18\x03 \x01(\t\"\x8c\x01\n\x0bJoinRequest\x12\x13\n\x0bremote_addr\x18\x01 \x01(\t\x12\x12\n\njoin_token\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64vertise_addr\x18\x03 \x01(\t\x12\x13\n\x0blisten_addr\x18\x04 \x01(\t\x12\x11\n\traft_addr\x18\x05 \x01(\t\x12\x14\n\x0c\x61vailability\x18\x06 \x01(\t\"-\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\x1d\n\x0cLeaveRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\"\x0f\n\rLeaveResponse\"#\n\rUnlockRequest\x12\x12\n\nunlock_key\x18\x01 \x01(\t\"\x10\n\x0eUnlockResponse\"\r\n\x0bInfoRequest\"\xc4\x01\n\x0cInfoResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10local_node_state\x18\x02 \x01(\t\x12\x19\n\x11\x63ontrol_available\x18\x03 \x01(\x08\x12\x11\n\tnode_addr\x18\x04 \x01(\t\x12\x12\n\ncluster_id\x18\x05 \x01(\t\x12\x17\n\x0fremote_managers\x18\x06 \x03(\t\x12\r\n\x05nodes\x18\x07 \x01(\x05\x12\x10\n\x08managers\x18\x08 \x01(\x05\x12\r\n\x05\x65rror\x18\t \x01(\t2\xe9\x02\n\x05Swarm\x12\x43\n\x04Init\x12\x1c.swarmsecrets.v1.InitRequest\x1a\x1d.swarmsecrets.v1.InitResponse\x12\x43\n\x04Join\x12\x1c.swarmsecrets.v1.JoinRequest\x1a\x1d.swarmsecrets.v1.JoinResponse\x12\x46\n\x05Leave\x12\x1d.swarmsecrets.v1.LeaveRequest\x1a\x1e.swarmsecrets.v1.LeaveResponse\x12I\n\x06Unlock\x12\x1e.swarmsecrets.v1.UnlockRequest\x1a\x1f.swarmsecrets.v1.UnlockResponse\x12\x43\n\x04Info\x12\x1c.swarmsecrets.v1.InfoRequest\x1a\x1d.swarmsecrets.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bswarmsecrets/v1/swarm.proto\x12\x0fswarmsecrets.v1\"\xbb\x01\n\x0bInitRequest\x12\x16\n\x0e\x61\x64vertise_addr\x18\x01 \x01(\t\x12\x13\n\x0blisten_addr\x18\x02 \x01(\t\x12\x11\n\traft_addr\x18\x03 \x01(\t\x12\x10\n\x08\x61utolock\x18\x04 \x01(\x08\x12\x19\n\x11\x66orce_new_cluster\x18\x05 \x01(\x08\x12\x14\n\x0c\x61vailability\x18\x06 \x01(\t\x12\x14\n\x0crestore_path\x18\x07 \x01(\t\x12\x13\n\x0brestore_key\x18\x08 \x01(\t\"P\n\x0cInitResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x1b\n\x13worker_join_command\x18\x02 \x01(\t\x12\x12\n\nunlock_key\x18\x03 \x01(\t\"\x8c\x01\n\x0bJoinRequest\x12\x13\n\x0bremote_addr\x18\x01 \x01(\t\x12\x12\n\njoin_token\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x64vertise_addr\x18\x03 \x01(\t\x12\x13\n\x0blisten_addr\x18\x04 \x01(\t\x12\x11\n\traft_addr\x18\x05 \x01(\t\x12\x14\n\x0c\x61vailability\x18\x06 \x01(\t\"-\n\x0cJoinResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"\x1d\n\x0cLeaveRequest\x12\r\n\x05\x66orce\x18\x01 \x01(\x08\"\x0f\n\rLeaveResponse\"#\n\rUnlockRequest\x12\x12\n\nunlock_key\x18\x01 \x01(\t\"\x10\n\x0eUnlockResponse\"\r\n\x0bInfoRequest\"\xc4\x01\n\x0cInfoResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x18\n\x10local_node_state\x18\x02 \x01(\t\x12\x19\n\x11\x63ontrol_available\x18\x03 \x01(\x08\x12\x11\n\tnode_addr\x18\x04 \x01(\t\x12\x12\n\ncluster_id\x18\x05 \x01(\t\x12\x17\n\x0fremote_managers\x18\x06 \x03(\t\x12\r\n\x05nodes\x18\x07 \x01(\x05\x12\x10\n\x08managers\x18\x08 \x01(\x05\x12\r\n\x05\x65rror\x18\t \x01(\t\"\x1d\n\rBackupRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"i\n\x0e\x42\x61\x63kupResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x15\n\rapplied_index\x18\x02 \x01(\x03\x12\x12\n\nbackup_key\x18\x03 \x01(\t\x12\x0f\n\x07secrets\x18\x04 \x01(\x05\x12\r\n\x05nodes\x18\x05 \x01(\x05\x32\xb4\x03\n\x05Swarm\x12\x43\n\x04Init\x12\x1c.swarmsecrets.v1.InitRequest\x1a\x1d.swarmsecrets.v1.InitResponse\x12\x43\n\x04Join\x12\x1c.swarmsecrets.v1.JoinRequest\x1a\x1d.swarmsecrets.v1.JoinResponse\x12\x46\n\x05Leave\x12\x1d.swarmsecrets.v1.LeaveRequest\x1a\x1e.swarmsecrets.v1.LeaveResponse\x12I\n\x06Unlock\x12\x1e.swarmsecrets.v1.UnlockRequest\x1a\x1f.swarmsecrets.v1.UnlockResponse\x12\x43\n\x04Info\x12\x1c.swarmsecrets.v1.InfoRequest\x1a\x1d.swarmsecrets.v1.InfoResponse\x12I\n\x06\x42\x61\x63kup\x12\x1e.swarmsecrets.v1.BackupRequest\x1a\x1f.swarmsecrets.v1.BackupResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,25 +32,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swarmsecrets.v1.swarm_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INITREQUEST']._serialized_start=49
-  _globals['_INITREQUEST']._serialized_end=193
-  _globals['_INITRESPONSE']._serialized_start=195
-  _globals['_INITRESPONSE']._serialized_end=275
-  _globals['_JOINREQUEST']._serialized_start=278
-  _globals['_JOINREQUEST']._serialized_end=418
-  _globals['_JOINRESPONSE']._serialized_start=420
-  _globals['_JOINRESPONSE']._serialized_end=465
-  _globals['_LEAVEREQUEST']._serialized_start=467
-  _globals['_LEAVEREQUEST']._serialized_end=496
-  _globals['_LEAVERESPONSE']._serialized_start=498
-  _globals['_LEAVERESPONSE']._serialized_end=513
-  _globals['_UNLOCKREQUEST']._serialized_start=515
-  _globals['_UNLOCKREQUEST']._serialized_end=550
-  _globals['_UNLOCKRESPONSE']._serialized_start=552
-  _globals['_UNLOCKRESPONSE']._serialized_end=568
-  _globals['_INFOREQUEST']._serialized_start=570
-  _globals['_INFOREQUEST']._serialized_end=583
-  _globals['_INFORESPONSE']._serialized_start=586
-  _globals['_INFORESPONSE']._serialized_end=782
-  _globals['_SWARM']._serialized_start=785
-  _globals['_SWARM']._serialized_end=1146
+  _globals['_INITREQUEST']._serialized_end=236
+  _globals['_INITRESPONSE']._serialized_start=238
+  _globals['_INITRESPONSE']._serialized_end=318
+  _globals['_JOINREQUEST']._serialized_start=321
+  _globals['_JOINREQUEST']._serialized_end=461
+  _globals['_JOINRESPONSE']._serialized_start=463
+  _globals['_JOINRESPONSE']._serialized_end=508
+  _globals['_LEAVEREQUEST']._serialized_start=510
+  _globals['_LEAVEREQUEST']._serialized_end=539
+  _globals['_LEAVERESPONSE']._serialized_start=541
+  _globals['_LEAVERESPONSE']._serialized_end=556
+  _globals['_UNLOCKREQUEST']._serialized_start=558
+  _globals['_UNLOCKREQUEST']._serialized_end=593
+  _globals['_UNLOCKRESPONSE']._serialized_start=595
+  _globals['_UNLOCKRESPONSE']._serialized_end=611
+  _globals['_INFOREQUEST']._serialized_start=613
+  _globals['_INFOREQUEST']._serialized_end=626
+  _globals['_INFORESPONSE']._serialized_start=629
+  _globals['_INFORESPONSE']._serialized_end=825
+  _globals['_BACKUPREQUEST']._serialized_start=827
+  _globals['_BACKUPREQUEST']._serialized_end=856
+  _globals['_BACKUPRESPONSE']._serialized_start=858
+  _globals['_BACKUPRESPONSE']._serialized_end=963
+  _globals['_SWARM']._serialized_start=966
+  _globals['_SWARM']._serialized_end=1402
 # @@protoc_insertion_point(module_scope)

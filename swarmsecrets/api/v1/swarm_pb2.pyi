@@ -7,20 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class InitRequest(_message.Message):
-    __slots__ = ("advertise_addr", "listen_addr", "raft_addr", "autolock", "force_new_cluster", "availability")
+    __slots__ = ("advertise_addr", "listen_addr", "raft_addr", "autolock", "force_new_cluster", "availability", "restore_path", "restore_key")
     ADVERTISE_ADDR_FIELD_NUMBER: _ClassVar[int]
     LISTEN_ADDR_FIELD_NUMBER: _ClassVar[int]
     RAFT_ADDR_FIELD_NUMBER: _ClassVar[int]
     AUTOLOCK_FIELD_NUMBER: _ClassVar[int]
     FORCE_NEW_CLUSTER_FIELD_NUMBER: _ClassVar[int]
     AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_PATH_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_KEY_FIELD_NUMBER: _ClassVar[int]
     advertise_addr: str
     listen_addr: str
     raft_addr: str
     autolock: bool
     force_new_cluster: bool
     availability: str
-    def __init__(self, advertise_addr: _Optional[str] = ..., listen_addr: _Optional[str] = ..., raft_addr: _Optional[str] = ..., autolock: _Optional[bool] = ..., force_new_cluster: _Optional[bool] = ..., availability: _Optional[str] = ...) -> None: ...
+    restore_path: str
+    restore_key: str
+    def __init__(self, advertise_addr: _Optional[str] = ..., listen_addr: _Optional[str] = ..., raft_addr: _Optional[str] = ..., autolock: _Optional[bool] = ..., force_new_cluster: _Optional[bool] = ..., availability: _Optional[str] = ..., restore_path: _Optional[str] = ..., restore_key: _Optional[str] = ...) -> None: ...
 
 class InitResponse(_message.Message):
     __slots__ = ("node_id", "worker_join_command", "unlock_key")
@@ -101,3 +105,23 @@ class InfoResponse(_message.Message):
     managers: int
     error: str
     def __init__(self, node_id: _Optional[str] = ..., local_node_state: _Optional[str] = ..., control_available: _Optional[bool] = ..., node_addr: _Optional[str] = ..., cluster_id: _Optional[str] = ..., remote_managers: _Optional[_Iterable[str]] = ..., nodes: _Optional[int] = ..., managers: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+
+class BackupRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class BackupResponse(_message.Message):
+    __slots__ = ("path", "applied_index", "backup_key", "secrets", "nodes")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_KEY_FIELD_NUMBER: _ClassVar[int]
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    applied_index: int
+    backup_key: str
+    secrets: int
+    nodes: int
+    def __init__(self, path: _Optional[str] = ..., applied_index: _Optional[int] = ..., backup_key: _Optional[str] = ..., secrets: _Optional[int] = ..., nodes: _Optional[int] = ...) -> None: ...

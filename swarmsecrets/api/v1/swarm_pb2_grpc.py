@@ -59,6 +59,11 @@ class SwarmStub:
                 request_serializer=swarmsecrets_dot_v1_dot_swarm__pb2.InfoRequest.SerializeToString,
                 response_deserializer=swarmsecrets_dot_v1_dot_swarm__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.Backup = channel.unary_unary(
+                '/swarmsecrets.v1.Swarm/Backup',
+                request_serializer=swarmsecrets_dot_v1_dot_swarm__pb2.BackupRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_swarm__pb2.BackupResponse.FromString,
+                _registered_method=True)
 
 
 class SwarmServicer:
@@ -94,6 +99,12 @@ class SwarmServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SwarmServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +132,11 @@ def add_SwarmServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=swarmsecrets_dot_v1_dot_swarm__pb2.InfoRequest.FromString,
                     response_serializer=swarmsecrets_dot_v1_dot_swarm__pb2.InfoResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=swarmsecrets_dot_v1_dot_swarm__pb2.BackupRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_swarm__pb2.BackupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +274,33 @@ class Swarm:
             '/swarmsecrets.v1.Swarm/Info',
             swarmsecrets_dot_v1_dot_swarm__pb2.InfoRequest.SerializeToString,
             swarmsecrets_dot_v1_dot_swarm__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swarmsecrets.v1.Swarm/Backup',
+            swarmsecrets_dot_v1_dot_swarm__pb2.BackupRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_swarm__pb2.BackupResponse.FromString,
             options,
             channel_credentials,
             insecure,
