@@ -106,11 +106,12 @@ class Node:
     def node_key(self) -> bytes | None:
         return self.material.current().key if self.material is not None else None
 
-    def _hold_identity(self, cert: bytes, key: bytes) -> None:
+    def _hold_identity(self, cert: bytes, key: bytes, roots: bytes | None = None) -> None:
         """Make ``cert`` and ``key`` this node's identity in memory: every port and channel uses
-        them from their next handshake on."""
+        them from their next handshake on. ``roots``: what a node that held no identity yet
+        trusts (default: its CA file)."""
         if self.material is None:
-            self.material = TLSMaterial(cert, key, self.dir.read(self.dir.ca_path))
+            self.material = TLSMaterial(cert, key, roots if roots is not None else self.dir.read(self.dir.ca_path))
         else:
             self.material.replace(cert_chain=cert, key=key)
 

@@ -61,7 +61,7 @@ def _issue_own_cert(node: Node, ca: certs.RootCA, raft_addr: str) -> bytes:
     key_pem, csr = certs.generate_key_and_csr()
     cert = certs.issue_node_cert(ca, csr, node_id=node.state.node_id, role="manager",
                                  cluster_id=node.state.cluster_id, raft_addr=raft_addr)
-    node._hold_identity(cert, key_pem)
+    node._hold_identity(cert, key_pem, roots=ca.cert_pem)
     return cert
 
 
@@ -214,7 +214,6 @@ async def restore(node: Node, options: InitOptions) -> Initialized:
         node.state = NodeState(node_id=ids.new_id(), cluster_id=contents.cluster_id, advertise_addr=advertise,
                                listen_addr=listen, raft_addr=raft_addr, members=[raft_addr],
                                autolock=unlock is not None)
-        write_private(node.dir.ca_path, ca.cert_pem)  # the roots its identity trusts
         node.dir.write_identity(ca.cert_pem, _issue_own_cert(node, ca, raft_addr))
         node._save_identity((dek, ca_key), unlock, as_of=index, previous_deks=previous)
         await asyncio.to_thread(raft.seed, node.dir.raft_dir, raft_addr, contents.snapshot, max(index, 2))
