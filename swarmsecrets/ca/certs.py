@@ -19,6 +19,7 @@ import functools
 import hashlib
 import os
 import socket
+import secrets
 import ssl
 from dataclasses import dataclass
 
@@ -80,9 +81,15 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def create_root_ca() -> RootCA:
+def create_root_ca(*, distinct: bool = False) -> RootCA:
+    """A new root CA. ``distinct``: a subject no other root has (a random serial-number attribute),
+    for a rotation's new root: with two roots of one name, a TLS library could try the wrong one
+    before it checks the signature."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_SERVER_NAME)])
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, CA_SERVER_NAME)]
+    if distinct:
+        attrs.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, secrets.token_hex(8)))
+    name = x509.Name(attrs)
     now = _now()
     cert = (
         x509.CertificateBuilder()

@@ -16,9 +16,7 @@ name could make a valid certificate fail against the wrong one.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import secrets
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Sequence
@@ -28,8 +26,6 @@ from typing import TYPE_CHECKING, Protocol
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from swarmsecrets.ca import certs
 from swarmsecrets.crypto.keys import memory_file
@@ -52,28 +48,7 @@ def split_pems(pem: bytes) -> list[bytes]:
 
 def create_rotation_root() -> certs.RootCA:
     """A new root CA for a rotation: like the first one, with a subject no other root has."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, certs.CA_SERVER_NAME),
-                      x509.NameAttribute(NameOID.SERIAL_NUMBER, secrets.token_hex(8))])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - certs.BACKDATE)
-        .not_valid_after(now + certs.CA_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return certs.RootCA(cert.public_bytes(serialization.Encoding.PEM), key_pem)
+    return certs.create_root_ca(distinct=True)
 
 
 def cross_sign(old: certs.RootCA, new_root_pem: bytes) -> bytes:
