@@ -3,7 +3,7 @@ once in its log, keeps serving reads, and takes writes again by itself once spac
 other managers go on writing meanwhile. Every acknowledged write is then on every manager, and
 survives a restart of the manager that was full.
 
-Each manager's data directory is a small tmpfs this module mounts (tests/smallfs.py); a ballast
+Each manager's data directory is a small tmpfs this module mounts (tests/framework/smallfs.py); a ballast
 file fills it.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
 from tests.framework import Cluster, Node, wait_until
-from tests.smallfs import SmallFs
+from tests.framework.smallfs import SmallFs
 
 REFUSED = "raft: cannot persist: no space left on device"
 LOGGED = "raft: cannot persist:"

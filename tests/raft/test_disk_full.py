@@ -1,7 +1,7 @@
 """A member whose disk fills: it loses nothing, acknowledges nothing it could not write, refuses
 writes, keeps serving reads, stops leading, and recovers by itself once space returns.
 
-Data directories sit on small tmpfs mounts (tests/smallfs.py) filled with a ballast file; an
+Data directories sit on small tmpfs mounts (tests/framework/smallfs.py) filled with a ballast file; an
 fdatasync that fails for lack of space (thin provisioning, network filesystems) is injected.
 ``RAFT_STOCK=disk_full`` makes a full disk fatal again, ``hand_over`` keeps a full leader
 leading, ``full_vote`` lets a full member stand for election.
@@ -28,7 +28,7 @@ from swarmsecrets.raft.node import RaftNode, _RaftSyncObj
 from tests.framework import wait_until
 from tests.raft.conftest import Cluster
 from tests.raft.test_journal import CLUSTER, PAIR, Box, entries, store, wait_serialized
-from tests.smallfs import SmallFs
+from tests.framework.smallfs import SmallFs
 
 Factory = Callable[..., Cluster]
 NO_SPACE = "no space left on device"
