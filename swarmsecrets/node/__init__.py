@@ -7,3 +7,11 @@
     nodedir.py   what a node remembers on disk (its data dir)
     main.py      the process: settings, logging, local API, signals
 """
+
+import os
+
+# The raft snapshot is written by a forked child that never touches gRPC. gRPC's own fork handlers
+# (on by default) would make that fork wait for gRPC's threads to go quiet, and those threads can be
+# waiting for the GIL the forking thread holds: the raft loop then stalls for about a minute (or the
+# process aborts). Set before anything of this package imports grpc, for both entry points.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
