@@ -1,0 +1,216 @@
+"""Placement: the constraint parser and matcher (Swarm's cases), the scheduler's use of them (pending
+tasks with Swarm's reason), node labels and the cluster settings in the replicated state."""
+
+from __future__ import annotations
+
+import pickle
+from types import MappingProxyType
+
+import pytest
+
+from swarmsecrets import errors
+from swarmsecrets.manager import constraint, state
+from swarmsecrets.manager.scheduler import plan
+from swarmsecrets.manager.state import codec
+from swarmsecrets.manager.state.store import Store
+from tests.unit.test_state_versions import _loads
+
+TS = 1_700_000_000_000_000_000
+
+
+# --- parser and matcher ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, error", [
+    ("", "constraint expected one operator from ==, !="),
+    (" ", "constraint expected one operator from ==, !="),
+    ("nodeabc", "constraint expected one operator from ==, !="),
+    ("node ~ abc", "constraint expected one operator from ==, !="),
+    ("1node==a2", "key '1node' is invalid"),
+    ("no de== node1", "key 'no de' is invalid"),
+    ("no*de==node1", "key 'no*de' is invalid"),
+    ("==node1", "key '' is invalid"),
+    ("no$de==node1", "key 'no$de' is invalid"),
+    ("node==", "value '' is invalid"),
+    ("node== ", "value '' is invalid"),
+    ("node==a<b", "value 'a<b' is invalid"),
+])
+def test_swarms_bad_constraints_are_refused_with_its_texts(text: str, error: str) -> None:
+    with pytest.raises(errors.InvalidArgument) as e:
+        constraint.parse([text])
+    assert str(e.value.message if hasattr(e.value, "message") else e.value) == error
+
+
+@pytest.mark.parametrize("text, key, value", [
+    (" node == node1", "node", "node1"),
+    ("NoDe==node1", "NoDe", "node1"),
+    ("no.de==node1", "no.de", "node1"),
+    ("_node==_node1", "_node", "_node1"),
+    ("node==[a-b]+c*(n|b)/", "node", "[a-b]+c*(n|b)/"),
+    ("node==node 1", "node", "node 1"),
+])
+def test_swarms_good_constraints_parse(text: str, key: str, value: str) -> None:
+    (c,) = constraint.parse([text])
+    assert (c.key, c.value) == (key, value)
+
+
+def test_match_is_whole_value_and_case_insensitive() -> None:
+    (eq,) = constraint.parse(["node.name==f*o"])
+    assert eq.match("F*o") and not eq.match("foo") and eq.match("foo", "f*o", "bar")
+    (ne,) = constraint.parse(["node.name!=foo"])
+    assert not ne.match("foo") and ne.match("fo") and ne.match("fooExtra")
+
+
+def node(nid: str, role: str = "worker", hostname: str = "", labels: dict[str, str] | None = None,
+         status: str = "ready", availability: str = "active") -> state.Node:
+    return state.Node(id=nid, role=role, hostname=hostname, labels=labels or {}, status=status,
+                      availability=availability)
+
+
+def test_node_attributes_and_labels() -> None:
+    n = node("abc", "manager", "host-1", {"zone": "East", "Disk": "ssd"})
+
+    def matches(*texts: str) -> bool:
+        return constraint.node_matches(constraint.parse(texts), n)
+
+    assert matches("node.id==abc", "node.hostname==HOST-1", "node.role==manager", "node.labels.zone==east")
+    assert matches("node.role!=worker", "node.labels.missing!=x", "NODE.LABELS.Disk==SSD")
+    assert not matches("node.labels.disk==ssd")  # a label's name is case-sensitive
+    assert not matches("node.labels.missing==x") and not matches("node.role==worker")
+    assert not matches("engine.labels.x==y") and not matches("node.ip==1.2.3.4")  # keys we do not know
+
+
+# --- the scheduler ---------------------------------------------------------------------------------
+
+def view(nodes: list[state.Node], services: list[state.Service], tasks: list[state.Task] | None = None,
+         cluster: state.Cluster | None = None) -> state.StateView:
+    return state.StateView(1, MappingProxyType({n.id: n for n in nodes}), MappingProxyType({s.id: s for s in services}),
+                           MappingProxyType({t.id: t for t in tasks or []}), cluster)
+
+
+def svc(sid: str, *constraints: str, mode: str = "replicated", replicas: int = 1) -> state.Service:
+    return state.Service(id=sid, name=sid, mode=mode, replicas=replicas, constraints=constraints)
+
+
+def task(tid: str, node_id: str, slot: int = 1, st: str = "running", err: str = "", created_at: int = 1,
+         desired_state: str = "running", updated_at: int = 1) -> state.Task:
+    return state.Task(id=tid, service_id="s", service_name="s", slot=slot, node_id=node_id, state=st, err=err,
+                      desired_state=desired_state, created_at=created_at, updated_at=updated_at)
+
+
+NODES = [node("m", "manager"), node("w1", labels={"zone": "east"}), node("w2"), node("w3", status="down")]
+
+
+def test_replicas_go_only_to_nodes_that_satisfy_every_constraint() -> None:
+    p = plan(view(NODES, [svc("s", "node.labels.zone==east", "node.role==worker", replicas=2),
+                          svc("g", "node.role!=worker", mode="global")]), 0)
+    assert sorted((t.service_id, t.node_id) for t in p.create) == [("g", "m"), ("s", "w1"), ("s", "w1")]
+
+
+def test_a_slot_no_node_fits_gets_a_pending_task_with_swarms_reason() -> None:
+    p = plan(view(NODES, [svc("s", "node.labels.zone==west", replicas=2)]), 0)
+    assert [(t.slot, t.node_id, t.state, t.err) for t in sorted(p.create, key=lambda t: t.slot)] == [
+        (s, "", "pending", "no suitable node (scheduling constraints not satisfied on 3 nodes; "
+                           "1 node not available for new tasks)") for s in (1, 2)]
+    assert plan(view([], [svc("s")]), 0).create[0].err == "no suitable node"
+    drained = [node("a", availability="drain"), node("b", availability="pause"), node("c", labels={"x": "y"})]
+    assert plan(view(drained, [svc("s", "node.labels.x==z")]), 0).create[0].err == (
+        "no suitable node (2 nodes not available for new tasks; scheduling constraints not satisfied on 1 node)")
+
+
+def test_a_pending_task_stays_while_its_reason_holds_and_gives_way_to_a_placed_one() -> None:
+    reason = "no suitable node (scheduling constraints not satisfied on 3 nodes; 1 node not available for new tasks)"
+    waiting = task("p1", "", st="pending", err=reason)
+    assert not plan(view(NODES, [svc("s", "node.labels.zone==west")], [waiting]), 0)
+    # The reason changed (a node went down): a new pending task says so.
+    down = [*NODES[:3], node("w3", status="down"), node("w4", status="down")]
+    p = plan(view(down, [svc("s", "node.labels.zone==west")], [waiting]), 0)
+    assert p.delete == ("p1",) and [(t.node_id, t.state) for t in p.create] == [("", "pending")]
+    # The constraint now fits w1: the pending task is replaced by one placed there.
+    p = plan(view(NODES, [svc("s", "node.labels.zone==east")], [waiting]), 0)
+    assert p.delete == ("p1",) and [(t.node_id, t.state, t.slot) for t in p.create] == [("w1", "assigned", 1)]
+    assert p.update == ()
+
+
+def test_a_task_whose_node_no_longer_fits_moves() -> None:
+    p = plan(view(NODES, [svc("s", "node.labels.zone==east")], [task("t1", "w2")]), 0)
+    assert [(u.id, u.desired_state) for u in p.update] == [("t1", "shutdown")]
+    assert [t.node_id for t in p.create] == ["w1"]
+    p = plan(view(NODES, [svc("g", "node.role==manager", mode="global")],
+                  [state.Task(id="t2", service_id="g", service_name="g", slot=0, node_id="w1", state="running")]), 0)
+    assert [u.id for u in p.update] == ["t2"] and [t.node_id for t in p.create] == ["m"]
+
+
+@pytest.mark.parametrize("limit, kept", [(5, 5), (2, 2), (0, 0), (-1, 8)])
+def test_the_task_history_limit_is_the_clusters(limit: int, kept: int) -> None:
+    old = [task(f"old{i}", "w1", desired_state="shutdown", st="shutdown", updated_at=i) for i in range(8)]
+    cluster = state.Cluster(id="c", root_ca_cert="", join_tokens=state.JoinTokens(worker=b"", manager=b""),
+                            task_history_limit=limit)
+    p = plan(view(NODES, [svc("s")], [task("t1", "w1"), *old], cluster), 0)
+    assert sorted(p.delete) == sorted(f"old{i}" for i in range(8 - kept))
+
+
+# --- the replicated state --------------------------------------------------------------------------
+
+def cluster_store() -> Store:
+    s = Store()
+    state.unwrap(s.apply(state.InitCluster(rid="i", ts=TS, cluster=state.Cluster(
+        id="c", root_ca_cert="", join_tokens=state.JoinTokens(worker=b"", manager=b"")),
+        node=node("m", "manager")), 1))
+    return s
+
+
+def test_node_labels_are_added_then_removed_and_validated() -> None:
+    s = cluster_store()
+    n = state.unwrap(s.apply(state.UpdateNodeLabels(rid="l1", ts=TS, node_id="m", add={"a": "1", "b": ""}), 2))
+    assert dict(n.labels) == {"a": "1", "b": ""}
+    n = state.unwrap(s.apply(state.UpdateNodeLabels(rid="l2", ts=TS, node_id="m", add={"c": "3"},
+                                                    remove=("a", "c", "gone")), 3))
+    assert dict(n.labels) == {"b": ""} and n.version == 3
+    with pytest.raises(errors.InvalidArgument):
+        state.unwrap(s.apply(state.UpdateNodeLabels(rid="l3", ts=TS, node_id="m", add={"": "x"}), 4))
+    with pytest.raises(errors.NotFound):
+        state.unwrap(s.apply(state.UpdateNodeLabels(rid="l4", ts=TS, node_id="nope", add={"a": "1"}), 5))
+
+
+def test_cluster_settings_change_alone_and_refuse_a_non_positive_heartbeat() -> None:
+    s = cluster_store()
+    c = state.unwrap(s.apply(state.SetClusterSettings(rid="s1", ts=TS, task_history_limit=-1), 2))
+    assert (c.task_history_limit, c.dispatcher_heartbeat) == (-1, 0)
+    c = state.unwrap(s.apply(state.SetClusterSettings(rid="s2", ts=TS, dispatcher_heartbeat=7 * 10**9), 3))
+    assert (c.task_history_limit, c.dispatcher_heartbeat) == (-1, 7 * 10**9)
+    with pytest.raises(errors.InvalidArgument):
+        state.unwrap(s.apply(state.SetClusterSettings(rid="s3", ts=TS, dispatcher_heartbeat=0), 4))
+    assert s.view().cluster is s.cluster
+
+
+def test_an_update_of_constraints_moves_tasks_without_a_new_spec() -> None:
+    s = cluster_store()
+    state.unwrap(s.apply(state.CreateService(rid="c", ts=TS, service=svc("s", "node.role==manager")), 2))
+    new = state.unwrap(s.apply(state.UpdateService(rid="u", ts=TS, id="s", constraints=()), 3))
+    assert new.constraints == () and new.spec_version == 1
+
+
+SEEDED = state.Cluster(id="c", root_ca_cert="", join_tokens=state.JoinTokens(worker=b"", manager=b""),
+                       dispatcher_heartbeat=5 * 10**9)
+
+
+@pytest.mark.parametrize("cmd, needs", [
+    (state.UpdateNodeLabels(rid="1", ts=TS, node_id="n", add={"a": "b"}, remove=("c",)), 4),
+    (state.SetClusterSettings(rid="2", ts=TS, task_history_limit=3, dispatcher_heartbeat=10**9), 4),
+    (state.CreateService(rid="3", ts=TS, service=svc("s", "node.role==worker")), 4),
+    (state.CreateService(rid="4", ts=TS, service=svc("s")), 1),
+    (state.UpdateService(rid="5", ts=TS, id="s", constraints=("node.role==worker",)), 4),
+    (state.UpdateService(rid="6", ts=TS, id="s", constraints=()), 4),
+    (state.UpdateService(rid="7", ts=TS, id="s", replicas=2), 1),
+    (state.InitCluster(rid="8", ts=TS, cluster=SEEDED, node=node("m", "manager")), 4),
+], ids=lambda c: getattr(c, "rid", ""))
+def test_new_fields_need_state_version_4_and_round_trip(cmd: state.Command, needs: int) -> None:
+    entry = codec.encode_command(cmd)
+    assert entry["v"] == needs
+    assert codec.decode_command(_loads(pickle.dumps(entry, protocol=4))) == cmd
+    managers = [state.Node(id="m", role="manager", state_version=3)]
+    if needs > 3:
+        with pytest.raises(errors.FailedPrecondition, match="upgrade every manager first"):
+            state.require_supported(cmd, managers)
+    else:
+        state.require_supported(cmd, managers)
