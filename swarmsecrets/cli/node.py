@@ -199,16 +199,28 @@ def inspect(client: Client, pretty: bool, fmt: str, refs: tuple[str, ...]) -> No
 
 @node.command("update")
 @click.option("--availability", default="", metavar="active|pause|drain", help="Availability of the node.")
+@click.option("--label-add", "label_add", multiple=True, metavar="list",
+              help="Add or update a node label (key=value).")
+@click.option("--label-rm", "label_rm", multiple=True, metavar="list", help="Remove a node label if exists.")
 @click.argument("ref", metavar="NODE")
 @click.pass_obj
-def update(client: Client, availability: str, ref: str) -> None:
+def update(client: Client, availability: str, label_add: tuple[str, ...], label_rm: tuple[str, ...],
+           ref: str) -> None:
     """Update a node."""
+    labels: dict[str, str] = {}
+    for label in label_add:
+        try:
+            key, value = validation.parse_label(label)
+        except errors.SwarmError as e:
+            raise CLIError(f'invalid argument "{label}" for "--label-add" flag: {e.message}') from None
+        labels[key] = value
     if availability:
         try:
             availability = validation.parse_availability(availability)
         except errors.SwarmError as e:
             raise CLIError(e.message) from None
-    client.write(client.control.UpdateNode, control_pb2.UpdateNodeRequest(node_id=ref, availability=availability))
+    client.write(client.control.UpdateNode, control_pb2.UpdateNodeRequest(
+        node_id=ref, availability=availability, label_add=labels, label_rm=label_rm))
     click.echo(ref)
 
 
