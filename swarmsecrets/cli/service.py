@@ -61,6 +61,10 @@ Service Mode:
 {{- else }}\tReplicated
  Replicas:\t{{ .ModeReplicatedReplicas }}
 {{- end }}
+{{- if .TaskPlacementConstraints }}
+Placement:
+ Constraints:\t{{ .TaskPlacementConstraints }}
+{{- end }}
 UpdateConfig:
  Action:\t{{ .UpdateAction }}
 ContainerSpec:
@@ -313,6 +317,7 @@ def _pretty_context(s: objects_pb2.Service) -> Struct:
         "IsModeGlobal": spec.mode == "global",
         "ModeReplicatedReplicas": spec.replicas,
         "UpdateAction": spec.update_action or "restart",
+        "TaskPlacementConstraints": list(spec.constraints),
         "ContainerCommand": list(spec.command),
         "ContainerEnv": _env_list(spec),
         "ContainerUser": spec.user,

@@ -3,8 +3,10 @@ tasks with Swarm's reason), node labels and the cluster settings in the replicat
 
 from __future__ import annotations
 
+import json
 import pickle
 from types import MappingProxyType
+from typing import Any
 
 import pytest
 
@@ -214,3 +216,35 @@ def test_new_fields_need_state_version_4_and_round_trip(cmd: state.Command, need
             state.require_supported(cmd, managers)
     else:
         state.require_supported(cmd, managers)
+
+
+# --- the CLI (against test_cli_service's fake daemon) ------------------------------------------------
+
+from tests.unit.test_cli_service import FakeDaemon, add_service, fake, invoke, server  # noqa: E402, F401
+
+
+def test_cli_sends_constraints_and_labels_and_shows_them(invoke: Any, fake: FakeDaemon) -> None:  # noqa: F811
+    r = invoke("service", "create", "-d", "--name", "app", "--constraint", "node.role==worker",
+               "--constraint", "node.labels.zone!=west", "--", "sleep", "1")
+    assert r.exit_code == 0, r.stderr
+    assert list(fake.calls("CreateService")[0].spec.constraints) == ["node.role==worker", "node.labels.zone!=west"]
+    r = invoke("service", "update", "-d", "--constraint-add", "node.id==x", "--constraint-rm", "node.role==worker",
+               "app")
+    assert r.exit_code == 0, r.stderr
+    (req,) = fake.calls("UpdateService")
+    assert (list(req.constraint_add), list(req.constraint_rm)) == (["node.id==x"], ["node.role==worker"])
+    add_service(fake, "c" * 25, "placed", constraints=["node.role==worker", "node.labels.a==b"])
+    r = invoke("service", "inspect", "--pretty", "placed")
+    assert "\nPlacement:\n Constraints:\t[node.role==worker node.labels.a==b]\nUpdateConfig:" in r.stdout
+    r = invoke("service", "inspect", "placed")
+    assert json.loads(r.stdout)[0]["Spec"]["TaskTemplate"]["Placement"] == {
+        "Constraints": ["node.role==worker", "node.labels.a==b"]}
+
+    r = invoke("node", "update", "--label-add", "zone=east", "--label-add", "ssd", "--label-rm", "old", "node2")
+    assert (r.exit_code, r.stdout) == (0, "node2\n")
+    (req,) = fake.calls("UpdateNode")
+    assert (dict(req.label_add), list(req.label_rm)) == ({"zone": "east", "ssd": ""}, ["old"])
+    r = invoke("node", "update", "--label-add", "=x", "node2")
+    assert (r.exit_code, r.stderr) == (1, 'invalid argument "=x" for "--label-add" flag: invalid label \'=x\': '
+                                          "empty name\n")
+    assert len(fake.calls("UpdateNode")) == 1
