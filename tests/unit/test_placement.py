@@ -248,3 +248,24 @@ def test_cli_sends_constraints_and_labels_and_shows_them(invoke: Any, fake: Fake
     assert (r.exit_code, r.stderr) == (1, 'invalid argument "=x" for "--label-add" flag: invalid label \'=x\': '
                                           "empty name\n")
     assert len(fake.calls("UpdateNode")) == 1
+
+
+def test_node_ls_filters_like_docker(invoke: Any, fake: FakeDaemon) -> None:  # noqa: F811
+    fake.nodes[1].spec.labels.update({"zone": "east", "ssd": ""})
+    fake.nodes[2].spec.labels.update({"zone": "west"})
+
+    def ids(*filters: str) -> list[str]:
+        r = invoke("node", "ls", "-q", *[a for f in filters for a in ("-f", f)])
+        assert r.exit_code == 0, r.stderr
+        return r.stdout.split()
+
+    assert ids("node.label=zone") == ["node2", "node3"]
+    assert ids("node.label=zone=east") == ["node2"]
+    assert ids("node.label=zone", "node.label=ssd") == ["node2"]  # labels AND'd
+    assert ids("role=manager", "role=WORKER") == ["node1", "node2", "node3"]  # one key's values OR'd
+    assert ids("role=worker", "name=wrk-2") == ["node3"]
+    assert ids("id=node1") == ["node1"] and ids("label=x") == []
+    for bad, error in (("foo=bar", "invalid filter 'foo'"), ("role=boss", "Invalid role filter: 'boss'"),
+                       ("zone", "bad format of filter (expected name=value)")):
+        r = invoke("node", "ls", "-f", bad)
+        assert (r.exit_code, r.stderr) == (1, error + "\n")
