@@ -3,6 +3,7 @@ tasks with Swarm's reason), node labels and the cluster settings in the replicat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pickle
 from types import MappingProxyType
@@ -11,10 +12,14 @@ from typing import Any
 import pytest
 
 from swarmsecrets import errors
+from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.manager import constraint, state
 from swarmsecrets.manager.scheduler import plan
 from swarmsecrets.manager.state import codec
 from swarmsecrets.manager.state.store import Store
+from tests.unit.managerkit import ctx
+from tests.unit.test_cli_service import FakeDaemon, add_service, fake, invoke, server  # noqa: F401 (fixtures)
+from tests.unit.test_dispatcher import dispatcher, open_session, run
 from tests.unit.test_state_versions import _loads
 
 TS = 1_700_000_000_000_000_000
@@ -220,8 +225,6 @@ def test_new_fields_need_state_version_4_and_round_trip(cmd: state.Command, need
 
 # --- the CLI (against test_cli_service's fake daemon) ------------------------------------------------
 
-from tests.unit.test_cli_service import FakeDaemon, add_service, fake, invoke, server  # noqa: E402, F401
-
 
 def test_cli_sends_constraints_and_labels_and_shows_them(invoke: Any, fake: FakeDaemon) -> None:  # noqa: F811
     r = invoke("service", "create", "-d", "--name", "app", "--constraint", "node.role==worker",
@@ -269,3 +272,33 @@ def test_node_ls_filters_like_docker(invoke: Any, fake: FakeDaemon) -> None:  # 
                        ("zone", "bad format of filter (expected name=value)")):
         r = invoke("node", "ls", "-f", bad)
         assert (r.exit_code, r.stderr) == (1, error + "\n")
+
+
+# --- the dispatcher's heartbeat: the cluster's setting, applied live --------------------------------
+
+def test_the_dispatcher_takes_the_clusters_heartbeat_live_and_each_node_keeps_the_grace_it_was_told() -> None:
+    async def test(swarm: Any) -> None:
+        swarm.add_node("w1", status="unknown")
+        d = dispatcher(swarm)  # its own flag: 5 s, used while the cluster stores none
+        cert = swarm.cert("w1", "worker")
+        stream, first = await open_session(d, cert)
+        assert first.heartbeat_period_ms == 5000
+        swarm.proposer.apply(state.SetClusterSettings(dispatcher_heartbeat=20 * 10**9))
+        beat = await d.Heartbeat(pb.HeartbeatRequest(session_id=first.session_id), ctx(cert))
+        assert 18000 <= beat.period_ms <= 22000
+        # Down to 1 s: w1 was told 20 s, and has three of those to hear of the change.
+        swarm.proposer.apply(state.SetClusterSettings(dispatcher_heartbeat=10**9))
+        swarm.clock.mono += 59
+        await d.sweep(swarm.clock.monotonic())
+        node = swarm.store.node("w1")
+        assert node is not None and node.status == "ready"
+        beat = await d.Heartbeat(pb.HeartbeatRequest(session_id=first.session_id), ctx(cert))
+        assert 900 <= beat.period_ms <= 1100
+        swarm.clock.mono += 3.5
+        await d.sweep(swarm.clock.monotonic())
+        node = swarm.store.node("w1")
+        assert node is not None and node.status == "down"
+        await stream.aclose()
+        await asyncio.sleep(0)
+
+    run(test)
