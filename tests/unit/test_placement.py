@@ -9,15 +9,18 @@ import pickle
 from types import MappingProxyType
 from typing import Any
 
+import grpc
 import pytest
 
 from swarmsecrets import errors
+from swarmsecrets.api.v1 import control_pb2, objects_pb2
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.manager import constraint, state
 from swarmsecrets.manager.scheduler import plan
 from swarmsecrets.manager.state import codec
 from swarmsecrets.manager.state.store import Store
-from tests.unit.managerkit import ctx
+from tests.unit import managerkit
+from tests.unit.managerkit import Swarm, aborted, control, ctx
 from tests.unit.test_cli_service import FakeDaemon, add_service, fake, invoke, server  # noqa: F401 (fixtures)
 from tests.unit.test_dispatcher import dispatcher, open_session, run
 from tests.unit.test_state_versions import _loads
@@ -302,3 +305,39 @@ def test_the_dispatcher_takes_the_clusters_heartbeat_live_and_each_node_keeps_th
         await asyncio.sleep(0)
 
     run(test)
+
+
+# --- the Control API ---------------------------------------------------------------------------------
+
+def test_control_api_labels_and_constraints_with_docker_s_rules() -> None:
+    swarm = Swarm()
+    swarm.add_node("w1")
+
+    async def test() -> None:
+        s = control(swarm)
+        resp = await s.UpdateNode(control_pb2.UpdateNodeRequest(node_id="w1", label_add={"a": "1", "b": "2"}), ctx())
+        assert dict(resp.node.spec.labels) == {"a": "1", "b": "2"}
+        # Added then removed in one request (a key being added may be removed), as docker does.
+        resp = await s.UpdateNode(control_pb2.UpdateNodeRequest(node_id="w1", label_add={"c": "3"},
+                                                                label_rm=["a", "c"]), ctx())
+        assert dict(resp.node.spec.labels) == {"b": "2"}
+        e = await aborted(s.UpdateNode(control_pb2.UpdateNodeRequest(node_id="w1", label_rm=["zz"]), ctx()))
+        assert (e.code, e.details) == (grpc.StatusCode.INVALID_ARGUMENT, "key zz doesn't exist in node's labels")
+
+        spec = objects_pb2.ServiceSpec(name="web", constraints=["node.role==worker"], command=["sleep", "1"])
+        e = await aborted(s.CreateService(control_pb2.CreateServiceRequest(
+            spec=objects_pb2.ServiceSpec(name="bad", constraints=["node.role=worker"])), ctx()))
+        assert (e.code, e.details) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                       "constraint expected one operator from ==, !=")
+        await s.CreateService(control_pb2.CreateServiceRequest(spec=spec), ctx())
+        resp = await s.UpdateService(control_pb2.UpdateServiceRequest(
+            service_id="web", constraint_add=["node.labels.b==2", "node.id!=x"], constraint_rm=["node.role==worker"]),
+            ctx())
+        assert list(resp.service.spec.constraints) == ["node.id!=x", "node.labels.b==2"]  # sorted, as docker
+        e = await aborted(s.UpdateService(control_pb2.UpdateServiceRequest(
+            service_id="web", constraint_add=["node.labels.b==<2"]), ctx()))
+        assert e.details == "value '<2' is invalid"
+        svc = swarm.store.resolve_service("web")
+        assert svc.constraints == ("node.id!=x", "node.labels.b==2") and svc.spec_version == 1
+
+    managerkit.run(test)

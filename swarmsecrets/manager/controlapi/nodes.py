@@ -98,6 +98,7 @@ class NodesAPI:
         await self.proposer.barrier()
         node = self.store.resolve_node(request.node_id)
         if request.label_add or request.label_rm:
+            validation.validate_list_length("labels to remove", len(request.label_rm), validation.MAX_LABELS)
             for key in request.label_rm:
                 if key not in node.labels and key not in request.label_add:
                     raise errors.InvalidArgument(f"key {key} doesn't exist in node's labels")

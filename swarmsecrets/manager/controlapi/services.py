@@ -147,6 +147,8 @@ class ServicesAPI:
         if request.constraint_add or request.constraint_rm:
             # Docker's rule: add, then remove the ones named exactly, sorted.
             constraint.validate(request.constraint_add)
+            validation.validate_list_length("constraints to remove", len(request.constraint_rm),
+                                            constraint.MAX_CONSTRAINTS)
             drop = set(request.constraint_rm)
             placement = sorted(c for c in [*svc.constraints, *request.constraint_add] if c not in drop)
             constraint.validate(placement)
