@@ -86,7 +86,8 @@ class Manager:
         self.proposer = RaftProposer(self.raft, self.store, self.clock, no_leader_grace=2 * timing.election_max)
         self.control = ControlAPI.build(store=self.store, proposer=self.proposer, members=self.proposer,
                                         sealer=self.data_key, ca=self.ca, node_id=state.node_id,
-                                        raft_addr=state.raft_addr, min_cert_expiry=min_cert_expiry)
+                                        raft_addr=state.raft_addr, min_cert_expiry=min_cert_expiry,
+                                        default_heartbeat=heartbeat_period)
         self.rotator = DataKeyRotator(self.store, self.proposer, self.data_key, self.clock)
         self.server: grpc.aio.Server | None = None
         self.dispatcher: Dispatcher | None = None

@@ -66,7 +66,8 @@ class DaemonConfig(_Schema):
         default=False, description="development only: allow a secrets root that is not tmpfs (secrets may reach disk)")
     dispatcher_heartbeat: float = Field(
         default=HEARTBEAT_PERIOD, gt=0,
-        description="managers: seconds between worker heartbeats when this manager leads; down after 3 missed")
+        description="managers: seconds between agents' heartbeats (down after 3 missed); seeds the cluster's "
+                    "setting at 'swarm init', which 'swarm update --dispatcher-heartbeat' changes")
     min_cert_expiry: float = Field(
         default=3600.0, gt=0,
         description="for tests only: managers: the shortest node certificate lifetime 'swarm update "

@@ -841,6 +841,8 @@ class Node:
                                                          manager=m.data_key.seal(str(manager_tok).encode())),
                             unlock_key=m.data_key.seal(unlock) if unlock else None,
                             key_id=m.data_key.key_id,
+                            # The flag seeds the cluster's setting; `swarm update` changes it from then on.
+                            dispatcher_heartbeat=int(self.config.dispatcher_heartbeat * 1e9),
                         ),
                         node=replace(self._self_node_record("manager"), availability=availability,
                                      cert_serial=record.serial, cert_not_after=record.not_after,
