@@ -16,7 +16,7 @@ import logging
 import random
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -43,6 +43,8 @@ STATUS_BATCH_DELAY = 0.02
 STATUS_ENTRY_BUDGET = 256 * 1024
 # How often idle streams re-check leadership and their node.
 IDLE_CHECK = 2.0
+# Assignments sent and not yet reported on, kept to time deliveries (the oldest are forgotten first).
+DELIVERIES_TRACKED = 10_000
 
 
 @dataclass
@@ -59,7 +61,10 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def __init__(self, *, store: StoreReader, proposer: Proposer, authz: PeerAuthorizer, sealer: Sealer,
-                 heartbeat_period: float = HEARTBEAT_PERIOD, clock: Clock | None = None) -> None:
+                 heartbeat_period: float = HEARTBEAT_PERIOD, clock: Clock | None = None,
+                 on_delivery: Callable[[float], None] = lambda seconds: None) -> None:
+        """``on_delivery``: told, in seconds, how long each task assignment took from being sent to
+        its node to the node's first status report on it."""
         self.store = store
         self.proposer = proposer
         self.authz = authz
@@ -77,6 +82,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.loop = asyncio.get_running_loop()
         self.leader_since: float | None = None
         self.heartbeat_period = heartbeat_period
+        self.on_delivery = on_delivery
+        self._sent_at: dict[tuple[str, int], float] = {}  # (task id, spec version) -> when it was sent
 
     # --- change notification (called on the raft thread) ------------------------------------
 
@@ -207,6 +214,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             except errors.InvalidArgument as e:
                 refused.append(e.message)
                 continue
+            sent = self._sent_at.pop((u.task_id, u.spec_version), None)
+            if sent is not None:
+                self.on_delivery(self.clock.monotonic() - sent)
             updates.append(state.TaskStatusUpdate(
                 task_id=u.task_id, state=u.status.state, message=validation.clip_status_text(u.status.message),
                 err=validation.clip_status_text(u.status.err), exit_code=u.status.exit_code,
@@ -294,9 +304,17 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             if seq > 0 and not changes:
                 continue
             kind = pb.AssignmentsMessage.COMPLETE if seq == 0 else pb.AssignmentsMessage.INCREMENTAL
+            self._sending([c.task for c in changes if c.action == pb.AssignmentChange.UPDATE and c.task.id])
             yield pb.AssignmentsMessage(type=kind, applies_to=str(seq) if seq else "", results_in=str(seq + 1),
                                         changes=changes)
             seq += 1
+
+    def _sending(self, tasks: list[pb.AssignedTask]) -> None:
+        now = self.clock.monotonic()
+        for t in tasks:
+            self._sent_at[(t.id, t.spec_version)] = now
+        while len(self._sent_at) > DELIVERIES_TRACKED:
+            del self._sent_at[next(iter(self._sent_at))]
 
     # --- what a node should hold ---------------------------------------------------------------
 
