@@ -9,6 +9,7 @@ manager's services know nothing of Prometheus: they take plain callbacks.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import threading
@@ -89,8 +90,9 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds...
         r.register(_Gauges(figures))
-        self.proposals = Counter(f"{NAMESPACE}_raft_proposals", "Commands proposed to raft by this manager",
-                                 registry=r)
+        self.proposals = Counter(f"{NAMESPACE}_raft_proposals",
+                                 "Commands proposed to raft by this manager (each attempt: a failover is "
+                                 "ridden out by proposing again)", registry=r)
         self.proposal_failures = Counter(f"{NAMESPACE}_raft_proposal_failures",
                                          "Proposals that failed, by error kind", ["kind"], registry=r)
         self.proposal_seconds = Histogram(f"{NAMESPACE}_raft_proposal_duration_seconds",
@@ -149,13 +151,14 @@ class MetricsServer:
 Around = Callable[[grpc.aio.ServicerContext, bool], contextlib.AbstractAsyncContextManager[None]]
 
 
-def _code(context: grpc.aio.ServicerContext, failed: bool) -> str:
+def _code(context: grpc.aio.ServicerContext, outcome: str) -> str:
+    """The status the call ended with: the one it set or aborted with, else what its end says."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return str(code.name)
     if isinstance(code, int):  # some gRPC releases hand back the number
         return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
-    return "UNKNOWN" if failed else "OK"
+    return outcome
 
 
 class GrpcMetrics(grpc.aio.ServerInterceptor):
@@ -183,12 +186,15 @@ class GrpcMetrics(grpc.aio.ServerInterceptor):
         @contextlib.asynccontextmanager
         async def measure(context: grpc.aio.ServicerContext, unary: bool) -> AsyncIterator[None]:
             started = time.monotonic()
-            failed = True
+            outcome = "UNKNOWN"
             try:
                 yield
-                failed = False
+                outcome = "OK"
+            except (asyncio.CancelledError, GeneratorExit):  # the client went away
+                outcome = "CANCELLED"
+                raise
             finally:
-                calls.labels(method, _code(context, failed)).inc()
+                calls.labels(method, _code(context, outcome)).inc()
                 if unary:
                     seconds.observe(time.monotonic() - started)
 

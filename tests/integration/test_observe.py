@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.framework import Cluster, Node, wait_until
+from tests.framework.node import child_env
 from tests.security.attack import bootstrap_channel, node_channel
 
 pytestmark = pytest.mark.integration
@@ -189,3 +192,16 @@ def test_health_and_reflection_over_mutual_tls(cluster: Cluster) -> None:
     finally:
         for ch in channels.values():
             ch.close()
+
+
+def test_a_busy_metrics_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        addr = f"127.0.0.1:{busy.getsockname()[1]}"
+        p = subprocess.run([sys.executable, "-m", "swarmsecrets.node", "--data-dir", str(tmp_path / "d"),
+                            "-H", f"unix://{tmp_path}/s.sock", "--metrics-addr", addr],
+                           capture_output=True, text=True, timeout=60, env=child_env())
+    assert p.returncode == 1
+    assert f"listen tcp {addr}: bind: address already in use" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "s.sock").exists()
