@@ -36,8 +36,13 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(Path(tmp_path_factory.mktemp("observe")), managers=3, workers=1)
+    taken = {p for n in c.members for p in (n.port, n.port + 1)}  # chosen, not bound yet
     for n in c.members:
-        n.extra_args += ("--metrics-addr", f"127.0.0.1:{_free_port()}")
+        port = _free_port()
+        while port in taken:
+            port = _free_port()
+        taken.add(port)
+        n.extra_args += ("--metrics-addr", f"127.0.0.1:{port}")
     with c.started():
         c.wait_workers_ready()
         yield c
