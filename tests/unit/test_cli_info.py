@@ -7,8 +7,6 @@ import json
 from swarmsecrets.api.v1 import swarm_pb2
 from swarmsecrets.cli.gotemplate import Template
 from swarmsecrets.cli.info import text, value
-from swarmsecrets.manager.health import serving
-from swarmsecrets.raft import RaftStatus
 
 
 def _manager(**over: object) -> swarm_pb2.InfoResponse:
@@ -86,18 +84,3 @@ def test_format_sees_dockers_field_names() -> None:
         == "7 true"
     worker = value(swarm_pb2.InfoResponse(local_node_state="active", node_id="w1"))
     assert json.loads(Template("{{json .}}").execute(worker))["Swarm"].get("Raft") is None
-
-
-def _status(leader: str | None = "a", members: int = 3, reachable: int = 3, commit: int = 10,
-            applied: int = 10) -> RaftStatus:
-    addrs = [f"m{i}" for i in range(members)]
-    return RaftStatus(leader=leader, is_leader=False, term=1, commit_index=commit, last_applied=applied,
-                      members=addrs, reachable=set(addrs[:reachable]))
-
-
-def test_health_serving_needs_a_leader_a_majority_and_the_committed_entries() -> None:
-    assert serving(_status())
-    assert serving(_status(reachable=2))
-    assert not serving(_status(leader=None))
-    assert not serving(_status(reachable=1))
-    assert not serving(_status(applied=9))
