@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -25,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from swarmsecrets.raft import RaftObserver, RaftStatus
+from swarmsecrets.rpcutil import Around, wrap_handler
 
 NAMESPACE = "swarmsecrets"
 # Seconds: from a fast fdatasync to an election's worth of waiting.
@@ -147,10 +147,6 @@ class MetricsServer:
 
 # --- gRPC -----------------------------------------------------------------------------------------
 
-# Runs around each call of a wrapped handler; ``unary``: the call answers with one message.
-Around = Callable[[grpc.aio.ServicerContext, bool], contextlib.AbstractAsyncContextManager[None]]
-
-
 def _code(context: grpc.aio.ServicerContext, outcome: str) -> str:
     """The status the call ended with: the one it set or aborted with, else what its end says."""
     code = context.code()
@@ -199,28 +195,3 @@ class GrpcMetrics(grpc.aio.ServerInterceptor):
                     seconds.observe(time.monotonic() - started)
 
         return measure
-
-
-def wrap_handler(handler: Any, around: Around) -> Any:
-    """``handler`` with each call run inside ``around(context, unary)``, whatever its kind (unary or
-    streaming, a coroutine or an async generator)."""
-    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
-        behavior = getattr(handler, kind)
-        if behavior is not None:
-            return handler._replace(**{kind: _wrap(behavior, around, unary=not handler.response_streaming)})
-    return handler
-
-
-def _wrap(behavior: Callable[..., Any], around: Around, unary: bool) -> Callable[..., Any]:
-    if inspect.isasyncgenfunction(behavior):
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with around(context, unary):
-                async with contextlib.aclosing(behavior(request, context)) as items:
-                    async for item in items:
-                        yield item
-        return stream
-
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        async with around(context, unary):
-            return await behavior(request, context)
-    return call

@@ -26,9 +26,8 @@ from grpc_reflection.v1alpha import reflection
 
 from swarmsecrets import errors
 from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
-from swarmsecrets.metrics import wrap_handler
 from swarmsecrets.raft import RaftStatus
-from swarmsecrets.rpcutil import abort, peer_certificate
+from swarmsecrets.rpcutil import abort, peer_certificate, wrap_handler
 
 log = logging.getLogger(__name__)
 
