@@ -7,9 +7,11 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from prometheus_client import generate_latest
 
 from swarmsecrets.metrics import Figures, Metrics
+from swarmsecrets.node.config import parse_args
 from swarmsecrets.raft import RaftStatus
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
@@ -51,3 +53,14 @@ def test_the_dashboard_queries_only_metrics_the_daemon_exports() -> None:
     used = {re.sub(r"_(bucket|sum|count|total)$", "", m)
             for e in exprs for m in re.findall(r"\b(?:swarmsecrets|process)_[a-z_]+", e)}
     assert used and used <= exported, used - exported
+
+
+def test_metrics_addr_is_off_by_default_and_must_be_host_port(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_args([]).metrics_addr == ""
+    assert parse_args(["--metrics-addr", "127.0.0.1:9323"]).metrics_addr == "127.0.0.1:9323"
+    for bad in ("9323", "localhost:", ":9323", "127.0.0.1:99999"):
+        with pytest.raises(SystemExit) as e:
+            parse_args(["--metrics-addr", bad])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "invalid --metrics-addr: must be HOST:PORT" in err and repr(bad) in err
