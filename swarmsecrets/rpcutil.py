@@ -174,6 +174,13 @@ def _guarded(handler: Any, method: str) -> Any:
 
     if handler.response_streaming:
         behavior = handler.unary_stream
+        if not inspect.isasyncgenfunction(behavior):  # a stream written with context.write()
+            async def writes(request: Any, context: grpc.aio.ServicerContext) -> None:
+                if request is _MALFORMED:
+                    await abort(context, err)
+                await behavior(request, context)
+
+            return handler._replace(request_deserializer=deserialize, unary_stream=writes)
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if request is _MALFORMED:

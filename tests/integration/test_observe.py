@@ -167,6 +167,9 @@ def test_health_and_reflection_over_mutual_tls(cluster: Cluster) -> None:
             wait_until(lambda ch=ch: _health(ch) == health_pb2.HealthCheckResponse.SERVING, 10, 0.1,
                        "a manager with a leader to serve")
             assert _health(ch, "swarmsecrets.v1.Control") == health_pb2.HealthCheckResponse.SERVING
+        watch = health_pb2_grpc.HealthStub(channels["m2"]).Watch(health_pb2.HealthCheckRequest(), timeout=10)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
         with pytest.raises(grpc.RpcError) as e:
             _health(channels["m1"], "no.such.Service")
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
