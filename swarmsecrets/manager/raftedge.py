@@ -54,6 +54,8 @@ def _mapped(node_id: str) -> Iterator[None]:
 
 
 def _map_result(node_id: str, out: Future[Any], inner: Future[Any]) -> None:
+    if out.cancelled():  # its caller gave up (the client's deadline passed): nobody hears the result
+        return
     exc = inner.exception()
     if exc is None:
         out.set_result(inner.result())
