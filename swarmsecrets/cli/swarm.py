@@ -1,4 +1,4 @@
-"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|data-key|update|ca`` and ``swarmsecrets info``:
+"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|data-key|update|ca``:
 docker's texts, our command name."""
 
 from __future__ import annotations
@@ -378,27 +378,6 @@ def _follow_rotation(client: Client, progress: control_pb2.RootCAProgress,
         click.echo("Operation continuing in background.")
         click.echo("Use `swarmsecrets swarm ca` to check progress.")
         raise SystemExit(0) from None
-
-
-@click.command("info")
-@click.pass_obj
-def info(client: Client) -> None:
-    """Display the swarm part of docker info for this node."""
-    i = client.call(client.swarm.Info, swarm_pb2.InfoRequest())
-    lines = [f"Swarm: {i.local_node_state}"]
-    if i.local_node_state != "inactive":
-        lines.append(f" NodeID: {i.node_id}")
-    if i.error:
-        lines.append(f" Error: {i.error}")
-    if i.local_node_state in ("active", "error"):
-        lines.append(f" Is Manager: {'true' if i.control_available else 'false'}")
-        if i.control_available:
-            lines += [f" ClusterID: {i.cluster_id}", f" Managers: {i.managers}", f" Nodes: {i.nodes}"]
-        lines.append(f" Node Address: {i.node_addr}")
-        if i.remote_managers:
-            lines.append(" Manager Addresses:")
-            lines += [f"  {a}" for a in sorted(i.remote_managers)]
-    click.echo("\n".join(lines))
 
 
 @swarm.command("backup")

@@ -16,7 +16,7 @@ import logging
 import random
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -43,6 +43,8 @@ STATUS_BATCH_DELAY = 0.02
 STATUS_ENTRY_BUDGET = 256 * 1024
 # How often idle streams re-check leadership and their node.
 IDLE_CHECK = 2.0
+# Assignments sent and not yet reported on, kept to time deliveries (the oldest are forgotten first).
+DELIVERIES_TRACKED = 10_000
 
 
 @dataclass
@@ -58,9 +60,19 @@ class Session:
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
+def heartbeat_of(cluster: state.Cluster | None, default: float) -> float:
+    """The dispatcher heartbeat period in seconds: the cluster's setting, else ``default`` (the flag)."""
+    if cluster is not None and cluster.dispatcher_heartbeat > 0:
+        return cluster.dispatcher_heartbeat / 1e9
+    return default
+
+
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def __init__(self, *, store: StoreReader, proposer: Proposer, authz: PeerAuthorizer, sealer: Sealer,
-                 heartbeat_period: float = HEARTBEAT_PERIOD, clock: Clock | None = None) -> None:
+                 heartbeat_period: float = HEARTBEAT_PERIOD, clock: Clock | None = None,
+                 on_delivery: Callable[[float], None] = lambda seconds: None) -> None:
+        """``on_delivery``: told, in seconds, how long each task assignment took from being sent to
+        its node to the node's first status report on it."""
         self.store = store
         self.proposer = proposer
         self.authz = authz
@@ -78,15 +90,14 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.loop = asyncio.get_running_loop()
         self.leader_since: float | None = None
         self.default_heartbeat = heartbeat_period
+        self.on_delivery = on_delivery
+        self._sent_at: dict[tuple[str, int], float] = {}  # (task id, spec version) -> when it was sent
 
     @property
     def heartbeat_period(self) -> float:
         """Seconds: the cluster's setting (``swarm update --dispatcher-heartbeat``), read at each use so
         that a change applies at once; this manager's flag for a cluster that has none stored."""
-        cluster = self.store.cluster
-        if cluster is not None and cluster.dispatcher_heartbeat > 0:
-            return cluster.dispatcher_heartbeat / 1e9
-        return self.default_heartbeat
+        return heartbeat_of(self.store.cluster, self.default_heartbeat)
 
     # --- change notification (called on the raft thread) ------------------------------------
 
@@ -218,6 +229,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             except errors.InvalidArgument as e:
                 refused.append(e.message)
                 continue
+            sent = self._sent_at.pop((u.task_id, u.spec_version), None)
+            if sent is not None:
+                self.on_delivery(self.clock.monotonic() - sent)
             updates.append(state.TaskStatusUpdate(
                 task_id=u.task_id, state=u.status.state, message=validation.clip_status_text(u.status.message),
                 err=validation.clip_status_text(u.status.err), exit_code=u.status.exit_code,
@@ -305,9 +319,17 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             if seq > 0 and not changes:
                 continue
             kind = pb.AssignmentsMessage.COMPLETE if seq == 0 else pb.AssignmentsMessage.INCREMENTAL
+            self._sending([c.task for c in changes if c.action == pb.AssignmentChange.UPDATE and c.task.id])
             yield pb.AssignmentsMessage(type=kind, applies_to=str(seq) if seq else "", results_in=str(seq + 1),
                                         changes=changes)
             seq += 1
+
+    def _sending(self, tasks: list[pb.AssignedTask]) -> None:
+        now = self.clock.monotonic()
+        for t in tasks:
+            self._sent_at[(t.id, t.spec_version)] = now
+        while len(self._sent_at) > DELIVERIES_TRACKED:
+            del self._sent_at[next(iter(self._sent_at))]
 
     # --- what a node should hold ---------------------------------------------------------------
 

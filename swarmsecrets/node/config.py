@@ -72,6 +72,9 @@ class DaemonConfig(_Schema):
         default=3600.0, gt=0,
         description="for tests only: managers: the shortest node certificate lifetime 'swarm update "
                     "--cert-expiry' accepts, in seconds (Docker's minimum, the default, is one hour)")
+    metrics_addr: str = Field(
+        default="", description="serve Prometheus metrics over plain HTTP at HOST:PORT /metrics (like dockerd's "
+                                "--metrics-addr; keep it on loopback or a private network); off when empty")
     raft: RaftSettings = Field(default=RaftSettings(), description="raft timers")
 
     @field_validator("host")
@@ -80,6 +83,16 @@ class DaemonConfig(_Schema):
         if not host.startswith(UNIX_SCHEME) or len(host) == len(UNIX_SCHEME):
             raise ValueError(f"must be unix:///path/to.sock, got {host!r}")
         return host
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _host_port(cls, addr: str) -> str:
+        if not addr:
+            return addr
+        host, sep, port = addr.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9323, got {addr!r}")
+        return addr
 
     @property
     def socket_path(self) -> str:
