@@ -173,3 +173,13 @@ def test_the_bootstrap_commands_form_a_swarm_on_namespace_hosts(hosts: tuple[Clu
     assert listing.count("Leader") == 1, listing
     assert listing.count("Reachable") == 2, listing
     assert len(listing.strip().splitlines()) == 5, listing
+
+
+def test_the_unit_starts_the_daemon_where_the_documented_install_puts_it() -> None:
+    """README: the wheel is installed with pipx, PIPX_BIN_DIR=/usr/local/bin (swarmsecrets-bootstrap install)."""
+    unit = (DEPLOY / "swarmsecretsd.service").read_text()
+    exec_start = next(line.split("=", 1)[1].split()[0] for line in unit.splitlines() if line.startswith("ExecStart="))
+    script = (DEPLOY / "swarmsecrets-bootstrap").read_text()
+    assert "PIPX_BIN_DIR=${PIPX_BIN_DIR:-/usr/local/bin}" in script
+    assert exec_start == "/usr/local/bin/swarmsecretsd"
+    assert "PIPX_HOME=/opt/pipx PIPX_BIN_DIR=/usr/local/bin pipx install" in (REPO_ROOT / "README.md").read_text()
