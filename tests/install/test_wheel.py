@@ -7,6 +7,7 @@ outside it, so every import comes from the wheel: a module or data file missing 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.framework import free_port_pair, wait_until
-from tests.framework.node import REPO_ROOT, signal_group
+from tests.framework.node import LOOPBACK_SHM_PREFIX, REPO_ROOT, SHM_ROOT, mounts_under, signal_group
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +78,8 @@ def test_the_artifacts_carry_the_license_and_the_generated_code(dist: Path) -> N
 def daemon(venv: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """The installed ``swarmsecretsd`` on loopback; yields (its socket URL, its advertise address)."""
     sock = tmp_path / "swarmsecrets.sock"
-    # A secrets root that is not tmpfs: this manager runs no worker agent, which the test does not need.
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
+    # On tmpfs, so that the manager runs its worker agent and tasks too, through the installed helper.
+    secrets = SHM_ROOT / f"{LOOPBACK_SHM_PREFIX}wheel"
     addr = f"127.0.0.1:{free_port_pair()}"
     with open(tmp_path / "daemon.log", "wb") as log:
         proc = subprocess.Popen([str(venv / "bin" / "swarmsecretsd"), "--data-dir", str(tmp_path / "data"),
@@ -97,6 +97,9 @@ def daemon(venv: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
         finally:
             signal_group(proc, 9)
             proc.wait(timeout=20)
+            for point in sorted(mounts_under(secrets), key=len, reverse=True):
+                subprocess.run(["umount", "-l", point], capture_output=True)
+            shutil.rmtree(secrets, ignore_errors=True)
 
 
 def test_the_installed_commands_form_a_swarm_and_keep_a_secret(venv: Path, daemon: tuple[str, str],
@@ -118,3 +121,10 @@ def test_the_installed_commands_form_a_swarm_and_keep_a_secret(venv: Path, daemo
     secret_id = run("swarmsecrets", "-H", host, "secret", "create", "db_pass", "-", input="database_password\n")
     listing = run("swarmsecrets", "-H", host, "secret", "ls")
     assert secret_id.strip()[:12] in listing and "db_pass" in listing, listing
+    if os.geteuid() != 0:
+        return  # tasks need root for their tmpfs and namespaces
+    # A task, started by the installed daemon's helper, reads the secret at /run/secrets.
+    out = tmp_path / "task.out"
+    run("swarmsecrets", "-H", host, "service", "create", "--name", "reader", "--user", "0", "--secret", "db_pass",
+        "--", "sh", "-c", f"cat /run/secrets/db_pass > {out}; exec sleep 600")
+    wait_until(lambda: out.exists() and out.read_text() == "database_password\n", 60, 0.2, "the task to read it")
