@@ -116,6 +116,34 @@ def tour(cluster: Cluster, out: Path) -> None:
                f"{leader.name} reachable again")
 
 
+def stamp(path: Path) -> tuple[int, int] | None:
+    """When ``path`` last changed, and its size; None if it does not exist."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def join_token(manager: Node, role: str) -> str:
+    """A join token, once ``manager`` (just restarted) answers for it."""
+    return wait_until(lambda: manager.cli("swarm", "join-token", "-q", role).stdout.strip(), WAIT, 0.2,
+                      f"a {role} join token from {manager.name}")
+
+
+def join_newcomers(cluster: Cluster) -> None:
+    """On a resume: members that are in no swarm yet (a swarm made by an earlier, smaller layout) join it."""
+    m1 = cluster.managers[0]
+    for n in cluster.members:
+        if n.info().local_node_state == "inactive":
+            token = join_token(m1, n.role)
+            extra = ["--availability", "drain"] if n.role == "manager" else []
+            say(n, "swarm", "join", "--token", token, *extra, "--advertise-addr", n.addr, m1.addr,
+                shown=f"swarmsecrets swarm join --token <{n.role} token> {' '.join(extra)} --advertise-addr {n.addr} "
+                      f"{m1.addr}".replace("  ", " "))
+        n.node_id = n.info().node_id
+
+
 def show(cluster: Cluster) -> None:
     leader = cluster.leader(WAIT)
     # A manager that has just started answers once it has caught up with the log.
@@ -175,16 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         print(mount_secrets(secrets), flush=True)
+        before = stamp(out)
         cluster.spawn()
         m1 = cluster.managers[0]
         if m1.info().local_node_state != "inactive":
             print(f"Resuming the swarm in {root}.", flush=True)
-            for n in cluster.members:
-                n.node_id = n.info().node_id
+            join_newcomers(cluster)
             cluster.wait_workers_ready(WAIT)
-            seen = len(task_lines(out))
             # A worker starts its tasks afresh when its daemon starts: the task reads its secret again.
-            wait_until(lambda: len(task_lines(out)) > seen, WAIT, 0.2, f"the task of {SERVICE} to start again")
+            wait_until(lambda: stamp(out) not in (None, before), WAIT, 0.2, f"the task of {SERVICE} to start again")
             print(f"The task of {SERVICE} started again and printed: {task_lines(out)[-1]}", flush=True)
         else:
             out.unlink(missing_ok=True)
