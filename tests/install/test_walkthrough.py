@@ -91,7 +91,8 @@ def test_the_walk_through_shows_the_whole_job_then_resumes(tmp_path: Path) -> No
     assert after and after.group(2) != killed.group(1), text
     tail = text[text.index("== How the swarm is doing"):]
     assert "Swarm: active" in tail and " Managers: 3" in tail and " Nodes: 5" in tail, tail
-    assert tail.count("Leader") == 1 and tail.count("Reachable") == 2 and tail.count("Ready") == NODES, tail
+    nodes = tail[tail.index("$ swarmsecrets node ls"):tail.index("$ swarmsecrets service ps")]
+    assert nodes.count("Leader") == 1 and nodes.count("Reachable") == 2 and nodes.count("Ready") == NODES, nodes
     assert re.search(r"reader\.1 .* Running ", tail), tail
     assert f"export SWARMSECRETS_HOST=unix://{root}/m1/swarmsecrets.sock" in text
     assert "Stopped; mounts removed." in text
