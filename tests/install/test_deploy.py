@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from swarmsecrets.cli.client import DEFAULT_HOST
 from tests.framework import Cluster, FAST_TIMINGS, Namespaces, NetnsLab
 from tests.framework.node import REPO_ROOT
 
@@ -183,3 +185,9 @@ def test_the_unit_starts_the_daemon_where_the_documented_install_puts_it() -> No
     assert "PIPX_BIN_DIR=${PIPX_BIN_DIR:-/usr/local/bin}" in script
     assert exec_start == "/usr/local/bin/swarmsecretsd"
     assert "PIPX_HOME=/opt/pipx PIPX_BIN_DIR=/usr/local/bin pipx install" in (REPO_ROOT / "README.md").read_text()
+
+
+def test_the_example_config_serves_the_socket_the_cli_dials_by_default() -> None:
+    """swarmsecrets-bootstrap runs the CLI without -H on a daemon started with the example config."""
+    config = tomllib.loads((DEPLOY / "swarmsecretsd.toml").read_text())
+    assert config.get("host", DEFAULT_HOST) == DEFAULT_HOST
