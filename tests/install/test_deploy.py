@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from swarmsecrets.cli.client import DEFAULT_HOST
-from tests.framework import Cluster, FAST_TIMINGS, Namespaces, NetnsLab
+from tests.framework import FAST_TIMINGS, Cluster, Namespaces, NetnsLab, Node
 from tests.framework.node import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -127,12 +127,33 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, N
         lab.down()
 
 
+def playbook_env(role: str, advertise: str, first: str) -> str:
+    """The bootstrap.env the playbook writes on a host, its three template variables filled in."""
+    plays: list[dict[str, Any]] = yaml.safe_load((DEPLOY / "ansible" / "swarmsecrets.yml").read_text())
+    template: str = next(task["ansible.builtin.copy"]["content"] for play in plays for task in play["tasks"]
+                         if task.get("ansible.builtin.copy", {}).get("dest") == ENV_FILE)
+    env = template.replace("{{ role }}", role).replace("{{ advertise_addr }}", advertise)
+    env = env.replace("{{ first_addr }}", first)
+    assert "{{" not in env, env
+    return env
+
+
 def test_the_bootstrap_commands_form_a_swarm_on_namespace_hosts(hosts: tuple[Cluster, NetnsLab],
                                                                tmp_path: Path) -> None:
+    """m1, m2 and w1 come up as cloud-init would bring them up, m3 as the playbook would."""
     cluster, lab = hosts
     m1 = cluster.managers[0]
     path = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     roles = {"m1": "first-manager", "m2": "manager", "m3": "manager", "w1": "worker"}
+
+    def bootstrap(node: Node, argv: list[str], env: dict[str, str] | None = None) -> str:
+        """The script cloud-init would install, run on the node's host against its daemon."""
+        script = tmp_path / "m1" / "swarmsecrets-bootstrap"
+        extra = [f"{k}={v}" for k, v in (env or {}).items()]
+        p = lab.exec(node.host, ["env", f"PATH={path}", f"SWARMSECRETS_HOST={node.host_url}", *extra, "bash",
+                                 str(script), *argv], check=False)
+        assert p.returncode == 0, f"{node.name}: {p.stdout}{p.stderr}\n{node.log_tail()}"
+        return p.stdout
 
     def up(node_name: str) -> str:
         node = cluster.member(node_name)
@@ -140,8 +161,8 @@ def test_the_bootstrap_commands_form_a_swarm_on_namespace_hosts(hosts: tuple[Clu
         here.mkdir(exist_ok=True)
         files = written(make_user_data(tmp_path, roles[node.name], node.addr,
                                        "" if node is m1 else m1.addr))
-        script = here / "swarmsecrets-bootstrap"
-        script.write_text(files[BOOTSTRAP])
+        if node is m1:
+            (here / "swarmsecrets-bootstrap").write_text(files[BOOTSTRAP])
         key = here / "bootstrap_key"
         env = files[ENV_FILE]
         if node is not m1:
@@ -153,19 +174,26 @@ def test_the_bootstrap_commands_form_a_swarm_on_namespace_hosts(hosts: tuple[Clu
                           else f"SWARMSECRETS_FORGET={key}\n" if line.startswith("SWARMSECRETS_FORGET=")
                           else line + "\n" for line in env.splitlines())
         (here / "bootstrap.env").write_text(env)
-        p = lab.exec(node.host, ["env", f"PATH={path}", f"SWARMSECRETS_HOST={node.host_url}", "bash",
-                                 str(script), "up", str(here / "bootstrap.env")], check=False)
-        assert p.returncode == 0, f"{node.name}: {p.stdout}{p.stderr}\n{node.log_tail()}"
-        if node is not m1 and "already in a swarm" not in p.stdout:
+        out = bootstrap(node, ["up", str(here / "bootstrap.env")])
+        if node is not m1 and "already in a swarm" not in out:
             assert not key.exists(), "a joiner keeps the key that fetched its token"
-        return p.stdout
+        return out
+
+    def playbook_join(node_name: str) -> str:
+        """The playbook's steps: ``token manager`` on the first manager, then ``up`` with it in the environment."""
+        node = cluster.member(node_name)
+        token = bootstrap(m1, ["token", "manager"]).strip()
+        assert token.startswith("SWMTKN-1-"), token
+        env_file = tmp_path / f"{node.name}.env"
+        env_file.write_text(playbook_env(roles[node.name], node.addr, m1.addr))
+        return bootstrap(node, ["up", str(env_file)], {"SWARMSECRETS_JOIN_TOKEN": token})
 
     assert "Swarm initialized" in up("m1")
     # As the machines would boot: the worker joins while the managers join one after the other.
     with ThreadPoolExecutor(1) as pool:
         worker = pool.submit(up, "w1")
-        for name in ("m2", "m3"):
-            assert "This node joined a swarm as a manager." in up(name)
+        assert "This node joined a swarm as a manager." in up("m2")
+        assert "This node joined a swarm as a manager." in playbook_join("m3")
         assert "This node joined a swarm as a worker." in worker.result()
     assert "already in a swarm (Swarm: active)" in up("m2")
     for n in cluster.members:
