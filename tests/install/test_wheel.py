@@ -71,6 +71,9 @@ def test_the_artifacts_carry_the_license_and_the_generated_code(dist: Path) -> N
         members = set(sdist.getnames())
     assert f"swarmsecrets-{VERSION}/LICENSE" in members
     assert f"swarmsecrets-{VERSION}/swarmsecrets/api/v1/swarm_pb2.py" in members
+    # The source of the generated code, and the deployment examples.
+    assert f"swarmsecrets-{VERSION}/proto/swarmsecrets/v1/swarm.proto" in members
+    assert f"swarmsecrets-{VERSION}/deploy/swarmsecretsd.service" in members
     assert "Apache License" in (REPO_ROOT / "LICENSE").read_text()
 
 
