@@ -23,6 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+import grpc
+
+from swarmsecrets.api.v1 import control_pb2, objects_pb2
 from tests.framework import DEFAULT_TIMINGS, Cluster, Loopback, Node, wait_until
 from tests.framework.node import mounts_under
 
@@ -112,8 +115,20 @@ def tour(cluster: Cluster, out: Path) -> None:
     print(f"{cluster.leader(WAIT).name} leads now.", flush=True)
     print(f"$ swarmsecretsd ...   # {leader.name} restarts and rejoins as a follower", flush=True)
     leader.start()
-    wait_until(lambda: other.ok("node", "ls").count("Reachable") == MANAGERS - 1, WAIT, 0.2,
-               f"{leader.name} reachable again")
+    wait_until(lambda: every_manager_reachable(other), WAIT, 0.2, f"{leader.name} reachable again")
+
+
+def list_nodes(manager: Node) -> list[objects_pb2.Node] | None:
+    """The nodes as ``manager`` lists them (over gRPC: cheaper to poll than the CLI), None if it cannot yet."""
+    try:
+        return list(manager.control().ListNodes(control_pb2.ListNodesRequest(), timeout=5).nodes)
+    except grpc.RpcError:
+        return None
+
+
+def every_manager_reachable(manager: Node) -> bool:
+    nodes = list_nodes(manager) or []
+    return sum(n.manager_status.leader or n.manager_status.reachability == "reachable" for n in nodes) == MANAGERS
 
 
 def stamp(path: Path) -> tuple[int, int] | None:
@@ -147,7 +162,7 @@ def join_newcomers(cluster: Cluster) -> None:
 def show(cluster: Cluster) -> None:
     leader = cluster.leader(WAIT)
     # A manager that has just started answers once it has caught up with the log.
-    wait_until(lambda: leader.cli("node", "ls").returncode == 0, WAIT, 0.2, f"{leader.name} to list the nodes")
+    wait_until(lambda: list_nodes(leader) is not None, WAIT, 0.2, f"{leader.name} to list the nodes")
     step("How the swarm is doing")
     say(leader, "info")
     say(leader, "node", "ls")
