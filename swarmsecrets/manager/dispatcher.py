@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from swarmsecrets import errors, validation
+from swarmsecrets import audit, errors, validation
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
 from swarmsecrets.ca import certs
@@ -288,6 +288,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, secret=pb.AssignedSecret(
                         id=sid, name=secret.name, data=self.sealer.unseal(secret.data))))
                     sent_secrets.add(sid)
+                    audit.secret_delivered(s.node_id, [t.id for t in tasks.values()
+                                                       if any(f.secret_id == sid for f in t.secrets)],
+                                           sid, secret.version)
             for sid in sorted(sent_secrets - secret_ids):
                 sent_secrets.discard(sid)
                 changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, secret=pb.AssignedSecret(id=sid)))

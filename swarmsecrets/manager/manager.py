@@ -25,6 +25,8 @@ from swarmsecrets.manager.proposer import RaftProposer
 from swarmsecrets.manager.raftedge import ManagerRaft
 from swarmsecrets.manager.raftmembership import RaftMembershipService
 from swarmsecrets.manager.rootrotation import RootRotationFollower, TrustedRoots
+from swarmsecrets.audit import ControlAudit
+from swarmsecrets.manager.watch import NodeEvents, RaftWatch
 from swarmsecrets.manager.scheduler import Scheduler
 from swarmsecrets.manager.state import (
     STATE_VERSION,
@@ -93,6 +95,8 @@ class Manager:
         self.scheduler: Scheduler | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.heartbeat_period = heartbeat_period
+        self.raft_watch = RaftWatch(lambda: self.raft.status(), grace=2 * timing.election_max,
+                                    clock=self.clock.monotonic)
         self.rotation = RootRotationFollower(store=self.store, proposer=self.proposer, sealer=self.data_key,
                                              ca=self.ca, material=material, node_id=state.node_id,
                                              save_roots=save_roots or (lambda pem: write_private(nodedir.ca_path, pem)),
@@ -151,10 +155,12 @@ class Manager:
 
         self.store.subscribe(self.dispatcher.on_apply)
         self.store.subscribe(on_apply)
+        self.store.subscribe(NodeEvents(lambda: self.raft.status().is_leader, self.store).on_apply)
         advertise = advertise_state_version(self.store, self.state.node_id, self.proposer.propose, applied)
         self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor()),
                        asyncio.create_task(advertise), asyncio.create_task(self.rotation.run()),
-                       asyncio.create_task(self.rotator.run())]
+                       asyncio.create_task(self.rotator.run()),
+                       asyncio.create_task(self.raft_watch.run())]
         # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert) derived from their
         # token's digest, the digest of the root that signs now; RPCs authorize only certificates
         # of a trusted root.
@@ -162,7 +168,7 @@ class Manager:
             return certs.bootstrap_ca_cert(certs.ca_digest(self.ca.signer().ca.cert_pem))
 
         creds = self.material.grpc_server_credentials(bootstrap)
-        server = grpc.aio.server(options=wire.TLS_SERVER_OPTIONS, interceptors=[MalformedRequests()])
+        server = grpc.aio.server(options=wire.TLS_SERVER_OPTIONS, interceptors=[MalformedRequests(), ControlAudit()])
         control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(self.control_for_manager), server)
         ca_pb2_grpc.add_NodeCAServicer_to_server(NodeCAService(
             store=self.store, proposer=self.proposer, ca=self.ca, authz=self.authz, sealer=self.data_key,

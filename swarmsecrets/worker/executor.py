@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from swarmsecrets.logfmt import event
 from swarmsecrets.worker.secretsfs import (
     CLONE_NEWNS,
     CLONE_NEWPID,
@@ -687,6 +688,8 @@ class Supervisor:
                     proc.start()
                     error = None
                     self._update(state="running", pid=proc.pid)
+                    event(log, logging.INFO, "task_started", f"task {proc.task_id} started",
+                          task=proc.task_id, pid=proc.pid, restarts=runs - 1)
                 except Exception as e:  # reported and retried, never the end of the supervisor
                     error = f"starting task failed: {e}"
             started = time.monotonic()
@@ -709,8 +712,13 @@ class Supervisor:
                     pid=None,
                     backoff=None if final else delay,
                 )
+                task_id = proc.task_id if proc is not None else ""
+                if failed:
+                    event(log, logging.WARNING, "task_failed", f"task {task_id} failed: {error}",
+                          task=task_id, exit_code="" if code is None else code, error=error or "")
                 if final:
                     return
-            log.info("%s; restarting in %.1fs", error or "task exited", delay)
+            event(log, logging.INFO, "task_restarting", f"task {task_id}: restarting in {delay:.1f}s",
+                  task=task_id, delay=round(delay, 3), restarts=runs)
             if not self._wake.wait(delay):
                 delay = min(delay * 2, self._max)

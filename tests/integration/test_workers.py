@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator
@@ -23,8 +24,46 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="wo
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # Workers join through m2, a follower at first: joining does not need the leader.
-    with Cluster(Path(tmp_path_factory.mktemp("fleet")), managers=3, workers=2, worker_join_via=1).started() as c:
+    c = Cluster(Path(tmp_path_factory.mktemp("fleet")), managers=3, workers=2, worker_join_via=1)
+    c.managers[1].extra_args += ("--log-format", "json")  # m2 logs JSON; the others logfmt
+    with c.started():
         yield c
+
+
+_LOGFMT_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def log_records(node: Node) -> list[dict[str, str]]:
+    """The node's log lines as key/value records, from JSON or logfmt (every line must parse)."""
+    out = []
+    for line in node.log_path.read_text().splitlines():
+        if line.startswith("{"):
+            out.append({k: str(v) for k, v in json.loads(line).items()})
+        else:
+            pairs = _LOGFMT_PAIR.findall(line)
+            assert pairs and pairs[0][0] == "time", line
+            out.append({k: json.loads(v) if v.startswith('"') else v for k, v in pairs})
+    return out
+
+
+def events(node: Node, name: str) -> list[dict[str, str]]:
+    return [r for r in log_records(node) if r.get("event") == name]
+
+
+def test_a_normal_start_and_join_logs_no_warning(fleet: Cluster) -> None:
+    """First in this module: the fleet has only formed. Nothing looked like a failure, and the
+    events an operator follows are there with their fields (m2's lines are JSON)."""
+    assert all(line.startswith("{") for line in fleet.managers[1].log_path.read_text().splitlines())
+    for node in fleet.members:
+        bad = [r for r in log_records(node) if r["level"] in ("warning", "error")]
+        assert bad == [], f"{node.name}: {bad}"
+    leader = fleet.leader()
+    elected = events(leader, "leader_elected")
+    assert elected[-1]["is_leader"] in ("true", "True") and elected[-1]["leader"] == leader.raft_addr
+    joined = {r["node"]: r["role"] for r in events(leader, "node_joined")}
+    ids = {n.name: n.info().node_id for n in fleet.members}
+    assert joined == {ids[n.name]: n.role for n in fleet.members if n is not fleet.managers[0]}
+    assert {r["node"] for r in events(leader, "node_ready")} >= {ids[w.name] for w in fleet.workers}
 
 
 def files_under(root: Path) -> list[Path]:
@@ -268,3 +307,40 @@ def test_removed_worker_is_refused_and_wipes_its_secrets(fleet: Cluster) -> None
     print(f"removed worker wiped its secrets {time.monotonic() - t0:.2f}s after node rm")
     assert "This node is not part of a swarm" in w2.fails("secret", "ls")
     m1.ok("service", "rm", "everywhere")
+
+
+def test_audit_lines_for_writes_and_deliveries(fleet: Cluster) -> None:
+    """Every Control write is audited with who (the socket peer's uid, or the certificate's CN),
+    what, which object, the result and the request id; every secret sent to a node too; never a payload."""
+    m2 = fleet.managers[1]
+    w1 = fleet.workers[0]
+    payload = "audited-payload-never-logged"
+    secret_id = m2.ok("secret", "create", "audited", "-", input=payload).strip()
+    [line] = [r for r in events(m2, "control_write") if r["object"] == "audited"]
+    assert (line["caller"], line["method"], line["id"], line["result"]) == (
+        f"uid:{os.getuid()}", "CreateSecret", secret_id, "OK")
+    assert line["request_id"] not in ("", "-") and line["logger"] == "swarmsecrets.audit"
+
+    with _worker_channel(w1, m2) as ch, pytest.raises(grpc.RpcError) as e:
+        control_pb2_grpc.ControlStub(ch).RemoveSecret(control_pb2.RemoveSecretRequest(secret_id=secret_id), timeout=10)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    w1_id = w1.info().node_id
+    denied = [r for r in events(m2, "control_write") if r["method"] == "RemoveSecret"]
+    assert [(r["caller"], r["object"], r["result"]) for r in denied] == [
+        (f"cn:{w1_id}", secret_id, "PERMISSION_DENIED")]
+
+    m2.ok("service", "create", "--name", "audited-svc", "--secret", "audited", "--", "sleep", "600")
+    leader = fleet.leader()
+
+    def delivered() -> list[dict[str, str]]:
+        return [r for r in events(leader, "secret_delivered") if r["secret"] == secret_id]
+
+    [sent] = wait_until(delivered, 30, 0.2, "the delivery's audit line")
+    control = m2.control()
+    task = control.ListTasks(control_pb2.ListTasksRequest(service_id="audited-svc"), timeout=10).tasks[0]
+    version = control.GetSecret(control_pb2.GetSecretRequest(secret_id=secret_id), timeout=10).secret.version.index
+    assert (sent["node"], sent["tasks"], int(sent["version"])) == (task.node_id, task.id, version)
+    for node in fleet.members:
+        assert payload not in node.log_path.read_text()
+    m2.ok("service", "rm", "audited-svc")
+    m2.ok("secret", "rm", "audited")
