@@ -2,7 +2,7 @@
 
 gRPC accepts its own connections and shows a unix peer only as its address, which a CLI never
 binds. So the daemon accepts on the public socket itself, reads the peer's credentials, and relays
-the bytes to gRPC's socket in a private directory (0700) over a connection whose address the
+the bytes to gRPC's socket in a private directory (0700, beside the public socket) over a connection whose address the
 kernel picks (Linux autobind). That address is what ``context.peer()`` shows; ``uid_of`` maps it
 back to the uid the kernel gave for the accepted connection.
 """
@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import struct
-import tempfile
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,13 @@ class PeerCredRelay:
         return self._uids.get(peer)
 
     def prepare(self) -> str:
-        """Make the private directory; returns the path gRPC is to listen on."""
-        self._dir = tempfile.mkdtemp(prefix=".grpc-", dir=os.path.dirname(self.public_path) or ".")  # mode 0700
+        """Make the private directory afresh (one an earlier run left goes); returns the path gRPC
+        is to listen on."""
+        head, tail = os.path.split(self.public_path)
+        self._dir = os.path.join(head, f".{tail}.grpc")
+        shutil.rmtree(self._dir, ignore_errors=True)
+        os.mkdir(self._dir, 0o700)
+        os.chmod(self._dir, 0o700)  # whatever the umask
         return self.grpc_path
 
     @property

@@ -74,6 +74,43 @@ def task_file(w: Node, service: str, target: str) -> Path:
     return w.secrets_root / "services" / service / target
 
 
+def test_audit_lines_for_writes_and_deliveries(fleet: Cluster) -> None:
+    """Every Control write is audited with who (the socket peer's uid, or the certificate's CN),
+    what, which object, the result and the request id; every secret sent to a node too; never a payload."""
+    m2 = fleet.managers[1]
+    w1 = fleet.workers[0]
+    payload = "audited-payload-never-logged"
+    secret_id = m2.ok("secret", "create", "audited", "-", input=payload).strip()
+    [line] = [r for r in events(m2, "control_write") if r["object"] == "audited"]
+    assert (line["caller"], line["method"], line["id"], line["result"]) == (
+        f"uid:{os.getuid()}", "CreateSecret", secret_id, "OK")
+    assert line["request_id"] not in ("", "-") and line["logger"] == "swarmsecrets.audit"
+
+    with _worker_channel(w1, m2) as ch, pytest.raises(grpc.RpcError) as e:
+        control_pb2_grpc.ControlStub(ch).RemoveSecret(control_pb2.RemoveSecretRequest(secret_id=secret_id), timeout=10)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    w1_id = w1.info().node_id
+    denied = [r for r in events(m2, "control_write") if r["method"] == "RemoveSecret"]
+    assert [(r["caller"], r["object"], r["result"]) for r in denied] == [
+        (f"cn:{w1_id}", secret_id, "PERMISSION_DENIED")]
+
+    m2.ok("service", "create", "--name", "audited-svc", "--secret", "audited", "--", "sleep", "600")
+    leader = fleet.leader()
+
+    def delivered() -> list[dict[str, str]]:
+        return [r for r in events(leader, "secret_delivered") if r["secret"] == secret_id]
+
+    [sent] = wait_until(delivered, 30, 0.2, "the delivery's audit line")
+    control = m2.control()
+    task = control.ListTasks(control_pb2.ListTasksRequest(service_id="audited-svc"), timeout=10).tasks[0]
+    version = control.GetSecret(control_pb2.GetSecretRequest(secret_id=secret_id), timeout=10).secret.version.index
+    assert (sent["node"], sent["tasks"], int(sent["version"])) == (task.node_id, task.id, version)
+    for node in fleet.members:
+        assert payload not in node.log_path.read_text()
+    m2.ok("service", "rm", "audited-svc")
+    m2.ok("secret", "rm", "audited")
+
+
 def test_seed_walkthrough(fleet: Cluster) -> None:
     m1, m2, _ = fleet.managers
     w1, w2 = fleet.workers
@@ -308,39 +345,3 @@ def test_removed_worker_is_refused_and_wipes_its_secrets(fleet: Cluster) -> None
     assert "This node is not part of a swarm" in w2.fails("secret", "ls")
     m1.ok("service", "rm", "everywhere")
 
-
-def test_audit_lines_for_writes_and_deliveries(fleet: Cluster) -> None:
-    """Every Control write is audited with who (the socket peer's uid, or the certificate's CN),
-    what, which object, the result and the request id; every secret sent to a node too; never a payload."""
-    m2 = fleet.managers[1]
-    w1 = fleet.workers[0]
-    payload = "audited-payload-never-logged"
-    secret_id = m2.ok("secret", "create", "audited", "-", input=payload).strip()
-    [line] = [r for r in events(m2, "control_write") if r["object"] == "audited"]
-    assert (line["caller"], line["method"], line["id"], line["result"]) == (
-        f"uid:{os.getuid()}", "CreateSecret", secret_id, "OK")
-    assert line["request_id"] not in ("", "-") and line["logger"] == "swarmsecrets.audit"
-
-    with _worker_channel(w1, m2) as ch, pytest.raises(grpc.RpcError) as e:
-        control_pb2_grpc.ControlStub(ch).RemoveSecret(control_pb2.RemoveSecretRequest(secret_id=secret_id), timeout=10)
-    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    w1_id = w1.info().node_id
-    denied = [r for r in events(m2, "control_write") if r["method"] == "RemoveSecret"]
-    assert [(r["caller"], r["object"], r["result"]) for r in denied] == [
-        (f"cn:{w1_id}", secret_id, "PERMISSION_DENIED")]
-
-    m2.ok("service", "create", "--name", "audited-svc", "--secret", "audited", "--", "sleep", "600")
-    leader = fleet.leader()
-
-    def delivered() -> list[dict[str, str]]:
-        return [r for r in events(leader, "secret_delivered") if r["secret"] == secret_id]
-
-    [sent] = wait_until(delivered, 30, 0.2, "the delivery's audit line")
-    control = m2.control()
-    task = control.ListTasks(control_pb2.ListTasksRequest(service_id="audited-svc"), timeout=10).tasks[0]
-    version = control.GetSecret(control_pb2.GetSecretRequest(secret_id=secret_id), timeout=10).secret.version.index
-    assert (sent["node"], sent["tasks"], int(sent["version"])) == (task.node_id, task.id, version)
-    for node in fleet.members:
-        assert payload not in node.log_path.read_text()
-    m2.ok("service", "rm", "audited-svc")
-    m2.ok("secret", "rm", "audited")
