@@ -27,7 +27,7 @@ log = logging.getLogger("swarmsecrets.audit")
 
 CONTROL_PREFIX = "/swarmsecrets.v1.Control/"
 # Control methods that only read (every other one writes).
-_READS = ("Get", "List")
+_READS = ("Get", "List", "ServiceLogs")
 
 # Request fields that name the object a write is about, in order of preference.
 _OBJECT_FIELDS = ("secret_id", "service_id", "node_id", "role")

@@ -27,6 +27,7 @@ from swarmsecrets.api.v1 import dispatcher_pb2_grpc
 from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
 from swarmsecrets.manager import state
+from swarmsecrets.manager.logbroker import LogBroker
 from swarmsecrets.manager.collaborators import Clock, Proposer, Sealer, StoreReader, SystemClock
 from swarmsecrets.rpcutil import peer_certificate, rpc
 
@@ -59,7 +60,8 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def __init__(self, *, store: StoreReader, proposer: Proposer, authz: PeerAuthorizer, sealer: Sealer,
-                 heartbeat_period: float = HEARTBEAT_PERIOD, clock: Clock | None = None) -> None:
+                 heartbeat_period: float = HEARTBEAT_PERIOD, clock: Clock | None = None,
+                 logs: LogBroker | None = None) -> None:
         self.store = store
         self.proposer = proposer
         self.authz = authz
@@ -77,6 +79,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.loop = asyncio.get_running_loop()
         self.leader_since: float | None = None
         self.heartbeat_period = heartbeat_period
+        self.logs = logs or LogBroker()
+        self.logs.wake = lambda: self._bump(changed=False)
+        self.logs.live_nodes = lambda: {n for n, s in self.sessions.items() if not s.ended.is_set()}
 
     # --- change notification (called on the raft thread) ------------------------------------
 
@@ -100,6 +105,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     def _end(self, session: Session) -> None:
         session.ended.set()
+        self.logs.node_gone(session.node_id)
         self._bump(changed=False)
 
     # --- authorization -------------------------------------------------------------------------
@@ -154,6 +160,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         while not session.ended.is_set():
             await self._wait(seen)
             seen = self.generation
+            subscriptions = self.logs.take(node_id) if not session.ended.is_set() else []
+            if subscriptions:
+                yield pb.SessionMessage(session_id=session.session_id, node_id=node_id,
+                                        log_subscriptions=subscriptions)
             node = self.store.node(node_id)
             if not self.proposer.status().is_leader or node is None:
                 self._end(session)
@@ -252,6 +262,26 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                         left[id(done)] -= 1
                         if not done.done() and left[id(done)] == 0:
                             done.set_result(None)
+
+    @rpc
+    async def PublishLogs(self, request_iterator: AsyncIterator[pb.PublishLogsRequest],
+                          context: grpc.aio.ServicerContext) -> pb.PublishLogsResponse:
+        """Lines of a node's own tasks, for a subscription its session carried."""
+        async for request in request_iterator:
+            s = self._session(context, request.session_id)
+            sub = self.logs.subscriptions.get(request.subscription_id)
+            if sub is None:
+                continue  # the asker went away meanwhile
+            if s.node_id not in sub.nodes:
+                raise errors.PermissionDenied("this node was not asked for these logs")
+            own = {t.id for t in self.store.tasks(service_id=sub.service_id, node_id=s.node_id)}
+            for m in request.messages:
+                if m.task_id not in own:
+                    raise errors.PermissionDenied(f"task {m.task_id} is not a task of this node and service")
+                m.node_id = s.node_id
+                m.service_id = sub.service_id
+            self.logs.publish(s.node_id, sub, list(request.messages), request.close)
+        return pb.PublishLogsResponse()
 
     @rpc
     async def Assignments(self, request: pb.AssignmentsRequest,

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from swarmsecrets import errors, wire
+from swarmsecrets import errors, validation, wire
 from swarmsecrets.api.v1 import ca_pb2_grpc, control_pb2_grpc, dispatcher_pb2_grpc, raft_pb2_grpc
 from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MANAGERS, PeerAuthorizer, raft_peer_verifier
@@ -26,6 +26,8 @@ from swarmsecrets.manager.raftedge import ManagerRaft
 from swarmsecrets.manager.raftmembership import RaftMembershipService
 from swarmsecrets.manager.rootrotation import RootRotationFollower, TrustedRoots
 from swarmsecrets.audit import ControlAudit
+from swarmsecrets.manager.controlapi.logs import LogsAPI
+from swarmsecrets.manager.logbroker import LogBroker
 from swarmsecrets.manager.watch import NodeEvents, RaftWatch
 from swarmsecrets.manager.scheduler import Scheduler
 from swarmsecrets.manager.state import (
@@ -86,9 +88,11 @@ class Manager:
         self.on_missing_data_key: Callable[[], None] | None = None
         # About one election: how long a request waits for a leader before reporting none.
         self.proposer = RaftProposer(self.raft, self.store, self.clock, no_leader_grace=2 * timing.election_max)
+        self.log_broker = LogBroker()
         self.control = ControlAPI.build(store=self.store, proposer=self.proposer, members=self.proposer,
                                         sealer=self.data_key, ca=self.ca, node_id=state.node_id,
-                                        raft_addr=state.raft_addr, min_cert_expiry=min_cert_expiry)
+                                        raft_addr=state.raft_addr, min_cert_expiry=min_cert_expiry,
+                                        logs=LogsAPI(self.store, self.proposer, self.log_broker, self._manager_channel))
         self.rotator = DataKeyRotator(self.store, self.proposer, self.data_key, self.clock)
         self.server: grpc.aio.Server | None = None
         self.dispatcher: Dispatcher | None = None
@@ -142,7 +146,8 @@ class Manager:
         and run the leader-only loops (scheduler, worker liveness)."""
         loop = asyncio.get_running_loop()
         self.dispatcher = Dispatcher(store=self.store, proposer=self.proposer, authz=self.authz,
-                                     sealer=self.data_key, heartbeat_period=self.heartbeat_period, clock=self.clock)
+                                     sealer=self.data_key, heartbeat_period=self.heartbeat_period, clock=self.clock,
+                                     logs=self.log_broker)
         scheduler = self.scheduler = Scheduler(self.store.view, self.proposer.leader_term, self._propose_decision,
                                                clock=self.clock.now_ns)
         applied = asyncio.Event()
@@ -179,6 +184,12 @@ class Manager:
         server.add_secure_port(self.state.listen_addr or self.state.advertise_addr, creds)
         await server.start()
         self.server = server
+
+    def _manager_channel(self, addr: str) -> grpc.aio.Channel:
+        """To another manager's TLS port, as this manager."""
+        target = validation.format_addr(*validation.validate_addr(addr, 0))
+        return grpc.aio.secure_channel(target, self.material.grpc_channel_credentials(),
+                                       options=wire.TLS_CHANNEL_OPTIONS)
 
     async def _propose_decision(self, cmd: Command, term: int) -> object:
         return await self.proposer.propose(cmd, leader_only=term)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from swarmsecrets.logfmt import event
+from swarmsecrets.worker import tasklogs
 from swarmsecrets.worker.secretsfs import (
     CLONE_NEWNS,
     CLONE_NEWPID,
@@ -95,14 +96,17 @@ class TaskProcess:
         secrets_dir: str,
         *,
         mask: Sequence[str] = (),
+        log_dir: str | None = None,
     ) -> None:
-        """``mask``: directories to hide from the task under an empty read-only tmpfs (the secrets root)."""
+        """``mask``: directories to hide from the task under an empty read-only tmpfs (the secrets root).
+        ``log_dir``: where the task's output is kept on disk (``tasklogs``), shared by its runs."""
         self.task_id = task_id
         self.argv = list(argv)
         self.env = dict(env)
         self.user = user
         self.secrets_dir = secrets_dir
         self.mask = list(mask)
+        self.log_dir = log_dir
         self.namespaced = has_cap_sys_admin()
         self.fallback_reason: str | None = None
         if not self.namespaced:
@@ -243,11 +247,28 @@ class TaskProcess:
     def _read_output(self) -> None:
         stream = self._started().stdout
         assert stream is not None
+        writer = None
+        if self.log_dir is not None:
+            try:
+                writer = tasklogs.TaskLogWriter(self.log_dir)
+            except OSError as e:
+                log.warning("task %s: its output is not kept on disk: %s", self.task_id, e)
         with stream:
             while chunk := os.read(stream.fileno(), 65536):
                 with self._output_lock:
                     self._output += chunk
                     del self._output[:-OUTPUT_TAIL]
+                if writer is not None:
+                    try:
+                        writer.write(chunk)
+                    except OSError as e:  # a full disk: the task runs on, its output is lost
+                        log.warning("task %s: its output is not kept on disk: %s", self.task_id, e)
+                        writer = None
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError:
+                pass
 
     def _wait_exited(self, pid: int, timeout: float | None) -> bool:
         """Wait for the process to exit without reaping it, so its pid stays ours for killpg."""

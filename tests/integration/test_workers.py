@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import subprocess
+import sys
+import threading
 import stat
 import time
 from collections.abc import Iterator
@@ -17,6 +21,7 @@ from swarmsecrets import rpcutil, wire
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
 from swarmsecrets.ca import certs
 from tests.framework import Cluster, Node, wait_until
+from tests.framework.node import child_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="workers need root for tmpfs mounts")]
 
@@ -90,7 +95,9 @@ def test_audit_lines_for_writes_and_deliveries(fleet: Cluster) -> None:
         control_pb2_grpc.ControlStub(ch).RemoveSecret(control_pb2.RemoveSecretRequest(secret_id=secret_id), timeout=10)
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     w1_id = w1.info().node_id
-    denied = [r for r in events(m2, "control_write") if r["method"] == "RemoveSecret"]
+    # An abort reaches the caller before the server's handler returns: the line may follow it.
+    denied = wait_until(lambda: [r for r in events(m2, "control_write") if r["method"] == "RemoveSecret"], 10, 0.05,
+                        "the denied write's audit line")
     assert [(r["caller"], r["object"], r["result"]) for r in denied] == [
         (f"cn:{w1_id}", secret_id, "PERMISSION_DENIED")]
 
@@ -110,6 +117,45 @@ def test_audit_lines_for_writes_and_deliveries(fleet: Cluster) -> None:
     m2.ok("service", "rm", "audited-svc")
     m2.ok("secret", "rm", "audited")
 
+
+
+def test_service_logs(fleet: Cluster) -> None:
+    """``service logs`` on a follower (it relays the leader's stream): a task's output from its
+    worker's files, with and without --tail and -t, and -f shows a line written afterwards."""
+    m1, m2 = fleet.managers[0], fleet.managers[1]
+    go = fleet.root / "logs-go"
+    program = f"echo one; echo two >&2; echo three; while [ ! -e {go} ]; do sleep 0.05; done; echo after; sleep 600"
+    # as root: it reads the test's root-only temp dir
+    m1.ok("service", "create", "--name", "logsvc", "--user", "0", "--", "sh", "-c", program)
+
+    def tasks() -> list[control_pb2.objects__pb2.Task]:
+        return list(m1.control().ListTasks(control_pb2.ListTasksRequest(service_id="logsvc"), timeout=10).tasks)
+
+    def logs(*args: str) -> list[str]:
+        return m2.ok("service", "logs", *args, "logsvc").splitlines()
+
+    [task] = wait_until(tasks, 30, 0.2, "the task")
+    prefix = f"logsvc.1.{task.id[:12]}@{socket.gethostname()}    | "
+    assert wait_until(lambda: logs() if len(logs()) == 3 else None, 30, 0.2, "the task's output") == [
+        prefix + "one", prefix + "two", prefix + "three"]
+    assert logs("--tail", "1") == [prefix + "three"]
+    [stamped] = logs("-t", "--tail", "1")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z " + re.escape(prefix + "three"), stamped)
+
+    follow = subprocess.Popen([sys.executable, "-m", "swarmsecrets.cli.main", "-H", m2.host_url, "service", "logs",
+                               "-f", "--tail", "1", "logsvc"], stdout=subprocess.PIPE, env=child_env())
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(line.decode().rstrip("\n") for line in follow.stdout or ()),
+                              daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: seen == [prefix + "three"], 30, 0.1, "the last line, followed")
+        go.touch()
+        wait_until(lambda: seen == [prefix + "three", prefix + "after"], 30, 0.1, "the new line, followed")
+    finally:
+        follow.kill()
+        follow.wait()
+    m1.ok("service", "rm", "logsvc")
 
 def test_seed_walkthrough(fleet: Cluster) -> None:
     m1, m2, _ = fleet.managers
