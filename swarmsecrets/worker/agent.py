@@ -178,10 +178,7 @@ class Agent:
         if old is not None:
             old.cancel()
         if not sub.close:
-            task = asyncio.create_task(self._publish(stub, session_id, sub))
-            self._publishers[sub.id] = task
-            task.add_done_callback(lambda t: self._publishers.pop(sub.id, None) if self._publishers.get(sub.id)
-                                   is t else None)
+            self._publishers[sub.id] = asyncio.create_task(self._publish(stub, session_id, sub))
 
     async def _publish(self, stub: Any, session_id: str, sub: pb.LogSubscription) -> None:
         """Send the output of this node's tasks of the service: the last ``tail`` lines of each, then
@@ -194,6 +191,14 @@ class Agent:
                 yield item
 
         async def produce() -> None:
+            try:
+                await read_and_follow()
+            except OSError as e:  # the files could not be read: the asker gets what was sent
+                log.warning("logs for subscription %s: %s", sub.id[:8], e)
+                await queue.put(pb.PublishLogsRequest(session_id=session_id, subscription_id=sub.id, close=True))
+                await queue.put(None)
+
+        async def read_and_follow() -> None:
             followers: dict[str, tasklogs.Follower] = {}
             first = True
             while True:
@@ -226,6 +231,8 @@ class Agent:
             log.info("logs for subscription %s not sent: %s %s", sub.id[:8], e.code().name, e.details())
         finally:
             producer.cancel()
+            if self._publishers.get(sub.id) is asyncio.current_task():
+                del self._publishers[sub.id]
 
     def _tasks_of(self, service_id: str) -> list[pb.AssignedTask]:
         if self.log_root is None:
