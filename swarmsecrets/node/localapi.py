@@ -1,4 +1,4 @@
-"""The local API: the CLI and its own daemon, over a unix socket only root may open.
+"""The local API: the CLI and its own daemon, over a unix socket only root (and ``--group``) may open.
 
 Two halves. ``NodeOperations`` is what the node offers (init, join, leave, unlock, info), in plain
 typed values that know nothing of the transport; the daemon implements it. ``LocalAPI`` carries
@@ -18,6 +18,7 @@ import grpc
 
 from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
 from swarmsecrets import wire
+from swarmsecrets.node.config import socket_group_id
 from swarmsecrets.rpcutil import MalformedRequests, rpc
 
 log = logging.getLogger(__name__)
@@ -152,10 +153,13 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
 
 
 class LocalAPI:
-    """Serves the node and the local control service on ``socket_path``, a socket born 0600."""
+    """Serves the node and the local control service on ``socket_path``, a socket born 0600; with
+    ``group`` (dockerd's ``-G``) it is then handed to that group, 0660."""
 
-    def __init__(self, socket_path: str, node: NodeOperations, control: control_pb2_grpc.ControlServicer) -> None:
+    def __init__(self, socket_path: str, node: NodeOperations, control: control_pb2_grpc.ControlServicer,
+                 group: str = "") -> None:
         self.path = socket_path
+        self.group = group
         self._server = grpc.aio.server(options=wire.LOCAL_SERVER_OPTIONS, interceptors=[MalformedRequests()])
         swarm_pb2_grpc.add_SwarmServicer_to_server(SwarmService(node), self._server)
         control_pb2_grpc.add_ControlServicer_to_server(control, self._server)
@@ -170,7 +174,11 @@ class LocalAPI:
             await self._server.start()
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+        if self.group:
+            os.chown(self.path, -1, socket_group_id(self.group))
+            os.chmod(self.path, 0o660)
+        else:
+            os.chmod(self.path, 0o600)
 
     async def stop(self, grace: float = 1.0) -> None:
         await self._server.stop(grace)
