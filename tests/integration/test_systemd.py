@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +24,8 @@ import pytest
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 from swarmsecrets.client import DEFAULT_RETRY, local_channel
 from tests.framework import Cluster, Loopback, Node, Timings, wait_until
-from tests.framework.node import DAEMON_MODULE, child_env
+from swarmsecrets.node.config import parse_args
+from tests.framework.node import DAEMON_MODULE, REPO_ROOT, child_env
 
 # Election timeouts longer than the client's whole retry budget: once every manager runs with them,
 # a leader that stopped without handing over would leave the swarm without a leader for longer than
@@ -194,6 +196,7 @@ NOBODY = 65534
 # The CLI, run as NOBODY with the given supplementary groups. Its modules are imported while still root:
 # the interpreter lives under /root here, which other users may not enter.
 AS_USER = (f"import os, sys\n"
+           f"import difflib  # click imports it lazily, after the uid changed\n"
            f"from swarmsecrets.cli.main import run\n"
            f"os.setgroups([int(g) for g in sys.argv[1].split(',') if g])\n"
            f"os.setgid({NOBODY}); os.setuid({NOBODY})\n"
@@ -250,3 +253,41 @@ def test_group_members_may_use_the_socket_and_others_may_not(tmp_path: Path) -> 
     assert (p.returncode, p.stderr) == (2, f"swarmsecretsd: error: invalid --group: group {name} not found\n")
     assert not (tmp_path / "nogroup.sock").exists()
 
+
+
+# --- the unit -----------------------------------------------------------------------------------------------
+
+UNIT = REPO_ROOT / "deploy" / "swarmsecretsd.service"
+
+
+def unit_settings() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if line and not line.startswith(("#", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_unit_matches_the_daemon() -> None:
+    s = unit_settings()
+    assert s["Type"] == ["notify"] and s["WatchdogSec"] and s["KillSignal"] == ["SIGTERM"]
+    assert s["ExecStart"][0].split()[0] == "/usr/local/bin/swarmsecretsd"
+    config = parse_args([])
+    socket_dir = os.path.dirname(config.socket_path)
+    assert socket_dir == "/run/" + s["RuntimeDirectory"][0]
+    # systemd removes the runtime directory on stop: it must not hold the secrets root.
+    assert os.path.commonpath([socket_dir, config.secrets_root]) != socket_dir
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    # verify wants ExecStart's binary to exist; the install puts it at /usr/local/bin (the test above).
+    fake = tmp_path / "swarmsecretsd"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    unit = tmp_path / "swarmsecretsd.service"
+    unit.write_text(UNIT.read_text().replace("/usr/local/bin/swarmsecretsd", str(fake)))
+    p = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    # Unknown or misspelled settings are only warnings: none is allowed either.
+    assert (p.returncode, p.stdout, p.stderr) == (0, "", ""), p.stderr
