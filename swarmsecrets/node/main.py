@@ -45,7 +45,7 @@ async def serve(config: DaemonConfig) -> None:
     except Exception as e:
         log.error("could not resume the %s role: %s", node.role, e)
     if notifier is not None:
-        notifier.send("READY=1", f"STATUS={describe(node)}")
+        notifier.send("READY=1")  # the status loop follows the role from here
     await stopping.wait()
     log.info("shutting down")
     if notifier is not None and notifying is not None:

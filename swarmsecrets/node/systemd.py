@@ -98,7 +98,11 @@ class Notifier:
             if self.watchdog is not None and loop.time() >= next_ping:
                 fields.append("WATCHDOG=1")
                 next_ping = loop.time() + self.watchdog
-            text = status()
+            try:
+                text = status()
+            except Exception as e:  # never let a status line stop the watchdog's pings
+                log.debug("no status for systemd: %s", e)
+                text = last
             if text != last:
                 fields.append(f"STATUS={text}")
                 last = text
