@@ -170,7 +170,8 @@ def test_rolling_restart_under_writes_fails_no_write(notified: tuple[Cluster, di
         for m in order:
             before = len(writer.acked)
             m.stop()
-            assert "STOPPING=1" in listeners[m.name].fields()
+            wait_until(lambda: "STOPPING=1" in listeners[m.name].fields(), 5, 0.05,  # noqa: B023
+                       f"STOPPING=1 from {m.name}")
             m.timings = SLOW_ELECTIONS
             start_notified(m, listeners[m.name])
             wait_until(lambda: len(writer.acked) >= before + 6 or writer.failed, 30, 0.05,  # noqa: B023
