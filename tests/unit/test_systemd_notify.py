@@ -7,10 +7,14 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
-from swarmsecrets.node.systemd import Notifier, socket_address, watchdog_period
+from swarmsecrets.node.daemon import Node
+from swarmsecrets.node.roles import Role
+from swarmsecrets.node.systemd import Notifier, describe, socket_address, watchdog_period
 
 
 @pytest.fixture
@@ -79,3 +83,17 @@ def test_run_pings_the_watchdog_and_sends_status_when_it_changes(receiver: tuple
     got = asyncio.run(asyncio.wait_for(main(), 10))
     n.close()
     assert [f for f in got if f.startswith("STATUS=")] == ["STATUS=a", "STATUS=b"]
+
+
+def test_status_lines_of_the_roles_without_raft() -> None:
+    def node(role: Role, **kw: Any) -> Node:
+        defaults: dict[str, Any] = {"role": role, "manager": None, "agent": None,
+                                    "state": SimpleNamespace(remote_managers=["10.0.0.1:2377"])}
+        return cast(Node, SimpleNamespace(**(defaults | kw)))
+
+    assert describe(node(Role.INACTIVE)) == "inactive: not part of a swarm"
+    assert describe(node(Role.LOCKED)) == "locked: waiting for 'swarmsecrets swarm unlock'"
+    assert describe(node(Role.WORKER)) == "worker, managers 10.0.0.1:2377"
+    agent = SimpleNamespace(managers=["10.0.0.1:2377", "10.0.0.2:2377"])
+    assert describe(node(Role.WORKER, agent=agent)) == "worker, managers 10.0.0.1:2377, 10.0.0.2:2377"
+    assert describe(node(Role.MANAGER)) == "manager, starting"
