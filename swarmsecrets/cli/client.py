@@ -18,7 +18,7 @@ from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2_grpc
 from swarmsecrets.client import DEFAULT_RETRY, RetryPolicy, local_channel, never_connected
 from swarmsecrets.validation import escape_nonprintable
 
-DEFAULT_HOST = "unix:///run/swarmsecrets/swarmsecrets.sock"
+DEFAULT_HOST = "unix:///run/swarmsecretsd/swarmsecretsd.sock"  # the daemon's default --host
 # Per attempt. Joining waits for certificates and the raft log, so the Swarm service gets longer.
 CALL_TIMEOUT = 30.0
 SWARM_TIMEOUT = 120.0
@@ -65,6 +65,9 @@ class Client:
             path = socket_path(self.host)
             if not os.path.exists(path):
                 raise ConnectError(self.host)
+            if not os.access(path, os.R_OK | os.W_OK):  # e.g. not in the daemon's --group: Docker's words
+                raise CLIError(f"permission denied while trying to connect to the swarmsecrets daemon socket "
+                               f"at {self.host}: connect: permission denied")
             self._channel = local_channel(path)
         return self._channel
 

@@ -3,7 +3,9 @@
 A write carries a request_id that the manager remembers with the outcome, so a write retried with the
 same id is applied at most once and a retried create reports the first outcome instead of a false
 "already exists". Only UNAVAILABLE is retried (daemon restarting, manager starting, leader changing),
-for about one daemon restart or leader election. States that waiting cannot fix (a lost quorum, a
+for about one daemon restart or leader election, and CANCELLED, which this client never causes itself:
+a daemon that stops ends the calls it had received but not yet started with CANCELLED (gRPC's server
+does so on shutdown). States that waiting cannot fix (a lost quorum, a
 locked or inactive node, a worker asked for manager work, a manager out of disk space) are reported
 at once: the daemon has already waited out an ordinary election before it says there is no leader.
 DEADLINE_EXCEEDED is never retried: the write may or may not have happened, and only the caller can
@@ -45,6 +47,8 @@ class RetryPolicy:
     @staticmethod
     def is_transient(e: grpc.RpcError) -> bool:
         """Whether a failed attempt is worth repeating with the same request_id."""
+        if e.code() == grpc.StatusCode.CANCELLED:
+            return True
         return e.code() == grpc.StatusCode.UNAVAILABLE and not isinstance(rpcutil.error_from_rpc(e), NOT_TRANSIENT)
 
     def delays(self, stop_by: float | None = None) -> Iterator[float]:

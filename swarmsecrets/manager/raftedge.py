@@ -116,6 +116,10 @@ class ManagerRaft:
         with _mapped(self.node_id):
             self.node.remove_member(addr, timeout)
 
+    def hand_over(self, timeout: float) -> None:
+        with _mapped(self.node_id):
+            self.node.hand_over(timeout)
+
     def transfer_leadership(self, timeout: float) -> None:
         with _mapped(self.node_id):
             self.node.transfer_leadership(timeout)

@@ -10,6 +10,7 @@ values are refused with one line on stderr and exit status 2, before anything st
 from __future__ import annotations
 
 import argparse
+import grp
 import tomllib
 from collections.abc import Sequence
 from typing import Any, Literal, NoReturn
@@ -21,7 +22,9 @@ from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
 from swarmsecrets.raft import RaftTiming
 
 PROG = "swarmsecretsd"
-DEFAULT_HOST = "unix:///run/swarmsecrets/swarmsecrets.sock"
+# The CLI socket has a runtime directory of its own (systemd's RuntimeDirectory=swarmsecretsd, removed
+# on stop), apart from the workers' secrets root.
+DEFAULT_HOST = "unix:///run/swarmsecretsd/swarmsecretsd.sock"
 DEFAULT_DATA_DIR = "/var/lib/swarmsecrets"
 DEFAULT_SECRETS_ROOT = "/run/swarmsecrets"
 UNIX_SCHEME = "unix://"
@@ -59,6 +62,8 @@ class RaftSettings(_Schema):
 class DaemonConfig(_Schema):
     data_dir: str = Field(default=DEFAULT_DATA_DIR, min_length=1, description="state directory")
     host: str = Field(default=DEFAULT_HOST, description="unix socket for the CLI, unix:///path/to.sock")
+    group: str = Field(default="", description="group (name or id) whose members may use the CLI socket, "
+                                                "made 0660; none: root only, 0600")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="log level")
     log_format: Literal["text", "json"] = Field(
         default="text", description="log lines as logfmt text or one JSON object each")
@@ -96,12 +101,30 @@ class DaemonConfig(_Schema):
             raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9323, got {addr!r}")
         return addr
 
+    @field_validator("group")
+    @classmethod
+    def _known_group(cls, group: str) -> str:
+        if group:
+            socket_group_id(group)
+        return group
+
     @property
     def socket_path(self) -> str:
         return self.host[len(UNIX_SCHEME):]
 
     def timing(self) -> RaftTiming:
         return self.raft.timing()
+
+
+def socket_group_id(group: str) -> int:
+    """The id of ``group``, a name or a number, as dockerd's ``--group`` takes it."""
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        pass
+    if group.isdigit():
+        return int(group)
+    raise ValueError(f"group {group} not found")
 
 
 # --- the flags, made from the schema ------------------------------------------------------------
@@ -121,6 +144,10 @@ def _fields() -> list[tuple[tuple[str, ...], Any]]:
     return out
 
 
+# dockerd's short forms
+_SHORT_FLAGS: dict[tuple[str, ...], list[str]] = {("host",): ["-H"], ("group",): ["-G"]}
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, no usage block: the operator sees what is wrong and nothing else."""
@@ -137,13 +164,13 @@ def _parser() -> _Parser:
             p.add_argument(_flag(path), dest=dest, action="store_true", default=None, help=info.description)
             continue
         kwargs: dict[str, Any] = {"dest": dest, "default": None, "metavar": path[-1].upper(),
-                                  "help": f"{info.description} (default {default})"}
+                                  "help": info.description + (f" (default {default})" if default != "" else "")}
         if info.annotation is float:
             kwargs.update(type=float, metavar="SECONDS")
         choices = getattr(info.annotation, "__args__", None)
         if choices:
             kwargs.update(choices=list(choices), metavar=None)
-        flags = [_flag(path)] + (["-H"] if path == ("host",) else [])
+        flags = [_flag(path)] + _SHORT_FLAGS.get(path, [])
         p.add_argument(*reversed(flags), **kwargs)
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p

@@ -62,6 +62,8 @@ FORMATION_TIMEOUT = 20.0
 # that demoted it removes it right after, within its membership-change timeout) before it stops
 # anyway; it then hands leadership over itself if it still has it.
 DEMOTION_TIMEOUT = 30.0
+# How long a stopping leader tries to hand leadership over before it stops anyway.
+HAND_OVER_TIMEOUT = 5.0
 # The default port of a manager's swarm address, as Docker's.
 DEFAULT_SWARM_PORT = 2377
 # A manager that missed a whole data-key rotation asks the others for the key this many times.
@@ -358,6 +360,24 @@ class Node:
     async def _availability_changed(self) -> None:
         async with self.lifecycle:
             await self._follow_availability()
+
+    async def hand_over_leadership(self) -> None:
+        """The process is stopping: a leader steps down and lets its most caught-up peer stand at once
+        (raft's hand-over, as when its disk is full), so that writes go on without waiting out an
+        election. It gives up after ``HAND_OVER_TIMEOUT`` and stops anyway."""
+        m = self.manager
+        if m is None:
+            return
+        status = m.proposer.status()
+        if not status.is_leader or len(status.reachable) < 2:
+            return
+        try:
+            await asyncio.to_thread(m.raft.hand_over, HAND_OVER_TIMEOUT)
+        except errors.SwarmError as e:
+            log.info("stopping without handing leadership over: %s", e)
+            return
+        leader = m.proposer.status().leader or ""
+        log.info("handed leadership over to %s", m.store.control_addr_of(leader) or leader)
 
     async def shutdown(self) -> None:
         """The process is stopping: role changes in flight end (rolled back), then the components."""

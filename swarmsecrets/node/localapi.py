@@ -1,4 +1,4 @@
-"""The local API: the CLI and its own daemon, over a unix socket only root may open.
+"""The local API: the CLI and its own daemon, over a unix socket only root (and ``--group``) may open.
 
 Two halves. ``NodeOperations`` is what the node offers (init, join, leave, unlock, info), in plain
 typed values that know nothing of the transport; the daemon implements it. ``LocalAPI`` carries
@@ -20,6 +20,7 @@ import grpc
 from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
 from swarmsecrets import wire
 from swarmsecrets.audit import ControlAudit
+from swarmsecrets.node.config import socket_group_id
 from swarmsecrets.node.peercred import PeerCredRelay
 from swarmsecrets.rpcutil import MalformedRequests, rpc
 
@@ -194,12 +195,15 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
 
 
 class LocalAPI:
-    """Serves the node and the local control service on ``socket_path``, a socket born 0600."""
+    """Serves the node and the local control service on ``socket_path``, a socket born 0600; with
+    ``group`` (dockerd's ``-G``) it is then handed to that group, 0660."""
 
     def __init__(self, socket_path: str, node: NodeOperations, control: control_pb2_grpc.ControlServicer,
-                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
-        """``interceptors``: run before the others (e.g. the daemon's gRPC metrics)."""
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = (), group: str = "") -> None:
+        """``interceptors``: run before the others (e.g. the daemon's gRPC metrics); ``group``: the
+        group whose members may use the socket besides root."""
         self.path = socket_path
+        self.group = group
         # The daemon accepts CLI connections itself to learn each peer's uid for the audit lines.
         self._relay = PeerCredRelay(socket_path)
         self._server = grpc.aio.server(options=wire.LOCAL_SERVER_OPTIONS,
@@ -219,7 +223,11 @@ class LocalAPI:
             await self._relay.start()
         finally:
             os.umask(old_umask)
-        os.chmod(self.path, 0o600)
+        if self.group:
+            os.chown(self.path, -1, socket_group_id(self.group))
+            os.chmod(self.path, 0o660)
+        else:
+            os.chmod(self.path, 0o600)
 
     async def stop(self, grace: float = 1.0) -> None:
         await self._relay.stop()

@@ -21,16 +21,19 @@ from swarmsecrets.metrics import GrpcMetrics, Metrics, MetricsServer
 from swarmsecrets.node.config import DaemonConfig, parse_args
 from swarmsecrets.node.daemon import Node
 from swarmsecrets.node.localapi import LocalAPI
+from swarmsecrets.node.systemd import Notifier, describe
 
 log = logging.getLogger("swarmsecretsd")
 
 
 async def serve(config: DaemonConfig) -> None:
-    """Run until SIGTERM or SIGINT: serve the CLI at once, then resume the role the data dir records."""
+    """Run until SIGTERM or SIGINT: serve the CLI at once, then resume the role the data dir records.
+    Under systemd (``Type=notify``) it says when it is ready, how it is doing, and when it stops."""
+    notifier = Notifier.from_environ()
     node = Node(config)
     metrics_server = serve_metrics(node.metrics, config.metrics_addr) if config.metrics_addr else None
     api = LocalAPI(config.socket_path, node, ControlServicer(node.local_control),
-                   interceptors=[GrpcMetrics(node.metrics)])
+                   interceptors=[GrpcMetrics(node.metrics)], group=config.group)
     await api.start()
     log.info("listening on %s (version %s, data dir %s)", config.host, __version__, node.dir.root)
     if metrics_server is not None:
@@ -39,16 +42,28 @@ async def serve(config: DaemonConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    notifying: asyncio.Task[None] | None = None
+    if notifier is not None:  # the watchdog counts from the start, so its pings do too
+        notifying = loop.create_task(notifier.run(lambda: describe(node)), name="systemd notify")
     try:
         await node.resume()
     except Exception as e:
         log.error("could not resume the %s role: %s", node.role, e)
+    if notifier is not None:
+        notifier.send("READY=1")  # the status loop follows the role from here
     await stopping.wait()
     log.info("shutting down")
+    if notifier is not None and notifying is not None:
+        notifying.cancel()
+        notifier.send("STOPPING=1", "STATUS=stopping")
+    # While the CLI and the peers are still served: a leader hands over, so writes need no election.
+    await node.hand_over_leadership()
     await api.stop(grace=1.0)
     await node.shutdown()
     if metrics_server is not None:
         metrics_server.stop()
+    if notifier is not None:
+        notifier.close()
     log.info("stopped")
 
 

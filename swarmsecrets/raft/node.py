@@ -377,18 +377,21 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         if self._isLeader():
             self._hand_over()
 
-    def _hand_over(self) -> None:
+    def _hand_over(self, why: str = "this member cannot persist") -> None:
         """A leader that cannot persist steps down now, before the next commit count (SyncObj
         counts the leader itself toward every commit, and its copy is not on disk), and asks its
         most caught-up follower to stand at once (TimeoutNow), so a member that can persist
         leads after one round trip instead of an election timeout. While the disk stays full
-        this member neither votes nor stands (see _onTick and _SyncObj__onMessageReceived)."""
+        this member neither votes nor stands (see _onTick and _SyncObj__onMessageReceived).
+        A leader about to stop hands over the same way (RaftNode.hand_over): having stepped down
+        it appends nothing more, and the TimeoutNow follows every entry it sent on the same link."""
         match = self._SyncObj__raftMatchIndex
         ready = [n for n in self._SyncObj__otherNodes if self.isNodeConnected(n)]
         if ready:
             best = max(ready, key=lambda n: match.get(n, 0))
             self._SyncObj__transport.send(best, {"type": "timeout_now", "term": self.raftCurrentTerm})
-        log.warning("raft: stepping down as leader: this member cannot persist")
+        log.log(logging.WARNING if self.disk_full is not None else logging.INFO,
+                "raft: stepping down as leader: %s", why)
         self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
         self._SyncObj__raftLeader = None
 
@@ -990,6 +993,25 @@ class RaftNode:
             if addr == self.self_addr and self.status().is_leader:
                 self.transfer_leadership(max(deadline - self.clock(), 0.01))
             self._change("rem", addr, max(deadline - self.clock(), 0.01))
+
+    def hand_over(self, timeout: float) -> None:
+        """If this node leads, stop leading at once and let the most caught-up follower stand, as a
+        leader out of disk space does (``_hand_over``); for a member about to stop, even under
+        writes. Waits until another member leads: Unavailable after ``timeout``, or at once when no
+        other member is reachable (e.g. they are stopping too)."""
+        so = self._require()
+        if not self.status().is_leader:
+            return
+        self.call_in_loop(functools.partial(so._hand_over, "this member is stopping"))
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            st = self.status()
+            if st.leader is not None and st.leader != self.self_addr:
+                return
+            if not st.reachable - {self.self_addr}:
+                raise Unavailable("no other raft member is reachable to hand leadership over to")
+            time.sleep(0.02)
+        raise Unavailable("no other raft member took leadership over in time")
 
     def transfer_leadership(self, timeout: float) -> None:
         """If this node leads, hand leadership to the most caught-up follower and wait for it."""

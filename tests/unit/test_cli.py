@@ -334,6 +334,14 @@ def test_create_retries_unavailable_with_the_same_request_id(invoke: Any, fake: 
     assert len({q.request_id for q in reqs}) == 1
 
 
+def test_create_retries_what_a_stopping_daemon_cancelled(invoke: Any, fake: FakeDaemon) -> None:
+    fake.faults["CreateSecret"] = [(grpc.StatusCode.CANCELLED, "CANCELLED")]
+    r = invoke("secret", "create", "s1", "-", input="x")
+    assert (r.exit_code, r.stderr) == (0, "")
+    reqs = fake.calls("CreateSecret")
+    assert len(reqs) == 2 and len({q.request_id for q in reqs}) == 1
+
+
 def test_retry_gives_up_after_the_budget(invoke: Any, fake: FakeDaemon,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(client_mod, "RETRY", RetryPolicy(budget=0.5))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from swarmsecrets import errors
+from swarmsecrets.cli import client as cli_client
 from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
 from swarmsecrets.raft import RaftTiming
 from swarmsecrets.node.config import parse_args
@@ -39,7 +41,12 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
 def test_defaults_without_file_or_flags() -> None:
     c = parse_args([])
     assert (c.data_dir, c.host, c.log_level, c.secrets_root) == (
-        "/var/lib/swarmsecrets", "unix:///run/swarmsecrets/swarmsecrets.sock", "info", "/run/swarmsecrets")
+        "/var/lib/swarmsecrets", "unix:///run/swarmsecretsd/swarmsecretsd.sock", "info", "/run/swarmsecrets")
+    # The socket's directory is systemd's RuntimeDirectory (removed on stop): never the secrets root or in it.
+    socket_dir = os.path.dirname(c.socket_path)
+    assert os.path.commonpath([socket_dir, c.secrets_root]) not in (socket_dir, c.secrets_root)
+    assert cli_client.DEFAULT_HOST == c.host
+    assert c.group == ""
     assert c.dev_allow_non_tmpfs is False and c.dispatcher_heartbeat == HEARTBEAT_PERIOD
     assert c.timing() == RaftTiming()
 
@@ -93,9 +100,15 @@ def test_bad_file_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     (["--raft-election-max", "0.3"], "invalid raft settings: raft timing"),
     (["--config", "/nonexistent/d.toml"], "cannot read config /nonexistent/d.toml"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["-G", "no-such-group-here"], "invalid --group: group no-such-group-here not found"),
 ])
 def test_bad_flags_are_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     assert message in refused(argv, capsys)
+
+
+def test_group_by_name_or_id() -> None:
+    assert parse_args(["-G", "root"]).group == "root"
+    assert parse_args(["--group", "0"]).group == "0"
 
 
 def test_raft_address_rule() -> None:
