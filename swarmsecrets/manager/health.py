@@ -41,8 +41,7 @@ _PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 def serving(st: RaftStatus) -> bool:
     """Whether a manager in raft status ``st`` serves current data."""
-    return (st.leader is not None and len(st.reachable) * 2 > len(st.members)
-            and st.last_applied >= st.commit_index)
+    return st.leader is not None and st.has_quorum and st.last_applied >= st.commit_index
 
 
 class Health:

@@ -21,11 +21,6 @@ log = logging.getLogger("swarmsecrets.events")
 SAMPLE_PERIOD = 0.2
 
 
-def has_quorum(st: RaftStatus) -> bool:
-    members = set(st.members)
-    return len(members & st.reachable) * 2 > len(members)
-
-
 class RaftWatch:
     def __init__(self, status: Callable[[], RaftStatus], grace: float, clock: Callable[[], float]) -> None:
         self.status = status
@@ -49,7 +44,7 @@ class RaftWatch:
             self.leader = st.leader
         self.term = st.term
         now = self.clock()
-        if has_quorum(st):
+        if st.has_quorum:
             self._short_since = None
             if not self.quorum:
                 self.quorum = True

@@ -182,6 +182,11 @@ class RaftStatus:
     snapshot_disk_full: str = ""   # why the last snapshot found no room (writes go on)
     snapshot_index: int = 0        # the raft index the newest snapshot on disk holds; 0: none
 
+    @property
+    def has_quorum(self) -> bool:
+        """Whether this member reaches a majority of the group (itself included)."""
+        return len(set(self.members) & self.reachable) * 2 > len(self.members)
+
 
 @dataclass(frozen=True)
 class _ApplyFailure:
