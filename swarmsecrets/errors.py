@@ -14,6 +14,7 @@ imported here, so the raft log, the CLI and the daemon can all share these types
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
@@ -205,6 +206,23 @@ class NodeRemoved(PermissionDenied):
 
 def node_removed(node_id: str) -> NodeRemoved:
     return NodeRemoved(f"Permission denied: node {node_id} was removed from swarm")
+
+
+class ListenFailed(FailedPrecondition):
+    """This node cannot listen where it was told to: the port or socket is taken by another
+    process, or the address is not one of this host's."""
+
+
+def os_reason(e: OSError) -> str:
+    """An OSError's reason as Go words it, and so Docker: "address already in use"."""
+    text = os.strerror(e.errno) if e.errno else str(e)
+    return text[:1].lower() + text[1:]
+
+
+def listen_failed(network: str, addr: str, e: OSError) -> ListenFailed:
+    """Go's text for a failed listen, as ``docker swarm init`` prints it:
+    ``listen tcp 127.0.0.1:2377: bind: address already in use``."""
+    return ListenFailed(f"listen {network} {addr}: bind: {os_reason(e)}")
 
 
 def secret_not_found(ref: str) -> NotFound:

@@ -9,15 +9,18 @@ replaces ``LocalAPI`` alone; neither the node nor the CLI commands change.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
+import stat
 from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 
 from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
-from swarmsecrets import wire
+from swarmsecrets import errors, wire
 from swarmsecrets.rpcutil import MalformedRequests, rpc
 
 log = logging.getLogger(__name__)
@@ -151,6 +154,22 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
             nodes=i.nodes, managers=i.managers, error=i.error)
 
 
+def _served(path: str) -> bool:
+    """Whether ``path`` is a socket some process accepts on, or anything else that is not a socket:
+    neither may be replaced. A socket nobody serves is a stale one."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return True
+    except FileNotFoundError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
 class LocalAPI:
     """Serves the node and the local control service on ``socket_path``, a socket born 0600."""
 
@@ -161,9 +180,22 @@ class LocalAPI:
         control_pb2_grpc.add_ControlServicer_to_server(control, self._server)
 
     async def start(self) -> None:
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        if os.path.exists(self.path):  # a stale socket of an earlier run
-            os.unlink(self.path)
+        """Listen on the socket; ``errors.ListenFailed`` (Go's text, as dockerd's) when another daemon
+        serves it, or something that is not a socket is in its place."""
+        directory = os.path.dirname(self.path) or "."
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except FileExistsError:  # a file where the directory should be
+            raise errors.listen_failed("unix", self.path, OSError(errno.ENOTDIR, "")) from None
+        except OSError as e:
+            raise errors.listen_failed("unix", self.path, e) from None
+        if _served(self.path):
+            raise errors.listen_failed("unix", self.path, OSError(errno.EADDRINUSE, ""))
+        try:
+            if os.path.exists(self.path):  # a stale socket of an earlier run
+                os.unlink(self.path)
+        except OSError as e:
+            raise errors.listen_failed("unix", self.path, e) from None
         old_umask = os.umask(0o177)  # born 0600: only root's CLI may connect
         try:
             self._server.add_insecure_port("unix:" + self.path)
