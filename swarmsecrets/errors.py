@@ -237,6 +237,12 @@ def secret_exists(name: str) -> AlreadyExists:
     return AlreadyExists(f"secret {name} already exists")
 
 
+def service_exists(name: str) -> AlreadyExists:
+    """SwarmKit's text: its store's "name conflicts with an existing object", which older clients
+    match on, then the service's name."""
+    return AlreadyExists(f"name conflicts with an existing object: service {name} already exists")
+
+
 def node_not_found(ref: str) -> NotFound:
     return NotFound(f"node {ref} not found")
 
