@@ -139,7 +139,10 @@ def test_a_request_that_does_not_parse_is_invalid_argument(tmp_path: Path) -> No
 def test_a_file_that_is_not_a_socket_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "swarmsecrets.sock"
     path.write_text("not ours")
-    api = LocalAPI(str(path), RecordingNode(), control_pb2_grpc.ControlServicer())
+
+    async def start() -> None:
+        await LocalAPI(str(path), RecordingNode(), control_pb2_grpc.ControlServicer()).start()
+
     with pytest.raises(errors.ListenFailed, match=f"^listen unix {path}: bind: address already in use$"):
-        asyncio.run(api.start())
+        asyncio.run(start())
     assert path.read_text() == "not ours"
