@@ -111,6 +111,7 @@ def test_bad_file_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
      "raft.election_min = 0.4 (default), --raft-election-max 0.3: need 0 < 3 * heartbeat < "),
     (["--config", "/nonexistent/d.toml"], 'cannot read --config "/nonexistent/d.toml": no such file or directory'),
     (["--config", ""], 'cannot read --config "": no such file or directory'),
+    (["--config", "/"], 'cannot read --config "/": is a directory'),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ])
 def test_bad_flags_are_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
