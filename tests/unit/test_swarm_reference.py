@@ -13,7 +13,9 @@ update request carries neither). Cases we deliberately answer differently:
     hex, which we refuse with a hint; what Go itself cannot parse gets docker/cli's exact text;
   - a uid or gid that is not numeric is refused here (docker/cli passes it on and the task fails);
   - the daemon's errors reach the user as ``Error response from daemon: <text>``, without gRPC's
-    ``rpc error: code = ... desc =`` that Docker's CLI shows before SwarmKit's text.
+    ``rpc error: code = ... desc =`` that Docker's CLI shows before SwarmKit's text;
+  - a wrong number of arguments gets docker/cli's text on one line (docker adds the usage and the
+    command's summary below it) and exit status 2, as every usage error here (docker: 1).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pytest
 
 from swarmsecrets import errors, ids, validation
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.cli import main as cli_main
 from swarmsecrets.manager import state
 from tests.unit.managerkit import Swarm, aborted, control, ctx, run
 
@@ -421,3 +424,22 @@ def test_duplicate_targets_on_the_command_line() -> None:
     refs = [validation.parse_secret_spec(v) for v in ("src=a,target=t", "src=b,target=t")]
     with pytest.raises(errors.InvalidArgument, match="^duplicate secret target for b not allowed$"):
         validation.check_duplicate_targets(refs)
+
+
+# --- docker/cli TestSecretCreateErrors, TestSecretListErrors, TestSecretRemoveErrors,
+# TestSecretInspectErrors: the number of arguments, checked before the daemon is asked ---------------
+
+@pytest.mark.parametrize(("argv", "message"), [
+    pytest.param(["secret", "create", "too", "many", "arguments"],
+                 '"swarmsecrets secret create" requires at least 1 and at most 2 arguments.',
+                 id="TestSecretCreateErrors: too many arguments"),
+    pytest.param(["secret", "ls", "foo"], '"swarmsecrets secret ls" accepts no arguments.',
+                 id="TestSecretListErrors: an argument"),
+    pytest.param(["secret", "rm"], '"swarmsecrets secret rm" requires at least 1 argument.',
+                 id="TestSecretRemoveErrors: no argument"),
+    pytest.param(["secret", "inspect"], '"swarmsecrets secret inspect" requires at least 1 argument.',
+                 id="TestSecretInspectErrors: no argument"),
+])
+def test_argument_counts(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main.run(["-H", "unix:///nonexistent/swarmsecrets.sock", *argv]) == 2
+    assert capsys.readouterr().err == f"{message} See 'swarmsecrets {' '.join(argv[:2])} --help'.\n"
