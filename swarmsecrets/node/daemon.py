@@ -848,7 +848,6 @@ class Node:
             validation.validate_addr(listen, 0)
             raft_addr = validation.raft_addr_for(advertise, options.raft_addr)
             availability = validation.parse_join_availability(options.availability)
-            check_listen(listen, raft_addr)
             async with self._undo():
                 self.dir.wipe()
                 self.dir.ensure()
