@@ -237,7 +237,8 @@ def _describe(err: ValidationError, flags: dict[tuple[str, ...], Any], source: s
             continue
         seen.add(loc)
         if e["type"] == "extra_forbidden":
-            section = DaemonConfig if len(loc) == 1 else RaftSettings
+            table = _field(loc[:-1]) if len(loc) > 1 else None
+            section = table.annotation if table is not None else DaemonConfig
             prefix = "".join(f"{p}." for p in loc[:-1])
             parts.append(f"unknown key {'.'.join(loc)} = {_toml(e['input'])} in {source}: "
                          f"expected one of {_keys(section, prefix)}")
