@@ -174,6 +174,13 @@ def _guarded(handler: Any, method: str) -> Any:
 
     if handler.response_streaming:
         behavior = handler.unary_stream
+        if not inspect.isasyncgenfunction(behavior):  # a stream written with context.write()
+            async def writes(request: Any, context: grpc.aio.ServicerContext) -> None:
+                if request is _MALFORMED:
+                    await abort(context, err)
+                await behavior(request, context)
+
+            return handler._replace(request_deserializer=deserialize, unary_stream=writes)
 
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if request is _MALFORMED:
@@ -203,3 +210,32 @@ def format_ts(ns: int) -> str:
     secs, frac = divmod(int(ns), 10**9)
     base = datetime.datetime.fromtimestamp(secs, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{base}.{frac:09d}Z"
+
+
+# Runs around each call of a wrapped handler; ``unary``: the call answers with one message.
+Around = Callable[[grpc.aio.ServicerContext, bool], contextlib.AbstractAsyncContextManager[None]]
+
+
+def wrap_handler(handler: Any, around: Around) -> Any:
+    """``handler`` with each call run inside ``around(context, unary)``, whatever its kind (unary or
+    streaming, a coroutine or an async generator)."""
+    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            return handler._replace(**{kind: _wrap(behavior, around, unary=not handler.response_streaming)})
+    return handler
+
+
+def _wrap(behavior: Callable[..., Any], around: Around, unary: bool) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async with around(context, unary):
+                async with contextlib.aclosing(behavior(request, context)) as items:
+                    async for item in items:
+                        yield item
+        return stream
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async with around(context, unary):
+            return await behavior(request, context)
+    return call

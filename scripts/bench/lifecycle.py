@@ -140,8 +140,8 @@ def cert_lives(m: Node) -> dict[str, int]:
     """Each node's recorded certificate life in seconds (notAfter - now), by node id."""
     nodes = m.control().ListNodes(control_pb2.ListNodesRequest(), timeout=30).nodes
     now = time.time()
-    return {n.id: int(datetime.datetime.fromisoformat(n.description.tls_info.cert_not_after).timestamp() - now)
-            if n.description.tls_info.cert_not_after else 0 for n in nodes}
+    return {n.id: int(datetime.datetime.fromisoformat(n.tls_info.cert_not_after).timestamp() - now)
+            if n.tls_info.cert_not_after else 0 for n in nodes}
 
 
 def key_ring(m: Node, unlock_key: str) -> tuple[bytes, ...]:

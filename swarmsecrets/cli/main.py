@@ -8,7 +8,7 @@ import sys
 import click
 
 from swarmsecrets import __version__
-from swarmsecrets.cli import node, secret, service, swarm
+from swarmsecrets.cli import info, node, secret, service, swarm
 from swarmsecrets.cli.client import DEFAULT_HOST, Client
 
 
@@ -29,7 +29,7 @@ cli.add_command(secret.secret)
 cli.add_command(swarm.swarm)
 cli.add_command(node.node)
 cli.add_command(service.service)
-cli.add_command(swarm.info)
+cli.add_command(info.info)
 
 
 def _plural(n: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
 from swarmsecrets import errors, validation
@@ -92,13 +94,59 @@ def node_row(n: objects_pb2.Node, self_id: str) -> Row:
     }, HEADERS)
 
 
+NodeFilter = Callable[[objects_pb2.Node], bool]
+
+
+def node_filter(args: tuple[str, ...]) -> NodeFilter:
+    """docker's ``node ls -f``: ``id`` and ``name`` (hostname) match by prefix, ``role`` and ``membership``
+    exactly, several values of one of these OR'd; every ``node.label=KEY[=VALUE]`` must hold; nodes
+    here have no engine labels, so a ``label`` filter matches none."""
+    by_key: dict[str, list[str]] = {}
+    for arg in args:
+        if not arg:
+            continue
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise CLIError("bad format of filter (expected name=value)")
+        key = key.strip().lower()
+        if key not in ("id", "name", "role", "membership", "node.label", "label"):
+            raise CLIError(f"invalid filter '{key}'")
+        by_key.setdefault(key, []).append(value.strip())
+    for role in by_key.get("role", []):
+        if role.lower() not in ("manager", "worker"):
+            raise CLIError(f"Invalid role filter: '{role}'")
+    for membership in by_key.get("membership", []):
+        if membership.lower() not in ("accepted", "pending"):
+            raise CLIError(f"Invalid membership filter: '{membership}'")
+
+    def match(n: objects_pb2.Node) -> bool:
+        checks = {
+            "id": lambda v: n.id.startswith(v),
+            "name": lambda v: n.description.hostname.startswith(v),
+            "role": lambda v: n.spec.role == v.lower(),
+            "membership": lambda v: v.lower() == "accepted",
+        }
+        if not all(any(check(v) for v in by_key[k]) for k, check in checks.items() if k in by_key):
+            return False
+        for label in by_key.get("node.label", []):
+            k, sep, v = label.partition("=")
+            if k not in n.spec.labels or (sep and n.spec.labels[k] != v):
+                return False
+        return "label" not in by_key
+
+    return match
+
+
 @node.command("ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only display IDs.")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="filter",
+              help="Filter output based on conditions provided (id, name, role, membership, node.label).")
 @click.option("--format", "fmt", default="", help="'table', 'table TEMPLATE', 'json' or a Go template.")
 @click.pass_obj
-def ls(client: Client, quiet: bool, fmt: str) -> None:
+def ls(client: Client, quiet: bool, filters: tuple[str, ...], fmt: str) -> None:
     """List nodes in the swarm."""
-    nodes = client.call(client.control.ListNodes, control_pb2.ListNodesRequest()).nodes
+    wanted = node_filter(filters)
+    nodes = [n for n in client.call(client.control.ListNodes, control_pb2.ListNodesRequest()).nodes if wanted(n)]
     self_id = client.call(client.swarm.Info, swarm_pb2.InfoRequest()).node_id if nodes and not quiet else ""
     rows = [node_row(n, self_id) for n in natural_sorted(nodes, key=lambda n: n.description.hostname)]
     header = Row("node.nodeContext", {}, HEADERS)
@@ -199,16 +247,28 @@ def inspect(client: Client, pretty: bool, fmt: str, refs: tuple[str, ...]) -> No
 
 @node.command("update")
 @click.option("--availability", default="", metavar="active|pause|drain", help="Availability of the node.")
+@click.option("--label-add", "label_add", multiple=True, metavar="list",
+              help="Add or update a node label (key=value).")
+@click.option("--label-rm", "label_rm", multiple=True, metavar="list", help="Remove a node label if exists.")
 @click.argument("ref", metavar="NODE")
 @click.pass_obj
-def update(client: Client, availability: str, ref: str) -> None:
+def update(client: Client, availability: str, label_add: tuple[str, ...], label_rm: tuple[str, ...],
+           ref: str) -> None:
     """Update a node."""
+    labels: dict[str, str] = {}
+    for label in label_add:
+        try:
+            key, value = validation.parse_label(label)
+        except errors.SwarmError as e:
+            raise CLIError(f'invalid argument "{label}" for "--label-add" flag: {e.message}') from None
+        labels[key] = value
     if availability:
         try:
             availability = validation.parse_availability(availability)
         except errors.SwarmError as e:
             raise CLIError(e.message) from None
-    client.write(client.control.UpdateNode, control_pb2.UpdateNodeRequest(node_id=ref, availability=availability))
+    client.write(client.control.UpdateNode, control_pb2.UpdateNodeRequest(
+        node_id=ref, availability=availability, label_add=labels, label_rm=label_rm))
     click.echo(ref)
 
 

@@ -61,6 +61,10 @@ Service Mode:
 {{- else }}\tReplicated
  Replicas:\t{{ .ModeReplicatedReplicas }}
 {{- end }}
+{{- if .TaskPlacementConstraints }}
+Placement:
+ Constraints:\t{{ .TaskPlacementConstraints }}
+{{- end }}
 UpdateConfig:
  Action:\t{{ .UpdateAction }}
 ContainerSpec:
@@ -205,12 +209,14 @@ def wait_converged(client: Client, service_id: str, timeout: float) -> None:
               help="Numeric user (and group) to run as (default: nobody, 65534:65534).")
 @click.option("--update-action", default="restart", show_default=True, metavar="ACTION",
               help="On secret changes: restart, none or signal:SIG.")
+@click.option("--constraint", "constraints", multiple=True, metavar="list",
+              help="Placement constraints (node.id, node.hostname, node.role, node.labels.KEY; == or !=).")
 @detach_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def create(client: Client, name: str, mode: str, replicas: int | None, secrets: tuple[str, ...],
-           envs: tuple[str, ...], user: str, update_action: str, detach: bool, timeout: float,
-           command: tuple[str, ...]) -> None:
+           envs: tuple[str, ...], user: str, update_action: str, constraints: tuple[str, ...], detach: bool,
+           timeout: float, command: tuple[str, ...]) -> None:
     """Create a new service running COMMAND [ARG...]."""
     with local_rules():
         validation.validate_service_name(name)
@@ -221,7 +227,7 @@ def create(client: Client, name: str, mode: str, replicas: int | None, secrets: 
     refs = parse_secrets(secrets)
     spec = objects_pb2.ServiceSpec(
         name=name, mode=mode, replicas=0 if mode == "global" else (1 if replicas is None else replicas),
-        command=command, env=env, user=user, secrets=refs, update_action=action)
+        command=command, env=env, user=user, secrets=refs, update_action=action, constraints=constraints)
     resp = client.write(client.control.CreateService, control_pb2.CreateServiceRequest(spec=spec))
     click.echo(resp.service.id)
     if not detach:
@@ -233,15 +239,20 @@ def create(client: Client, name: str, mode: str, replicas: int | None, secrets: 
 @click.option("--secret-rm", "secret_rm", multiple=True, metavar="NAME", help="Remove a secret (by secret name).")
 @click.option("--replicas", type=click.IntRange(0, 2**64 - 1), default=None, help="Number of tasks.")
 @click.option("--force", is_flag=True, help="Restart the tasks even if nothing changed.")
+@click.option("--constraint-add", "constraint_add", multiple=True, metavar="list",
+              help="Add or update a placement constraint.")
+@click.option("--constraint-rm", "constraint_rm", multiple=True, metavar="list", help="Remove a constraint.")
 @detach_options
 @click.argument("name")
 @click.pass_obj
 def update(client: Client, secret_add: tuple[str, ...], secret_rm: tuple[str, ...], replicas: int | None,
-           force: bool, detach: bool, timeout: float, name: str) -> None:
+           force: bool, constraint_add: tuple[str, ...], constraint_rm: tuple[str, ...], detach: bool,
+           timeout: float, name: str) -> None:
     """Update a service: removals apply before additions, so one command can swap a secret."""
     req = control_pb2.UpdateServiceRequest(
         service_id=name, secret_rm=secret_rm, secret_add=parse_secrets(secret_add),
-        set_replicas=replicas is not None, replicas=replicas or 0, force=force)
+        set_replicas=replicas is not None, replicas=replicas or 0, force=force,
+        constraint_add=constraint_add, constraint_rm=constraint_rm)
     resp = client.write(client.control.UpdateService, req)
     click.echo(name)
     if not detach:
@@ -282,6 +293,8 @@ def service_struct(s: objects_pb2.Service) -> Struct:
                     "User": spec.user,
                     "Secrets": [_ref_struct(r) for r in spec.secrets],
                 }, omitempty=("Command", "Env", "User", "Secrets")),
+                **({"Placement": Struct("swarm.Placement", {"Constraints": list(spec.constraints)})}
+                   if spec.constraints else {}),
             }),
             "Mode": Struct("swarm.ServiceMode", {
                 "Replicated": None if is_global else Struct("swarm.ReplicatedService",
@@ -304,6 +317,7 @@ def _pretty_context(s: objects_pb2.Service) -> Struct:
         "IsModeGlobal": spec.mode == "global",
         "ModeReplicatedReplicas": spec.replicas,
         "UpdateAction": spec.update_action or "restart",
+        "TaskPlacementConstraints": list(spec.constraints),
         "ContainerCommand": list(spec.command),
         "ContainerEnv": _env_list(spec),
         "ContainerUser": spec.user,

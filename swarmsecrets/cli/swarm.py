@@ -1,4 +1,4 @@
-"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|data-key|update|ca`` and ``swarmsecrets info``:
+"""``swarmsecrets swarm init|join|join-token|leave|unlock|unlock-key|data-key|update|ca``:
 docker's texts, our command name."""
 
 from __future__ import annotations
@@ -279,6 +279,29 @@ def _cert_expiry(value: str) -> int:
     return int(seconds)
 
 
+def _int64(value: str, flag: str) -> int:
+    """An int64 flag's value, with pflag's errors."""
+    try:
+        n = int(value, 0) if value.strip() == value else int("x")
+    except ValueError:
+        raise CLIError(f'invalid argument "{value}" for "{flag}" flag: strconv.ParseInt: parsing "{value}": '
+                       "invalid syntax") from None
+    if not -2**63 <= n < 2**63:
+        raise CLIError(f'invalid argument "{value}" for "{flag}" flag: strconv.ParseInt: parsing "{value}": '
+                       "value out of range")
+    return n
+
+
+def _heartbeat_ms(value: str) -> int:
+    """Whole milliseconds of ``--dispatcher-heartbeat`` (at least 1)."""
+    seconds = _duration(value, "--dispatcher-heartbeat")
+    if seconds < 0:
+        raise CLIError("heartbeat time period cannot be a negative duration")
+    if seconds < 0.001:
+        raise CLIError("heartbeat time period must be at least 1ms")
+    return int(seconds * 1000)
+
+
 @swarm.command("update", cls=PflagCommand)
 @click.option("--autolock/--no-autolock", default=None,
               help="Change manager autolocking setting (true|false).")
@@ -287,22 +310,30 @@ def _cert_expiry(value: str) -> int:
 @click.option("--data-key-rotation-interval", "rotation", default=None, metavar="DURATION",
               help="Rotate the data key this often (e.g. 2160h; 0: only with 'swarm data-key --rotate' "
                    "or 'swarm unlock-key --rotate').")
+@click.option("--task-history-limit", "history", default=None, metavar="int",
+              help="Task history retention limit (default 5).")
+@click.option("--dispatcher-heartbeat", "heartbeat", default=None, metavar="duration",
+              help="Dispatcher heartbeat period (ns|us|ms|s|m|h) (default 5s).")
 @click.pass_obj
-def update(client: Client, autolock: bool | None, cert_expiry: str | None, rotation: str | None) -> None:
+def update(client: Client, autolock: bool | None, cert_expiry: str | None, rotation: str | None,
+           history: str | None, heartbeat: str | None) -> None:
     """Update the swarm."""
     expiry = _cert_expiry(cert_expiry) if cert_expiry is not None else 0
+    limit = None if history is None else _int64(history, "--task-history-limit")
+    heartbeat_ms = 0 if heartbeat is None else _heartbeat_ms(heartbeat)
     interval = None if rotation is None else _duration(rotation, "--data-key-rotation-interval")
     if interval is not None and (interval != 0 and interval < 1):
         raise CLIError("the data key rotation interval must be 0 or at least 1s")
     if interval is not None:
         client.write(client.control.SetDataKeyRotation,
                      control_pb2.SetDataKeyRotationRequest(interval_seconds=int(interval)))
-    if autolock is None and not expiry:
+    if autolock is None and not expiry and limit is None and not heartbeat_ms:
         click.echo("Swarm updated.")
         return
     was = client.call(client.control.GetCluster, control_pb2.GetClusterRequest()).cluster.autolock
     resp = client.write(client.control.UpdateCluster, control_pb2.UpdateClusterRequest(
-        autolock=was if autolock is None else autolock, node_cert_expiry_seconds=expiry))
+        autolock=was if autolock is None else autolock, node_cert_expiry_seconds=expiry,
+        task_history_retention_limit=limit, dispatcher_heartbeat_period_ms=heartbeat_ms))
     click.echo("Swarm updated.")
     if autolock and not was and resp.unlock_key:
         click.echo(unlock_instructions(resp.unlock_key), nl=False)
@@ -347,27 +378,6 @@ def _follow_rotation(client: Client, progress: control_pb2.RootCAProgress,
         click.echo("Operation continuing in background.")
         click.echo("Use `swarmsecrets swarm ca` to check progress.")
         raise SystemExit(0) from None
-
-
-@click.command("info")
-@click.pass_obj
-def info(client: Client) -> None:
-    """Display the swarm part of docker info for this node."""
-    i = client.call(client.swarm.Info, swarm_pb2.InfoRequest())
-    lines = [f"Swarm: {i.local_node_state}"]
-    if i.local_node_state != "inactive":
-        lines.append(f" NodeID: {i.node_id}")
-    if i.error:
-        lines.append(f" Error: {i.error}")
-    if i.local_node_state in ("active", "error"):
-        lines.append(f" Is Manager: {'true' if i.control_available else 'false'}")
-        if i.control_available:
-            lines += [f" ClusterID: {i.cluster_id}", f" Managers: {i.managers}", f" Nodes: {i.nodes}"]
-        lines.append(f" Node Address: {i.node_addr}")
-        if i.remote_managers:
-            lines.append(" Manager Addresses:")
-            lines += [f"  {a}" for a in sorted(i.remote_managers)]
-    click.echo("\n".join(lines))
 
 
 @swarm.command("backup")

@@ -1,7 +1,7 @@
 """Agent sessions and assignments, on the leader only.
 
 Every node that runs the worker agent has a session: workers, and managers that may take tasks.
-One session per node (heartbeat every 5 s ± 0.5 s; down after 3 missed) and
+One session per node (heartbeat every 5 s ± 10 %, the cluster's setting; down after 3 missed) and
 one assignments stream: COMPLETE first, then INCREMENTAL changes whose
 ``applies_to`` is the previous ``results_in``. A worker receives a secret only
 while one of its tasks references it, and a REMOVE when none does. The node is
@@ -16,7 +16,7 @@ import logging
 import random
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -43,6 +43,8 @@ STATUS_BATCH_DELAY = 0.02
 STATUS_ENTRY_BUDGET = 256 * 1024
 # How often idle streams re-check leadership and their node.
 IDLE_CHECK = 2.0
+# Assignments sent and not yet reported on, kept to time deliveries (the oldest are forgotten first).
+DELIVERIES_TRACKED = 10_000
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Session:
     node_id: str
     last_seen: float  # on the dispatcher's monotonic clock
     role: str = "worker"  # the node's role when the session began
+    period: float = HEARTBEAT_PERIOD  # the heartbeat period the node was last told
     session_id: str = field(default_factory=lambda: secrets.token_hex(16))
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -57,9 +60,19 @@ class Session:
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
+def heartbeat_of(cluster: state.Cluster | None, default: float) -> float:
+    """The dispatcher heartbeat period in seconds: the cluster's setting, else ``default`` (the flag)."""
+    if cluster is not None and cluster.dispatcher_heartbeat > 0:
+        return cluster.dispatcher_heartbeat / 1e9
+    return default
+
+
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def __init__(self, *, store: StoreReader, proposer: Proposer, authz: PeerAuthorizer, sealer: Sealer,
-                 heartbeat_period: float = HEARTBEAT_PERIOD, clock: Clock | None = None) -> None:
+                 heartbeat_period: float = HEARTBEAT_PERIOD, clock: Clock | None = None,
+                 on_delivery: Callable[[float], None] = lambda seconds: None) -> None:
+        """``on_delivery``: told, in seconds, how long each task assignment took from being sent to
+        its node to the node's first status report on it."""
         self.store = store
         self.proposer = proposer
         self.authz = authz
@@ -76,7 +89,15 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self._cache: tuple[int, dict[str, list[state.Task]], dict[str, state.Service]] = (-1, {}, {})
         self.loop = asyncio.get_running_loop()
         self.leader_since: float | None = None
-        self.heartbeat_period = heartbeat_period
+        self.default_heartbeat = heartbeat_period
+        self.on_delivery = on_delivery
+        self._sent_at: dict[tuple[str, int], float] = {}  # (task id, spec version) -> when it was sent
+
+    @property
+    def heartbeat_period(self) -> float:
+        """Seconds: the cluster's setting (``swarm update --dispatcher-heartbeat``), read at each use so
+        that a change applies at once; this manager's flag for a cluster that has none stored."""
+        return heartbeat_of(self.store.cluster, self.default_heartbeat)
 
     # --- change notification (called on the raft thread) ------------------------------------
 
@@ -141,7 +162,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         old = self.sessions.get(node_id)
         if old is not None:
             self._end(old)
-        session = self.sessions[node_id] = Session(node_id, last_seen=self.clock.monotonic(), role=record.role)
+        session = self.sessions[node_id] = Session(node_id, last_seen=self.clock.monotonic(), role=record.role,
+                                                   period=self.heartbeat_period)
         await self._set_node(state.UpdateNode(id=node_id, status="ready", hostname=request.hostname,
                                               engine_version=request.engine_version))
         # Changes applied while the caller holds a message count as unseen: they wake the next wait.
@@ -149,7 +171,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         roots = self._roots()
         expiry = self._cert_expiry()
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.store.manager_addrs(),
-                                heartbeat_period_ms=int(self.heartbeat_period * 1000), role=session.role,
+                                heartbeat_period_ms=int(session.period * 1000), role=session.role,
                                 node_cert_expiry_seconds=expiry, root_ca=roots)
         while not session.ended.is_set():
             await self._wait(seen)
@@ -189,8 +211,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     await self.proposer.propose(cmd, leader_only=term)
             except errors.SwarmError as e:
                 log.info("trusted roots of node %s not recorded yet: %s", s.node_id, e)
-        period = self.heartbeat_period + random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * (
-            self.heartbeat_period / HEARTBEAT_PERIOD)
+        s.period = self.heartbeat_period
+        period = s.period + random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * (s.period / HEARTBEAT_PERIOD)
         return pb.HeartbeatResponse(period_ms=int(period * 1000))
 
     @rpc
@@ -207,6 +229,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             except errors.InvalidArgument as e:
                 refused.append(e.message)
                 continue
+            sent = self._sent_at.pop((u.task_id, u.spec_version), None)
+            if sent is not None:
+                self.on_delivery(self.clock.monotonic() - sent)
             updates.append(state.TaskStatusUpdate(
                 task_id=u.task_id, state=u.status.state, message=validation.clip_status_text(u.status.message),
                 err=validation.clip_status_text(u.status.err), exit_code=u.status.exit_code,
@@ -294,9 +319,17 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             if seq > 0 and not changes:
                 continue
             kind = pb.AssignmentsMessage.COMPLETE if seq == 0 else pb.AssignmentsMessage.INCREMENTAL
+            self._sending([c.task for c in changes if c.action == pb.AssignmentChange.UPDATE and c.task.id])
             yield pb.AssignmentsMessage(type=kind, applies_to=str(seq) if seq else "", results_in=str(seq + 1),
                                         changes=changes)
             seq += 1
+
+    def _sending(self, tasks: list[pb.AssignedTask]) -> None:
+        now = self.clock.monotonic()
+        for t in tasks:
+            self._sent_at[(t.id, t.spec_version)] = now
+        while len(self._sent_at) > DELIVERIES_TRACKED:
+            del self._sent_at[next(iter(self._sent_at))]
 
     # --- what a node should hold ---------------------------------------------------------------
 
@@ -352,6 +385,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 self.stalled(now)
             last_tick = now
             await self.sweep(now)
+            interval = min(1.0, self.heartbeat_period / 2)  # the setting may have changed
 
     def stalled(self, now: float) -> None:
         """This process was stalled (paused, swapped): nobody could heartbeat to us meanwhile,
@@ -376,7 +410,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         grace = self.heartbeat_period * MISSED_HEARTBEATS
         try:
             for node_id, s in list(self.sessions.items()):
-                if now - s.last_seen > grace:
+                # Each node by the period it was told: one told a longer period before a change
+                # has until its next heartbeat to hear of the new one.
+                if now - s.last_seen > s.period * MISSED_HEARTBEATS:
                     self._end(s)
                     del self.sessions[node_id]
                     await self._set_node(_down(node_id))

@@ -9,7 +9,16 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from swarmsecrets import errors, wire
-from swarmsecrets.api.v1 import ca_pb2_grpc, control_pb2_grpc, dispatcher_pb2_grpc, raft_pb2_grpc
+from swarmsecrets.api.v1 import (
+    ca_pb2,
+    ca_pb2_grpc,
+    control_pb2,
+    control_pb2_grpc,
+    dispatcher_pb2,
+    dispatcher_pb2_grpc,
+    raft_pb2,
+    raft_pb2_grpc,
+)
 from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MANAGERS, PeerAuthorizer, raft_peer_verifier
 from swarmsecrets.ca.material import RaftContexts, Snapshot, TLSMaterial
@@ -20,6 +29,8 @@ from swarmsecrets.manager.controlapi import ControlAPI, ControlServicer
 from swarmsecrets.manager.datakey import DataKey
 from swarmsecrets.manager.dekrotation import DataKeyRotator, KeyedStateMachine
 from swarmsecrets.manager.dispatcher import Dispatcher
+from swarmsecrets.manager.health import Health, MembersOnly
+from swarmsecrets.manager.health import add_to_server as add_health
 from swarmsecrets.manager.nodeca import NodeCAService
 from swarmsecrets.manager.proposer import RaftProposer
 from swarmsecrets.manager.raftedge import ManagerRaft
@@ -35,6 +46,7 @@ from swarmsecrets.manager.state import (
     Store,
     UpdateNode,
 )
+from swarmsecrets.metrics import GrpcMetrics, Metrics
 from swarmsecrets.node.nodedir import NodeDir, NodeState
 from swarmsecrets.raft import RaftNode, RaftTiming
 from swarmsecrets.rpcutil import MalformedRequests, peer_certificate
@@ -43,6 +55,9 @@ log = logging.getLogger(__name__)
 
 # How often a manager retries recording its state version when it could not (no leader yet).
 ADVERTISE_RETRY = 2.0
+# The services of the TLS port, by their full names (for health and reflection).
+SERVICES = [m.DESCRIPTOR.services_by_name[name].full_name for m, name in (
+    (control_pb2, "Control"), (ca_pb2, "NodeCA"), (raft_pb2, "RaftMembership"), (dispatcher_pb2, "Dispatcher"))]
 
 
 class Manager:
@@ -54,13 +69,15 @@ class Manager:
                  previous_deks: tuple[bytes, ...] = (),
                  on_new_ca_key: Callable[[bytes, int], None] = lambda key, index: None,
                  save_roots: Callable[[bytes], None] | None = None,
-                 renew_now: Callable[[], None] = lambda: None) -> None:
+                 renew_now: Callable[[], None] = lambda: None, metrics: Metrics | None = None) -> None:
         """``material``: the node's identity, from memory (under autolock its key is on disk only
         sealed): the ports take it from there, never from a file, and follow its renewals.
         ``previous_deks``: the data keys of a rotation in progress (see ``dekrotation``).
         ``on_new_ca_key``, ``save_roots`` (default: write the CA file), ``renew_now``: the node's
-        part in a root CA rotation (see ``rootrotation.RootRotationFollower``)."""
+        part in a root CA rotation (see ``rootrotation.RootRotationFollower``). ``metrics``: the
+        daemon's, fed by raft, proposals, the dispatcher and every call on the TLS port."""
         self.dir = nodedir
+        self.metrics = metrics or Metrics()
         self.material = material
         self.state = state
         self.clock = SystemClock()
@@ -78,18 +95,20 @@ class Manager:
                                          data_dir=nodedir.raft_dir, tls=self.tls,
                                          state_machine=KeyedStateMachine(self.store, self.data_key,
                                                                          self._data_key_missing),
-                                         timing=timing),
-                                node_id=state.node_id)
+                                         timing=timing, observer=self.metrics.raft_observer()),
+                                node_id=state.node_id, on_proposal=self.metrics.observe_proposal)
         # Set by the node: fetch the ring from another manager (on the raft thread; see ``DataKey.missing``).
         self.on_missing_data_key: Callable[[], None] | None = None
         # About one election: how long a request waits for a leader before reporting none.
         self.proposer = RaftProposer(self.raft, self.store, self.clock, no_leader_grace=2 * timing.election_max)
         self.control = ControlAPI.build(store=self.store, proposer=self.proposer, members=self.proposer,
                                         sealer=self.data_key, ca=self.ca, node_id=state.node_id,
-                                        raft_addr=state.raft_addr, min_cert_expiry=min_cert_expiry)
+                                        raft_addr=state.raft_addr, min_cert_expiry=min_cert_expiry,
+                                        default_heartbeat=heartbeat_period)
         self.rotator = DataKeyRotator(self.store, self.proposer, self.data_key, self.clock)
         self.server: grpc.aio.Server | None = None
         self.dispatcher: Dispatcher | None = None
+        self.health: Health | None = None
         self.scheduler: Scheduler | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.heartbeat_period = heartbeat_period
@@ -138,13 +157,16 @@ class Manager:
         and run the leader-only loops (scheduler, worker liveness)."""
         loop = asyncio.get_running_loop()
         self.dispatcher = Dispatcher(store=self.store, proposer=self.proposer, authz=self.authz,
-                                     sealer=self.data_key, heartbeat_period=self.heartbeat_period, clock=self.clock)
+                                     sealer=self.data_key, heartbeat_period=self.heartbeat_period, clock=self.clock,
+                                     on_delivery=self.metrics.observe_delivery)
         scheduler = self.scheduler = Scheduler(self.store.view, self.proposer.leader_term, self._propose_decision,
                                                clock=self.clock.now_ns)
         applied = asyncio.Event()
+        health = self.health = Health(self.raft.status, SERVICES)
 
         def on_apply(event: Applied) -> None:
             loop.call_soon_threadsafe(scheduler.poke)
+            loop.call_soon_threadsafe(health.poke)
             loop.call_soon_threadsafe(applied.set)
             if isinstance(event.command, BeginDataKeyRotation):
                 loop.call_soon_threadsafe(self.rotator.poke)
@@ -154,7 +176,7 @@ class Manager:
         advertise = advertise_state_version(self.store, self.state.node_id, self.proposer.propose, applied)
         self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor()),
                        asyncio.create_task(advertise), asyncio.create_task(self.rotation.run()),
-                       asyncio.create_task(self.rotator.run())]
+                       asyncio.create_task(self.rotator.run()), asyncio.create_task(health.run())]
         # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert) derived from their
         # token's digest, the digest of the root that signs now; RPCs authorize only certificates
         # of a trusted root.
@@ -162,7 +184,8 @@ class Manager:
             return certs.bootstrap_ca_cert(certs.ca_digest(self.ca.signer().ca.cert_pem))
 
         creds = self.material.grpc_server_credentials(bootstrap)
-        server = grpc.aio.server(options=wire.TLS_SERVER_OPTIONS, interceptors=[MalformedRequests()])
+        server = grpc.aio.server(options=wire.TLS_SERVER_OPTIONS, interceptors=[
+            GrpcMetrics(self.metrics), MembersOnly(self.authz), MalformedRequests()])
         control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(self.control_for_manager), server)
         ca_pb2_grpc.add_NodeCAServicer_to_server(NodeCAService(
             store=self.store, proposer=self.proposer, ca=self.ca, authz=self.authz, sealer=self.data_key,
@@ -170,6 +193,7 @@ class Manager:
         raft_pb2_grpc.add_RaftMembershipServicer_to_server(
             RaftMembershipService(self.store, self.proposer, self.proposer, self.authz), server)
         dispatcher_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, server)
+        add_health(server, health, SERVICES)
         server.add_secure_port(self.state.listen_addr or self.state.advertise_addr, creds)
         await server.start()
         self.server = server

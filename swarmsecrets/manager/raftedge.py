@@ -3,9 +3,9 @@ raft library knows nothing of them). Who may speak raft with us is decided in ``
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
@@ -54,6 +54,8 @@ def _mapped(node_id: str) -> Iterator[None]:
 
 
 def _map_result(node_id: str, out: Future[Any], inner: Future[Any]) -> None:
+    if out.cancelled():  # its caller gave up (the client's deadline passed): nobody hears the result
+        return
     exc = inner.exception()
     if exc is None:
         out.set_result(inner.result())
@@ -65,9 +67,13 @@ class ManagerRaft:
     """The manager's raft member: a RaftNode whose calls raise swarmsecrets.errors, as the rest
     of the manager expects."""
 
-    def __init__(self, node: RaftNode, node_id: str = "") -> None:
+    def __init__(self, node: RaftNode, node_id: str = "",
+                 on_proposal: Callable[[float, str | None], None] = lambda seconds, failure: None) -> None:
+        """``on_proposal``: told of each proposal's outcome, with its duration in seconds and the
+        kind of raft error that failed it (None when it succeeded), on the thread that resolved it."""
         self.node = node
         self.node_id = node_id
+        self.on_proposal = on_proposal
 
     def start(self) -> None:
         self.node.start()
@@ -83,7 +89,14 @@ class ManagerRaft:
 
     def propose_async(self, command: dict[str, Any], timeout: float) -> Future[Any]:
         out: Future[Any] = Future()
-        self.node.propose_async(command, timeout).add_done_callback(functools.partial(_map_result, self.node_id, out))
+        started = time.monotonic()
+
+        def done(inner: Future[Any]) -> None:
+            exc = inner.exception()
+            self.on_proposal(time.monotonic() - started, type(exc).__name__ if exc is not None else None)
+            _map_result(self.node_id, out, inner)
+
+        self.node.propose_async(command, timeout).add_done_callback(done)
         return out
 
     @property

@@ -6,11 +6,15 @@ thread (a large swarm's plan must not stall the event loop that serves the contr
 dispatcher), on a frozen view, never under the store lock (apply goes on meanwhile).
 
 Replicated services spread their slots over Ready+Active nodes (fewest tasks first); global
-services get one task per such node. Managers are nodes like any other here, as in Docker Swarm:
-a manager is Ready only while its own worker agent holds a session with the leader, and a manager
-that must not run tasks has availability ``drain``. Tasks on a node that is down, drained or removed are
-shut down and their slots placed elsewhere; a paused node keeps what it runs but gets nothing
-new. A task whose command exits is restarted by its worker with backoff, not rescheduled.
+services get one task per such node; only nodes that satisfy every placement constraint of the
+service count (manager/constraint.py). A slot that no node can take gets a ``pending`` task whose
+error says why, in Swarm's words (``no suitable node (…)``), replaced by a placed task once a node
+fits; a task whose node no longer satisfies the constraints moves. Managers are nodes like any
+other here, as in Docker Swarm: a manager is Ready only while its own worker agent holds a
+session with the leader, and a manager that must not run tasks has availability ``drain``. Tasks
+on a node that is down, drained or removed are shut down and their slots placed elsewhere; a
+paused node keeps what it runs but gets nothing new. A task whose command exits is restarted
+by its worker with backoff, not rescheduled.
 """
 
 from __future__ import annotations
@@ -19,15 +23,15 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from swarmsecrets import errors, ids
+from swarmsecrets.manager import constraint
 from swarmsecrets.manager.state import TERMINAL_STATES, Command, Node, Schedule, Service, StateView, Task, TaskChange
+from swarmsecrets.manager.state.objects import DEFAULT_TASK_HISTORY
 
 log = logging.getLogger(__name__)
 
-# Finished tasks kept per service for `service ps` history.
-TASK_HISTORY = 5
 INTERVAL = 1.0
 COALESCE = 0.02
 
@@ -42,12 +46,37 @@ def keeps_tasks(node: Node | None) -> bool:
     return node is not None and node.status == "ready" and node.availability in ("active", "pause")
 
 
+def explain(nodes: Iterable[Node], constraints: list[constraint.Constraint]) -> str:
+    """Why no node fits, as Swarm's scheduler says it: each node counts against the first check it
+    fails (available for new tasks, then the constraints), the most common reason first."""
+    unavailable = unsatisfied = 0
+    for node in nodes:
+        if not eligible(node):
+            unavailable += 1
+        elif not constraint.node_matches(constraints, node):
+            unsatisfied += 1
+    reasons = []
+    if unavailable:
+        reasons.append((unavailable, f"{_nodes(unavailable)} not available for new tasks"))
+    if unsatisfied:
+        reasons.append((unsatisfied, f"scheduling constraints not satisfied on {_nodes(unsatisfied)}"))
+    reasons.sort(key=lambda r: -r[0])
+    detail = "; ".join(text for _, text in reasons)
+    return f"no suitable node ({detail})" if detail else "no suitable node"
+
+
+def _nodes(n: int) -> str:
+    return "1 node" if n == 1 else f"{n} nodes"
+
+
 def plan(view: StateView, now_ns: int) -> Schedule:
     nodes, tasks = view.nodes, view.tasks
+    history = view.cluster.task_history_limit if view.cluster is not None else DEFAULT_TASK_HISTORY
     ready = sorted(nid for nid, n in nodes.items() if eligible(n))
-    load = Counter(t.node_id for t in tasks.values() if t.desired_state == "running")
+    load = Counter(t.node_id for t in tasks.values() if t.desired_state == "running" and t.node_id)
     create: list[Task] = []
     update: list[TaskChange] = []
+    delete: list[str] = []
 
     def shutdown(task: Task) -> None:
         if task.state in TERMINAL_STATES:
@@ -65,44 +94,80 @@ def plan(view: StateView, now_ns: int) -> Schedule:
                            spec_version=svc.spec_version))
         load[node_id] += 1
 
+    def wait(svc: Service, slot: int, pending: list[Task], reason: str) -> None:
+        """The slot has no node: one pending task says why (a new one when the reason changed)."""
+        if pending and pending[0].err == reason:
+            delete.extend(t.id for t in pending[1:])
+            return
+        delete.extend(t.id for t in pending)
+        create.append(Task(id=ids.new_id(), service_id=svc.id, service_name=svc.name, slot=slot, node_id="",
+                           desired_state="running", state="pending", message="pending task scheduling",
+                           err=reason, status_ts=now_ns, spec_version=svc.spec_version))
+
     for svc in sorted(view.services.values(), key=lambda s: s.id):
+        try:
+            wanted = constraint.parse(svc.constraints)
+        except errors.SwarmError:  # checked when set: only a record from elsewhere could hold one
+            wanted = [constraint.Constraint("", True, "")]  # that no node satisfies
+
+        def fits(node: Node | None, wanted: list[constraint.Constraint] = wanted) -> bool:
+            return node is not None and constraint.node_matches(wanted, node)
+
         running = [t for t in tasks.values() if t.service_id == svc.id and t.desired_state == "running"]
+        # Pending tasks (no node yet) are replaced, never shut down: they never ran.
+        pending_by_slot: dict[int, list[Task]] = {}
+        for t in running:
+            if not t.node_id:
+                pending_by_slot.setdefault(t.slot, []).append(t)
+        running = [t for t in running if t.node_id]
+        candidates = [nid for nid in ready if fits(nodes[nid])]
         if svc.mode == "global":
             covered = set()
             for t in running:
-                if keeps_tasks(nodes.get(t.node_id)) and t.node_id not in covered:
+                node = nodes.get(t.node_id)
+                if keeps_tasks(node) and fits(node) and t.node_id not in covered:
                     covered.add(t.node_id)
                 else:
                     shutdown(t)
-            for nid in ready:
+            for nid in candidates:
                 if nid not in covered:
                     place(svc, 0, nid)
+            delete.extend(t.id for group in pending_by_slot.values() for t in group)
             continue
         by_slot: dict[int, list[Task]] = {}
         for t in running:
             by_slot.setdefault(t.slot, []).append(t)
+        reason = ""
         for slot in range(1, svc.replicas + 1):
             keep = None
             for t in sorted(by_slot.pop(slot, []), key=lambda t: t.created_at):
-                if keep is None and keeps_tasks(nodes.get(t.node_id)):
+                node = nodes.get(t.node_id)
+                if keep is None and keeps_tasks(node) and fits(node):
                     keep = t
                 else:
                     shutdown(t)
-            if keep is None and ready:
-                place(svc, slot, min(ready, key=lambda nid: (load[nid], nid)))
+            pending = sorted(pending_by_slot.pop(slot, []), key=lambda t: -t.created_at)
+            if keep is None and candidates:
+                place(svc, slot, min(candidates, key=lambda nid: (load[nid], nid)))
+            elif keep is None:
+                reason = reason or explain(nodes.values(), wanted)
+                wait(svc, slot, pending, reason)
+                continue
+            delete.extend(t.id for t in pending)
         for extra in by_slot.values():  # slots above the replica count
             for t in extra:
                 shutdown(t)
+        delete.extend(t.id for group in pending_by_slot.values() for t in group)
 
-    # History: drop the oldest finished tasks beyond TASK_HISTORY per service.
-    delete: list[str] = []
+    # History: drop the oldest finished tasks beyond the cluster's limit per service (negative: keep all).
     finished: dict[str, list[Task]] = {}
     for t in tasks.values():
         if t.desired_state != "running":
             finished.setdefault(t.service_id, []).append(t)
-    for group in finished.values():
-        group.sort(key=lambda t: t.updated_at)
-        delete += [t.id for t in group[:-TASK_HISTORY]]
+    if history >= 0:
+        for group in finished.values():
+            group.sort(key=lambda t: t.updated_at)
+            delete += [t.id for t in group[:max(len(group) - history, 0)]]
     return Schedule(create=tuple(create), update=tuple(update), delete=tuple(delete))
 
 

@@ -72,11 +72,15 @@ class DaemonConfig(_Schema):
         default=False, description="development only: allow a secrets root that is not tmpfs (secrets may reach disk)")
     dispatcher_heartbeat: float = Field(
         default=HEARTBEAT_PERIOD, gt=0,
-        description="managers: seconds between worker heartbeats when this manager leads; down after 3 missed")
+        description="managers: seconds between agents' heartbeats (down after 3 missed); seeds the cluster's "
+                    "setting at 'swarm init', which 'swarm update --dispatcher-heartbeat' changes")
     min_cert_expiry: float = Field(
         default=3600.0, gt=0,
         description="for tests only: managers: the shortest node certificate lifetime 'swarm update "
                     "--cert-expiry' accepts, in seconds (Docker's minimum, the default, is one hour)")
+    metrics_addr: str = Field(
+        default="", description="serve Prometheus metrics over plain HTTP at HOST:PORT /metrics (like dockerd's "
+                                "--metrics-addr; keep it on loopback or a private network); off when empty")
     raft: RaftSettings = Field(default=RaftSettings(), description="raft timers")
 
     @field_validator("host")
@@ -85,6 +89,16 @@ class DaemonConfig(_Schema):
         if not host.startswith(UNIX_SCHEME) or len(host) == len(UNIX_SCHEME):
             raise ValueError("expected a unix socket address, unix:///path/to.sock")
         return host
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _host_port(cls, addr: str) -> str:
+        if not addr:
+            return addr
+        host, sep, port = addr.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9323, got {addr!r}")
+        return addr
 
     @property
     def socket_path(self) -> str:

@@ -43,8 +43,10 @@ from swarmsecrets.manager.controlapi import ControlAPI
 from swarmsecrets.manager.datakey import unlock_key
 from swarmsecrets.manager.manager import Manager
 from swarmsecrets.manager.nodeca import certificate_record
+from swarmsecrets.metrics import Figures, Metrics
 from swarmsecrets.node.config import DaemonConfig
 from swarmsecrets.node import recovery
+from swarmsecrets.node.info import cluster_info, figures
 from swarmsecrets.node.localapi import Backedup, InitOptions, Initialized, JoinOptions, Joined, NodeInfo
 from swarmsecrets.node.nodedir import NodeDir, NodeState
 from swarmsecrets.node.renewal import REJOIN, Renewer
@@ -118,6 +120,7 @@ class Node:
         self.material: TLSMaterial | None = None
         self.renewer: Renewer | None = None  # runs while a manager or an agent does
         self._renewal_refused = ""  # why the swarm no longer admits this node, once renewal found out
+        self.metrics = Metrics(self.figures)  # this process's; served only with --metrics-addr
 
     @property
     def role(self) -> Role:
@@ -281,7 +284,7 @@ class Node:
         m = Manager(self.dir, self.state, dek, ca_key, self.material, self.config.timing(),
                     self.config.dispatcher_heartbeat, min_cert_expiry=self.config.min_cert_expiry,
                     previous_deks=previous_deks, on_new_ca_key=self._new_ca_key, save_roots=self._save_roots,
-                    renew_now=self._renew_for_rotation)
+                    renew_now=self._renew_for_rotation, metrics=self.metrics)
         m.store.subscribe(self._on_apply)
 
         def fetch_data_keys() -> None:  # on the raft thread
@@ -876,6 +879,8 @@ class Node:
                                                          manager=m.data_key.seal(str(manager_tok).encode())),
                             unlock_key=m.data_key.seal(unlock) if unlock else None,
                             key_id=m.data_key.key_id,
+                            # The flag seeds the cluster's setting; `swarm update` changes it from then on.
+                            dispatcher_heartbeat=int(self.config.dispatcher_heartbeat * 1e9),
                         ),
                         node=replace(self._self_node_record("manager"), availability=availability,
                                      cert_serial=record.serial, cert_not_after=record.not_after,
@@ -1008,4 +1013,10 @@ class Node:
             control_available=role is Role.MANAGER,
             node_addr=self.state.advertise_addr.rsplit(":", 1)[0],
             remote_managers=remote_managers, nodes=nodes, managers=managers,
+            cluster=cluster_info(self.manager) if self.manager is not None else None,
         )
+
+    def figures(self) -> Figures:
+        """What a metrics scrape reads (on the HTTP server's thread)."""
+        material = self.material
+        return figures(self.manager, material.current().certificate if material is not None else None)

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,6 +73,37 @@ class Backedup:
 
 
 @dataclass(frozen=True)
+class RaftMemberInfo:
+    node_id: str
+    raft_addr: str
+    addr: str
+    leader: bool
+    reachable: bool
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """A manager's view of the cluster's settings and of raft (durations in seconds)."""
+
+    task_history_limit: int
+    snapshot_interval: int
+    keep_old_snapshots: int
+    raft_heartbeat: float
+    raft_election_min: float
+    raft_election_max: float
+    dispatcher_heartbeat: float
+    cert_expiry: int
+    autolock: bool
+    root_rotation_in_progress: bool
+    raft_term: int
+    raft_leader: str  # node ID; "" when none is known
+    commit_index: int
+    applied_index: int
+    snapshot_index: int
+    raft_members: tuple[RaftMemberInfo, ...]
+
+
+@dataclass(frozen=True)
 class NodeInfo:
     local_node_state: str  # "inactive" | "active" | "locked", as Docker's LocalNodeState
     node_id: str = ""
@@ -82,6 +114,7 @@ class NodeInfo:
     nodes: int = 0
     managers: int = 0
     error: str = ""  # with local_node_state "error": why, and what to do
+    cluster: ClusterInfo | None = None  # managers only
 
 
 class NodeOperations(Protocol):
@@ -148,10 +181,17 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
     @rpc
     async def Info(self, request: swarm_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> swarm_pb2.InfoResponse:
         i = self.node.info()
-        return swarm_pb2.InfoResponse(
+        resp = swarm_pb2.InfoResponse(
             local_node_state=i.local_node_state, node_id=i.node_id, cluster_id=i.cluster_id,
             control_available=i.control_available, node_addr=i.node_addr, remote_managers=list(i.remote_managers),
             nodes=i.nodes, managers=i.managers, error=i.error)
+        c = i.cluster
+        if c is not None:
+            fields = {k: v for k, v in vars(c).items() if k != "raft_members"}
+            resp.MergeFrom(swarm_pb2.InfoResponse(**fields, raft_members=[
+                swarm_pb2.RaftMember(node_id=m.node_id, raft_addr=m.raft_addr, addr=m.addr, leader=m.leader,
+                                     reachable=m.reachable) for m in c.raft_members]))
+        return resp
 
 
 def _served(path: str) -> bool:
@@ -173,9 +213,12 @@ def _served(path: str) -> bool:
 class LocalAPI:
     """Serves the node and the local control service on ``socket_path``, a socket born 0600."""
 
-    def __init__(self, socket_path: str, node: NodeOperations, control: control_pb2_grpc.ControlServicer) -> None:
+    def __init__(self, socket_path: str, node: NodeOperations, control: control_pb2_grpc.ControlServicer,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
+        """``interceptors``: run before the others (e.g. the daemon's gRPC metrics)."""
         self.path = socket_path
-        self._server = grpc.aio.server(options=wire.LOCAL_SERVER_OPTIONS, interceptors=[MalformedRequests()])
+        self._server = grpc.aio.server(options=wire.LOCAL_SERVER_OPTIONS,
+                                       interceptors=[*interceptors, MalformedRequests()])
         swarm_pb2_grpc.add_SwarmServicer_to_server(SwarmService(node), self._server)
         control_pb2_grpc.add_ControlServicer_to_server(control, self._server)
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from swarmsecrets import __version__, errors
 from swarmsecrets.logfmt import setup_logging
 from swarmsecrets.manager.controlapi import ControlServicer
+from swarmsecrets.metrics import GrpcMetrics, Metrics, MetricsServer
 from swarmsecrets.node.config import DaemonConfig, parse_args
 from swarmsecrets.node.daemon import Node
 from swarmsecrets.node.localapi import LocalAPI
@@ -27,9 +28,13 @@ log = logging.getLogger("swarmsecretsd")
 async def serve(config: DaemonConfig) -> None:
     """Run until SIGTERM or SIGINT: serve the CLI at once, then resume the role the data dir records."""
     node = Node(config)
-    api = LocalAPI(config.socket_path, node, ControlServicer(node.local_control))
+    metrics_server = serve_metrics(node.metrics, config.metrics_addr) if config.metrics_addr else None
+    api = LocalAPI(config.socket_path, node, ControlServicer(node.local_control),
+                   interceptors=[GrpcMetrics(node.metrics)])
     await api.start()
     log.info("listening on %s (version %s, data dir %s)", config.host, __version__, node.dir.root)
+    if metrics_server is not None:
+        log.info("metrics on http://%s/metrics", config.metrics_addr)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -42,7 +47,18 @@ async def serve(config: DaemonConfig) -> None:
     log.info("shutting down")
     await api.stop(grace=1.0)
     await node.shutdown()
+    if metrics_server is not None:
+        metrics_server.stop()
     log.info("stopped")
+
+
+def serve_metrics(metrics: Metrics, addr: str) -> MetricsServer:
+    try:
+        return MetricsServer(metrics, addr)
+    except OSError as e:  # said the way dockerd says it, and nothing else starts
+        reason = os.strerror(e.errno).lower() if e.errno else str(e)
+        log.error("metrics: listen tcp %s: bind: %s", addr, reason)
+        raise SystemExit(1) from None
 
 
 _PR_SET_DUMPABLE = 4

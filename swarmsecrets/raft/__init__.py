@@ -17,7 +17,7 @@ from swarmsecrets.raft.errors import (
     Unavailable,
     UnknownOutcome,
 )
-from swarmsecrets.raft.node import RaftNode, RaftStatus, RaftTiming, RaftTLS, RaftTuning, StateMachine
+from swarmsecrets.raft.node import RaftNode, RaftObserver, RaftStatus, RaftTiming, RaftTLS, RaftTuning, StateMachine
 from swarmsecrets.raft.recovery import force_new_cluster, seed
 from swarmsecrets.raft.transport import Admission, Peer, PeerVerifier, TLSConfig
 
@@ -31,6 +31,7 @@ __all__ = [
     "PeerVerifier",
     "RaftError",
     "RaftNode",
+    "RaftObserver",
     "RaftStatus",
     "RaftTLS",
     "RaftTiming",

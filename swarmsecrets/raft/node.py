@@ -126,6 +126,19 @@ class RaftTuning:
     snapshot_interval: float = 600.0
 
 
+def _ignore(seconds: float) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class RaftObserver:
+    """Measurements a host may take of its member (for metrics): each callback gets a duration in
+    seconds, runs on the thread that measured it (the raft thread) and must return at once."""
+
+    fsync: Callable[[float], None] = _ignore      # one group commit: the journal made durable
+    snapshot: Callable[[float], None] = _ignore   # one snapshot, from its start to its file in place
+
+
 @dataclass(frozen=True)
 class RaftTLS:
     """Mutual TLS of the raft port. Both contexts must require and verify the peer's certificate
@@ -167,6 +180,7 @@ class RaftStatus:
     disk_full: str = ""
     disk_full_episodes: int = 0    # times this member ran out of room since it started
     snapshot_disk_full: str = ""   # why the last snapshot found no room (writes go on)
+    snapshot_index: int = 0        # the raft index the newest snapshot on disk holds; 0: none
 
 
 @dataclass(frozen=True)
@@ -325,12 +339,14 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
             if self.disk_full is not None and self.clock() < self._disk_retry_at:
                 self._hold_acks()
                 return
+            started = time.monotonic()
             try:
                 journal.persist()
             except DiskFull as e:
                 self._no_room(str(e))
                 self._hold_acks()
                 return
+            self._owner.observer.fsync(time.monotonic() - started)
             if self.disk_full is not None:
                 log.warning("raft: this member can persist again: it accepts writes and acknowledges "
                             "entries again")
@@ -614,7 +630,8 @@ class RaftNode:
 
     def __init__(self, *, self_addr: str, members: list[str], data_dir: str, tls: TLSConfig,
                  state_machine: StateMachine, timing: RaftTiming = RaftTiming(),
-                 tuning: RaftTuning = RaftTuning(), clock: Callable[[], float] = time.monotonic) -> None:
+                 tuning: RaftTuning = RaftTuning(), clock: Callable[[], float] = time.monotonic,
+                 observer: RaftObserver = RaftObserver()) -> None:
         """``clock`` is read wherever this library measures time (proposal deadlines, election
         stickiness, handshake and snapshot timeouts). pysyncobj's own election timers read
         time.monotonic, so a clock handed in must keep its pace and epoch (e.g. a test's offset)."""
@@ -627,6 +644,7 @@ class RaftNode:
         self.state_machine = state_machine
         self.timing = timing
         self.tuning = tuning
+        self.observer = observer
         self.data_dir = data_dir
         self.apply_errors = 0
         self._members_arg = sorted(set(members) | {self_addr})
@@ -655,7 +673,8 @@ class RaftNode:
         try:
             snapshots = SnapshotStore(os.path.join(self.data_dir, "raft.snapshot"),
                                       self.state_machine.snapshot, self.state_machine.restore,
-                                      SNAPSHOT_CHUNK_BYTES, backlog=self._backlog, clock=self.clock)
+                                      SNAPSHOT_CHUNK_BYTES, backlog=self._backlog, clock=self.clock,
+                                      on_written=self.observer.snapshot)
             _align_journal(journal, snapshots)
             persisted = journal.get_members()
             members = persisted or self._members_arg
@@ -908,7 +927,13 @@ class RaftNode:
             disk_full=so.disk_full or "",
             disk_full_episodes=so.disk_full_episodes,
             snapshot_disk_full=self._snapshot_full(so),
+            snapshot_index=self._snapshot_index(so),
         )
+
+    @staticmethod
+    def _snapshot_index(so: _RaftSyncObj) -> int:
+        pair = so._snapshots.pair
+        return int(pair[1][1]) if pair is not None else 0
 
     @staticmethod
     def _snapshot_full(so: _RaftSyncObj) -> str:

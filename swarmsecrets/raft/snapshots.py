@@ -115,8 +115,11 @@ class SnapshotStore:
     """
 
     def __init__(self, path: str, snapshot: Callable[[], Any], restore: Callable[[Any], None],
-                 chunk_size: int, backlog: Callable[[Any], int], clock: Clock = time.monotonic) -> None:
+                 chunk_size: int, backlog: Callable[[Any], int], clock: Clock = time.monotonic,
+                 on_written: Callable[[float], None] = lambda seconds: None) -> None:
+        """``on_written``: told how long each snapshot took, from its start to its file in place."""
         self.path = path
+        self._on_written = on_written
         self._clock = clock
         self._snapshot = snapshot
         self._restore = restore
@@ -166,6 +169,7 @@ class SnapshotStore:
             return SERIALIZER_STATE.FAILED, self._job_id
         self.pair = self._job_pair
         self._room_again()
+        self._on_written(self._clock() - self._started)
         return SERIALIZER_STATE.SUCCESS, self._job_id
 
     def _no_room(self, why: str) -> None:

@@ -160,11 +160,17 @@ class Agent:
 
     async def _heartbeats(self, stub: Any, session_id: str, period_ms: int) -> None:
         period = period_ms / 1000 if period_ms else 5.0
+        told = period
+        log.info("heartbeat period: %gs", told)
         while True:
             await asyncio.sleep(period)
             resp = await stub.Heartbeat(pb.HeartbeatRequest(session_id=session_id, trust_roots=self.trust_roots()),
                                         timeout=5)
             period = resp.period_ms / 1000 if resp.period_ms else period
+            # The leader jitters each period by up to 10 %: a larger change is the swarm's new setting.
+            if not 0.8 <= period / told <= 1.25:
+                told = period
+                log.info("heartbeat period: %gs", told)
 
     async def _reporter(self, stub: Any, session_id: str) -> None:
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import grpc
 import pytest
 
 from swarmsecrets import rpcutil, wire
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
+from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 from swarmsecrets.ca import certs
 from tests.framework import Cluster, Node, wait_until
 
@@ -226,6 +227,77 @@ def test_a_worker_gets_only_its_own_assignments(fleet: Cluster) -> None:
             control_pb2_grpc.ControlStub(ch_other).ListSecrets(control_pb2.ListSecretsRequest(), timeout=10)
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     m1.ok("service", "rm", "pinned")
+
+
+# --- placement and cluster settings ------------------------------------------------------------------
+
+def _tasks(m: Node, service: str) -> list[objects_pb2.Task]:
+    return [t for t in m.control().ListTasks(control_pb2.ListTasksRequest(service_id=service), timeout=10).tasks
+            if t.desired_state == "running"]
+
+
+def test_constraints_place_tasks_by_node_labels_and_say_why_not(fleet: Cluster) -> None:
+    """A label on w1; a service constrained to it runs only there; one whose constraint no node
+    satisfies shows Swarm's pending reason in `service ps`, and runs once the constraint goes."""
+    m1 = fleet.managers[0]
+    w1, w2 = fleet.workers
+    w1_id, w2_id = node_id(w1), node_id(w2)
+    assert m1.ok("node", "update", "--label-add", "zone=east", "--label-add", "tier", w1_id).strip() == w1_id
+    labels = m1.control().GetNode(control_pb2.GetNodeRequest(node_id=w1_id), timeout=10).node.spec.labels
+    assert dict(labels) == {"zone": "east", "tier": ""}
+    assert m1.fails("node", "update", "--label-rm", "nope", w1_id).endswith("key nope doesn't exist in node's labels")
+    assert m1.fails("service", "create", "-d", "--name", "bad", "--constraint", "node.labels.zone=east", "--",
+                    "sleep", "600").endswith("constraint expected one operator from ==, !=")
+
+    spec = objects_pb2.ServiceSpec(name="east", mode="replicated", replicas=2, command=["sleep", "600"],
+                                   constraints=["node.labels.zone == east", "node.role!=manager"])
+    m1.control().CreateService(control_pb2.CreateServiceRequest(spec=spec), timeout=10)
+    wait_until(lambda: sorted((t.node_id, t.status.state) for t in _tasks(m1, "east")) ==
+               [(w1_id, "running"), (w1_id, "running")], 30, 0.2, "both replicas running on w1")
+
+    m1.ok("service", "create", "-d", "--name", "west", "--constraint", "node.labels.zone==west", "--",
+          "sleep", "600")
+    reason = ("no suitable node (3 nodes not available for new tasks; "
+              "scheduling constraints not satisfied on 2 nodes)")
+    wait_until(lambda: [(t.node_id, t.status.state, t.status.err) for t in _tasks(m1, "west")] ==
+               [("", "pending", reason)], 30, 0.2, "a pending task")
+    row = m1.ok("service", "ps", "--no-trunc", "--format", "{{.Name}}|{{.Node}}|{{.CurrentState}}|{{.Error}}",
+                "west").strip()
+    name, node, current, error = row.split("|")
+    assert (name, node, current.split()[0], error) == ("west.1", "", "Pending", f'"{reason}"')
+
+    m1.ok("service", "update", "-d", "--constraint-rm", "node.labels.zone==west", "west")
+    wait_until(lambda: [(t.node_id in (w1_id, w2_id), t.status.state) for t in _tasks(m1, "west")] ==
+               [(True, "running")], 30, 0.2, "the task placed once the constraint is gone")
+    for name in ("east", "west"):
+        m1.control().RemoveService(control_pb2.RemoveServiceRequest(service_id=name), timeout=10)
+    m1.control().UpdateNode(control_pb2.UpdateNodeRequest(node_id=w1_id, label_rm=["zone", "tier"]), timeout=10)
+
+
+def _heartbeat_told(w: Node, since: int) -> float | None:
+    """The last heartbeat period the worker's agent logged after offset ``since`` of its log."""
+    found = re.findall(r"heartbeat period: ([0-9.e+-]+)s", w.log_path.read_text(errors="replace")[since:])
+    return float(found[-1]) if found else None
+
+
+def test_swarm_update_settings_are_stored_and_the_heartbeat_applies_at_once(fleet: Cluster) -> None:
+    m1 = fleet.managers[0]
+    w1 = fleet.workers[0]
+    before = m1.control().GetCluster(control_pb2.GetClusterRequest(), timeout=10).cluster
+    # The daemons' --dispatcher-heartbeat seeded the cluster at init.
+    assert (before.dispatcher_heartbeat_period_ms, before.task_history_retention_limit) == (1000, 5)
+    since = len(w1.log_path.read_text(errors="replace"))
+    assert m1.ok("swarm", "update", "--dispatcher-heartbeat", "3s", "--task-history-limit", "2") == "Swarm updated.\n"
+    after = m1.control().GetCluster(control_pb2.GetClusterRequest(), timeout=10).cluster
+    assert (after.dispatcher_heartbeat_period_ms, after.task_history_retention_limit) == (3000, 2)
+    # Without a restart, the leader tells the workers the new period (jittered by up to 10 %).
+    wait_until(lambda: 2.7 <= (_heartbeat_told(w1, since) or 0) <= 3.3, 30, 0.2, "the worker to hear of 3s")
+    assert "heartbeat time period cannot be a negative duration" in m1.fails(
+        "swarm", "update", "--dispatcher-heartbeat", "-1s")
+    assert 'invalid argument "x" for "--task-history-limit" flag' in m1.fails(
+        "swarm", "update", "--task-history-limit", "x")
+    m1.control().UpdateCluster(control_pb2.UpdateClusterRequest(
+        autolock=after.autolock, task_history_retention_limit=5, dispatcher_heartbeat_period_ms=1000), timeout=10)
 
 
 def test_worker_leave_wipes_its_secrets(fleet: Cluster) -> None:

@@ -63,6 +63,30 @@ if env["ROLE"] == "attacker":
                             if read(os.path.join(d, f)) is not None)
     report["block_devices"] = [p for p in glob.glob("/dev/*")
                                if os.path.exists(p) and os.stat(p).st_mode & 0o170000 == 0o060000]
+    # (d) the daemon itself: its control socket, and its memory and environment through /proc
+    import socket
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(env["SOCK"])
+            report["socket"] = True
+        except OSError:
+            report["socket"] = False
+    def first_bytes(pid):
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                start = int(f.readline().split("-")[0], 16)
+            with open(f"/proc/{pid}/mem", "rb") as f:
+                f.seek(start)
+                return len(f.read(16))
+        except (OSError, ValueError):
+            return None
+    pid = env["DAEMON_PID"]
+    report["daemon"] = {"environ": read(f"/proc/{pid}/environ"), "mem": first_bytes(pid)}
+    report["own_mem"] = first_bytes("self")  # the control: the same reads work on a process it may see
+    report["visible"] = len(glob.glob("/proc/[0-9]*/cmdline"))
+    # every process this task can see: none is the daemon (its command line names its data dir)
+    report["seen"] = [c for c in (read(p) for p in glob.glob("/proc/[0-9]*/cmdline"))
+                      if c and "--data-dir" in c.split("\0")]
 tmp = os.path.join(env["OUT"], "." + env["ROLE"])
 with open(tmp, "w") as f:
     json.dump(report, f)
@@ -131,7 +155,8 @@ def probes(cluster: Cluster, out: Path) -> dict[str, dict[str, Any]]:
     m1 = cluster.managers[0]
     place_on(cluster, m1)
     victim_pw, attacker_pw = create_secret(m1, "victim_pw"), create_secret(m1, "attacker_pw")
-    env = {"OUT": str(out), "SECRETS_ROOT": str(m1.secrets_root), "DATA_DIR": str(m1.data_dir), "VICTIM": "victim_pw"}
+    env = {"OUT": str(out), "SECRETS_ROOT": str(m1.secrets_root), "DATA_DIR": str(m1.data_dir), "VICTIM": "victim_pw",
+           "SOCK": str(m1.sock), "DAEMON_PID": str(m1.pid)}
     create_service(m1, "victim", "victim_pw", [PYTHON, "-c", PROBE], {**env, "ROLE": "victim", "OWN": "victim_pw"})
     victim = report(out, "victim")
     create_service(m1, "attacker", "attacker_pw", [PYTHON, "-c", PROBE],
@@ -164,6 +189,12 @@ def test_a_root_task_on_a_manager_reads_none_of_its_state(cluster: Cluster, prob
     assert on_disk == ["certificates/swarm-node.key", "keys", "raft"]  # what the attacker is after is there
     assert probes["attacker"]["data"] == []
     assert probes["attacker"]["block_devices"] == []  # nor the disk below it
+    # (d) nor the daemon: its socket (the operator's), its memory, its environment, the process at all
+    assert Path(f"/proc/{m1.pid}/environ").read_bytes() and m1.sock.is_socket()  # there to be found
+    assert probes["attacker"]["socket"] is False
+    assert probes["attacker"]["daemon"] == {"environ": None, "mem": None}
+    assert probes["attacker"]["seen"] == []
+    assert probes["attacker"]["own_mem"] == 16 and probes["attacker"]["visible"] >= 2
 
 
 def test_a_task_runs_unprivileged(probes: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ import threading
 from types import MappingProxyType
 
 from swarmsecrets.manager import state
-from swarmsecrets.manager.scheduler import TASK_HISTORY, Scheduler, plan
+from swarmsecrets.manager.scheduler import Scheduler, plan
+from swarmsecrets.manager.state.objects import DEFAULT_TASK_HISTORY as TASK_HISTORY
 from swarmsecrets.manager.state.store import Store
 
 

@@ -116,16 +116,27 @@ class GetNodeResponse(_message.Message):
     def __init__(self, node: _Optional[_Union[_objects_pb2.Node, _Mapping]] = ...) -> None: ...
 
 class UpdateNodeRequest(_message.Message):
-    __slots__ = ("node_id", "availability", "role", "request_id")
+    __slots__ = ("node_id", "availability", "role", "request_id", "label_add", "label_rm")
+    class LabelAddEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AVAILABILITY_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_ADD_FIELD_NUMBER: _ClassVar[int]
+    LABEL_RM_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     availability: str
     role: str
     request_id: str
-    def __init__(self, node_id: _Optional[str] = ..., availability: _Optional[str] = ..., role: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    label_add: _containers.ScalarMap[str, str]
+    label_rm: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., availability: _Optional[str] = ..., role: _Optional[str] = ..., request_id: _Optional[str] = ..., label_add: _Optional[_Mapping[str, str]] = ..., label_rm: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateNodeResponse(_message.Message):
     __slots__ = ("node",)
@@ -184,7 +195,7 @@ class ListServicesResponse(_message.Message):
     def __init__(self, services: _Optional[_Iterable[_Union[_objects_pb2.Service, _Mapping]]] = ...) -> None: ...
 
 class UpdateServiceRequest(_message.Message):
-    __slots__ = ("service_id", "service_version", "secret_rm", "secret_add", "set_replicas", "replicas", "request_id", "force")
+    __slots__ = ("service_id", "service_version", "secret_rm", "secret_add", "set_replicas", "replicas", "request_id", "force", "constraint_add", "constraint_rm")
     SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SECRET_RM_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +204,8 @@ class UpdateServiceRequest(_message.Message):
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_ADD_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINT_RM_FIELD_NUMBER: _ClassVar[int]
     service_id: str
     service_version: _objects_pb2.Version
     secret_rm: _containers.RepeatedScalarFieldContainer[str]
@@ -201,7 +214,9 @@ class UpdateServiceRequest(_message.Message):
     replicas: int
     request_id: str
     force: bool
-    def __init__(self, service_id: _Optional[str] = ..., service_version: _Optional[_Union[_objects_pb2.Version, _Mapping]] = ..., secret_rm: _Optional[_Iterable[str]] = ..., secret_add: _Optional[_Iterable[_Union[_objects_pb2.SecretReference, _Mapping]]] = ..., set_replicas: _Optional[bool] = ..., replicas: _Optional[int] = ..., request_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    constraint_add: _containers.RepeatedScalarFieldContainer[str]
+    constraint_rm: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, service_id: _Optional[str] = ..., service_version: _Optional[_Union[_objects_pb2.Version, _Mapping]] = ..., secret_rm: _Optional[_Iterable[str]] = ..., secret_add: _Optional[_Iterable[_Union[_objects_pb2.SecretReference, _Mapping]]] = ..., set_replicas: _Optional[bool] = ..., replicas: _Optional[int] = ..., request_id: _Optional[str] = ..., force: _Optional[bool] = ..., constraint_add: _Optional[_Iterable[str]] = ..., constraint_rm: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpdateServiceResponse(_message.Message):
     __slots__ = ("service",)
@@ -276,14 +291,18 @@ class GetUnlockKeyResponse(_message.Message):
     def __init__(self, unlock_key: _Optional[str] = ...) -> None: ...
 
 class UpdateClusterRequest(_message.Message):
-    __slots__ = ("autolock", "request_id", "node_cert_expiry_seconds")
+    __slots__ = ("autolock", "request_id", "node_cert_expiry_seconds", "task_history_retention_limit", "dispatcher_heartbeat_period_ms")
     AUTOLOCK_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_CERT_EXPIRY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TASK_HISTORY_RETENTION_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHER_HEARTBEAT_PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
     autolock: bool
     request_id: str
     node_cert_expiry_seconds: int
-    def __init__(self, autolock: _Optional[bool] = ..., request_id: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ...) -> None: ...
+    task_history_retention_limit: int
+    dispatcher_heartbeat_period_ms: int
+    def __init__(self, autolock: _Optional[bool] = ..., request_id: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ..., task_history_retention_limit: _Optional[int] = ..., dispatcher_heartbeat_period_ms: _Optional[int] = ...) -> None: ...
 
 class UpdateClusterResponse(_message.Message):
     __slots__ = ("cluster", "unlock_key")

@@ -139,7 +139,7 @@ class JoinTokens(_message.Message):
     def __init__(self, worker: _Optional[str] = ..., manager: _Optional[str] = ...) -> None: ...
 
 class Cluster(_message.Message):
-    __slots__ = ("id", "version", "created_at", "updated_at", "join_tokens", "autolock", "root_ca_cert", "node_cert_expiry_seconds")
+    __slots__ = ("id", "version", "created_at", "updated_at", "join_tokens", "autolock", "root_ca_cert", "node_cert_expiry_seconds", "task_history_retention_limit", "dispatcher_heartbeat_period_ms")
     ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +148,8 @@ class Cluster(_message.Message):
     AUTOLOCK_FIELD_NUMBER: _ClassVar[int]
     ROOT_CA_CERT_FIELD_NUMBER: _ClassVar[int]
     NODE_CERT_EXPIRY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TASK_HISTORY_RETENTION_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHER_HEARTBEAT_PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
     id: str
     version: Version
     created_at: str
@@ -156,7 +158,9 @@ class Cluster(_message.Message):
     autolock: bool
     root_ca_cert: str
     node_cert_expiry_seconds: int
-    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., join_tokens: _Optional[_Union[JoinTokens, _Mapping]] = ..., autolock: _Optional[bool] = ..., root_ca_cert: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ...) -> None: ...
+    task_history_retention_limit: int
+    dispatcher_heartbeat_period_ms: int
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., join_tokens: _Optional[_Union[JoinTokens, _Mapping]] = ..., autolock: _Optional[bool] = ..., root_ca_cert: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ..., task_history_retention_limit: _Optional[int] = ..., dispatcher_heartbeat_period_ms: _Optional[int] = ...) -> None: ...
 
 class FileTarget(_message.Message):
     __slots__ = ("name", "uid", "gid", "mode")
@@ -181,7 +185,7 @@ class SecretReference(_message.Message):
     def __init__(self, secret_id: _Optional[str] = ..., secret_name: _Optional[str] = ..., file: _Optional[_Union[FileTarget, _Mapping]] = ...) -> None: ...
 
 class ServiceSpec(_message.Message):
-    __slots__ = ("name", "labels", "mode", "replicas", "command", "env", "user", "secrets", "update_action")
+    __slots__ = ("name", "labels", "mode", "replicas", "command", "env", "user", "secrets", "update_action", "constraints")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +209,7 @@ class ServiceSpec(_message.Message):
     USER_FIELD_NUMBER: _ClassVar[int]
     SECRETS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_ACTION_FIELD_NUMBER: _ClassVar[int]
+    CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     labels: _containers.ScalarMap[str, str]
     mode: str
@@ -214,7 +219,8 @@ class ServiceSpec(_message.Message):
     user: str
     secrets: _containers.RepeatedCompositeFieldContainer[SecretReference]
     update_action: str
-    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., mode: _Optional[str] = ..., replicas: _Optional[int] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., user: _Optional[str] = ..., secrets: _Optional[_Iterable[_Union[SecretReference, _Mapping]]] = ..., update_action: _Optional[str] = ...) -> None: ...
+    constraints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., mode: _Optional[str] = ..., replicas: _Optional[int] = ..., command: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., user: _Optional[str] = ..., secrets: _Optional[_Iterable[_Union[SecretReference, _Mapping]]] = ..., update_action: _Optional[str] = ..., constraints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Service(_message.Message):
     __slots__ = ("id", "version", "created_at", "updated_at", "spec", "spec_version", "running_tasks", "desired_tasks")

@@ -1,8 +1,8 @@
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -85,7 +85,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("node_id", "local_node_state", "control_available", "node_addr", "cluster_id", "remote_managers", "nodes", "managers", "error")
+    __slots__ = ("node_id", "local_node_state", "control_available", "node_addr", "cluster_id", "remote_managers", "nodes", "managers", "error", "task_history_limit", "snapshot_interval", "keep_old_snapshots", "raft_heartbeat", "raft_election_min", "raft_election_max", "dispatcher_heartbeat", "cert_expiry", "autolock", "root_rotation_in_progress", "raft_term", "raft_leader", "commit_index", "applied_index", "snapshot_index", "raft_members")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     LOCAL_NODE_STATE_FIELD_NUMBER: _ClassVar[int]
     CONTROL_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,22 @@ class InfoResponse(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     MANAGERS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TASK_HISTORY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    KEEP_OLD_SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    RAFT_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ELECTION_MIN_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ELECTION_MAX_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHER_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    CERT_EXPIRY_FIELD_NUMBER: _ClassVar[int]
+    AUTOLOCK_FIELD_NUMBER: _ClassVar[int]
+    ROOT_ROTATION_IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RAFT_TERM_FIELD_NUMBER: _ClassVar[int]
+    RAFT_LEADER_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    RAFT_MEMBERS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     local_node_state: str
     control_available: bool
@@ -104,7 +120,37 @@ class InfoResponse(_message.Message):
     nodes: int
     managers: int
     error: str
-    def __init__(self, node_id: _Optional[str] = ..., local_node_state: _Optional[str] = ..., control_available: _Optional[bool] = ..., node_addr: _Optional[str] = ..., cluster_id: _Optional[str] = ..., remote_managers: _Optional[_Iterable[str]] = ..., nodes: _Optional[int] = ..., managers: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    task_history_limit: int
+    snapshot_interval: int
+    keep_old_snapshots: int
+    raft_heartbeat: float
+    raft_election_min: float
+    raft_election_max: float
+    dispatcher_heartbeat: float
+    cert_expiry: int
+    autolock: bool
+    root_rotation_in_progress: bool
+    raft_term: int
+    raft_leader: str
+    commit_index: int
+    applied_index: int
+    snapshot_index: int
+    raft_members: _containers.RepeatedCompositeFieldContainer[RaftMember]
+    def __init__(self, node_id: _Optional[str] = ..., local_node_state: _Optional[str] = ..., control_available: _Optional[bool] = ..., node_addr: _Optional[str] = ..., cluster_id: _Optional[str] = ..., remote_managers: _Optional[_Iterable[str]] = ..., nodes: _Optional[int] = ..., managers: _Optional[int] = ..., error: _Optional[str] = ..., task_history_limit: _Optional[int] = ..., snapshot_interval: _Optional[int] = ..., keep_old_snapshots: _Optional[int] = ..., raft_heartbeat: _Optional[float] = ..., raft_election_min: _Optional[float] = ..., raft_election_max: _Optional[float] = ..., dispatcher_heartbeat: _Optional[float] = ..., cert_expiry: _Optional[int] = ..., autolock: _Optional[bool] = ..., root_rotation_in_progress: _Optional[bool] = ..., raft_term: _Optional[int] = ..., raft_leader: _Optional[str] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., snapshot_index: _Optional[int] = ..., raft_members: _Optional[_Iterable[_Union[RaftMember, _Mapping]]] = ...) -> None: ...
+
+class RaftMember(_message.Message):
+    __slots__ = ("node_id", "raft_addr", "addr", "leader", "reachable")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RAFT_ADDR_FIELD_NUMBER: _ClassVar[int]
+    ADDR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    raft_addr: str
+    addr: str
+    leader: bool
+    reachable: bool
+    def __init__(self, node_id: _Optional[str] = ..., raft_addr: _Optional[str] = ..., addr: _Optional[str] = ..., leader: _Optional[bool] = ..., reachable: _Optional[bool] = ...) -> None: ...
 
 class BackupRequest(_message.Message):
     __slots__ = ("path",)

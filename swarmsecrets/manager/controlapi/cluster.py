@@ -1,5 +1,5 @@
 """The swarm itself: inspect, rotate a join token, show and rotate the unlock key, turn autolock on or
-off, set the lifetime of node certificates."""
+off, set the lifetime of node certificates, the task history limit and the dispatcher heartbeat."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from swarmsecrets.manager import state
 from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
 from swarmsecrets.manager.controlapi.common import request_id
 from swarmsecrets.manager.datakey import join_tokens, unlock_key
+from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
 from swarmsecrets.rpcutil import format_ts
 
 
@@ -22,8 +23,10 @@ class ClusterAPI:
     (seconds): the shortest node certificate lifetime accepted (Docker's hour, lower in tests)."""
 
     def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer, ca: SwarmCA, *,
-                 min_cert_expiry: float = certs.MIN_NODE_VALIDITY.total_seconds()) -> None:
+                 min_cert_expiry: float = certs.MIN_NODE_VALIDITY.total_seconds(),
+                 default_heartbeat: float = HEARTBEAT_PERIOD) -> None:
         self.min_cert_expiry = min_cert_expiry
+        self.default_heartbeat = default_heartbeat  # what the dispatcher uses when the cluster stores none
         self.store = store
         self.proposer = proposer
         self.sealer = sealer
@@ -40,6 +43,9 @@ class ClusterAPI:
             join_tokens=objects_pb2.JoinTokens(worker=jt["worker"], manager=jt["manager"]),
             autolock=c.autolock, root_ca_cert=c.root_ca_cert,
             node_cert_expiry_seconds=int(certs.node_validity(c.node_cert_expiry).total_seconds()),
+            task_history_retention_limit=c.task_history_limit,
+            dispatcher_heartbeat_period_ms=(c.dispatcher_heartbeat // 10**6 if c.dispatcher_heartbeat
+                                            else int(self.default_heartbeat * 1000)),
         )
 
     async def get_cluster(self, request: control_pb2.GetClusterRequest) -> control_pb2.GetClusterResponse:
@@ -94,7 +100,9 @@ class ClusterAPI:
         """Autolock on or off. Every manager re-wraps its keys (its TLS key among them) as it applies
         the change: under the new unlock key, or back under a key file of its own. A certificate
         lifetime (``node_cert_expiry_seconds``, 0: unchanged) applies to certificates issued from
-        then on: each node takes it at its next renewal."""
+        then on: each node takes it at its next renewal. The task history limit and the dispatcher
+        heartbeat (unset or 0: unchanged) apply at once: the scheduler's next pass, each agent's
+        next heartbeat."""
         expiry = request.node_cert_expiry_seconds
         if expiry and expiry < self.min_cert_expiry:
             minimum = validation.format_duration(self.min_cert_expiry)
@@ -106,6 +114,14 @@ class ClusterAPI:
         cluster = self.store.cluster
         if cluster is None:
             raise errors.Unavailable("the cluster state is not available yet")
+        history = (request.task_history_retention_limit if request.HasField("task_history_retention_limit")
+                   else None)
+        heartbeat = request.dispatcher_heartbeat_period_ms * 10**6 or None
+        if (history is not None and history != cluster.task_history_limit) or (
+                heartbeat is not None and heartbeat != cluster.dispatcher_heartbeat):
+            # Idempotent like the lifetime below: a retry finds the settings made.
+            await self.proposer.propose(state.SetClusterSettings(task_history_limit=history,
+                                                                 dispatcher_heartbeat=heartbeat))
         if expiry and expiry != cluster.node_cert_expiry:
             # The client's request id is bound to the autolock change below; this one is
             # idempotent (a retry finds the lifetime set and proposes nothing).

@@ -1,4 +1,4 @@
-"""Nodes: list, inspect, update (availability; promotion and demotion with Swarm's rules), remove."""
+"""Nodes: list, inspect, update (availability, labels; promotion and demotion with Swarm's rules), remove."""
 
 from __future__ import annotations
 
@@ -97,6 +97,19 @@ class NodesAPI:
                           caller: str) -> control_pb2.UpdateNodeResponse:
         await self.proposer.barrier()
         node = self.store.resolve_node(request.node_id)
+        if request.label_add or request.label_rm:
+            validation.validate_list_length("labels to remove", len(request.label_rm), validation.MAX_LABELS)
+            for key in request.label_rm:
+                if key not in node.labels and key not in request.label_add:
+                    raise errors.InvalidArgument(f"key {key} doesn't exist in node's labels")
+            labels = {**node.labels, **request.label_add}
+            for key in request.label_rm:
+                labels.pop(key, None)
+            validation.validate_labels(labels)
+            # Its own request id: the client's is bound to the update below, and a delta of labels
+            # applies alike when retried.
+            await self.proposer.propose(state.UpdateNodeLabels(node_id=node.id, add=dict(request.label_add),
+                                                               remove=tuple(request.label_rm)))
         change = state.UpdateNode(rid=request_id(self.sealer, state.UpdateNode, caller, request), id=node.id)
         if request.availability:
             change = replace(change, availability=validation.parse_availability(request.availability))

@@ -28,6 +28,7 @@ from swarmsecrets.manager.controlapi.rootca import RootCAAPI
 from swarmsecrets.manager.controlapi.secrets import SecretsAPI
 from swarmsecrets.manager.controlapi.services import ServicesAPI
 from swarmsecrets.manager.datakey import DataKey
+from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
 from swarmsecrets.rpcutil import peer_certificate, rpc
 
 
@@ -43,13 +44,16 @@ class ControlAPI:
     @classmethod
     def build(cls, *, store: StoreReader, proposer: Proposer, members: RaftMembers, sealer: DataKey,
               ca: SwarmCA, node_id: str, raft_addr: str,
-              min_cert_expiry: float = certs.MIN_NODE_VALIDITY.total_seconds()) -> ControlAPI:
-        """``node_id`` and ``raft_addr`` are those of the manager that serves the API."""
+              min_cert_expiry: float = certs.MIN_NODE_VALIDITY.total_seconds(),
+              default_heartbeat: float = HEARTBEAT_PERIOD) -> ControlAPI:
+        """``node_id`` and ``raft_addr`` are those of the manager that serves the API;
+        ``default_heartbeat``: its dispatcher's period when the cluster stores none."""
         return cls(
             secrets=SecretsAPI(store, proposer, sealer),
             nodes=NodesAPI(store, proposer, members, sealer, node_id=node_id, raft_addr=raft_addr),
             services=ServicesAPI(store, proposer, sealer),
-            cluster=ClusterAPI(store, proposer, sealer, ca, min_cert_expiry=min_cert_expiry),
+            cluster=ClusterAPI(store, proposer, sealer, ca, min_cert_expiry=min_cert_expiry,
+                               default_heartbeat=default_heartbeat),
             data_key=DataKeyAPI(store, proposer, sealer),
             rootca=RootCAAPI(store, proposer, sealer, ca),
         )

@@ -1,4 +1,4 @@
-"""Services and their tasks: create, inspect, list, update (secrets, replicas, force), remove;
+"""Services and their tasks: create, inspect, list, update (secrets, replicas, constraints, force), remove;
 list tasks. The scheduler, woken by every apply, turns services into tasks."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from swarmsecrets import errors, ids, validation
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
-from swarmsecrets.manager import state
+from swarmsecrets.manager import constraint, state
 from swarmsecrets.manager.collaborators import Proposer, Sealer, StoreReader
 from swarmsecrets.manager.controlapi.common import request_id, resolve_for_removal
 from swarmsecrets.rpcutil import format_ts
@@ -19,7 +19,8 @@ def service_to_proto(s: state.Service, tasks: list[state.Task]) -> objects_pb2.S
         file=objects_pb2.FileTarget(name=r.target, uid=r.uid, gid=r.gid, mode=r.mode))
         for r in s.secrets]
     spec = objects_pb2.ServiceSpec(name=s.name, labels=s.labels, mode=s.mode, command=s.command, env=s.env,
-                                   user=s.user, secrets=refs, update_action=s.update_action)
+                                   user=s.user, secrets=refs, update_action=s.update_action,
+                                   constraints=s.constraints)
     if s.mode == "replicated":
         spec.replicas = s.replicas
     live = [t for t in tasks if t.desired_state == "running"]
@@ -102,11 +103,13 @@ class ServicesAPI:
         validation.validate_labels(spec.labels)
         validation.validate_list_length("secret references", len(spec.secrets), validation.MAX_SECRET_REFS)
         action = validation.parse_update_action(spec.update_action)
+        constraint.validate(spec.constraints)
         await self.proposer.barrier()
         refs = _resolve_refs(self.store, spec.secrets)
         svc = state.Service(id=ids.new_id(), name=spec.name, labels=dict(spec.labels), mode=mode,
                             replicas=1 if replicas is None else replicas, command=tuple(spec.command),
-                            env=dict(spec.env), user=spec.user, secrets=tuple(refs), update_action=action)
+                            env=dict(spec.env), user=spec.user, secrets=tuple(refs), update_action=action,
+                            constraints=tuple(sorted(spec.constraints)))
         created = await self.proposer.propose(state.CreateService(
             rid=request_id(self.sealer, state.CreateService, caller, request), service=svc))
         return control_pb2.CreateServiceResponse(service=service_to_proto(created, []))
@@ -142,10 +145,20 @@ class ServicesAPI:
                 raise errors.InvalidArgument("replicas can only be used with replicated mode")
             validation.validate_replicas(request.replicas)
             replicas = request.replicas
+        constraints: tuple[str, ...] | None = None
+        if request.constraint_add or request.constraint_rm:
+            # Docker's rule: add, then remove the ones named exactly, sorted.
+            constraint.validate(request.constraint_add)
+            validation.validate_list_length("constraints to remove", len(request.constraint_rm),
+                                            constraint.MAX_CONSTRAINTS)
+            drop = set(request.constraint_rm)
+            placement = sorted(c for c in [*svc.constraints, *request.constraint_add] if c not in drop)
+            constraint.validate(placement)
+            constraints = tuple(placement)
         version = request.service_version.index if request.HasField("service_version") else 0
         updated = await self.proposer.propose(state.UpdateService(
             rid=request_id(self.sealer, state.UpdateService, caller, request), id=svc.id, version=version,
-            secrets=secrets, replicas=replicas, force=request.force))
+            secrets=secrets, replicas=replicas, force=request.force, constraints=constraints))
         return control_pb2.UpdateServiceResponse(
             service=service_to_proto(updated, self.store.tasks(service_id=svc.id)))
 

@@ -27,6 +27,7 @@ from swarmsecrets.manager.state.commands import (
     StartRootRotation,
     FinishRootRotation,
     SetCertExpiry,
+    SetClusterSettings,
     SetDataKeyRotation,
     StatusReport,
     TaskChange,
@@ -34,6 +35,7 @@ from swarmsecrets.manager.state.commands import (
     TaskStatusUpdate,
     UpdateCluster,
     UpdateNode,
+    UpdateNodeLabels,
     UpdateSecret,
     UpdateService,
     bind_request_id,
@@ -64,5 +66,6 @@ __all__ = [
     "SetDataKeyRotation",
     "FinishRootRotation", "RootRotation", "SetTrustRoots", "StartRootRotation",
     "RecordNodeCert", "SetCertExpiry",
+    "SetClusterSettings", "UpdateNodeLabels",
     "bind_request_id", "client_request_id", "encode_command", "require_supported", "unwrap",
 ]

@@ -4,7 +4,7 @@ Raft stores and sends plain data only (dicts, lists, str, int, bytes...; its unp
 anything else), so typed values are encoded here on the way in and decoded on the way out.
 
 The layout is the one that members wrote before entries carried versions, plus a version tag:
-a command is ``{"op": KIND, "v": SINCE, "rid": ..., "ts": ..., <fields>}`` and a snapshot is
+a command is ``{"op": KIND, "v": <the version it needs>, "rid": ..., "ts": ..., <fields>}`` and a snapshot is
 ``{"state_version": N, "applied_index": ..., "state": {<tables>}}``. Keeping that layout means
 that entries and snapshots written by earlier members still load (no tag: read as version 1),
 and that during a rolling upgrade a member of the earlier release can still read what an
@@ -232,7 +232,7 @@ def encode_command(cmd: c.Command) -> dict[str, Any]:
     flat = {f.name: _encode_field(getattr(cmd, f.name)) for f in fields(cmd)}
     layout = _LAYOUTS.get(type(cmd))
     body = layout[0](flat) if layout else flat
-    return {"op": cmd.KIND, "v": cmd.SINCE, **body}
+    return {"op": cmd.KIND, "v": cmd.needs_version(), **body}
 
 
 def _encode_field(value: Any) -> Any:

@@ -27,7 +27,16 @@ from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
 
 from swarmsecrets import errors, ids
-from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, RootRotation, SecretRef, Service, Task
+from swarmsecrets.manager.state.objects import (
+    DEFAULT_TASK_HISTORY,
+    Cluster,
+    JoinTokens,
+    Node,
+    RootRotation,
+    SecretRef,
+    Service,
+    Task,
+)
 
 # Version 1: the commands below, as the first versioned release defines them. Entries written
 # before commands carried a version are read as version 1 (the same kinds and fields).
@@ -36,7 +45,10 @@ from swarmsecrets.manager.state.objects import Cluster, JoinTokens, Node, RootRo
 #   start_root_rotation, finish_root_rotation, set_trust_roots (Cluster.root_rotation, Node.trust_roots);
 #   begin_data_key_rotation, reencrypt_secrets, finish_data_key_rotation, set_data_key_rotation,
 #   request_data_key_rotation.
-STATE_VERSION = 3
+# Version 4: update_node_labels, set_cluster_settings (Cluster.task_history_limit and
+#   .dispatcher_heartbeat); Service.constraints (in create_service, update_service and init_cluster
+#   entries that use the new fields: see Command.needs_version).
+STATE_VERSION = 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +61,11 @@ class Command:
 
     rid: str = field(default_factory=ids.new_request_id)
     ts: int = 0  # the proposer's clock (ns); the manager sets it when proposing
+
+    def needs_version(self) -> int:
+        """The state version this command needs: its kind's, or later when it carries a field that
+        a later version added (a member that predates the field would refuse the entry)."""
+        return self.SINCE
 
 
 C = TypeVar("C", bound=type[Command])
@@ -76,12 +93,13 @@ def require_supported(cmd: Command, managers: Iterable[Node]) -> None:
     not reached every manager yet)."""
     known = [max(n.state_version, 1) for n in managers]
     floor = min(known, default=STATE_VERSION)
-    if cmd.SINCE > STATE_VERSION:
+    needs = cmd.needs_version()
+    if needs > STATE_VERSION:
         raise errors.FailedPrecondition(
-            f"command {cmd.KIND} needs state version {cmd.SINCE}; this manager supports {STATE_VERSION}")
-    if cmd.SINCE > floor:
+            f"command {cmd.KIND} needs state version {needs}; this manager supports {STATE_VERSION}")
+    if needs > floor:
         raise errors.FailedPrecondition(
-            f"command {cmd.KIND} needs state version {cmd.SINCE}, but a manager of this swarm supports only "
+            f"command {cmd.KIND} needs state version {needs}, but a manager of this swarm supports only "
             f"version {floor}: upgrade every manager first")
 
 
@@ -115,6 +133,10 @@ class InitCluster(Command):
 
     cluster: Cluster
     node: Node
+
+    def needs_version(self) -> int:
+        seeded = self.cluster.dispatcher_heartbeat or self.cluster.task_history_limit != DEFAULT_TASK_HISTORY
+        return 4 if seeded else self.SINCE
 
 
 @command("update_cluster")
@@ -171,6 +193,15 @@ class SetCertExpiry(Command):
     seconds: int
 
 
+@command("set_cluster_settings", since=4)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetClusterSettings(Command):
+    """Change the task history limit and/or the dispatcher heartbeat period (ns); None: unchanged."""
+
+    task_history_limit: int | None = None
+    dispatcher_heartbeat: int | None = None
+
+
 @command("add_node")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AddNode(Command):
@@ -208,6 +239,16 @@ class UpdateNode(Command):
 
 _NODE_FIELDS = ("role", "hostname", "addr", "raft_addr", "engine_version", "arch", "availability", "status",
                 "status_message", "state_version")
+
+
+@command("update_node_labels", since=4)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateNodeLabels(Command):
+    """Set the labels ``add`` on a node, then drop the labels named in ``remove`` (absent ones: no-op)."""
+
+    node_id: str
+    add: Mapping[str, str] = field(default_factory=dict)
+    remove: tuple[str, ...] = ()
 
 
 @command("record_node_cert", since=3)
@@ -327,18 +368,25 @@ class RequestDataKeyRotation(Command):
 class CreateService(Command):
     service: Service
 
+    def needs_version(self) -> int:
+        return 4 if self.service.constraints else self.SINCE
+
 
 @command("update_service")
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpdateService(Command):
-    """Change the secrets and/or the replica count (None: unchanged). ``version`` 0 skips the
-    concurrency check; ``force`` bumps the spec version even when nothing changed."""
+    """Change the secrets, the replica count and/or the placement constraints (None: unchanged).
+    ``version`` 0 skips the concurrency check; ``force`` bumps the spec version even when nothing changed."""
 
     id: str
     version: int = 0
     secrets: tuple[SecretRef, ...] | None = None
     replicas: int | None = None
     force: bool = False
+    constraints: tuple[str, ...] | None = None
+
+    def needs_version(self) -> int:
+        return 4 if self.constraints is not None else self.SINCE
 
 
 @command("remove_service")

@@ -25,6 +25,9 @@ TERMINAL_STATES = frozenset({"complete", "failed", "shutdown", "rejected", "orph
 
 _NO_LABELS: Mapping[str, str] = {}
 
+# Docker's default task history retention limit.
+DEFAULT_TASK_HISTORY = 5
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Meta:
@@ -75,6 +78,11 @@ class Cluster(Meta):
     # Lifetime of the node certificates issued from now on, in seconds; 0: the default (90 days).
     node_cert_expiry: int = 0
     root_rotation: RootRotation | None = None
+    # Finished tasks kept per service for `service ps` (negative: all of them).
+    task_history_limit: int = DEFAULT_TASK_HISTORY
+    # The period (ns) the leader asks of agents' heartbeats; 0: the leader's --dispatcher-heartbeat
+    # (clusters created before the setting was stored). ``swarm init`` seeds it from that flag.
+    dispatcher_heartbeat: int = 0
 
     def trust_bundle(self) -> str:
         """Every root the swarm trusts now: the current one, and the new one during a rotation."""
@@ -149,6 +157,8 @@ class Service(Meta):
     user: str = ""
     secrets: tuple[SecretRef, ...] = ()
     update_action: str = "restart"
+    # Placement constraints as the user wrote them (see manager/constraint.py), sorted.
+    constraints: tuple[str, ...] = ()
     # Bumped by apply when anything but the replica count changes: tasks carry the spec version
     # they run, so a worker sees that it must restart them.
     spec_version: int = 1

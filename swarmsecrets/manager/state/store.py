@@ -66,6 +66,7 @@ class StateView:
     nodes: Mapping[str, Node]
     services: Mapping[str, Service]
     tasks: Mapping[str, Task]
+    cluster: Cluster | None = None
 
 
 class Store:
@@ -201,7 +202,8 @@ class Store:
         with self.lock:
             if self._view is None:
                 self._view = StateView(self.applied_index, MappingProxyType(dict(self._t.nodes)),
-                                       MappingProxyType(dict(self._t.services)), MappingProxyType(dict(self._t.tasks)))
+                                       MappingProxyType(dict(self._t.services)), MappingProxyType(dict(self._t.tasks)),
+                                       self._t.cluster)
             return self._view
 
     def secrets(self) -> list[Secret]:
@@ -361,6 +363,19 @@ def _update_node(s: Store, cmd: c.UpdateNode, index: int) -> Node:
     return new
 
 
+@_handles(c.UpdateNodeLabels)
+def _update_node_labels(s: Store, cmd: c.UpdateNodeLabels, index: int) -> Node:
+    old = s._t.nodes.get(cmd.node_id)
+    if old is None:
+        raise errors.node_not_found(cmd.node_id)
+    labels = {**old.labels, **cmd.add}
+    for key in cmd.remove:
+        labels.pop(key, None)
+    validation.validate_labels(labels)
+    new = s._t.nodes[cmd.node_id] = _stamp(replace(old, labels=labels), cmd.ts, index)
+    return new
+
+
 @_handles(c.RemoveNode)
 def _remove_node(s: Store, cmd: c.RemoveNode, index: int) -> None:
     if s._t.nodes.pop(cmd.node_id, None) is None:
@@ -395,6 +410,21 @@ def _set_cert_expiry(s: Store, cmd: c.SetCertExpiry, index: int) -> Cluster:
     if not 0 < cmd.seconds <= validation.MAX_CERT_EXPIRY:
         raise errors.InvalidArgument(f"a certificate lifetime is between 1 and {validation.MAX_CERT_EXPIRY} seconds")
     new = s._t.cluster = _stamp(replace(cluster, node_cert_expiry=cmd.seconds), cmd.ts, index)
+    return new
+
+
+@_handles(c.SetClusterSettings)
+def _set_cluster_settings(s: Store, cmd: c.SetClusterSettings, index: int) -> Cluster:
+    cluster = s._t.cluster
+    if cluster is None:
+        raise errors.NotInSwarm()
+    if cmd.dispatcher_heartbeat is not None and cmd.dispatcher_heartbeat <= 0:
+        raise errors.InvalidArgument("heartbeat time period must be positive")
+    if cmd.task_history_limit is not None:
+        cluster = replace(cluster, task_history_limit=cmd.task_history_limit)
+    if cmd.dispatcher_heartbeat is not None:
+        cluster = replace(cluster, dispatcher_heartbeat=cmd.dispatcher_heartbeat)
+    new = s._t.cluster = _stamp(cluster, cmd.ts, index)
     return new
 
 
@@ -617,6 +647,9 @@ def _update_service(s: Store, cmd: c.UpdateService, index: int) -> Service:
         new = replace(new, secrets=cmd.secrets)
     if cmd.replicas is not None:
         new = replace(new, replicas=cmd.replicas)
+    if cmd.constraints is not None:
+        # Where tasks run, not what they run: the scheduler moves those that no longer fit.
+        new = replace(new, constraints=cmd.constraints)
     # A change of anything but the replica count is a new spec: its tasks restart.
     if cmd.force or new.secrets != svc.secrets:
         new = replace(new, spec_version=svc.spec_version + 1)
