@@ -97,7 +97,7 @@ class DaemonConfig(_Schema):
             return addr
         host, sep, port = addr.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9323, got {addr!r}")
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9323")
         return addr
 
     @property
