@@ -4,8 +4,8 @@ in the case's id, and runs it against our control API (on a real store) or our C
 cases our real CLI shows against a real cluster are in tests/integration/test_secrets.py.
 
 Cases we cannot observe: internal secrets, secret drivers and templating, configs, networks,
-published ports, mounts, health checks, resources, generic runtimes, node and service list filters
-and node membership (none of these exist here); renaming a service and changing its mode (our
+published ports, mounts, health checks, resources, generic runtimes, service list filters, pending
+node membership and engine labels (none of these exist here); renaming a service and changing its mode (our
 update request carries neither). Cases we deliberately answer differently:
   - a secret target that is absolute or has '..' (SwarmKit TestSecretValidation accepts
     "../secretfile.txt" and "/file.txt"; the executor would have to reject them) is refused here;
@@ -28,6 +28,7 @@ import pytest
 from swarmsecrets import errors, ids, validation
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
 from swarmsecrets.cli import main as cli_main
+from swarmsecrets.cli.node import node_filter
 from swarmsecrets.manager import state
 from tests.unit.managerkit import Swarm, aborted, control, ctx, run
 
@@ -376,6 +377,37 @@ def test_nodes() -> None:
                                            "attempting to demote the last manager of the swarm")
 
     run(test)
+
+
+def _node(node_id: str, role: str, hostname: str, **labels: str) -> objects_pb2.Node:
+    return objects_pb2.Node(id=node_id, spec=objects_pb2.NodeSpec(role=role, labels=labels),
+                            description=objects_pb2.NodeDescription(hostname=hostname))
+
+
+NODES = [_node("id1", "manager", "m1", allcommon="node", nodelabel1="shouldmatch", nodelabel2="unique1"),
+         _node("id2", "worker", "w2", allcommon="node", nodelabel1="shouldmatch", nodelabel2="unique2"),
+         _node("id3", "worker", "w3", allcommon="node", nodelabel1="shouldnevermatch", nodelabel2="unique1")]
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    pytest.param(["role=manager"], ["id1"], id="TestListNodes: list by role manager"),
+    pytest.param(["role=worker"], ["id2", "id3"], id="TestListNodes: list by role worker"),
+    pytest.param(["role=manager", "role=worker"], ["id1", "id2", "id3"], id="TestListNodes: two roles are or-ed"),
+    pytest.param(["membership=accepted"], ["id1", "id2", "id3"], id="TestListNodes: list by membership accepted"),
+    pytest.param(["role=worker", "membership=pending"], [], id="TestListNodes: role and membership are and-ed"),
+    pytest.param(["node.label=allcommon=node"], ["id1", "id2", "id3"],
+                 id="TestListNodesWithLabelFilter: allcommon=node node filter"),
+    pytest.param(["node.label=allcommon=engine"], [], id="TestListNodesWithLabelFilter: allcommon=engine node filter"),
+    pytest.param(["node.label=nodelabel1=shouldmatch"], ["id1", "id2"],
+                 id="TestListNodesWithLabelFilter: nodelabel1=shouldmatch node filter"),
+    pytest.param(["node.label=nodelabel1=shouldmatch", "node.label=nodelabel2=unique1"], ["id1"],
+                 id="TestListNodesWithLabelFilter: two node filters"),
+    pytest.param(["label=allcommon"], [], id="TestListNodesWithLabelFilter: engine labels (none here)"),
+    pytest.param(["name=w", "id=id3"], ["id3"], id="TestListNodes (ListNodes filters): name and id are and-ed"),
+])
+def test_node_ls_filters(flags: list[str], expected: list[str]) -> None:
+    wanted = node_filter(tuple(flags))
+    assert [n.id for n in NODES if wanted(n)] == expected
 
 
 # --- docker/cli TestSecretOptions, and SecretOpt.Set's errors ----------------------------------------
