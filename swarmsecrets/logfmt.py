@@ -1,10 +1,39 @@
-"""Structured log lines on stderr: ``time=… level=… logger=… msg="…"`` (logfmt)."""
+"""The daemon's log lines on stderr, as logfmt (``time=… level=… logger=… msg="…"``) or one JSON
+object per line.
+
+An event an operator acts on (a leader elected, a node down, a task failed…) is logged through
+``event``: its name and fields are stable keys (``event=leader_elected term=4 leader=…``) next to
+the prose, so that a line can be matched without parsing the message. Under systemd (stderr is the
+journal stream named by ``JOURNAL_STREAM``) each line starts with its syslog priority, ``<3>`` for an
+error, so that journald records the level (the sd-daemon(3) convention).
+"""
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
+import os
 import sys
+from typing import Any, Literal
+
+LogFormat = Literal["text", "json"]
+
+# The record attribute that carries an event's name and fields.
+_FIELDS = "swarmsecrets_fields"
+
+# syslog priorities (sd-daemon(3)): what journald records as each line's level.
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+def event(logger: logging.Logger, level: int, name: str, msg: str, /, **fields: object) -> None:
+    """Log event ``name`` with ``fields`` as stable keys; ``msg`` is the prose for a human."""
+    if logger.isEnabledFor(level):
+        logger.log(level, msg, extra={_FIELDS: {"event": name, **fields}})
+
+
+def fields_of(record: logging.LogRecord) -> dict[str, object]:
+    return dict(getattr(record, _FIELDS, None) or {})
 
 
 def _quote(value: str) -> str:
@@ -13,23 +42,78 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _text(value: object) -> str:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
+    return f"{ts.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z"
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
         parts = [
-            f"time={ts.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z",
+            f"time={_timestamp(record)}",
             f"level={record.levelname.lower()}",
             f"logger={record.name}",
             f"msg={_quote(record.getMessage())}",
         ]
+        parts += [f"{k}={_quote(_text(v))}" for k, v in fields_of(record).items()]
         if record.exc_info:
             parts.append(f"error={_quote(self.formatException(record.exc_info))}")
         return " ".join(parts)
 
 
-def setup_logging(level: str) -> None:
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, msg, then the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {"time": _timestamp(record), "level": record.levelname.lower(),
+                               "logger": record.name, "msg": record.getMessage()}
+        for k, v in fields_of(record).items():
+            doc.setdefault(k, sorted(v) if isinstance(v, (set, frozenset)) else v)
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str, separators=(",", ":"))
+
+
+class JournalPrefix(logging.Formatter):
+    """Puts ``<N>`` (the line's syslog priority) before what ``inner`` formats."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        return f"<{priority}>{self.inner.format(record)}"
+
+
+def stderr_is_journal() -> bool:
+    """True when stderr is the journal stream systemd connected (``JOURNAL_STREAM`` is its
+    ``device:inode``): a redirected stderr of a process started by a unit is not."""
+    value = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        return bool(value) and (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (ValueError, OSError):
+        return False
+
+
+def formatter(fmt: LogFormat, journal: bool) -> logging.Formatter:
+    inner: logging.Formatter = JSONFormatter() if fmt == "json" else LogfmtFormatter()
+    return JournalPrefix(inner) if journal else inner
+
+
+def setup_logging(level: str, fmt: LogFormat = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
+    handler.setFormatter(formatter(fmt, stderr_is_journal()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -7,6 +7,7 @@ transient failures retried, within a budget); this module turns what is left int
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import IO, Any
 
 import click
@@ -88,6 +89,13 @@ class Client:
         if never_connected(e):
             return ConnectError(self.host)
         return DaemonError(e.details() or e.code().name)
+
+    def stream(self, method: Any, request: Any, timeout: float | None = CALL_TIMEOUT) -> Iterator[Any]:
+        """The messages of a streaming read; errors become CLIError."""
+        try:
+            yield from method(request, timeout=timeout)
+        except grpc.RpcError as e:
+            raise self._error(e) from None
 
     def call(self, method: Any, request: Any, timeout: float = CALL_TIMEOUT) -> Any:
         """One attempt of a read (or a Swarm-service call); errors become CLIError."""

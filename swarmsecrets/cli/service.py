@@ -7,6 +7,7 @@ COMMAND column stands where docker shows IMAGE.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ import click
 
 from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
-from swarmsecrets.cli.client import CLIError, Client
+from swarmsecrets.cli.client import CALL_TIMEOUT, CLIError, Client
 from swarmsecrets.cli.common import (
     PRETTY,
     each,
@@ -29,6 +30,7 @@ from swarmsecrets.cli.common import (
 )
 from swarmsecrets.cli.format import natural_sorted, pretty_print
 from swarmsecrets.cli.gotemplate import GoTime, NilMap, Row, Struct
+from swarmsecrets.rpcutil import format_ts
 from swarmsecrets.cli.humanize import human_duration, parse_timestamp
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -428,6 +430,60 @@ def ps(client: Client, quiet: bool, no_trunc: bool, fmt: str, names: tuple[str, 
     header = Row("task.taskContext", {}, TASK_HEADERS)
     click.echo(render_rows(spec, rows, header), nl=False)
     finish(failed)
+
+
+# --- logs -------------------------------------------------------------------------------------------
+
+def _tail_lines(value: str) -> int:
+    """``--tail``: a number of lines; "all", a negative number or anything else means all (Docker's rule)."""
+    try:
+        n = int(value)
+    except ValueError:
+        return -1
+    return n if n >= 0 else -1
+
+
+@service.command("logs")
+@click.option("-f", "--follow", is_flag=True, help="Follow log output")
+@click.option("-n", "--tail", default="all", show_default=True, help="Number of lines to show from the end of the logs")
+@click.option("-t", "--timestamps", is_flag=True, help="Show timestamps")
+@click.argument("name", metavar="SERVICE")
+@click.pass_obj
+def logs(client: Client, follow: bool, tail: str, timestamps: bool, name: str) -> None:
+    """Fetch the logs of a service."""
+    svc = client.call(client.control.GetService, control_pb2.GetServiceRequest(service_id=name)).service
+    width = len(str(svc.spec.replicas if svc.spec.HasField("replicas") else 1)) \
+        if svc.spec.mode != "global" else 1
+    tasks: dict[str, objects_pb2.Task] = {}
+    hostnames: dict[str, str] = {}
+    prefixes: dict[str, str] = {}
+
+    def prefix(m: objects_pb2.LogMessage) -> str:
+        """``<service>.<slot>.<task id>@<node hostname>``, padded to the widest slot, as Docker prints it."""
+        if m.task_id not in prefixes:
+            if m.task_id not in tasks:
+                tasks.update((t.id, t) for t in client.call(
+                    client.control.ListTasks, control_pb2.ListTasksRequest(service_id=svc.id)).tasks)
+            if m.node_id not in hostnames:
+                hostnames.update((n.id, n.description.hostname) for n in client.call(
+                    client.control.ListNodes, control_pb2.ListNodesRequest()).nodes)
+            task = tasks.get(m.task_id)
+            slot = task.slot if task is not None else 0
+            pad = " " * max(0, width - len(str(slot)))
+            prefixes[m.task_id] = (f"{svc.spec.name}.{slot}.{m.task_id[:SHORT_ID]}"
+                                   f"@{hostnames.get(m.node_id) or m.node_id}{pad}")
+        return prefixes[m.task_id]
+
+    request = control_pb2.ServiceLogsRequest(service_id=svc.id, follow=follow, tail=_tail_lines(tail))
+    out = sys.stdout.buffer
+    try:
+        for msg in client.stream(client.control.ServiceLogs, request, timeout=None if follow else CALL_TIMEOUT):
+            for m in msg.messages:
+                stamp = f"{format_ts(m.ts_ns)} " if timestamps else ""
+                out.write(f"{stamp}{prefix(m)}    | ".encode() + m.data + b"\n")
+            out.flush()
+    except KeyboardInterrupt:
+        pass
 
 
 # --- rm ---------------------------------------------------------------------------------------------

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from swarmsecrets import errors, validation
+from swarmsecrets import audit, errors, validation
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
 from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
 from swarmsecrets.manager import state
+from swarmsecrets.manager.logbroker import LogBroker
 from swarmsecrets.manager.collaborators import Clock, Proposer, Sealer, StoreReader, SystemClock
 from swarmsecrets.rpcutil import peer_certificate, rpc
 
@@ -70,7 +71,8 @@ def heartbeat_of(cluster: state.Cluster | None, default: float) -> float:
 class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     def __init__(self, *, store: StoreReader, proposer: Proposer, authz: PeerAuthorizer, sealer: Sealer,
                  heartbeat_period: float = HEARTBEAT_PERIOD, clock: Clock | None = None,
-                 on_delivery: Callable[[float], None] = lambda seconds: None) -> None:
+                 on_delivery: Callable[[float], None] = lambda seconds: None,
+                 logs: LogBroker | None = None) -> None:
         """``on_delivery``: told, in seconds, how long each task assignment took from being sent to
         its node to the node's first status report on it."""
         self.store = store
@@ -92,6 +94,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.default_heartbeat = heartbeat_period
         self.on_delivery = on_delivery
         self._sent_at: dict[tuple[str, int], float] = {}  # (task id, spec version) -> when it was sent
+        self.logs = logs or LogBroker()
+        self.logs.wake = lambda: self._bump(changed=False)
+        self.logs.live_nodes = lambda: {n for n, s in self.sessions.items() if not s.ended.is_set()}
 
     @property
     def heartbeat_period(self) -> float:
@@ -121,6 +126,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     def _end(self, session: Session) -> None:
         session.ended.set()
+        self.logs.node_gone(session.node_id)
         self._bump(changed=False)
 
     # --- authorization -------------------------------------------------------------------------
@@ -176,6 +182,10 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         while not session.ended.is_set():
             await self._wait(seen)
             seen = self.generation
+            subscriptions = self.logs.take(node_id) if not session.ended.is_set() else []
+            if subscriptions:
+                yield pb.SessionMessage(session_id=session.session_id, node_id=node_id,
+                                        log_subscriptions=subscriptions)
             node = self.store.node(node_id)
             if not self.proposer.status().is_leader or node is None:
                 self._end(session)
@@ -279,6 +289,26 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                             done.set_result(None)
 
     @rpc
+    async def PublishLogs(self, request_iterator: AsyncIterator[pb.PublishLogsRequest],
+                          context: grpc.aio.ServicerContext) -> pb.PublishLogsResponse:
+        """Lines of a node's own tasks, for a subscription its session carried."""
+        async for request in request_iterator:
+            s = self._session(context, request.session_id)
+            sub = self.logs.subscriptions.get(request.subscription_id)
+            if sub is None:
+                continue  # the asker went away meanwhile
+            if s.node_id not in sub.nodes:
+                raise errors.PermissionDenied("this node was not asked for these logs")
+            own = {t.id for t in self.store.tasks(service_id=sub.service_id, node_id=s.node_id)}
+            for m in request.messages:
+                if m.task_id not in own:
+                    raise errors.PermissionDenied(f"task {m.task_id} is not a task of this node and service")
+                m.node_id = s.node_id
+                m.service_id = sub.service_id
+            self.logs.publish(s.node_id, sub, list(request.messages), request.close)
+        return pb.PublishLogsResponse()
+
+    @rpc
     async def Assignments(self, request: pb.AssignmentsRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AssignmentsMessage]:
         s = self._session(context, request.session_id)
@@ -313,6 +343,9 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                     changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, secret=pb.AssignedSecret(
                         id=sid, name=secret.name, data=self.sealer.unseal(secret.data))))
                     sent_secrets.add(sid)
+                    audit.secret_delivered(s.node_id, [t.id for t in tasks.values()
+                                                       if any(f.secret_id == sid for f in t.secrets)],
+                                           sid, secret.version)
             for sid in sorted(sent_secrets - secret_ids):
                 sent_secrets.discard(sid)
                 changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, secret=pb.AssignedSecret(id=sid)))

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from swarmsecrets import errors, wire
+from swarmsecrets import errors, validation, wire
 from swarmsecrets.api.v1 import (
     ca_pb2,
     ca_pb2_grpc,
@@ -36,6 +36,10 @@ from swarmsecrets.manager.proposer import RaftProposer
 from swarmsecrets.manager.raftedge import ManagerRaft
 from swarmsecrets.manager.raftmembership import RaftMembershipService
 from swarmsecrets.manager.rootrotation import RootRotationFollower, TrustedRoots
+from swarmsecrets.audit import ControlAudit
+from swarmsecrets.manager.controlapi.logs import LogsAPI
+from swarmsecrets.manager.logbroker import LogBroker
+from swarmsecrets.manager.watch import NodeEvents, RaftWatch
 from swarmsecrets.manager.scheduler import Scheduler
 from swarmsecrets.manager.state import (
     STATE_VERSION,
@@ -101,10 +105,12 @@ class Manager:
         self.on_missing_data_key: Callable[[], None] | None = None
         # About one election: how long a request waits for a leader before reporting none.
         self.proposer = RaftProposer(self.raft, self.store, self.clock, no_leader_grace=2 * timing.election_max)
+        self.log_broker = LogBroker()
         self.control = ControlAPI.build(store=self.store, proposer=self.proposer, members=self.proposer,
                                         sealer=self.data_key, ca=self.ca, node_id=state.node_id,
                                         raft_addr=state.raft_addr, min_cert_expiry=min_cert_expiry,
-                                        default_heartbeat=heartbeat_period)
+                                        default_heartbeat=heartbeat_period,
+                                        logs=LogsAPI(self.store, self.proposer, self.log_broker, self._manager_channel))
         self.rotator = DataKeyRotator(self.store, self.proposer, self.data_key, self.clock)
         self.server: grpc.aio.Server | None = None
         self.dispatcher: Dispatcher | None = None
@@ -112,6 +118,8 @@ class Manager:
         self.scheduler: Scheduler | None = None
         self._loops: list[asyncio.Task[None]] = []
         self.heartbeat_period = heartbeat_period
+        self.raft_watch = RaftWatch(lambda: self.raft.status(), grace=2 * timing.election_max,
+                                    clock=self.clock.monotonic)
         self.rotation = RootRotationFollower(store=self.store, proposer=self.proposer, sealer=self.data_key,
                                              ca=self.ca, material=material, node_id=state.node_id,
                                              save_roots=save_roots or (lambda pem: write_private(nodedir.ca_path, pem)),
@@ -158,7 +166,7 @@ class Manager:
         loop = asyncio.get_running_loop()
         self.dispatcher = Dispatcher(store=self.store, proposer=self.proposer, authz=self.authz,
                                      sealer=self.data_key, heartbeat_period=self.heartbeat_period, clock=self.clock,
-                                     on_delivery=self.metrics.observe_delivery)
+                                     on_delivery=self.metrics.observe_delivery, logs=self.log_broker)
         scheduler = self.scheduler = Scheduler(self.store.view, self.proposer.leader_term, self._propose_decision,
                                                clock=self.clock.now_ns)
         applied = asyncio.Event()
@@ -173,10 +181,12 @@ class Manager:
 
         self.store.subscribe(self.dispatcher.on_apply)
         self.store.subscribe(on_apply)
+        self.store.subscribe(NodeEvents(lambda: self.raft.status().is_leader, self.store).on_apply)
         advertise = advertise_state_version(self.store, self.state.node_id, self.proposer.propose, applied)
         self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor()),
                        asyncio.create_task(advertise), asyncio.create_task(self.rotation.run()),
-                       asyncio.create_task(self.rotator.run()), asyncio.create_task(health.run())]
+                       asyncio.create_task(self.rotator.run()), asyncio.create_task(health.run()),
+                       asyncio.create_task(self.raft_watch.run())]
         # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert) derived from their
         # token's digest, the digest of the root that signs now; RPCs authorize only certificates
         # of a trusted root.
@@ -185,7 +195,7 @@ class Manager:
 
         creds = self.material.grpc_server_credentials(bootstrap)
         server = grpc.aio.server(options=wire.TLS_SERVER_OPTIONS, interceptors=[
-            GrpcMetrics(self.metrics), MembersOnly(self.authz), MalformedRequests()])
+            GrpcMetrics(self.metrics), MembersOnly(self.authz), MalformedRequests(), ControlAudit()])
         control_pb2_grpc.add_ControlServicer_to_server(ControlServicer(self.control_for_manager), server)
         ca_pb2_grpc.add_NodeCAServicer_to_server(NodeCAService(
             store=self.store, proposer=self.proposer, ca=self.ca, authz=self.authz, sealer=self.data_key,
@@ -197,6 +207,12 @@ class Manager:
         server.add_secure_port(self.state.listen_addr or self.state.advertise_addr, creds)
         await server.start()
         self.server = server
+
+    def _manager_channel(self, addr: str) -> grpc.aio.Channel:
+        """To another manager's TLS port, as this manager."""
+        target = validation.format_addr(*validation.validate_addr(addr, 0))
+        return grpc.aio.secure_channel(target, self.material.grpc_channel_credentials(),
+                                       options=wire.TLS_CHANNEL_OPTIONS)
 
     async def _propose_decision(self, cmd: Command, term: int) -> object:
         return await self.proposer.propose(cmd, leader_only=term)

@@ -121,6 +121,10 @@ class RootRotationFollower:
         if node is None or node.trust_roots == digest:
             return
         cmd = state.SetTrustRoots(node_id=self.node_id, trust_roots=digest)
+        if any(m.state_version == 0 for m in self.store.managers()):
+            # A manager that just joined has not advertised its state version yet (it does at
+            # once); the report waits for it rather than being refused as if the swarm were mixed.
+            return
         state.require_supported(cmd, self.store.managers())
         await self.proposer.propose(cmd)
 

@@ -66,6 +66,8 @@ class DaemonConfig(_Schema):
     data_dir: str = Field(default=DEFAULT_DATA_DIR, min_length=1, description="state directory")
     host: str = Field(default=DEFAULT_HOST, description="unix socket for the CLI, unix:///path/to.sock")
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="log level")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="log lines as logfmt text or one JSON object each")
     secrets_root: str = Field(default=DEFAULT_SECRETS_ROOT, min_length=1,
                               description="workers: where task secrets go, on tmpfs")
     dev_allow_non_tmpfs: bool = Field(

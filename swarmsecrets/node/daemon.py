@@ -339,7 +339,8 @@ class Node:
                           on_removed=removed, on_managers=save_managers,
                           on_promoted=lambda: self._spawn("promotion", self._promoted()),
                           on_root_ca=self._swarm_roots, trust_roots=self._trust_roots_digest,
-                          hide=[self.dir.root, self.config.socket_path], on_cert_expiry=self._cert_expiry_is)
+                          hide=[self.dir.root, self.config.socket_path], on_cert_expiry=self._cert_expiry_is,
+                          log_root=os.path.join(self.dir.root, "tasklogs"))
         except (OSError, ValueError, NotTmpfsError) as e:  # e.g. a secrets root that is not tmpfs
             raise errors.FailedPrecondition(str(e)) from None
         agent.start()

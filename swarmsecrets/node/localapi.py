@@ -22,6 +22,8 @@ import grpc
 
 from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
 from swarmsecrets import errors, wire
+from swarmsecrets.audit import ControlAudit
+from swarmsecrets.node.peercred import PeerCredRelay
 from swarmsecrets.rpcutil import MalformedRequests, rpc
 
 log = logging.getLogger(__name__)
@@ -217,8 +219,11 @@ class LocalAPI:
                  interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         """``interceptors``: run before the others (e.g. the daemon's gRPC metrics)."""
         self.path = socket_path
+        # The daemon accepts CLI connections itself to learn each peer's uid for the audit lines.
+        self._relay = PeerCredRelay(socket_path)
         self._server = grpc.aio.server(options=wire.LOCAL_SERVER_OPTIONS,
-                                       interceptors=[*interceptors, MalformedRequests()])
+                                       interceptors=[*interceptors, MalformedRequests(),
+                                                     ControlAudit(self._relay.uid_of)])
         swarm_pb2_grpc.add_SwarmServicer_to_server(SwarmService(node), self._server)
         control_pb2_grpc.add_ControlServicer_to_server(control, self._server)
 
@@ -241,13 +246,15 @@ class LocalAPI:
             raise errors.listen_failed("unix", self.path, e) from None
         old_umask = os.umask(0o177)  # born 0600: only root's CLI may connect
         try:
-            self._server.add_insecure_port("unix:" + self.path)
+            self._server.add_insecure_port("unix:" + self._relay.prepare())
             await self._server.start()
+            await self._relay.start()
         finally:
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
 
     async def stop(self, grace: float = 1.0) -> None:
+        await self._relay.stop()
         await self._server.stop(grace)
         if os.path.exists(self.path):
             os.unlink(self.path)

@@ -77,7 +77,7 @@ def make_undumpable() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     make_undumpable()  # before any key or secret is in memory
     config = parse_args(argv)
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     try:
         asyncio.run(serve(config))
     except KeyboardInterrupt:

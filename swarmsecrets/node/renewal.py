@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from cryptography import x509
 
 from swarmsecrets import errors
+from swarmsecrets.logfmt import event
 from swarmsecrets.ca import certs
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.5, 60.0  # seconds
 REJOIN = ("to rejoin, run 'swarmsecrets swarm leave --force' on this node, then "
           "'swarmsecrets swarm join --token <TOKEN> <MANAGER-HOST:PORT>' with the token that "
           "'swarmsecrets swarm join-token worker' (or manager) prints on a manager")
+
+
+# A node whose certificate has less than this part of its lifetime left, and could not renew, says so.
+EXPIRY_WARNING = 0.2
 
 
 def lifetime(cert: x509.Certificate) -> datetime.timedelta:
@@ -133,6 +138,7 @@ class Renewer:
     async def _attempt_until_renewed(self) -> None:
         attempt = 0
         said = ""
+        warned = False
         while True:
             cert = self._certificate()
             try:
@@ -146,6 +152,13 @@ class Renewer:
                 elif message is None:
                     log.info("certificate renewal failed, retrying: %s", e,
                              exc_info=not isinstance(e, errors.SwarmError))
+                left = cert.not_valid_after_utc - _now()
+                if not warned and left < lifetime(cert) * EXPIRY_WARNING:
+                    until = cert.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    event(log, logging.WARNING, "cert_expiring",
+                          f"this node's certificate expires at {until} and could not be renewed yet",
+                          not_after=until, seconds_left=int(left.total_seconds()), error=str(e))
+                    warned = True
                 pause = backoff_delay(attempt, lifetime(cert)) * self._rng.uniform(0.5, 1.0)
                 attempt += 1
                 await asyncio.sleep(pause)
@@ -153,6 +166,6 @@ class Renewer:
             self.renewals += 1
             if said:
                 self._refused("")
-            log.info("certificate renewed: valid until %s",
-                     self._certificate().not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            until = self._certificate().not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+            event(log, logging.INFO, "cert_renewed", f"certificate renewed: valid until {until}", not_after=until)
             return

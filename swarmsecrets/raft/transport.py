@@ -680,10 +680,10 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
             return f"claims raft address {claimed} but its certificate binds {sorted(peer.raft_addrs)}"
         return None
 
-    def _reject(self, conn: TlsConnection | None, reason: str) -> None:
+    def _reject(self, conn: TlsConnection | None, reason: str, level: int = logging.WARNING) -> None:
         self.rejected += 1
         who = conn.peer.name if conn is not None and conn.peer else "unidentified peer"
-        log.warning("raft: refused %s: %s", who, reason)
+        log.log(level, "raft: refused %s: %s", who, reason)
         if conn is not None:
             self._unknownConnections.discard(conn)
             conn.disconnect()
@@ -695,7 +695,12 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
             self._reject(conn, "sent a utility/admin frame instead of its address")
             return
         if message not in self._nodeAddrToNode or message == self._selfNode.address:
-            self._reject(conn, f"{message[:80]!r} is not a raft member")
+            if message != self._selfNode.address and self._problem(conn, message) is None:
+                # A manager that is joining dials its peers as soon as it starts, often before the
+                # change that adds it is applied here: normal, and it redials.
+                self._reject(conn, f"{message} is not a raft member yet (joining)", level=logging.DEBUG)
+            else:
+                self._reject(conn, f"{message[:80]!r} is not a raft member")
             return
         problem = self._problem(conn, message)
         if problem:

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 
 from swarmsecrets import __version__, errors
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
-from swarmsecrets.api.v1 import dispatcher_pb2_grpc
+from swarmsecrets.api.v1 import dispatcher_pb2_grpc, objects_pb2
 from swarmsecrets.rpcutil import error_from_rpc
+from swarmsecrets.worker import tasklogs
 from swarmsecrets.worker.reconcile import Assignments, Reconciler, Resubscribe
 from swarmsecrets.worker.secretsfs import SecretsFS
 
@@ -29,6 +31,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 8.0
 REPORT_INTERVAL = 0.1
+# How often a followed task's log is read for new lines, and how many lines go in one message.
+LOG_POLL = 0.2
+LOG_BATCH = 256
 
 ChannelFactory = Callable[[str], grpc.aio.Channel]
 
@@ -39,11 +44,13 @@ class Agent:
                  on_managers: Callable[[list[str]], None], on_promoted: Callable[[], Any],
                  on_root_ca: Callable[[bytes], None] = lambda bundle: None,
                  trust_roots: Callable[[], str] = lambda: "",
-                 hide: Sequence[str] = (), on_cert_expiry: Callable[[int], None] = lambda seconds: None) -> None:
+                 hide: Sequence[str] = (), on_cert_expiry: Callable[[int], None] = lambda seconds: None,
+                 log_root: str | None = None) -> None:
         """``hide``: what no task may see besides the secrets root (the daemon's data dir and socket).
         ``on_cert_expiry``: told the swarm's node certificate lifetime (seconds) when a session
         starts and when it changes. ``on_root_ca``: the roots the swarm trusts, as the session says;
-        ``trust_roots``: the digest of those this node trusts, reported with each heartbeat."""
+        ``trust_roots``: the digest of those this node trusts, reported with each heartbeat.
+        ``log_root``: where the tasks' output is kept, for ``service logs`` (not on the secrets root)."""
         self.fs = SecretsFS(secrets_root, allow_non_tmpfs=allow_non_tmpfs)
         if self.fs.fallback_reason:
             log.warning("%s", self.fs.fallback_reason)
@@ -56,7 +63,9 @@ class Agent:
         self.trust_roots = trust_roots
         self.on_cert_expiry = on_cert_expiry
         self.assignments = Assignments()
-        self.reconciler = Reconciler(self.fs, asyncio.get_running_loop(), hide=hide)
+        self.reconciler = Reconciler(self.fs, asyncio.get_running_loop(), hide=hide, log_root=log_root)
+        self.log_root = log_root
+        self._publishers: dict[str, asyncio.Task[None]] = {}
         self.leader_hint = ""
         self._task: asyncio.Task[None] | None = None
 
@@ -132,23 +141,27 @@ class Agent:
             parts = [asyncio.create_task(self._assignments(stub, first.session_id)),
                      asyncio.create_task(self._heartbeats(stub, first.session_id, first.heartbeat_period_ms)),
                      asyncio.create_task(self._reporter(stub, first.session_id)),
-                     asyncio.create_task(self._watch_role(session))]
+                     asyncio.create_task(self._watch_role(session, stub, first.session_id))]
             try:
                 done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for p in parts:
+                for p in [*parts, *self._publishers.values()]:
                     p.cancel()
+                self._publishers.clear()
                 session.cancel()
             for p in done:
                 p.result()  # re-raise what ended the session
             raise OSError("the session ended")
 
-    async def _watch_role(self, session: Any) -> None:
-        """A promotion arrives on the session stream; the daemon then turns this node into a manager."""
+    async def _watch_role(self, session: Any, stub: Any, session_id: str) -> None:
+        """A promotion arrives on the session stream; the daemon then turns this node into a manager.
+        So do requests for the logs of this node's tasks."""
         while True:
             msg = await session.read()
             if msg is grpc.aio.EOF:
                 return
+            for sub in msg.log_subscriptions:
+                self._subscription(stub, session_id, sub)
             if msg.root_ca:
                 self.on_root_ca(msg.root_ca)
             if msg.node_cert_expiry_seconds:
@@ -157,6 +170,74 @@ class Agent:
                 log.info("this node was promoted to %s", msg.role)
                 self.on_promoted()
                 return
+
+    # --- service logs -------------------------------------------------------------------------
+
+    def _subscription(self, stub: Any, session_id: str, sub: pb.LogSubscription) -> None:
+        old = self._publishers.pop(sub.id, None)
+        if old is not None:
+            old.cancel()
+        if not sub.close:
+            self._publishers[sub.id] = asyncio.create_task(self._publish(stub, session_id, sub))
+
+    async def _publish(self, stub: Any, session_id: str, sub: pb.LogSubscription) -> None:
+        """Send the output of this node's tasks of the service: the last ``tail`` lines of each, then
+        (with ``follow``) what they write next, also of tasks that start later, until the
+        subscription closes."""
+        queue: asyncio.Queue[pb.PublishLogsRequest | None] = asyncio.Queue(maxsize=16)
+
+        async def requests() -> AsyncIterator[pb.PublishLogsRequest]:
+            while (item := await queue.get()) is not None:
+                yield item
+
+        async def produce() -> None:
+            try:
+                await read_and_follow()
+            except OSError as e:  # the files could not be read: the asker gets what was sent
+                log.warning("logs for subscription %s: %s", sub.id[:8], e)
+                await queue.put(pb.PublishLogsRequest(session_id=session_id, subscription_id=sub.id, close=True))
+                await queue.put(None)
+
+        async def read_and_follow() -> None:
+            followers: dict[str, tasklogs.Follower] = {}
+            first = True
+            while True:
+                batch: list[objects_pb2.LogMessage] = []
+                for task in self._tasks_of(sub.service_id):
+                    directory = os.path.join(self.log_root or "", task.id)
+                    if task.id not in followers:
+                        # Tasks that start after the request are followed from their first line.
+                        records, followers[task.id] = await asyncio.to_thread(
+                            tasklogs.read, directory, sub.tail if first else -1)
+                    else:
+                        records = await asyncio.to_thread(followers[task.id].poll)
+                    batch += [objects_pb2.LogMessage(task_id=task.id, service_id=sub.service_id, ts_ns=ts, data=d)
+                              for ts, d in records]
+                batch.sort(key=lambda m: m.ts_ns)
+                for i in range(0, len(batch), LOG_BATCH):
+                    await queue.put(pb.PublishLogsRequest(session_id=session_id, subscription_id=sub.id,
+                                                          messages=batch[i:i + LOG_BATCH]))
+                first = False
+                if not sub.follow:
+                    await queue.put(pb.PublishLogsRequest(session_id=session_id, subscription_id=sub.id, close=True))
+                    await queue.put(None)
+                    return
+                await asyncio.sleep(LOG_POLL)
+
+        producer = asyncio.create_task(produce())
+        try:
+            await stub.PublishLogs(requests())
+        except grpc.aio.AioRpcError as e:
+            log.info("logs for subscription %s not sent: %s %s", sub.id[:8], e.code().name, e.details())
+        finally:
+            producer.cancel()
+            if self._publishers.get(sub.id) is asyncio.current_task():
+                del self._publishers[sub.id]
+
+    def _tasks_of(self, service_id: str) -> list[pb.AssignedTask]:
+        if self.log_root is None:
+            return []
+        return sorted((t for t in self.assignments.tasks.values() if t.service_id == service_id), key=lambda t: t.id)
 
     async def _heartbeats(self, stub: Any, session_id: str, period_ms: int) -> None:
         period = period_ms / 1000 if period_ms else 5.0

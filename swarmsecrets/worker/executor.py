@@ -41,6 +41,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from swarmsecrets.logfmt import event
+from swarmsecrets.worker import tasklogs
 from swarmsecrets.worker.secretsfs import (
     CLONE_NEWNS,
     CLONE_NEWPID,
@@ -94,14 +96,17 @@ class TaskProcess:
         secrets_dir: str,
         *,
         mask: Sequence[str] = (),
+        log_dir: str | None = None,
     ) -> None:
-        """``mask``: directories to hide from the task under an empty read-only tmpfs (the secrets root)."""
+        """``mask``: directories to hide from the task under an empty read-only tmpfs (the secrets root).
+        ``log_dir``: where the task's output is kept on disk (``tasklogs``), shared by its runs."""
         self.task_id = task_id
         self.argv = list(argv)
         self.env = dict(env)
         self.user = user
         self.secrets_dir = secrets_dir
         self.mask = list(mask)
+        self.log_dir = log_dir
         self.namespaced = has_cap_sys_admin()
         self.fallback_reason: str | None = None
         if not self.namespaced:
@@ -242,11 +247,28 @@ class TaskProcess:
     def _read_output(self) -> None:
         stream = self._started().stdout
         assert stream is not None
+        writer = None
+        if self.log_dir is not None:
+            try:
+                writer = tasklogs.TaskLogWriter(self.log_dir)
+            except OSError as e:
+                log.warning("task %s: its output is not kept on disk: %s", self.task_id, e)
         with stream:
             while chunk := os.read(stream.fileno(), 65536):
                 with self._output_lock:
                     self._output += chunk
                     del self._output[:-OUTPUT_TAIL]
+                if writer is not None:
+                    try:
+                        writer.write(chunk)
+                    except OSError as e:  # a full disk: the task runs on, its output is lost
+                        log.warning("task %s: its output is not kept on disk: %s", self.task_id, e)
+                        writer = None
+        if writer is not None:
+            try:
+                writer.close()
+            except OSError:
+                pass
 
     def _wait_exited(self, pid: int, timeout: float | None) -> bool:
         """Wait for the process to exit without reaping it, so its pid stays ours for killpg."""
@@ -687,6 +709,8 @@ class Supervisor:
                     proc.start()
                     error = None
                     self._update(state="running", pid=proc.pid)
+                    event(log, logging.INFO, "task_started", f"task {proc.task_id} started",
+                          task=proc.task_id, pid=proc.pid, restarts=runs - 1)
                 except Exception as e:  # reported and retried, never the end of the supervisor
                     error = f"starting task failed: {e}"
             started = time.monotonic()
@@ -709,8 +733,13 @@ class Supervisor:
                     pid=None,
                     backoff=None if final else delay,
                 )
+                task_id = proc.task_id if proc is not None else ""
+                if failed:
+                    event(log, logging.WARNING, "task_failed", f"task {task_id} failed: {error}",
+                          task=task_id, exit_code="" if code is None else code, error=error or "")
                 if final:
                     return
-            log.info("%s; restarting in %.1fs", error or "task exited", delay)
+            event(log, logging.INFO, "task_restarting", f"task {task_id}: restarting in {delay:.1f}s",
+                  task=task_id, delay=round(delay, 3), restarts=runs)
             if not self._wake.wait(delay):
                 delay = min(delay * 2, self._max)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import objects_pb2
+from swarmsecrets.worker import tasklogs
 from swarmsecrets.worker.executor import Supervisor, TaskProcess, TaskStatus
 from swarmsecrets.worker.secretsfs import FileSpec, SecretsFS
 
@@ -110,9 +112,12 @@ def parse_user(spec: str) -> tuple[int, int] | None:
 class Reconciler:
     """Owns this node's task dirs and task processes, and the status updates waiting to be sent."""
 
-    def __init__(self, fs: SecretsFS, loop: asyncio.AbstractEventLoop, *, hide: Sequence[str] = ()) -> None:
-        """``hide``: paths tasks must not see besides the secrets root (the daemon's data dir and socket)."""
+    def __init__(self, fs: SecretsFS, loop: asyncio.AbstractEventLoop, *, hide: Sequence[str] = (),
+                 log_root: str | None = None) -> None:
+        """``hide``: paths tasks must not see besides the secrets root (the daemon's data dir and socket).
+        ``log_root``: where tasks' output is kept (``tasklogs``), one directory per task."""
         self.fs = fs
+        self.log_root = log_root
         self.loop = loop
         self.hide = [fs.root, *hide]
         self.running: dict[str, Running] = {}
@@ -124,6 +129,10 @@ class Reconciler:
             await self.stop_task(tid)
         for task in list(tasks.values()):
             await self._converge(task, secrets)
+        if self.log_root is not None:  # the output of tasks this node no longer has goes with them
+            for tid in tasklogs.task_dirs(self.log_root):
+                if tid not in tasks:
+                    tasklogs.remove(self.log_root, tid)
 
     async def _converge(self, task: pb.AssignedTask, secrets: dict[str, bytes]) -> None:
         tid = task.id
@@ -169,6 +178,8 @@ class Reconciler:
             await self.stop_task(tid)
         if wipe:
             await asyncio.to_thread(self.fs.wipe)
+            if self.log_root is not None:
+                await asyncio.to_thread(shutil.rmtree, self.log_root, True)
 
     def take_reports(self) -> list[pb.TaskStatusUpdate]:
         updates, self.pending = list(self.pending.values()), {}
@@ -191,7 +202,8 @@ class Reconciler:
             self.loop.call_soon_threadsafe(self._report_status, tid, status)
 
         supervisor = Supervisor(
-            lambda: TaskProcess(tid, list(task.command), dict(task.env), user, task_dir, mask=self.hide),
+            lambda: TaskProcess(tid, list(task.command), dict(task.env), user, task_dir, mask=self.hide,
+                                log_dir=os.path.join(self.log_root, tid) if self.log_root else None),
             on_change=on_change)
         supervisor.start()
         return supervisor

@@ -43,7 +43,8 @@ def test_an_active_manager_runs_tasks_and_drain_moves_them_to_a_worker(swarm: Cl
         m1.ok("node", "update", "--availability", "drain", wid)
         m1.ok("secret", "create", "db_pass", "-", input="on the manager\n")
         out = swarm.root / "read.txt"
-        program = f"import time; open('{out}', 'w').write(open('/run/secrets/password').read()); time.sleep(600)"
+        program = (f"import time; open('{out}', 'w').write(open('/run/secrets/password').read()); "
+                   "print('read it', flush=True); time.sleep(600)")
         m1.ok("service", "create", "--name", "app", "--user", "0", "--secret", "source=db_pass,target=password", "--",
               "python3", "-c", program)
         wait_until(lambda: task_file(m1, "app", "password").exists(), 30, 0.2, "the task's secret on the manager")
@@ -52,6 +53,9 @@ def test_an_active_manager_runs_tasks_and_drain_moves_them_to_a_worker(swarm: Cl
         wait_until(lambda: out.exists() and out.read_text() == "on the manager\n", 30, 0.2,
                    "the task on the manager to read /run/secrets/password")
         assert files_under(w1.secrets_root) == []
+        # service logs reaches a manager's own tasks as it reaches a worker's.
+        assert wait_until(lambda: m1.ok("service", "logs", "app").endswith("    | read it\n"), 30, 0.2,
+                          "the task's output on the manager")
 
         # Drain the manager: its agent stops and wipes its tmpfs; the task moves to the worker.
         m1.ok("node", "update", "--availability", "active", wid)

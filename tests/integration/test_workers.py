@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import stat
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +21,7 @@ from swarmsecrets import rpcutil, wire
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc, objects_pb2
 from swarmsecrets.ca import certs
 from tests.framework import Cluster, Node, wait_until
+from tests.framework.node import child_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="workers need root for tmpfs mounts")]
 
@@ -24,8 +29,46 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="wo
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # Workers join through m2, a follower at first: joining does not need the leader.
-    with Cluster(Path(tmp_path_factory.mktemp("fleet")), managers=3, workers=2, worker_join_via=1).started() as c:
+    c = Cluster(Path(tmp_path_factory.mktemp("fleet")), managers=3, workers=2, worker_join_via=1)
+    c.managers[1].extra_args += ("--log-format", "json")  # m2 logs JSON; the others logfmt
+    with c.started():
         yield c
+
+
+_LOGFMT_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def log_records(node: Node) -> list[dict[str, str]]:
+    """The node's log lines as key/value records, from JSON or logfmt (every line must parse)."""
+    out = []
+    for line in node.log_path.read_text().splitlines():
+        if line.startswith("{"):
+            out.append({k: str(v) for k, v in json.loads(line).items()})
+        else:
+            pairs = _LOGFMT_PAIR.findall(line)
+            assert pairs and pairs[0][0] == "time", line
+            out.append({k: json.loads(v) if v.startswith('"') else v for k, v in pairs})
+    return out
+
+
+def events(node: Node, name: str) -> list[dict[str, str]]:
+    return [r for r in log_records(node) if r.get("event") == name]
+
+
+def test_a_normal_start_and_join_logs_no_warning(fleet: Cluster) -> None:
+    """First in this module: the fleet has only formed. Nothing looked like a failure, and the
+    events an operator follows are there with their fields (m2's lines are JSON)."""
+    assert all(line.startswith("{") for line in fleet.managers[1].log_path.read_text().splitlines())
+    for node in fleet.members:
+        bad = [r for r in log_records(node) if r["level"] in ("warning", "error")]
+        assert bad == [], f"{node.name}: {bad}"
+    leader = fleet.leader()
+    elected = events(leader, "leader_elected")
+    assert elected[-1]["is_leader"] in ("true", "True") and elected[-1]["leader"] == leader.raft_addr
+    joined = {r["node"]: r["role"] for r in events(leader, "node_joined")}
+    ids = {n.name: n.info().node_id for n in fleet.members}
+    assert joined == {ids[n.name]: n.role for n in fleet.members if n is not fleet.managers[0]}
+    assert {r["node"] for r in events(leader, "node_ready")} >= {ids[w.name] for w in fleet.workers}
 
 
 def files_under(root: Path) -> list[Path]:
@@ -35,6 +78,84 @@ def files_under(root: Path) -> list[Path]:
 def task_file(w: Node, service: str, target: str) -> Path:
     return w.secrets_root / "services" / service / target
 
+
+def test_audit_lines_for_writes_and_deliveries(fleet: Cluster) -> None:
+    """Every Control write is audited with who (the socket peer's uid, or the certificate's CN),
+    what, which object, the result and the request id; every secret sent to a node too; never a payload."""
+    m2 = fleet.managers[1]
+    w1 = fleet.workers[0]
+    payload = "audited-payload-never-logged"
+    secret_id = m2.ok("secret", "create", "audited", "-", input=payload).strip()
+    [line] = [r for r in events(m2, "control_write") if r["object"] == "audited"]
+    assert (line["caller"], line["method"], line["id"], line["result"]) == (
+        f"uid:{os.getuid()}", "CreateSecret", secret_id, "OK")
+    assert line["request_id"] not in ("", "-") and line["logger"] == "swarmsecrets.audit"
+
+    with _worker_channel(w1, m2) as ch, pytest.raises(grpc.RpcError) as e:
+        control_pb2_grpc.ControlStub(ch).RemoveSecret(control_pb2.RemoveSecretRequest(secret_id=secret_id), timeout=10)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    w1_id = w1.info().node_id
+    # An abort reaches the caller before the server's handler returns: the line may follow it.
+    denied = wait_until(lambda: [r for r in events(m2, "control_write") if r["method"] == "RemoveSecret"], 10, 0.05,
+                        "the denied write's audit line")
+    assert [(r["caller"], r["object"], r["result"]) for r in denied] == [
+        (f"cn:{w1_id}", secret_id, "PERMISSION_DENIED")]
+
+    m2.ok("service", "create", "--name", "audited-svc", "--secret", "audited", "--", "sleep", "600")
+    leader = fleet.leader()
+
+    def delivered() -> list[dict[str, str]]:
+        return [r for r in events(leader, "secret_delivered") if r["secret"] == secret_id]
+
+    [sent] = wait_until(delivered, 30, 0.2, "the delivery's audit line")
+    control = m2.control()
+    task = control.ListTasks(control_pb2.ListTasksRequest(service_id="audited-svc"), timeout=10).tasks[0]
+    version = control.GetSecret(control_pb2.GetSecretRequest(secret_id=secret_id), timeout=10).secret.version.index
+    assert (sent["node"], sent["tasks"], int(sent["version"])) == (task.node_id, task.id, version)
+    for node in fleet.members:
+        assert payload not in node.log_path.read_text()
+    m2.ok("service", "rm", "audited-svc")
+    m2.ok("secret", "rm", "audited")
+
+
+
+def test_service_logs(fleet: Cluster) -> None:
+    """``service logs`` on a follower (it relays the leader's stream): a task's output from its
+    worker's files, with and without --tail and -t, and -f shows a line written afterwards."""
+    m1, m2 = fleet.managers[0], fleet.managers[1]
+    go = fleet.root / "logs-go"
+    program = f"echo one; echo two >&2; echo three; while [ ! -e {go} ]; do sleep 0.05; done; echo after; sleep 600"
+    # as root: it reads the test's root-only temp dir
+    m1.ok("service", "create", "--name", "logsvc", "--user", "0", "--", "sh", "-c", program)
+
+    def tasks() -> list[control_pb2.objects__pb2.Task]:
+        return list(m1.control().ListTasks(control_pb2.ListTasksRequest(service_id="logsvc"), timeout=10).tasks)
+
+    def logs(*args: str) -> list[str]:
+        return m2.ok("service", "logs", *args, "logsvc").splitlines()
+
+    [task] = wait_until(tasks, 30, 0.2, "the task")
+    prefix = f"logsvc.1.{task.id[:12]}@{socket.gethostname()}    | "
+    assert wait_until(lambda: logs() if len(logs()) == 3 else None, 30, 0.2, "the task's output") == [
+        prefix + "one", prefix + "two", prefix + "three"]
+    assert logs("--tail", "1") == [prefix + "three"]
+    [stamped] = logs("-t", "--tail", "1")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z " + re.escape(prefix + "three"), stamped)
+
+    follow = subprocess.Popen([sys.executable, "-m", "swarmsecrets.cli.main", "-H", m2.host_url, "service", "logs",
+                               "-f", "--tail", "1", "logsvc"], stdout=subprocess.PIPE, env=child_env())
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(line.decode().rstrip("\n") for line in follow.stdout or ()),
+                              daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: seen == [prefix + "three"], 30, 0.1, "the last line, followed")
+        go.touch()
+        wait_until(lambda: seen == [prefix + "three", prefix + "after"], 30, 0.1, "the new line, followed")
+    finally:
+        follow.kill()
+        follow.wait()
+    m1.ok("service", "rm", "logsvc")
 
 def test_seed_walkthrough(fleet: Cluster) -> None:
     m1, m2, _ = fleet.managers
@@ -340,3 +461,4 @@ def test_removed_worker_is_refused_and_wipes_its_secrets(fleet: Cluster) -> None
     print(f"removed worker wiped its secrets {time.monotonic() - t0:.2f}s after node rm")
     assert "This node is not part of a swarm" in w2.fails("secret", "ls")
     m1.ok("service", "rm", "everywhere")
+

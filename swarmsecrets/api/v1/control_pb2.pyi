@@ -367,3 +367,19 @@ class RootCAProgress(_message.Message):
     roots_rotated: int
     total: int
     def __init__(self, root_ca_cert: _Optional[str] = ..., desired_digest: _Optional[str] = ..., in_progress: _Optional[bool] = ..., certs_rotated: _Optional[int] = ..., roots_rotated: _Optional[int] = ..., total: _Optional[int] = ...) -> None: ...
+
+class ServiceLogsRequest(_message.Message):
+    __slots__ = ("service_id", "follow", "tail")
+    SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    service_id: str
+    follow: bool
+    tail: int
+    def __init__(self, service_id: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ...) -> None: ...
+
+class ServiceLogsMessage(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[_objects_pb2.LogMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[_objects_pb2.LogMessage, _Mapping]]] = ...) -> None: ...

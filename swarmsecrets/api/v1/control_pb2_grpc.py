@@ -159,6 +159,11 @@ class ControlStub:
                 request_serializer=swarmsecrets_dot_v1_dot_control__pb2.GetRootCAProgressRequest.SerializeToString,
                 response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.RootCAProgress.FromString,
                 _registered_method=True)
+        self.ServiceLogs = channel.unary_stream(
+                '/swarmsecrets.v1.Control/ServiceLogs',
+                request_serializer=swarmsecrets_dot_v1_dot_control__pb2.ServiceLogsRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_control__pb2.ServiceLogsMessage.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -322,6 +327,14 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ServiceLogs(self, request, context):
+        """The output of a service's tasks, gathered from the nodes that run them (the leader asks them
+        over their sessions; another manager relays the leader's stream).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -449,6 +462,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.GetRootCAProgress,
                     request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.GetRootCAProgressRequest.FromString,
                     response_serializer=swarmsecrets_dot_v1_dot_control__pb2.RootCAProgress.SerializeToString,
+            ),
+            'ServiceLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.ServiceLogs,
+                    request_deserializer=swarmsecrets_dot_v1_dot_control__pb2.ServiceLogsRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_control__pb2.ServiceLogsMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1126,6 +1144,33 @@ class Control:
             '/swarmsecrets.v1.Control/GetRootCAProgress',
             swarmsecrets_dot_v1_dot_control__pb2.GetRootCAProgressRequest.SerializeToString,
             swarmsecrets_dot_v1_dot_control__pb2.RootCAProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServiceLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/swarmsecrets.v1.Control/ServiceLogs',
+            swarmsecrets_dot_v1_dot_control__pb2.ServiceLogsRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_control__pb2.ServiceLogsMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,7 +17,7 @@ class SessionRequest(_message.Message):
     def __init__(self, hostname: _Optional[str] = ..., engine_version: _Optional[str] = ...) -> None: ...
 
 class SessionMessage(_message.Message):
-    __slots__ = ("session_id", "node_id", "managers", "heartbeat_period_ms", "role", "node_cert_expiry_seconds", "root_ca")
+    __slots__ = ("session_id", "node_id", "managers", "heartbeat_period_ms", "role", "node_cert_expiry_seconds", "root_ca", "log_subscriptions")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     MANAGERS_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class SessionMessage(_message.Message):
     ROLE_FIELD_NUMBER: _ClassVar[int]
     NODE_CERT_EXPIRY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ROOT_CA_FIELD_NUMBER: _ClassVar[int]
+    LOG_SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     node_id: str
     managers: _containers.RepeatedScalarFieldContainer[str]
@@ -32,7 +33,38 @@ class SessionMessage(_message.Message):
     role: str
     node_cert_expiry_seconds: int
     root_ca: bytes
-    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., managers: _Optional[_Iterable[str]] = ..., heartbeat_period_ms: _Optional[int] = ..., role: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ..., root_ca: _Optional[bytes] = ...) -> None: ...
+    log_subscriptions: _containers.RepeatedCompositeFieldContainer[LogSubscription]
+    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., managers: _Optional[_Iterable[str]] = ..., heartbeat_period_ms: _Optional[int] = ..., role: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ..., root_ca: _Optional[bytes] = ..., log_subscriptions: _Optional[_Iterable[_Union[LogSubscription, _Mapping]]] = ...) -> None: ...
+
+class LogSubscription(_message.Message):
+    __slots__ = ("id", "service_id", "follow", "tail", "close")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    service_id: str
+    follow: bool
+    tail: int
+    close: bool
+    def __init__(self, id: _Optional[str] = ..., service_id: _Optional[str] = ..., follow: _Optional[bool] = ..., tail: _Optional[int] = ..., close: _Optional[bool] = ...) -> None: ...
+
+class PublishLogsRequest(_message.Message):
+    __slots__ = ("session_id", "subscription_id", "messages", "close")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    subscription_id: str
+    messages: _containers.RepeatedCompositeFieldContainer[_objects_pb2.LogMessage]
+    close: bool
+    def __init__(self, session_id: _Optional[str] = ..., subscription_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_objects_pb2.LogMessage, _Mapping]]] = ..., close: _Optional[bool] = ...) -> None: ...
+
+class PublishLogsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("session_id", "trust_roots")

@@ -54,6 +54,11 @@ class DispatcherStub:
                 request_serializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.AssignmentsRequest.SerializeToString,
                 response_deserializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.AssignmentsMessage.FromString,
                 _registered_method=True)
+        self.PublishLogs = channel.stream_unary(
+                '/swarmsecrets.v1.Dispatcher/PublishLogs',
+                request_serializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.PublishLogsRequest.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.PublishLogsResponse.FromString,
+                _registered_method=True)
 
 
 class DispatcherServicer:
@@ -86,6 +91,13 @@ class DispatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishLogs(self, request_iterator, context):
+        """A node sends the output of its own tasks for the log subscriptions its session carried.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DispatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +120,11 @@ def add_DispatcherServicer_to_server(servicer, server):
                     servicer.Assignments,
                     request_deserializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.AssignmentsRequest.FromString,
                     response_serializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.AssignmentsMessage.SerializeToString,
+            ),
+            'PublishLogs': grpc.stream_unary_rpc_method_handler(
+                    servicer.PublishLogs,
+                    request_deserializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.PublishLogsRequest.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.PublishLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +235,33 @@ class Dispatcher:
             '/swarmsecrets.v1.Dispatcher/Assignments',
             swarmsecrets_dot_v1_dot_dispatcher__pb2.AssignmentsRequest.SerializeToString,
             swarmsecrets_dot_v1_dot_dispatcher__pb2.AssignmentsMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishLogs(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/swarmsecrets.v1.Dispatcher/PublishLogs',
+            swarmsecrets_dot_v1_dot_dispatcher__pb2.PublishLogsRequest.SerializeToString,
+            swarmsecrets_dot_v1_dot_dispatcher__pb2.PublishLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -281,3 +281,17 @@ class Task(_message.Message):
     status: TaskStatus
     spec_version: int
     def __init__(self, id: _Optional[str] = ..., version: _Optional[_Union[Version, _Mapping]] = ..., created_at: _Optional[str] = ..., updated_at: _Optional[str] = ..., service_id: _Optional[str] = ..., service_name: _Optional[str] = ..., slot: _Optional[int] = ..., node_id: _Optional[str] = ..., desired_state: _Optional[str] = ..., status: _Optional[_Union[TaskStatus, _Mapping]] = ..., spec_version: _Optional[int] = ...) -> None: ...
+
+class LogMessage(_message.Message):
+    __slots__ = ("task_id", "service_id", "node_id", "ts_ns", "data")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TS_NS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    service_id: str
+    node_id: str
+    ts_ns: int
+    data: bytes
+    def __init__(self, task_id: _Optional[str] = ..., service_id: _Optional[str] = ..., node_id: _Optional[str] = ..., ts_ns: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -12,17 +12,19 @@ request ids are bound to it (``binding``).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
 
+from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc
 from swarmsecrets.ca import certs
 from swarmsecrets.ca.rotation import SwarmCA
 from swarmsecrets.manager.collaborators import Proposer, RaftMembers, StoreReader
 from swarmsecrets.manager.controlapi.cluster import ClusterAPI
 from swarmsecrets.manager.controlapi.datakeys import DataKeyAPI
+from swarmsecrets.manager.controlapi.logs import LogsAPI
 from swarmsecrets.manager.controlapi.nodes import NodesAPI
 from swarmsecrets.manager.controlapi.rootca import RootCAAPI
 from swarmsecrets.manager.controlapi.secrets import SecretsAPI
@@ -40,12 +42,13 @@ class ControlAPI:
     cluster: ClusterAPI
     data_key: DataKeyAPI
     rootca: RootCAAPI
+    logs: LogsAPI | None = None
 
     @classmethod
     def build(cls, *, store: StoreReader, proposer: Proposer, members: RaftMembers, sealer: DataKey,
               ca: SwarmCA, node_id: str, raft_addr: str,
               min_cert_expiry: float = certs.MIN_NODE_VALIDITY.total_seconds(),
-              default_heartbeat: float = HEARTBEAT_PERIOD) -> ControlAPI:
+              default_heartbeat: float = HEARTBEAT_PERIOD, logs: LogsAPI | None = None) -> ControlAPI:
         """``node_id`` and ``raft_addr`` are those of the manager that serves the API;
         ``default_heartbeat``: its dispatcher's period when the cluster stores none."""
         return cls(
@@ -56,6 +59,7 @@ class ControlAPI:
                                default_heartbeat=default_heartbeat),
             data_key=DataKeyAPI(store, proposer, sealer),
             rootca=RootCAAPI(store, proposer, sealer, ca),
+            logs=logs,
         )
 
     def caller(self, context: grpc.aio.ServicerContext) -> str:
@@ -230,3 +234,14 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def GetRootCAProgress(self, request: control_pb2.GetRootCAProgressRequest,
                                 context: grpc.aio.ServicerContext) -> control_pb2.RootCAProgress:
         return await (await self._api(context)).rootca.get_progress(request)
+
+    # --- service logs ---------------------------------------------------------------------------
+
+    @rpc
+    async def ServiceLogs(self, request: control_pb2.ServiceLogsRequest,
+                          context: grpc.aio.ServicerContext) -> AsyncIterator[control_pb2.ServiceLogsMessage]:
+        api = await self._api(context)
+        if api.logs is None:
+            raise errors.Unavailable("this manager does not serve logs")
+        async for msg in api.logs.service_logs(request):
+            yield msg

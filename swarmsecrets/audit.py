@@ -1,0 +1,122 @@
+"""Audit lines: every write through the Control API, every secret delivered to a node.
+
+They go to the ``swarmsecrets.audit`` logger (operators can route it apart) as events:
+
+    event=control_write caller=uid:0 method=CreateSecret object=db_pass id=… result=OK request_id=…
+    event=secret_delivered node=… tasks=… secret=… version=…
+
+Who the caller is comes from the transport, never from the request: the certificate's CN (the node id)
+on the TLS port, the peer's uid (SO_PEERCRED) on the unix socket. A payload never appears:
+only names, ids and versions are read from a request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from swarmsecrets.ca import certs
+from swarmsecrets.logfmt import event
+from swarmsecrets.rpcutil import peer_certificate
+
+log = logging.getLogger("swarmsecrets.audit")
+
+CONTROL_PREFIX = "/swarmsecrets.v1.Control/"
+# Control methods that only read (every other one writes).
+_READS = ("Get", "List", "ServiceLogs")
+
+# Request fields that name the object a write is about, in order of preference.
+_OBJECT_FIELDS = ("secret_id", "service_id", "node_id", "role")
+
+PeerUid = Callable[[str], int | None]
+
+
+def is_write(method: str) -> bool:
+    """``method`` is a full gRPC path; True for Control methods that change something."""
+    if not method.startswith(CONTROL_PREFIX):
+        return False
+    return not method[len(CONTROL_PREFIX):].startswith(_READS)
+
+
+def caller_of(context: grpc.aio.ServicerContext, peer_uid: PeerUid | None) -> str:
+    cert = peer_certificate(context)
+    if cert is not None:
+        return f"cn:{certs.identity_from_pem(cert).node_id}"
+    uid = peer_uid(context.peer()) if peer_uid is not None else None
+    return f"uid:{uid}" if uid is not None else "local:unknown"
+
+
+def object_of(request: Message) -> str:
+    """The name or id the request addresses ("cluster" for the swarm-wide settings)."""
+    for name in _OBJECT_FIELDS:
+        if name in request.DESCRIPTOR.fields_by_name and getattr(request, name):
+            return str(getattr(request, name))
+    if "spec" in request.DESCRIPTOR.fields_by_name and request.HasField("spec"):  # type: ignore[arg-type]
+        return str(request.spec.name)  # type: ignore[attr-defined]
+    return "cluster"
+
+
+def _created_id(response: Any) -> str:
+    for name in ("secret", "service"):
+        if isinstance(response, Message) and name in response.DESCRIPTOR.fields_by_name \
+                and response.HasField(name):
+            return str(getattr(response, name).id)
+    return ""
+
+
+class ControlAudit(grpc.aio.ServerInterceptor):
+    """One audit line per Control write, whatever its outcome. ``peer_uid`` maps a unix-socket
+    peer (``context.peer()``) to its uid; None on the TLS port, where the certificate says who."""
+
+    def __init__(self, peer_uid: PeerUid | None = None) -> None:
+        self.peer_uid = peer_uid
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
+                                details: grpc.HandlerCallDetails) -> Any:
+        method: str = details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = await continuation(details)
+            if handler is None or not is_write(method) or handler.unary_unary is None:
+                return handler
+            wrapped = self._handlers[method] = handler._replace(
+                unary_unary=self._audited(handler.unary_unary, method[len(CONTROL_PREFIX):]))
+        return wrapped
+
+    def _audited(self, behavior: Any, method: str) -> Any:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            response = None
+            try:
+                response = await behavior(request, context)
+                return response
+            finally:
+                code = context.code()
+                if response is not None and code is None:
+                    result = "OK"
+                else:
+                    result = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+                self.record(context, method, request, result, _created_id(response))
+
+        return unary
+
+    def record(self, context: grpc.aio.ServicerContext, method: str, request: Any, result: str, new_id: str) -> None:
+        is_message = isinstance(request, Message)
+        obj = object_of(request) if is_message else ""
+        rid = str(getattr(request, "request_id", "")) if is_message else ""
+        fields: dict[str, object] = {"caller": caller_of(context, self.peer_uid), "method": method, "object": obj}
+        if new_id:
+            fields["id"] = new_id
+        fields.update(result=result, request_id=rid or "-")
+        event(log, logging.INFO, "control_write", f"{method} {obj or '-'} by {fields['caller']}: {result}", **fields)
+
+
+def secret_delivered(node_id: str, tasks: Iterable[str], secret_id: str, version: int) -> None:
+    """A secret's plaintext left for ``node_id`` (in an assignment), for the tasks named."""
+    names = sorted(tasks)
+    event(log, logging.INFO, "secret_delivered", f"secret {secret_id} (version {version}) sent to node {node_id}",
+          node=node_id, tasks=names, secret=secret_id, version=version)
