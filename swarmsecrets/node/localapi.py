@@ -205,8 +205,11 @@ def _served(path: str) -> bool:
     except FileNotFoundError:
         return False
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2.0)  # a listener with a full backlog keeps a connect waiting: it is served all the same
         try:
             s.connect(path)
+        except TimeoutError:
+            return True
         except OSError:
             return False
     return True
