@@ -14,6 +14,7 @@ imported here, so the raft log, the CLI and the daemon can all share these types
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import ClassVar
@@ -207,6 +208,23 @@ def node_removed(node_id: str) -> NodeRemoved:
     return NodeRemoved(f"Permission denied: node {node_id} was removed from swarm")
 
 
+class ListenFailed(FailedPrecondition):
+    """This node cannot listen where it was told to: the port or socket is taken by another
+    process, or the address is not one of this host's."""
+
+
+def os_reason(e: OSError) -> str:
+    """An OSError's reason as Go words it, and so Docker: "address already in use"."""
+    text = os.strerror(e.errno) if e.errno else str(e)
+    return text[:1].lower() + text[1:]
+
+
+def listen_failed(network: str, addr: str, e: OSError) -> ListenFailed:
+    """Go's text for a failed listen, as ``docker swarm init`` prints it:
+    ``listen tcp 127.0.0.1:2377: bind: address already in use``."""
+    return ListenFailed(f"listen {network} {addr}: bind: {os_reason(e)}")
+
+
 def secret_not_found(ref: str) -> NotFound:
     return NotFound(f"secret {ref} not found")
 
@@ -217,6 +235,12 @@ def secret_ambiguous(ref: str, n: int) -> InvalidArgument:
 
 def secret_exists(name: str) -> AlreadyExists:
     return AlreadyExists(f"secret {name} already exists")
+
+
+def service_exists(name: str) -> AlreadyExists:
+    """SwarmKit's text: its store's "name conflicts with an existing object", which older clients
+    match on, then the service's name."""
+    return AlreadyExists(f"name conflicts with an existing object: service {name} already exists")
 
 
 def node_not_found(ref: str) -> NotFound:

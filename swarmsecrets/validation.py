@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import ipaddress
+import json
 import posixpath
 import re
 import signal
@@ -441,8 +442,15 @@ def parse_file_mode(text: str) -> int:
     """An octal mode, ``0400`` or ``0o400``.
 
     Docker parses with base auto-detection, so ``mode=400`` silently means decimal 400 = 0620;
-    a mode without the leading 0 is refused with a hint instead.
+    a mode without the leading 0 is refused with a hint instead. What Docker refuses too (not a
+    number, or over 32 bits) gets its text, Go's strconv error.
     """
+    if not _GO_UINT.fullmatch(text):
+        raise errors.InvalidArgument(f"invalid mode specified: strconv.ParseUint: parsing {_go_quote(text)}: "
+                                     "invalid syntax")
+    if _go_uint(text) > MAX_GO_UINT32:
+        raise errors.InvalidArgument(f"invalid mode specified: strconv.ParseUint: parsing {_go_quote(text)}: "
+                                     "value out of range")
     digits = text[2:] if text[:2].lower() == "0o" else text if text.startswith("0") else ""
     if digits and _OCTAL_DIGITS.issuperset(digits):
         mode = int(digits, 8)
@@ -451,6 +459,27 @@ def parse_file_mode(text: str) -> int:
     if text and _OCTAL_DIGITS.issuperset(text):
         raise errors.InvalidArgument(f"invalid mode specified: {text} (file modes are octal: did you mean 0{text}?)")
     raise errors.InvalidArgument(f"invalid mode specified: {_printable(text)} (file modes are octal, e.g. 0400)")
+
+
+# Go's unsigned integer literal, as strconv.ParseUint(s, 0, 32) takes it: a base prefix, digits,
+# '_' only between digits or after the prefix.
+_GO_UINT = re.compile(r"0[xX](_?[0-9a-fA-F])+|0[bB](_?[01])+|0[oO](_?[0-7])+|0(_?[0-7])*|[1-9](_?[0-9])*")
+_GO_BASES = {"x": 16, "b": 2, "o": 8}
+MAX_GO_UINT32 = 2**32 - 1
+
+
+def _go_uint(literal: str) -> int:
+    """The value of a literal _GO_UINT matched."""
+    digits = literal.replace("_", "")
+    if len(digits) > 1 and digits[0] == "0":
+        base = _GO_BASES.get(digits[1].lower())
+        return int(digits[2:], base) if base else int(digits[1:], 8)
+    return int(digits)
+
+
+def _go_quote(text: str) -> str:
+    """``text`` as Go's %q writes it (near enough for an error line)."""
+    return json.dumps(_printable(text), ensure_ascii=False)
 
 
 def validate_secret_target(target: str) -> None:
@@ -508,7 +537,7 @@ def parse_secret_spec(value: str) -> SecretRef:
     else:
         for f in fields:
             key, sep, val = f.partition("=")
-            if not sep:
+            if not sep or not key:
                 raise errors.InvalidArgument(f"invalid field '{_printable(f)}' must be a key=value pair")
             match key.lower():
                 case "source" | "src":

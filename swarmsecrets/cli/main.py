@@ -32,10 +32,43 @@ cli.add_command(service.service)
 cli.add_command(info.info)
 
 
+def _plural(n: int) -> str:
+    return "argument" if n == 1 else "arguments"
+
+
+def arity_error(e: click.UsageError) -> str | None:
+    """docker's text for a command given too few or too many arguments (its cobra Args checks), on
+    one line with its pointer to the help; None for any other usage error."""
+    ctx = e.ctx
+    missing = isinstance(e, click.MissingParameter) and isinstance(e.param, click.Argument)
+    if ctx is None or not (missing or e.message.startswith("Got unexpected extra argument")):
+        return None
+    params = [p for p in ctx.command.params if isinstance(p, click.Argument)]
+    low = sum(max(p.nargs, 1) for p in params if p.required)
+    high = None if any(p.nargs == -1 for p in params) else sum(p.nargs for p in params)
+    name = ctx.command_path
+    if high == 0:
+        first = f'"{name}" accepts no arguments.'
+    elif high is None:
+        first = f'"{name}" requires at least {low} {_plural(low)}.'
+    elif low == high:
+        first = f'"{name}" requires exactly {low} {_plural(low)}.'
+    else:
+        first = f'"{name}" requires at least {low} and at most {high} {_plural(high)}.'
+    return f"{first} See '{name} --help'."
+
+
 def run(args: list[str]) -> int:
     """Run one command; every failure is a message on stderr and an exit status, never a traceback."""
     try:
         rv = cli.main(args=args, prog_name="swarmsecrets", standalone_mode=False)
+    except click.UsageError as e:
+        text = arity_error(e)
+        if text is None:
+            e.show()
+        else:
+            click.echo(text, err=True)
+        return e.exit_code
     except click.ClickException as e:
         e.show()
         return e.exit_code

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 import grp
+import json
 import tomllib
 from collections.abc import Sequence
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
-from swarmsecrets import __version__
+from swarmsecrets import __version__, errors
 from swarmsecrets.manager.dispatcher import HEARTBEAT_PERIOD
 from swarmsecrets.raft import RaftTiming
 
@@ -34,7 +36,8 @@ _RAFT_DEFAULTS = RaftTiming()
 
 class _Schema(BaseModel):
     # strict: a TOML string is not silently a number or a boolean; extra: unknown keys are refused.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan: TOML has inf and nan, and neither is a usable timer.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class RaftSettings(_Schema):
@@ -51,7 +54,10 @@ class RaftSettings(_Schema):
 
     @model_validator(mode="after")
     def _consistent(self) -> RaftSettings:
-        self.timing()  # RaftTiming states the rule between the timers; its ValueError becomes the message
+        try:
+            self.timing()
+        except ValueError as e:  # RaftTiming states the rule between the timers
+            raise ValueError(str(e).removeprefix("raft timing: ")) from None
         return self
 
     def timing(self) -> RaftTiming:
@@ -88,7 +94,7 @@ class DaemonConfig(_Schema):
     @classmethod
     def _unix_socket(cls, host: str) -> str:
         if not host.startswith(UNIX_SCHEME) or len(host) == len(UNIX_SCHEME):
-            raise ValueError(f"must be unix:///path/to.sock, got {host!r}")
+            raise ValueError("expected a unix socket address, unix:///path/to.sock")
         return host
 
     @field_validator("metrics_addr")
@@ -98,7 +104,7 @@ class DaemonConfig(_Schema):
             return addr
         host, sep, port = addr.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ValueError(f"must be HOST:PORT, e.g. 127.0.0.1:9323, got {addr!r}")
+            raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9323")
         return addr
 
     @field_validator("group")
@@ -166,14 +172,22 @@ def _parser() -> _Parser:
         kwargs: dict[str, Any] = {"dest": dest, "default": None, "metavar": path[-1].upper(),
                                   "help": info.description + (f" (default {default})" if default != "" else "")}
         if info.annotation is float:
-            kwargs.update(type=float, metavar="SECONDS")
-        choices = getattr(info.annotation, "__args__", None)
-        if choices:
-            kwargs.update(choices=list(choices), metavar=None)
+            kwargs.update(type=_number, metavar="SECONDS")
+        choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else ()
+        if choices:  # checked by the schema, whose message names the value given
+            kwargs.update(metavar="{" + ",".join(map(str, choices)) + "}")
         flags = [_flag(path)] + _SHORT_FLAGS.get(path, [])
         p.add_argument(*reversed(flags), **kwargs)
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return p
+
+
+def _number(text: str) -> float | str:
+    """A number flag's value; text that is not a number goes on to the schema, which says what it expects."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -181,21 +195,111 @@ def _read_file(path: str) -> dict[str, Any]:
         return tomllib.load(f)
 
 
-def _describe(err: ValidationError, from_flags: set[tuple[str, ...]], source: str) -> str:
-    """The schema's errors as one line, naming each setting as the user wrote it (flag or key)."""
-    unknown = [".".join(str(p) for p in e["loc"]) for e in err.errors() if e["type"] == "extra_forbidden"]
-    if unknown:
-        return f"unknown keys in {source}: {', '.join(sorted(unknown))}"
-    parts = []
+# --- one line for each bad setting: the key or flag, the value given, what is expected ------------
+
+_MAX_SHOWN = 60  # a value longer than this is cut in the message
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
+
+
+def _toml(value: Any) -> str:
+    """``value`` written as in a TOML file, on one line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(_shown(value), ensure_ascii=False)
+    if isinstance(value, dict):
+        return _shown("{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }")
+    if isinstance(value, list):
+        return _shown("[" + ", ".join(_toml(v) for v in value) + "]")
+    return _shown(str(value))
+
+
+def _flag_text(value: Any) -> str:
+    """A flag's value as typed (numbers have been parsed: 5.0 was typed 5)."""
+    return _shown(repr(value).removesuffix(".0") if isinstance(value, float) else str(value))
+
+
+def _field(loc: tuple[str, ...]) -> Any:
+    model: Any = DaemonConfig
+    info = None
+    for name in loc:
+        if model is None or name not in model.model_fields:
+            return None
+        info = model.model_fields[name]
+        model = info.annotation if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel) \
+            else None
+    return info
+
+
+def _keys(model: type[BaseModel], prefix: str) -> str:
+    return ", ".join(prefix + name for name in model.model_fields)
+
+
+def _expected(loc: tuple[str, ...], e: ErrorDetails) -> str:
+    """What the setting at ``loc`` takes, from its type and bounds in the schema."""
+    info = _field(loc)
+    if e["type"] == "value_error" or info is None:  # a validator's own words
+        return str(e["msg"]).removeprefix("Value error, ")
+    kind = info.annotation
+    bounds = [f"{word} {getattr(m, attr)}" for m in info.metadata
+              for attr, word in (("gt", "greater than"), ("ge", "at least"), ("lt", "less than"),
+                                 ("le", "at most")) if getattr(m, attr, None) is not None]
+    if get_origin(kind) is Literal:
+        what = "one of " + ", ".join(json.dumps(c) for c in get_args(kind))
+    elif kind is bool:
+        what = "true or false"
+    elif kind in (int, float):
+        what = "an integer" if kind is int else "a finite number" if e["type"] == "finite_number" else "a number"
+        what += " of seconds" if "seconds" in (info.description or "") else ""
+    elif kind is str:
+        what = "a non-empty string" if any(getattr(m, "min_length", 0) for m in info.metadata) else "a string"
+    elif isinstance(kind, type) and issubclass(kind, BaseModel):
+        what = f"a table [{'.'.join(loc)}] of {_keys(kind, '')}"
+    else:
+        what = str(e["msg"]).lower().removeprefix("input should be ")
+    return "expected " + " ".join([what, *bounds])
+
+
+def _describe(err: ValidationError, flags: dict[tuple[str, ...], Any], source: str) -> str:
+    """The schema's errors as one line: for each bad setting, the flag or key as the user wrote it,
+    the value given and what is expected. ``flags``: the settings given as flags; ``source``: the file."""
+    def where(loc: tuple[str, ...]) -> str:
+        return _flag(loc) if loc in flags else f"{'.'.join(loc)} in {source}"
+
+    def given(loc: tuple[str, ...], value: Any) -> str:
+        return json.dumps(_flag_text(value), ensure_ascii=False) if loc in flags else _toml(value)
+
+    parts: list[str] = []
+    seen: set[tuple[str, ...]] = set()
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
-        if loc == ("raft",) and e["type"] == "value_error":  # the timers one against another
-            where = "raft settings"
-        elif loc in from_flags:
-            where = _flag(loc)
+        if loc in seen:  # a union type reports each alternative; the first says enough
+            continue
+        seen.add(loc)
+        if e["type"] == "extra_forbidden":
+            table = _field(loc[:-1]) if len(loc) > 1 else None
+            section = table.annotation if table is not None else DaemonConfig
+            prefix = "".join(f"{p}." for p in loc[:-1])
+            parts.append(f"unknown key {'.'.join(loc)} = {_toml(e['input'])} in {source}: "
+                         f"expected one of {_keys(section, prefix)}")
+        elif loc == ("raft",) and e["type"] == "value_error":  # the timers one against another
+            rule = str(e["msg"]).removeprefix("Value error, ")
+            timers = e["input"] if isinstance(e["input"], dict) else {}
+            shown = []
+            for name, info in RaftSettings.model_fields.items():
+                if name not in rule:
+                    continue
+                key = ("raft", name)
+                value = timers.get(name, info.default)
+                shown.append(f"{_flag(key)} {_flag_text(value)}" if key in flags
+                             else f"raft.{name} = {_toml(value)}" + ("" if name in timers else " (default)"))
+            parts.append(f"contradictory raft timers {', '.join(shown)}: {rule}")
         else:
-            where = f"{'.'.join(loc)} in {source}"
-        parts.append(f"invalid {where}: {str(e['msg']).removeprefix('Value error, ')}")
+            word = "argument" if loc in flags else "value"
+            parts.append(f"invalid {word} {given(loc, e['input'])} for {where(loc)}: {_expected(loc, e)}")
     return "; ".join(parts)
 
 
@@ -205,12 +309,15 @@ def parse_args(argv: Sequence[str] | None = None) -> DaemonConfig:
     args = vars(p.parse_args(argv))
     config_path = args.pop("config")
     doc: dict[str, Any] = {}
-    if config_path:
+    if config_path is not None:
         try:
             doc = _read_file(config_path)
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            p.error(f"cannot read config {config_path}: {e}")
-    from_flags: set[tuple[str, ...]] = set()
+        except OSError as e:
+            p.error(f"cannot read --config {json.dumps(config_path)}: {errors.os_reason(e)}")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            reason = str(e) if isinstance(e, tomllib.TOMLDecodeError) else "not UTF-8 text"
+            p.error(f"cannot read --config {json.dumps(config_path)}: expected TOML: {reason[:1].lower()}{reason[1:]}")
+    flags: dict[tuple[str, ...], Any] = {}
     for dest, value in args.items():
         if value is None:
             continue
@@ -221,8 +328,8 @@ def parse_args(argv: Sequence[str] | None = None) -> DaemonConfig:
             section[key] = dict(table) if isinstance(table, dict) else {}
             section = section[key]
         section[path[-1]] = value
-        from_flags.add(path)
+        flags[path] = value
     try:
         return DaemonConfig.model_validate(doc)
     except ValidationError as e:
-        p.error(_describe(e, from_flags, config_path or "the flags"))
+        p.error(_describe(e, flags, config_path or "the flags"))

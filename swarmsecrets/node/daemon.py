@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime
+import errno
 import logging
 import os
 import socket
@@ -76,13 +77,37 @@ def _grpc_target(addr: str) -> str:
     return validation.format_addr(*validation.validate_addr(addr, 0))
 
 
+def check_listen(*addrs: str) -> None:
+    """Refuse, with Docker's text, an address (HOST:PORT) this manager could not listen on now: a
+    port another process holds (gRPC would share it silently: it sets SO_REUSEPORT), or an address
+    that is not this host's. Bound and closed at once; a host name that does not resolve is left
+    to the real listen."""
+    for addr in addrs:
+        host, port = validation.validate_addr(addr, 0)
+        try:
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        except socket.gaierror:
+            continue
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the real listeners do
+            try:
+                probe.bind(sockaddr)
+            except OSError as e:
+                raise errors.listen_failed("tcp", addr, e) from None
+
+
 class Node:
     """Implements ``localapi.NodeOperations``; the wiring (``main.py``) serves it."""
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
         self.dir = NodeDir(config.data_dir)
-        self.dir.ensure()
+        try:
+            self.dir.ensure()
+        except OSError as e:
+            # A file where the directory should be is EEXIST to Python and ENOTDIR to Go (and dockerd).
+            reason = errors.os_reason(OSError(errno.ENOTDIR, "") if isinstance(e, FileExistsError) else e)
+            raise errors.FailedPrecondition(f"data dir {self.dir.root}: {reason}") from None
         self.state = self.dir.load()
         self.roles = RoleMachine(self.state.role)
         self.manager: Manager | None = None
@@ -268,12 +293,22 @@ class Node:
             self.loop.call_soon_threadsafe(lambda: self._spawn("data key fetch", self._fetch_data_keys(m)))
 
         m.on_missing_data_key = fetch_data_keys
+        listen = self.state.listen_addr or self.state.advertise_addr
         try:
-            await asyncio.to_thread(m.start_raft)
+            check_listen(self.state.raft_addr, listen)
+            try:
+                await asyncio.to_thread(m.start_raft)
+            except OSError:
+                check_listen(self.state.raft_addr)  # taken since the check: say so, not "internal error"
+                raise
             self.manager = m
             if before_serving is not None:
                 await before_serving(m)
-            await m.start_server()
+            try:
+                await m.start_server()
+            except RuntimeError:  # gRPC's "Failed to bind"
+                check_listen(listen)
+                raise
         except BaseException:
             self.manager = None
             await m.stop()
@@ -903,6 +938,8 @@ class Node:
                 advertise = validation.format_addr(*validation.validate_addr(options.advertise_addr, 0))
                 listen = options.listen_addr or advertise
                 raft_addr = validation.raft_addr_for(advertise, options.raft_addr)
+                # Before the swarm records this node: were it to join as a manager, it must listen there.
+                check_listen(listen, raft_addr)
             async with self._undo():
                 self.dir.wipe()
                 self.dir.ensure()

@@ -9,8 +9,11 @@ replaces ``LocalAPI`` alone; neither the node nor the CLI commands change.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,7 +21,7 @@ from typing import Protocol
 import grpc
 
 from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
-from swarmsecrets import wire
+from swarmsecrets import errors, wire
 from swarmsecrets.audit import ControlAudit
 from swarmsecrets.node.config import socket_group_id
 from swarmsecrets.node.peercred import PeerCredRelay
@@ -194,6 +197,25 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
         return resp
 
 
+def _served(path: str) -> bool:
+    """Whether ``path`` is a socket some process accepts on, or anything else that is not a socket:
+    neither may be replaced. A socket nobody serves is a stale one."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return True
+    except FileNotFoundError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2.0)  # a listener with a full backlog keeps a connect waiting: it is served all the same
+        try:
+            s.connect(path)
+        except TimeoutError:
+            return True
+        except OSError:
+            return False
+    return True
+
+
 class LocalAPI:
     """Serves the node and the local control service on ``socket_path``, a socket born 0600; with
     ``group`` (dockerd's ``-G``) it is then handed to that group, 0660."""
@@ -213,9 +235,22 @@ class LocalAPI:
         control_pb2_grpc.add_ControlServicer_to_server(control, self._server)
 
     async def start(self) -> None:
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        if os.path.exists(self.path):  # a stale socket of an earlier run
-            os.unlink(self.path)
+        """Listen on the socket; ``errors.ListenFailed`` (Go's text, as dockerd's) when another daemon
+        serves it, or something that is not a socket is in its place."""
+        directory = os.path.dirname(self.path) or "."
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except FileExistsError:  # a file where the directory should be
+            raise errors.listen_failed("unix", self.path, OSError(errno.ENOTDIR, "")) from None
+        except OSError as e:
+            raise errors.listen_failed("unix", self.path, e) from None
+        if _served(self.path):
+            raise errors.listen_failed("unix", self.path, OSError(errno.EADDRINUSE, ""))
+        try:
+            if os.path.exists(self.path):  # a stale socket of an earlier run
+                os.unlink(self.path)
+        except OSError as e:
+            raise errors.listen_failed("unix", self.path, e) from None
         old_umask = os.umask(0o177)  # born 0600: only root's CLI may connect
         try:
             self._server.add_insecure_port("unix:" + self._relay.prepare())

@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from swarmsecrets import __version__
+from swarmsecrets import __version__, errors
 from swarmsecrets.logfmt import setup_logging
 from swarmsecrets.manager.controlapi import ControlServicer
 from swarmsecrets.metrics import GrpcMetrics, Metrics, MetricsServer
@@ -97,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(serve(config))
     except KeyboardInterrupt:
         pass
+    except errors.SwarmError as e:  # the data dir or the socket cannot be used: one line, as dockerd says it
+        log.error("failed to start daemon: %s", e)
+        sys.exit(1)
     except Exception as e:  # never a traceback for a start-up problem; the log has the details
         log.exception("fatal: %s", e)
         sys.exit(1)

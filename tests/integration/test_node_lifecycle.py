@@ -29,7 +29,8 @@ async def _init_fails_then_succeeds(tmp_path: Path) -> None:
         with socket.socket() as squatter:  # the raft port (advertised + 1) is taken: init must fail
             squatter.bind(("127.0.0.1", port + 1))
             squatter.listen()
-            with pytest.raises(OSError, match="cannot listen on the raft address"):
+            in_use = f"^listen tcp 127.0.0.1:{port + 1}: bind: address already in use$"
+            with pytest.raises(errors.ListenFailed, match=in_use):
                 await node.init(InitOptions(advertise_addr=advertise))
         assert node.role is Role.INACTIVE and node.manager is None
         assert node.info().local_node_state == "inactive"

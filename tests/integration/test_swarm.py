@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import grpc
@@ -51,6 +52,29 @@ def test_wrong_token_and_wrong_ca_are_refused(cluster: Cluster) -> None:
     finally:
         joiner.kill()
         joiner.cleanup()
+
+
+def test_busy_ports_read_like_dockers(cluster: Cluster) -> None:
+    """A port another process holds fails init and join with Go's text, as Docker prints it, and
+    the node stays out of the swarm (the swarm records no node for the join)."""
+    m1 = cluster.managers[0]
+    node = Node("busyport", cluster.root)
+    node.start()
+    try:
+        nodes_before = m1.control().ListNodes(control_pb2.ListNodesRequest(), timeout=10).nodes
+        token = m1.ok("swarm", "join-token", "-q", "manager").strip()
+        for held_port, addr in ((node.port, node.addr), (node.port + 1, node.raft_addr)):
+            with socket.socket() as held:
+                held.bind(("127.0.0.1", held_port))
+                held.listen()
+                in_use = f"Error response from daemon: listen tcp {addr}: bind: address already in use"
+                assert node.fails("swarm", "init", "--advertise-addr", node.addr) == in_use
+                assert node.fails("swarm", "join", "--token", token, "--advertise-addr", node.addr, m1.addr) == in_use
+        assert node.info().local_node_state == "inactive"
+        assert m1.control().ListNodes(control_pb2.ListNodesRequest(), timeout=10).nodes == nodes_before
+    finally:
+        node.kill()
+        node.cleanup()
 
 
 def test_rotated_worker_token_is_refused_at_once(cluster: Cluster) -> None:

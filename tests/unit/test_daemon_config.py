@@ -73,18 +73,32 @@ def test_unknown_config_keys_are_refused(tmp_path: Path, capsys: pytest.CaptureF
     cfg = tmp_path / "d.toml"
     cfg.write_text('data_dirr = "/srv/ss"\n[raft]\nheartbeet = 0.1\n')
     err = refused(["--config", str(cfg)], capsys)
-    assert f"unknown keys in {cfg}: data_dirr, raft.heartbeet" in err
+    assert f'unknown key data_dirr = "/srv/ss" in {cfg}: expected one of data_dir, host, ' in err
+    assert f"unknown key raft.heartbeet = 0.1 in {cfg}: expected one of raft.heartbeat, raft.election_min, " in err
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ('dispatcher_heartbeat = "5"\n', "invalid dispatcher_heartbeat in {cfg}: Input should be a valid number"),
-    ('dev_allow_non_tmpfs = "yes"\n', "invalid dev_allow_non_tmpfs in {cfg}: Input should be a valid boolean"),
-    ('log_level = "loud"\n', "invalid log_level in {cfg}: Input should be 'debug', 'info', 'warning' or 'error'"),
-    ('host = "/tmp/x.sock"\n', "invalid host in {cfg}: must be unix:///path/to.sock, got '/tmp/x.sock'"),
-    ('dispatcher_heartbeat = 0\n', "invalid dispatcher_heartbeat in {cfg}: Input should be greater than 0"),
-    ('[raft]\nelection_min = 2.0\n', "invalid raft settings: raft timing: need 0 < 3 * heartbeat < election_min"),
-    ('raft = 3\n', "invalid raft in {cfg}: Input should be a valid dictionary or instance of RaftSettings"),
-    ('data_dir = [\n', "cannot read config {cfg}: "),
+    ('dispatcher_heartbeat = "5"\n',
+     'invalid value "5" for dispatcher_heartbeat in {cfg}: expected a number of seconds greater than 0'),
+    ('dev_allow_non_tmpfs = "yes"\n', 'invalid value "yes" for dev_allow_non_tmpfs in {cfg}: expected true or false'),
+    ('log_level = "loud"\n',
+     'invalid value "loud" for log_level in {cfg}: expected one of "debug", "info", "warning", "error"'),
+    ('host = "/tmp/x.sock"\n',
+     'invalid value "/tmp/x.sock" for host in {cfg}: expected a unix socket address, unix:///path/to.sock'),
+    ('dispatcher_heartbeat = 0\n',
+     "invalid value 0 for dispatcher_heartbeat in {cfg}: expected a number of seconds greater than 0"),
+    ('dispatcher_heartbeat = inf\n',
+     "invalid value inf for dispatcher_heartbeat in {cfg}: expected a finite number of seconds greater than 0"),
+    ('data_dir = 5\n', "invalid value 5 for data_dir in {cfg}: expected a non-empty string"),
+    ('[raft]\nheartbeat = "fast"\n',
+     'invalid value "fast" for raft.heartbeat in {cfg}: expected a number of seconds greater than 0'),
+    ('[raft]\nelection_min = 2.0\n',
+     "contradictory raft timers raft.heartbeat = 0.05 (default), raft.election_min = 2.0, "
+     "raft.election_max = 0.8 (default): need 0 < 3 * heartbeat < election_min < election_max"),
+    ('[raft]\nleader_fallback = 0.01\n', "contradictory raft timers raft.heartbeat = 0.05 (default), "
+     "raft.leader_fallback = 0.01: leader_fallback must exceed the heartbeat"),
+    ('raft = 3\n', "invalid value 3 for raft in {cfg}: expected a table [raft] of heartbeat, election_min, "),
+    ('data_dir = [\n', 'cannot read --config "{cfg}": expected TOML: '),
 ])
 def test_bad_file_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str,
                                       message: str) -> None:
@@ -94,13 +108,19 @@ def test_bad_file_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--dispatcher-heartbeat", "-1"], "invalid --dispatcher-heartbeat: Input should be greater than 0"),
-    (["--raft-heartbeat", "x"], "argument --raft-heartbeat: invalid float value: 'x'"),
-    (["-H", "tcp://1.2.3.4:1"], "invalid --host: must be unix:///path/to.sock"),
-    (["--raft-election-max", "0.3"], "invalid raft settings: raft timing"),
-    (["--config", "/nonexistent/d.toml"], "cannot read config /nonexistent/d.toml"),
+    (["--dispatcher-heartbeat", "-1"],
+     'invalid argument "-1" for --dispatcher-heartbeat: expected a number of seconds greater than 0'),
+    (["--raft-heartbeat", "x"], 'invalid argument "x" for --raft-heartbeat: expected a number of seconds greater '),
+    (["--log-level", "verbose"],
+     'invalid argument "verbose" for --log-level: expected one of "debug", "info", "warning", "error"'),
+    (["-H", "tcp://1.2.3.4:1"], 'invalid argument "tcp://1.2.3.4:1" for --host: expected a unix socket address'),
+    (["--raft-election-max", "0.3"], "contradictory raft timers raft.heartbeat = 0.05 (default), "
+     "raft.election_min = 0.4 (default), --raft-election-max 0.3: need 0 < 3 * heartbeat < "),
+    (["--config", "/nonexistent/d.toml"], 'cannot read --config "/nonexistent/d.toml": no such file or directory'),
+    (["--config", ""], 'cannot read --config "": no such file or directory'),
+    (["--config", "/"], 'cannot read --config "/": is a directory'),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-    (["-G", "no-such-group-here"], "invalid --group: group no-such-group-here not found"),
+    (["-G", "no-such-group-here"], "invalid argument \"no-such-group-here\" for --group: group no-such-group-here not found"),
 ])
 def test_bad_flags_are_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     assert message in refused(argv, capsys)
@@ -109,6 +129,13 @@ def test_bad_flags_are_one_line(capsys: pytest.CaptureFixture[str], argv: list[s
 def test_group_by_name_or_id() -> None:
     assert parse_args(["-G", "root"]).group == "root"
     assert parse_args(["--group", "0"]).group == "0"
+
+
+def test_a_long_value_is_cut_and_control_characters_escaped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "d.toml"
+    cfg.write_text('log_level = "' + "x" * 500 + '\\n"\n')
+    err = refused(["--config", str(cfg)], capsys)
+    assert f'invalid value "{"x" * 60}..." for log_level' in err
 
 
 def test_raft_address_rule() -> None:

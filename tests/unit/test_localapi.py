@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,8 @@ async def _operations(tmp_path: Path) -> None:
     node = RecordingNode()
     path = tmp_path / "run" / "swarmsecrets.sock"
     path.parent.mkdir()
-    path.write_text("stale")  # a socket file left by a crashed run is replaced
+    with socket.socket(socket.AF_UNIX) as stale:  # a socket a crashed run left, served by nobody, is replaced
+        stale.bind(str(path))
     served: NodeOperations = node  # the recorder implements the interface (mypy checks it)
     api = LocalAPI(str(path), served, control_pb2_grpc.ControlServicer())
     await api.start()
@@ -132,3 +134,15 @@ async def _malformed(tmp_path: Path) -> None:
 
 def test_a_request_that_does_not_parse_is_invalid_argument(tmp_path: Path) -> None:
     asyncio.run(_malformed(tmp_path))
+
+
+def test_a_file_that_is_not_a_socket_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "swarmsecrets.sock"
+    path.write_text("not ours")
+
+    async def start() -> None:
+        await LocalAPI(str(path), RecordingNode(), control_pb2_grpc.ControlServicer()).start()
+
+    with pytest.raises(errors.ListenFailed, match=f"^listen unix {path}: bind: address already in use$"):
+        asyncio.run(start())
+    assert path.read_text() == "not ours"

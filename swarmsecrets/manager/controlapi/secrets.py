@@ -21,6 +21,19 @@ def secret_to_proto(s: state.Secret) -> objects_pb2.Secret:
     )
 
 
+def matches(f: control_pb2.ListSecretsRequest.Filters, s: state.Secret) -> bool:
+    """SwarmKit's ListSecrets: a secret is selected by any of its names (exact), name prefixes or
+    ID prefixes (OR'd; names are matched case-insensitively, as its name index does), and must then
+    carry every label asked for (a key alone asks for the key, ``key=value`` for the value)."""
+    name = s.name.lower()
+    if (f.names or f.name_prefixes or f.id_prefixes) and not (
+            any(name == n.lower() for n in f.names)
+            or any(name.startswith(p.lower()) for p in f.name_prefixes)
+            or any(s.id.startswith(p) for p in f.id_prefixes)):
+        return False
+    return all(k in s.labels and (not v or s.labels[k] == v) for k, v in f.labels.items())
+
+
 class SecretsAPI:
     def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer) -> None:
         self.store = store
@@ -53,19 +66,7 @@ class SecretsAPI:
                              ("ID prefix filters", f.id_prefixes), ("label filters", f.labels)):
             validation.validate_list_length(what, len(values), validation.MAX_FILTER_VALUES)
         await self.proposer.barrier()
-        names = {n.lower() for n in f.names}
-        out = []
-        for s in self.store.secrets():
-            if names and s.name.lower() not in names:
-                continue
-            if f.name_prefixes and not any(s.name.startswith(p) for p in f.name_prefixes):
-                continue
-            if f.id_prefixes and not any(s.id.startswith(p) for p in f.id_prefixes):
-                continue
-            labels = s.labels
-            if any(k not in labels or (v and labels[k] != v) for k, v in f.labels.items()):
-                continue
-            out.append(secret_to_proto(s))
+        out = [secret_to_proto(s) for s in self.store.secrets() if matches(f, s)]
         return control_pb2.ListSecretsResponse(secrets=out)
 
     async def update_secret(self, request: control_pb2.UpdateSecretRequest,

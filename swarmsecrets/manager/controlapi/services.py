@@ -49,9 +49,11 @@ def _resolve_refs(store: StoreReader, refs: Iterable[objects_pb2.SecretReference
     by_name = {s.name: s for s in store.secrets()}
     out, missing = [], []
     for ref in refs:
-        secret = by_name.get(ref.secret_name) or (store.secret(ref.secret_id) if ref.secret_id else None)
         if not ref.secret_name and not ref.secret_id:
             raise errors.InvalidArgument("malformed secret reference")
+        secret = store.secret(ref.secret_id) if ref.secret_id else by_name.get(ref.secret_name)
+        if secret is not None and ref.secret_name and secret.name != ref.secret_name:
+            secret = None  # an ID and a name that do not go together: SwarmKit finds no such secret
         if secret is None:
             missing.append(ref.secret_name or ref.secret_id)
             continue

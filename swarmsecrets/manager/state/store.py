@@ -628,7 +628,7 @@ def _check_secret_refs(s: Store, refs: Iterable[SecretRef]) -> None:
 def _create_service(s: Store, cmd: c.CreateService, index: int) -> Service:
     svc = cmd.service
     if any(o.name.lower() == svc.name.lower() for o in s._t.services.values()):
-        raise errors.AlreadyExists(f"service {svc.name} already exists")
+        raise errors.service_exists(svc.name)
     _check_secret_refs(s, svc.secrets)
     new = s._t.services[svc.id] = _stamp(replace(svc, spec_version=1), cmd.ts, index, created=True)
     return new
