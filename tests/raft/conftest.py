@@ -181,16 +181,21 @@ class Cluster:
         return [n for n in self.nodes.values() if not n.status().is_leader]
 
     def converge(self, timeout: float = 30.0) -> dict[str, Any]:
-        """Wait until every running node has applied the same state; return it."""
+        """Wait until every running node has applied every entry it knows to be committed and all
+        have applied the same state; return it. Equal states alone do not do: a node just started
+        has replayed nothing of its journal yet, and a lone one is then equal to itself."""
         deadline = time.monotonic() + timeout
         while True:
+            # Read before the states: a node caught up here holds at least this in its state.
+            behind = {a: (st.last_applied, st.commit_index) for a, n in self.nodes.items()
+                      if (st := n.status()).last_applied < st.commit_index}
             states = [m.copy() for a, m in self.machines.items() if a in self.nodes]
             applied = {n.status().last_applied for n in self.nodes.values()}
-            if all(s == states[0] for s in states) and len(applied) == 1:
+            if not behind and all(s == states[0] for s in states) and len(applied) == 1:
                 return states[0]
             if time.monotonic() > deadline:
-                raise AssertionError(f"states did not converge: applied={applied}, "
-                                     f"sizes={[len(s) for s in states]}")
+                raise AssertionError(f"states did not converge: applied={applied}, behind (applied, "
+                                     f"committed)={behind}, sizes={[len(s) for s in states]}")
             time.sleep(0.05)
 
 

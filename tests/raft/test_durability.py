@@ -15,6 +15,7 @@ from swarmsecrets.raft import Unavailable, UnknownOutcome
 from swarmsecrets.raft.journal import DurableJournal
 from swarmsecrets.raft.node import _RaftSyncObj
 from tests.raft.conftest import Cluster
+from tests.raft.raft_harness import DictMachine
 
 
 def test_acknowledged_only_after_fdatasync_on_a_majority(cluster_factory: Callable[..., Cluster],
@@ -99,3 +100,34 @@ def test_a_lone_member_applies_only_what_it_has_synced(cluster_factory: Callable
             node.propose({"op": "set", "k": f"k{i}", "v": i}, 5.0)
         c.stop()
     assert not violations, f"entries applied before they were synced: {violations}"
+
+
+def test_a_restarted_lone_member_has_converged_only_once_it_replayed_its_journal(
+        cluster_factory: Callable[..., Cluster]) -> None:
+    """Cluster.converge, the check restart tests end with: a member just started has applied
+    nothing of its journal until its loop replays it, and a lone member is equal to itself
+    meanwhile, so equal states alone passed for converged and every acknowledged write looked
+    lost. Here the replay is held until the test lets it go."""
+    replay = threading.Event()
+    replay.set()
+
+    class HeldMachine(DictMachine):
+        def apply(self, command: dict[str, Any], index: int) -> Any:
+            replay.wait(20)
+            return super().apply(command, index)
+
+    c = cluster_factory(1, machine=HeldMachine)
+    c.start()
+    node = c.leader()
+    keys = [f"k{i}" for i in range(5)]
+    for k in keys:
+        node.propose({"op": "set", "k": k, "v": k}, 5.0)
+    c.stop()
+    replay.clear()
+    try:
+        c.start()
+        with pytest.raises(AssertionError, match="did not converge"):
+            c.converge(timeout=0.5)
+    finally:
+        replay.set()
+    assert sorted(c.converge()) == keys
