@@ -172,9 +172,25 @@ class MalformedRequests(HandlerInterceptor):
     would end UNKNOWN with the decoder's text and a traceback in the daemon's log."""
 
     def wrap(self, handler: Any, method: str) -> Any:
-        if handler.request_streaming or handler.request_deserializer is None:
+        if handler.request_deserializer is None:
             return handler
+        if handler.request_streaming:
+            return _guarded_stream(handler, method)
         return _guarded(handler, method)
+
+
+def _guarded_stream(handler: Any, method: str) -> Any:
+    """A client stream's messages are parsed as the method reads them: a bad one raises the typed
+    error there, and the method's error handling (``rpc``) answers it as any other bad input."""
+    parse = handler.request_deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:
+            raise errors.InvalidArgument(f"malformed request: not a valid message for {method}") from None
+
+    return handler._replace(request_deserializer=deserialize)
 
 
 def _guarded(handler: Any, method: str) -> Any:
