@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 
 from swarmsecrets.ca import certs
 from swarmsecrets.logfmt import event
-from swarmsecrets.rpcutil import peer_certificate
+from swarmsecrets.rpcutil import HandlerInterceptor, peer_certificate
 
 log = logging.getLogger("swarmsecrets.audit")
 
@@ -68,25 +68,18 @@ def _created_id(response: Any) -> str:
     return ""
 
 
-class ControlAudit(grpc.aio.ServerInterceptor):
+class ControlAudit(HandlerInterceptor):
     """One audit line per Control write, whatever its outcome. ``peer_uid`` maps a unix-socket
     peer (``context.peer()``) to its uid; None on the TLS port, where the certificate says who."""
 
     def __init__(self, peer_uid: PeerUid | None = None) -> None:
+        super().__init__()
         self.peer_uid = peer_uid
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                                details: grpc.HandlerCallDetails) -> Any:
-        method: str = details.method
-        wrapped = self._handlers.get(method)
-        if wrapped is None:
-            handler = await continuation(details)
-            if handler is None or not is_write(method) or handler.unary_unary is None:
-                return handler
-            wrapped = self._handlers[method] = handler._replace(
-                unary_unary=self._audited(handler.unary_unary, method[len(CONTROL_PREFIX):]))
-        return wrapped
+    def wrap(self, handler: Any, method: str) -> Any:
+        if not is_write(method) or handler.unary_unary is None:
+            return handler
+        return handler._replace(unary_unary=self._audited(handler.unary_unary, method[len(CONTROL_PREFIX):]))
 
     def _audited(self, behavior: Any, method: str) -> Any:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:

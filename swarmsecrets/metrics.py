@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from swarmsecrets.raft import RaftObserver, RaftStatus
-from swarmsecrets.rpcutil import Around, wrap_handler
+from swarmsecrets.rpcutil import Around, HandlerInterceptor, wrap_handler
 
 NAMESPACE = "swarmsecrets"
 # Seconds: from a fast fdatasync to an election's worth of waiting.
@@ -157,24 +157,16 @@ def _code(context: grpc.aio.ServicerContext, outcome: str) -> str:
     return outcome
 
 
-class GrpcMetrics(grpc.aio.ServerInterceptor):
+class GrpcMetrics(HandlerInterceptor):
     """Counts every call by method and final status code, and times unary calls (a stream's
     length says how long its client stayed, not how fast it was served)."""
 
     def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
         self.metrics = metrics
-        self._handlers: dict[str, Any] = {}
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                                details: grpc.HandlerCallDetails) -> Any:
-        method: str = details.method
-        wrapped = self._handlers.get(method)
-        if wrapped is None:
-            handler = await continuation(details)
-            if handler is None:
-                return None
-            wrapped = self._handlers[method] = wrap_handler(handler, self._measure(method))
-        return wrapped
+    def wrap(self, handler: Any, method: str) -> Any:
+        return wrap_handler(handler, self._measure(method))
 
     def _measure(self, method: str) -> Around:
         calls, seconds = self.metrics.grpc_calls, self.metrics.grpc_seconds.labels(method)

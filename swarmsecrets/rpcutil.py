@@ -8,6 +8,7 @@ request that does not parse ends INVALID_ARGUMENT (``MalformedRequests``, on eve
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime
 import errno
@@ -142,13 +143,12 @@ class _Malformed:
 _MALFORMED = _Malformed()
 
 
-class MalformedRequests(grpc.aio.ServerInterceptor):
-    """A request whose bytes do not parse as its message (corrupt wire format, a string field that
-    is not UTF-8) ends INVALID_ARGUMENT with one line, like any other bad input. Left to gRPC, it
-    would end UNKNOWN with the decoder's text and a traceback in the daemon's log."""
+class HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """An interceptor that changes a method's handler: ``wrap`` runs once per method, and the
+    handler it returns (the one given, to leave the method alone) serves every later call."""
 
     def __init__(self) -> None:
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._handlers: dict[str, Any] = {}
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
                                 details: grpc.HandlerCallDetails) -> Any:
@@ -156,10 +156,41 @@ class MalformedRequests(grpc.aio.ServerInterceptor):
         wrapped = self._handlers.get(method)
         if wrapped is None:
             handler = await continuation(details)
-            if handler is None or handler.request_streaming or handler.request_deserializer is None:
-                return handler
-            wrapped = self._handlers[method] = _guarded(handler, method)
+            if handler is None:
+                return None
+            wrapped = self._handlers[method] = self.wrap(handler, method)
         return wrapped
+
+    @abc.abstractmethod
+    def wrap(self, handler: Any, method: str) -> Any:
+        """The handler to serve ``method`` with from now on."""
+
+
+class MalformedRequests(HandlerInterceptor):
+    """A request whose bytes do not parse as its message (corrupt wire format, a string field that
+    is not UTF-8) ends INVALID_ARGUMENT with one line, like any other bad input. Left to gRPC, it
+    would end UNKNOWN with the decoder's text and a traceback in the daemon's log."""
+
+    def wrap(self, handler: Any, method: str) -> Any:
+        if handler.request_deserializer is None:
+            return handler
+        if handler.request_streaming:
+            return _guarded_stream(handler, method)
+        return _guarded(handler, method)
+
+
+def _guarded_stream(handler: Any, method: str) -> Any:
+    """A client stream's messages are parsed as the method reads them: a bad one raises the typed
+    error there, and the method's error handling (``rpc``) answers it as any other bad input."""
+    parse = handler.request_deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:
+            raise errors.InvalidArgument(f"malformed request: not a valid message for {method}") from None
+
+    return handler._replace(request_deserializer=deserialize)
 
 
 def _guarded(handler: Any, method: str) -> Any:

@@ -648,6 +648,9 @@ def parse_env(items: Iterable[str], environ: Mapping[str, str]) -> dict[str, str
 
 # The longest node certificate lifetime (seconds): no longer than the root CA that signs it lives.
 MAX_CERT_EXPIRY = 20 * 365 * 86400
+# The longest dispatcher heartbeat period (seconds): a node is Down after three missed, so a day
+# is already far past any use; beyond it a typo more likely than a plan.
+MAX_DISPATCHER_HEARTBEAT = 24 * 3600
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")

@@ -98,6 +98,11 @@ class Proposer(Protocol):
 
     def status(self) -> GroupStatus: ...
 
+    @property
+    def stopped(self) -> bool:
+        """Whether this manager stopped (a restart, a role change): the store no longer changes."""
+        ...
+
 
 class RaftMembers(Protocol):
     """Changes of the raft group's membership (one at a time, through the leader)."""

@@ -62,7 +62,8 @@ async def begin(store: StoreReader, proposer: Proposer, data_key: DataKey, rid: 
     return began
 
 
-async def wait_finished(store: StoreReader, key_id: str, timeout: float = FINISH_TIMEOUT) -> None:
+async def wait_finished(store: StoreReader, proposer: Proposer, key_id: str,
+                        timeout: float = FINISH_TIMEOUT) -> None:
     """Return once the rotation to ``key_id`` is finished (or superseded by a later one)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -70,6 +71,9 @@ async def wait_finished(store: StoreReader, key_id: str, timeout: float = FINISH
         cluster = store.cluster
         if cluster is not None and (cluster.key_id != key_id or not cluster.rotation_from):
             return
+        if proposer.stopped:  # e.g. restarted for --force-new-cluster: this store hears no more
+            raise errors.Unavailable(f"this manager stopped while the data key rotation to {key_id} ran; "
+                                     "see 'swarmsecrets swarm data-key'")
         if loop.time() > deadline:
             raise errors.Unavailable(f"the data key rotation to {key_id} is still in progress; "
                                      "the leader finishes it (see 'swarmsecrets swarm data-key')")

@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from swarmsecrets import errors
 from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
 from swarmsecrets.raft import RaftStatus
-from swarmsecrets.rpcutil import abort, peer_certificate, wrap_handler
+from swarmsecrets.rpcutil import HandlerInterceptor, abort, peer_certificate, wrap_handler
 
 log = logging.getLogger(__name__)
 
@@ -75,25 +75,15 @@ class Health:
             self._poke.clear()
 
 
-class MembersOnly(grpc.aio.ServerInterceptor):
+class MembersOnly(HandlerInterceptor):
     """Health and reflection calls from nodes of this swarm only (see the module docstring)."""
 
     def __init__(self, authz: PeerAuthorizer) -> None:
+        super().__init__()
         self.authz = authz
-        self._handlers: dict[str, Any] = {}
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Any],
-                                details: grpc.HandlerCallDetails) -> Any:
-        method: str = details.method
-        if not method.startswith(_PREFIXES):
-            return await continuation(details)
-        wrapped = self._handlers.get(method)
-        if wrapped is None:
-            handler = await continuation(details)
-            if handler is None:
-                return None
-            wrapped = self._handlers[method] = wrap_handler(handler, self._admit)
-        return wrapped
+    def wrap(self, handler: Any, method: str) -> Any:
+        return wrap_handler(handler, self._admit) if method.startswith(_PREFIXES) else handler
 
     @contextlib.asynccontextmanager
     async def _admit(self, context: grpc.aio.ServicerContext, unary: bool) -> AsyncIterator[None]:

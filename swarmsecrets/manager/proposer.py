@@ -25,6 +25,9 @@ class RaftHandle(Protocol):
 
     def status(self) -> GroupStatus: ...
 
+    @property
+    def stopped(self) -> bool: ...
+
     def propose_async(self, command: dict[str, Any], timeout: float) -> Future[Any]: ...
 
     def read_barrier(self, timeout: float) -> None: ...
@@ -83,6 +86,10 @@ class RaftProposer:
 
     def status(self) -> GroupStatus:
         return self.raft.status()
+
+    @property
+    def stopped(self) -> bool:
+        return self.raft.stopped
 
     async def barrier(self) -> None:
         """Linearizable reads: local state reflects every write acknowledged before this call."""

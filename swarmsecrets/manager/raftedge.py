@@ -81,6 +81,10 @@ class ManagerRaft:
     def stop(self) -> None:
         self.node.stop()
 
+    @property
+    def stopped(self) -> bool:
+        return self.node.stopped
+
     def status(self) -> RaftStatus:
         return self.node.status()
 

@@ -702,6 +702,11 @@ class RaftNode:
                                         name=f"raft-{self.self_addr}", daemon=True)
         self._thread.start()
 
+    @property
+    def stopped(self) -> bool:
+        """Whether ``stop`` was called: nothing this member holds will change any more."""
+        return self._stopping.is_set()
+
     def stop(self) -> None:
         self._stopping.set()
         if self._sync is not None:

@@ -249,7 +249,8 @@ def test_group_members_may_use_the_socket_and_others_may_not(tmp_path: Path) -> 
     p = subprocess.run([sys.executable, "-m", DAEMON_MODULE, "--data-dir", str(tmp_path / "nogroup"),
                         "-H", f"unix://{tmp_path}/nogroup.sock", "--group", name], capture_output=True,
                        text=True, timeout=30, env=child_env())
-    assert (p.returncode, p.stderr) == (2, f"swarmsecretsd: error: invalid argument \"{name}\" for --group: group {name} not found\n")
+    assert (p.returncode, p.stderr) == (
+        2, f'swarmsecretsd: error: invalid argument "{name}" for --group: group {name} not found\n')
     assert not (tmp_path / "nogroup.sock").exists()
 
 

@@ -417,6 +417,11 @@ def test_swarm_update_settings_are_stored_and_the_heartbeat_applies_at_once(flee
         "swarm", "update", "--dispatcher-heartbeat", "-1s")
     assert 'invalid argument "x" for "--task-history-limit" flag' in m1.fails(
         "swarm", "update", "--task-history-limit", "x")
+    # A period no heartbeat message can carry is refused, and the one set stays.
+    assert "maximum dispatcher heartbeat period is: 24h0m0s" in m1.fails(
+        "swarm", "update", "--dispatcher-heartbeat", "2562047h")
+    assert m1.control().GetCluster(control_pb2.GetClusterRequest(),
+                                   timeout=10).cluster.dispatcher_heartbeat_period_ms == 3000
     m1.control().UpdateCluster(control_pb2.UpdateClusterRequest(
         autolock=after.autolock, task_history_retention_limit=5, dispatcher_heartbeat_period_ms=1000), timeout=10)
 

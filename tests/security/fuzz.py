@@ -46,7 +46,7 @@ from swarmsecrets.api.v1 import (
     swarm_pb2,
 )
 from swarmsecrets.ca import certs
-from tests.framework import Cluster, Node
+from tests.framework import Cluster, Node, wait_until
 
 # --- what is fuzzed ----------------------------------------------------------------------------------
 
@@ -331,7 +331,10 @@ def _varint(n: int) -> bytes:
 # Statuses a hostile call may end with. INTERNAL means an unexpected exception in the daemon (rpcutil
 # maps those to INTERNAL and logs a traceback); UNKNOWN is clear only as a typed error the daemon meant
 # (Docker's code for "update out of sequence"), with its kind; DEADLINE_EXCEEDED means the call hung.
+# CANCELLED is what gRPC answers calls in flight when a server stops, and the fuzzed calls themselves
+# restart managers (swarm init --force-new-cluster, leave, demote): clients retry it, as UNAVAILABLE.
 CLEAR = frozenset({
+    grpc.StatusCode.CANCELLED,
     grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAUTHENTICATED,
@@ -385,16 +388,26 @@ def judge(tally: Tally, m: Method, req: bytes, code: grpc.StatusCode, details: s
 DEADLINE = 20.0  # a call that has not ended by then hangs
 
 
+# A stream whose headers came but that says nothing for this long is open and quiet, as a followed
+# ``service logs -f`` of a service with nothing new to print is: it answered.
+QUIET = 3.0
+
+
 async def call_one(channel: grpc.aio.Channel, m: Method, req: bytes, tally: Tally) -> None:
-    """Send ``req`` (serialized) to ``m``; a stream is read to its first message, then dropped."""
+    """Send ``req`` (serialized) to ``m``; a stream is read to its first message (or until it has
+    been quiet for ``QUIET`` after its headers), then dropped."""
     try:
         if m.streaming:
             stream = channel.unary_stream(m.path)(req, timeout=DEADLINE)
             try:
-                async for _ in stream:
-                    break
+                await stream.initial_metadata()
+                quiet = False
+                try:
+                    await asyncio.wait_for(stream.read(), QUIET)
+                except TimeoutError:
+                    quiet = True  # the timeout cancelled the call: its status says nothing of the daemon
                 code, details, typed = grpc.StatusCode.OK, "", False
-                if stream.done():
+                if stream.done() and not quiet:
                     code, details = await stream.code(), await stream.details()
                     typed = _typed(await stream.trailing_metadata())
             finally:
@@ -697,6 +710,10 @@ def prepare(cluster: Cluster) -> tuple[Node, Node, dict[str, list[str]]]:
     worker = cluster.workers[0]
     leader.ok("secret", "create", "fuzz_target", "-", input="s3cret")
     leader.ok("service", "create", "--name", "fuzzsvc", "--secret", "fuzz_target", "--", "sleep", "3600")
+    # The swarm's own bookkeeping settles first (each node's record learns its certificate), so that
+    # the state compared around a run changes only by what the run did.
+    wait_until(lambda: all(n.cert_serial for n in leader.control().ListNodes(
+        control_pb2.ListNodesRequest(), timeout=30).nodes), 60, 0.1, "every node's certificate recorded")
     return leader, worker, pool_of(leader)
 
 

@@ -85,6 +85,8 @@ class StoreProposer:
     async def barrier(self) -> None:
         self.barriers += 1
 
+    stopped = False
+
     def leader_term(self) -> int | None:
         return self.group.term if self.group.is_leader else None
 

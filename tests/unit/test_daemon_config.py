@@ -120,7 +120,8 @@ def test_bad_file_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     (["--config", ""], 'cannot read --config "": no such file or directory'),
     (["--config", "/"], 'cannot read --config "/": is a directory'),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-    (["-G", "no-such-group-here"], "invalid argument \"no-such-group-here\" for --group: group no-such-group-here not found"),
+    (["-G", "no-such-group-here"],
+     'invalid argument "no-such-group-here" for --group: group no-such-group-here not found'),
 ])
 def test_bad_flags_are_one_line(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     assert message in refused(argv, capsys)

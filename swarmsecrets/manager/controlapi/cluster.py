@@ -110,6 +110,9 @@ class ClusterAPI:
         if expiry > validation.MAX_CERT_EXPIRY:
             maximum = validation.format_duration(validation.MAX_CERT_EXPIRY)
             raise errors.InvalidArgument(f"maximum certificate expiry time is: {maximum}")
+        if request.dispatcher_heartbeat_period_ms > validation.MAX_DISPATCHER_HEARTBEAT * 1000:
+            maximum = validation.format_duration(validation.MAX_DISPATCHER_HEARTBEAT)
+            raise errors.InvalidArgument(f"maximum dispatcher heartbeat period is: {maximum}")
         await self.proposer.barrier()
         cluster = self.store.cluster
         if cluster is None:

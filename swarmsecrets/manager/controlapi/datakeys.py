@@ -37,7 +37,7 @@ class DataKeyAPI:
     async def rotate_data_key(self, request: control_pb2.RotateDataKeyRequest, caller: str) -> control_pb2.DataKeyInfo:
         rid = request_id(self.data_key, state.BeginDataKeyRotation, caller, request)
         key_id = await dekrotation.begin(self.store, self.proposer, self.data_key, rid)
-        await dekrotation.wait_finished(self.store, key_id)
+        await dekrotation.wait_finished(self.store, self.proposer, key_id)
         return self._info()
 
     async def set_data_key_rotation(self, request: control_pb2.SetDataKeyRotationRequest,

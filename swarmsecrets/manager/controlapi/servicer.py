@@ -243,5 +243,7 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
         api = await self._api(context)
         if api.logs is None:
             raise errors.Unavailable("this manager does not serve logs")
+        # Headers at once: a followed stream may have nothing to send for a long time.
+        await context.send_initial_metadata(())
         async for msg in api.logs.service_logs(request):
             yield msg
