@@ -93,6 +93,22 @@ def test_a_rotation_reencrypts_everything_and_forgets_the_previous_key() -> None
     assert values and not any(opens(old, v) for v in values) and all(opens(ring.key, v) for v in values)
 
 
+def test_cluster_values_sealed_under_a_key_retired_before_they_apply_are_refused() -> None:
+    """Join tokens (or an unlock key) sealed under the key a rotation is leaving, applied only after
+    it ended: stored, they would open under no key any manager holds."""
+    swarm = Swarm()
+    ring = following(swarm)
+    before = join_tokens(swarm.store, ring)
+    stale = state.UpdateCluster(join_tokens=state.JoinTokens(worker=ring.seal(b"w"), manager=ring.seal(b"m")),
+                                sealed_with=state.sealed_with(ring.key_id, swarm.store.managers()))
+    assert stale.sealed_with == ring.key_id
+    run(lambda: dekrotation.begin(swarm.store, swarm.proposer, ring))
+    run(lambda: dekrotation.DataKeyRotator(swarm.store, swarm.proposer, ring, swarm.clock).finish(3))
+    with pytest.raises(errors.FailedPrecondition, match="rotated while this request was in flight"):
+        run(lambda: swarm.proposer.propose(stale))
+    assert join_tokens(swarm.store, ring) == before
+
+
 def test_a_new_leader_finishes_a_rotation_it_learned_from_the_log() -> None:
     swarm = Swarm()
     old = swarm.sealer.key

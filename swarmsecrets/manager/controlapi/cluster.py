@@ -3,7 +3,6 @@ off, set the lifetime of node certificates, the task history limit and the dispa
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 from swarmsecrets import errors, validation
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
@@ -60,10 +59,14 @@ class ClusterAPI:
         cluster = self.store.cluster
         if cluster is None:
             raise errors.Unavailable("the cluster state is not available yet")
-        fresh = self.sealer.seal(str(tokens.new_token(self.ca.signer().ca.cert_pem)).encode())
-        sealed = replace(cluster.join_tokens, **{request.role: fresh})
+        # Both tokens sealed now under one key (the other one may be under a key a rotation retires).
+        key_id = state.sealed_with(self.sealer.key_id, self.store.managers())
+        fresh = str(tokens.new_token(self.ca.signer().ca.cert_pem))
+        plain = {**join_tokens(self.store, self.sealer), request.role: fresh}
+        sealed = state.JoinTokens(worker=self.sealer.seal(plain["worker"].encode()),
+                                  manager=self.sealer.seal(plain["manager"].encode()))
         rid = request_id(self.sealer, state.UpdateCluster, caller, request)
-        await self.proposer.propose(state.UpdateCluster(rid=rid, join_tokens=sealed))
+        await self.proposer.propose(state.UpdateCluster(rid=rid, join_tokens=sealed, sealed_with=key_id))
         jt = join_tokens(self.store, self.sealer)
         return control_pb2.RotateJoinTokenResponse(
             join_tokens=objects_pb2.JoinTokens(worker=jt["worker"], manager=jt["manager"]))
@@ -84,7 +87,8 @@ class ClusterAPI:
         new = keys.new_key()
         rid = request_id(self.sealer, state.UpdateCluster, caller, request)
         # The key this request installed (its first outcome, on a retry), not whatever is current by now.
-        cmd = state.UpdateCluster(rid=rid, unlock_key=self.sealer.seal(new))
+        key_id = state.sealed_with(self.sealer.key_id, self.store.managers())
+        cmd = state.UpdateCluster(rid=rid, unlock_key=self.sealer.seal(new), sealed_with=key_id)
         updated: state.Cluster = await self.proposer.propose(cmd)
         assert updated.unlock_key is not None
         key = self.sealer.unseal(updated.unlock_key)
@@ -130,9 +134,11 @@ class ClusterAPI:
             # idempotent (a retry finds the lifetime set and proposes nothing).
             await self.proposer.propose(state.SetCertExpiry(seconds=expiry))
         if request.autolock != cluster.autolock:
+            key_id = state.sealed_with(self.sealer.key_id, self.store.managers()) if request.autolock else ""
             sealed = self.sealer.seal(keys.new_key()) if request.autolock else None
             rid = request_id(self.sealer, state.SetAutolock, caller, request)
-            await self.proposer.propose(state.SetAutolock(rid=rid, autolock=request.autolock, unlock_key=sealed))
+            await self.proposer.propose(state.SetAutolock(rid=rid, autolock=request.autolock, unlock_key=sealed,
+                                                          sealed_with=key_id))
         key = unlock_key(self.store, self.sealer)
         return control_pb2.UpdateClusterResponse(cluster=self._cluster_to_proto(),
                                                  unlock_key=keys.format_unlock_key(key) if key else "")

@@ -40,7 +40,10 @@ from swarmsecrets.manager.state.commands import (
     UpdateService,
     bind_request_id,
     client_request_id,
+    SealsClusterValues,
     require_supported,
+    sealed_with,
+    supported_version,
 )
 from swarmsecrets.manager.state.events import Applied, Err, Ok, Result, unwrap
 from swarmsecrets.manager.state.objects import (
@@ -67,5 +70,6 @@ __all__ = [
     "FinishRootRotation", "RootRotation", "SetTrustRoots", "StartRootRotation",
     "RecordNodeCert", "SetCertExpiry",
     "SetClusterSettings", "UpdateNodeLabels",
-    "bind_request_id", "client_request_id", "encode_command", "require_supported", "unwrap",
+    "SealsClusterValues", "bind_request_id", "client_request_id", "encode_command", "require_supported",
+    "sealed_with", "supported_version", "unwrap",
 ]

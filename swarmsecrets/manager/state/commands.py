@@ -88,11 +88,15 @@ def command(kind: str, since: int = 1) -> Callable[[C], C]:
     return register
 
 
+def supported_version(managers: Iterable[Node]) -> int:
+    """The highest state version every manager can apply."""
+    return min((max(n.state_version, 1) for n in managers), default=STATE_VERSION)
+
+
 def require_supported(cmd: Command, managers: Iterable[Node]) -> None:
     """Refuse to propose a command that some manager could not apply (a rolling upgrade that has
     not reached every manager yet)."""
-    known = [max(n.state_version, 1) for n in managers]
-    floor = min(known, default=STATE_VERSION)
+    floor = supported_version(managers)
     needs = cmd.needs_version()
     if needs > STATE_VERSION:
         raise errors.FailedPrecondition(
@@ -139,9 +143,26 @@ class InitCluster(Command):
         return 4 if seeded else self.SINCE
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SealsClusterValues(Command):
+    """A command that carries cluster values sealed with the data key; ``sealed_with`` names that
+    key (state version 4; "" from older proposers). Applied after a data-key rotation ended that
+    retired the key, it is refused: nobody could open what it would store."""
+
+    sealed_with: str = ""
+
+    def needs_version(self) -> int:
+        return max(self.SINCE, 4) if self.sealed_with else self.SINCE
+
+
+def sealed_with(key_id: str, managers: Iterable[Node]) -> str:
+    """``key_id`` for a command's ``sealed_with`` where every manager can apply the field, else ""."""
+    return key_id if supported_version(managers) >= 4 else ""
+
+
 @command("update_cluster")
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UpdateCluster(Command):
+class UpdateCluster(SealsClusterValues):
     """Change the sealed join tokens and/or the sealed unlock key (None: unchanged)."""
 
     join_tokens: JoinTokens | None = None
@@ -150,7 +171,7 @@ class UpdateCluster(Command):
 
 @command("set_autolock", since=2)
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SetAutolock(Command):
+class SetAutolock(SealsClusterValues):
     """Turn autolock on with ``unlock_key`` (sealed with the data key), or off (the key is dropped)."""
 
     autolock: bool
@@ -159,7 +180,7 @@ class SetAutolock(Command):
 
 @command("start_root_rotation", since=3)
 @dataclass(frozen=True, slots=True, kw_only=True)
-class StartRootRotation(Command):
+class StartRootRotation(SealsClusterValues):
     """Begin a root CA rotation from the root ``from_root`` (PEM; refused if it is no longer the
     current one or a rotation runs), with join tokens that carry the new root's digest."""
 

@@ -387,11 +387,17 @@ def _remove_node(s: Store, cmd: c.RemoveNode, index: int) -> None:
             tasks[tid] = _stamp(replace(task, state="orphaned", desired_state="shutdown"), cmd.ts, index)
 
 
+def _require_live_key(cluster: Cluster, cmd: c.SealsClusterValues) -> None:
+    if cmd.sealed_with and cluster.key_id and cmd.sealed_with not in (cluster.key_id, cluster.rotation_from):
+        raise errors.FailedPrecondition("the data key was rotated while this request was in flight; try again")
+
+
 @_handles(c.UpdateCluster)
 def _update_cluster(s: Store, cmd: c.UpdateCluster, index: int) -> Cluster:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
+    _require_live_key(cluster, cmd)
     if cmd.join_tokens is not None:
         cluster = replace(cluster, join_tokens=cmd.join_tokens)
     if cmd.unlock_key is not None:
@@ -446,6 +452,7 @@ def _set_autolock(s: Store, cmd: c.SetAutolock, index: int) -> Cluster:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
+    _require_live_key(cluster, cmd)
     if cmd.autolock and cmd.unlock_key is None:
         raise errors.InvalidArgument("autolock needs an unlock key")
     if cmd.autolock and cluster.autolock:
@@ -544,6 +551,7 @@ def _start_root_rotation(s: Store, cmd: c.StartRootRotation, index: int) -> Clus
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
+    _require_live_key(cluster, cmd)
     if cluster.root_rotation is not None or cluster.root_ca_cert != cmd.from_root:
         raise errors.FailedPrecondition("a root CA rotation is already in progress")
     if cluster.rotation_from:
