@@ -8,7 +8,7 @@ Layout under the root (the agent's run dir, e.g. ``/run/swarmsecrets``)::
     tasks/<task-id>/<target>    one file per target (not per secret id), written atomically
     services/<service-name>     symlink to this node's newest task dir of that service
 
-Only ``tasks/`` and ``services/`` are ours: the root may hold other things (the daemon's socket).
+Only ``tasks/`` and ``services/`` are ours: whatever else the root holds is left alone.
 Everything inside a task dir is reached through directory file descriptors with ``O_NOFOLLOW``,
 because the dir belongs to the task's user, who could plant symlinks to make root write elsewhere.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -69,17 +70,29 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel picks for outgoing connections (their source ports)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port_pair() -> int:
-    """A port P such that P and P+1 are free on 127.0.0.1 (the daemon's gRPC port and its raft port)."""
+    """A port P such that P and P+1 are free on 127.0.0.1 (the daemon's gRPC port and its raft port),
+    outside the ephemeral range: a node restarted at the address of one that stopped must find its
+    ports free, and a port of that range may meanwhile be any outgoing connection's source port."""
+    ephemeral = _ephemeral_ports()
+    low, high = (10000, ephemeral.start - 2) if ephemeral.start > 12000 else (ephemeral.stop, 65533)
+    rng = random.SystemRandom()
     for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port >= 65535:
-            continue
+        port = rng.randint(low, high)
         try:
-            with socket.socket() as s2:
-                s2.bind(("127.0.0.1", port + 1))
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
         except OSError:
             continue
         return port
