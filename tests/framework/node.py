@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ import grpc
 
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
 from swarmsecrets.client import local_channel
+from tests.ports import free_port_pair
 
 if TYPE_CHECKING:
     from tests.framework.netns import NetnsLab
@@ -68,35 +67,6 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
-
-
-def _ephemeral_ports() -> range:
-    """The ports the kernel picks for outgoing connections (their source ports)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low, high = (int(v) for v in f.read().split())
-    except (OSError, ValueError):
-        low, high = 32768, 60999
-    return range(low, high + 1)
-
-
-def free_port_pair() -> int:
-    """A port P such that P and P+1 are free on 127.0.0.1 (the daemon's gRPC port and its raft port),
-    outside the ephemeral range: a node restarted at the address of one that stopped must find its
-    ports free, and a port of that range may meanwhile be any outgoing connection's source port."""
-    ephemeral = _ephemeral_ports()
-    low, high = (10000, ephemeral.start - 2) if ephemeral.start > 12000 else (ephemeral.stop, 65533)
-    rng = random.SystemRandom()
-    for _ in range(200):
-        port = rng.randint(low, high)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair on 127.0.0.1")
 
 
 def signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

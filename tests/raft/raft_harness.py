@@ -29,6 +29,7 @@ from typing import Any
 from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import raft_peer_verifier
 from swarmsecrets.raft import RaftError, RaftNode, RaftTiming, RaftTLS, RaftTuning
+from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,18 +90,6 @@ class Ctl:
 
 
 CLUSTER_ID = "raftcluster0000000000000a"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @dataclass
