@@ -3,20 +3,12 @@ status names the newest snapshot's index."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from swarmsecrets.raft import RaftNode, RaftObserver
+from tests.framework import wait_until
 from tests.raft.conftest import IN_PROCESS_TIMING
 from tests.raft.raft_harness import DictMachine, Pki, free_ports
-
-
-def _wait(cond: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_observer_hears_fsyncs_and_snapshots(pki: Pki, tmp_path: Path) -> None:
@@ -28,7 +20,7 @@ def test_observer_hears_fsyncs_and_snapshots(pki: Pki, tmp_path: Path) -> None:
                     observer=RaftObserver(fsync=fsyncs.append, snapshot=snapshots.append))
     node.start()
     try:
-        _wait(lambda: node.status().is_leader, "a leader")
+        wait_until(lambda: node.status().is_leader, timeout=10, what="a leader")
         assert node.status().snapshot_index == 0
         before = len(fsyncs)
         for i in range(5):
@@ -36,7 +28,7 @@ def test_observer_hears_fsyncs_and_snapshots(pki: Pki, tmp_path: Path) -> None:
         assert len(fsyncs) > before and all(s >= 0 for s in fsyncs)
         applied = node.status().last_applied
         node.compact()
-        _wait(lambda: node.status().snapshot_index > 0, "the snapshot")
+        wait_until(lambda: node.status().snapshot_index > 0, timeout=10, what="the snapshot")
         assert len(snapshots) == 1 and snapshots[0] >= 0
         assert 0 < node.status().snapshot_index <= applied
     finally:

@@ -63,6 +63,7 @@ PROGRAM = textwrap.dedent("""
                 while not stop.is_set():
                     try:
                         await ch.unary_unary("/t.T/E")(b"x", timeout=30)
+                        answered.set()
                     except grpc.aio.AioRpcError:
                         pass
 
@@ -70,7 +71,7 @@ PROGRAM = textwrap.dedent("""
         await server.stop(0)
 
     def forker(took):
-        time.sleep(1)  # the clients are connecting by then
+        answered.wait(60)  # the clients are handshaking by then
         for _ in range(40):
             t = time.monotonic()
             pid = os.fork()
@@ -82,6 +83,7 @@ PROGRAM = textwrap.dedent("""
         print(json.dumps(took), flush=True)
         os._exit(0)  # what is measured is the forks, not gRPC's teardown under load
 
+    answered = threading.Event()
     threading.Thread(target=forker, args=([],), daemon=True).start()
     asyncio.run(serve_and_load(threading.Event()))
 """)
