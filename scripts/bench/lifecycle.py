@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
+import json
 import re
 import shutil
 import sys
@@ -47,7 +48,7 @@ from pathlib import Path
 
 import grpc
 
-from scripts.bench.common import count_secrets, describe_error, swarm_channel
+from scripts.bench.common import count_secrets, describe_error, machine_info, swarm_channel
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 from swarmsecrets.crypto import keys
 from tests.framework import Cluster, Node, wait_until
@@ -164,7 +165,8 @@ def run(args: argparse.Namespace, root: Path) -> int:
     try:
         leader = fleet.leader()
         follower = next(m for m in fleet.managers if m is not leader)
-        print(f"fill {args.count} secrets of 1 KiB: {fill(leader, args.count):.1f} s", flush=True)
+        fill_s = fill(leader, args.count)
+        print(f"fill {args.count} secrets of 1 KiB: {fill_s:.1f} s", flush=True)
         backup_path = root / "swarm.backup"
         backup_out: dict[str, str] = {}
         with Writer(leader).running() as writer:
@@ -228,6 +230,12 @@ def run(args: argparse.Namespace, root: Path) -> int:
     print(f"\n{args.count} secrets, 3 managers + 2 workers:")
     for what, took in results:
         print(f"  {what:<62} {took:8.2f} s")
+    if args.json:
+        record = {"bench": "lifecycle", "secrets": args.count, "autolock": args.autolock, "fill_s": fill_s,
+                  "writes": writer.writes, "failed_writes": writer.failures,
+                  "operations": [{"operation": what.strip(), "seconds": took} for what, took in results],
+                  "machine": machine_info(root)}
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     return status
 
 
@@ -238,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="after the data-key rotation, scan every manager's disk for the old key (slow)")
     p.add_argument("--autolock", action="store_true", help="the same with an autolocked swarm")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures to PATH as JSON")
     args = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="swarmsecrets-lifecycle-"))
     try:
