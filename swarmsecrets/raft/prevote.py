@@ -52,6 +52,9 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
         self.pre_votes_sent = 0  # pre-vote rounds this member started (tests wait on it)
         self._first_entry = 0  # as a new leader, the index of its no-op until it commits
 
+    def _election_deadline(self) -> float:
+        return float(self._SyncObj__raftElectionDeadline)
+
     def _onTick(self, timeToWait: float = 0.0) -> None:
         if PRE_VOTE:
             self._pre_vote_tick()
@@ -81,8 +84,7 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
         self._SyncObj__raftLeader = None
         self._SyncObj__onLeaderChanged()
         delay = random.uniform(*LEADER_LOSS_DELAY)
-        deadline = float(self._SyncObj__raftElectionDeadline)  # type: ignore[has-type]
-        self._SyncObj__raftElectionDeadline = min(deadline, self.clock() + delay)
+        self._SyncObj__raftElectionDeadline = min(self._election_deadline(), self.clock() + delay)
         log.info("raft: connection to the leader %s closed: asking for pre-votes in %.0f ms unless "
                  "it comes back", node.address, delay * 1e3)
 
@@ -96,8 +98,7 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
                 or not self._SyncObj__transport.ready):
             return
         now = self.clock()
-        # mypy cannot see the type of a name SyncObj assigns in a method of its own
-        deadline = float(self._SyncObj__raftElectionDeadline)  # type: ignore[has-type]
+        deadline = self._election_deadline()
         if deadline >= now or self._SyncObj__transferInProgress:
             return
         if not self._SyncObj__connectedToAnyone():
@@ -137,9 +138,8 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
             # election timeout before asking, or both of us would stand and split the vote.
             self._prevote = None
             self._prevote_won = False
-            deadline = float(self._SyncObj__raftElectionDeadline)  # type: ignore[has-type]
             self._SyncObj__raftElectionDeadline = max(
-                deadline, self.clock() + self._SyncObj__generateRaftTimeout())
+                self._election_deadline(), self.clock() + self._SyncObj__generateRaftTimeout())
         self._SyncObj__transport.send(node, {"type": "pre_vote_response", "term": message["term"],
                                              "granted": granted, "current_term": my_term})
 
