@@ -39,6 +39,7 @@ with the reason and exit status 1; a MISS of a target is not a failure.
     python -m scripts.bench.failover                      # 20 rounds each
     python -m scripts.bench.failover --json out.json      # also every round and its breakdown
     python -m scripts.bench.failover --quick --flood      # 3 rounds each, and under a flood
+    python -m scripts.bench.failover --quick --loaded 60  # and elections on a loaded, idle cluster
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from typing import Any
 
 import grpc
 
-from scripts.bench.common import json_clean, machine_info, percentile, spawn, table, terminate_all
+from scripts.bench.common import json_clean, machine_info, percentile, spawn, table, terminate, terminate_all
 from scripts.bench.etcd import EtcdCluster, EtcdGrpcWriter, EtcdMember, etcd_call, etcd_put_request
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 from swarmsecrets.raft import RaftTiming
@@ -340,6 +341,52 @@ def run_swarm(root: Path, rounds: int, clients: int, rpc_timeout: float, raft_fl
     return res
 
 
+def run_loaded_idle(root: Path, seconds: float, burners: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """No spurious elections on a loaded box: ``burners`` processes spin on the CPUs while a healthy
+    3-manager cluster (daemon default timings) takes a write every 0.1 s for ``seconds``. Counts
+    the elections and pre-vote rounds the managers log meanwhile (both should be 0)."""
+    c = Cluster(root / "loaded", 3, timings=DEFAULT_TIMINGS, log_level="debug")
+    probe = SwarmProbe()
+    procs = []
+    try:
+        c.start()
+        swarm_healthy(c, probe, 5.0)
+        since = time.time()
+        procs = [spawn([sys.executable, "-c", "while True: pass"], root / f"burner{i}.log") for i in range(burners)]
+        put = swarm_writer(swarm_leader(c, probe).sock, 5.0)()
+        writes = failed = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                put(f"ld{uuid.uuid4().hex[:16]}")
+                writes += 1
+            except grpc.RpcError:
+                failed += 1
+            time.sleep(0.1)
+        counts = {"elections": 0, "pre_vote_rounds": 0, "pre_votes_won": 0}
+        for n in c.managers:
+            for line in n.log_path.read_text(errors="replace").splitlines():
+                m = _LOG_TIME.match(line)
+                if m is None or datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp() < since:
+                    continue
+                counts["elections"] += bool(BREAKDOWN["elected"].search(line))
+                counts["pre_vote_rounds"] += bool(BREAKDOWN["pre_vote"].search(line))
+                counts["pre_votes_won"] += bool(BREAKDOWN["pre_vote_won"].search(line))
+        result = {"seconds": seconds, "burners": burners, "writes": writes, "failed_writes": failed,
+                  "load_avg_1m": os.getloadavg()[0], **counts}
+        log(f"  loaded idle: {seconds:g} s with {burners} CPU burners: {writes} writes ({failed} failed), "
+            f"{counts['elections']} elections, {counts['pre_vote_rounds']} pre-vote rounds")
+        return result
+    except Exception as e:
+        log(f"  loaded idle: stopped\n{c.logs()[-3000:]}")
+        raise e if isinstance(e, Unmeasurable) else Unmeasurable(f"loaded idle: {type(e).__name__}: {e}") from e
+    finally:
+        for p in procs:
+            terminate(p, signal.SIGKILL)
+        probe.close()
+        c.stop()
+
+
 # --------------------------------------------------------------------------------------------
 # etcd
 
@@ -529,13 +576,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rpc-timeout", type=float, default=0.25)
     ap.add_argument("--flood", action="store_true",
                     help="also run the swarmsecrets rounds under a flood of unauthenticated raft connections")
+    ap.add_argument("--loaded", type=float, default=0.0, metavar="SECONDS",
+                    help="also count elections while a cluster takes writes for SECONDS next to CPU burners")
+    ap.add_argument("--burners", type=int, default=2, help="CPU burners for --loaded")
     ap.add_argument("--raft-flags", default="", help="daemon raft flags (default: none, i.e. the defaults)")
     ap.add_argument("--json", metavar="PATH", help="also write every round, its breakdown and the summary to PATH")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = ap.parse_args(argv)
     rounds = 3 if args.quick else args.rounds
-    if rounds < 1 or args.clients < 1 or args.rpc_timeout <= 0:
-        print("failover: --rounds and --clients must be at least 1 and --rpc-timeout positive", file=sys.stderr)
+    if rounds < 1 or args.clients < 1 or args.rpc_timeout <= 0 or args.loaded < 0 or args.burners < 0:
+        print("failover: --rounds and --clients must be at least 1, --rpc-timeout positive, --loaded and "
+              "--burners not negative", file=sys.stderr)
         return 2
     binary = shutil.which("etcd")
     if binary is None:
@@ -566,6 +617,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"etcd {EtcdCluster.version(binary)}: {rounds} rounds")
         results.append(run_etcd(root, binary, rounds, args.clients, args.rpc_timeout, log))
         text, record = report(results, timings, rounds, args.clients, args.rpc_timeout)
+        if args.loaded > 0:
+            log(f"loaded idle check: {args.loaded:g} s, {args.burners} CPU burners")
+            loaded = run_loaded_idle(root, args.loaded, args.burners, log)
+            record["loaded_idle"] = loaded
+            text += (f"\nloaded idle ({loaded['seconds']:g} s, {loaded['burners']} CPU burners, load average "
+                     f"{loaded['load_avg_1m']:.1f}): {loaded['elections']} elections, {loaded['pre_vote_rounds']} "
+                     f"pre-vote rounds, {loaded['writes']} writes ({loaded['failed_writes']} failed): "
+                     f"{'PASS' if loaded['elections'] == loaded['pre_vote_rounds'] == 0 else 'MISS'}")
         print(text, flush=True)
         if args.json:
             record["machine"] = machine
