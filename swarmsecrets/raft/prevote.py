@@ -28,7 +28,7 @@ from pysyncobj.syncobj import _RAFT_STATE
 # False restores stock elections (term+1 and RequestVote as soon as the election timer fires),
 # so a rejoining or restarted member deposes the leader. Tests switch it to show the defect.
 PRE_VOTE = True
-# False restores stock reaction to a closed connection to the leader (none: the followers wait
+# False restores stock's reaction to a closed connection to the leader (none: the followers wait
 # out an election timeout). The delay spreads the survivors' pre-votes apart, so that one of them
 # usually stands alone instead of both splitting the vote.
 LEADER_LOSS_PREVOTE = True
