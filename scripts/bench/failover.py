@@ -344,7 +344,9 @@ def run_swarm(root: Path, rounds: int, clients: int, rpc_timeout: float, raft_fl
 def run_loaded_idle(root: Path, seconds: float, burners: int, log: Callable[[str], None]) -> dict[str, Any]:
     """No spurious elections on a loaded box: ``burners`` processes spin on the CPUs while a healthy
     3-manager cluster (daemon default timings) takes a write every 0.1 s for ``seconds``. Counts
-    the elections and pre-vote rounds the managers log meanwhile (both should be 0)."""
+    what the managers log meanwhile: elections and won pre-votes (every term change starts with
+    one; both must be 0), and, for information, pre-vote rounds (a refused one changes nothing)
+    and closed connections to the leader."""
     c = Cluster(root / "loaded", 3, timings=DEFAULT_TIMINGS, log_level="debug")
     probe = SwarmProbe()
     procs = []
@@ -363,7 +365,7 @@ def run_loaded_idle(root: Path, seconds: float, burners: int, log: Callable[[str
             except grpc.RpcError:
                 failed += 1
             time.sleep(0.1)
-        counts = {"elections": 0, "pre_vote_rounds": 0, "pre_votes_won": 0}
+        counts = {"elections": 0, "pre_votes_won": 0, "pre_vote_rounds": 0, "leader_connections_closed": 0}
         for n in c.managers:
             for line in n.log_path.read_text(errors="replace").splitlines():
                 m = _LOG_TIME.match(line)
@@ -372,10 +374,11 @@ def run_loaded_idle(root: Path, seconds: float, burners: int, log: Callable[[str
                 counts["elections"] += bool(BREAKDOWN["elected"].search(line))
                 counts["pre_vote_rounds"] += bool(BREAKDOWN["pre_vote"].search(line))
                 counts["pre_votes_won"] += bool(BREAKDOWN["pre_vote_won"].search(line))
+                counts["leader_connections_closed"] += bool(BREAKDOWN["noticed"].search(line))
         result = {"seconds": seconds, "burners": burners, "writes": writes, "failed_writes": failed,
                   "load_avg_1m": os.getloadavg()[0], **counts}
         log(f"  loaded idle: {seconds:g} s with {burners} CPU burners: {writes} writes ({failed} failed), "
-            f"{counts['elections']} elections, {counts['pre_vote_rounds']} pre-vote rounds")
+            + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
         return result
     except Exception as e:
         log(f"  loaded idle: stopped\n{c.logs()[-3000:]}")
@@ -622,9 +625,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             loaded = run_loaded_idle(root, args.loaded, args.burners, log)
             record["loaded_idle"] = loaded
             text += (f"\nloaded idle ({loaded['seconds']:g} s, {loaded['burners']} CPU burners, load average "
-                     f"{loaded['load_avg_1m']:.1f}): {loaded['elections']} elections, {loaded['pre_vote_rounds']} "
-                     f"pre-vote rounds, {loaded['writes']} writes ({loaded['failed_writes']} failed): "
-                     f"{'PASS' if loaded['elections'] == loaded['pre_vote_rounds'] == 0 else 'MISS'}")
+                     f"{loaded['load_avg_1m']:.1f}): {loaded['elections']} elections, {loaded['pre_votes_won']} "
+                     f"won pre-votes (no term change: "
+                     f"{'PASS' if loaded['elections'] == loaded['pre_votes_won'] == 0 else 'MISS'}); "
+                     f"{loaded['pre_vote_rounds']} pre-vote rounds in all, {loaded['leader_connections_closed']} "
+                     f"closed connections to the leader, {loaded['writes']} writes ({loaded['failed_writes']} failed)")
         print(text, flush=True)
         if args.json:
             record["machine"] = machine
