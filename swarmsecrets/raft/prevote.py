@@ -7,10 +7,18 @@ leader. With pre-vote, such a member first asks whether it could win: a member g
 it has not heard from a current leader within the minimum election timeout, and only if the
 candidate's log is at least as up to date as its own. Only a majority of grants lets the real
 election start. Asking and answering change no term and no vote.
+
+A follower whose connection to its leader closes (a leader killed or crashed: its kernel closes
+its sockets at once) does not wait out an election timeout: it forgets the leader and asks for
+pre-votes after a short random delay. A member that still hears the leader refuses, so a link
+that merely reset (or a leader that is only slow) costs no election; a leader that pauses or is
+cut off without closing its connections is still found by the election timeout.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +28,13 @@ from pysyncobj.syncobj import _RAFT_STATE
 # False restores stock elections (term+1 and RequestVote as soon as the election timer fires),
 # so a rejoining or restarted member deposes the leader. Tests switch it to show the defect.
 PRE_VOTE = True
+# False restores stock's reaction to a closed connection to the leader (none: the followers wait
+# out an election timeout). The delay spreads the survivors' pre-votes apart, so that one of them
+# usually stands alone instead of both splitting the vote.
+LEADER_LOSS_PREVOTE = True
+LEADER_LOSS_DELAY = (0.0, 0.06)
+
+log = logging.getLogger(__name__)
 
 
 class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type information
@@ -35,11 +50,43 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
         self._prevote: tuple[int, set[Any]] | None = None
         self._prevote_won = False
         self.pre_votes_sent = 0  # pre-vote rounds this member started (tests wait on it)
+        self._first_entry = 0  # as a new leader, the index of its no-op until it commits
+
+    def _election_deadline(self) -> float:
+        return float(self._SyncObj__raftElectionDeadline)
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         if PRE_VOTE:
             self._pre_vote_tick()
         super()._onTick(timeToWait)
+        if (self._first_entry and self.raftCommitIndex >= self._first_entry
+                and self._SyncObj__raftState == _RAFT_STATE.LEADER):
+            self._first_entry = 0
+            log.info("raft: leading in term %d: its first entry is committed", self.raftCurrentTerm)
+
+    def _SyncObj__onBecomeLeader(self) -> None:
+        super()._SyncObj__onBecomeLeader()
+        # SyncObj appended its no-op: nothing of this term commits before it (logged once it has).
+        self._first_entry = self._SyncObj__getCurrentLogIndex()
+        log.info("raft: elected leader in term %d", self.raftCurrentTerm)
+
+    def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
+        super()._SyncObj__onNodeDisconnected(node)
+        if (LEADER_LOSS_PREVOTE and PRE_VOTE and node == self._SyncObj__raftLeader
+                and self._SyncObj__raftState == _RAFT_STATE.FOLLOWER and self.selfNode is not None):
+            self._leader_lost(node)
+
+    def _leader_lost(self, node: Any) -> None:
+        """Our connection to the leader closed: stop counting it as heard (so we grant the other
+        members' pre-votes), fail the proposals forwarded to it (their outcome is unknown; the
+        proposer retries them by request id) and ask for pre-votes shortly."""
+        self._leader_seen = -1e18
+        self._SyncObj__raftLeader = None
+        self._SyncObj__onLeaderChanged()
+        delay = random.uniform(*LEADER_LOSS_DELAY)
+        self._SyncObj__raftElectionDeadline = min(self._election_deadline(), self.clock() + delay)
+        log.info("raft: connection to the leader %s closed: asking for pre-votes in %.0f ms unless "
+                 "it comes back", node.address, delay * 1e3)
 
     def _pre_vote_tick(self) -> None:
         """Runs before SyncObj._onTick, which starts an election once the election deadline
@@ -51,8 +98,7 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
                 or not self._SyncObj__transport.ready):
             return
         now = self.clock()
-        # mypy cannot see the type of a name SyncObj assigns in a method of its own
-        deadline = float(self._SyncObj__raftElectionDeadline)  # type: ignore[has-type]
+        deadline = self._election_deadline()
         if deadline >= now or self._SyncObj__transferInProgress:
             return
         if not self._SyncObj__connectedToAnyone():
@@ -68,6 +114,7 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
         term = self.raftCurrentTerm + 1
         self._prevote = (term, {self.selfNode})
         self.pre_votes_sent += 1
+        log.debug("raft: pre-vote for term %d", term)
         message = {"type": "pre_vote", "term": term,
                    "last_log_index": self._SyncObj__getCurrentLogIndex(),
                    "last_log_term": self._SyncObj__getCurrentLogTerm()}
@@ -86,8 +133,25 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
             and self.clock() - self._leader_seen >= self.conf.raftMinTimeout
             and (message["last_log_term"], message["last_log_index"]) >= (last_term, last_idx)
         )
+        if granted and LEADER_LOSS_PREVOTE and self._yields_to(node, message):
+            # Leave the election to this candidate: drop a round of our own and wait a full
+            # election timeout before asking, or both of us would stand and split the vote.
+            self._prevote = None
+            self._prevote_won = False
+            self._SyncObj__raftElectionDeadline = max(
+                self._election_deadline(), self.clock() + self._SyncObj__generateRaftTimeout())
         self._SyncObj__transport.send(node, {"type": "pre_vote_response", "term": message["term"],
                                              "granted": granted, "current_term": my_term})
+
+    def _yields_to(self, node: Any, message: dict[str, Any]) -> bool:
+        """Whether to leave the election to a candidate we grant: always, unless we are asking
+        for pre-votes ourselves (the two requests crossed). Then exactly one of the two yields:
+        the one with the older log, or on equal logs the lower address."""
+        if self._prevote is None:
+            return True
+        mine = (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex(),
+                self.selfNode.address)
+        return (message["last_log_term"], message["last_log_index"], node.address) > mine
 
     def _on_pre_vote_response(self, node: Any, message: dict[str, Any]) -> None:
         if not message["granted"] and message["current_term"] > self.raftCurrentTerm:
@@ -108,6 +172,7 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
             self._prevote = None
             self._prevote_won = True
             self._SyncObj__raftElectionDeadline = 0
+            log.info("raft: pre-vote for term %d won: standing for election", round_[0])
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message["type"]

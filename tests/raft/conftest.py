@@ -34,6 +34,8 @@ def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
     M = membership.MembershipMixin
     if name == "prevote":
         mp.setattr(prevote, "PRE_VOTE", False)
+    elif name == "leader_loss":
+        mp.setattr(prevote, "LEADER_LOSS_PREVOTE", False)
     elif name == "sync_ack":
         mp.delattr(S, "_SyncObj__sendNextNodeIdx")
     elif name == "protocol":

@@ -2,7 +2,9 @@
 depose a healthy leader, and failover still works.
 
 ``RAFT_STOCK=prevote pytest tests/raft/test_prevote.py`` restores stock elections
-(prevote.PRE_VOTE = False): the rejoin and restart tests then fail.
+(prevote.PRE_VOTE = False): the rejoin and restart tests then fail. ``RAFT_STOCK=leader_loss``
+restores stock's indifference to a closed connection to the leader: the two leader-loss tests
+then fail (no survivor stands before its election timer, which they set far beyond their waits).
 
 No test here sleeps to let "nothing happen": each waits for the member under test to have run
 its election timer out (its pre-vote rounds, or under stock elections its term) and for the
@@ -22,7 +24,7 @@ from typing import Any
 import pytest
 from pysyncobj.syncobj import _RAFT_STATE
 
-from swarmsecrets.raft.node import RaftNode
+from swarmsecrets.raft.node import RaftNode, RaftTiming
 from tests.raft.conftest import STOCK, Cluster
 
 Factory = Callable[..., Cluster]
@@ -269,3 +271,61 @@ def test_pre_vote_changes_no_term_or_vote(cluster_factory: Factory) -> None:
     assert watch.seen() == [], f"the lone member changed its term or stood as a candidate: {watch.seen()}"
     links.heal()
     _wait_caught_up(c, lone.self_addr, leader)
+
+
+# Election timers far beyond every wait below: only a closed connection can start an election.
+NO_TIMER_ELECTIONS = RaftTiming(heartbeat=0.05, election_min=60.0, election_max=120.0, leader_fallback=1.2)
+
+
+def _first_leader(c: Cluster) -> RaftNode:
+    """With NO_TIMER_ELECTIONS nobody stands by itself: run out the first member's timer now."""
+    so = c.nodes[c.addrs[0]]._sync
+    assert so is not None
+    c.nodes[c.addrs[0]].call_in_loop(lambda: setattr(so, "_SyncObj__raftElectionDeadline", 0)).result(5)
+    leader = c.leader(timeout=20)
+    leader.propose({"op": "set", "k": "first", "v": 1}, 5.0)
+    _settled(c, leader)
+    return leader
+
+
+def test_a_closed_connection_to_the_leader_starts_an_election(cluster_factory: Factory) -> None:
+    """A stopped leader closes its connections (as the kernel of a killed one does): the
+    survivors elect a new leader in one election, long before any election timer runs out."""
+    c = cluster_factory(timing=NO_TIMER_ELECTIONS)
+    c.start()
+    for rnd in range(2):
+        leader = _first_leader(c) if rnd == 0 else c.leader(timeout=20)
+        term = leader.status().term
+        old = leader.self_addr
+        c.stop(old)
+        new = c.leader(timeout=20, among=[a for a in c.addrs if a != old])
+        assert new.status().term == term + 1, f"more than one election: term {term} -> {new.status().term}"
+        new.propose({"op": "set", "k": f"after{rnd}", "v": rnd}, 5.0)
+        c.start(old)
+        _wait_caught_up(c, old, new)
+    assert c.converge()["after1"] == 1
+
+
+def test_a_connection_reset_while_the_leader_lives_costs_no_election(cluster_factory: Factory) -> None:
+    """A follower whose connection to a live leader resets asks for pre-votes at once; the other
+    follower still hears the leader and refuses, the link comes back, nothing changes."""
+    c = cluster_factory(timing=NO_TIMER_ELECTIONS)
+    c.start()
+    leader = _first_leader(c)
+    term = leader.status().term
+    follower = c.followers()[0]
+    so = follower._sync
+    assert so is not None
+    watch = Watch()
+    for n in c.nodes.values():
+        watch.install(n)
+    rounds = _pre_votes(follower)
+    to_leader = next(n for n in so.otherNodes if n.address == leader.self_addr)
+    follower.call_in_loop(lambda: so.transport._connections[to_leader].disconnect()).result(5)
+    _timer_ran_out(follower, 1, term)
+    assert _pre_votes(follower) == rounds + 1
+    _settled(c, leader)
+    assert leader.status().is_leader and leader.status().term == term
+    assert watch.seen() == [], f"terms or candidacies changed: {watch.seen()}"
+    leader.propose({"op": "set", "k": "after", "v": 1}, 5.0)
+    assert c.converge()["after"] == 1
