@@ -500,7 +500,7 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         conf = self._SyncObj__conf
         ids = sorted(n.id for n in (self._SyncObj__otherNodes | {self._SyncObj__selfNode}))
         share = 1.0 + ids.index(self._SyncObj__selfNode.id) / (3 * len(ids))
-        return len(self._journal) > conf.logCompactionMinEntries * share
+        return len(self._journal) > int(conf.logCompactionMinEntries) * share
 
     def _SyncObj__tryLogCompaction(self) -> None:
         conf = self._SyncObj__conf
