@@ -767,7 +767,8 @@ def scale_goals(res: dict[str, Any]) -> list[list[str]]:
         if m is None:
             continue
         worst = max(m["rss"], m["peak"])
-        rows.append([f"RSS {role} ({name}): now / peak", f"{fmt_bytes(m['rss'])} / {fmt_bytes(m['peak'])}",
+        child = f" (+ child {fmt_bytes(m['children'])})" if m["children"] else ""
+        rows.append([f"RSS {role} ({name}): now / peak", f"{fmt_bytes(m['rss'])} / {fmt_bytes(m['peak'])}{child}",
                      fmt_bytes(etcd_max) if etcd_max else "not run",
                      f"{worst / etcd_max:.2f}x" if etcd_max else "",
                      f"<= {GOAL_RSS / 10**6:.0f} MB", "met" if worst <= GOAL_RSS else "MISSED"])
