@@ -16,7 +16,7 @@ A change is a new object (``dataclasses.replace``) swapped into the store under 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from swarmsecrets.validation import DEFAULT_SECRET_MODE
 
@@ -131,8 +131,10 @@ class Secret(Meta):
     labels: Mapping[str, str] = field(default_factory=lambda: NO_LABELS)
 
     def public(self) -> Secret:
-        """The secret as command results carry it: without the payload."""
-        return replace(self, data=b"")
+        """The secret as command results carry it: without the payload. (Built directly: one is
+        made per secret created, and on every load of a snapshot's remembered outcomes.)"""
+        return Secret(id=self.id, name=self.name, data=b"", key_id=self.key_id, labels=self.labels,
+                      created_at=self.created_at, updated_at=self.updated_at, version=self.version)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
