@@ -4,8 +4,9 @@ Raft stores and sends plain data only (dicts, lists, str, int, bytes...; its unp
 anything else), so typed values are encoded here on the way in and decoded on the way out.
 
 The layout is the one that members wrote before entries carried versions, plus a version tag:
-a command is ``{"op": KIND, "v": <the version it needs>, "rid": ..., "ts": ..., <fields>}`` and a snapshot is
-``{"state_version": N, "applied_index": ..., "state": {<tables>}}``. Keeping that layout means
+a command is ``{"op": KIND, "v": <the version it needs>, "rid": ..., "ts": ..., <fields>}`` and a
+whole-state snapshot is ``{"state_version": N, "applied_index": ..., "state": {<tables>}}`` (raft
+snapshots are framed since state version 5: see ``snapshot_frames``). Keeping that layout means
 that entries and snapshots written by earlier members still load (no tag: read as version 1),
 and that during a rolling upgrade a member of the earlier release can still read what an
 upgraded leader writes. A command whose kind or version this member does not know is not
