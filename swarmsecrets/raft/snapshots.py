@@ -7,8 +7,8 @@ the state machine's snapshot from a forked child (never on the raft thread), fsy
 it with a directory fsync, checks it with a BLAKE2b trailer, loads it with the restricted
 unpickler, and sends it in offset-checked chunks. A state machine may give its state as an
 iterator of frames: each is pickled and written in turn, and read back one at a time, so
-neither writing nor loading a large state holds a second copy of it. A snapshot that finds no room on the disk
-removes its partial file and leaves the previous snapshot and the journal as they were; ``full``
+neither writing nor loading a large state holds a second copy of it. A snapshot that finds no
+room on the disk removes its partial file and leaves the previous snapshot and the journal as they were; ``full``
 says so until a snapshot succeeds again, and attempts are spaced by ``DISK_FULL_RETRY``.
 """
 
