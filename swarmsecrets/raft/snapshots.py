@@ -62,9 +62,10 @@ def _read_snapshot(path: str, *, verify: bool) -> dict[str, Any]:
         return _open_snapshot(f, path, verify=verify)[0]
 
 
-def _open_snapshot(f: BinaryIO, path: str, *, verify: bool) -> tuple[dict[str, Any], bool, int]:
-    """Read the header of the snapshot open as ``f``: (header, framed, end of the frames); ``f``
-    is left at the first frame. With ``verify`` the checksum is checked first."""
+def _open_snapshot(f: BinaryIO, path: str, *, verify: bool) -> tuple[dict[str, Any], bool, int, Any]:
+    """Read the header of the snapshot open as ``f``: (header, framed, end of the frames, the
+    checksum of what was read so far); ``f`` is left at the first frame. With ``verify`` the
+    whole file's checksum is checked first."""
     magic = f.read(len(SNAPSHOT_MAGIC))
     if magic not in (SNAPSHOT_MAGIC, FRAMES_MAGIC):
         raise SnapshotError(f"{path} is not a swarmsecrets raft snapshot")
@@ -82,18 +83,32 @@ def _open_snapshot(f: BinaryIO, path: str, *, verify: bool) -> tuple[dict[str, A
         if remaining or f.read(_DIGEST) != digest.digest():
             raise SnapshotError(f"{path}: checksum mismatch")
         f.seek(len(magic))
-    (head_len,) = _U64.unpack(f.read(_U64.size))
-    head = dict(wire.loads(f.read(head_len)))
-    return head, magic == FRAMES_MAGIC, size - _DIGEST
+    digest = hashlib.blake2b(magic, digest_size=_DIGEST)
+    head_len_bytes = f.read(_U64.size)
+    (head_len,) = _U64.unpack(head_len_bytes)
+    head_bytes = f.read(head_len)
+    digest.update(head_len_bytes)
+    digest.update(head_bytes)
+    return dict(wire.loads(head_bytes)), magic == FRAMES_MAGIC, size - _DIGEST, digest
 
 
-def _frames(f: BinaryIO, path: str, end: int) -> Iterator[Any]:
-    """The frames of an open snapshot, decoded one at a time, up to ``end``."""
+def _frames(f: BinaryIO, path: str, end: int, digest: Any = None) -> Iterator[Any]:
+    """The frames of an open snapshot, decoded one at a time, up to ``end``. With ``digest`` (the
+    checksum of the file up to the first frame) the checksum is checked after the last frame, in
+    the same pass: a reader that consumes every frame before it uses any (as the state machine
+    does) never uses a damaged file."""
     while f.tell() < end:
-        (length,) = _U64.unpack(f.read(_U64.size))
+        length_bytes = f.read(_U64.size)
+        (length,) = _U64.unpack(length_bytes)
         if length > end - f.tell():
             raise SnapshotError(f"{path}: a frame runs past the end of the file")
-        yield wire.loads(f.read(length))
+        body = f.read(length)
+        if digest is not None:
+            digest.update(length_bytes)
+            digest.update(body)
+        yield wire.loads(body)
+    if digest is not None and f.read(_DIGEST) != digest.digest():
+        raise SnapshotError(f"{path}: checksum mismatch")
 
 
 class _Hashing:
@@ -298,13 +313,18 @@ class SnapshotStore:
     def deserialize(self) -> tuple[None, Entry, Entry, set[TCPNode]]:
         """Load and restore the state machine; SyncObj gets the raft part (no object state)."""
         with open(self.path, "rb") as f:
-            snap, framed, end = _open_snapshot(f, self.path, verify=True)
+            # A framed file is checked as its frames are read (one pass over it, not two).
+            framed = f.read(len(FRAMES_MAGIC)) == FRAMES_MAGIC
+            f.seek(0)
+            snap, framed, end, digest = _open_snapshot(f, self.path, verify=not framed)
             prev, last = tuple(snap["prev"]), tuple(snap["last"])
             members = snap["members"]
             if not (isinstance(members, list) and all(isinstance(m, str) for m in members)):
                 raise SnapshotError(f"{self.path}: malformed member list")
-            frames = _frames(f, self.path, end)
-            self._restore(frames if framed else next(frames))
+            if framed:
+                self._restore(_frames(f, self.path, end, digest))
+            else:
+                self._restore(next(_frames(f, self.path, end)))
         self.pair = (prev, last)
         return None, last, prev, {TCPNode(m) for m in members}
 

@@ -259,6 +259,12 @@ def test_framed_snapshot_is_sent_and_restored_one_frame_at_a_time(tmp_path: Path
     assert transfer(leader, follower)
     follower.deserialize()
     assert got == frames
+    # Checked in the same pass as the frames are read: a damaged frame fails the load.
+    raw = bytearray((tmp_path / "b").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (tmp_path / "b").write_bytes(bytes(raw))
+    with pytest.raises(SnapshotError):
+        follower.deserialize()
 
 
 def test_snapshot_of_non_plain_state_fails_without_replacing_the_old_one(tmp_path: Path) -> None:
