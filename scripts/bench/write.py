@@ -24,7 +24,10 @@ What it measures (all traffic on 127.0.0.1 / unix sockets; every loop is bounded
   (SIGTERM) at ~30 % of the fill and restarted after it. Prints the fill rate, RSS and data-dir size per
   manager, the catch-up time of that follower (start until its linearizable ``ListSecrets`` returns the
   full count), restart-to-ready times (SIGTERM or SIGKILL, then start, until the same condition) and
-  whether ``swarmsecrets secret ls -q`` copes with the full count.
+  whether ``swarmsecrets secret ls -q`` copes with the full count. RSS is each server process's
+  own, now and at its peak (VmHWM); a forked snapshot child is listed apart. Then the same fill on a
+  3-member etcd (unless ``--no-etcd``) for its members' RSS, and every figure beside its goal
+  (RSS <= 200 MB per manager, restart < 3 s, catch-up < 5 s). Without psutil it stops with the reason.
 
 How etcd is driven: by default through its native gRPC API (``/etcdserverpb.KV/Put``) with the same
 grpcio, the same client threads and the same channel sharing as the swarmsecrets client, so the two
@@ -83,7 +86,7 @@ from scripts.bench.common import (
     fmt_size,
     json_clean,
     machine_info,
-    proc_rss,
+    psutil,
     raise_interrupt,
     summarize,
     swarm_channel,
@@ -442,6 +445,41 @@ def compare(rows: Sequence[Row], sizes: Sequence[int], clients_list: Sequence[in
 # --------------------------------------------------------------------------------------------
 # --scale
 
+# The goals the --scale figures are printed beside.
+GOAL_RSS = 200 * 10**6  # bytes per manager, a follower that caught up from a snapshot included
+GOAL_RESTART_S = 3.0    # start of a restarted manager -> its full ListSecrets
+GOAL_CATCHUP_S = 5.0    # start of a stale follower -> its full ListSecrets
+
+
+class NotMeasurable(RuntimeError):
+    """A --scale figure that cannot be measured on this machine: the run stops with the reason."""
+
+
+def check_measurable() -> None:
+    if psutil is None:
+        raise NotMeasurable("--scale measures RSS with psutil, which is not installed (pip install psutil)")
+    if not Path("/proc/self/status").exists():
+        raise NotMeasurable("--scale reads peak RSS (VmHWM) from /proc/<pid>/status, which this system lacks")
+
+
+def mem_of(pid: int | None, what: str) -> dict[str, int]:
+    """RSS now and peak RSS (VmHWM) of one server process, and the RSS of its children (a snapshot
+    child forked from it shares most of its pages, so it is shown apart rather than added)."""
+    if pid is None:
+        raise NotMeasurable(f"RSS of {what}: the process is not running")
+    try:
+        p = psutil.Process(pid)
+        rss = p.memory_info().rss
+        children = sum(c.memory_info().rss for c in p.children(recursive=True))
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (psutil.Error, OSError) as e:
+        raise NotMeasurable(f"RSS of {what} (pid {pid}): {e}") from e
+    peak = next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    if peak is None:
+        raise NotMeasurable(f"peak RSS of {what}: no VmHWM in /proc/{pid}/status")
+    return {"rss": rss, "peak": peak, "children": children}
+
+
 
 def run_scale(args: argparse.Namespace, base: Path, names: NameGen, log: Callable[[str], None],
               res: dict[str, Any]) -> None:
@@ -474,7 +512,7 @@ def _scale_phases(args: argparse.Namespace, cluster: Cluster, names: NameGen, lo
     leader = cluster.leader(LEADER_TIMEOUT)
     victim = next(n for n in cluster.running() if n is not leader)
     res["victim"] = victim.name
-    res["rss_empty"] = {n.name: proc_rss(n.pid) for n in cluster.managers}
+    res["rss_empty"] = {n.name: mem_of(n.pid, n.name)["rss"] for n in cluster.managers}
     log(f"formed in {formation_s:.1f} s; leader {leader.name}; {victim.name} will be stopped at 30 % of the fill")
 
     # --- the fill: --scale-clients threads to the leader, each name once (retries keep the name)
@@ -563,7 +601,8 @@ def _scale_phases(args: argparse.Namespace, cluster: Cluster, names: NameGen, lo
     expected = count_secrets(leader, timeout=300)
     res["list_leader_s"] = time.monotonic() - ts
     res["total"] = expected
-    res["rss_full_running"] = {n.name: proc_rss(n.pid) for n in cluster.managers}
+    res["rss_full_running"] = {n.name: mem_of(n.pid, n.name)["rss"] for n in cluster.running()}
+    res["leader"] = leader.name
     log(f"ListSecrets on the leader: {expected:,} secrets in {res['list_leader_s']:.2f} s")
 
     gate = control_pb2.ListSecretsRequest(filters=control_pb2.ListSecretsRequest.Filters(names=[last_ack[0]]))
@@ -615,7 +654,8 @@ def _scale_phases(args: argparse.Namespace, cluster: Cluster, names: NameGen, lo
         c = res["catchup"]
         log(f"  catch-up: socket {c['socket_s']:.2f} s, first ListSecrets {fmt_num(c['first_list_s'])} s, "
             f"full count {fmt_num(c['ready_s'])} s (last count {c['last_count']:,}) {c['last_error'][:300]}")
-    res["rss_full"] = {n.name: proc_rss(n.pid) for n in cluster.managers}
+    res["mem_full"] = {n.name: mem_of(n.pid, n.name) for n in cluster.managers}
+    res["rss_full"] = {name: m["rss"] for name, m in res["mem_full"].items()}
     res["disk_full"] = {n.name: dir_size(n.data_dir) for n in cluster.managers}
 
     # --- `secret ls` through the real CLI: does it cope with the full count?
@@ -649,11 +689,103 @@ def _scale_phases(args: argparse.Namespace, cluster: Cluster, names: NameGen, lo
             r.update(ready_time(node, ts))
             with contextlib.suppress(Exception):
                 r["leader_after"] = cluster.leader(timeout=10).name
+            r["mem"] = mem_of(node.pid, node.name)
         except Exception as e:  # noqa: BLE001 - reported
             r["error"] = describe_error(e)
         log(f"  restart {label} ({r.get('node', '?')}): stop {fmt_num(r.get('stop_s'))} s, ready "
             f"{fmt_num(r.get('ready_s'))} s, count {r.get('last_count', -1):,} "
             f"{(r.get('error') or r.get('last_error') or '')[:300]}")
+
+
+def etcd_scale(args: argparse.Namespace, base: Path, log: Callable[[str], None], res: dict[str, Any]) -> None:
+    """The same fill (--count values of --scale-size, --scale-clients threads, gRPC puts to the
+    leader) on a 3-member etcd, then each member's RSS and peak RSS."""
+    etcd_bin = shutil.which("etcd")
+    if etcd_bin is None:
+        res["error"] = f"etcd not found on PATH: install it with `{ETCD_INSTALL_HINT}` (or pass --no-etcd)"
+        return
+    (base / "etcd-scale").mkdir(parents=True, exist_ok=True)
+    cluster = EtcdCluster(base / "etcd-scale", etcd_bin)
+    log(f"etcd: starting 3 members under {base / 'etcd-scale'} for the same fill ...")
+    try:
+        cluster.start()
+        leader = cluster.leader()
+        data = random.Random(1).randbytes(args.scale_size)
+        counter = itertools.count()
+        lock = threading.Lock()
+        failed: list[str] = []
+        chans = [grpc.insecure_channel(f"127.0.0.1:{leader.client_port}",
+                                       options=[("grpc.use_local_subchannel_pool", 1)])
+                 for _ in range(max(1, min(args.channels, args.scale_clients)))]
+
+        def filler(idx: int) -> None:
+            w = EtcdGrpcWriter(chans[idx % len(chans)])
+            while not failed:
+                with lock:
+                    i = next(counter)
+                if i >= args.count:
+                    return
+                try:
+                    w.put(f"scale{i}", data)
+                except grpc.RpcError as e:
+                    failed.append(describe_error(e))
+
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=filler, args=(i,), daemon=True) for i in range(args.scale_clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=args.scale_timeout)
+        res["fill_s"] = time.monotonic() - t0
+        for ch in chans:
+            ch.close()
+        if failed:
+            res["error"] = f"etcd fill failed: {failed[0]}"
+            return
+        res["leader"] = leader.name
+        res["mem"] = {m.name: mem_of(m.pid, f"etcd {m.name}") for m in cluster.members}
+        log(f"etcd: {args.count:,} puts in {res['fill_s']:.1f} s; RSS "
+            + ", ".join(f"{n} {fmt_bytes(m['rss'])}" for n, m in res["mem"].items()))
+    except NotMeasurable:
+        raise
+    except Exception as e:  # noqa: BLE001 - reported
+        res["error"] = f"etcd: {describe_error(e)}\n{cluster.logs()}"
+    finally:
+        cluster.stop()
+
+
+def scale_goals(res: dict[str, Any]) -> list[list[str]]:
+    """The figures the goals are about, each beside its goal (and etcd's figure where it has one)."""
+    rows: list[list[str]] = []
+    mem = res.get("mem_full") or {}
+    etcd = res.get("etcd", {}).get("mem") or {}
+    etcd_max = max((m["rss"] for m in etcd.values()), default=None)
+    roles = [(res.get("leader"), "leader"), (res.get("victim"), "follower that caught up from a snapshot")]
+    roles += [(n, "follower") for n in sorted(mem) if n not in (res.get("leader"), res.get("victim"))]
+    for name, role in roles:
+        m = mem.get(name)
+        if m is None:
+            continue
+        worst = max(m["rss"], m["peak"])
+        child = f" (+ child {fmt_bytes(m['children'])})" if m["children"] else ""
+        rows.append([f"RSS {role} ({name}): now / peak", f"{fmt_bytes(m['rss'])} / {fmt_bytes(m['peak'])}{child}",
+                     fmt_bytes(etcd_max) if etcd_max else "not run",
+                     f"{worst / etcd_max:.2f}x" if etcd_max else "",
+                     f"<= {GOAL_RSS / 10**6:.0f} MB", "met" if worst <= GOAL_RSS else "MISSED"])
+    if "catchup" in res:
+        c = res["catchup"]
+        rows.append(_time_row("catch-up of the stale follower, start -> full ListSecrets", c, GOAL_CATCHUP_S))
+    for r in res.get("restarts", []):
+        rows.append(_time_row(f"restart {r['case']}, start -> full ListSecrets", r, GOAL_RESTART_S))
+    return rows
+
+
+def _time_row(label: str, r: dict[str, Any], goal: float) -> list[str]:
+    ready = r.get("ready_s", math.nan)
+    if r.get("error") or math.isnan(ready):
+        reason = (r.get("error") or r.get("last_error") or "never ready").splitlines()[0][:60]
+        return [label, f"not measured: {reason}", "", "", f"< {goal:.0f} s", "MISSED"]
+    return [label, f"{ready:.2f} s", "", "", f"< {goal:.0f} s", "met" if ready < goal else "MISSED"]
 
 
 def print_scale(res: dict[str, Any]) -> None:
@@ -709,6 +841,14 @@ def print_scale(res: dict[str, Any]) -> None:
         ls = res["cli_ls"]
         print(f"`swarmsecrets secret ls -q` on the leader: exit {ls['rc']}, {ls['lines']:,} lines, {ls['s']:.2f} s"
               + (f"; stderr: {ls['stderr']}" if ls["rc"] != 0 else ""))
+    goals = scale_goals(res)
+    if goals:
+        print()
+        print(table(["figure", "swarmsecrets", "etcd (largest member)", "ratio", "goal", ""], goals))
+        if res.get("etcd", {}).get("error"):
+            print(res["etcd"]["error"])
+        print("  peak = VmHWM, the most the process ever held (for a restarted or caught-up manager: during\n"
+              "  its load); a snapshot child forked from a manager shares its pages and is not added.")
     if "error" in res:
         print(res["error"])
 
@@ -789,10 +929,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             res: dict[str, Any] = {}
             result["scale"] = res
             try:
+                check_measurable()
                 run_scale(args, base, names, log, res)
+                if not args.no_etcd and "error" not in res:
+                    res["etcd"] = {}
+                    etcd_scale(args, base, log, res["etcd"])
                 waits = [res.get("catchup", {}), *res.get("restarts", [])]
                 not_ready = any(r.get("error") or math.isnan(r.get("ready_s", math.nan)) for r in waits)
-                status = 2 if "error" in res else (1 if res.get("fill_errors") or not_ready else 0)
+                status = 2 if "error" in res or "error" in res.get("etcd", {}) else (
+                    1 if res.get("fill_errors") or not_ready else 0)
+            except NotMeasurable as e:
+                res["error"] = f"--scale stopped: {e}"
+                status = 2
             finally:  # also after Ctrl-C: print what was measured
                 terminate_all()
                 print_header(info, args)

@@ -491,9 +491,24 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         self._compact_now = True
         self.forceLogCompaction()
 
+    def _over_entry_budget(self) -> bool:
+        """Whether the log has outgrown this member's share of the entry threshold. Turns
+        (``logCompactionSplit``) pace snapshots by time: stock waits for this member's turn even
+        past the threshold, so a busy log grew for minutes (every entry held in memory and
+        replayed at a restart). Past the threshold a member snapshots at once; the threshold
+        grows by a third per member in id order, so that members do not all fork together. Only
+        applied entries count: a snapshot cannot compact the others away."""
+        conf = self._SyncObj__conf
+        if not len(self._journal):
+            return False
+        ids = sorted(n.id for n in (self._SyncObj__otherNodes | {self._SyncObj__selfNode}))
+        share = 1.0 + ids.index(self._SyncObj__selfNode.id) / (3 * len(ids))
+        applied = int(self._SyncObj__raftLastApplied) - int(self._journal[0][1])
+        return applied > int(conf.logCompactionMinEntries) * share
+
     def _SyncObj__tryLogCompaction(self) -> None:
         conf = self._SyncObj__conf
-        if not self._compact_now:
+        if not self._compact_now and not self._over_entry_budget():
             super()._SyncObj__tryLogCompaction()
             return
         split = conf.logCompactionSplit

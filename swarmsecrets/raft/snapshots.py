@@ -5,8 +5,10 @@ cost the leadership), renames the dump without fsync, unpickles it without restr
 it to lagging followers in chunks whose offsets it never checks. SnapshotStore instead writes
 the state machine's snapshot from a forked child (never on the raft thread), fsyncs and renames
 it with a directory fsync, checks it with a BLAKE2b trailer, loads it with the restricted
-unpickler, and sends it in offset-checked chunks. A snapshot that finds no room on the disk
-removes its partial file and leaves the previous snapshot and the journal as they were; ``full``
+unpickler, and sends it in offset-checked chunks. A state machine may give its state as an
+iterator of frames: each is pickled and written in turn, and read back one at a time, so
+neither writing nor loading a large state holds a second copy of it. A snapshot that finds no
+room on the disk removes its partial file and leaves the previous snapshot and the journal as they were; ``full``
 says so until a snapshot succeeds again, and attempts are spaced by ``DISK_FULL_RETRY``.
 """
 
@@ -21,7 +23,7 @@ import signal
 import stat
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from pysyncobj.config import SERIALIZER_STATE
@@ -35,7 +37,9 @@ log = logging.getLogger(__name__)
 Entry = tuple[bytes, int, int]
 Clock = Callable[[], float]
 
+# v1: one state pickle (what members before framed snapshots read); v2: any number of frames.
 SNAPSHOT_MAGIC = b"SWRS\x00\x00\x00\x01"
+FRAMES_MAGIC = b"SWRS\x00\x00\x00\x02"
 _U64 = struct.Struct("!Q")
 _DIGEST = 32
 # A follower's connection may hold this much unsent snapshot data before we pause the transfer.
@@ -52,32 +56,59 @@ class SnapshotError(Exception):
     pass
 
 
-def _read_snapshot(path: str, *, verify: bool, state: bool) -> dict[str, Any]:
-    """The header of a snapshot file; with ``verify`` its checksum is checked, with ``state`` the
-    state is loaded too."""
+def _read_snapshot(path: str, *, verify: bool) -> dict[str, Any]:
+    """The header of a snapshot file; with ``verify`` its checksum is checked."""
     with open(path, "rb") as f:
-        if f.read(len(SNAPSHOT_MAGIC)) != SNAPSHOT_MAGIC:
-            raise SnapshotError(f"{path} is not a swarmsecrets raft snapshot")
-        (head_len,) = _U64.unpack(f.read(_U64.size))
-        head = dict(wire.loads(f.read(head_len)))
-        if verify:
-            size = os.fstat(f.fileno()).st_size
-            f.seek(0)
-            digest = hashlib.blake2b(digest_size=_DIGEST)
-            remaining = size - _DIGEST
-            while remaining > 0:
-                chunk = f.read(min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                digest.update(chunk)
-                remaining -= len(chunk)
-            if remaining or f.read(_DIGEST) != digest.digest():
-                raise SnapshotError(f"{path}: checksum mismatch")
-        if state:
-            f.seek(len(SNAPSHOT_MAGIC) + _U64.size + head_len)
-            (state_len,) = _U64.unpack(f.read(_U64.size))
-            head["state"] = wire.loads(f.read(state_len))
-        return head
+        return _open_snapshot(f, path, verify=verify)[0]
+
+
+def _open_snapshot(f: BinaryIO, path: str, *, verify: bool) -> tuple[dict[str, Any], bool, int, Any]:
+    """Read the header of the snapshot open as ``f``: (header, framed, end of the frames, the
+    checksum of what was read so far); ``f`` is left at the first frame. With ``verify`` the
+    whole file's checksum is checked first."""
+    magic = f.read(len(SNAPSHOT_MAGIC))
+    if magic not in (SNAPSHOT_MAGIC, FRAMES_MAGIC):
+        raise SnapshotError(f"{path} is not a swarmsecrets raft snapshot")
+    size = os.fstat(f.fileno()).st_size
+    if verify:
+        f.seek(0)
+        digest = hashlib.blake2b(digest_size=_DIGEST)
+        remaining = size - _DIGEST
+        while remaining > 0:
+            chunk = f.read(min(remaining, 1 << 20))
+            if not chunk:
+                break
+            digest.update(chunk)
+            remaining -= len(chunk)
+        if remaining or f.read(_DIGEST) != digest.digest():
+            raise SnapshotError(f"{path}: checksum mismatch")
+        f.seek(len(magic))
+    digest = hashlib.blake2b(magic, digest_size=_DIGEST)
+    head_len_bytes = f.read(_U64.size)
+    (head_len,) = _U64.unpack(head_len_bytes)
+    head_bytes = f.read(head_len)
+    digest.update(head_len_bytes)
+    digest.update(head_bytes)
+    return dict(wire.loads(head_bytes)), magic == FRAMES_MAGIC, size - _DIGEST, digest
+
+
+def _frames(f: BinaryIO, path: str, end: int, digest: Any = None) -> Iterator[Any]:
+    """The frames of an open snapshot, decoded one at a time, up to ``end``. With ``digest`` (the
+    checksum of the file up to the first frame) the checksum is checked after the last frame, in
+    the same pass: a reader that consumes every frame before it uses any (as the state machine
+    does) never uses a damaged file."""
+    while f.tell() < end:
+        length_bytes = f.read(_U64.size)
+        (length,) = _U64.unpack(length_bytes)
+        if length > end - f.tell():
+            raise SnapshotError(f"{path}: a frame runs past the end of the file")
+        body = f.read(length)
+        if digest is not None:
+            digest.update(length_bytes)
+            digest.update(body)
+        yield wire.loads(body)
+    if digest is not None and f.read(_DIGEST) != digest.digest():
+        raise SnapshotError(f"{path}: checksum mismatch")
 
 
 class _Hashing:
@@ -109,9 +140,12 @@ def _release_inherited_sockets() -> None:
 class SnapshotStore:
     """Replaces pysyncobj's Serializer (same duck-typed interface, installed into SyncObj).
 
-    The file is ``MAGIC, u64 len, header pickle, u64 len, state pickle, BLAKE2b-256 of all
-    before``; the header holds the two log entries SyncObj keeps at the snapshot point and the
+    The file is ``MAGIC, u64 len, header pickle, then u64 len + pickle per frame, BLAKE2b-256 of
+    all before``; the header holds the two log entries SyncObj keeps at the snapshot point and the
     member addresses (plain strings; TCPNode objects are rebuilt here, never unpickled).
+    ``snapshot`` returns either the state (one frame, SNAPSHOT_MAGIC: the layout members before
+    frames read) or an iterator of frames (FRAMES_MAGIC); ``restore`` gets the state back as it
+    was given: the value, or an iterator of the frames.
     """
 
     def __init__(self, path: str, snapshot: Callable[[], Any], restore: Callable[[Any], None],
@@ -139,11 +173,11 @@ class SnapshotStore:
             if name.startswith(os.path.basename(path) + ".tmp") or name == os.path.basename(path) + ".recv":
                 os.unlink(os.path.join(d, name))
         if os.path.exists(path):
-            head = _read_snapshot(path, verify=False, state=False)
+            head = _read_snapshot(path, verify=False)
             self.pair = (head["prev"], head["last"])
 
     def read_header(self) -> dict[str, Any] | None:
-        return _read_snapshot(self.path, verify=False, state=False) if os.path.exists(self.path) else None
+        return _read_snapshot(self.path, verify=False) if os.path.exists(self.path) else None
 
     # --- taking snapshots (pysyncobj calls these on the raft thread) ----------------------
 
@@ -235,19 +269,21 @@ class SnapshotStore:
 
     @staticmethod
     def _write_file(tmp: str, head: dict[str, Any], state: Any) -> None:
+        framed = isinstance(state, Iterator)
         with open_private(tmp) as raw:
             out = _Hashing(raw)
-            out.write(SNAPSHOT_MAGIC)
+            out.write(FRAMES_MAGIC if framed else SNAPSHOT_MAGIC)
             head_bytes = wire.dumps(head)
             out.write(_U64.pack(len(head_bytes)))
             out.write(head_bytes)
-            state_bytes = wire.dumps(state)
-            out.write(_U64.pack(len(state_bytes)))
-            out.write(state_bytes)
+            for frame in state if framed else (state,):
+                frame_bytes = wire.dumps(frame)
+                wire.loads(frame_bytes)  # refuse to publish a snapshot our own loader would reject
+                out.write(_U64.pack(len(frame_bytes)))
+                out.write(frame_bytes)
             raw.write(out.digest.digest())
             raw.flush()
             os.fsync(raw.fileno())
-        wire.loads(state_bytes)  # refuse to publish a snapshot our own loader would reject
 
     @staticmethod
     def _orphaned(parent: int) -> bool:
@@ -276,12 +312,19 @@ class SnapshotStore:
 
     def deserialize(self) -> tuple[None, Entry, Entry, set[TCPNode]]:
         """Load and restore the state machine; SyncObj gets the raft part (no object state)."""
-        snap = _read_snapshot(self.path, verify=True, state=True)
-        prev, last = tuple(snap["prev"]), tuple(snap["last"])
-        members = snap["members"]
-        if not (isinstance(members, list) and all(isinstance(m, str) for m in members)):
-            raise SnapshotError(f"{self.path}: malformed member list")
-        self._restore(snap["state"])
+        with open(self.path, "rb") as f:
+            # A framed file is checked as its frames are read (one pass over it, not two).
+            framed = f.read(len(FRAMES_MAGIC)) == FRAMES_MAGIC
+            f.seek(0)
+            snap, framed, end, digest = _open_snapshot(f, self.path, verify=not framed)
+            prev, last = tuple(snap["prev"]), tuple(snap["last"])
+            members = snap["members"]
+            if not (isinstance(members, list) and all(isinstance(m, str) for m in members)):
+                raise SnapshotError(f"{self.path}: malformed member list")
+            if framed:
+                self._restore(_frames(f, self.path, end, digest))
+            else:
+                self._restore(next(_frames(f, self.path, end)))
         self.pair = (prev, last)
         return None, last, prev, {TCPNode(m) for m in members}
 
@@ -348,7 +391,7 @@ class SnapshotStore:
         try:
             if recv["received"] != ident[2]:
                 raise SnapshotError("snapshot transfer ended short")
-            head = _read_snapshot(tmp, verify=True, state=False)
+            head = _read_snapshot(tmp, verify=True)
         except Exception:
             log.exception("raft: discarding a snapshot received from the leader")
             os.unlink(tmp)

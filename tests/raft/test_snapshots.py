@@ -141,3 +141,14 @@ def test_compact_now_snapshots_every_member_outside_its_turn(cluster_factory: Fa
     for n in c.nodes.values():
         n.compact()
     wait_for(lambda: all(n.compacted_to() >= last - 1 for n in c.nodes.values()), 10, "every member compacted")
+
+
+def test_a_log_past_the_entry_threshold_is_compacted_outside_the_members_turns(cluster_factory: Factory) -> None:
+    """Turns pace snapshots by time (here one turn each per 600 s): stock waited for its turn
+    even far past the entry threshold, the whole log held in memory and replayed at a restart."""
+    c = cluster_factory(tuning=RaftTuning(snapshot_entries=40, snapshot_interval=600.0))
+    c.start()
+    leader = c.leader()
+    write_many([leader], 150, "k")
+    c.converge()
+    wait_for(lambda: all(n.compacted_to() > 1 for n in c.nodes.values()), 10, "every member compacted")

@@ -391,11 +391,12 @@ def _raft_values(raw: bytes) -> Iterator[bytes]:
             yield entry
             with contextlib.suppress(Exception):
                 yield from _plain_values(_PlainUnpickler(io.BytesIO(entry[1:])).load())
-    elif raw[:8] == b"SWRS\x00\x00\x00\x01":
-        (head_len,) = struct.unpack_from("!Q", raw, 8)
-        parts = [raw[16:16 + head_len]]
-        (state_len,) = struct.unpack_from("!Q", raw, 16 + head_len)
-        parts.append(raw[24 + head_len:24 + head_len + state_len])
+    elif raw[:8] in (b"SWRS\x00\x00\x00\x01", b"SWRS\x00\x00\x00\x02"):  # one state pickle, or frames
+        parts, at = [], 8
+        while at + 8 <= len(raw) - 32:  # u64 length + pickle: the header, then the state or each frame
+            (length,) = struct.unpack_from("!Q", raw, at)
+            parts.append(raw[at + 8:at + 8 + length])
+            at += 8 + length
         for part in parts:
             with contextlib.suppress(Exception):
                 yield from _plain_values(_PlainUnpickler(io.BytesIO(part)).load())

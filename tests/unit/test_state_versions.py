@@ -110,11 +110,47 @@ def test_the_new_snapshot_carries_its_version_and_round_trips() -> None:
     for index, entry in read_journal(LEGACY / "raft.journal"):
         if index > s.applied_index:
             machine.apply(entry, index)
-    snap = machine.snapshot()
-    assert snap["state_version"] == state.STATE_VERSION
+    snap = machine.snapshot()  # its manager never advertised a version: the whole-state form it reads
+    assert isinstance(snap, dict) and snap["state_version"] == state.STATE_VERSION
     again = Store()
     codec.LogStateMachine(again).restore(_loads(pickle.dumps(snap, protocol=4)))  # plain data only
     assert again.tables() == s.tables() and again.applied_index == s.applied_index
+
+
+def _every_table_filled() -> Store:
+    """A store whose every table holds something, its one manager reading framed snapshots."""
+    s = Store()
+    for index, cmd in enumerate(EVERY_COMMAND, 1):
+        if not isinstance(cmd, (state.RemoveSecret, state.RemoveService, state.RemoveNode)):
+            s.apply(cmd, index)
+    s.apply(state.CreateSecret(rid="a" * 32 + "/" + "b" * 64, ts=TS, id="s2", name="Upper", data=b"c", key_id="k"), 50)
+    s.apply(state.AddNode(rid="m", ts=TS, node=state.Node(id="m", role="manager", raft_addr="b:1",
+                                                           state_version=state.STATE_VERSION)), 51)
+    s.apply(state.UpdateNode(rid="m2", ts=TS, id="n", state_version=state.STATE_VERSION), 52)
+    s.apply(state.RemoveNode(rid="5", ts=TS, node_id="w"), 53)
+    s.apply(state.CreateSecret(rid="e", ts=TS, id="s3", name="upper", data=b"c", key_id="k"), 54)  # an Err
+    return s
+
+
+def test_the_framed_snapshot_restores_every_table_frame_by_frame() -> None:
+    s = _every_table_filled()
+    frames = [_loads(pickle.dumps(f, protocol=4)) for f in codec.LogStateMachine(s).snapshot()]  # plain data
+    assert frames[0]["format"] == codec.FRAMED and frames[0]["state_version"] == state.STATE_VERSION
+    again = Store()
+    codec.LogStateMachine(again).restore(iter(frames))
+    assert again.tables() == s.tables() and again.applied_index == s.applied_index == 54
+    assert all(t.requests for t in (s.tables(), again.tables())) and again.tables().removed_nodes
+    with pytest.raises(errors.AlreadyExists):  # the name index is rebuilt
+        state.unwrap(again.apply(state.CreateSecret(rid="z", ts=TS, id="s4", name="UPPER", data=b"c", key_id="k"), 55))
+    with pytest.raises(codec.Malformed, match="end frame"):
+        codec.LogStateMachine(Store()).restore(iter(frames[:-2]))  # cut short: refused, not half loaded
+
+
+def test_a_manager_of_an_earlier_version_gets_whole_state_snapshots() -> None:
+    s = _every_table_filled()
+    s.apply(state.UpdateNode(rid="old", ts=TS, id="m", state_version=codec.FRAMED_SINCE - 1), 60)
+    snap = codec.LogStateMachine(s).snapshot()
+    assert isinstance(snap, dict) and codec.decode_snapshot(snap)[0] == s.tables()
 
 
 def test_a_snapshot_of_a_later_version_is_refused() -> None:

@@ -4,8 +4,9 @@ Raft stores and sends plain data only (dicts, lists, str, int, bytes...; its unp
 anything else), so typed values are encoded here on the way in and decoded on the way out.
 
 The layout is the one that members wrote before entries carried versions, plus a version tag:
-a command is ``{"op": KIND, "v": <the version it needs>, "rid": ..., "ts": ..., <fields>}`` and a snapshot is
-``{"state_version": N, "applied_index": ..., "state": {<tables>}}``. Keeping that layout means
+a command is ``{"op": KIND, "v": <the version it needs>, "rid": ..., "ts": ..., <fields>}`` and a
+whole-state snapshot is ``{"state_version": N, "applied_index": ..., "state": {<tables>}}`` (raft
+snapshots are framed since state version 5: see ``snapshot_frames``). Keeping that layout means
 that entries and snapshots written by earlier members still load (no tag: read as version 1),
 and that during a rolling upgrade a member of the earlier release can still read what an
 upgraded leader writes. A command whose kind or version this member does not know is not
@@ -14,16 +15,19 @@ decoded at all (``Unsupported``), so it can never be half applied.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import sys
 import types
 import typing
-from collections.abc import Callable, Mapping
-from dataclasses import MISSING, fields, is_dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import MISSING, fields, is_dataclass, replace
 from typing import Any
 
 from swarmsecrets.manager.state import commands as c
 from swarmsecrets.manager.state.events import Err, Ok, Result
-from swarmsecrets.manager.state.objects import Cluster, Meta, Node, Secret, Service, Task
+from swarmsecrets.manager.state.objects import NO_LABELS, Cluster, Meta, Node, Secret, Service, Task
 from swarmsecrets.manager.state.store import Request, Store, Tables
 
 log = logging.getLogger(__name__)
@@ -162,7 +166,7 @@ def _converter(tp: Any, where: str) -> Convert:
         def convert_map(v: Any, strict: bool) -> Any:
             if not isinstance(v, dict) or not all(type(k) is str and type(x) is str for k, x in v.items()):
                 raise Malformed(f"{where}: expected a map of strings")
-            return dict(v)
+            return dict(v) if v else NO_LABELS
         return convert_map
     if isinstance(tp, type) and is_dataclass(tp):
         return lambda v, strict: _decoder(tp)(v, strict)
@@ -309,12 +313,27 @@ def _guess_type(value: dict[str, Any]) -> str:
 
 
 # --- snapshots -------------------------------------------------------------------------------------
+#
+# Two forms. The whole-state form (``encode_snapshot``: one dict) is what backups hold and what
+# members before state version 5 write and read. The framed form (``snapshot_frames``) is a
+# stream of small plain-data frames: a header, then each table in batches of rows, then an end
+# frame with the row counts. A member writes it without building the state a second time, and
+# reads it back one frame at a time, so neither side holds more than the state plus one frame.
+# Secrets and request records, the tables that grow, are tuples in the column order the header
+# names instead of one dict per object.
 
 _TABLES: tuple[tuple[str, type[Any]], ...] = (("nodes", Node), ("secrets", Secret), ("services", Service),
                                                ("tasks", Task))
+FRAMED = "frames"  # the header's "format"
+FRAME_ROWS = 1000  # rows per frame: a frame stays well under a megabyte
+SECRET_COLUMNS = ("id", "name", "data", "key_id", "labels", "created_at", "updated_at", "version")
+REQUEST_COLUMNS = ("rid", "ts", "result")
+# The version that introduced the framed form: written only once every manager reads it.
+FRAMED_SINCE = 5
 
 
 def encode_snapshot(tables: Tables, applied_index: int) -> dict[str, Any]:
+    """The whole-state form (backups; swarms with a manager before state version 5)."""
     state: dict[str, Any] = {name: {oid: to_plain(o) for oid, o in getattr(tables, name).items()}
                              for name, _ in _TABLES}
     state["cluster"] = to_plain(tables.cluster) if tables.cluster else None
@@ -324,27 +343,204 @@ def encode_snapshot(tables: Tables, applied_index: int) -> dict[str, Any]:
 
 
 def decode_snapshot(data: Any) -> tuple[Tables, int]:
-    """The tables and applied index of a snapshot (empty for None, as raft restores "nothing")."""
+    """The tables and applied index of a whole-state snapshot (empty for None, as raft restores "nothing")."""
     if not data:
         return Tables(), 0
     if not isinstance(data, dict) or not isinstance(data.get("state"), dict):
         raise Malformed("a snapshot is a dict with a 'state'")
-    version = data.get("state_version", UNTAGGED_VERSION)
-    if not isinstance(version, int) or version > c.STATE_VERSION:
-        raise SnapshotTooNew(f"the snapshot has state version {version}; this manager supports "
-                             f"{c.STATE_VERSION}: upgrade it")
+    _check_version(data.get("state_version", UNTAGGED_VERSION))
     state = data["state"]
     tables = Tables()
     for name, cls in _TABLES:
         table = state.get(name) or {}
         if not isinstance(table, dict):
             raise Malformed(f"snapshot table {name} is not a dict")
-        getattr(tables, name).update({oid: from_plain(cls, o) for oid, o in table.items()})
+        getattr(tables, name).update({oid: _shared(from_plain(cls, o)) for oid, o in table.items()})
     tables.cluster = from_plain(Cluster, state["cluster"]) if state.get("cluster") else None
     tables.removed_nodes = {str(k): int(v) for k, v in (state.get("removed_nodes") or {}).items()}
     tables.requests = {str(rid): Request(_decode_result(r["result"]), int(r.get("ts", 0)))
                        for rid, r in (state.get("requests") or {}).items()}
     return tables, int(data.get("applied_index", 0))
+
+
+def _check_version(version: Any) -> None:
+    if not isinstance(version, int) or version > c.STATE_VERSION:
+        raise SnapshotTooNew(f"the snapshot has state version {version}; this manager supports "
+                             f"{c.STATE_VERSION}: upgrade it")
+
+
+def _shared(obj: Any) -> Any:
+    """A decoded secret with the strings many secrets repeat (the data key id) shared."""
+    if isinstance(obj, Secret) and sys.intern(obj.key_id) is not obj.key_id:
+        return replace(obj, key_id=sys.intern(obj.key_id))
+    return obj
+
+
+def snapshot_frames(tables: Tables, applied_index: int) -> Iterator[Any]:
+    """The framed form, produced lazily (a snapshot child encodes one frame at a time)."""
+    yield {"format": FRAMED, "state_version": c.STATE_VERSION, "applied_index": applied_index,
+           "columns": {"secrets": list(SECRET_COLUMNS), "requests": list(REQUEST_COLUMNS)}}
+    yield "cluster", to_plain(tables.cluster) if tables.cluster else None
+    yield "removed_nodes", dict(tables.removed_nodes)
+    for name in ("nodes", "services", "tasks"):
+        yield from _batches(name, (to_plain(o) for o in getattr(tables, name).values()))
+    yield from _batches("secrets", (_secret_row(s) for s in tables.secrets.values()))
+    yield from _batches("requests", ((rid, r.ts, _result_row(r.result)) for rid, r in tables.requests.items()))
+    yield "end", {name: len(getattr(tables, name)) for name in _ROW_TABLES}
+
+
+_ROW_TABLES = ("nodes", "services", "tasks", "secrets", "requests")
+NO_SECRETS: Mapping[str, Secret] = {}
+
+
+def _batches(name: str, rows: Iterator[Any]) -> Iterator[tuple[str, list[Any]]]:
+    batch: list[Any] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == FRAME_ROWS:
+            yield name, batch
+            batch = []
+    if batch:
+        yield name, batch
+
+
+def _secret_row(s: Secret) -> tuple[Any, ...]:
+    return (s.id, s.name, s.data, s.key_id, dict(s.labels) if s.labels else None, s.created_at, s.updated_at,
+            s.version)
+
+
+def _secret_from_row(row: Any, held: Mapping[str, Secret]) -> Secret:
+    """A secret from its row; strings and labels equal to those of the secret ``held`` under the
+    same id are shared with it (a remembered outcome is the public form of a held secret)."""
+    if type(row) is not tuple or len(row) != len(SECRET_COLUMNS):
+        raise Malformed("a snapshot secret is a row of its columns")
+    sid, name, data, key_id, labels, created_at, updated_at, version = row
+    if not (type(sid) is str and type(name) is str and type(data) is bytes and type(key_id) is str
+            and type(created_at) is int and type(updated_at) is int and type(version) is int):
+        raise Malformed(f"snapshot secret {sid!r}: a field of the wrong type")
+    if labels is None:
+        labels = NO_LABELS
+    elif not (type(labels) is dict and all(type(k) is str and type(v) is str for k, v in labels.items())):
+        raise Malformed(f"snapshot secret {sid}: labels are not a map of strings")
+    if updated_at == created_at:
+        updated_at = created_at
+    same = held.get(sid)
+    if same is not None:
+        sid = same.id
+        if same.name == name:
+            name = same.name
+        if same.labels == labels:
+            labels = same.labels
+        if same.created_at == created_at:
+            created_at = same.created_at
+        if same.updated_at == updated_at:
+            updated_at = same.updated_at
+        if same.version == version:
+            version = same.version
+    return Secret(id=sid, name=name, data=data, key_id=sys.intern(key_id), labels=labels,
+                  created_at=created_at, updated_at=updated_at, version=version)
+
+
+def _result_row(result: Result) -> tuple[Any, ...]:
+    """A remembered outcome: ("err", kind, message), ("secret", row) for the public secret most
+    of them are, or ("ok", type name or None, plain value)."""
+    if isinstance(result, Err):
+        return "err", result.kind, result.message
+    value = result.value
+    if isinstance(value, Secret):
+        return "secret", _secret_row(value.public())
+    if type(value).__name__ in _RESULT_TYPES:
+        return "ok", type(value).__name__, to_plain(value)
+    return "ok", None, value
+
+
+def _result_from_row(row: Any, secrets: Mapping[str, Secret]) -> Result:
+    if type(row) is not tuple or not row:
+        raise Malformed("a snapshot result is a tuple")
+    if row[0] == "err" and len(row) == 3:
+        return Err(str(row[1]), str(row[2]))
+    if row[0] == "secret" and len(row) == 2:
+        return Ok(_secret_from_row(row[1], secrets))
+    if row[0] == "ok" and len(row) == 3:
+        typ, value = row[1], row[2]
+        if typ is not None:
+            cls = _RESULT_TYPES.get(typ)
+            if cls is None:
+                raise Malformed(f"unknown result type {typ!r}")
+            value = from_plain(cls, value)
+        return Ok(value)
+    raise Malformed(f"a snapshot result of unknown shape {row[0]!r}")
+
+
+def restore_frames(frames: Iterable[Any]) -> tuple[Tables, int]:
+    """The tables and applied index of a framed snapshot, read one frame at a time. A single
+    frame that is not a framed header is a whole-state snapshot (written before version 5)."""
+    it = iter(frames)
+    head = next(it, None)
+    if not (isinstance(head, dict) and head.get("format") == FRAMED):
+        if next(it, None) is not None:
+            raise Malformed("a whole-state snapshot is a single frame")
+        return decode_snapshot(head)
+    _check_version(head.get("state_version"))
+    if head.get("columns") != {"secrets": list(SECRET_COLUMNS), "requests": list(REQUEST_COLUMNS)}:
+        raise Malformed(f"snapshot columns {head.get('columns')!r} are not this version's")
+    tables = Tables()
+    for frame in it:
+        if not (type(frame) is tuple and len(frame) == 2 and isinstance(frame[0], str)):
+            raise Malformed("a snapshot frame is a (table, rows) pair")
+        kind, body = frame
+        if kind == "end":
+            _check_counts(tables, body)
+            if next(it, None) is not None:
+                raise Malformed("frames after the end of the snapshot")
+            return tables, int(head.get("applied_index", 0))
+        _load_frame(tables, kind, body)
+    raise Malformed("the snapshot ends before its end frame")
+
+
+def _load_frame(tables: Tables, kind: str, body: Any) -> None:
+    if kind == "cluster":
+        tables.cluster = from_plain(Cluster, body) if body else None
+        return
+    if kind == "removed_nodes":
+        if not isinstance(body, dict):
+            raise Malformed("snapshot removed_nodes is not a map")
+        tables.removed_nodes = {str(k): int(v) for k, v in body.items()}
+        return
+    if not isinstance(body, list):
+        raise Malformed(f"snapshot frame {kind!r}: rows are a list")
+    if kind == "secrets":
+        secrets = tables.secrets
+        for row in body:
+            secret = _secret_from_row(row, NO_SECRETS)
+            secrets[secret.id] = secret
+    elif kind == "requests":
+        requests = tables.requests
+        for row in body:
+            if not (type(row) is tuple and len(row) == 3 and type(row[0]) is str and type(row[1]) is int):
+                raise Malformed("a snapshot request record is a (rid, ts, result) row")
+            result = _result_from_row(row[2], tables.secrets)
+            ts = row[1]
+            if isinstance(result, Ok) and isinstance(result.value, Secret) and result.value.created_at == ts:
+                ts = result.value.created_at  # one int object for both
+            requests[row[0]] = Request(result, ts)
+    elif kind in ("nodes", "services", "tasks"):
+        cls = dict(_TABLES)[kind]
+        table = getattr(tables, kind)
+        for row in body:
+            obj = from_plain(cls, row)
+            table[obj.id] = obj
+    else:
+        raise Malformed(f"unknown snapshot frame {kind!r}")
+
+
+def _check_counts(tables: Tables, counts: Any) -> None:
+    if not isinstance(counts, dict):
+        raise Malformed("the snapshot's end frame holds the row counts")
+    for name in _ROW_TABLES:
+        if counts.get(name) != len(getattr(tables, name)):
+            raise Malformed(f"snapshot table {name}: {len(getattr(tables, name))} rows, "
+                            f"the end frame says {counts.get(name)}")
 
 
 # --- the store as raft sees it -----------------------------------------------------------------------
@@ -363,9 +559,38 @@ class LogStateMachine:
             return self.store.refuse(index, str(e))
         return self.store.apply(cmd, index)
 
-    def snapshot(self) -> dict[str, Any]:
-        return encode_snapshot(self.store.tables(), self.store.applied_index)
+    def snapshot(self) -> Iterator[Any] | dict[str, Any]:
+        """The state for the raft snapshot file: an iterator of frames once every manager reads
+        them, else the whole-state dict. Runs in a forked child: reads the tables without the lock
+        (the fork never inherits a held one)."""
+        tables = self.store.tables()
+        managers = [n for n in tables.nodes.values() if n.role == "manager"]
+        if c.supported_version(managers) >= FRAMED_SINCE:
+            return snapshot_frames(tables, self.store.applied_index)
+        return encode_snapshot(tables, self.store.applied_index)
 
     def restore(self, data: Any) -> None:
-        tables, index = decode_snapshot(data)
+        """Replace the state with a snapshot: frames (as ``snapshot`` gives them), a whole-state
+        dict, or None (raft restores "nothing")."""
+        tables, index = decode_snapshot(data) if data is None or isinstance(data, dict) else restore_frames(data)
         self.store.load(tables, index)
+        _return_freed_memory()
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def _return_freed_memory() -> None:
+    """Give the pages of a replaced state back to the system. The payloads (over 512 bytes) live
+    in the C heap, whose free pages glibc keeps for reuse: a follower that installed a snapshot
+    over a smaller state would otherwise keep both sizes resident. A few milliseconds."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)

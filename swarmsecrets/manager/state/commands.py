@@ -48,7 +48,10 @@ from swarmsecrets.manager.state.objects import (
 # Version 4: update_node_labels, set_cluster_settings (Cluster.task_history_limit and
 #   .dispatcher_heartbeat); Service.constraints (in create_service, update_service and init_cluster
 #   entries that use the new fields: see Command.needs_version).
-STATE_VERSION = 4
+# Version 5: no new command; snapshots are written as a stream of frames (manager/state/codec.py),
+#   which members of earlier versions cannot read, so a member writes them only once every
+#   manager advertises version 5.
+STATE_VERSION = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,7 +126,7 @@ def client_request_id(rid: str) -> tuple[str, bool]:
     """The client's part of a request id, and whether the id is bound. Ids of the leader's own
     commands, and those proposed by earlier releases, are not bound."""
     head, sep, tail = rid[:-_BINDING_HEX - 1], rid[-_BINDING_HEX - 1:-_BINDING_HEX], rid[-_BINDING_HEX:]
-    if sep == "/" and all(ch in "0123456789abcdef" for ch in tail):
+    if sep == "/" and not tail.strip("0123456789abcdef"):
         return head, True
     return rid, False
 

@@ -16,14 +16,16 @@ A change is a new object (``dataclasses.replace``) swapped into the store under 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from swarmsecrets.validation import DEFAULT_SECRET_MODE
 
 # Task states after which a task never runs again.
 TERMINAL_STATES = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned"})
 
-_NO_LABELS: Mapping[str, str] = {}
+# The one empty map that every object without labels (or env) shares: a hundred thousand secrets
+# must not hold a hundred thousand empty dicts. Never mutated: objects are frozen, maps read-only.
+NO_LABELS: Mapping[str, str] = {}
 
 # Docker's default task history retention limit.
 DEFAULT_TASK_HISTORY = 5
@@ -105,7 +107,7 @@ class Node(Meta):
     availability: str = "active"  # "active" | "pause" | "drain"
     status: str = "unknown"  # workers: "ready" | "down" (set by the leader's dispatcher)
     status_message: str = ""
-    labels: Mapping[str, str] = field(default_factory=lambda: _NO_LABELS)
+    labels: Mapping[str, str] = field(default_factory=lambda: NO_LABELS)
     cert_serial: str = ""
     # The node's latest certificate: its notAfter (unix seconds), its issuer's subject (RFC 4514)
     # and the hex SHA-256 of its issuer's SubjectPublicKeyInfo (DER). Empty until one is recorded.
@@ -126,11 +128,13 @@ class Secret(Meta):
     name: str
     data: bytes  # SecretBox ciphertext under the data key ``key_id``; never plaintext
     key_id: str
-    labels: Mapping[str, str] = field(default_factory=lambda: _NO_LABELS)
+    labels: Mapping[str, str] = field(default_factory=lambda: NO_LABELS)
 
     def public(self) -> Secret:
-        """The secret as command results carry it: without the payload."""
-        return replace(self, data=b"")
+        """The secret as command results carry it: without the payload. (Built directly: one is
+        made per secret created, and on every load of a snapshot's remembered outcomes.)"""
+        return Secret(id=self.id, name=self.name, data=b"", key_id=self.key_id, labels=self.labels,
+                      created_at=self.created_at, updated_at=self.updated_at, version=self.version)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,9 +155,9 @@ class Service(Meta):
     name: str
     mode: str  # "replicated" | "global"
     replicas: int = 1
-    labels: Mapping[str, str] = field(default_factory=lambda: _NO_LABELS)
+    labels: Mapping[str, str] = field(default_factory=lambda: NO_LABELS)
     command: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=lambda: _NO_LABELS)
+    env: Mapping[str, str] = field(default_factory=lambda: NO_LABELS)
     user: str = ""
     secrets: tuple[SecretRef, ...] = ()
     update_action: str = "restart"

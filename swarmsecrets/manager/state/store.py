@@ -18,6 +18,7 @@ ciphertext; so do the join tokens and the unlock key.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 from swarmsecrets import errors, validation
 from swarmsecrets.manager.state import commands as c
 from swarmsecrets.manager.state.events import Applied, Err, Ok, Result, Subscriber
-from swarmsecrets.manager.state.objects import Cluster, Meta, Node, Secret, SecretRef, Service, Task
+from swarmsecrets.manager.state.objects import NO_LABELS, Cluster, Meta, Node, Secret, SecretRef, Service, Task
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ class Store:
 
     def load(self, tables: Tables, applied_index: int) -> None:
         """Replace the whole state (a snapshot restore)."""
-        names = {s.name.lower(): sid for sid, s in tables.secrets.items()}
+        names = {name_key(s.name): sid for sid, s in tables.secrets.items()}
         clients: dict[str, str] = {}
         for rid in tables.requests:
             clients.setdefault(c.client_request_id(rid)[0], rid)
@@ -291,6 +292,13 @@ class Store:
         if found:
             raise errors.InvalidArgument(f"service {ref} is ambiguous ({len(found)} matches found)")
         raise errors.NotFound(f"service {ref} not found")
+
+
+def name_key(name: str) -> str:
+    """The key of a secret name in the name index (names are unique regardless of case); the name
+    itself when it is already lower case, so the index holds no second copy of it."""
+    key = name.lower()
+    return name if key == name else key
 
 
 Obj = TypeVar("Obj")
@@ -494,7 +502,7 @@ def _reencrypt_secrets(s: Store, cmd: c.ReencryptSecrets, index: int) -> int:
         secret = s._t.secrets.get(item.id)
         if secret is None or secret.key_id != item.from_key_id or item.key_id != cluster.key_id:
             continue
-        s._t.secrets[item.id] = replace(secret, data=item.data, key_id=item.key_id)
+        s._t.secrets[item.id] = replace(secret, data=item.data, key_id=sys.intern(item.key_id))
         done += 1
     return done
 
@@ -583,7 +591,7 @@ def _set_trust_roots(s: Store, cmd: c.SetTrustRoots, index: int) -> Node:
 
 @_handles(c.CreateSecret)
 def _create_secret(s: Store, cmd: c.CreateSecret, index: int) -> Secret:
-    if cmd.name.lower() in s._names:
+    if name_key(cmd.name) in s._names:
         raise errors.secret_exists(cmd.name)
     if cmd.id in s._t.secrets:
         raise errors.AlreadyExists(f"secret {cmd.id} already exists")
@@ -592,10 +600,13 @@ def _create_secret(s: Store, cmd: c.CreateSecret, index: int) -> Secret:
         # Sealed under a key that was retired before this applied: nobody could open it.
         raise errors.FailedPrecondition("the data key was rotated while this request was in flight; "
                                         "create the secret again")
-    secret = Secret(id=cmd.id, name=cmd.name, labels=dict(cmd.labels), data=cmd.data, key_id=cmd.key_id,
+    # One string per data key and one empty map for every secret without labels: they are shared
+    # by the hundred thousand secrets a swarm may hold.
+    secret = Secret(id=cmd.id, name=cmd.name, labels=dict(cmd.labels) if cmd.labels else NO_LABELS,
+                    data=cmd.data, key_id=sys.intern(cmd.key_id),
                     created_at=cmd.ts, updated_at=cmd.ts, version=index)
     s._t.secrets[secret.id] = secret
-    s._names[secret.name.lower()] = secret.id
+    s._names[name_key(secret.name)] = secret.id
     return secret.public()
 
 
@@ -606,7 +617,8 @@ def _update_secret(s: Store, cmd: c.UpdateSecret, index: int) -> Secret:
         raise errors.secret_not_found(cmd.id)
     if cmd.version != secret.version:
         raise errors.UpdateOutOfSequence()
-    new = s._t.secrets[cmd.id] = _stamp(replace(secret, labels=dict(cmd.labels)), cmd.ts, index)
+    new = s._t.secrets[cmd.id] = _stamp(replace(secret, labels=dict(cmd.labels) if cmd.labels else NO_LABELS),
+                                        cmd.ts, index)
     return new.public()
 
 
@@ -619,7 +631,7 @@ def _remove_secret(s: Store, cmd: c.RemoveSecret, index: int) -> None:
     if users:
         raise errors.secret_in_use(secret.name, users)
     del s._t.secrets[cmd.id]
-    s._names.pop(secret.name.lower(), None)
+    s._names.pop(name_key(secret.name), None)
 
 
 def _check_secret_refs(s: Store, refs: Iterable[SecretRef]) -> None:
