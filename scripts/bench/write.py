@@ -91,6 +91,7 @@ from scripts.bench.common import (
     tail,
     terminate_all,
 )
+from scripts.bench import profile as profiling
 from scripts.bench.etcd import ETCD_INSTALL_HINT, EtcdCluster, EtcdGrpcWriter, EtcdMember, EtcdWriter
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 from tests.framework import DEFAULT_TIMINGS, Cluster, Node
@@ -272,8 +273,12 @@ class Target:
 
 def bench_target(t: Target, sizes: Sequence[int], clients_list: Sequence[int], n: int, duration: float,
                  max_seq_seconds: float, names: NameGen, log: Callable[[str], None],
-                 rows: list[Row] | None = None) -> list[Row]:
-    """Every row for one system; appended to `rows` as each finishes (an interrupted run keeps them)."""
+                 rows: list[Row] | None = None,
+                 profile: Callable[[str, Callable[[], int]], contextlib.AbstractContextManager[None]] | None = None,
+                 ) -> list[Row]:
+    """Every row for one system; appended to `rows` as each finishes (an interrupted run keeps them).
+    ``profile(label, ops)``, when given, is entered around each throughput row with the most clients;
+    ``ops()`` then tells how many requests it completed."""
     rows = rows if rows is not None else []
     for size in sizes:
         data = random.Random(size).randbytes(size)
@@ -305,8 +310,13 @@ def bench_target(t: Target, sizes: Sequence[int], clients_list: Sequence[int], n
             meter = CpuMeter(t.pids())
             meter.start()
             tag = f"{t.system[0]}c{clients}s{size}"
-            lat, errs, first, window = run_concurrent(
-                factory, clients, data, functools.partial(names.stream, tag), duration)
+            completed = [0]
+            sampled = (profile(f"leader-c{clients}-{size}", functools.partial(completed.__getitem__, 0))
+                       if profile is not None and clients == max(clients_list) else contextlib.nullcontext())
+            with sampled:
+                lat, errs, first, window = run_concurrent(
+                    factory, clients, data, functools.partial(names.stream, tag), duration)
+                completed[0] = len(lat)
             row.client_cpu, row.server_cpus = meter.stop_each()
             row.server_cpu = sum(row.server_cpus) if row.server_cpus is not None else None
             row.ops, row.errors, row.first_error, row.seconds = len(lat), errs, first, window
@@ -747,6 +757,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                    help="extra swarmsecretsd argument, repeatable, e.g. --daemon-arg=--raft-heartbeat "
                         "--daemon-arg=0.05 (default: the daemon's own defaults, --log-level info)")
+    p.add_argument("--profile", metavar="DIR",
+                   help="save py-spy flame graphs (.svg) and folded stacks (.txt) of the leader during the "
+                        "throughput rows with the most clients into DIR (needs py-spy)")
     p.add_argument("--dir", help="parent of the temporary data dirs (default: the system temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the data dirs and logs (path printed)")
     a = p.parse_args(argv)
@@ -763,6 +776,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("sizes must be 1..511999 bytes (the secret payload limit)")
     if any(c <= 0 or c > 256 for c in a.clients):
         p.error("--clients must be 1..256")
+    a.py_spy = None
+    if a.profile is not None:
+        try:
+            a.py_spy = profiling.find_py_spy()
+        except ValueError as e:
+            p.error(str(e))
     a.daemon_arg_list = list(a.daemon_arg)
     if not any(x.startswith("--log-level") for x in a.daemon_arg_list):
         a.daemon_arg_list += ["--log-level", "info"]
@@ -845,8 +864,11 @@ def run_bench(args: argparse.Namespace, base: Path, names: NameGen, log: Callabl
             cluster.start(FORM_TIMEOUT)
             log(f"cluster formed in {time.monotonic() - t0:.1f} s; leader {cluster.leader(LEADER_TIMEOUT).name}")
             target = swarm_target(cluster, args.channels)
+            leader_pid = cluster.leader(LEADER_TIMEOUT).pid
+            profile = (None if args.profile is None or leader_pid is None else
+                       functools.partial(profiling.sampling, args.py_spy, leader_pid, Path(args.profile), log))
             bench_target(target, args.size, args.clients, args.n, args.duration, args.max_seq_seconds,
-                         names, log, rows)
+                         names, log, rows, profile)
         except KeyboardInterrupt:
             interrupted = True
         except Exception as e:  # noqa: BLE001 - reported, then the etcd part still runs

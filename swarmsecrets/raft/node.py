@@ -857,8 +857,15 @@ class RaftNode:
     def read_barrier(self, timeout: float) -> None:
         """Linearizable read point: a no-op entry proposed after this call started is applied
         locally. Concurrent callers share the next barrier (one entry for all of them)."""
+        self._wait(self.read_barrier_async(timeout), timeout)
+
+    def read_barrier_async(self, timeout: float) -> Future[None]:
+        """``read_barrier`` without blocking: the future is resolved once the barrier is applied
+        here (or failed with the raft error), on the raft thread."""
         if self._lone_and_full():
-            return
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
         with self._barrier_lock:
             if self._barrier_waiting is None:
                 self._barrier_waiting = Future()
@@ -869,7 +876,7 @@ class RaftNode:
             launch = not self._barrier_running
         if launch:
             self._launch_barrier()
-        self._wait(fut, timeout)
+        return fut
 
     def _lone_and_full(self) -> bool:
         """A lone member out of disk space cannot write a barrier, and no write can be acknowledged

@@ -37,9 +37,13 @@ class ScriptedRaft:
             done.set_result(self.machine.apply(command, self.store.applied_index + 1))
         return done
 
-    def read_barrier(self, timeout: float) -> None:
+    def read_barrier_async(self, timeout: float) -> Future[None]:
+        done: Future[None] = Future()
         if self.failures:
-            raise self.failures.pop(0)
+            done.set_exception(self.failures.pop(0))
+        else:
+            done.set_result(None)
+        return done
 
     def add_member(self, addr: str, timeout: float) -> None:
         self.group.members.append(addr)

@@ -22,6 +22,7 @@ in their Node record and a command is proposed only when every manager supports 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, TypeVar
@@ -109,6 +110,7 @@ def require_supported(cmd: Command, managers: Iterable[Node]) -> None:
 
 # A bound request id ends with a separator and the binding's 32 bytes in hex.
 _BINDING_HEX = 64
+_BOUND = re.compile(f"/[0-9a-f]{{{_BINDING_HEX}}}\\Z")
 
 
 def bind_request_id(client_rid: str, binding: bytes) -> str:
@@ -122,9 +124,8 @@ def bind_request_id(client_rid: str, binding: bytes) -> str:
 def client_request_id(rid: str) -> tuple[str, bool]:
     """The client's part of a request id, and whether the id is bound. Ids of the leader's own
     commands, and those proposed by earlier releases, are not bound."""
-    head, sep, tail = rid[:-_BINDING_HEX - 1], rid[-_BINDING_HEX - 1:-_BINDING_HEX], rid[-_BINDING_HEX:]
-    if sep == "/" and all(ch in "0123456789abcdef" for ch in tail):
-        return head, True
+    if _BOUND.search(rid) is not None:
+        return rid[:-_BINDING_HEX - 1], True
     return rid, False
 
 
