@@ -214,12 +214,20 @@ class _Wakeup:
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()  # no write may race close() onto a reused descriptor
         self._closed = False
+        # Set from a notify until the loop has read the pipe empty: every proposal queued while it
+        # is set is seen by the loop's next pass, so one pipe write (one wake-up of the raft
+        # thread) serves them all. Cleared only after the read, so it is never set with the pipe
+        # empty and no wake-up on the way.
+        self._pending = False
         poller.subscribe(self._r, self._drain, POLL_EVENT_TYPE.READ)
 
     def notify(self) -> None:
+        if self._pending:
+            return
         with self._lock:
             if self._closed:
                 return
+            self._pending = True
             try:
                 os.write(self._w, b"\0")
             except BlockingIOError:
@@ -231,6 +239,7 @@ class _Wakeup:
                 pass
         except BlockingIOError:
             pass
+        self._pending = False
 
     def close(self) -> None:
         with self._lock:
