@@ -4,6 +4,7 @@ and membership changes. Implements ``collaborators.Proposer`` and ``collaborator
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import replace
@@ -30,11 +31,54 @@ class RaftHandle(Protocol):
 
     def propose_async(self, command: dict[str, Any], timeout: float) -> Future[Any]: ...
 
-    def read_barrier(self, timeout: float) -> None: ...
+    def read_barrier_async(self, timeout: float) -> Future[None]: ...
 
     def add_member(self, addr: str, timeout: float) -> None: ...
 
     def remove_member(self, addr: str, timeout: float) -> None: ...
+
+
+class LoopReplies:
+    """Hands raft outcomes (resolved on the raft thread) to the event loop: every outcome that is
+    ready when the loop wakes up is delivered in that one wake-up, instead of one
+    ``call_soon_threadsafe`` (a self-pipe write and a loop iteration) per request as
+    ``asyncio.wrap_future`` would do."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[tuple[asyncio.Future[Any], Future[Any]]] = []
+
+    def wait(self, inner: Future[Any]) -> asyncio.Future[Any]:
+        """An asyncio future with ``inner``'s outcome (call on the loop). Cancelling it cancels
+        ``inner``, as ``asyncio.wrap_future`` does."""
+        fut = self.loop.create_future()
+        fut.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
+        inner.add_done_callback(lambda i: self._deliver(fut, i))
+        return fut
+
+    def _deliver(self, fut: asyncio.Future[Any], inner: Future[Any]) -> None:
+        with self._lock:
+            self._ready.append((fut, inner))
+            first = len(self._ready) == 1
+        if first:
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:
+                pass  # the loop is closed: nobody awaits the outcome any more
+
+    def _drain(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+        for fut, inner in ready:
+            if fut.done():
+                continue
+            if inner.cancelled():
+                fut.cancel()
+            elif (exc := inner.exception()) is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(inner.result())
 
 
 class RaftProposer:
@@ -42,6 +86,7 @@ class RaftProposer:
         self.raft = raft
         self.store = store
         self.clock = clock
+        self._replies: LoopReplies | None = None
         # About one election: how long a request waits for a leader before reporting none.
         self.no_leader_grace = no_leader_grace
 
@@ -70,7 +115,7 @@ class RaftProposer:
         if leader_only is not None:
             return state.unwrap(await self._propose_as_leader(entry, timeout, leader_only))
         result = await self._ride_out_failover(
-            lambda: asyncio.wrap_future(self.raft.propose_async(entry, max(0.1, deadline - loop.time()))),
+            lambda: self._on_loop(self.raft.propose_async(entry, max(0.1, deadline - loop.time()))),
             deadline)
         return state.unwrap(result)
 
@@ -78,7 +123,13 @@ class RaftProposer:
         st = self.raft.status()
         if not st.is_leader or st.term != term:
             raise errors.Unavailable("this manager no longer leads the swarm")
-        return await asyncio.wrap_future(self.raft.propose_async(entry, timeout))
+        return await self._on_loop(self.raft.propose_async(entry, timeout))
+
+    def _on_loop(self, inner: Future[Any]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        if self._replies is None or self._replies.loop is not loop:
+            self._replies = LoopReplies(loop)
+        return self._replies.wait(inner)
 
     def leader_term(self) -> int | None:
         st = self.raft.status()
@@ -94,7 +145,14 @@ class RaftProposer:
     async def barrier(self) -> None:
         """Linearizable reads: local state reflects every write acknowledged before this call."""
         deadline = asyncio.get_running_loop().time() + BARRIER_TIMEOUT
-        await self._ride_out_failover(lambda: asyncio.to_thread(self.raft.read_barrier, BARRIER_TIMEOUT), deadline)
+        await self._ride_out_failover(self._barrier_once, deadline)
+
+    async def _barrier_once(self) -> None:
+        try:
+            # The raft loop fails a barrier at its deadline; the margin only covers a stuck loop.
+            await asyncio.wait_for(self._on_loop(self.raft.read_barrier_async(BARRIER_TIMEOUT)), BARRIER_TIMEOUT + 1.0)
+        except TimeoutError:
+            raise errors.DeadlineExceeded(errors.UNKNOWN_OUTCOME) from None
 
     async def _ride_out_failover(self, attempt: Callable[[], Awaitable[Any]], deadline: float) -> Any:
         loop = asyncio.get_running_loop()

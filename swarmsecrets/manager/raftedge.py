@@ -108,9 +108,11 @@ class ManagerRaft:
         """Set once this member's removal from the group is committed and applied here."""
         return self.node.removed
 
-    def read_barrier(self, timeout: float) -> None:
-        with _mapped(self.node_id):
-            self.node.read_barrier(timeout)
+    def read_barrier_async(self, timeout: float) -> Future[None]:
+        out: Future[None] = Future()
+        self.node.read_barrier_async(timeout).add_done_callback(
+            lambda inner: _map_result(self.node_id, out, inner))
+        return out
 
     def add_member(self, addr: str, timeout: float) -> None:
         with _mapped(self.node_id):

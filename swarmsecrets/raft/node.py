@@ -214,12 +214,20 @@ class _Wakeup:
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._lock = threading.Lock()  # no write may race close() onto a reused descriptor
         self._closed = False
+        # Set from a notify until the loop has read the pipe empty: every proposal queued while it
+        # is set is seen by the loop's next pass, so one pipe write (one wake-up of the raft
+        # thread) serves them all. Cleared only after the read, so it is never set with the pipe
+        # empty and no wake-up on the way.
+        self._pending = False
         poller.subscribe(self._r, self._drain, POLL_EVENT_TYPE.READ)
 
     def notify(self) -> None:
+        if self._pending:
+            return
         with self._lock:
             if self._closed:
                 return
+            self._pending = True
             try:
                 os.write(self._w, b"\0")
             except BlockingIOError:
@@ -231,6 +239,7 @@ class _Wakeup:
                 pass
         except BlockingIOError:
             pass
+        self._pending = False
 
     def close(self) -> None:
         with self._lock:
@@ -872,8 +881,15 @@ class RaftNode:
     def read_barrier(self, timeout: float) -> None:
         """Linearizable read point: a no-op entry proposed after this call started is applied
         locally. Concurrent callers share the next barrier (one entry for all of them)."""
+        self._wait(self.read_barrier_async(timeout), timeout)
+
+    def read_barrier_async(self, timeout: float) -> Future[None]:
+        """``read_barrier`` without blocking: the future is resolved once the barrier is applied
+        here (or failed with the raft error), on the raft thread."""
         if self._lone_and_full():
-            return
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
         with self._barrier_lock:
             if self._barrier_waiting is None:
                 self._barrier_waiting = Future()
@@ -884,7 +900,7 @@ class RaftNode:
             launch = not self._barrier_running
         if launch:
             self._launch_barrier()
-        self._wait(fut, timeout)
+        return fut
 
     def _lone_and_full(self) -> bool:
         """A lone member out of disk space cannot write a barrier, and no write can be acknowledged

@@ -4,6 +4,8 @@ their term, refuses at once without a quorum, and stamps commands with its clock
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from concurrent.futures import Future
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 
 from swarmsecrets import errors
 from swarmsecrets.manager import state
-from swarmsecrets.manager.proposer import RaftProposer
+from swarmsecrets.manager.proposer import LoopReplies, RaftProposer
 from tests.unit.managerkit import SELF_RAFT, Clock, Status, run
 
 
@@ -37,9 +39,13 @@ class ScriptedRaft:
             done.set_result(self.machine.apply(command, self.store.applied_index + 1))
         return done
 
-    def read_barrier(self, timeout: float) -> None:
+    def read_barrier_async(self, timeout: float) -> Future[None]:
+        done: Future[None] = Future()
         if self.failures:
-            raise self.failures.pop(0)
+            done.set_exception(self.failures.pop(0))
+        else:
+            done.set_result(None)
+        return done
 
     def add_member(self, addr: str, timeout: float) -> None:
         self.group.members.append(addr)
@@ -142,5 +148,42 @@ def test_a_manager_out_of_disk_space_refuses_at_once() -> None:
         with pytest.raises(errors.StorageFull, match="cannot persist: no space left on device .* on manager abc123"):
             await proposer(raft).propose(SECRET)
         assert len(raft.entries) == 1
+
+    run(test)
+
+
+def test_outcomes_ready_together_reach_the_loop_in_one_wakeup() -> None:
+    """Outcomes resolved on another thread (the raft thread) before the loop runs again are
+    delivered by one call_soon_threadsafe, each to its own caller, errors included."""
+
+    async def test() -> None:
+        loop = asyncio.get_running_loop()
+        replies = LoopReplies(loop)
+        inner: list[Future[Any]] = [Future() for _ in range(50)]
+        waiting = [replies.wait(f) for f in inner]
+        hops = 0
+        original = loop.call_soon_threadsafe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal hops
+            hops += 1
+            return original(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+
+        def resolve() -> None:
+            for i, f in enumerate(inner):
+                if i == 7:
+                    f.set_exception(errors.NoLeader())
+                else:
+                    f.set_result(i)
+
+        thread = threading.Thread(target=resolve)
+        thread.start()
+        thread.join()
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        assert hops == 1
+        assert isinstance(outcomes[7], errors.NoLeader)
+        assert [o for i, o in enumerate(outcomes) if i != 7] == [i for i in range(50) if i != 7]
 
     run(test)
