@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2, swar
 from swarmsecrets.cli import client as client_mod
 from swarmsecrets.client import RetryPolicy
 from swarmsecrets.cli.main import cli, run
-from tests.unit.fakedaemon import Recorder, ts
+from tests.unit.fakedaemon import Recorder, serving, ts
 
 REPO = Path(__file__).resolve().parents[2]
 UNLOCK_KEY = "SWMKEY-1-" + "A" * 43
@@ -170,13 +169,8 @@ class Swarm(swarm_pb2_grpc.SwarmServicer):
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Box, str]]:
     sock = tmp_path_factory.mktemp("d") / "s.sock"
     box = Box(FakeDaemon())
-    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    control_pb2_grpc.add_ControlServicer_to_server(Control(box), srv)
-    swarm_pb2_grpc.add_SwarmServicer_to_server(Swarm(box), srv)
-    srv.add_insecure_port(f"unix:{sock}")
-    srv.start()
-    yield box, f"unix://{sock}"
-    srv.stop(None)
+    with serving(str(sock), Swarm(box), Control(box)):
+        yield box, f"unix://{sock}"
 
 
 @pytest.fixture
