@@ -18,11 +18,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
-from swarmsecrets.client import DEFAULT_RETRY, local_channel
+from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.client import DEFAULT_RETRY, LocalClient, LocalError
 from tests.framework import Cluster, Loopback, Node, Timings, wait_until
 from swarmsecrets.node.config import parse_args
 from tests.framework.node import DAEMON_MODULE, REPO_ROOT, child_env
@@ -142,21 +141,21 @@ class Writer(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        channels = [local_channel(s) for s in self.sockets]
+        clients = [LocalClient(s) for s in self.sockets]
         try:
             i = 0
             while not self.done.is_set():
                 name = f"rolling-{i}"
-                stub = control_pb2_grpc.ControlStub(channels[i % len(channels)])
+                stub = clients[i % len(clients)].control
                 req = control_pb2.CreateSecretRequest(spec=objects_pb2.SecretSpec(name=name, data=b"v"))
                 try:
                     self.acked[name] = DEFAULT_RETRY.write(stub.CreateSecret, req, timeout=30).secret.id
-                except grpc.RpcError as e:
-                    self.failed.append(f"{name}: {e.code().name} {e.details()}")
+                except LocalError as e:
+                    self.failed.append(f"{name}: {e.code.name} {e.message}")
                 i += 1
         finally:
-            for ch in channels:
-                ch.close()
+            for client in clients:
+                client.close()
 
 
 def test_rolling_restart_under_writes_fails_no_write(notified: tuple[Cluster, dict[str, NotifyListener]]) -> None:
