@@ -974,3 +974,17 @@ def test_node_ls_and_inspect_escape_terminal_escapes_but_json_is_exact(invoke: A
 def test_daemon_errors_are_printed_escaped(invoke: Any, fake: FakeDaemon) -> None:
     r = invoke("node", "inspect", "no\x1b[2Jde")
     assert r.exit_code == 1 and "\x1b" not in r.stderr and "no\\x1b[2Jde" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [["secret", "ls"], ["secret", "inspect", "db_pass"], ["info"]])
+def test_everyday_commands_import_neither_grpc_nor_cryptography(server: tuple[Box, str], fake: FakeDaemon,
+                                                                argv: list[str]) -> None:
+    """A command's start is most of its time: the local API needs neither gRPC nor the cryptography
+    package, and a command imports only its own group's module. Fails when an import drags one in."""
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "swarmsecrets.cli.main", "-H", server[1], *argv],
+                       capture_output=True, text=True, timeout=60)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
+    assert "swarmsecrets.client.local" in imported, p.stderr  # the check sees the command's own imports
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("grpc", "cryptography"))
+    assert heavy == [], heavy
+    assert "swarmsecrets.cli.service" not in imported and "swarmsecrets.cli.swarm" not in imported
