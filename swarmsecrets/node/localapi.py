@@ -409,9 +409,8 @@ class _Connection:
         response: Message | None = None
         result = "CANCELLED"  # unless the call ends: the daemon stopping cuts it short
         try:
-            response = method.behavior(request, _Call(self.uid))
-            if inspect.isawaitable(response):
-                response = await response
+            answered = method.behavior(request, _Call(self.uid))
+            response = await answered if inspect.isawaitable(answered) else answered
             assert response is not None
             result = "OK"
             self.writer.write(_answer(Status.OK, CONTENT_TYPE, response.SerializeToString()))

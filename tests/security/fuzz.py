@@ -507,9 +507,12 @@ async def _local_answer(reader: asyncio.StreamReader, streaming: bool) -> tuple[
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
     if status == 200 and headers.get("transfer-encoding") == "chunked":
         try:
-            size = int((await asyncio.wait_for(reader.readline(), QUIET)).split(b";")[0], 16)
+            line = await asyncio.wait_for(reader.readline(), QUIET)
         except TimeoutError:
             return "OK", "", ""  # open and quiet: it answered
+        if not line:  # the stream ended as the client left (it sent more, or closed its side)
+            raise ConnectionResetError("closed mid-stream")
+        size = int(line.split(b";")[0], 16)
         frame = await reader.readexactly(size) if size else b""
         if frame[:1] == bytes([FRAME_ERROR]):
             code, kind, message = decode_error(frame[FRAME.size:])
