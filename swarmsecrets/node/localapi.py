@@ -261,7 +261,7 @@ class _Call:
         call (a synchronous one) end the call here."""
         self._code = code
         kind = {**self._trailing, **dict(trailing_metadata or ())}.get(wire.ERROR_KIND_METADATA, "")
-        raise _Aborted(Status[code.name], kind, details)
+        raise _Aborted(Status.__members__.get(code.name, Status.UNKNOWN), kind, details)
 
 
 @dataclass(frozen=True)
@@ -417,6 +417,11 @@ class _Connection:
         except _Aborted as e:
             result = e.status.name
             self.writer.write(_error_answer(e.status, e.kind, e.message))
+        except Exception:  # a servicer method that lets something through: logged here, one line there
+            log.exception("%s failed", method.full_name)
+            result = Status.INTERNAL.name
+            message = f"internal error in {method.name}; see the daemon log"
+            self.writer.write(_error_answer(Status.INTERNAL, "", message))
         finally:
             self.api.record(method, result, time.monotonic() - started)
             if method.writes:
@@ -463,14 +468,22 @@ class _Connection:
                     self.writer.write(_frame(FRAME_MESSAGE, message.SerializeToString()))
                     await self.writer.drain()
         except _Aborted as e:
-            if not started:
-                self.writer.write(_error_answer(e.status, e.kind, e.message))
-                return e.status.name
-            self.writer.write(_frame(FRAME_ERROR, encode_error(e.status, e.kind, e.message)) + _STREAM_END)
-            return e.status.name
-        start()
-        self.writer.write(_STREAM_END)
-        return "OK"
+            failed = e
+        except ConnectionError:  # the client left: nothing to answer
+            raise
+        except Exception:  # a servicer method that lets something through: logged here, one line there
+            log.exception("%s failed", method.full_name)
+            failed = _Aborted(Status.INTERNAL, "", f"internal error in {method.name}; see the daemon log")
+        else:
+            start()
+            self.writer.write(_STREAM_END)
+            return "OK"
+        if started:
+            self.writer.write(_frame(FRAME_ERROR, encode_error(failed.status, failed.kind, failed.message))
+                              + _STREAM_END)
+        else:
+            self.writer.write(_error_answer(failed.status, failed.kind, failed.message))
+        return failed.status.name
 
 
 class LocalAPI:
