@@ -1,8 +1,8 @@
 """The history and what fills it: client threads, the worker tmpfs poller and the leader monitor.
 
-Clients talk gRPC to a manager's unix socket, as the CLI does, and retry with the same request_id under
-the CLI's own retry policy, swarmsecrets/client/retry.py (that is the contract under test: a retried
-create never reports a false conflict). Recording, as Jepsen does: one clock (this process's
+Clients talk to a manager's unix socket with the local API client, as the CLI does, and retry with the
+same request_id under the CLI's own retry policy, swarmsecrets/client/retry.py (that is the contract
+under test: a retried create never reports a false conflict). Recording, as Jepsen does: one clock (this process's
 time.monotonic, shifted to the run's start); ``fail`` only when the request certainly did not happen
 (never sent, or a definite refusal such as "already exists"); anything that may have happened is ``info``.
 """

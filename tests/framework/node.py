@@ -163,7 +163,7 @@ LOOPBACK = Loopback()
 
 class Node:
     """A swarmsecretsd of its own: ``start`` spawns it and waits for its socket; ``cli``/``ok``/``fails``
-    run the real CLI against it; ``control``/``swarm`` are gRPC stubs on its socket."""
+    run the real CLI against it; ``control``/``swarm`` are its local API services (``LocalClient``)."""
 
     def __init__(self, name: str, root: Path, *, role: Role = "manager", placement: Placement = LOOPBACK,
                  host: int = 1, timings: Timings = FAST_TIMINGS, log_level: str | None = "debug",

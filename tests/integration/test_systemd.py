@@ -243,7 +243,7 @@ def test_group_members_may_use_the_socket_and_others_may_not(tmp_path: Path) -> 
         node.kill()
         node.cleanup()
         subprocess.run(["groupdel", name], capture_output=True)
-        shutil.rmtree(shared)  # the socket and the daemon's private relay directory beside it
+        shutil.rmtree(shared)  # the socket's directory
     # A group that does not exist: one line, exit 2, nothing started.
     p = subprocess.run([sys.executable, "-m", DAEMON_MODULE, "--data-dir", str(tmp_path / "nogroup"),
                         "-H", f"unix://{tmp_path}/nogroup.sock", "--group", name], capture_output=True,
