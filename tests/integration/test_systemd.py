@@ -195,8 +195,10 @@ def test_rolling_restart_under_writes_fails_no_write(notified: tuple[Cluster, di
 NOBODY = 65534
 # The CLI, run as NOBODY with the given supplementary groups. Its modules are imported while still root:
 # the interpreter lives under /root here, which other users may not enter.
+# What the command imports lazily is imported before the uid changes: the test's tree and venv are root's.
 AS_USER = (f"import os, sys\n"
-           f"import difflib  # click imports it lazily, after the uid changed\n"
+           f"import binascii, difflib  # click and protobuf import them on first use\n"
+           f"import swarmsecrets.api.v1.control_pb2, swarmsecrets.cli.secret\n"
            f"from swarmsecrets.cli.main import run\n"
            f"os.setgroups([int(g) for g in sys.argv[1].split(',') if g])\n"
            f"os.setgid({NOBODY}); os.setuid({NOBODY})\n"
