@@ -45,6 +45,7 @@ from swarmsecrets.localhttp import (
 from swarmsecrets.metrics import Metrics
 from swarmsecrets.node.config import socket_group_id
 from swarmsecrets.rpcutil import rpc
+from swarmsecrets.validation import escape_nonprintable
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ def _parse_head(head: bytes) -> tuple[str, int, bool]:
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
         raise _BadRequest(Status.INVALID_ARGUMENT, "malformed request: not an HTTP/1.1 request line")
     if parts[0] != b"POST":
-        raise _BadRequest(Status.UNIMPLEMENTED, f"method {parts[0].decode(errors='replace')} is not served: "
+        raise _BadRequest(Status.UNIMPLEMENTED, f"method {_shown(parts[0])} is not served: "
                                                 f"POST {PATH_PREFIX}<Service>/<Method>")
     length: int | None = None
     keep = parts[2] == b"HTTP/1.1"
@@ -326,10 +327,15 @@ def _parse_head(head: bytes) -> tuple[str, int, bool]:
     return parts[1].decode("latin-1"), length, keep
 
 
+def _shown(raw: bytes) -> str:
+    """Bytes of a request, quoted in an answer: printable and short."""
+    return escape_nonprintable(raw[:80].decode("utf-8", "replace"))
+
+
 def _answer(status: Status, content_type: str, body: bytes, close: bool = False) -> bytes:
+    closing = "Connection: close\r\n" if close else ""
     return (f"HTTP/1.1 {status.value} {REASONS[status.value]}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\n{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
-            ).encode() + body
+            f"Content-Length: {len(body)}\r\n{closing}\r\n").encode() + body
 
 
 def _error_answer(status: Status, kind: str, message: str, close: bool = False) -> bytes:
@@ -391,7 +397,7 @@ class _Connection:
         """Serve one request; False when the connection is to close after it."""
         method = self.api.methods.get(path)
         if method is None:
-            self.writer.write(_error_answer(Status.UNIMPLEMENTED, "", f"unknown method {path}"))
+            self.writer.write(_error_answer(Status.UNIMPLEMENTED, "", f"unknown method {_shown(path.encode())}"))
             return True
         try:
             request = method.request_type.FromString(body)
@@ -518,6 +524,8 @@ class LocalAPI:
         self._connections[task] = conn
         try:
             await conn.serve()
+        except asyncio.CancelledError:
+            pass  # stop() ended the connection; the task ends quietly (asyncio logs a cancelled one)
         finally:
             del self._connections[task]
 

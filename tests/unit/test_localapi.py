@@ -11,13 +11,15 @@ import os
 import socket
 import stat
 from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from swarmsecrets import errors
-from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2
+from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2, swarm_pb2
 from swarmsecrets.client import LocalClient, LocalError, Status
+from swarmsecrets.rpcutil import rpc
 from swarmsecrets.node.localapi import (
     InitOptions,
     Initialized,
@@ -173,3 +175,63 @@ def test_a_file_that_is_not_a_socket_is_left_alone(tmp_path: Path) -> None:
     with pytest.raises(errors.ListenFailed, match=f"^listen unix {path}: bind: address already in use$"):
         asyncio.run(start())
     assert path.read_text() == "not ours"
+
+
+class StreamingControl(control_pb2_grpc.ControlServicer):
+    """ServiceLogs: two lines, then (``fail``) a typed error, or (``follow``) nothing more until the
+    client leaves; ``closed`` is set when the stream's clean-up has run."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    @rpc
+    async def ServiceLogs(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        try:
+            await context.send_initial_metadata(())
+            for line in (b"one", b"two"):
+                yield control_pb2.ServiceLogsMessage(messages=[objects_pb2.LogMessage(data=line)])
+            if request.follow:
+                await asyncio.Event().wait()
+            raise errors.NotFound(f"service {request.service_id} not found")
+        finally:
+            self.closed.set()
+
+
+async def _streams(tmp_path: Path) -> None:
+    control = StreamingControl()
+    path = tmp_path / "swarmsecrets.sock"
+    api = LocalAPI(str(path), SwarmService(RecordingNode()), control)
+    await api.start()
+    client = LocalClient(path)
+    try:
+        def read_until_error() -> tuple[list[bytes], LocalError]:
+            got = []
+            try:
+                for msg in client.control.ServiceLogs(control_pb2.ServiceLogsRequest(service_id="web"), timeout=10):
+                    got.append(msg.messages[0].data)
+            except LocalError as e:
+                return got, e
+            raise AssertionError("the stream ended without its error")
+
+        got, err = await asyncio.to_thread(read_until_error)
+        assert (got, err.code, err.message, type(err.error())) == (
+            [b"one", b"two"], Status.NOT_FOUND, "service web not found", errors.NotFound)
+
+        def read_one_and_leave() -> bytes:
+            messages = client.control.ServiceLogs(control_pb2.ServiceLogsRequest(service_id="web", follow=True))
+            first: bytes = next(messages).messages[0].data
+            messages.close()  # as `service logs -f` interrupted: the connection closes
+            return first
+
+        control.closed.clear()
+        assert await asyncio.to_thread(read_one_and_leave) == b"one"
+        await asyncio.wait_for(control.closed.wait(), 10)  # the daemon's side of the stream ended too
+        info = await asyncio.to_thread(client.swarm.Info, swarm_pb2.InfoRequest(), 10)  # the client goes on
+        assert info.node_id == "n1"
+    finally:
+        client.close()
+        await api.stop(grace=0)
+
+
+def test_a_stream_brings_its_messages_then_its_error_and_ends_when_the_client_leaves(tmp_path: Path) -> None:
+    asyncio.run(_streams(tmp_path))
