@@ -23,9 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-import grpc
+
 
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.client import LocalError
 from tests.framework import DEFAULT_TIMINGS, Cluster, Loopback, Node, wait_until
 from tests.framework.node import mounts_under
 
@@ -119,10 +120,10 @@ def tour(cluster: Cluster, out: Path) -> None:
 
 
 def list_nodes(manager: Node) -> list[objects_pb2.Node] | None:
-    """The nodes as ``manager`` lists them (over gRPC: cheaper to poll than the CLI), None if it cannot yet."""
+    """The nodes as ``manager`` lists them (over the local API: cheaper to poll than the CLI), None if it cannot yet."""
     try:
         return list(manager.control().ListNodes(control_pb2.ListNodesRequest(), timeout=5).nodes)
-    except grpc.RpcError:
+    except LocalError:
         return None
 
 

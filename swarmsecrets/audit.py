@@ -13,7 +13,7 @@ only names, ids and versions are read from a request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -32,9 +32,6 @@ _READS = ("Get", "List", "ServiceLogs")
 # Request fields that name the object a write is about, in order of preference.
 _OBJECT_FIELDS = ("secret_id", "service_id", "node_id", "role")
 
-PeerUid = Callable[[str], int | None]
-
-
 def is_write(method: str) -> bool:
     """``method`` is a full gRPC path; True for Control methods that change something."""
     if not method.startswith(CONTROL_PREFIX):
@@ -42,12 +39,10 @@ def is_write(method: str) -> bool:
     return not method[len(CONTROL_PREFIX):].startswith(_READS)
 
 
-def caller_of(context: grpc.aio.ServicerContext, peer_uid: PeerUid | None) -> str:
+def caller_of(context: grpc.aio.ServicerContext) -> str:
+    """Who calls on the TLS port: the node its certificate names."""
     cert = peer_certificate(context)
-    if cert is not None:
-        return f"cn:{certs.identity_from_pem(cert).node_id}"
-    uid = peer_uid(context.peer()) if peer_uid is not None else None
-    return f"uid:{uid}" if uid is not None else "local:unknown"
+    return f"cn:{certs.identity_from_pem(cert).node_id}" if cert is not None else "unknown"
 
 
 def object_of(request: Message) -> str:
@@ -69,12 +64,8 @@ def _created_id(response: Any) -> str:
 
 
 class ControlAudit(HandlerInterceptor):
-    """One audit line per Control write, whatever its outcome. ``peer_uid`` maps a unix-socket
-    peer (``context.peer()``) to its uid; None on the TLS port, where the certificate says who."""
-
-    def __init__(self, peer_uid: PeerUid | None = None) -> None:
-        super().__init__()
-        self.peer_uid = peer_uid
+    """One audit line per Control write on the TLS port, whatever its outcome (the local API's server
+    calls ``control_write`` itself, with the peer's uid)."""
 
     def wrap(self, handler: Any, method: str) -> Any:
         if not is_write(method) or handler.unary_unary is None:
@@ -93,19 +84,21 @@ class ControlAudit(HandlerInterceptor):
                     result = "OK"
                 else:
                     result = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-                self.record(context, method, request, result, _created_id(response))
+                control_write(caller_of(context), method, request, result, _created_id(response))
 
         return unary
 
-    def record(self, context: grpc.aio.ServicerContext, method: str, request: Any, result: str, new_id: str) -> None:
-        is_message = isinstance(request, Message)
-        obj = object_of(request) if is_message else ""
-        rid = str(getattr(request, "request_id", "")) if is_message else ""
-        fields: dict[str, object] = {"caller": caller_of(context, self.peer_uid), "method": method, "object": obj}
-        if new_id:
-            fields["id"] = new_id
-        fields.update(result=result, request_id=rid or "-")
-        event(log, logging.INFO, "control_write", f"{method} {obj or '-'} by {fields['caller']}: {result}", **fields)
+
+def control_write(caller: str, method: str, request: Any, result: str, new_id: str) -> None:
+    """The audit line of one Control write: ``method`` is its short name, ``result`` its status name."""
+    is_message = isinstance(request, Message)
+    obj = object_of(request) if is_message else ""
+    rid = str(getattr(request, "request_id", "")) if is_message else ""
+    fields: dict[str, object] = {"caller": caller, "method": method, "object": obj}
+    if new_id:
+        fields["id"] = new_id
+    fields.update(result=result, request_id=rid or "-")
+    event(log, logging.INFO, "control_write", f"{method} {obj or '-'} by {caller}: {result}", **fields)
 
 
 def secret_delivered(node_id: str, tasks: Iterable[str], secret_id: str, version: int) -> None:

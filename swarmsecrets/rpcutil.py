@@ -1,4 +1,4 @@
-"""The gRPC edge: typed errors to statuses and back, the peer's certificate, timestamps.
+"""The gRPC edge: typed errors to statuses and back, the peer's certificate.
 
 A SwarmError leaves a service as a status code, its one-line message, and its kind in the
 ``wire.ERROR_KIND_METADATA`` trailing metadata; a client turns that back into the same
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import datetime
 import errno
 import functools
 import inspect
@@ -22,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from swarmsecrets import errors, wire
+from swarmsecrets.wire import format_ts as format_ts  # the control API's modules take it from here
 
 log = logging.getLogger(__name__)
 
@@ -234,13 +234,6 @@ def peer_certificate(context: grpc.aio.ServicerContext) -> bytes | None:
     """The PEM certificate the TLS client presented (None on the unix socket)."""
     pems = list(context.auth_context().get("x509_pem_cert") or ())
     return pems[0] if pems else None
-
-
-def format_ts(ns: int) -> str:
-    """RFC 3339 in UTC with nanoseconds, as Docker shows timestamps."""
-    secs, frac = divmod(int(ns), 10**9)
-    base = datetime.datetime.fromtimestamp(secs, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac:09d}Z"
 
 
 # Runs around each call of a wrapped handler; ``unary``: the call answers with one message.

@@ -14,8 +14,6 @@ import signal
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cryptography import x509
-
 from swarmsecrets import errors
 
 # SwarmKit's MaxSecretSize (500 KiB); the largest accepted payload is one byte less.
@@ -122,6 +120,8 @@ def validate_csr(pem: bytes) -> None:
     if len(pem) > MAX_CSR_BYTES:
         raise errors.InvalidArgument(
             f"invalid certificate request: {len(pem)} bytes exceeds the limit of {MAX_CSR_BYTES}")
+    from cryptography import x509  # here: the CLI imports this module and never parses a CSR
+
     try:
         csr = x509.load_pem_x509_csr(pem)
         valid = csr.is_signature_valid

@@ -1,12 +1,14 @@
 """The constants both ends of a gRPC connection must agree on, in one place.
 
-Message size caps, channel and server options, the TLS name managers present, and the
-metadata keys that carry machine-readable facts next to a status. Plain data only (no
-grpc import), so any module may read them.
+Message size caps, channel and server options, the TLS name managers present, the metadata
+keys that carry machine-readable facts next to a status, and how messages write timestamps.
+Plain data only (no grpc import), so any module may read them. The local API's wire format
+is swarmsecrets/localhttp.py.
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Final
 
 # --- message sizes ---------------------------------------------------------------------------
@@ -14,9 +16,6 @@ from typing import Final
 # The TLS port (manager <-> manager, worker <-> manager): the largest message is a secret of
 # 500 KiB plus its envelope, or a worker's full assignment set; 4 MiB leaves room for both.
 MAX_MESSAGE: Final = 4 * 1024 * 1024
-# The local socket (CLI <- daemon): `secret ls` of 100,000 secrets is about 12 MB and travels
-# whole, so the CLI accepts far more than the TLS port does.
-LOCAL_MAX_MESSAGE: Final = 1 << 30
 
 # --- names -----------------------------------------------------------------------------------
 
@@ -48,8 +47,12 @@ TLS_SERVER_OPTIONS: Final[Options] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
 )
-# The daemon serving the CLI on its unix socket: requests are small; answers may be large (-1: no cap).
-LOCAL_SERVER_OPTIONS: Final[Options] = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE),
-    ("grpc.max_send_message_length", -1),
-)
+
+# --- timestamps --------------------------------------------------------------------------------
+
+
+def format_ts(ns: int) -> str:
+    """A timestamp as messages carry it: RFC 3339 in UTC with nanoseconds, as Docker shows timestamps."""
+    secs, frac = divmod(int(ns), 10**9)
+    base = datetime.datetime.fromtimestamp(secs, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{frac:09d}Z"

@@ -26,8 +26,8 @@ try:
 except ImportError:  # the dev extras have it; without it the CPU/RSS columns are empty
     psutil = None  # type: ignore[assignment]
 
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc
-from swarmsecrets.client import local_channel
+from swarmsecrets.api.v1 import control_pb2
+from swarmsecrets.client import LocalClient, LocalError
 from tests.framework import Node
 
 # --------------------------------------------------------------------------------------------
@@ -237,6 +237,8 @@ class CpuMeter:
 
 
 def describe_error(e: BaseException) -> str:
+    if isinstance(e, LocalError):
+        return f"{e.code.name}: {e.message}"
     if isinstance(e, grpc.RpcError):
         code = e.code() if hasattr(e, "code") else None
         details = e.details() if hasattr(e, "details") else ""
@@ -274,15 +276,9 @@ def json_clean(o: Any) -> Any:
     return o
 
 
-def swarm_channel(sock: Path, own_connection: bool = True) -> grpc.Channel:
-    """A channel to a daemon's socket; by default on a connection of its own (channels to one target
-    otherwise share one connection, and concurrent clients would measure that connection)."""
-    return local_channel(sock, own_connection=own_connection)
-
-def count_secrets(node: Node, timeout: float = 120.0, channel: grpc.Channel | None = None) -> int:
+def count_secrets(node: Node, timeout: float = 120.0, client: LocalClient | None = None) -> int:
     """Secrets in a linearizable ListSecrets answered by this manager."""
-    if channel is not None:
-        stub = control_pb2_grpc.ControlStub(channel)
-        return len(stub.ListSecrets(control_pb2.ListSecretsRequest(), timeout=timeout).secrets)
-    with swarm_channel(node.sock) as ch:
-        return count_secrets(node, timeout, ch)
+    if client is not None:
+        return len(client.control.ListSecrets(control_pb2.ListSecretsRequest(), timeout=timeout).secrets)
+    with LocalClient(node.sock) as c:
+        return count_secrets(node, timeout, c)

@@ -94,12 +94,12 @@ from swarmsecrets.api.v1 import (
     ca_pb2,
     ca_pb2_grpc,
     control_pb2,
-    control_pb2_grpc,
     dispatcher_pb2,
     dispatcher_pb2_grpc,
     objects_pb2,
 )
 from swarmsecrets.ca import certs, tokens
+from swarmsecrets.client import LocalClient, LocalError, Status
 from scripts.bench.common import fmt_num, json_clean, percentile, summarize, table
 from tests.framework import FAST_TIMINGS, Cluster
 
@@ -515,22 +515,21 @@ class Control:
     """Control API on a manager's unix socket (what the CLI uses), with bounded retries of UNAVAILABLE."""
 
     def __init__(self, sock: Path) -> None:
-        self.channel = grpc.insecure_channel(f"unix:{sock}")
-        self.stub = control_pb2_grpc.ControlStub(self.channel)
+        self.client = LocalClient(sock)
 
     def call(self, method: str, request: Any, timeout: float = RPC_TIMEOUT, retries: int = 5) -> Any:
-        fn = getattr(self.stub, method)
+        fn = getattr(self.client.control, method)
         for attempt in range(retries + 1):
             try:
                 return fn(request, timeout=timeout)
-            except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == retries:  # type: ignore[attr-defined]
+            except LocalError as e:
+                if e.code is not Status.UNAVAILABLE or attempt == retries:
                     raise
                 time.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        self.channel.close()
+        self.client.close()
 
 
 async def issue_certificates(addr: str, token: tokens.JoinToken, ca_pem: bytes, names: list[str],
@@ -1151,7 +1150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append(bench.run())
                 if bench.result.problems:
                     status = max(status, 1)
-            except (RuntimeError, TimeoutError, AssertionError, grpc.RpcError, OSError) as e:
+            except (RuntimeError, TimeoutError, AssertionError, grpc.RpcError, LocalError, OSError) as e:
                 log(f"N={n}: failed: {e}")
                 bench.result.problems.append(f"failed: {str(e).splitlines()[0] if str(e) else repr(e)}")
                 if bench.cluster is not None:

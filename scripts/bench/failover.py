@@ -67,7 +67,8 @@ import grpc
 
 from scripts.bench.common import json_clean, machine_info, percentile, spawn, table, terminate, terminate_all
 from scripts.bench.etcd import EtcdCluster, EtcdGrpcWriter, EtcdMember, etcd_call, etcd_put_request
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.client import LocalClient, LocalError
 from swarmsecrets.raft import RaftTiming
 from tests.framework import DEFAULT_TIMINGS, Cluster, Node, wait_until
 from tests.security.attack import FLOOD_SOURCE, RaftFlood
@@ -225,15 +226,9 @@ def log_events(paths: list[Path], since: float) -> dict[str, float]:
 # swarmsecrets
 
 
-def _channel(sock: Path) -> grpc.Channel:
-    return grpc.insecure_channel("unix:" + str(sock), options=[
-        ("grpc.use_local_subchannel_pool", 1),
-        ("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 200)])
-
-
 def swarm_writer(sock: Path, timeout: float) -> Callable[[], Callable[[str], None]]:
     def make() -> Callable[[str], None]:
-        stub = control_pb2_grpc.ControlStub(_channel(sock))
+        stub = LocalClient(sock).control
 
         def put(name: str) -> None:
             stub.CreateSecret(control_pb2.CreateSecretRequest(
@@ -244,17 +239,16 @@ def swarm_writer(sock: Path, timeout: float) -> Callable[[], Callable[[str], Non
 
 
 class SwarmProbe:
-    """Cached channels for GetNode(self) on each manager."""
+    """Cached local API clients for GetNode(self) on each manager."""
 
     def __init__(self) -> None:
-        self.channels: dict[Path, grpc.Channel] = {}
+        self.channels: dict[Path, LocalClient] = {}
 
     def is_leader(self, node: Node, timeout: float = 0.2) -> bool:
-        ch = self.channels.get(node.sock)
-        if ch is None:
-            ch = self.channels[node.sock] = _channel(node.sock)
-        resp = control_pb2_grpc.ControlStub(ch).GetNode(control_pb2.GetNodeRequest(node_id="self"),
-                                                       timeout=timeout)
+        client = self.channels.get(node.sock)
+        if client is None:
+            client = self.channels[node.sock] = LocalClient(node.sock)
+        resp = client.control.GetNode(control_pb2.GetNodeRequest(node_id="self"), timeout=timeout)
         return bool(resp.node.manager_status.leader)
 
     def drop(self, node: Node) -> None:
@@ -271,7 +265,7 @@ class SwarmProbe:
 def swarm_leader(c: Cluster, probe: SwarmProbe, timeout: float = 30.0) -> Node:
     def find() -> Node | None:
         for n in c.running():
-            with contextlib.suppress(grpc.RpcError):
+            with contextlib.suppress(LocalError):
                 if probe.is_leader(n, 1.0):
                     return n
         return None
@@ -287,7 +281,7 @@ def swarm_healthy(c: Cluster, probe: SwarmProbe, rpc_timeout: float, timeout: fl
             try:
                 put(f"fh{uuid.uuid4().hex[:16]}")
                 return True
-            except grpc.RpcError:
+            except LocalError:
                 return False
         wait_until(ok, timeout, 0.1, f"a write through {n.name}")
 

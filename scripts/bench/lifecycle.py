@@ -46,10 +46,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import grpc
 
-from scripts.bench.common import count_secrets, describe_error, machine_info, swarm_channel
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+
+from scripts.bench.common import count_secrets, describe_error, machine_info
+from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.client import LocalClient, LocalError, Status
 from swarmsecrets.crypto import keys
 from tests.framework import Cluster, Node, wait_until
 from tests.security.attack import opened_under, sealed_candidates
@@ -68,8 +69,8 @@ def fill(m: Node, count: int) -> float:
     failed: list[str] = []
 
     def filler() -> None:
-        with swarm_channel(m.sock) as ch:
-            stub = control_pb2_grpc.ControlStub(ch)
+        with LocalClient(m.sock) as client:
+            stub = client.control
             while True:
                 with lock:
                     i = next(counter)
@@ -79,8 +80,8 @@ def fill(m: Node, count: int) -> float:
                     stub.CreateSecret(control_pb2.CreateSecretRequest(
                         spec=objects_pb2.SecretSpec(name=f"s{i:06d}", data=b"x" * 1024),
                         request_id=str(uuid.uuid4())), timeout=60)
-                except grpc.RpcError as e:
-                    if e.code() != grpc.StatusCode.ALREADY_EXISTS:
+                except LocalError as e:
+                    if e.code is not Status.ALREADY_EXISTS:
                         failed.append(describe_error(e))
 
     start = time.monotonic()
@@ -105,8 +106,8 @@ class Writer:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with swarm_channel(self.m.sock) as ch:
-            stub = control_pb2_grpc.ControlStub(ch)
+        with LocalClient(self.m.sock) as client:
+            stub = client.control
             for i in itertools.count():
                 if self._stop.is_set():
                     return
@@ -115,7 +116,7 @@ class Writer:
                         spec=objects_pb2.SecretSpec(name=f"during{i}", data=b"y"),
                         request_id=str(uuid.uuid4())), timeout=60)
                     self.writes += 1
-                except grpc.RpcError as e:
+                except LocalError as e:
                     self.failures += 1
                     self.first_failure = self.first_failure or describe_error(e)
 

@@ -15,8 +15,9 @@ What it measures (all traffic on 127.0.0.1 / unix sockets; every loop is bounded
 * **Sequential latency**: one client, one request in flight, ``--n`` creates per row, to the leader and
   to a follower (which forwards to the leader), at each ``--size`` (default 200 B and 4 KiB).
 * **Throughput**: 1, 16 and 32 client threads creating secrets for ``--duration`` seconds each, all to
-  the leader; ops/s and the latency percentiles under load. The clients share ``--channels`` gRPC
-  channels (separate connections), as the etcd anchors used 4 shared channels.
+  the leader; ops/s and the latency percentiles under load. swarmsecrets clients speak the local API
+  (HTTP/1.1 on the unix socket), one kept-alive connection per client thread; etcd's clients share
+  ``--channels`` gRPC channels (separate connections), as the etcd anchors used 4 shared channels.
 * **etcd** (``etcd`` must be on PATH unless ``--no-etcd``; never installed by this script: ``apt-get
   install etcd-server etcd-client``): 3 members on 127.0.0.1, fresh data dirs next to ours (same filesystem), default
   heartbeat 100 ms / election 1000 ms, the same workload as puts of values of the same size; then the
@@ -91,14 +92,14 @@ from scripts.bench.common import (
     psutil,
     raise_interrupt,
     summarize,
-    swarm_channel,
     table,
     tail,
     terminate_all,
 )
 from scripts.bench import profile as profiling
 from scripts.bench.etcd import ETCD_INSTALL_HINT, EtcdCluster, EtcdGrpcWriter, EtcdMember, EtcdWriter
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.client import LocalClient, LocalError, Status
 from tests.framework import DEFAULT_TIMINGS, Cluster, Node
 
 SIZES_DEFAULT = (200, 4096)
@@ -145,13 +146,13 @@ class Row:
 
 
 class SwarmWriter:
-    """One benchmark client: CreateSecret over a (possibly shared) channel."""
+    """One benchmark client: CreateSecret through a (possibly shared) local API client."""
 
-    def __init__(self, channel: grpc.Channel) -> None:
-        self.stub = control_pb2_grpc.ControlStub(channel)
+    def __init__(self, client: LocalClient) -> None:
+        self.control = client.control
 
     def put(self, name: str, data: bytes) -> None:
-        self.stub.CreateSecret(control_pb2.CreateSecretRequest(
+        self.control.CreateSecret(control_pb2.CreateSecretRequest(
             spec=objects_pb2.SecretSpec(name=name, data=data), request_id=str(uuid.uuid4())),
             timeout=RPC_TIMEOUT)
 
@@ -349,22 +350,24 @@ def _pids_leader_first(leader: Any, followers: Sequence[Any]) -> Callable[[], li
     return lambda: [p for p in (n.pid for n in (leader, *followers)) if p is not None]
 
 
-def swarm_target(cluster: Cluster, channels: int) -> Target:
+def swarm_target(cluster: Cluster) -> Target:
     leader = cluster.leader(LEADER_TIMEOUT)
     followers = [n for n in cluster.running() if n is not leader]
-    opened: list[grpc.Channel] = []
+    opened: list[LocalClient] = []
 
     def writer_for(node: Node) -> Callable[[], Any]:
         def mk() -> SwarmWriter:
-            ch = swarm_channel(node.sock)
-            opened.append(ch)
-            return SwarmWriter(ch)
+            client = LocalClient(node.sock)
+            opened.append(client)
+            return SwarmWriter(client)
         return mk
 
     def factory(clients: int) -> Callable[[int], Any]:
-        chans = [swarm_channel(leader.sock) for _ in range(max(1, min(channels, clients)))]
-        opened.extend(chans)
-        return lambda idx: SwarmWriter(chans[idx % len(chans)])
+        # One client for all threads: HTTP/1.1 serves one request per connection at a time, so each
+        # thread ends up with a kept-alive connection of its own.
+        client = LocalClient(leader.sock)
+        opened.append(client)
+        return lambda idx: SwarmWriter(client)
 
     def cleanup() -> None:
         for ch in opened:
@@ -548,10 +551,10 @@ def _scale_phases(args: argparse.Namespace, cluster: Cluster, names: NameGen, lo
     first_error = [""]
     last_ack = [""]  # the name of the create acknowledged last
     stop = threading.Event()
-    chans = [swarm_channel(leader.sock) for _ in range(max(1, min(args.channels, args.scale_clients)))]
+    fill_client = LocalClient(leader.sock)
 
     def filler(idx: int) -> None:
-        w = SwarmWriter(chans[idx % len(chans)])
+        w = SwarmWriter(fill_client)
         while not stop.is_set():
             with lock:
                 i = next(counter)
@@ -562,8 +565,8 @@ def _scale_phases(args: argparse.Namespace, cluster: Cluster, names: NameGen, lo
                 try:
                     w.put(name, data)
                     break
-                except grpc.RpcError as e:
-                    if e.code() == grpc.StatusCode.ALREADY_EXISTS:
+                except LocalError as e:
+                    if e.code is Status.ALREADY_EXISTS:
                         break
                     with lock:
                         errors[0] += 1
@@ -611,8 +614,7 @@ def _scale_phases(args: argparse.Namespace, cluster: Cluster, names: NameGen, lo
             t.join(timeout=RPC_TIMEOUT + 5)
         fill_s = time.monotonic() - t_fill
         client_cpu, server_cpu = meter.stop()
-        for ch in chans:
-            ch.close()
+        fill_client.close()
         res.update(fill_s=fill_s, filled=done[0], fill_rate=done[0] / fill_s if fill_s else math.nan,
                    fill_errors=errors[0], fill_first_error=first_error[0],
                    fill_client_cpu=client_cpu, fill_server_cpu=server_cpu)
@@ -639,8 +641,8 @@ def _scale_phases(args: argparse.Namespace, cluster: Cluster, names: NameGen, lo
         out: dict[str, Any] = {"socket_s": time.monotonic() - t_start, "first_list_s": math.nan,
                                "ready_s": math.nan, "last_count": -1, "last_error": "", "stale_reads": 0}
         poll_deadline = time.monotonic() + args.ready_timeout
-        with swarm_channel(node.sock) as ch:
-            stub = control_pb2_grpc.ControlStub(ch)
+        with LocalClient(node.sock) as client:
+            stub = client.control
             for _ in range(1_000_000):  # bounded by poll_deadline long before this
                 if time.monotonic() > poll_deadline:
                     out["last_error"] = out["last_error"] or "timed out"
@@ -654,7 +656,7 @@ def _scale_phases(args: argparse.Namespace, cluster: Cluster, names: NameGen, lo
                         seen = len(stub.ListSecrets(gate, timeout=min(10.0, remaining)).secrets)
                         out["first_list_s"] = time.monotonic() - t_start
                         out["stale_reads"] += seen == 0
-                    out["last_count"] = count_secrets(node, timeout=min(60.0, remaining), channel=ch)
+                    out["last_count"] = count_secrets(node, timeout=min(60.0, remaining), client=client)
                     if math.isnan(out["first_list_s"]):
                         out["first_list_s"] = time.monotonic() - t_start
                     if out["last_count"] < expected:
@@ -663,7 +665,7 @@ def _scale_phases(args: argparse.Namespace, cluster: Cluster, names: NameGen, lo
                         out["ready_s"] = time.monotonic() - t_start
                         out["last_error"] = ""
                         break
-                except grpc.RpcError as e:
+                except LocalError as e:
                     out["last_error"] = describe_error(e)
                 time.sleep(0.1)
         return out
@@ -890,7 +892,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, action="append",
                    help="concurrent clients per throughput point; repeatable (default 1, 16, 32)")
     p.add_argument("--channels", type=int, default=4,
-                   help="gRPC channels (connections) shared by the concurrent clients (default 4)")
+                   help="etcd: gRPC channels (connections) shared by the concurrent clients (default 4)")
     p.add_argument("--max-seq-seconds", type=float, default=120.0,
                    help="time cap of one sequential row; the row reports how many it got (default 120)")
     p.add_argument("--no-etcd", action="store_true", help="skip the etcd comparison")
@@ -1029,7 +1031,7 @@ def run_bench(args: argparse.Namespace, base: Path, names: NameGen, log: Callabl
             t0 = time.monotonic()
             cluster.start(FORM_TIMEOUT)
             log(f"cluster formed in {time.monotonic() - t0:.1f} s; leader {cluster.leader(LEADER_TIMEOUT).name}")
-            target = swarm_target(cluster, args.channels)
+            target = swarm_target(cluster)
             leader_pid = cluster.leader(LEADER_TIMEOUT).pid
             profile = (None if args.profile is None or leader_pid is None else
                        functools.partial(profiling.sampling, args.py_spy, leader_pid, Path(args.profile), log))
@@ -1070,8 +1072,8 @@ def run_bench(args: argparse.Namespace, base: Path, names: NameGen, log: Callabl
 
     print_header(info, args)
     daemon_args = " ".join(args.daemon_arg_list)
-    print(f"swarmsecrets: 3 managers on 127.0.0.1, clients on the unix socket (gRPC), swarmsecretsd {daemon_args}; "
-          f"{args.channels} shared channels for concurrent clients")
+    print(f"swarmsecrets: 3 managers on 127.0.0.1, clients on the unix socket (local API, HTTP/1.1), "
+          f"swarmsecretsd {daemon_args}; one connection per concurrent client")
     if "etcd" in info:
         how = ("native gRPC KV.Put, same grpcio client and channel sharing as above"
                if args.etcd_transport == "grpc" else

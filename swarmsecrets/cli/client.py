@@ -1,4 +1,4 @@
-"""The CLI's connection to the local daemon: one gRPC channel on the unix socket, errors as one line.
+"""The CLI's connection to the local daemon: the local API client on the unix socket, errors as one line.
 
 Writes follow the shared retry policy (swarmsecrets/client/retry.py: same request_id on retry, only
 transient failures retried, within a budget); this module turns what is left into the CLI's messages.
@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import click
-import grpc
 
 from swarmsecrets import errors
-from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2_grpc
-from swarmsecrets.client import DEFAULT_RETRY, RetryPolicy, local_channel, never_connected
+from swarmsecrets.client import DEFAULT_RETRY, LocalClient, LocalError, RetryPolicy, Status
+from swarmsecrets.client.local import Service
 from swarmsecrets.validation import escape_nonprintable
 
 DEFAULT_HOST = "unix:///run/swarmsecretsd/swarmsecretsd.sock"  # the daemon's default --host
@@ -52,59 +51,53 @@ def socket_path(host: str) -> str:
 
 
 class Client:
-    """Stubs for the daemon's Swarm and Control services; the socket is checked and opened on first use."""
+    """The daemon's Swarm and Control services; the socket is checked on first use."""
 
     def __init__(self, host: str) -> None:
         self.host = host
-        self._channel: grpc.Channel | None = None
-        self._swarm: swarm_pb2_grpc.SwarmStub | None = None
-        self._control: control_pb2_grpc.ControlStub | None = None
+        self._local: LocalClient | None = None
 
-    def _connect(self) -> grpc.Channel:
-        if self._channel is None:
+    def _connect(self) -> LocalClient:
+        if self._local is None:
             path = socket_path(self.host)
             if not os.path.exists(path):
                 raise ConnectError(self.host)
             if not os.access(path, os.R_OK | os.W_OK):  # e.g. not in the daemon's --group: Docker's words
                 raise CLIError(f"permission denied while trying to connect to the swarmsecrets daemon socket "
                                f"at {self.host}: connect: permission denied")
-            self._channel = local_channel(path)
-        return self._channel
+            self._local = LocalClient(path)
+        return self._local
 
     @property
-    def swarm(self) -> swarm_pb2_grpc.SwarmStub:
-        if self._swarm is None:
-            self._swarm = swarm_pb2_grpc.SwarmStub(self._connect())
-        return self._swarm
+    def swarm(self) -> Service:
+        return self._connect().swarm
 
     @property
-    def control(self) -> control_pb2_grpc.ControlStub:
-        if self._control is None:
-            self._control = control_pb2_grpc.ControlStub(self._connect())
-        return self._control
+    def control(self) -> Service:
+        return self._connect().control
 
     def close(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        if self._local is not None:
+            self._local.close()
+            self._local = None
 
-    def _error(self, e: grpc.RpcError) -> CLIError:
-        if never_connected(e):
+    def _error(self, e: LocalError) -> CLIError:
+        if not e.reached:
             return ConnectError(self.host)
-        return DaemonError(e.details() or e.code().name)
+        return DaemonError(e.message or e.code.name)
 
     def stream(self, method: Any, request: Any, timeout: float | None = CALL_TIMEOUT) -> Iterator[Any]:
         """The messages of a streaming read; errors become CLIError."""
         try:
             yield from method(request, timeout=timeout)
-        except grpc.RpcError as e:
+        except LocalError as e:
             raise self._error(e) from None
 
     def call(self, method: Any, request: Any, timeout: float = CALL_TIMEOUT) -> Any:
         """One attempt of a read (or a Swarm-service call); errors become CLIError."""
         try:
             return method(request, timeout=timeout)
-        except grpc.RpcError as e:
+        except LocalError as e:
             raise self._error(e) from None
 
     def write(self, method: Any, request: Any, timeout: float = CALL_TIMEOUT) -> Any:
@@ -114,7 +107,7 @@ class Client:
         """
         try:
             return RETRY.write(method, request, timeout)
-        except grpc.RpcError as e:
-            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        except LocalError as e:
+            if e.code is Status.DEADLINE_EXCEEDED:
                 raise CLIError(errors.UNKNOWN_OUTCOME) from None
             raise self._error(e) from None

@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import click
 
 from swarmsecrets import __version__
-from swarmsecrets.cli import info, node, secret, service, swarm
 from swarmsecrets.cli.client import DEFAULT_HOST, Client
 
+# Each command group's module, imported when the command line names it: `secret ls` does not pay
+# for `swarm`'s certificates (the cryptography package) or `service`'s parsers.
+COMMANDS = {name: f"swarmsecrets.cli.{name}" for name in ("info", "node", "secret", "service", "swarm")}
 
-@click.group()
+
+class LazyGroup(click.Group):
+    """A group whose subcommands (``COMMANDS``) are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command: click.Command = getattr(importlib.import_module(module), cmd_name)
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.option("-H", "--host", envvar="SWARMSECRETS_HOST", default=DEFAULT_HOST, show_default=True,
               help="Daemon socket to connect to (env SWARMSECRETS_HOST).")
 @click.version_option(__version__, "--version", prog_name="swarmsecrets",
@@ -23,13 +41,6 @@ def cli(ctx: click.Context, host: str) -> None:
     client = Client(host)
     ctx.obj = client
     ctx.call_on_close(client.close)
-
-
-cli.add_command(secret.secret)
-cli.add_command(swarm.swarm)
-cli.add_command(node.node)
-cli.add_command(service.service)
-cli.add_command(info.info)
 
 
 def _plural(n: int) -> str:

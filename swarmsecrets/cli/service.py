@@ -30,8 +30,8 @@ from swarmsecrets.cli.common import (
 )
 from swarmsecrets.cli.format import natural_sorted, pretty_print
 from swarmsecrets.cli.gotemplate import GoTime, NilMap, Row, Struct
-from swarmsecrets.rpcutil import format_ts
 from swarmsecrets.cli.humanize import human_duration, parse_timestamp
+from swarmsecrets.wire import format_ts
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -2,30 +2,50 @@
 
 Two halves. ``NodeOperations`` is what the node offers (init, join, leave, unlock, info), in plain
 typed values that know nothing of the transport; the daemon implements it. ``LocalAPI`` carries
-it: today gRPC on the unix socket (the Swarm service, plus the Control service the wiring hands
-in, so the CLI's secret/service/node commands reach the local manager). A different transport
-replaces ``LocalAPI`` alone; neither the node nor the CLI commands change.
+it: HTTP/1.1 with protobuf bodies on the unix socket (the wire format is swarmsecrets/localhttp.py),
+serving the Swarm service and the Control service the wiring hands in, so the CLI's
+secret/service/node commands reach the local manager. A different transport replaces ``LocalAPI``
+alone; neither the node nor the CLI commands change.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
+import inspect
 import logging
 import os
 import socket
 import stat
-from collections.abc import Sequence
+import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, NoReturn, Protocol
 
 import grpc
+from google.protobuf.message import Message
 
-from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
-from swarmsecrets import errors, wire
-from swarmsecrets.audit import ControlAudit
+from swarmsecrets import audit, errors, wire
+from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
+from swarmsecrets.localhttp import (
+    CONTENT_TYPE,
+    ERROR_CONTENT_TYPE,
+    FRAME,
+    FRAME_ERROR,
+    FRAME_MESSAGE,
+    MAX_HEAD,
+    MAX_REQUEST,
+    PATH_PREFIX,
+    REASONS,
+    Status,
+    encode_error,
+)
+from swarmsecrets.metrics import Metrics
 from swarmsecrets.node.config import socket_group_id
-from swarmsecrets.node.peercred import PeerCredRelay
-from swarmsecrets.rpcutil import MalformedRequests, rpc
+from swarmsecrets.rpcutil import rpc
+from swarmsecrets.validation import escape_nonprintable
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +156,7 @@ class NodeOperations(Protocol):
     def info(self) -> NodeInfo: ...
 
 
-# --- the transport: gRPC on a unix socket --------------------------------------------------------------
+# --- the services: messages in, node operations, messages out ------------------------------------------
 
 class SwarmService(swarm_pb2_grpc.SwarmServicer):
     """The Swarm service: messages in, node operations, messages out."""
@@ -197,42 +217,317 @@ class SwarmService(swarm_pb2_grpc.SwarmServicer):
         return resp
 
 
-def _served(path: str) -> bool:
-    """Whether ``path`` is a socket some process accepts on, or anything else that is not a socket:
-    neither may be replaced. A socket nobody serves is a stale one."""
-    try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            return True
-    except FileNotFoundError:
-        return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(2.0)  # a listener with a full backlog keeps a connect waiting: it is served all the same
+# --- the transport: HTTP/1.1 on a unix socket ------------------------------------------------------------
+
+_UCRED = struct.Struct("3i")  # pid, uid, gid: what SO_PEERCRED gives for the connecting process
+
+
+class _Aborted(grpc.aio.AbortError):  # type: ignore[misc]
+    """A call ended with a status (raised by ``_Call.abort``, as gRPC's own abort raises)."""
+
+    def __init__(self, status: Status, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+
+class _Call:
+    """What a servicer method sees of a call on the unix socket: the few ``ServicerContext`` methods
+    the servicers use. There is no certificate here; the peer is the uid the kernel gave."""
+
+    def __init__(self, uid: int, start_stream: Callable[[], None] | None = None) -> None:
+        self.uid = uid
+        self._start_stream = start_stream
+        self._code: grpc.StatusCode | None = None
+        self._trailing: dict[str, str] = {}
+
+    def peer(self) -> str:
+        return f"uid:{self.uid}"
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        """A stream's answer starts now (a followed stream may have nothing to send for a while)."""
+        if self._start_stream is not None:
+            self._start_stream()
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        self._trailing.update(metadata)
+
+    def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
+        """Raises at once, so that both ``await context.abort(...)`` (an async servicer) and a plain
+        call (a synchronous one) end the call here."""
+        self._code = code
+        kind = {**self._trailing, **dict(trailing_metadata or ())}.get(wire.ERROR_KIND_METADATA, "")
+        raise _Aborted(Status.__members__.get(code.name, Status.UNKNOWN), kind, details)
+
+
+@dataclass(frozen=True)
+class _Method:
+    full_name: str  # "/swarmsecrets.v1.Control/CreateSecret": the method as metrics and logs name it
+    name: str
+    request_type: type[Message]
+    streaming: bool
+    behavior: Callable[[Any, Any], Any]  # the servicer's bound method: async (the daemon's) or not (tests' fakes)
+    writes: bool  # a Control write: audited
+
+
+def _methods(module: Any, service_name: str, servicer: Any) -> dict[str, _Method]:
+    service = module.DESCRIPTOR.services_by_name[service_name]
+    table = {}
+    for m in service.methods:
+        full = f"/{service.full_name}/{m.name}"
+        table[f"{PATH_PREFIX}{service_name}/{m.name}"] = _Method(
+            full, m.name, getattr(module, m.input_type.name), m.server_streaming, getattr(servicer, m.name),
+            audit.is_write(full))
+    return table
+
+
+class _BadRequest(Exception):
+    """A request this server cannot read: answered with one line, then the connection closes."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _parse_head(head: bytes) -> tuple[str, int, bool]:
+    """(path, body length, keep the connection) of a request head; _BadRequest when it is not one
+    this server serves."""
+    lines = head[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+        raise _BadRequest(Status.INVALID_ARGUMENT, "malformed request: not an HTTP/1.1 request line")
+    if parts[0] != b"POST":
+        raise _BadRequest(Status.UNIMPLEMENTED, f"method {_shown(parts[0])} is not served: "
+                                                f"POST {PATH_PREFIX}<Service>/<Method>")
+    length: int | None = None
+    keep = parts[2] == b"HTTP/1.1"
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise _BadRequest(Status.INVALID_ARGUMENT, "malformed request: a header line without a colon")
+        name, value = name.strip().lower(), value.strip()
+        if name == b"content-length":
+            if not value.isdigit() or length is not None:
+                raise _BadRequest(Status.INVALID_ARGUMENT, "malformed request: bad Content-Length")
+            length = int(value)
+        elif name == b"transfer-encoding":
+            raise _BadRequest(Status.INVALID_ARGUMENT, "malformed request: the body must have a Content-Length")
+        elif name == b"connection":
+            keep = value.lower() != b"close"
+    if length is None:
+        raise _BadRequest(Status.INVALID_ARGUMENT, "malformed request: no Content-Length")
+    if length > MAX_REQUEST:
+        raise _BadRequest(Status.RESOURCE_EXHAUSTED,
+                          f"request of {length} bytes is larger than the limit of {MAX_REQUEST} bytes")
+    return parts[1].decode("latin-1"), length, keep
+
+
+def _shown(raw: bytes) -> str:
+    """Bytes of a request, quoted in an answer: printable and short."""
+    return escape_nonprintable(raw[:80].decode("utf-8", "replace"))
+
+
+def _answer(status: Status, content_type: str, body: bytes, close: bool = False) -> bytes:
+    closing = "Connection: close\r\n" if close else ""
+    return (f"HTTP/1.1 {status.value} {REASONS[status.value]}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n{closing}\r\n").encode() + body
+
+
+def _error_answer(status: Status, kind: str, message: str, close: bool = False) -> bytes:
+    return _answer(status, ERROR_CONTENT_TYPE, encode_error(status, kind, message), close)
+
+
+_STREAM_HEAD = (f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+_STREAM_END = b"0\r\n\r\n"
+
+
+def _frame(flag: int, payload: bytes) -> bytes:
+    size = FRAME.size + len(payload)
+    return b"%x\r\n" % size + FRAME.pack(flag, len(payload)) + payload + b"\r\n"
+
+
+def _created_id(response: Any) -> str:
+    for name in ("secret", "service"):
+        if name in response.DESCRIPTOR.fields_by_name and response.HasField(name):
+            return str(getattr(response, name).id)
+    return ""
+
+
+class _Connection:
+    """One client connection: requests one after another, each answered before the next is read."""
+
+    def __init__(self, api: LocalAPI, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.api, self.reader, self.writer = api, reader, writer
+        sock: socket.socket = writer.get_extra_info("socket")
+        _, self.uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+        self.busy = False
+
+    async def serve(self) -> None:
         try:
-            s.connect(path)
-        except TimeoutError:
+            while not self.api.stopping:
+                try:
+                    head = await self.reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return  # the client closed the connection
+                except asyncio.LimitOverrunError:
+                    raise _BadRequest(Status.INVALID_ARGUMENT,
+                                      f"malformed request: a request head over {MAX_HEAD} bytes") from None
+                self.busy = True
+                path, length, keep = _parse_head(head)
+                body = await self.reader.readexactly(length)
+                if not await self.answer(path, body) or not keep:
+                    return
+                self.busy = False
+        except _BadRequest as e:
+            self.writer.write(_error_answer(e.status, "", e.message, close=True))
+        except (ConnectionError, asyncio.IncompleteReadError) as e:
+            log.debug("local API connection ended: %s", e)
+        finally:
+            with contextlib.suppress(ConnectionError):
+                if not self.writer.is_closing():
+                    await self.writer.drain()
+            self.writer.close()
+
+    async def answer(self, path: str, body: bytes) -> bool:
+        """Serve one request; False when the connection is to close after it."""
+        method = self.api.methods.get(path)
+        if method is None:
+            self.writer.write(_error_answer(Status.UNIMPLEMENTED, "", f"unknown method {_shown(path.encode())}"))
             return True
-        except OSError:
+        try:
+            request = method.request_type.FromString(body)
+        except Exception:  # DecodeError, or whatever else the parser raises on bytes it cannot read
+            message = f"malformed request: not a valid message for {method.full_name}"
+            self.writer.write(_error_answer(Status.INVALID_ARGUMENT, errors.InvalidArgument.__name__, message))
+            return True
+        if method.streaming:
+            return await self._stream(method, request)
+        await self._unary(method, request)
+        return True
+
+    async def _unary(self, method: _Method, request: Message) -> None:
+        started = time.monotonic()
+        response: Message | None = None
+        result = "CANCELLED"  # unless the call ends: the daemon stopping cuts it short
+        try:
+            answered = method.behavior(request, _Call(self.uid))
+            response = await answered if inspect.isawaitable(answered) else answered
+            assert response is not None
+            result = "OK"
+            self.writer.write(_answer(Status.OK, CONTENT_TYPE, response.SerializeToString()))
+        except _Aborted as e:
+            result = e.status.name
+            self.writer.write(_error_answer(e.status, e.kind, e.message))
+        except Exception:  # a servicer method that lets something through: logged here, one line there
+            log.exception("%s failed", method.full_name)
+            result = Status.INTERNAL.name
+            message = f"internal error in {method.name}; see the daemon log"
+            self.writer.write(_error_answer(Status.INTERNAL, "", message))
+        finally:
+            self.api.record(method, result, time.monotonic() - started)
+            if method.writes:
+                audit.control_write(f"uid:{self.uid}", method.name, request, result,
+                                    _created_id(response) if response is not None else "")
+        if self.writer.transport.get_write_buffer_size() > 1 << 20:
+            await self.writer.drain()
+
+    async def _stream(self, method: _Method, request: Message) -> bool:
+        """Serve a stream until it ends or the client goes away (it sends nothing while it reads one, so
+        any byte or the end of its side means it left)."""
+        pump = asyncio.ensure_future(self._pump(method, request))
+        gone = asyncio.ensure_future(self.reader.read(1))
+        try:
+            await asyncio.wait((pump, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, gone):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                        await task
+        if pump.cancelled() or pump.exception() is not None:
+            if not pump.cancelled() and not isinstance(pump.exception(), ConnectionError):
+                log.error("%s: stream failed", method.full_name, exc_info=pump.exception())
+            self.api.record(method, "CANCELLED", None)
             return False
-    return True
+        self.api.record(method, pump.result(), None)
+        return True
+
+    async def _pump(self, method: _Method, request: Message) -> str:
+        started = False
+
+        def start() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                self.writer.write(_STREAM_HEAD)
+
+        call = _Call(self.uid, start)
+        try:
+            async with contextlib.aclosing(method.behavior(request, call)) as messages:
+                async for message in messages:
+                    start()
+                    self.writer.write(_frame(FRAME_MESSAGE, message.SerializeToString()))
+                    await self.writer.drain()
+        except _Aborted as e:
+            failed = e
+        except ConnectionError:  # the client left: nothing to answer
+            raise
+        except Exception:  # a servicer method that lets something through: logged here, one line there
+            log.exception("%s failed", method.full_name)
+            failed = _Aborted(Status.INTERNAL, "", f"internal error in {method.name}; see the daemon log")
+        else:
+            start()
+            self.writer.write(_STREAM_END)
+            return "OK"
+        if started:
+            self.writer.write(_frame(FRAME_ERROR, encode_error(failed.status, failed.kind, failed.message))
+                              + _STREAM_END)
+        else:
+            self.writer.write(_error_answer(failed.status, failed.kind, failed.message))
+        return failed.status.name
 
 
 class LocalAPI:
-    """Serves the node and the local control service on ``socket_path``, a socket born 0600; with
-    ``group`` (dockerd's ``-G``) it is then handed to that group, 0660."""
+    """Serves the Swarm service (``SwarmService`` of the node) and the local control service on
+    ``socket_path``, a socket born 0600; with ``group`` (dockerd's ``-G``) it is then handed to that
+    group, 0660."""
 
-    def __init__(self, socket_path: str, node: NodeOperations, control: control_pb2_grpc.ControlServicer,
-                 interceptors: Sequence[grpc.aio.ServerInterceptor] = (), group: str = "") -> None:
-        """``interceptors``: run before the others (e.g. the daemon's gRPC metrics); ``group``: the
-        group whose members may use the socket besides root."""
+    def __init__(self, socket_path: str, swarm: swarm_pb2_grpc.SwarmServicer,
+                 control: control_pb2_grpc.ControlServicer, metrics: Metrics | None = None, group: str = "") -> None:
+        """``metrics``: where calls are counted and timed; ``group``: the group whose members may use the
+        socket besides root."""
         self.path = socket_path
         self.group = group
-        # The daemon accepts CLI connections itself to learn each peer's uid for the audit lines.
-        self._relay = PeerCredRelay(socket_path)
-        self._server = grpc.aio.server(options=wire.LOCAL_SERVER_OPTIONS,
-                                       interceptors=[*interceptors, MalformedRequests(),
-                                                     ControlAudit(self._relay.uid_of)])
-        swarm_pb2_grpc.add_SwarmServicer_to_server(SwarmService(node), self._server)
-        control_pb2_grpc.add_ControlServicer_to_server(control, self._server)
+        self.metrics = metrics
+        self.methods = {**_methods(swarm_pb2, "Swarm", swarm), **_methods(control_pb2, "Control", control)}
+        self.stopping = False
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
+
+    def record(self, method: _Method, result: str, seconds: float | None) -> None:
+        """Count a finished call (the series the TLS port's calls use, by full method name); time a unary one."""
+        if self.metrics is None:
+            return
+        self.metrics.grpc_calls.labels(method.full_name, result).inc()
+        if seconds is not None:
+            self.metrics.grpc_seconds.labels(method.full_name).observe(seconds)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(self, reader, writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = conn
+        try:
+            await conn.serve()
+        except asyncio.CancelledError:
+            pass  # stop() ended the connection; the task ends quietly (asyncio logs a cancelled one)
+        finally:
+            del self._connections[task]
 
     async def start(self) -> None:
         """Listen on the socket; ``errors.ListenFailed`` (Go's text, as dockerd's) when another daemon
@@ -253,9 +548,9 @@ class LocalAPI:
             raise errors.listen_failed("unix", self.path, e) from None
         old_umask = os.umask(0o177)  # born 0600: only root's CLI may connect
         try:
-            self._server.add_insecure_port("unix:" + self._relay.prepare())
-            await self._server.start()
-            await self._relay.start()
+            self._server = await asyncio.start_unix_server(self._accepted, self.path, limit=MAX_HEAD)
+        except OSError as e:
+            raise errors.listen_failed("unix", self.path, e) from None
         finally:
             os.umask(old_umask)
         if self.group:
@@ -265,7 +560,41 @@ class LocalAPI:
             os.chmod(self.path, 0o600)
 
     async def stop(self, grace: float = 1.0) -> None:
-        await self._relay.stop()
-        await self._server.stop(grace)
+        """Stop accepting; calls under way get ``grace`` seconds to finish, then their connections close
+        (a client retries a write cut short, with its request id)."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        tasks = list(self._connections)
+        busy = [task for task, conn in self._connections.items() if conn.busy]
+        for task, conn in self._connections.items():
+            if not conn.busy:
+                task.cancel()
+        if busy:
+            _, late = await asyncio.wait(busy, timeout=grace)
+            for task in late:
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if os.path.exists(self.path):
             os.unlink(self.path)
+
+
+def _served(path: str) -> bool:
+    """Whether ``path`` is a socket some process accepts on, or anything else that is not a socket:
+    neither may be replaced. A socket nobody serves is a stale one."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return True
+    except FileNotFoundError:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2.0)  # a listener with a full backlog keeps a connect waiting: it is served all the same
+        try:
+            s.connect(path)
+        except TimeoutError:
+            return True
+        except OSError:
+            return False
+    return True
+

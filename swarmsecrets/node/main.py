@@ -19,10 +19,10 @@ import uvloop
 from swarmsecrets import __version__, errors
 from swarmsecrets.logfmt import setup_logging
 from swarmsecrets.manager.controlapi import ControlServicer
-from swarmsecrets.metrics import GrpcMetrics, Metrics, MetricsServer
+from swarmsecrets.metrics import Metrics, MetricsServer
 from swarmsecrets.node.config import DaemonConfig, parse_args
 from swarmsecrets.node.daemon import Node
-from swarmsecrets.node.localapi import LocalAPI
+from swarmsecrets.node.localapi import LocalAPI, SwarmService
 from swarmsecrets.node.systemd import Notifier, describe
 
 log = logging.getLogger("swarmsecretsd")
@@ -34,8 +34,8 @@ async def serve(config: DaemonConfig) -> None:
     notifier = Notifier.from_environ()
     node = Node(config)
     metrics_server = serve_metrics(node.metrics, config.metrics_addr) if config.metrics_addr else None
-    api = LocalAPI(config.socket_path, node, ControlServicer(node.local_control),
-                   interceptors=[GrpcMetrics(node.metrics)], group=config.group)
+    api = LocalAPI(config.socket_path, SwarmService(node), ControlServicer(node.local_control), metrics=node.metrics,
+                   group=config.group)
     await api.start()
     log.info("listening on %s (version %s, data dir %s)", config.host, __version__, node.dir.root)
     if metrics_server is not None:

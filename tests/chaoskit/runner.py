@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc
+from swarmsecrets.api.v1 import control_pb2
+from swarmsecrets.client import LocalError
 from tests.chaoskit import checker, report
 from tests.chaoskit.checker import Anomalies, Cut, Expected, Op, Snapshot
 from tests.chaoskit.lab import RUN_ROOT, Lab, namespaces, shm_dirs, stray_pids, teardown
@@ -223,11 +223,11 @@ class _Run:
         try:
             while True:
                 for m in self.swarm.managers:
-                    stub = control_pb2_grpc.ControlStub(channels[m.name])
+                    stub = channels[m.name].control
                     try:
                         secrets = stub.ListSecrets(control_pb2.ListSecretsRequest(), timeout=5).secrets
                         svc = stub.GetService(control_pb2.GetServiceRequest(service_id=SERVICE), timeout=5).service
-                    except grpc.RpcError:
+                    except LocalError:
                         continue
                     reads[m.name] = {"t": self.now(), "secrets": sorted((s.spec.name, s.id) for s in secrets),
                                      "version": svc.version.index,

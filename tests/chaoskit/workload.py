@@ -1,8 +1,8 @@
 """The history and what fills it: client threads, the worker tmpfs poller and the leader monitor.
 
-Clients talk gRPC to a manager's unix socket, as the CLI does, and retry with the same request_id under
-the CLI's own retry policy, swarmsecrets/client/retry.py (that is the contract under test: a retried
-create never reports a false conflict). Recording, as Jepsen does: one clock (this process's
+Clients talk to a manager's unix socket with the local API client, as the CLI does, and retry with the
+same request_id under the CLI's own retry policy, swarmsecrets/client/retry.py (that is the contract
+under test: a retried create never reports a false conflict). Recording, as Jepsen does: one clock (this process's
 time.monotonic, shifted to the run's start); ``fail`` only when the request certainly did not happen
 (never sent, or a definite refusal such as "already exists"); anything that may have happened is ``info``.
 """
@@ -20,12 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-import grpc
 
-from swarmsecrets import errors, rpcutil
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+from swarmsecrets import errors
+from swarmsecrets.api.v1 import control_pb2, objects_pb2
 from tests.chaoskit.checker import FileObs, Op, Snapshot
-from swarmsecrets.client import DEFAULT_RETRY, local_channel, never_connected
+from swarmsecrets.client import DEFAULT_RETRY, LocalClient, LocalError, Status
 from tests.chaoskit.swarm import SERVICE, Swarm, secret_ref
 from tests.framework import Node
 
@@ -88,21 +87,21 @@ def record_op(history: History, op: Op, error: str = "") -> None:
     history.record(rec)
 
 
-def _definite(failure: grpc.RpcError, retried: bool) -> str | None:
+def _definite(failure: LocalError, retried: bool) -> str | None:
     """The value of a refusal that says the request did not happen, else None. The outcome refusals
     (conflict, not found, invalid, out of sequence) speak for the request_id, so for every attempt, and
     the checker tests that claim; a refusal about the daemon's state (not a manager, locked, ...) speaks
     only for the last attempt, so after an earlier attempt that may have landed it settles nothing."""
-    code, details = failure.code(), failure.details() or failure.code().name
-    if code == grpc.StatusCode.ALREADY_EXISTS:
+    code, details = failure.code, failure.message or failure.code.name
+    if code is Status.ALREADY_EXISTS:
         return "conflict"
-    if code == grpc.StatusCode.NOT_FOUND:
+    if code is Status.NOT_FOUND:
         return "not-found"
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
+    if code is Status.INVALID_ARGUMENT:
         return details
-    if isinstance(rpcutil.error_from_rpc(failure), errors.UpdateOutOfSequence):
+    if isinstance(failure.error(), errors.UpdateOutOfSequence):
         return "out-of-sequence"
-    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED) and not retried:
+    if code in (Status.FAILED_PRECONDITION, Status.PERMISSION_DENIED) and not retried:
         return details
     return None
 
@@ -120,10 +119,10 @@ def write(call: Callable[[float], Any], stop_by: float) -> tuple[str, Any, str]:
     while True:
         try:
             return "ok", call(ATTEMPT_TIMEOUT), ""
-        except grpc.RpcError as e:
+        except LocalError as e:
             failure = e
-            details = e.details() or e.code().name
-        never_sent = never_connected(failure)
+            details = e.message or e.code.name
+        never_sent = not failure.reached
         if never_sent and not maybe_sent:
             return "fail", None, details
         value = _definite(failure, maybe_sent)
@@ -140,8 +139,8 @@ def read(call: Callable[[float], Any]) -> tuple[str, Any, str]:
     """A read is one attempt (the CLI does not retry reads); failing changes nothing, so it is ``fail``."""
     try:
         return "ok", call(ATTEMPT_TIMEOUT), ""
-    except grpc.RpcError as e:
-        return "fail", None, e.details() or e.code().name
+    except LocalError as e:
+        return "fail", None, e.message or e.code.name
 
 
 class ServiceFlipper:
@@ -208,12 +207,12 @@ class ClientProcess:
         self.stop = stop
         self.flipper = flipper
         self.seq = 0
-        self.channels: dict[str, grpc.Channel] = {}
+        self.channels: dict[str, LocalClient] = {}
 
     def control(self, m: Node) -> Any:
         if m.name not in self.channels:
             self.channels[m.name] = channel(m)
-        return control_pb2_grpc.ControlStub(self.channels[m.name])
+        return self.channels[m.name].control
 
     def run(self) -> None:
         try:
@@ -271,10 +270,10 @@ class ClientProcess:
         record_op(self.history, Op(self.process, "list", "", start, self.history.now(), kind, value, m.name), err)
 
 
-def channel(m: Node) -> grpc.Channel:
-    """A channel of its own to one daemon with the CLI's options (reconnects fast after a restart). Unlike
+def channel(m: Node) -> LocalClient:
+    """A client of its own of one daemon, as the CLI's (a call after a restart connects afresh). Unlike
     the CLI it does not check the socket exists first: a killed manager is a failed call, not an exception."""
-    return local_channel(m.sock)
+    return LocalClient(m.sock)
 
 
 class Poller:
@@ -306,16 +305,15 @@ class LeaderMonitor:
     def __init__(self, swarm: Swarm, history: History, stop: threading.Event, period: float = 0.5) -> None:
         self.swarm, self.history, self.stop, self.period = swarm, history, stop, period
         self.leaders: list[str] = []
-        self._channels: dict[str, grpc.Channel] = {}
+        self._channels: dict[str, LocalClient] = {}
 
     def says_leader(self, m: Node) -> bool:
         if not m.running or m.paused:
             return False
         ch = self._channels.setdefault(m.name, channel(m))
         try:
-            node = control_pb2_grpc.ControlStub(ch).GetNode(control_pb2.GetNodeRequest(node_id="self"),
-                                                            timeout=self.period).node
-        except grpc.RpcError:
+            node = ch.control.GetNode(control_pb2.GetNodeRequest(node_id="self"), timeout=self.period).node
+        except LocalError:
             return False
         return bool(node.manager_status.leader)
 

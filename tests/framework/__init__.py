@@ -8,7 +8,7 @@ all start their clusters through this package; every setting is an argument, not
     with Cluster(root, managers=3, workers=2, timings=FAST_TIMINGS) as c:
         c.start()                               # spawn, init on m1, join the rest, workers Ready
         c.managers[0].ok("secret", "create", "s", "-", input="x")    # through the real CLI
-        c.leader().control().ListSecrets(...)                         # or through gRPC
+        c.leader().control().ListSecrets(...)                         # or through the local API
 
 A node's processes run in their own session so that they can be signalled as a group; ``Cluster.stop``
 (and leaving the ``with`` block) kills them, unmounts what workers left and removes their secrets roots.

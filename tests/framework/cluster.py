@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-import grpc
 
 from swarmsecrets.api.v1 import control_pb2, swarm_pb2
+from swarmsecrets.client import LocalError
 from tests.framework.node import FAST_TIMINGS, LOOPBACK, Node, Placement, Timings, signal_group
 from tests.framework.waiting import wait_until
 
@@ -109,7 +109,7 @@ class Cluster:
 
     def form(self, timeout: float = FORM_TIMEOUT) -> None:
         """Init on m1, join the other managers one by one through m1, then the workers; wait until a
-        leader answers and every worker is Ready. Uses the Swarm gRPC API (the CLI's texts are tested
+        leader answers and every worker is Ready. Uses the Swarm service of the local API (the CLI's texts are tested
         on their own)."""
         first = self.members[0]
         try:
@@ -125,8 +125,8 @@ class Cluster:
                                                      availability=availability), timeout=timeout)
             for m in self.members:
                 m.node_id = m.info().node_id
-        except grpc.RpcError as e:
-            raise RuntimeError(f"the cluster did not form: {e.details()}\n{self.logs()}") from None
+        except LocalError as e:
+            raise RuntimeError(f"the cluster did not form: {e.message}\n{self.logs()}") from None
         self.leader(timeout)
         self.wait_workers_ready(timeout)
 
@@ -140,7 +140,7 @@ class Cluster:
             leader = self.leader(timeout)
             try:
                 nodes = leader.control().ListNodes(control_pb2.ListNodesRequest(), timeout=5).nodes
-            except grpc.RpcError:
+            except LocalError:
                 return False
             return want <= {n.id for n in nodes if n.status.state == "ready"}
 
@@ -164,7 +164,7 @@ class Cluster:
         """SIGTERM every daemon at once (workers stop their tasks and wipe their secrets), SIGKILL what is
         left after ``grace`` s, then unmount and remove every secrets root."""
         for m in self.members:
-            m.close_channel()
+            m.close_client()
             if m.proc is not None:
                 if m.paused:
                     m.resume()

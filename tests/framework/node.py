@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
 
-import grpc
-
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, swarm_pb2, swarm_pb2_grpc
-from swarmsecrets.client import local_channel
+from swarmsecrets.api.v1 import control_pb2, swarm_pb2
+from swarmsecrets.client import LocalClient, LocalError
+from swarmsecrets.client.local import Service
 from tests.ports import free_port_pair
 
 if TYPE_CHECKING:
@@ -164,7 +163,7 @@ LOOPBACK = Loopback()
 
 class Node:
     """A swarmsecretsd of its own: ``start`` spawns it and waits for its socket; ``cli``/``ok``/``fails``
-    run the real CLI against it; ``control``/``swarm`` are gRPC stubs on its socket."""
+    run the real CLI against it; ``control``/``swarm`` are its local API services (``LocalClient``)."""
 
     def __init__(self, name: str, root: Path, *, role: Role = "manager", placement: Placement = LOOPBACK,
                  host: int = 1, timings: Timings = FAST_TIMINGS, log_level: str | None = "debug",
@@ -188,7 +187,7 @@ class Node:
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
         self.node_id = ""
-        self._channel: grpc.Channel | None = None
+        self._client: LocalClient | None = None
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, {self.role}, {self.addr})"
@@ -250,7 +249,7 @@ class Node:
     def kill(self, sig: int = signal.SIGKILL, timeout: float = 20.0) -> None:
         """Signal the daemon's process group and reap it; SIGKILL follows if ``sig`` is not obeyed within
         ``timeout`` s. After a SIGKILL the stale socket goes too, as the daemon's next start would do."""
-        self.close_channel()
+        self.close_client()
         proc = self.proc
         if proc is None:
             return
@@ -323,24 +322,24 @@ class Node:
         assert "Traceback" not in p.stderr, p.stderr
         return p.stderr.strip()
 
-    # --- gRPC -------------------------------------------------------------------------------------
+    # --- the local API ----------------------------------------------------------------------------
 
-    def channel(self) -> grpc.Channel:
-        """One channel on the node's socket, kept until the node is killed."""
-        if self._channel is None:
-            self._channel = local_channel(self.sock)
-        return self._channel
+    def client(self) -> LocalClient:
+        """One client of the node's socket, kept until the node is killed."""
+        if self._client is None:
+            self._client = LocalClient(self.sock)
+        return self._client
 
-    def close_channel(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+    def close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
-    def control(self) -> control_pb2_grpc.ControlStub:
-        return control_pb2_grpc.ControlStub(self.channel())
+    def control(self) -> Service:
+        return self.client().control
 
-    def swarm(self) -> swarm_pb2_grpc.SwarmStub:
-        return swarm_pb2_grpc.SwarmStub(self.channel())
+    def swarm(self) -> Service:
+        return self.client().swarm
 
     def is_leader(self, timeout: float = 1.0) -> bool | None:
         """Whether the node says it leads (its answer passes a read barrier); None if it cannot say."""
@@ -348,7 +347,7 @@ class Node:
             return None
         try:
             node = self.control().GetNode(control_pb2.GetNodeRequest(node_id="self"), timeout=timeout).node
-        except grpc.RpcError:
+        except LocalError:
             return None
         return bool(node.manager_status.leader)
 

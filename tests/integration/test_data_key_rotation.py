@@ -10,10 +10,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.client import LocalError
 from swarmsecrets.crypto import keys
 from tests.framework import Cluster, Node, wait_until
 from tests.security.attack import opened_under, sealed_candidates
@@ -70,8 +70,8 @@ class Writer:
             try:
                 control.CreateSecret(control_pb2.CreateSecretRequest(spec=spec, request_id=f"w-{name}"), timeout=20)
                 self.created.append(name)
-            except grpc.RpcError as e:
-                self.failed.append(f"{name}: {e.code()} {e.details()}")
+            except LocalError as e:
+                self.failed.append(f"{name}: {e.code.name} {e.message}")
             i += 1
 
 

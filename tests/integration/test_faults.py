@@ -74,16 +74,15 @@ def test_whole_cluster_restart_loses_nothing(fresh: Cluster) -> None:
 
 
 def test_a_retry_after_a_leader_change_returns_the_original_outcome(fresh: Cluster) -> None:
-    import grpc
-
-    from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+    from swarmsecrets.api.v1 import control_pb2, objects_pb2
+    from swarmsecrets.client import LocalClient, LocalError, Status
 
     leader = fresh.leader()
     followers = [n for n in fresh.managers if n is not leader]
     spec = objects_pb2.SecretSpec(name="once", data=b"v")
 
     def control(n):  # type: ignore[no-untyped-def]
-        return control_pb2_grpc.ControlStub(grpc.insecure_channel(f"unix:{n.sock}"))
+        return LocalClient(n.sock).control
 
     first = control(followers[0]).CreateSecret(control_pb2.CreateSecretRequest(spec=spec, request_id="rid-x"),
                                                 timeout=10).secret
@@ -104,7 +103,7 @@ def test_a_retry_after_a_leader_change_returns_the_original_outcome(fresh: Clust
     try:
         control(followers[1]).CreateSecret(control_pb2.CreateSecretRequest(spec=spec, request_id="rid-new"),
                                            timeout=10)
-    except grpc.RpcError as e:
-        assert e.code() == grpc.StatusCode.ALREADY_EXISTS
+    except LocalError as e:
+        assert e.code is Status.ALREADY_EXISTS
     else:
         raise AssertionError("a duplicate name was accepted")

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import grpc
 import pytest
 
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.client import LocalError, Status
 from tests.framework import Cluster, Node, wait_until
 from tests.framework.smallfs import SmallFs
 
@@ -41,8 +41,8 @@ def create(node: Node) -> tuple[str, str | None]:
     try:
         node.control().CreateSecret(control_pb2.CreateSecretRequest(spec=spec, request_id=f"rid-{name}"),
                                     timeout=10)
-    except grpc.RpcError as e:
-        return name, e.details()
+    except LocalError as e:
+        return name, e.message
     return name, None
 
 
@@ -57,10 +57,10 @@ def names(node: Node) -> set[str]:
     """The secrets a manager lists; a manager still starting counts as "not yet" in a wait."""
     try:
         listed = node.control().ListSecrets(control_pb2.ListSecretsRequest(), timeout=10).secrets
-    except grpc.RpcError as e:
-        if e.code() != grpc.StatusCode.UNAVAILABLE:
+    except LocalError as e:
+        if e.code is not Status.UNAVAILABLE:
             raise
-        raise AssertionError(f"{node.name}: {e.details()}") from None
+        raise AssertionError(f"{node.name}: {e.message}") from None
     return {s.spec.name for s in listed}
 
 

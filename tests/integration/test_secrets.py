@@ -109,14 +109,13 @@ def test_ls_filters_and_formats(cluster: Cluster) -> None:
 
 
 def test_label_only_update(cluster: Cluster) -> None:
-    import grpc
-
-    from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+    from swarmsecrets.api.v1 import control_pb2, objects_pb2
+    from swarmsecrets.client import LocalClient, LocalError, Status
 
     m1, m2, _ = cluster.managers
     m1.ok("secret", "create", "-l", "a=1", "upd", "-", input="payload")
-    with grpc.insecure_channel(f"unix:{m2.sock}") as ch:
-        stub = control_pb2_grpc.ControlStub(ch)
+    with LocalClient(m2.sock) as client:
+        stub = client.control
         cur = stub.GetSecret(control_pb2.GetSecretRequest(secret_id="upd")).secret
         res = stub.UpdateSecret(control_pb2.UpdateSecretRequest(
             secret_id=cur.id, secret_version=cur.version,
@@ -127,37 +126,36 @@ def test_label_only_update(cluster: Cluster) -> None:
             try:
                 stub.UpdateSecret(control_pb2.UpdateSecretRequest(
                     secret_id=cur.id, secret_version=res.version, spec=spec))
-            except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
-                assert e.details() == "only updates to Labels are allowed"
+            except LocalError as e:
+                assert e.code is Status.INVALID_ARGUMENT
+                assert e.message == "only updates to Labels are allowed"
             else:
                 raise AssertionError("a data or name change was accepted")
         try:
             stub.UpdateSecret(control_pb2.UpdateSecretRequest(
                 secret_id=cur.id, secret_version=cur.version, spec=objects_pb2.SecretSpec(name="upd")))
-        except grpc.RpcError as e:
-            assert e.details() == "update out of sequence"
+        except LocalError as e:
+            assert e.message == "update out of sequence"
         else:
             raise AssertionError("a stale version was accepted")
     assert json.loads(m1.ok("secret", "inspect", "upd"))[0]["Spec"]["Labels"] == {"a": "2"}
 
 
 def test_retry_with_same_request_id_returns_first_outcome(cluster: Cluster) -> None:
-    import grpc
-
-    from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
+    from swarmsecrets.api.v1 import control_pb2, objects_pb2
+    from swarmsecrets.client import LocalClient
 
     m1, m2, _ = cluster.managers
     spec = objects_pb2.SecretSpec(name="retried", data=b"v")
-    with grpc.insecure_channel(f"unix:{m1.sock}") as c1, grpc.insecure_channel(f"unix:{m2.sock}") as c2:
-        first = control_pb2_grpc.ControlStub(c1).CreateSecret(
+    with LocalClient(m1.sock) as c1, LocalClient(m2.sock) as c2:
+        first = c1.control.CreateSecret(
             control_pb2.CreateSecretRequest(spec=spec, request_id="rid-create-1")).secret
-        again = control_pb2_grpc.ControlStub(c2).CreateSecret(
+        again = c2.control.CreateSecret(
             control_pb2.CreateSecretRequest(spec=spec, request_id="rid-create-1")).secret
         assert again.id == first.id
-        control_pb2_grpc.ControlStub(c1).RemoveSecret(
+        c1.control.RemoveSecret(
             control_pb2.RemoveSecretRequest(secret_id="retried", request_id="rid-rm-1"))
-        control_pb2_grpc.ControlStub(c2).RemoveSecret(
+        c2.control.RemoveSecret(
             control_pb2.RemoveSecretRequest(secret_id="retried", request_id="rid-rm-1"))
     wait_until(lambda: "retried" not in m2.ok("secret", "ls", "--format", "{{.Name}}").split())
 

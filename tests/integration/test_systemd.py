@@ -18,11 +18,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
-from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
-from swarmsecrets.client import DEFAULT_RETRY, local_channel
+from swarmsecrets.api.v1 import control_pb2, objects_pb2
+from swarmsecrets.client import DEFAULT_RETRY, LocalClient, LocalError
 from tests.framework import Cluster, Loopback, Node, Timings, wait_until
 from swarmsecrets.node.config import parse_args
 from tests.framework.node import DAEMON_MODULE, REPO_ROOT, child_env
@@ -142,21 +141,21 @@ class Writer(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        channels = [local_channel(s) for s in self.sockets]
+        clients = [LocalClient(s) for s in self.sockets]
         try:
             i = 0
             while not self.done.is_set():
                 name = f"rolling-{i}"
-                stub = control_pb2_grpc.ControlStub(channels[i % len(channels)])
+                stub = clients[i % len(clients)].control
                 req = control_pb2.CreateSecretRequest(spec=objects_pb2.SecretSpec(name=name, data=b"v"))
                 try:
                     self.acked[name] = DEFAULT_RETRY.write(stub.CreateSecret, req, timeout=30).secret.id
-                except grpc.RpcError as e:
-                    self.failed.append(f"{name}: {e.code().name} {e.details()}")
+                except LocalError as e:
+                    self.failed.append(f"{name}: {e.code.name} {e.message}")
                 i += 1
         finally:
-            for ch in channels:
-                ch.close()
+            for client in clients:
+                client.close()
 
 
 def test_rolling_restart_under_writes_fails_no_write(notified: tuple[Cluster, dict[str, NotifyListener]]) -> None:
@@ -196,8 +195,10 @@ def test_rolling_restart_under_writes_fails_no_write(notified: tuple[Cluster, di
 NOBODY = 65534
 # The CLI, run as NOBODY with the given supplementary groups. Its modules are imported while still root:
 # the interpreter lives under /root here, which other users may not enter.
+# What the command imports lazily is imported before the uid changes: the test's tree and venv are root's.
 AS_USER = (f"import os, sys\n"
-           f"import difflib  # click imports it lazily, after the uid changed\n"
+           f"import binascii, difflib  # click and protobuf import them on first use\n"
+           f"import swarmsecrets.api.v1.control_pb2, swarmsecrets.cli.secret\n"
            f"from swarmsecrets.cli.main import run\n"
            f"os.setgroups([int(g) for g in sys.argv[1].split(',') if g])\n"
            f"os.setgid({NOBODY}); os.setuid({NOBODY})\n"
@@ -244,7 +245,7 @@ def test_group_members_may_use_the_socket_and_others_may_not(tmp_path: Path) -> 
         node.kill()
         node.cleanup()
         subprocess.run(["groupdel", name], capture_output=True)
-        shutil.rmtree(shared)  # the socket and the daemon's private relay directory beside it
+        shutil.rmtree(shared)  # the socket's directory
     # A group that does not exist: one line, exit 2, nothing started.
     p = subprocess.run([sys.executable, "-m", DAEMON_MODULE, "--data-dir", str(tmp_path / "nogroup"),
                         "-H", f"unix://{tmp_path}/nogroup.sock", "--group", name], capture_output=True,

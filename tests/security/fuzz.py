@@ -1,11 +1,13 @@
-"""A seeded fuzzer for every gRPC service a node serves: hostile messages and raw garbage, sent with a
-chosen identity, each call judged for a clear status within a deadline.
+"""A seeded fuzzer for every service a node serves (gRPC on the TLS port, the local API's HTTP on the
+unix socket): hostile messages and raw garbage, sent with a chosen identity, each call judged for a
+clear status within a deadline.
 
 The generator walks each request's protobuf descriptor and fills fields with values at the edges
 (huge strings within the message cap, control characters, invalid UTF-8 spliced into string fields,
 negative and huge integers, unknown enum-ish words, path traversal, long lists), or starts from a
 plausible request (real ids, valid names) and breaks one or two fields so that calls get past the
-first check. A share of the calls sends random bytes as the serialized request. Everything derives
+first check. A share of the calls sends random bytes as the serialized request; on the unix socket a
+share also garbles the HTTP request around it (its head, its framing, its length). Everything derives
 from one seed: a failure prints it, and ``--seed`` replays the run.
 
 Outside CI, for counts larger than the tests use:
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import shutil
@@ -28,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,8 @@ from swarmsecrets.api.v1 import (
     swarm_pb2,
 )
 from swarmsecrets.ca import certs
+from swarmsecrets.client import LocalError
+from swarmsecrets.localhttp import CONTENT_TYPE, FRAME, FRAME_ERROR, PATH_PREFIX, decode_error
 from tests.framework import Cluster, Node, wait_until
 
 # --- what is fuzzed ----------------------------------------------------------------------------------
@@ -393,6 +398,9 @@ DEADLINE = 20.0  # a call that has not ended by then hangs
 QUIET = 3.0
 
 
+Call = Callable[[Method, bytes, Tally], Awaitable[None]]
+
+
 async def call_one(channel: grpc.aio.Channel, m: Method, req: bytes, tally: Tally) -> None:
     """Send ``req`` (serialized) to ``m``; a stream is read to its first message (or until it has
     been quiet for ``QUIET`` after its headers), then dropped."""
@@ -421,15 +429,113 @@ async def call_one(channel: grpc.aio.Channel, m: Method, req: bytes, tally: Tall
     judge(tally, m, req, code, details, typed)
 
 
+# --- the local API: HTTP/1.1 on the unix socket ---------------------------------------------------------
+
+# A garbled request: what may come back (a refusal of the HTTP request itself, or of the method it names).
+GARBLED_CLEAR = CLEAR | {grpc.StatusCode.UNIMPLEMENTED}
+GARBLE = 0.1  # the share of local calls whose HTTP request is garbled
+
+
+def local_request(m: Method, req: bytes, garble: random.Random) -> tuple[bytes, bool]:
+    """The HTTP request for ``m`` (the local API's wire format, swarmsecrets/localhttp.py), garbled for a
+    share of the calls; True when it was."""
+    head = [f"POST {PATH_PREFIX}{m.service}/{m.name} HTTP/1.1", "Host: fuzz", f"Content-Type: {CONTENT_TYPE}",
+            f"Content-Length: {len(req)}"]
+    if garble.random() >= GARBLE:
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + req, False
+    kind = garble.randrange(9)
+    if kind == 0:
+        head[0] = garble.choice(["GET", "PUT", "DELETE", "PRI", "post", ""]) + head[0][4:]
+    elif kind == 1:
+        head[0] = f"POST {garble.choice(TRAVERSAL + INJECTION)} HTTP/1.1"
+    elif kind == 2:
+        head[3] = f"Content-Length: {garble.choice(NUMERIC)}"
+    elif kind == 3:
+        head[3] = f"Content-Length: {max(0, len(req) - garble.randrange(1, 64))}"  # the rest reads as a request
+    elif kind == 4:
+        head[3] = "Transfer-Encoding: chunked"
+    elif kind == 5:
+        head.append("X-Padding: " + "a" * garble.choice([100, 20_000, 70_000]))
+    elif kind == 6:
+        head.insert(1, garble.choice(["no colon", ": empty name", "Content-Length: 0", "Connection: close"]))
+    elif kind == 7:
+        head[0] = head[0].replace(" HTTP/1.1", garble.choice(["", " HTTP/2.0", " HTTP/1.0", " HTTP/1.1 x"]))
+    raw = bytearray(("\r\n".join(head) + "\r\n\r\n").encode() + req)
+    if kind == 8:  # bytes flipped anywhere in the head
+        for _ in range(garble.randrange(1, 8)):
+            raw[garble.randrange(min(len(raw), 200))] = garble.randrange(256)
+    return bytes(raw), True
+
+
+async def call_local(path: Path, garble: random.Random, m: Method, req: bytes, tally: Tally) -> None:
+    """Send ``req`` to ``m`` on the unix socket in an HTTP request of its own connection (garbled now and
+    then), then close our side: a request that says it is longer than it is meets the end of the stream,
+    not a wait. A stream is read to its first frame (or until it has been quiet for ``QUIET``)."""
+    raw, garbled = local_request(m, req, garble)
+    code, details, typed = grpc.StatusCode.OK, "", False
+    try:
+        reader, writer = await asyncio.open_unix_connection(str(path), limit=2**31)
+        try:
+            writer.write(raw)
+            await writer.drain()
+            if garbled:
+                writer.write_eof()
+            status, kind, details = await asyncio.wait_for(_local_answer(reader, m.streaming), DEADLINE)
+            code, typed = grpc.StatusCode[status], bool(kind)
+        finally:
+            writer.close()
+    except TimeoutError:
+        code, details = grpc.StatusCode.DEADLINE_EXCEEDED, "no answer within the deadline"
+    except (ConnectionError, asyncio.IncompleteReadError) as e:
+        # The connection ended without an answer: a daemon that restarts (fuzzed calls restart managers)
+        # or one that refused a request it could not read to its end.
+        code, details = grpc.StatusCode.UNAVAILABLE, f"connection closed: {e!r}"
+    except (ValueError, KeyError) as e:  # an answer that is not the API's: a finding
+        code, details = grpc.StatusCode.UNKNOWN, f"not an answer of the local API: {e!r}"
+    tally.sent += 1
+    tally.codes[code.name] += 1
+    clear = code in (GARBLED_CLEAR if garbled else CLEAR) or (code == grpc.StatusCode.UNKNOWN and typed)
+    if not clear or any(s in (details or "") for s in LEAKS):
+        tally.findings.append(Finding(m.path + (" (garbled HTTP)" if garbled else ""), code.name, details or "", raw))
+
+
+async def _local_answer(reader: asyncio.StreamReader, streaming: bool) -> tuple[str, str, str]:
+    """(status name, error kind, message) of one answer; an error body must be the API's one-line JSON."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    if status == 200 and headers.get("transfer-encoding") == "chunked":
+        try:
+            line = await asyncio.wait_for(reader.readline(), QUIET)
+        except TimeoutError:
+            return "OK", "", ""  # open and quiet: it answered
+        if not line:  # the stream ended as the client left (it sent more, or closed its side)
+            raise ConnectionResetError("closed mid-stream")
+        size = int(line.split(b";")[0], 16)
+        frame = await reader.readexactly(size) if size else b""
+        if frame[:1] == bytes([FRAME_ERROR]):
+            code, kind, message = decode_error(frame[FRAME.size:])
+            return code.name, kind, message
+        return "OK", "", ""
+    body = await reader.readexactly(int(headers["content-length"]))
+    if status == 200:
+        return "OK", "", ""
+    if b"\n" in body:
+        raise ValueError(f"an error of more than one line: {body[:200]!r}")
+    code, kind, message = decode_error(body)
+    return code.name, kind, message
+
+
 def _typed(md: Any) -> bool:
     """Whether the status came with the kind of a typed error (see rpcutil)."""
     return any(k == wire.ERROR_KIND_METADATA for k, _ in (md or ()))
 
 
-async def fuzz_methods(channel: grpc.aio.Channel, ms: list[Method], gen: Gen, count: int, *,
+async def fuzz_methods(call: Call, ms: list[Method], gen: Gen, count: int, *,
                        skip: frozenset[str] = frozenset(), mangle: frozenset[str] = frozenset(),
                        concurrency: int = 48) -> Tally:
-    """``count`` calls spread evenly over ``ms`` (less ``skip``), ``concurrency`` at a time on one channel."""
+    """``count`` calls spread evenly over ``ms`` (less ``skip``), ``concurrency`` at a time."""
     targets = [m for m in ms if m.path not in skip]
     tally = Tally()
     sem = asyncio.Semaphore(concurrency)
@@ -438,7 +544,7 @@ async def fuzz_methods(channel: grpc.aio.Channel, ms: list[Method], gen: Gen, co
         m = targets[i % len(targets)]
         req = gen.request(m, mangle_names=m.path in mangle)
         async with sem:
-            await call_one(channel, m, req, tally)
+            await call(m, req, tally)
 
     # Generate lazily, in slices, so that a large count does not hold every request at once.
     for start in range(0, count, 1000):
@@ -554,7 +660,7 @@ def alive(nodes: Iterable[Node]) -> list[str]:
             if not n.running:
                 raise RuntimeError("exited")
             n.swarm().Info(swarm_pb2.InfoRequest(), timeout=20)
-        except (RuntimeError, grpc.RpcError):
+        except (RuntimeError, LocalError):
             dead.append(n.name)
     return dead
 
@@ -601,7 +707,7 @@ async def fuzz_tls(addr: str, root_pem: bytes, ident: Identity, service: str, co
         if service == "Dispatcher":
             gen.pool["session"], held = await _session_ids(channel)
         try:
-            return await fuzz_methods(channel, TLS_SERVICES[service], gen, count,
+            return await fuzz_methods(functools.partial(call_one, channel), TLS_SERVICES[service], gen, count,
                                       skip=DESTRUCTIVE.get(ident.name, frozenset()),
                                       mangle=NODE_WRITES if ident.name == "manager" else frozenset())
         finally:
@@ -613,11 +719,10 @@ async def fuzz_local(node: Node, identity: str, count: int, seed: int, pool: dic
                      big: float = BIG) -> Tally:
     """Root on ``node`` (a manager's or a worker's daemon) through its unix socket."""
     gen = Gen(random.Random(f"{seed}/LocalAPI/{identity}"), dict(pool), big=big)
-    async with grpc.aio.insecure_channel(f"unix:{node.sock}",
-                                         options=[("grpc.max_receive_message_length", -1)]) as channel:
-        return await fuzz_methods(channel, LOCAL_METHODS, gen, count,
-                                  skip=DESTRUCTIVE.get(identity, frozenset()),
-                                  mangle=NODE_WRITES if identity == "manager" else frozenset())
+    garble = random.Random(f"{seed}/LocalAPI/{identity}/http")
+    return await fuzz_methods(functools.partial(call_local, node.sock, garble), LOCAL_METHODS, gen, count,
+                              skip=DESTRUCTIVE.get(identity, frozenset()),
+                              mangle=NODE_WRITES if identity == "manager" else frozenset())
 
 
 async def no_cert(addr: str, root_pem: bytes, service: str, count: int) -> Tally:
@@ -678,7 +783,7 @@ def raw_h2_garbage(addr: str, ident: Identity, count: int, seed: int) -> Tally:
 
 def non_root_local(node: Node, count: int) -> Tally:
     """A process that is not root connecting to the node's 0600 socket: refused by the kernel before
-    gRPC. It reaches the socket through a descriptor of its directory, so the directories above
+    the daemon reads a byte. It reaches the socket through a descriptor of its directory, so the directories above
     (a test's private tmp) do not refuse it first: the socket's own mode is what is tested."""
     tally = Tally()
     python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable

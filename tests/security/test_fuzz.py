@@ -1,7 +1,8 @@
-"""Every gRPC service fuzzed with every identity: the unix socket's (Swarm and Control as root on a
-manager and on a worker) and the TLS port's (Control, NodeCA, Dispatcher, RaftMembership) with no
-certificate, a joiner's bootstrap certificate, a worker's and a manager's real ones; and garbage below gRPC
-(not HTTP/2, or HTTP/2 frames of garbage) on connections past TLS.
+"""Every service fuzzed with every identity: the unix socket's (the local API's Swarm and Control over
+HTTP, as root on a manager and on a worker, with garbled HTTP now and then) and the TLS port's
+(Control, NodeCA, Dispatcher, RaftMembership) with no certificate, a joiner's bootstrap certificate, a
+worker's and a manager's real ones; and garbage below gRPC (not HTTP/2, or HTTP/2 frames of garbage)
+on connections past TLS.
 
 One module-scoped cluster (3 managers, a worker running a task that reads a secret) takes 1,000
 hostile or garbage requests per service and identity from the seeded generator in
@@ -25,7 +26,7 @@ import pytest
 
 from swarmsecrets.api.v1 import ca_pb2, control_pb2, objects_pb2
 from swarmsecrets.ca import certs
-from swarmsecrets.client.retry import RetryPolicy
+from swarmsecrets.client import LocalError, RetryPolicy, Status
 from tests.framework import Cluster
 from tests.security import fuzz
 
@@ -130,8 +131,8 @@ def test_an_absurd_replica_count_is_refused(fuzzed: Fuzzed) -> None:
     spec = objects_pb2.ServiceSpec(name="absurd", replicas=2**64 - 1, command=["sleep", "3600"])
     try:
         leader.control().CreateService(control_pb2.CreateServiceRequest(spec=spec), timeout=20)
-    except grpc.RpcError as e:
-        assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e.details()
+    except LocalError as e:
+        assert e.code is Status.INVALID_ARGUMENT, e.message
     else:
         fuzzed.cluster.stop(grace=1)  # the stalled scheduler would hold the leader's exit for the whole grace
         pytest.fail("a service with 2**64-1 replicas was created")

@@ -13,9 +13,9 @@ import subprocess
 import time
 import uuid
 
-import grpc
 
 from swarmsecrets.api.v1 import control_pb2
+from swarmsecrets.client import LocalError
 from tests.framework import Cluster, Node, wait_until
 from tests.security.attack import FLOOD_SOURCE, RaftFlood
 
@@ -38,7 +38,7 @@ def linked(cluster: Cluster) -> bool:
     for n in cluster.managers:
         try:
             nodes = n.control().ListNodes(control_pb2.ListNodesRequest(), timeout=1.0).nodes
-        except grpc.RpcError:
+        except LocalError:
             return False
         if sum(m.manager_status.reachability == "reachable" for m in nodes) != len(cluster.managers):
             return False

@@ -7,7 +7,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, control_pb2, control_pb2_grpc, objects_pb2
+from swarmsecrets.api.v1 import ca_pb2, ca_pb2_grpc, control_pb2, objects_pb2
+from swarmsecrets.client import LocalError, Status
+from swarmsecrets.client.local import Service
 from swarmsecrets.ca import certs
 from tests.framework import Cluster, wait_until
 from tests.security.attack import identity_channel, join_channel, raft_journal_commands
@@ -68,7 +70,7 @@ def test_a_worker_token_and_a_managers_join_id_from_the_journal_get_no_certifica
     m1.ok("node", "rm", "--force", first.node_id)
 
 
-def _create(control: control_pb2_grpc.ControlStub, name: str, rid: str) -> control_pb2.CreateSecretResponse:
+def _create(control: Service, name: str, rid: str) -> control_pb2.CreateSecretResponse:
     request = control_pb2.CreateSecretRequest(spec=objects_pb2.SecretSpec(name=name, data=b"value-" + name.encode()),
                                               request_id=rid)
     response: control_pb2.CreateSecretResponse = control.CreateSecret(request, timeout=15)
@@ -83,16 +85,16 @@ def test_another_callers_request_id_gets_no_other_outcome(cluster: Cluster) -> N
     wait_until(lambda: "replay_first" in m2.ok("secret", "ls", "--format", "{{.Name}}").split(), 15, 0.1, "replication")
 
     # The same id with other content, on another manager: refused, nothing written.
-    with pytest.raises(grpc.RpcError) as refused:
+    with pytest.raises(LocalError) as refused:
         answered = _create(m2.control(), "replay_second", rid)
         pytest.fail(f"m2's request was answered with m1's outcome: secret {answered.secret.spec.name}")
-    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value
-    assert "already used for another request" in (refused.value.details() or "")
+    assert refused.value.code is Status.INVALID_ARGUMENT, refused.value
+    assert "already used for another request" in refused.value.message
     assert "request id " + rid + " was already used by another caller" in m2.log_tail(20_000)
     # The same caller with other content: refused as well.
-    with pytest.raises(grpc.RpcError) as changed:
+    with pytest.raises(LocalError) as changed:
         _create(m1.control(), "replay_third", rid)
-    assert changed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert changed.value.code is Status.INVALID_ARGUMENT
     names = m1.ok("secret", "ls", "--format", "{{.Name}}").split()
     assert "replay_first" in names and "replay_second" not in names and "replay_third" not in names
 

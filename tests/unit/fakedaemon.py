@@ -1,9 +1,12 @@
-"""What the CLI tests' fake daemons share: every request recorded, scripted faults, Docker-style times."""
+"""What the CLI tests' fake daemons share: the real local API server, every request recorded, scripted
+faults, Docker-style times."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,6 +14,8 @@ from typing import Any
 import grpc
 
 from swarmsecrets import errors, rpcutil
+from swarmsecrets.api.v1 import control_pb2_grpc, swarm_pb2_grpc
+from swarmsecrets.node.localapi import LocalAPI
 
 
 def ts(dt: datetime) -> str:
@@ -45,3 +50,22 @@ class Recorder:
         except errors.SwarmError as e:
             context.set_trailing_metadata(rpcutil.trailing_metadata(e))
             context.abort(rpcutil.status_code(e), e.message)
+
+
+@contextlib.contextmanager
+def serving(path: str, swarm: swarm_pb2_grpc.SwarmServicer | None = None,
+            control: control_pb2_grpc.ControlServicer | None = None) -> Iterator[None]:
+    """The daemon's local API server on ``path``, in a thread and event loop of its own, serving the
+    given (fake, synchronous) servicers."""
+    loop = asyncio.new_event_loop()
+    api = LocalAPI(path, swarm or swarm_pb2_grpc.SwarmServicer(), control or control_pb2_grpc.ControlServicer())
+    loop.run_until_complete(api.start())
+    thread = threading.Thread(target=loop.run_forever, name="fake daemon", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(api.stop(grace=0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

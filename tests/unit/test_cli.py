@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2, swar
 from swarmsecrets.cli import client as client_mod
 from swarmsecrets.client import RetryPolicy
 from swarmsecrets.cli.main import cli, run
-from tests.unit.fakedaemon import Recorder, ts
+from tests.unit.fakedaemon import Recorder, serving, ts
 
 REPO = Path(__file__).resolve().parents[2]
 UNLOCK_KEY = "SWMKEY-1-" + "A" * 43
@@ -170,13 +169,8 @@ class Swarm(swarm_pb2_grpc.SwarmServicer):
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Box, str]]:
     sock = tmp_path_factory.mktemp("d") / "s.sock"
     box = Box(FakeDaemon())
-    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    control_pb2_grpc.add_ControlServicer_to_server(Control(box), srv)
-    swarm_pb2_grpc.add_SwarmServicer_to_server(Swarm(box), srv)
-    srv.add_insecure_port(f"unix:{sock}")
-    srv.start()
-    yield box, f"unix://{sock}"
-    srv.stop(None)
+    with serving(str(sock), Swarm(box), Control(box)):
+        yield box, f"unix://{sock}"
 
 
 @pytest.fixture
@@ -980,3 +974,17 @@ def test_node_ls_and_inspect_escape_terminal_escapes_but_json_is_exact(invoke: A
 def test_daemon_errors_are_printed_escaped(invoke: Any, fake: FakeDaemon) -> None:
     r = invoke("node", "inspect", "no\x1b[2Jde")
     assert r.exit_code == 1 and "\x1b" not in r.stderr and "no\\x1b[2Jde" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [["secret", "ls"], ["secret", "inspect", "db_pass"], ["info"]])
+def test_everyday_commands_import_neither_grpc_nor_cryptography(server: tuple[Box, str], fake: FakeDaemon,
+                                                                argv: list[str]) -> None:
+    """A command's start is most of its time: the local API needs neither gRPC nor the cryptography
+    package, and a command imports only its own group's module. Fails when an import drags one in."""
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "swarmsecrets.cli.main", "-H", server[1], *argv],
+                       capture_output=True, text=True, timeout=60)
+    imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
+    assert "swarmsecrets.client.local" in imported, p.stderr  # the check sees the command's own imports
+    heavy = sorted(m for m in imported if m.split(".")[0] in ("grpc", "cryptography"))
+    assert heavy == [], heavy
+    assert "swarmsecrets.cli.service" not in imported and "swarmsecrets.cli.swarm" not in imported

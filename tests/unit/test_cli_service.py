@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2, control_pb2_grpc, objects_pb2
 from swarmsecrets.cli import service as service_mod
 from swarmsecrets.cli.main import cli
-from tests.unit.fakedaemon import Recorder, ts
+from tests.unit.fakedaemon import Recorder, serving, ts
 
 SVC_ID = "svc0000000000000000000001"  # 25 characters, like a swarm ID
 
@@ -131,12 +130,8 @@ class Control(control_pb2_grpc.ControlServicer):
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Box, str]]:
     sock = tmp_path_factory.mktemp("d") / "s.sock"
     box = Box(FakeDaemon())
-    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    control_pb2_grpc.add_ControlServicer_to_server(Control(box), srv)
-    srv.add_insecure_port(f"unix:{sock}")
-    srv.start()
-    yield box, f"unix://{sock}"
-    srv.stop(None)
+    with serving(str(sock), control=Control(box)):
+        yield box, f"unix://{sock}"
 
 
 def node(id_: str, host: str, role: str = "worker", state: str = "ready",
