@@ -254,7 +254,10 @@ class Agent:
                 log.info("heartbeat period: %gs", told)
 
     async def _reporter(self, stub: Any, session_id: str) -> None:
+        """Send status reports as they come, at most one call per REPORT_INTERVAL (the reports of
+        that while go together); an idle node makes no call and no wake-up."""
         while True:
+            await self.reconciler.has_reports.wait()
             updates = self.reconciler.take_reports()
             if updates:
                 try:
