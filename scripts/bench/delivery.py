@@ -125,14 +125,15 @@ class MeasurementError(RuntimeError):
 class Beat:
     """One heartbeat from an agent's side, in seconds: how late the agent sent it after it was due;
     agent send -> leader handler start ("up"), the leader's handler, leader reply -> agent receive
-    ("down") and the round trip; ``lag``: for a call that failed, the worst lateness of the agent's
-    own event loop while it was out (nan legs: no reply)."""
+    ("down") and the round trip; for a call that failed (nan legs: no reply), ``lag`` is the worst
+    lateness of the agent's own event loop while it was out and ``error`` the status code."""
     late: float
     up: float
     handle: float
     down: float
     rtt: float
-    lag: float
+    lag: float = 0.0
+    error: str = ""
 
 
 class LoopLag:
@@ -311,7 +312,8 @@ class SimWorker:
             except grpc.aio.AioRpcError as e:
                 self.c[f"heartbeat_error:{e.code().name}"] += 1
                 lag = self.lag.worst_since(sent / 1e9)
-                self.beats.append(Beat(late, math.nan, math.nan, math.nan, (time.time_ns() - sent) / 1e9, lag))
+                self.beats.append(Beat(late, math.nan, math.nan, math.nan, (time.time_ns() - sent) / 1e9, lag,
+                                       e.code().name))
                 due = time.monotonic() + period
                 continue
             got = time.time_ns()
@@ -321,7 +323,7 @@ class SimWorker:
                                                    "manager?): the heartbeat legs cannot be measured"))
                 return
             self.beats.append(Beat(late, (resp.received_ns - sent) / 1e9, (resp.replied_ns - resp.received_ns) / 1e9,
-                                   (got - resp.replied_ns) / 1e9, (got - sent) / 1e9, 0.0))
+                                   (got - resp.replied_ns) / 1e9, (got - sent) / 1e9))
             period = resp.period_ms / 1000 if resp.period_ms else period
             due = time.monotonic() + period
 
@@ -696,12 +698,15 @@ def heartbeat_figures(beats: list[Beat]) -> dict[str, Any]:
     """Per side: the heartbeats it made miss their deadline (not answered HEARTBEAT_TIMEOUT after
     they were due) and its share of each heartbeat's time. The agent's share: how late it sent
     plus reply -> receive (its loop was busy); the leader's: send -> its handler plus the handler.
-    A missed heartbeat counts on the side with the larger share; one that got no reply counts on the
-    agent's side if the agent's loop was stalled for half the timeout meanwhile, else the leader's."""
+    A missed heartbeat counts on the side with the larger share; one that timed out counts on the
+    agent's side if the agent's loop was stalled for half the timeout meanwhile, else the leader's.
+    A call cut short by its session's end (CANCELLED, UNAVAILABLE) is counted as failed only."""
     answered = [b for b in beats if not math.isnan(b.up)]
     missed = Counter[str]()
     for b in beats:
-        if math.isnan(b.up):
+        if b.error and b.error != "DEADLINE_EXCEEDED":
+            continue
+        if b.error:
             agent = max(b.lag, b.late) >= HEARTBEAT_TIMEOUT / 2
         elif b.late + b.rtt > HEARTBEAT_TIMEOUT:
             agent = b.late + b.down >= b.up + b.handle
