@@ -30,8 +30,8 @@ How it works, per N (a fresh cluster for every N, so the figures of one N do not
    Session, Heartbeat (at the period the server returns) and Assignments like swarmsecrets/worker/agent.py:
    it starts at manager i mod 3 and follows the ``swarmsecrets-leader`` trailing metadata of a follower,
    checks applies_to/results_in (a gap: resubscribe), converges to the assigned tasks' secret files and
-   reports task status (``running``) with UpdateTaskStatus as the real agent does (when there is a
-   report, at most one call per 100 ms). A file is
+   reports task status (``running``) with UpdateTaskStatus as the real agent does (what 100 ms after
+   the first report gathered, in one call). A file is
    written as ``/dev/shm/<benchdir>/<worker>/<target>`` (tmp + rename); the monotonic time after the rename
    is "the file is on tmpfs" and goes back to the coordinator keyed by the secret's name.
 5. Idle: ``--idle-seconds`` with all N sessions and streams open and nothing changing; psutil on the leader
@@ -328,9 +328,10 @@ class SimWorker:
             due = time.monotonic() + period
 
     async def _reporter(self, stub: Any, session_id: str) -> None:
-        # As agent.py's: woken by a report to send, then at most one call per REPORT_INTERVAL.
+        # As agent.py's: woken by a report to send, it sends what REPORT_INTERVAL gathered in one call.
         while True:
             await self.has_reports.wait()
+            await asyncio.sleep(REPORT_INTERVAL)
             self.has_reports.clear()
             if self.pending:
                 updates, self.pending = list(self.pending.values()), {}
@@ -345,7 +346,6 @@ class SimWorker:
                     for u in updates:
                         self.pending.setdefault(u.task_id, u)
                     self.has_reports.set()
-            await asyncio.sleep(REPORT_INTERVAL)
 
     async def _assignments(self, stub: Any, session_id: str) -> None:
         stream = stub.Assignments(dispatcher_pb2.AssignmentsRequest(session_id=session_id))

@@ -268,10 +268,11 @@ class Agent:
                 log.info("heartbeat period: %gs", told)
 
     async def _reporter(self, stub: Any, session_id: str) -> None:
-        """Send status reports as they come, at most one call per REPORT_INTERVAL (the reports of
-        that while go together); an idle node makes no call and no wake-up."""
+        """Send the status reports of REPORT_INTERVAL after the first in one call (a burst of changes
+        becomes one report, sent after the burst); an idle node makes no call and no wake-up."""
         while True:
             await self.reconciler.has_reports.wait()
+            await asyncio.sleep(REPORT_INTERVAL)
             updates = self.reconciler.take_reports()
             if updates:
                 try:
@@ -280,7 +281,6 @@ class Agent:
                 except grpc.aio.AioRpcError:
                     self.reconciler.requeue_reports(updates)
                     raise
-            await asyncio.sleep(REPORT_INTERVAL)
 
     async def _assignments(self, stub: Any, session_id: str) -> None:
         stream = stub.Assignments(pb.AssignmentsRequest(session_id=session_id))
