@@ -414,3 +414,23 @@ def test_status_reports_too_large_for_one_raft_entry_are_split() -> None:
         await stream.aclose()
 
     run(test)
+
+
+def test_a_stream_that_fell_behind_gets_every_change_it_missed_in_one_message() -> None:
+    async def test(swarm: Swarm) -> None:
+        web, api = swarm.service("web"), swarm.service("api")
+        swarm.add_node("w1")
+        d = dispatcher(swarm)
+        cert = swarm.cert("w1", "worker")
+        session, first = await open_session(d, cert)
+        stream: Any = d.Assignments(pb.AssignmentsRequest(session_id=first.session_id), ctx(cert))
+        assert (await next_message(stream)).type == pb.AssignmentsMessage.COMPLETE
+        swarm.task("t-web", web, "w1")  # two changes while the node takes nothing
+        swarm.task("t-api", api, "w1")
+        inc = await next_message(stream)
+        assert (inc.applies_to, inc.results_in) == ("1", "2")
+        assert sorted(ch.task.id for ch in inc.changes) == ["t-api", "t-web"]
+        await stream.aclose()
+        await session.aclose()
+
+    run(test)
