@@ -33,6 +33,7 @@ from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
 from swarmsecrets.manager import state
 from swarmsecrets.manager.logbroker import LogBroker
+from swarmsecrets.raft import RaftStatus
 from swarmsecrets.manager.collaborators import Clock, Proposer, Sealer, StoreReader, SystemClock
 from swarmsecrets.rpcutil import peer_certificate, rpc
 
@@ -468,6 +469,20 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             await self.sweep(now)
             interval = min(1.0, self.heartbeat_period / 2)  # the setting may have changed
 
+    def follow(self, st: RaftStatus) -> None:
+        """The raft status feed: a leader that lost its place ends every session at once (not at
+        the next sweep, which may be waiting on a proposal that will not commit)."""
+        if not st.is_leader and (self.sessions or self.leader_since is not None):
+            self._step_down()
+
+    def _step_down(self) -> None:
+        self.leader_since = None
+        for s in self.sessions.values():
+            self._end(s)
+        self.sessions.clear()
+        self.plan = Plan()
+        self._secrets.clear()
+
     def stalled(self, now: float) -> None:
         """This process was stalled (paused, swapped): nobody could heartbeat to us meanwhile,
         so start every session's grace afresh instead of declaring the fleet down."""
@@ -481,12 +496,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         marks down the nodes (workers and managers alike) whose session missed its heartbeats, and
         (once it has led for a whole grace period) the ready nodes that never opened a session with it."""
         if not self.proposer.status().is_leader:
-            self.leader_since = None
-            for s in self.sessions.values():
-                self._end(s)
-            self.sessions.clear()
-            self.plan = Plan()
-            self._secrets.clear()
+            self._step_down()
             return
         if self.leader_since is None:
             self.leader_since = now

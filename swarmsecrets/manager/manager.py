@@ -171,7 +171,7 @@ class Manager:
                                                clock=self.clock.now_ns)
         applied = asyncio.Event()
         health = self.health = Health(self.raft.status, SERVICES)
-        feed = StatusFeed(self.raft.status, [health.refresh, self.raft_watch.sample])
+        feed = StatusFeed(self.raft.status, [health.refresh, self.raft_watch.sample, self.dispatcher.follow])
 
         def on_apply(event: Applied) -> None:
             loop.call_soon_threadsafe(scheduler.poke)

@@ -17,6 +17,7 @@ from swarmsecrets.api.v1 import objects_pb2
 from swarmsecrets.manager import state
 from swarmsecrets.manager import dispatcher as dispatcher_module
 from swarmsecrets.manager.dispatcher import MISSED_HEARTBEATS, Dispatcher
+from swarmsecrets.raft import RaftStatus
 from swarmsecrets.raft import wire as raft_wire
 from tests.unit.managerkit import Swarm, aborted, ctx
 
@@ -247,6 +248,25 @@ def test_a_follower_ends_every_session() -> None:
         node = swarm.store.node("w1")
         assert node is not None and node.status == "ready"  # a follower observes nothing
         await stream.aclose()
+
+    run(test)
+
+
+def test_a_leader_that_lost_its_place_ends_every_session_as_soon_as_the_status_feed_says_so() -> None:
+    async def test(swarm: Swarm) -> None:
+        swarm.add_node("w1")
+        d = dispatcher(swarm)
+        cert = swarm.cert("w1", "worker")
+        stream, first = await open_session(d, cert)
+        assignments: Any = d.Assignments(pb.AssignmentsRequest(session_id=first.session_id), ctx(cert))
+        await next_message(assignments)
+        d.follow(RaftStatus(leader="127.0.0.2:4243", is_leader=False, term=2, commit_index=0, last_applied=0,
+                            members=[], reachable=set()))
+        assert d.sessions == {}
+        with pytest.raises(StopAsyncIteration):
+            await next_message(assignments)
+        with pytest.raises(StopAsyncIteration):
+            await next_message(stream)
 
     run(test)
 
