@@ -343,9 +343,15 @@ class SimWorker:
                     self.emit(("st", self.spec.idx, max(u.spec_version for u in updates)))
                 except grpc.aio.AioRpcError as e:
                     self.c[f"status_error:{e.code().name}"] += 1
-                    for u in updates:
-                        self.pending.setdefault(u.task_id, u)
-                    self.has_reports.set()
+                    self._requeue(updates)
+                except asyncio.CancelledError:  # the session ended during the call: the next one sends them
+                    self._requeue(updates)
+                    raise
+
+    def _requeue(self, updates: list[dispatcher_pb2.TaskStatusUpdate]) -> None:
+        for u in updates:
+            self.pending.setdefault(u.task_id, u)
+        self.has_reports.set()
 
     async def _assignments(self, stub: Any, session_id: str) -> None:
         stream = stub.Assignments(dispatcher_pb2.AssignmentsRequest(session_id=session_id))

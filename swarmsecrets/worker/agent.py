@@ -278,7 +278,8 @@ class Agent:
                 try:
                     await stub.UpdateTaskStatus(pb.UpdateTaskStatusRequest(session_id=session_id, updates=updates),
                                                 timeout=10)
-                except grpc.aio.AioRpcError:
+                except (grpc.aio.AioRpcError, asyncio.CancelledError):
+                    # Also when the session ends during the call: the next session sends them.
                     self.reconciler.requeue_reports(updates)
                     raise
 

@@ -221,3 +221,26 @@ def test_a_heartbeat_that_times_out_is_tried_again_and_any_other_failure_ends_th
         assert gone.calls == 1
 
     run(test, root)
+
+
+def test_status_reports_in_flight_when_the_session_ends_go_with_the_next_session(root: str) -> None:
+    async def test(h: Harness) -> None:
+        agent = h.agent(["127.0.0.1:1"])
+        calling = asyncio.Event()
+
+        class Stuck:
+            async def UpdateTaskStatus(self, request: pb.UpdateTaskStatusRequest, timeout: float) -> None:
+                calling.set()
+                await asyncio.Event().wait()
+
+        agent.reconciler._report("t1", 1, "running")
+        reporter = asyncio.create_task(agent._reporter(Stuck(), "s"))
+        await calling.wait()
+        reporter.cancel()  # the session ends
+        try:
+            await reporter
+        except asyncio.CancelledError:
+            pass
+        assert [u.task_id for u in agent.reconciler.take_reports()] == ["t1"]
+
+    run(test, root)
