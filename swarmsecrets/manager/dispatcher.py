@@ -7,6 +7,10 @@ one assignments stream: COMPLETE first, then INCREMENTAL changes whose
 while one of its tasks references it, and a REMOVE when none does. The node is
 the one named in the client certificate; followers answer UNAVAILABLE and name
 the leader in the ``wire.LEADER_METADATA`` trailing metadata.
+
+Idle sessions cost nothing: no stream polls. Each apply (at most one per BATCH_DELAY) rebuilds one
+plan of what every node should hold, sharing the built task and secret messages between nodes,
+and wakes only the streams whose node's part changed; one periodic sweep finds silent nodes.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import logging
 import random
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -28,6 +33,7 @@ from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
 from swarmsecrets.manager import state
 from swarmsecrets.manager.logbroker import LogBroker
+from swarmsecrets.raft import RaftStatus
 from swarmsecrets.manager.collaborators import Clock, Proposer, Sealer, StoreReader, SystemClock
 from swarmsecrets.rpcutil import peer_certificate, rpc
 
@@ -42,8 +48,6 @@ BATCH_DELAY = 0.01
 STATUS_BATCH_DELAY = 0.02
 # One raft entry of status reports stays under this many bytes (raft's cap on a command is 1 MiB).
 STATUS_ENTRY_BUDGET = 256 * 1024
-# How often idle streams re-check leadership and their node.
-IDLE_CHECK = 2.0
 # Assignments sent and not yet reported on, kept to time deliveries (the oldest are forgotten first).
 DELIVERIES_TRACKED = 10_000
 
@@ -56,6 +60,25 @@ class Session:
     period: float = HEARTBEAT_PERIOD  # the heartbeat period the node was last told
     session_id: str = field(default_factory=lambda: secrets.token_hex(16))
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the session stream has something to say (log subscriptions, new roots or certificate
+    # lifetime, a new role) and when its node's assignments changed; both are set when it ends.
+    notice: asyncio.Event = field(default_factory=asyncio.Event)
+    assigned: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+# What a node holds of one task: the key says when the built message is still current.
+TaskKey = tuple[str, int, str, str, int]
+
+
+@dataclass
+class Plan:
+    """What every node should hold at one generation of the store: its tasks (each message built
+    once and shared by every stream that sends it) and the ids of the secrets they use."""
+    generation: int = -1
+    tasks: dict[str, dict[str, tuple[TaskKey, pb.AssignedTask]]] = field(default_factory=dict)
+    secrets: dict[str, frozenset[str]] = field(default_factory=dict)
+    roots: bytes = b""
+    cert_expiry: int = 0
 
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -81,21 +104,22 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.sealer = sealer
         self.clock = clock or SystemClock()
         self.sessions: dict[str, Session] = {}
-        # Streams wait on `_changed`; every apply bumps `generation` and swaps in a fresh event, so one
-        # set() wakes every stream at once (no lock to queue on), and a stream that was busy sees the
-        # new generation without waiting.
+        # Every apply bumps `generation`; the plan follows BATCH_DELAY later (one rebuild for a burst
+        # of applies) and wakes the streams whose node's part of it changed.
         self.generation = 0
-        self._changed = asyncio.Event()
+        self.plan = Plan()
+        self._replan: asyncio.TimerHandle | None = None
+        # Secrets in the plan, unsealed once per version for every node that receives them.
+        self._secrets: dict[str, tuple[int, pb.AssignedSecret]] = {}
         self._status_batch: list[tuple[str, list[state.TaskStatusUpdate], asyncio.Future[None]]] = []
         self._status_flush: asyncio.Task[None] | None = None
-        self._cache: tuple[int, dict[str, list[state.Task]], dict[str, state.Service]] = (-1, {}, {})
         self.loop = asyncio.get_running_loop()
         self.leader_since: float | None = None
         self.default_heartbeat = heartbeat_period
         self.on_delivery = on_delivery
         self._sent_at: dict[tuple[str, int], float] = {}  # (task id, spec version) -> when it was sent
         self.logs = logs or LogBroker()
-        self.logs.wake = lambda: self._bump(changed=False)
+        self.logs.wake = self._notify
         self.logs.live_nodes = lambda: {n for n, s in self.sessions.items() if not s.ended.is_set()}
 
     @property
@@ -104,30 +128,76 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         that a change applies at once; this manager's flag for a cluster that has none stored."""
         return heartbeat_of(self.store.cluster, self.default_heartbeat)
 
-    # --- change notification (called on the raft thread) ------------------------------------
+    # --- change notification ---------------------------------------------------------------------
 
     def on_apply(self, event: state.Applied) -> None:
-        self.loop.call_soon_threadsafe(self._bump)
+        """On the raft thread. Status reports change what nodes report, never what they hold: the
+        bulk of the applies under load wake nothing."""
+        if not isinstance(event.command, state.TaskStatus):
+            self.loop.call_soon_threadsafe(self._applied)
 
-    def _bump(self, changed: bool = True) -> None:
-        if changed:
-            self.generation += 1
-        event, self._changed = self._changed, asyncio.Event()
-        event.set()
+    def _applied(self) -> None:
+        self.generation += 1
+        if not self.sessions:  # a follower, or a leader nobody is connected to: plan on demand
+            self.plan = Plan()
+        elif self._replan is None:
+            self._replan = self.loop.call_later(BATCH_DELAY, self._refresh)
 
-    async def _wait(self, seen: int) -> None:
-        """Until the state moves past generation ``seen`` or IDLE_CHECK passes (or anything wakes us)."""
-        if self.generation != seen:
-            return
-        try:
-            await asyncio.wait_for(self._changed.wait(), IDLE_CHECK)
-        except TimeoutError:
-            pass
+    def _refresh(self) -> None:
+        """Build the plan of the current generation; wake the streams it concerns."""
+        self._replan = None
+        old, plan = self.plan, self._build_plan()
+        self.plan = plan
+        needed = set().union(*plan.secrets.values()) if plan.secrets else set()
+        for sid in [sid for sid in self._secrets if sid not in needed]:
+            del self._secrets[sid]
+        cluster_changed = (plan.roots, plan.cert_expiry) != (old.roots, old.cert_expiry)
+        for node_id, s in list(self.sessions.items()):
+            if s.ended.is_set():
+                continue
+            node = self.store.node(node_id)
+            if node is None:
+                self._end(s)
+                continue
+            if cluster_changed or node.role != s.role:
+                s.notice.set()
+            if old.tasks.get(node_id) != plan.tasks.get(node_id):  # built messages compare by identity
+                s.assigned.set()
+
+    def _build_plan(self) -> Plan:
+        plan = Plan(generation=self.generation, roots=self._roots(), cert_expiry=self._cert_expiry())
+        built = {key: msg for tasks in self.plan.tasks.values() for key, msg in tasks.values()}
+        services = {svc.id: svc for svc in self.store.services()}
+        for t in self.store.tasks():
+            svc = services.get(t.service_id)
+            if t.desired_state != "running" or svc is None:
+                continue
+            key: TaskKey = (t.id, t.slot, t.desired_state, svc.id, svc.spec_version)
+            msg = built.get(key)
+            if msg is None:
+                msg = built[key] = _assigned_task(t, svc)
+            plan.tasks.setdefault(t.node_id, {})[t.id] = (key, msg)
+        for node_id, tasks in plan.tasks.items():
+            plan.secrets[node_id] = frozenset(f.secret_id for _, msg in tasks.values() for f in msg.secrets)
+        return plan
+
+    def _current_plan(self) -> Plan:
+        if self.plan.generation < 0:
+            self._refresh()
+        return self.plan
+
+    def _notify(self, nodes: Iterable[str]) -> None:
+        """The session streams of ``nodes`` have log subscriptions to carry."""
+        for node_id in nodes:
+            s = self.sessions.get(node_id)
+            if s is not None:
+                s.notice.set()
 
     def _end(self, session: Session) -> None:
         session.ended.set()
+        session.notice.set()
+        session.assigned.set()
         self.logs.node_gone(session.node_id)
-        self._bump(changed=False)
 
     # --- authorization -------------------------------------------------------------------------
 
@@ -172,21 +242,21 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                                                    period=self.heartbeat_period)
         await self._set_node(state.UpdateNode(id=node_id, status="ready", hostname=request.hostname,
                                               engine_version=request.engine_version))
-        # Changes applied while the caller holds a message count as unseen: they wake the next wait.
-        seen = self.generation
         roots = self._roots()
         expiry = self._cert_expiry()
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.store.manager_addrs(),
                                 heartbeat_period_ms=int(session.period * 1000), role=session.role,
                                 node_cert_expiry_seconds=expiry, root_ca=roots)
         while not session.ended.is_set():
-            await self._wait(seen)
-            seen = self.generation
+            await session.notice.wait()
+            session.notice.clear()
             subscriptions = self.logs.take(node_id) if not session.ended.is_set() else []
             if subscriptions:
                 yield pb.SessionMessage(session_id=session.session_id, node_id=node_id,
                                         log_subscriptions=subscriptions)
             node = self.store.node(node_id)
+            if session.ended.is_set():
+                break
             if not self.proposer.status().is_leader or node is None:
                 self._end(session)
             elif self._roots() != roots:
@@ -207,6 +277,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     @rpc
     async def Heartbeat(self, request: pb.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
+        received = time.time_ns()
         s = self._session(context, request.session_id)
         s.last_seen = self.clock.monotonic()
         node = self.store.node(s.node_id)
@@ -223,7 +294,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                 log.info("trusted roots of node %s not recorded yet: %s", s.node_id, e)
         s.period = self.heartbeat_period
         period = s.period + random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * (s.period / HEARTBEAT_PERIOD)
-        return pb.HeartbeatResponse(period_ms=int(period * 1000))
+        return pb.HeartbeatResponse(period_ms=int(period * 1000), received_ns=received, replied_ns=time.time_ns())
 
     @rpc
     async def UpdateTaskStatus(self, request: pb.UpdateTaskStatusRequest,
@@ -311,51 +382,60 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     @rpc
     async def Assignments(self, request: pb.AssignmentsRequest,
                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AssignmentsMessage]:
+        """The node's assignments, from the shared plan. A stream that is slow to take its messages
+        holds up no other: when it is ready again, one message brings it from what it was sent to the
+        plan of that moment, however many changes it missed."""
         s = self._session(context, request.session_id)
-        sent_tasks: dict[str, bytes] = {}
+        sent_tasks: dict[str, TaskKey] = {}
         sent_secrets: set[str] = set()
         seq = 0
-        seen = -1
         while not s.ended.is_set():
-            if seen == self.generation:
-                await self._wait(seen)
-                if s.ended.is_set():
-                    break
-                if not self.proposer.status().is_leader or self.store.node(s.node_id) is None:
-                    break
-                if seen == self.generation:
-                    continue
-                await asyncio.sleep(BATCH_DELAY)
-            seen = self.generation
-            tasks, secret_ids = self.view(s.node_id)
-            changes: list[pb.AssignmentChange] = []
-            for tid, task in tasks.items():
-                blob = task.SerializeToString(deterministic=True)
-                if sent_tasks.get(tid) != blob:
-                    changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, task=task))
-                    sent_tasks[tid] = blob
-            for tid in [t for t in sent_tasks if t not in tasks]:
-                del sent_tasks[tid]
-                changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, task=pb.AssignedTask(id=tid)))
-            for sid in sorted(secret_ids - sent_secrets):
-                secret = self.store.secret(sid)
-                if secret is not None:
-                    changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, secret=pb.AssignedSecret(
-                        id=sid, name=secret.name, data=self.sealer.unseal(secret.data))))
-                    sent_secrets.add(sid)
-                    audit.secret_delivered(s.node_id, [t.id for t in tasks.values()
-                                                       if any(f.secret_id == sid for f in t.secrets)],
-                                           sid, secret.version)
-            for sid in sorted(sent_secrets - secret_ids):
-                sent_secrets.discard(sid)
-                changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, secret=pb.AssignedSecret(id=sid)))
-            if seq > 0 and not changes:
-                continue
-            kind = pb.AssignmentsMessage.COMPLETE if seq == 0 else pb.AssignmentsMessage.INCREMENTAL
-            self._sending([c.task for c in changes if c.action == pb.AssignmentChange.UPDATE and c.task.id])
-            yield pb.AssignmentsMessage(type=kind, applies_to=str(seq) if seq else "", results_in=str(seq + 1),
-                                        changes=changes)
-            seq += 1
+            s.assigned.clear()
+            changes = self._changes(s.node_id, sent_tasks, sent_secrets)
+            if seq == 0 or changes:
+                kind = pb.AssignmentsMessage.COMPLETE if seq == 0 else pb.AssignmentsMessage.INCREMENTAL
+                self._sending([c.task for c in changes if c.action == pb.AssignmentChange.UPDATE and c.task.id])
+                yield pb.AssignmentsMessage(type=kind, applies_to=str(seq) if seq else "", results_in=str(seq + 1),
+                                            changes=changes)
+                seq += 1
+            await s.assigned.wait()
+
+    def _changes(self, node_id: str, sent_tasks: dict[str, TaskKey],
+                 sent_secrets: set[str]) -> list[pb.AssignmentChange]:
+        """What takes a node from what it was sent (updated in place) to its part of the plan."""
+        plan = self._current_plan()
+        tasks = plan.tasks.get(node_id, {})
+        secret_ids = plan.secrets.get(node_id, frozenset())
+        changes: list[pb.AssignmentChange] = []
+        for tid, (key, msg) in tasks.items():
+            if sent_tasks.get(tid) != key:
+                changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, task=msg))
+                sent_tasks[tid] = key
+        for tid in [t for t in sent_tasks if t not in tasks]:
+            del sent_tasks[tid]
+            changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, task=pb.AssignedTask(id=tid)))
+        for sid in sorted(secret_ids - sent_secrets):
+            secret = self._secret(sid)
+            if secret is not None:
+                changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, secret=secret[1]))
+                sent_secrets.add(sid)
+                audit.secret_delivered(node_id, [tid for tid, (_, msg) in tasks.items()
+                                                 if any(f.secret_id == sid for f in msg.secrets)], sid, secret[0])
+        for sid in sorted(sent_secrets - secret_ids):
+            sent_secrets.discard(sid)
+            changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, secret=pb.AssignedSecret(id=sid)))
+        return changes
+
+    def _secret(self, sid: str) -> tuple[int, pb.AssignedSecret] | None:
+        """(version, message) of a secret in the plan, unsealed once per version."""
+        secret = self.store.secret(sid)
+        if secret is None:
+            return None
+        cached = self._secrets.get(sid)
+        if cached is None or cached[0] != secret.version:
+            cached = self._secrets[sid] = (secret.version, pb.AssignedSecret(
+                id=sid, name=secret.name, data=self.sealer.unseal(secret.data)))
+        return cached
 
     def _sending(self, tasks: list[pb.AssignedTask]) -> None:
         now = self.clock.monotonic()
@@ -363,37 +443,6 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             self._sent_at[(t.id, t.spec_version)] = now
         while len(self._sent_at) > DELIVERIES_TRACKED:
             del self._sent_at[next(iter(self._sent_at))]
-
-    # --- what a node should hold ---------------------------------------------------------------
-
-    def _snapshot(self) -> tuple[dict[str, list[state.Task]], dict[str, state.Service]]:
-        """Desired-running tasks by node, and services by id: read once per generation for all streams."""
-        if self._cache[0] != self.generation:
-            by_node: dict[str, list[state.Task]] = {}
-            for t in self.store.tasks():
-                if t.desired_state == "running":
-                    by_node.setdefault(t.node_id, []).append(t)
-            self._cache = (self.generation, by_node, {s.id: s for s in self.store.services()})
-        return self._cache[1], self._cache[2]
-
-    def view(self, node_id: str) -> tuple[dict[str, pb.AssignedTask], set[str]]:
-        """The node's tasks (desired running) with their service's current spec, and the secrets they use."""
-        tasks: dict[str, pb.AssignedTask] = {}
-        secret_ids: set[str] = set()
-        by_node, services = self._snapshot()
-        for t in by_node.get(node_id, []):
-            svc = services.get(t.service_id)
-            if svc is None:
-                continue
-            files = [pb.AssignedSecretFile(secret_id=r.secret_id, target=r.target, uid=int(r.uid),
-                                           gid=int(r.gid), mode=r.mode) for r in svc.secrets]
-            secret_ids.update(f.secret_id for f in files)
-            tasks[t.id] = pb.AssignedTask(
-                id=t.id, service_id=svc.id, service_name=svc.name, slot=t.slot,
-                desired_state=t.desired_state, command=svc.command, env=svc.env,
-                user=svc.user, secrets=files, update_action=svc.update_action,
-                spec_version=svc.spec_version)
-        return tasks, secret_ids
 
     # --- node liveness ---------------------------------------------------------------------------
 
@@ -420,6 +469,20 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             await self.sweep(now)
             interval = min(1.0, self.heartbeat_period / 2)  # the setting may have changed
 
+    def follow(self, st: RaftStatus) -> None:
+        """The raft status feed: a leader that lost its place ends every session at once (not at
+        the next sweep, which may be waiting on a proposal that will not commit)."""
+        if not st.is_leader and (self.sessions or self.leader_since is not None):
+            self._step_down()
+
+    def _step_down(self) -> None:
+        self.leader_since = None
+        for s in self.sessions.values():
+            self._end(s)
+        self.sessions.clear()
+        self.plan = Plan()
+        self._secrets.clear()
+
     def stalled(self, now: float) -> None:
         """This process was stalled (paused, swapped): nobody could heartbeat to us meanwhile,
         so start every session's grace afresh instead of declaring the fleet down."""
@@ -433,10 +496,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         marks down the nodes (workers and managers alike) whose session missed its heartbeats, and
         (once it has led for a whole grace period) the ready nodes that never opened a session with it."""
         if not self.proposer.status().is_leader:
-            self.leader_since = None
-            for s in self.sessions.values():
-                self._end(s)
-            self.sessions.clear()
+            self._step_down()
             return
         if self.leader_since is None:
             self.leader_since = now
@@ -485,6 +545,15 @@ def _status_chunks(pending: list[StatusItem]) -> list[list[StatusItem]]:
         if part:
             chunks[-1].append((node_id, part, done))
     return [c for c in chunks if c]
+
+
+def _assigned_task(t: state.Task, svc: state.Service) -> pb.AssignedTask:
+    """A desired-running task as its node receives it: with its service's current spec."""
+    files = [pb.AssignedSecretFile(secret_id=r.secret_id, target=r.target, uid=int(r.uid), gid=int(r.gid),
+                                   mode=r.mode) for r in svc.secrets]
+    return pb.AssignedTask(id=t.id, service_id=svc.id, service_name=svc.name, slot=t.slot,
+                           desired_state=t.desired_state, command=svc.command, env=svc.env, user=svc.user,
+                           secrets=files, update_action=svc.update_action, spec_version=svc.spec_version)
 
 
 def _down(node_id: str) -> state.UpdateNode:

@@ -13,7 +13,6 @@ who hold a node's certificate).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -33,9 +32,6 @@ log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-# Leadership and reachability change without an apply (a leader lost, a link down): they are looked
-# at this often too; applies are heard at once.
-REFRESH = 0.25
 _PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
@@ -52,27 +48,16 @@ class Health:
         self._status = status
         self._names = ["", *services]
         self._last: int | None = None
-        self._poke = asyncio.Event()
 
-    def poke(self) -> None:
-        """Look again now (on the event loop)."""
-        self._poke.set()
-
-    async def refresh(self) -> None:
-        now = SERVING if serving(self._status()) else NOT_SERVING
+    async def refresh(self, st: RaftStatus | None = None) -> None:
+        """Follow the raft status ``st`` (read here if not given; ``watch.StatusFeed`` gives it)."""
+        now = SERVING if serving(st if st is not None else self._status()) else NOT_SERVING
         if now != self._last:
             if self._last is not None:
                 log.info("health: %s", health_pb2.HealthCheckResponse.ServingStatus.Name(now))
             self._last = now
             for name in self._names:
                 await self.servicer.set(name, now)
-
-    async def run(self) -> None:
-        while True:
-            await self.refresh()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), REFRESH)
-            self._poke.clear()
 
 
 class MembersOnly(HandlerInterceptor):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
@@ -35,8 +35,8 @@ class LogBroker:
     def __init__(self) -> None:
         self.subscriptions: dict[str, Subscription] = {}
         self._outbox: dict[str, list[pb.LogSubscription]] = {}
-        # Set by the dispatcher: wake the session streams; the nodes with a live session.
-        self.wake: Callable[[], None] = lambda: None
+        # Set by the dispatcher: wake the session streams of these nodes; the nodes with a live session.
+        self.wake: Callable[[Iterable[str]], None] = lambda nodes: None
         self.live_nodes: Callable[[], set[str]] = set
 
     def subscribe(self, service_id: str, follow: bool, tail: int, task_nodes: set[str]) -> Subscription:
@@ -50,16 +50,17 @@ class LogBroker:
                 pb.LogSubscription(id=sub.id, service_id=service_id, follow=follow, tail=tail))
         if not nodes and not follow:
             sub.queue.put_nowait(None)
-        self.wake()
+        self.wake(nodes)
         return sub
 
     def close(self, sub: Subscription) -> None:
         """The asker is gone (or has everything): nodes still publishing are told to stop."""
         if self.subscriptions.pop(sub.id, None) is None:
             return
-        for node in sub.nodes if sub.follow else sub.pending:
+        told = sub.nodes if sub.follow else frozenset(sub.pending)
+        for node in told:
             self._outbox.setdefault(node, []).append(pb.LogSubscription(id=sub.id, close=True))
-        self.wake()
+        self.wake(told)
 
     def take(self, node_id: str) -> list[pb.LogSubscription]:
         """What the node's session is to carry next."""

@@ -39,7 +39,7 @@ from swarmsecrets.manager.rootrotation import RootRotationFollower, TrustedRoots
 from swarmsecrets.audit import ControlAudit
 from swarmsecrets.manager.controlapi.logs import LogsAPI
 from swarmsecrets.manager.logbroker import LogBroker
-from swarmsecrets.manager.watch import NodeEvents, RaftWatch
+from swarmsecrets.manager.watch import NodeEvents, RaftWatch, StatusFeed
 from swarmsecrets.manager.scheduler import Scheduler
 from swarmsecrets.manager.state import (
     STATE_VERSION,
@@ -171,10 +171,11 @@ class Manager:
                                                clock=self.clock.now_ns)
         applied = asyncio.Event()
         health = self.health = Health(self.raft.status, SERVICES)
+        feed = StatusFeed(self.raft.status, [health.refresh, self.raft_watch.sample, self.dispatcher.follow])
 
         def on_apply(event: Applied) -> None:
             loop.call_soon_threadsafe(scheduler.poke)
-            loop.call_soon_threadsafe(health.poke)
+            loop.call_soon_threadsafe(feed.poke)
             loop.call_soon_threadsafe(applied.set)
             if isinstance(event.command, BeginDataKeyRotation):
                 loop.call_soon_threadsafe(self.rotator.poke)
@@ -185,8 +186,7 @@ class Manager:
         advertise = advertise_state_version(self.store, self.state.node_id, self.proposer.propose, applied)
         self._loops = [asyncio.create_task(self.scheduler.run()), asyncio.create_task(self.dispatcher.monitor()),
                        asyncio.create_task(advertise), asyncio.create_task(self.rotation.run()),
-                       asyncio.create_task(self.rotator.run()), asyncio.create_task(health.run()),
-                       asyncio.create_task(self.raft_watch.run())]
+                       asyncio.create_task(self.rotator.run()), asyncio.create_task(feed.run())]
         # Joiners present a bootstrap certificate (see certs.bootstrap_ca_cert) derived from their
         # token's digest, the digest of the root that signs now; RPCs authorize only certificates
         # of a trusted root.

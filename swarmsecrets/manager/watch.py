@@ -1,6 +1,8 @@
-"""The manager's events an operator acts on, as ``logfmt.event`` lines.
+"""The manager's events an operator acts on, as ``logfmt.event`` lines, and the feed of raft status
+they (and the health service) follow.
 
-``RaftWatch`` samples the raft status: a leader elected or lost, quorum lost or regained (a loss
+``StatusFeed`` reads the raft status once for all its followers: at each apply and every
+FEED_PERIOD besides. ``RaftWatch`` follows it: a leader elected or lost, quorum lost or regained (a loss
 only once it lasted ``grace``, so an election or a member's restart is not reported as one).
 ``NodeEvents`` follows the store: a node joined, Ready, Down or removed, said by the leader only,
 so that one line stands for each change in the swarm.
@@ -9,8 +11,9 @@ so that one line stands for each change in the swarm.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from swarmsecrets.logfmt import event
 from swarmsecrets.manager import state
@@ -18,7 +21,37 @@ from swarmsecrets.raft import RaftStatus
 
 log = logging.getLogger("swarmsecrets.events")
 
-SAMPLE_PERIOD = 0.2
+# Leadership and reachability change without an apply (a leader lost, a link down), and the raft
+# library tells of neither: the status is read this often too. Applies are heard at once.
+FEED_PERIOD = 0.25
+
+StatusFollower = Callable[[RaftStatus], Awaitable[None] | None]
+
+
+class StatusFeed:
+    """One reader of the raft status for every part of the manager that follows it."""
+
+    def __init__(self, status: Callable[[], RaftStatus], followers: Sequence[StatusFollower]) -> None:
+        self.status = status
+        self.followers = list(followers)
+        self._poke = asyncio.Event()
+
+    def poke(self) -> None:
+        """Read it again now (on the event loop): something was applied."""
+        self._poke.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            st = self.status()
+            for follow in self.followers:
+                outcome = follow(st)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            timer = loop.call_later(FEED_PERIOD, self._poke.set)
+            await self._poke.wait()
+            timer.cancel()
+            self._poke.clear()
 
 
 class RaftWatch:
@@ -31,8 +64,9 @@ class RaftWatch:
         self.quorum = True
         self._short_since: float | None = None
 
-    def sample(self) -> None:
-        st = self.status()
+    def sample(self, st: RaftStatus | None = None) -> None:
+        """Note what changed since the last sample (``st``: the status now, read here if not given)."""
+        st = st if st is not None else self.status()
         if st.leader != self.leader:
             if st.leader is not None:
                 who = "this manager" if st.is_leader else st.leader
@@ -58,11 +92,6 @@ class RaftWatch:
             event(log, logging.WARNING, "quorum_lost",
                   "raft quorum lost: this manager reaches too few managers; the swarm refuses writes",
                   term=st.term, members=len(st.members), reachable=len(set(st.members) & st.reachable))
-
-    async def run(self) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(SAMPLE_PERIOD)
 
 
 class NodeEvents:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 8.0
 REPORT_INTERVAL = 0.1
+# The leader keeps a session this many heartbeat periods after the last beat it took.
+GRACE_PERIODS = 3
 # How often a followed task's log is read for new lines, and how many lines go in one message.
 LOG_POLL = 0.2
 LOG_BATCH = 256
@@ -240,13 +242,25 @@ class Agent:
         return sorted((t for t in self.assignments.tasks.values() if t.service_id == service_id), key=lambda t: t.id)
 
     async def _heartbeats(self, stub: Any, session_id: str, period_ms: int) -> None:
+        """Beat at the period the leader says. A beat that times out (a busy leader or a starved
+        node) is tried again at the next period while the leader would still keep the session;
+        any other failure ends the session."""
         period = period_ms / 1000 if period_ms else 5.0
         told = period
         log.info("heartbeat period: %gs", told)
+        loop = asyncio.get_running_loop()
+        last_beat = loop.time()
         while True:
             await asyncio.sleep(period)
-            resp = await stub.Heartbeat(pb.HeartbeatRequest(session_id=session_id, trust_roots=self.trust_roots()),
-                                        timeout=5)
+            try:
+                resp = await stub.Heartbeat(pb.HeartbeatRequest(session_id=session_id,
+                                                                trust_roots=self.trust_roots()), timeout=5)
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED or loop.time() - last_beat > period * GRACE_PERIODS:
+                    raise
+                log.info("heartbeat timed out: trying again in %gs", period)
+                continue
+            last_beat = loop.time()
             period = resp.period_ms / 1000 if resp.period_ms else period
             # The leader jitters each period by up to 10 %: a larger change is the swarm's new setting.
             if not 0.8 <= period / told <= 1.25:
@@ -254,16 +268,20 @@ class Agent:
                 log.info("heartbeat period: %gs", told)
 
     async def _reporter(self, stub: Any, session_id: str) -> None:
+        """Send the status reports of REPORT_INTERVAL after the first in one call (a burst of changes
+        becomes one report, sent after the burst); an idle node makes no call and no wake-up."""
         while True:
+            await self.reconciler.has_reports.wait()
+            await asyncio.sleep(REPORT_INTERVAL)
             updates = self.reconciler.take_reports()
             if updates:
                 try:
                     await stub.UpdateTaskStatus(pb.UpdateTaskStatusRequest(session_id=session_id, updates=updates),
                                                 timeout=10)
-                except grpc.aio.AioRpcError:
+                except (grpc.aio.AioRpcError, asyncio.CancelledError):
+                    # Also when the session ends during the call: the next session sends them.
                     self.reconciler.requeue_reports(updates)
                     raise
-            await asyncio.sleep(REPORT_INTERVAL)
 
     async def _assignments(self, stub: Any, session_id: str) -> None:
         stream = stub.Assignments(pb.AssignmentsRequest(session_id=session_id))

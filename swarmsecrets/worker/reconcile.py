@@ -122,6 +122,7 @@ class Reconciler:
         self.hide = [fs.root, *hide]
         self.running: dict[str, Running] = {}
         self.pending: dict[str, pb.TaskStatusUpdate] = {}
+        self.has_reports = asyncio.Event()  # set while ``pending`` holds reports to send
         self._materialized: dict[str, _Materialized] = {}
 
     async def reconcile(self, tasks: dict[str, pb.AssignedTask], secrets: dict[str, bytes]) -> None:
@@ -183,12 +184,15 @@ class Reconciler:
 
     def take_reports(self) -> list[pb.TaskStatusUpdate]:
         updates, self.pending = list(self.pending.values()), {}
+        self.has_reports.clear()
         return updates
 
     def requeue_reports(self, updates: list[pb.TaskStatusUpdate]) -> None:
         """Keep updates that could not be sent for the next session, unless newer ones came in."""
         for u in updates:
             self.pending.setdefault(u.task_id, u)
+        if self.pending:
+            self.has_reports.set()
 
     # --- task processes -----------------------------------------------------------------------
 
@@ -234,3 +238,4 @@ class Reconciler:
         self.pending[tid] = pb.TaskStatusUpdate(
             task_id=tid, spec_version=spec_version,
             status=objects_pb2.TaskStatus(state=state, message=message, err=err, exit_code=exit_code))
+        self.has_reports.set()

@@ -17,6 +17,7 @@ from swarmsecrets.api.v1 import objects_pb2
 from swarmsecrets.manager import state
 from swarmsecrets.manager import dispatcher as dispatcher_module
 from swarmsecrets.manager.dispatcher import MISSED_HEARTBEATS, Dispatcher
+from swarmsecrets.raft import RaftStatus
 from swarmsecrets.raft import wire as raft_wire
 from tests.unit.managerkit import Swarm, aborted, ctx
 
@@ -251,6 +252,25 @@ def test_a_follower_ends_every_session() -> None:
     run(test)
 
 
+def test_a_leader_that_lost_its_place_ends_every_session_as_soon_as_the_status_feed_says_so() -> None:
+    async def test(swarm: Swarm) -> None:
+        swarm.add_node("w1")
+        d = dispatcher(swarm)
+        cert = swarm.cert("w1", "worker")
+        stream, first = await open_session(d, cert)
+        assignments: Any = d.Assignments(pb.AssignmentsRequest(session_id=first.session_id), ctx(cert))
+        await next_message(assignments)
+        d.follow(RaftStatus(leader="127.0.0.2:4243", is_leader=False, term=2, commit_index=0, last_applied=0,
+                            members=[], reachable=set()))
+        assert d.sessions == {}
+        with pytest.raises(StopAsyncIteration):
+            await next_message(assignments)
+        with pytest.raises(StopAsyncIteration):
+            await next_message(stream)
+
+    run(test)
+
+
 # --- task status -------------------------------------------------------------------------------------
 
 def test_status_reports_of_several_workers_become_one_raft_entry() -> None:
@@ -412,5 +432,25 @@ def test_status_reports_too_large_for_one_raft_entry_are_split() -> None:
                    for e in entries)
         assert {t.state for t in swarm.store.tasks()} == {"running"}
         await stream.aclose()
+
+    run(test)
+
+
+def test_a_stream_that_fell_behind_gets_every_change_it_missed_in_one_message() -> None:
+    async def test(swarm: Swarm) -> None:
+        web, api = swarm.service("web"), swarm.service("api")
+        swarm.add_node("w1")
+        d = dispatcher(swarm)
+        cert = swarm.cert("w1", "worker")
+        session, first = await open_session(d, cert)
+        stream: Any = d.Assignments(pb.AssignmentsRequest(session_id=first.session_id), ctx(cert))
+        assert (await next_message(stream)).type == pb.AssignmentsMessage.COMPLETE
+        swarm.task("t-web", web, "w1")  # two changes while the node takes nothing
+        swarm.task("t-api", api, "w1")
+        inc = await next_message(stream)
+        assert (inc.applies_to, inc.results_in) == ("1", "2")
+        assert sorted(ch.task.id for ch in inc.changes) == ["t-api", "t-web"]
+        await stream.aclose()
+        await session.aclose()
 
     run(test)

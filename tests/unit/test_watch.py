@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
 from swarmsecrets.logfmt import fields_of
-from swarmsecrets.manager.watch import RaftWatch
+from swarmsecrets.manager.watch import RaftWatch, StatusFeed
 from swarmsecrets.raft import RaftStatus
 
 MEMBERS = ["a:1", "b:1", "c:1"]
@@ -41,3 +42,34 @@ def test_raft_events(caplog: pytest.LogCaptureFixture) -> None:
     assert step(5.1, reachable=set(MEMBERS), leader="a:1", is_leader=True, term=3) == [
         ("INFO", {"event": "leader_elected", "term": 3, "leader": "a:1", "is_leader": True}),
         ("INFO", {"event": "quorum_regained", "term": 3, "members": 3, "reachable": 3})]
+
+
+def test_the_status_feed_reads_the_status_once_for_all_its_followers_and_again_when_poked() -> None:
+    async def run() -> None:
+        reads = [0]
+
+        def status() -> RaftStatus:
+            reads[0] += 1
+            return RaftStatus(leader="a:1", is_leader=True, term=reads[0], commit_index=0, last_applied=0,
+                              members=MEMBERS, reachable=set(MEMBERS))
+
+        seen: list[tuple[str, int]] = []
+        changed = asyncio.Event()
+
+        async def health(st: RaftStatus) -> None:
+            seen.append(("health", st.term))
+
+        def events(st: RaftStatus) -> None:
+            seen.append(("events", st.term))
+            changed.set()
+
+        feed = StatusFeed(status, [health, events])
+        task = asyncio.create_task(feed.run())
+        await changed.wait()
+        changed.clear()
+        feed.poke()
+        await changed.wait()
+        task.cancel()
+        assert seen[:4] == [("health", 1), ("events", 1), ("health", 2), ("events", 2)]
+
+    asyncio.run(run())

@@ -187,3 +187,60 @@ def test_a_removed_node_wipes_its_secrets(root: str) -> None:
             await agent.stop(wipe=True)
 
     run(test, root)
+
+
+class _FlakyHeartbeats:
+    """A stub whose Heartbeat fails with the codes given, in turn, then answers."""
+
+    def __init__(self, *codes: grpc.StatusCode) -> None:
+        self.codes = list(codes)
+        self.calls = 0
+
+    async def Heartbeat(self, request: pb.HeartbeatRequest, timeout: float) -> pb.HeartbeatResponse:
+        self.calls += 1
+        if self.codes:
+            code = self.codes.pop(0)
+            raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details="scripted")
+        raise asyncio.CancelledError  # answered: the test has seen what it came for
+
+
+def test_a_heartbeat_that_times_out_is_tried_again_and_any_other_failure_ends_the_session(root: str) -> None:
+    async def test(h: Harness) -> None:
+        agent = h.agent(["127.0.0.1:1"])
+        slow = _FlakyHeartbeats(grpc.StatusCode.DEADLINE_EXCEEDED)
+        try:
+            await agent._heartbeats(slow, "s", period_ms=1)
+        except asyncio.CancelledError:
+            pass
+        assert slow.calls == 2
+        gone = _FlakyHeartbeats(grpc.StatusCode.INVALID_ARGUMENT)
+        try:
+            await agent._heartbeats(gone, "s", period_ms=1)
+        except grpc.aio.AioRpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert gone.calls == 1
+
+    run(test, root)
+
+
+def test_status_reports_in_flight_when_the_session_ends_go_with_the_next_session(root: str) -> None:
+    async def test(h: Harness) -> None:
+        agent = h.agent(["127.0.0.1:1"])
+        calling = asyncio.Event()
+
+        class Stuck:
+            async def UpdateTaskStatus(self, request: pb.UpdateTaskStatusRequest, timeout: float) -> None:
+                calling.set()
+                await asyncio.Event().wait()
+
+        agent.reconciler._report("t1", 1, "running")
+        reporter = asyncio.create_task(agent._reporter(Stuck(), "s"))
+        await calling.wait()
+        reporter.cancel()  # the session ends
+        try:
+            await reporter
+        except asyncio.CancelledError:
+            pass
+        assert [u.task_id for u in agent.reconciler.take_reports()] == ["t1"]
+
+    run(test, root)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from swarmsecrets.api.v1 import objects_pb2 as swarmsecrets_dot_v1_dot_objects__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n swarmsecrets/v1/dispatcher.proto\x12\x0fswarmsecrets.v1\x1a\x1dswarmsecrets/v1/objects.proto\":\n\x0eSessionRequest\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x02 \x01(\t\"\xe2\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08managers\x18\x03 \x03(\t\x12\x1b\n\x13heartbeat_period_ms\x18\x04 \x01(\r\x12\x0c\n\x04role\x18\x05 \x01(\t\x12 \n\x18node_cert_expiry_seconds\x18\x06 \x01(\x03\x12\x0f\n\x07root_ca\x18\x07 \x01(\x0c\x12;\n\x11log_subscriptions\x18\x08 \x03(\x0b\x32 .swarmsecrets.v1.LogSubscription\"^\n\x0fLogSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x0c\n\x04tail\x18\x04 \x01(\x03\x12\r\n\x05\x63lose\x18\x05 \x01(\x08\"\x7f\n\x12PublishLogsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12-\n\x08messages\x18\x03 \x03(\x0b\x32\x1b.swarmsecrets.v1.LogMessage\x12\r\n\x05\x63lose\x18\x04 \x01(\x08\"\x15\n\x13PublishLogsResponse\";\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0btrust_roots\x18\x02 \x01(\t\"&\n\x11HeartbeatResponse\x12\x11\n\tperiod_ms\x18\x01 \x01(\r\"f\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0b\x32\x1b.swarmsecrets.v1.TaskStatus\x12\x14\n\x0cspec_version\x18\x03 \x01(\x04\"a\n\x17UpdateTaskStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x32\n\x07updates\x18\x02 \x03(\x0b\x32!.swarmsecrets.v1.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse\"(\n\x12\x41ssignmentsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"_\n\x12\x41ssignedSecretFile\x12\x11\n\tsecret_id\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\r\x12\x0b\n\x03gid\x18\x04 \x01(\r\x12\x0c\n\x04mode\x18\x05 \x01(\r\"\xcc\x02\n\x0c\x41ssignedTask\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x14\n\x0cservice_name\x18\x03 \x01(\t\x12\x0c\n\x04slot\x18\x04 \x01(\x04\x12\x15\n\rdesired_state\x18\x05 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x06 \x03(\t\x12\x33\n\x03\x65nv\x18\x07 \x03(\x0b\x32&.swarmsecrets.v1.AssignedTask.EnvEntry\x12\x0c\n\x04user\x18\x08 \x01(\t\x12\x34\n\x07secrets\x18\t \x03(\x0b\x32#.swarmsecrets.v1.AssignedSecretFile\x12\x15\n\rupdate_action\x18\n \x01(\t\x12\x14\n\x0cspec_version\x18\x0b \x01(\x04\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x0e\x41ssignedSecret\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xde\x01\n\x10\x41ssignmentChange\x12\x38\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32(.swarmsecrets.v1.AssignmentChange.Action\x12-\n\x04task\x18\x02 \x01(\x0b\x32\x1d.swarmsecrets.v1.AssignedTaskH\x00\x12\x31\n\x06secret\x18\x03 \x01(\x0b\x32\x1f.swarmsecrets.v1.AssignedSecretH\x00\" \n\x06\x41\x63tion\x12\n\n\x06UPDATE\x10\x00\x12\n\n\x06REMOVE\x10\x01\x42\x0c\n\nassignment\"\xcf\x01\n\x12\x41ssignmentsMessage\x12\x36\n\x04type\x18\x01 \x01(\x0e\x32(.swarmsecrets.v1.AssignmentsMessage.Type\x12\x12\n\napplies_to\x18\x02 \x01(\t\x12\x12\n\nresults_in\x18\x03 \x01(\t\x12\x32\n\x07\x63hanges\x18\x04 \x03(\x0b\x32!.swarmsecrets.v1.AssignmentChange\"%\n\x04Type\x12\x0c\n\x08\x43OMPLETE\x10\x00\x12\x0f\n\x0bINCREMENTAL\x10\x01\x32\xcf\x03\n\nDispatcher\x12M\n\x07Session\x12\x1f.swarmsecrets.v1.SessionRequest\x1a\x1f.swarmsecrets.v1.SessionMessage0\x01\x12R\n\tHeartbeat\x12!.swarmsecrets.v1.HeartbeatRequest\x1a\".swarmsecrets.v1.HeartbeatResponse\x12g\n\x10UpdateTaskStatus\x12(.swarmsecrets.v1.UpdateTaskStatusRequest\x1a).swarmsecrets.v1.UpdateTaskStatusResponse\x12Y\n\x0b\x41ssignments\x12#.swarmsecrets.v1.AssignmentsRequest\x1a#.swarmsecrets.v1.AssignmentsMessage0\x01\x12Z\n\x0bPublishLogs\x12#.swarmsecrets.v1.PublishLogsRequest\x1a$.swarmsecrets.v1.PublishLogsResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n swarmsecrets/v1/dispatcher.proto\x12\x0fswarmsecrets.v1\x1a\x1dswarmsecrets/v1/objects.proto\":\n\x0eSessionRequest\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x02 \x01(\t\"\xe2\x01\n\x0eSessionMessage\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x10\n\x08managers\x18\x03 \x03(\t\x12\x1b\n\x13heartbeat_period_ms\x18\x04 \x01(\r\x12\x0c\n\x04role\x18\x05 \x01(\t\x12 \n\x18node_cert_expiry_seconds\x18\x06 \x01(\x03\x12\x0f\n\x07root_ca\x18\x07 \x01(\x0c\x12;\n\x11log_subscriptions\x18\x08 \x03(\x0b\x32 .swarmsecrets.v1.LogSubscription\"^\n\x0fLogSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x0c\n\x04tail\x18\x04 \x01(\x03\x12\r\n\x05\x63lose\x18\x05 \x01(\x08\"\x7f\n\x12PublishLogsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12-\n\x08messages\x18\x03 \x03(\x0b\x32\x1b.swarmsecrets.v1.LogMessage\x12\r\n\x05\x63lose\x18\x04 \x01(\x08\"\x15\n\x13PublishLogsResponse\";\n\x10HeartbeatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0btrust_roots\x18\x02 \x01(\t\"O\n\x11HeartbeatResponse\x12\x11\n\tperiod_ms\x18\x01 \x01(\r\x12\x13\n\x0breceived_ns\x18\x02 \x01(\x04\x12\x12\n\nreplied_ns\x18\x03 \x01(\x04\"f\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0b\x32\x1b.swarmsecrets.v1.TaskStatus\x12\x14\n\x0cspec_version\x18\x03 \x01(\x04\"a\n\x17UpdateTaskStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x32\n\x07updates\x18\x02 \x03(\x0b\x32!.swarmsecrets.v1.TaskStatusUpdate\"\x1a\n\x18UpdateTaskStatusResponse\"(\n\x12\x41ssignmentsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"_\n\x12\x41ssignedSecretFile\x12\x11\n\tsecret_id\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0b\n\x03uid\x18\x03 \x01(\r\x12\x0b\n\x03gid\x18\x04 \x01(\r\x12\x0c\n\x04mode\x18\x05 \x01(\r\"\xcc\x02\n\x0c\x41ssignedTask\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\nservice_id\x18\x02 \x01(\t\x12\x14\n\x0cservice_name\x18\x03 \x01(\t\x12\x0c\n\x04slot\x18\x04 \x01(\x04\x12\x15\n\rdesired_state\x18\x05 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x06 \x03(\t\x12\x33\n\x03\x65nv\x18\x07 \x03(\x0b\x32&.swarmsecrets.v1.AssignedTask.EnvEntry\x12\x0c\n\x04user\x18\x08 \x01(\t\x12\x34\n\x07secrets\x18\t \x03(\x0b\x32#.swarmsecrets.v1.AssignedSecretFile\x12\x15\n\rupdate_action\x18\n \x01(\t\x12\x14\n\x0cspec_version\x18\x0b \x01(\x04\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x0e\x41ssignedSecret\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xde\x01\n\x10\x41ssignmentChange\x12\x38\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32(.swarmsecrets.v1.AssignmentChange.Action\x12-\n\x04task\x18\x02 \x01(\x0b\x32\x1d.swarmsecrets.v1.AssignedTaskH\x00\x12\x31\n\x06secret\x18\x03 \x01(\x0b\x32\x1f.swarmsecrets.v1.AssignedSecretH\x00\" \n\x06\x41\x63tion\x12\n\n\x06UPDATE\x10\x00\x12\n\n\x06REMOVE\x10\x01\x42\x0c\n\nassignment\"\xcf\x01\n\x12\x41ssignmentsMessage\x12\x36\n\x04type\x18\x01 \x01(\x0e\x32(.swarmsecrets.v1.AssignmentsMessage.Type\x12\x12\n\napplies_to\x18\x02 \x01(\t\x12\x12\n\nresults_in\x18\x03 \x01(\t\x12\x32\n\x07\x63hanges\x18\x04 \x03(\x0b\x32!.swarmsecrets.v1.AssignmentChange\"%\n\x04Type\x12\x0c\n\x08\x43OMPLETE\x10\x00\x12\x0f\n\x0bINCREMENTAL\x10\x01\x32\xcf\x03\n\nDispatcher\x12M\n\x07Session\x12\x1f.swarmsecrets.v1.SessionRequest\x1a\x1f.swarmsecrets.v1.SessionMessage0\x01\x12R\n\tHeartbeat\x12!.swarmsecrets.v1.HeartbeatRequest\x1a\".swarmsecrets.v1.HeartbeatResponse\x12g\n\x10UpdateTaskStatus\x12(.swarmsecrets.v1.UpdateTaskStatusRequest\x1a).swarmsecrets.v1.UpdateTaskStatusResponse\x12Y\n\x0b\x41ssignments\x12#.swarmsecrets.v1.AssignmentsRequest\x1a#.swarmsecrets.v1.AssignmentsMessage0\x01\x12Z\n\x0bPublishLogs\x12#.swarmsecrets.v1.PublishLogsRequest\x1a$.swarmsecrets.v1.PublishLogsResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,31 +47,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEATREQUEST']._serialized_start=621
   _globals['_HEARTBEATREQUEST']._serialized_end=680
   _globals['_HEARTBEATRESPONSE']._serialized_start=682
-  _globals['_HEARTBEATRESPONSE']._serialized_end=720
-  _globals['_TASKSTATUSUPDATE']._serialized_start=722
-  _globals['_TASKSTATUSUPDATE']._serialized_end=824
-  _globals['_UPDATETASKSTATUSREQUEST']._serialized_start=826
-  _globals['_UPDATETASKSTATUSREQUEST']._serialized_end=923
-  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_start=925
-  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_end=951
-  _globals['_ASSIGNMENTSREQUEST']._serialized_start=953
-  _globals['_ASSIGNMENTSREQUEST']._serialized_end=993
-  _globals['_ASSIGNEDSECRETFILE']._serialized_start=995
-  _globals['_ASSIGNEDSECRETFILE']._serialized_end=1090
-  _globals['_ASSIGNEDTASK']._serialized_start=1093
-  _globals['_ASSIGNEDTASK']._serialized_end=1425
-  _globals['_ASSIGNEDTASK_ENVENTRY']._serialized_start=1383
-  _globals['_ASSIGNEDTASK_ENVENTRY']._serialized_end=1425
-  _globals['_ASSIGNEDSECRET']._serialized_start=1427
-  _globals['_ASSIGNEDSECRET']._serialized_end=1483
-  _globals['_ASSIGNMENTCHANGE']._serialized_start=1486
-  _globals['_ASSIGNMENTCHANGE']._serialized_end=1708
-  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_start=1662
-  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_end=1694
-  _globals['_ASSIGNMENTSMESSAGE']._serialized_start=1711
-  _globals['_ASSIGNMENTSMESSAGE']._serialized_end=1918
-  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_start=1881
-  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_end=1918
-  _globals['_DISPATCHER']._serialized_start=1921
-  _globals['_DISPATCHER']._serialized_end=2384
+  _globals['_HEARTBEATRESPONSE']._serialized_end=761
+  _globals['_TASKSTATUSUPDATE']._serialized_start=763
+  _globals['_TASKSTATUSUPDATE']._serialized_end=865
+  _globals['_UPDATETASKSTATUSREQUEST']._serialized_start=867
+  _globals['_UPDATETASKSTATUSREQUEST']._serialized_end=964
+  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_start=966
+  _globals['_UPDATETASKSTATUSRESPONSE']._serialized_end=992
+  _globals['_ASSIGNMENTSREQUEST']._serialized_start=994
+  _globals['_ASSIGNMENTSREQUEST']._serialized_end=1034
+  _globals['_ASSIGNEDSECRETFILE']._serialized_start=1036
+  _globals['_ASSIGNEDSECRETFILE']._serialized_end=1131
+  _globals['_ASSIGNEDTASK']._serialized_start=1134
+  _globals['_ASSIGNEDTASK']._serialized_end=1466
+  _globals['_ASSIGNEDTASK_ENVENTRY']._serialized_start=1424
+  _globals['_ASSIGNEDTASK_ENVENTRY']._serialized_end=1466
+  _globals['_ASSIGNEDSECRET']._serialized_start=1468
+  _globals['_ASSIGNEDSECRET']._serialized_end=1524
+  _globals['_ASSIGNMENTCHANGE']._serialized_start=1527
+  _globals['_ASSIGNMENTCHANGE']._serialized_end=1749
+  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_start=1703
+  _globals['_ASSIGNMENTCHANGE_ACTION']._serialized_end=1735
+  _globals['_ASSIGNMENTSMESSAGE']._serialized_start=1752
+  _globals['_ASSIGNMENTSMESSAGE']._serialized_end=1959
+  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_start=1922
+  _globals['_ASSIGNMENTSMESSAGE_TYPE']._serialized_end=1959
+  _globals['_DISPATCHER']._serialized_start=1962
+  _globals['_DISPATCHER']._serialized_end=2425
 # @@protoc_insertion_point(module_scope)

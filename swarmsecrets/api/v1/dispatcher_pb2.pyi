@@ -75,10 +75,14 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., trust_roots: _Optional[str] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("period_ms",)
+    __slots__ = ("period_ms", "received_ns", "replied_ns")
     PERIOD_MS_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_NS_FIELD_NUMBER: _ClassVar[int]
+    REPLIED_NS_FIELD_NUMBER: _ClassVar[int]
     period_ms: int
-    def __init__(self, period_ms: _Optional[int] = ...) -> None: ...
+    received_ns: int
+    replied_ns: int
+    def __init__(self, period_ms: _Optional[int] = ..., received_ns: _Optional[int] = ..., replied_ns: _Optional[int] = ...) -> None: ...
 
 class TaskStatusUpdate(_message.Message):
     __slots__ = ("task_id", "status", "spec_version")
