@@ -1,8 +1,11 @@
 """The standard gRPC health service and server reflection on a manager's TLS port.
 
-A manager is SERVING while it knows a leader, reaches a majority of the group and has applied
-everything it knows committed: a read through it then returns current data. It is NOT_SERVING
-otherwise (no leader, cut off from a majority, or catching up after a restart).
+A manager is SERVING while it knows a leader, reaches a majority of the group and keeps up with
+the log: it has applied everything it knew committed ``KEEP_UP`` seconds ago (under writes the
+commit index always moves a moment before the apply, so "everything committed now" would flap at
+every entry). A read through it then returns current data. It is NOT_SERVING otherwise (no leader,
+cut off from a majority, or catching up after a restart, until it reaches what was committed when
+it started to look).
 
 Who may call them: any node of this swarm, manager or worker, by its certificate and its record in
 the store (the port's other services check the same way). A joiner's bootstrap certificate, a
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -35,9 +40,31 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-def serving(st: RaftStatus) -> bool:
-    """Whether a manager in raft status ``st`` serves current data."""
-    return st.leader is not None and st.has_quorum and st.last_applied >= st.commit_index
+KEEP_UP = 0.5
+
+
+def serving(st: RaftStatus, applied_at_least: int | None = None) -> bool:
+    """Whether a manager in raft status ``st`` serves current data: it knows a leader, reaches a
+    majority and has applied ``applied_at_least`` (by default, everything it knows committed)."""
+    target = st.commit_index if applied_at_least is None else applied_at_least
+    return st.leader is not None and st.has_quorum and st.last_applied >= target
+
+
+class CommitMarks:
+    """The commit index as it was ``KEEP_UP`` seconds ago, from the statuses seen since (the first
+    one seen until then): what a manager that keeps up has applied by now."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._marks: deque[tuple[float, int]] = deque()
+
+    def target(self, st: RaftStatus) -> int:
+        now = self._clock()
+        self._marks.append((now, st.commit_index))
+        # Keep the newest mark that is old enough, and the younger ones.
+        while len(self._marks) > 1 and self._marks[1][0] <= now - KEEP_UP:
+            self._marks.popleft()
+        return self._marks[0][1]
 
 
 class Health:
@@ -48,10 +75,12 @@ class Health:
         self._status = status
         self._names = ["", *services]
         self._last: int | None = None
+        self._marks = CommitMarks()
 
     async def refresh(self, st: RaftStatus | None = None) -> None:
         """Follow the raft status ``st`` (read here if not given; ``watch.StatusFeed`` gives it)."""
-        now = SERVING if serving(st if st is not None else self._status()) else NOT_SERVING
+        st = st if st is not None else self._status()
+        now = SERVING if serving(st, self._marks.target(st)) else NOT_SERVING
         if now != self._last:
             if self._last is not None:
                 log.info("health: %s", health_pb2.HealthCheckResponse.ServingStatus.Name(now))
