@@ -345,21 +345,29 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
             self._SyncObj__sendAppendEntries()
         if self._leaving:
             self._remove_departed()
-        self._sync_and_flush()
+        if self._sync_and_flush() and self._isLeader() and self._wakeup is not None:
+            # The leader counts its own copy only from the next pass on; that vote may be the one
+            # that commits (always, alone in its group), so the next pass must not wait for the
+            # poll's timeout.
+            self._wakeup.notify()
 
-    def _sync_and_flush(self) -> None:
+    def _sync_and_flush(self) -> bool:
+        """Make the journal durable, then send the acknowledgements held for it. Returns whether
+        entries were made durable now."""
         journal = self._journal
+        synced = False
         if journal.needs_sync:
             if self.disk_full is not None and self.clock() < self._disk_retry_at:
                 self._hold_acks()
-                return
+                return False
             started = time.monotonic()
             try:
                 journal.persist()
             except DiskFull as e:
                 self._no_room(str(e))
                 self._hold_acks()
-                return
+                return False
+            synced = True
             self._owner.observer.fsync(time.monotonic() - started)
             if self.disk_full is not None:
                 log.warning("raft: this member can persist again: it accepts writes and acknowledges "
@@ -368,6 +376,7 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         acks, self._acks = self._acks, []
         for node, reset, next_idx, success in acks:
             SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=reset, nextNodeIdx=next_idx, success=success)
+        return synced
 
     # --- a full disk ------------------------------------------------------------------------
 
