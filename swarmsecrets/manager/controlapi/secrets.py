@@ -34,11 +34,47 @@ def matches(f: control_pb2.ListSecretsRequest.Filters, s: state.Secret) -> bool:
     return all(k in s.labels and (not v or s.labels[k] == v) for k, v in f.labels.items())
 
 
+class ListedSecrets:
+    """Each secret as a ``ListSecretsResponse`` entry (tag, length, serialized public form), kept
+    from one list to the next: building the message of a secret costs microseconds, and a full list
+    of a hundred thousand secrets would spend most of a second on it. An entry stays valid while the
+    store holds the very object it was made from (objects are frozen; a change is a new object)."""
+
+    _ENTRY_TAG = b"\x0a"  # field 1 (secrets), length-delimited
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, tuple[state.Secret, bytes]] = {}
+
+    def entries(self, secrets: list[state.Secret]) -> list[bytes]:
+        """The entries of ``secrets``, in order; forgets the secrets no longer listed."""
+        by_id = self._by_id
+        out = []
+        for s in secrets:
+            cached = by_id.get(s.id)
+            if cached is None or cached[0] is not s:
+                body = secret_to_proto(s).SerializeToString()
+                cached = by_id[s.id] = (s, self._ENTRY_TAG + _varint(len(body)) + body)
+            out.append(cached[1])
+        if len(by_id) > len(secrets):
+            self._by_id = {s.id: by_id[s.id] for s in secrets}
+        return out
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 class SecretsAPI:
     def __init__(self, store: StoreReader, proposer: Proposer, sealer: Sealer) -> None:
         self.store = store
         self.proposer = proposer
         self.sealer = sealer
+        self._listed = ListedSecrets()
 
     async def create_secret(self, request: control_pb2.CreateSecretRequest,
                             caller: str) -> control_pb2.CreateSecretResponse:
@@ -66,8 +102,13 @@ class SecretsAPI:
                              ("ID prefix filters", f.id_prefixes), ("label filters", f.labels)):
             validation.validate_list_length(what, len(values), validation.MAX_FILTER_VALUES)
         await self.proposer.barrier()
-        out = [secret_to_proto(s) for s in self.store.secrets() if matches(f, s)]
-        return control_pb2.ListSecretsResponse(secrets=out)
+        secrets = self.store.secrets()
+        filtered = bool(f.names or f.name_prefixes or f.id_prefixes or f.labels)
+        wire = self._listed.entries(secrets)
+        if filtered:
+            wire = [w for s, w in zip(secrets, wire) if matches(f, s)]
+        # One parse of the concatenated entries (in C) instead of a message built per secret.
+        return control_pb2.ListSecretsResponse.FromString(b"".join(wire))
 
     async def update_secret(self, request: control_pb2.UpdateSecretRequest,
                             caller: str) -> control_pb2.UpdateSecretResponse:
