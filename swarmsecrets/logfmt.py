@@ -10,12 +10,15 @@ error, so that journald records the level (the sd-daemon(3) convention).
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
+import math
 import os
+import re
 import sys
 from typing import Any, Literal
+
+from swarmsecrets.wire import utc_second
 
 LogFormat = Literal["text", "json"]
 
@@ -36,13 +39,18 @@ def fields_of(record: logging.LogRecord) -> dict[str, object]:
     return dict(getattr(record, _FIELDS, None) or {})
 
 
+_NEEDS_QUOTES = re.compile(r'[ "=\n\t]')
+
+
 def _quote(value: str) -> str:
-    if value and not any(c in value for c in ' "=\n\t'):
+    if value and not _NEEDS_QUOTES.search(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, (list, tuple, set, frozenset)):
         return ",".join(str(v) for v in value)
     if isinstance(value, bool):
@@ -51,8 +59,13 @@ def _text(value: object) -> str:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    ts = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
-    return f"{ts.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z"
+    """``record.created`` in UTC to the millisecond (microseconds rounded half-even as datetime does,
+    then truncated)."""
+    frac, whole = math.modf(record.created)
+    micros = round(frac * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    return f"{utc_second(int(whole))}.{micros // 1000:03d}Z"
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -117,5 +130,9 @@ def setup_logging(level: str, fmt: LogFormat = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Neither format shows where a line was logged from, nor the thread or process: skip looking
+    # them up for every record (the logging module's own switches; they cost microseconds a line).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # gRPC's own debug lines say nothing an operator can act on.
     logging.getLogger("grpc").setLevel(max(logging.WARNING, root.level))

@@ -9,6 +9,7 @@ is swarmsecrets/localhttp.py.
 from __future__ import annotations
 
 import datetime
+import functools
 from typing import Final
 
 # --- message sizes ---------------------------------------------------------------------------
@@ -54,5 +55,12 @@ TLS_SERVER_OPTIONS: Final[Options] = (
 def format_ts(ns: int) -> str:
     """A timestamp as messages carry it: RFC 3339 in UTC with nanoseconds, as Docker shows timestamps."""
     secs, frac = divmod(int(ns), 10**9)
-    base = datetime.datetime.fromtimestamp(secs, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac:09d}Z"
+    return f"{utc_second(secs)}.{frac:09d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def utc_second(secs: int) -> str:
+    """``secs`` (unix seconds) as ``YYYY-MM-DDTHH:MM:SS`` in UTC."""
+    # Cached: objects written together share their second, and formatting one costs microseconds
+    # (a full list formats two timestamps per object, a log line one).
+    return datetime.datetime.fromtimestamp(secs, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -262,7 +262,10 @@ def issued_at(cert: x509.Certificate) -> datetime.datetime:
     return cert.not_valid_before_utc + BACKDATE
 
 
+@functools.lru_cache(maxsize=256)
 def identity_from_pem(pem: bytes) -> NodeIdentity:
+    """Cached: the servers read the caller's identity from its certificate on every write, and
+    parsing one costs tens of microseconds (a frozen identity can be shared)."""
     return identity_of(x509.load_pem_x509_certificate(pem))
 
 

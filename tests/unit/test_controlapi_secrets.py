@@ -10,6 +10,7 @@ from swarmsecrets import errors
 from swarmsecrets.api.v1 import control_pb2, objects_pb2
 from swarmsecrets.manager import state
 from swarmsecrets.manager.controlapi import ControlAPI, ControlServicer
+from swarmsecrets.manager.controlapi.secrets import list_entry, secret_to_proto
 from tests.unit.managerkit import Swarm, aborted, control, ctx, run
 
 
@@ -155,3 +156,17 @@ def test_a_provider_that_has_no_manager_answers_with_its_typed_error() -> None:
         assert err.details == errors.NotInSwarm().message
 
     run(test)
+
+
+def test_a_list_entry_is_the_message_of_the_secret() -> None:
+    """Listing writes each secret's wire form directly: it must parse to the message built field by field."""
+    cases = [
+        state.Secret(id="a" * 25, name="db", data=b"c", key_id="k", created_at=1, updated_at=1, version=1),
+        state.Secret(id="b" * 25, name="zé-ñ", data=b"c", key_id="k",
+                     labels={"tier": "front", "empty": "", "ü": "v" * 300},
+                     created_at=1_700_000_000_123_456_789, updated_at=1_800_000_000_000_000_001, version=2**40),
+        state.Secret(id="", name="", data=b"", key_id="", version=0),
+    ]
+    for s in cases:
+        listed = control_pb2.ListSecretsResponse.FromString(list_entry(s))
+        assert listed == control_pb2.ListSecretsResponse(secrets=[secret_to_proto(s)])

@@ -55,3 +55,15 @@ def test_under_systemd_each_line_starts_with_its_syslog_priority(tmp_path: Path)
     p = subprocess.run([sys.executable, "-c", _PROGRAM.format(fmt="text")], capture_output=True, env=env,
                        check=True, timeout=30)
     assert p.stderr.decode().startswith("time=")
+
+
+def test_line_times_are_utc_to_the_millisecond_as_datetime_rounds() -> None:
+    import datetime
+    import logging
+
+    from swarmsecrets.logfmt import _timestamp
+    record = logging.LogRecord("x", logging.INFO, "", 0, "", (), None)
+    for created in (1700000000.0, 1700000000.9999995, 1700000000.9999996, 1699999999.0004999, 1733447123.456789):
+        record.created = created
+        expected = datetime.datetime.fromtimestamp(created, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        assert _timestamp(record) == expected

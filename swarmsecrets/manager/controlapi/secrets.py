@@ -25,6 +25,8 @@ def matches(f: control_pb2.ListSecretsRequest.Filters, s: state.Secret) -> bool:
     """SwarmKit's ListSecrets: a secret is selected by any of its names (exact), name prefixes or
     ID prefixes (OR'd; names are matched case-insensitively, as its name index does), and must then
     carry every label asked for (a key alone asks for the key, ``key=value`` for the value)."""
+    if not (f.names or f.name_prefixes or f.id_prefixes or f.labels):
+        return True
     name = s.name.lower()
     if (f.names or f.name_prefixes or f.id_prefixes) and not (
             any(name == n.lower() for n in f.names)
@@ -32,6 +34,43 @@ def matches(f: control_pb2.ListSecretsRequest.Filters, s: state.Secret) -> bool:
             or any(s.id.startswith(p) for p in f.id_prefixes)):
         return False
     return all(k in s.labels and (not v or s.labels[k] == v) for k, v in f.labels.items())
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL = [bytes((n,)) for n in range(0x80)]
+
+
+def _field(tag: bytes, value: bytes) -> bytes:
+    """A length-delimited field (string, bytes or message) with its ``tag`` byte."""
+    return tag + _varint(len(value)) + value
+
+
+def list_entry(s: state.Secret) -> bytes:
+    """``s`` as one entry of a ``ListSecretsResponse`` (field 1, ``Secret``), in wire format:
+    the bytes ``secret_to_proto(s)`` serializes to, written directly (a message built per secret
+    costs several microseconds, most of a second for a full list of a hundred thousand secrets)."""
+    spec = _field(b"\x0a", s.name.encode()) if s.name else b""
+    for k, v in s.labels.items():
+        spec += _field(b"\x12", _field(b"\x0a", k.encode()) + _field(b"\x12", v.encode()))
+    created = format_ts(s.created_at)
+    updated = created if s.updated_at == s.created_at else format_ts(s.updated_at)
+    body = b"".join((
+        _field(b"\x0a", s.id.encode()) if s.id else b"",
+        _field(b"\x12", b"\x08" + _varint(s.version) if s.version else b""),
+        _field(b"\x1a", created.encode()), _field(b"\x22", updated.encode()),
+        _field(b"\x2a", spec),
+    ))
+    return _field(b"\x0a", body)
 
 
 class SecretsAPI:
@@ -66,8 +105,9 @@ class SecretsAPI:
                              ("ID prefix filters", f.id_prefixes), ("label filters", f.labels)):
             validation.validate_list_length(what, len(values), validation.MAX_FILTER_VALUES)
         await self.proposer.barrier()
-        out = [secret_to_proto(s) for s in self.store.secrets() if matches(f, s)]
-        return control_pb2.ListSecretsResponse(secrets=out)
+        # One parse (in C) of the entries written directly, rather than a message built per secret.
+        return control_pb2.ListSecretsResponse.FromString(
+            b"".join([list_entry(s) for s in self.store.secrets() if matches(f, s)]))
 
     async def update_secret(self, request: control_pb2.UpdateSecretRequest,
                             caller: str) -> control_pb2.UpdateSecretResponse:
