@@ -20,6 +20,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import nacl.exceptions
@@ -44,6 +45,22 @@ def key_id(key: bytes) -> str:
 
 def seal(key: bytes, plaintext: bytes) -> bytes:
     return bytes(nacl.secret.SecretBox(key).encrypt(plaintext))
+
+
+@dataclass(frozen=True, slots=True)
+class SealingKey:
+    """A key to seal with, and its id: what a request seals goes under one such key, and the id it
+    records beside the sealed values is that key's."""
+
+    key_id: str
+    key: bytes = field(repr=False)
+
+    @classmethod
+    def of(cls, key: bytes) -> SealingKey:
+        return cls(key_id(key), key)
+
+    def seal(self, plaintext: bytes) -> bytes:
+        return seal(self.key, plaintext)
 
 
 def open_sealed(key: bytes, ciphertext: bytes) -> bytes:

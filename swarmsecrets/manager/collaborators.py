@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+from swarmsecrets.crypto.keys import SealingKey
 from swarmsecrets.manager import state
 
 
@@ -116,10 +117,9 @@ class Sealer(Protocol):
     """The swarm's data key: what the state keeps sealed (secret values, join tokens, the
     unlock key) is sealed and opened only through it."""
 
-    @property
-    def key_id(self) -> str: ...
-
-    def seal(self, plaintext: bytes) -> bytes: ...
+    def current(self) -> SealingKey:
+        """The current key: a request seals everything under the one it took, and records its id."""
+        ...
 
     def unseal(self, ciphertext: bytes) -> bytes: ...
 

@@ -52,11 +52,11 @@ async def begin(store: StoreReader, proposer: Proposer, data_key: DataKey, rid: 
     retried = rid is not None and store.has_request(rid)
     if cluster.rotation_from and not retried:
         raise errors.FailedPrecondition("a data key rotation is already in progress")
-    if cluster.key_id != data_key.key_id:
+    sealing = data_key.current()
+    if cluster.key_id != sealing.key_id:
         raise errors.Unavailable("this manager has not caught up with the current data key yet")
     new = keys.new_key()
-    new_id = keys.key_id(new)
-    cmd = state.BeginDataKeyRotation(key_id=new_id, sealed_key=keys.seal(data_key.key, new), under=data_key.key_id)
+    cmd = state.BeginDataKeyRotation(key_id=keys.key_id(new), sealed_key=sealing.seal(new), under=sealing.key_id)
     began: str = await proposer.propose(cmd if rid is None else replace(cmd, rid=rid))
     log.info("data key rotation to %s begun", began)
     return began
@@ -135,7 +135,8 @@ class DataKeyRotator:
         if cluster is None or not cluster.rotation_from:
             return
         current = cluster.key_id
-        if self.data_key.key_id != current:
+        sealing = self.data_key.current()
+        if sealing.key_id != current:
             raise errors.Unavailable(f"this manager does not hold the data key {current} yet")
         while True:
             stale = [s for s in self.store.secrets() if s.key_id != current]
@@ -143,13 +144,13 @@ class DataKeyRotator:
                 break
             for start in range(0, len(stale), self.batch):
                 items = tuple(state.Reencrypted(id=s.id, from_key_id=s.key_id, key_id=current,
-                                                data=self.data_key.seal(self.data_key.unseal_with(s.key_id, s.data)))
+                                                data=sealing.seal(self.data_key.unseal_with(s.key_id, s.data)))
                               for s in stale[start:start + self.batch])
                 await self.proposer.propose(state.ReencryptSecrets(secrets=items), leader_only=term)
         cluster = self.store.cluster
         if cluster is None or cluster.key_id != current or not cluster.rotation_from:
             return
-        reseal: Callable[[bytes], bytes] = lambda v: self.data_key.seal(self.data_key.unseal(v))  # noqa: E731
+        reseal: Callable[[bytes], bytes] = lambda v: sealing.seal(self.data_key.unseal(v))  # noqa: E731
         finish = state.FinishDataKeyRotation(
             key_id=current, cluster_version=cluster.version,
             join_tokens=state.JoinTokens(worker=reseal(cluster.join_tokens.worker),

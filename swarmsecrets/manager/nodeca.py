@@ -199,10 +199,11 @@ class NodeCAService(ca_pb2_grpc.NodeCAServicer):
         self.authz.authorize(ident, MANAGERS)
         unlock = unlock_key(self.store, self.sealer)
         current = self.ca.current  # during a rotation the new root's key is in the cluster record
+        ring = self.data_key.ring
         assert current.key_pem is not None
         return ca_pb2.GetManagerKeysResponse(
             # During a data-key rotation the ring: records not re-encrypted yet need the previous key.
-            data_key=self.data_key.key, previous_data_keys=list(self.data_key.previous), ca_key=current.key_pem,
+            data_key=ring[0], previous_data_keys=ring[1:], ca_key=current.key_pem,
             unlock_key=format_unlock_key(unlock) if unlock else "",
             raft_members=self.proposer.status().members,
         )

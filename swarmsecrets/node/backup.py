@@ -53,7 +53,7 @@ def manager_keys(m: Manager) -> ClusterKeys:
     yet), the current root's CA key, the unlock key."""
     ca_key = m.ca.current.key_pem
     assert ca_key is not None
-    return ClusterKeys(data_keys=(m.data_key.key, *m.data_key.previous), ca_key=ca_key,
+    return ClusterKeys(data_keys=m.data_key.ring, ca_key=ca_key,
                        unlock_key=unlock_key(m.store, m.data_key))
 
 

@@ -459,8 +459,8 @@ class Node:
             if index <= keys.WrappedKeys(self.dir.keys_dir).as_of():
                 return  # replayed after a restart: the keys are wrapped under a later unlock key already
             unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
-            self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock, as_of=index,
-                                previous_deks=m.data_key.previous)
+            dek, *previous = m.data_key.ring
+            self._save_identity((dek, m.ca.current.key_pem or b""), unlock, as_of=index, previous_deks=tuple(previous))
         autolock = unlock is not None
         if autolock != self.state.autolock:
             self.loop.call_soon_threadsafe(self._record_autolock, autolock)
@@ -505,18 +505,16 @@ class Node:
                 except grpc.aio.AioRpcError as e:
                     log.info("data key not fetched from %s: %s", addr, e.details())
                     continue
-                m.data_key.adopt(got.data_key, tuple(got.previous_data_keys))
-                cluster = m.store.cluster
-                m.data_key.follow(cluster)
-                if m.data_key.missing(cluster) or cluster is None:
+                m.data_key.adopt((got.data_key, *got.previous_data_keys))
+                cluster = m.data_key.settle(lambda: m.store.cluster)  # noqa: B023 (called at once)
+                if cluster is None or m.data_key.missing(cluster):
                     continue
-                if not cluster.rotation_from:
-                    m.data_key.retire()
                 unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
                 with self._key_file_lock:
-                    self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock,
+                    dek, *previous = m.data_key.ring
+                    self._save_identity((dek, m.ca.current.key_pem or b""), unlock,
                                         as_of=keys.WrappedKeys(self.dir.keys_dir).as_of(),
-                                        previous_deks=m.data_key.previous)
+                                        previous_deks=tuple(previous))
                 log.info("data key %s fetched from %s", m.data_key.key_id, addr)
                 return
             await asyncio.sleep(delay)
@@ -536,7 +534,8 @@ class Node:
         unlock = unlock_key(m.store, m.data_key) if cluster.autolock else None
         with self._key_file_lock:
             as_of = max(index, keys.WrappedKeys(self.dir.keys_dir).as_of())
-            self._save_identity((m.data_key.key, key_pem), unlock, as_of=as_of, previous_deks=m.data_key.previous)
+            dek, *previous = m.data_key.ring
+            self._save_identity((dek, key_pem), unlock, as_of=as_of, previous_deks=tuple(previous))
 
     def _save_roots(self, bundle: bytes) -> None:
         """Write the CA file (the roots this node trusts), never while the identity is being saved."""
@@ -772,8 +771,9 @@ class Node:
             wrapped = keys.WrappedKeys(self.dir.keys_dir)
             if m is not None and wrapped.exists() and wrapped.autolocked():
                 unlock = unlock_key(m.store, m.data_key)
-                self._save_identity((m.data_key.key, m.ca.current.key_pem or b""), unlock, as_of=wrapped.as_of(),
-                                    previous_deks=m.data_key.previous)
+                dek, *previous = m.data_key.ring
+                self._save_identity((dek, m.ca.current.key_pem or b""), unlock, as_of=wrapped.as_of(),
+                                    previous_deks=tuple(previous))
             else:
                 self._save_identity()
 
@@ -893,13 +893,14 @@ class Node:
                 record = certificate_record(node_id, cert, ca.cert)
 
                 async def create_cluster(m: Manager) -> None:
+                    sealing = m.data_key.current()
                     await self._propose_until_leader(m, state.InitCluster(
                         cluster=state.Cluster(
                             id=cluster_id, root_ca_cert=ca.cert_pem.decode(), autolock=bool(unlock),
-                            join_tokens=state.JoinTokens(worker=m.data_key.seal(str(worker_tok).encode()),
-                                                         manager=m.data_key.seal(str(manager_tok).encode())),
-                            unlock_key=m.data_key.seal(unlock) if unlock else None,
-                            key_id=m.data_key.key_id,
+                            join_tokens=state.JoinTokens(worker=sealing.seal(str(worker_tok).encode()),
+                                                         manager=sealing.seal(str(manager_tok).encode())),
+                            unlock_key=sealing.seal(unlock) if unlock else None,
+                            key_id=sealing.key_id,
                             # The flag seeds the cluster's setting; `swarm update` changes it from then on.
                             dispatcher_heartbeat=int(self.config.dispatcher_heartbeat * 1e9),
                         ),

@@ -102,7 +102,8 @@ async def force_new_cluster(node: Node, options: InitOptions) -> Initialized:
     if m is None or node.node_cert is None:
         raise errors.Unavailable("the manager is not running: restart the daemon and try again")
     advertise, listen, raft_addr = _addresses(options, node.state)
-    dek, previous, ca = m.data_key.key, m.data_key.previous, m.ca.current
+    ring = m.data_key.ring
+    dek, previous, ca = ring[0], ring[1:], m.ca.current
     assert ca.key_pem is not None
     cluster = m.store.cluster
     unlock = backup.manager_keys(m).unlock_key if cluster is not None and cluster.autolock else None

@@ -173,9 +173,9 @@ class Swarm:
         self.proposer.apply(state.InitCluster(
             cluster=state.Cluster(
                 id=CLUSTER_ID, root_ca_cert=self.ca.cert_pem.decode(), autolock=autolock,
-                join_tokens=state.JoinTokens(worker=self.sealer.seal(self.worker_token.encode()),
-                                             manager=self.sealer.seal(self.manager_token.encode())),
-                unlock_key=self.sealer.seal(self.unlock) if self.unlock else None,
+                join_tokens=state.JoinTokens(worker=self.sealer.current().seal(self.worker_token.encode()),
+                                             manager=self.sealer.current().seal(self.manager_token.encode())),
+                unlock_key=self.sealer.current().seal(self.unlock) if self.unlock else None,
                 key_id=self.sealer.key_id),
             node=state.Node(id=SELF_ID, role="manager", hostname="m1", addr="127.0.0.1:4242",
                             raft_addr=SELF_RAFT, state_version=state.STATE_VERSION)))
@@ -203,7 +203,7 @@ class Swarm:
 
     def secret(self, name: str, data: bytes = b"value") -> state.Secret:
         created: state.Secret = self.proposer.apply(state.CreateSecret(
-            rid=f"secret-{name}", id=f"{name}-id".ljust(25, "0"), name=name, data=self.sealer.seal(data),
+            rid=f"secret-{name}", id=f"{name}-id".ljust(25, "0"), name=name, data=self.sealer.current().seal(data),
             key_id=self.sealer.key_id))
         return created
 

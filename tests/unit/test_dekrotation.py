@@ -72,7 +72,7 @@ def test_a_rotation_reencrypts_everything_and_forgets_the_previous_key() -> None
     assert any(opens(old, v) for v in sealed_values(swarm))
 
     new_id = run(lambda: dekrotation.begin(swarm.store, swarm.proposer, ring))
-    assert ring.key_id == new_id != keys.key_id(old) and ring.previous == (old,)
+    assert ring.key_id == new_id != keys.key_id(old) and ring.ring[1:] == (old,)
     cluster = swarm.store.cluster
     assert cluster is not None and cluster.rotation_from == keys.key_id(old)
     with pytest.raises(errors.FailedPrecondition, match="already in progress"):
@@ -84,7 +84,7 @@ def test_a_rotation_reencrypts_everything_and_forgets_the_previous_key() -> None
     run(lambda: rotator.finish(3))
     cluster = swarm.store.cluster
     assert cluster is not None and not cluster.rotation_from and not cluster.rotation_key
-    assert ring.previous == () and ring.key_id == new_id
+    assert ring.ring[1:] == () and ring.key_id == new_id
     assert all(s.key_id == new_id for s in swarm.store.secrets())
     assert ring.unseal(swarm.store.resolve_secret("s599").data) == b"v599"
     assert join_tokens(swarm.store, ring) == tokens_before and unlock_key(swarm.store, ring) == swarm.unlock
@@ -99,14 +99,61 @@ def test_cluster_values_sealed_under_a_key_retired_before_they_apply_are_refused
     swarm = Swarm()
     ring = following(swarm)
     before = join_tokens(swarm.store, ring)
-    stale = state.UpdateCluster(join_tokens=state.JoinTokens(worker=ring.seal(b"w"), manager=ring.seal(b"m")),
-                                sealed_with=state.sealed_with(ring.key_id, swarm.store.managers()))
+    sealing = ring.current()
+    stale = state.UpdateCluster(join_tokens=state.JoinTokens(worker=sealing.seal(b"w"), manager=sealing.seal(b"m")),
+                                sealed_with=state.sealed_with(sealing.key_id, swarm.store.managers()))
     assert stale.sealed_with == ring.key_id
     run(lambda: dekrotation.begin(swarm.store, swarm.proposer, ring))
     run(lambda: dekrotation.DataKeyRotator(swarm.store, swarm.proposer, ring, swarm.clock).finish(3))
     with pytest.raises(errors.FailedPrecondition, match="rotated while this request was in flight"):
         run(lambda: swarm.proposer.propose(stale))
     assert join_tokens(swarm.store, ring) == before
+
+
+def test_a_request_seals_everything_under_the_key_it_took_while_the_ring_rotates() -> None:
+    """The ring turns on the raft thread while a request seals on the event loop: the values it
+    seals and the key id it records come from one key, taken once."""
+    swarm = Swarm()
+    ring = following(swarm)
+    before = ring.current()
+    run(lambda: dekrotation.begin(swarm.store, swarm.proposer, ring))
+    assert ring.key_id != before.key_id
+    sealed = before.seal(b"token")
+    assert keys.open_sealed(before.key, sealed) == b"token" and keys.key_id(before.key) == before.key_id
+    assert ring.unseal_with(before.key_id, sealed) == b"token"  # the ring still holds it mid-rotation
+
+
+def test_a_handed_ring_older_than_this_one_does_not_turn_it_back() -> None:
+    """``GetManagerKeys`` answered before a rotation applied here: adopting it adds keys, but the
+    current key stays the cluster record's."""
+    swarm = Swarm()
+    ring = following(swarm)
+    handed = ring.ring
+    run(lambda: dekrotation.begin(swarm.store, swarm.proposer, ring))
+    current = ring.key
+    ring.adopt(handed)
+    assert ring.key == current and ring.ring == (current, *handed)
+    assert ring.settle(lambda: swarm.store.cluster) is swarm.store.cluster
+    assert ring.ring == (current, *handed)  # the rotation runs: the previous key stays
+
+
+def test_settling_reads_the_record_under_the_lock_and_keeps_a_key_a_new_rotation_needs() -> None:
+    """A rotation that begins while a handed ring settles: the previous key is not retired."""
+    swarm = Swarm()
+    ring = following(swarm)
+    old = ring.key
+    seen: list[state.Cluster | None] = []
+
+    def cluster_now() -> state.Cluster | None:
+        # The rotation applies just before the record is read.
+        if not seen:
+            run(lambda: dekrotation.begin(swarm.store, swarm.proposer, ring))
+        seen.append(swarm.store.cluster)
+        return seen[-1]
+
+    cluster = ring.settle(cluster_now)
+    assert cluster is not None and cluster.rotation_from == keys.key_id(old)
+    assert ring.ring[1:] == (old,) and ring.key_id == cluster.key_id
 
 
 def test_a_new_leader_finishes_a_rotation_it_learned_from_the_log() -> None:
@@ -116,9 +163,9 @@ def test_a_new_leader_finishes_a_rotation_it_learned_from_the_log() -> None:
     other = following(swarm, DataKey(old))  # another manager's ring: the old key only
     following(swarm)
     run(lambda: dekrotation.begin(swarm.store, swarm.proposer, swarm.sealer))
-    assert other.key == swarm.sealer.key and other.previous == (old,)
+    assert other.key == swarm.sealer.key and other.ring[1:] == (old,)
     run(lambda: dekrotation.DataKeyRotator(swarm.store, swarm.proposer, other, swarm.clock).finish(3))
-    assert other.unseal(swarm.store.resolve_secret("a").data) == b"1" and other.previous == ()
+    assert other.unseal(swarm.store.resolve_secret("a").data) == b"1" and other.ring[1:] == ()
 
 
 def test_a_snapshot_taken_during_a_rotation_teaches_the_new_key() -> None:
@@ -129,7 +176,7 @@ def test_a_snapshot_taken_during_a_rotation_teaches_the_new_key() -> None:
     snap = pickle.loads(pickle.dumps(codec.encode_snapshot(swarm.store.tables(), swarm.store.applied_index)))
     behind = DataKey(old)
     dekrotation.KeyedStateMachine(state.Store(), behind, missing=lambda: None).restore(snap)
-    assert behind.key == swarm.sealer.key and behind.previous == (old,)
+    assert behind.key == swarm.sealer.key and behind.ring[1:] == (old,)
     # A snapshot taken after the rotation ended holds nothing to learn the key from: the manager
     # is told to ask another one for it.
     rotator = dekrotation.DataKeyRotator(swarm.store, swarm.proposer, swarm.sealer, swarm.clock)
@@ -138,9 +185,11 @@ def test_a_snapshot_taken_during_a_rotation_teaches_the_new_key() -> None:
     away, asked = DataKey(old), []
     dekrotation.KeyedStateMachine(state.Store(), away, missing=lambda: asked.append(1)).restore(after)
     assert asked == [1] and away.key == old
-    away.adopt(swarm.sealer.key, ())
-    assert not away.missing(swarm.store.cluster) and away.previous == (old,) and away.retire()
-    assert away.key == swarm.sealer.key and away.previous == ()
+    away.adopt((swarm.sealer.key,))
+    # The handed key is held now, but which key is current is the cluster record's word.
+    assert not away.missing(swarm.store.cluster) and away.key == old
+    assert away.settle(lambda: swarm.store.cluster) is swarm.store.cluster
+    assert away.ring == (swarm.sealer.key,)
     # A forged record (the sealed key is not the key its id names) teaches nothing.
     cluster = swarm.store.cluster
     assert cluster is not None
@@ -158,7 +207,8 @@ def test_apply_checks_what_each_step_expects() -> None:
     new = keys.new_key()
     new_id = keys.key_id(new)
     with pytest.raises(errors.FailedPrecondition, match="changed since"):
-        swarm.proposer.apply(state.BeginDataKeyRotation(key_id=new_id, sealed_key=ring.seal(new), under="other"))
+        swarm.proposer.apply(state.BeginDataKeyRotation(key_id=new_id, sealed_key=ring.current().seal(new),
+                                                        under="other"))
     begin = state.BeginDataKeyRotation(key_id=new_id, sealed_key=keys.seal(ring.key, new), under=old_id)
     assert swarm.proposer.apply(begin) == new_id
     assert swarm.proposer.apply(begin) == new_id  # idempotent by request id

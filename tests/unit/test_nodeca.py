@@ -142,7 +142,7 @@ def test_a_rotated_token_no_longer_admits() -> None:
     cluster = swarm.store.cluster
     assert cluster is not None
     swarm.proposer.apply(state.UpdateCluster(rid="rot", join_tokens=state.JoinTokens(
-        worker=swarm.sealer.seal(fresh.encode()), manager=cluster.join_tokens.manager)))
+        worker=swarm.sealer.current().seal(fresh.encode()), manager=cluster.join_tokens.manager)))
 
     async def test() -> None:
         ca = nodeca(swarm)

@@ -43,7 +43,7 @@ def _listable_swarm() -> tuple[Swarm, dict[str, str]]:
     by_name = {}
     for i, name in enumerate(LISTABLE):
         created: state.Secret = swarm.proposer.apply(state.CreateSecret(
-            rid=f"r-{name}", id=ids.new_id(), name=name, data=swarm.sealer.seal(b"secret"),
+            rid=f"r-{name}", id=ids.new_id(), name=name, data=swarm.sealer.current().seal(b"secret"),
             key_id=swarm.sealer.key_id, labels={"mod2": str(i % 2), "mod4": str(i % 4)}))
         by_name[name] = created.id
     return swarm, by_name
@@ -119,7 +119,7 @@ def test_secret_ls_filter_flags(flags: list[str], expected: list[str]) -> None:
     ids_by_name = {}
     for name, kind in (("test0_x", "test"), ("test1_x", "production")):
         created: state.Secret = swarm.proposer.apply(state.CreateSecret(
-            rid=f"r-{name}", id=ids.new_id(), name=name, data=swarm.sealer.seal(b"TESTINGDATA"),
+            rid=f"r-{name}", id=ids.new_id(), name=name, data=swarm.sealer.current().seal(b"TESTINGDATA"),
             key_id=swarm.sealer.key_id, labels={"type": kind}))
         ids_by_name[name] = created.id
     parsed = validation.parse_filters([f"id={ids_by_name[f[4:]]}" if f.startswith("id=@") else f for f in flags])

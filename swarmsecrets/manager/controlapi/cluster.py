@@ -60,11 +60,12 @@ class ClusterAPI:
         if cluster is None:
             raise errors.Unavailable("the cluster state is not available yet")
         # Both tokens sealed now under one key (the other one may be under a key a rotation retires).
-        key_id = state.sealed_with(self.sealer.key_id, self.store.managers())
+        key = self.sealer.current()
+        key_id = state.sealed_with(key.key_id, self.store.managers())
         fresh = str(tokens.new_token(self.ca.signer().ca.cert_pem))
         plain = {**join_tokens(self.store, self.sealer), request.role: fresh}
-        sealed = state.JoinTokens(worker=self.sealer.seal(plain["worker"].encode()),
-                                  manager=self.sealer.seal(plain["manager"].encode()))
+        sealed = state.JoinTokens(worker=key.seal(plain["worker"].encode()),
+                                  manager=key.seal(plain["manager"].encode()))
         rid = request_id(self.sealer, state.UpdateCluster, caller, request)
         await self.proposer.propose(state.UpdateCluster(rid=rid, join_tokens=sealed, sealed_with=key_id))
         jt = join_tokens(self.store, self.sealer)
@@ -86,11 +87,12 @@ class ClusterAPI:
             raise errors.FailedPrecondition("cannot rotate because autolock is not turned on")
         new = keys.new_key()
         rid = request_id(self.sealer, state.UpdateCluster, caller, request)
-        # The key this request installed (its first outcome, on a retry), not whatever is current by now.
-        key_id = state.sealed_with(self.sealer.key_id, self.store.managers())
-        cmd = state.UpdateCluster(rid=rid, unlock_key=self.sealer.seal(new), sealed_with=key_id)
+        sealing = self.sealer.current()
+        cmd = state.UpdateCluster(rid=rid, unlock_key=sealing.seal(new),
+                                  sealed_with=state.sealed_with(sealing.key_id, self.store.managers()))
         updated: state.Cluster = await self.proposer.propose(cmd)
         assert updated.unlock_key is not None
+        # The key this request installed (its first outcome, on a retry), not whatever is current by now.
         key = self.sealer.unseal(updated.unlock_key)
         # Whoever held the old unlock key and a manager's disk could open the data key: it rotates
         # too, begun by the leader as soon as no root CA rotation runs (see dekrotation.due).
@@ -134,8 +136,9 @@ class ClusterAPI:
             # idempotent (a retry finds the lifetime set and proposes nothing).
             await self.proposer.propose(state.SetCertExpiry(seconds=expiry))
         if request.autolock != cluster.autolock:
-            key_id = state.sealed_with(self.sealer.key_id, self.store.managers()) if request.autolock else ""
-            sealed = self.sealer.seal(keys.new_key()) if request.autolock else None
+            sealing = self.sealer.current()
+            key_id = state.sealed_with(sealing.key_id, self.store.managers()) if request.autolock else ""
+            sealed = sealing.seal(keys.new_key()) if request.autolock else None
             rid = request_id(self.sealer, state.SetAutolock, caller, request)
             await self.proposer.propose(state.SetAutolock(rid=rid, autolock=request.autolock, unlock_key=sealed,
                                                           sealed_with=key_id))

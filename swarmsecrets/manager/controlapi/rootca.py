@@ -49,13 +49,14 @@ class RootCAAPI:
             raise errors.Unavailable("this manager has not caught up with the swarm's root CA yet")
         new = rotation.create_rotation_root()
         assert new.key_pem is not None
-        key_id = state.sealed_with(self.sealer.key_id, self.store.managers())
+        key = self.sealer.current()
+        key_id = state.sealed_with(key.key_id, self.store.managers())
         cmd = state.StartRootRotation(
             rid=rid, from_root=cluster.root_ca_cert, sealed_with=key_id,
-            rotation=state.RootRotation(ca_cert=new.cert_pem.decode(), ca_key=self.sealer.seal(new.key_pem),
+            rotation=state.RootRotation(ca_cert=new.cert_pem.decode(), ca_key=key.seal(new.key_pem),
                                         cross_signed=rotation.cross_sign(current, new.cert_pem).decode()),
-            join_tokens=state.JoinTokens(worker=self.sealer.seal(str(tokens.new_token(new.cert_pem)).encode()),
-                                         manager=self.sealer.seal(str(tokens.new_token(new.cert_pem)).encode())))
+            join_tokens=state.JoinTokens(worker=key.seal(str(tokens.new_token(new.cert_pem)).encode()),
+                                         manager=key.seal(str(tokens.new_token(new.cert_pem)).encode())))
         state.require_supported(cmd, self.store.managers())
         await self.proposer.propose(cmd)
         return self._progress()

@@ -87,10 +87,10 @@ class SecretsAPI:
         validation.validate_secret_name(spec.name)
         validation.validate_secret_data(spec.data)
         validation.validate_labels(spec.labels)
+        key = self.sealer.current()
         created = await self.proposer.propose(state.CreateSecret(
             rid=request_id(self.sealer, state.CreateSecret, caller, request), id=ids.new_id(),
-            name=spec.name, labels=dict(spec.labels),
-            data=self.sealer.seal(spec.data), key_id=self.sealer.key_id))
+            name=spec.name, labels=dict(spec.labels), data=key.seal(spec.data), key_id=key.key_id))
         return control_pb2.CreateSecretResponse(secret=secret_to_proto(created))
 
     async def get_secret(self, request: control_pb2.GetSecretRequest) -> control_pb2.GetSecretResponse:
