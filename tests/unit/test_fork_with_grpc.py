@@ -24,7 +24,9 @@ HUNG = 120.0
 PROGRAM = textwrap.dedent("""
     import swarmsecrets.node  # what both of the daemon's entry points import first
 
-    import asyncio, datetime, json, os, threading, time
+    import asyncio, datetime, faulthandler, json, os, sys, threading, time
+    # A hang shows where every thread of this process stood (the test prints it).
+    faulthandler.dump_traceback_later(float(sys.argv[1]), exit=True)
     import grpc
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -91,10 +93,11 @@ PROGRAM = textwrap.dedent("""
 
 def test_a_fork_during_tls_handshakes_does_not_wait_for_grpc() -> None:
     try:
-        p = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, timeout=HUNG)
+        p = subprocess.run([sys.executable, "-c", PROGRAM, str(HUNG - 20)], capture_output=True, text=True,
+                           timeout=HUNG)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"the forks did not finish within {HUNG:.0f} s: a fork waited for gRPC") from None
-    assert p.returncode == 0, f"the process died (status {p.returncode}): {p.stderr[-2000:]}"
+    assert p.returncode == 0, f"the process died (status {p.returncode}): {p.stderr[-6000:]}"
     took = json.loads(p.stdout.strip().splitlines()[-1])
     assert len(took) == 40
     assert max(took) < STALLED, f"a fork stalled for {max(took):.1f} s"
