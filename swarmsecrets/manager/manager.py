@@ -49,6 +49,7 @@ from swarmsecrets.manager.state import (
     FinishDataKeyRotation,
     Store,
     UpdateNode,
+    supported_version,
 )
 from swarmsecrets.metrics import GrpcMetrics, Metrics
 from swarmsecrets.node.nodedir import NodeDir, NodeState
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 
 # How often a manager retries recording its state version when it could not (no leader yet).
 ADVERTISE_RETRY = 2.0
+# The state version from which a manager's raft reads the read-index fields (raft/readindex.py).
+READ_INDEX_SINCE = 6
 # The services of the TLS port, by their full names (for health and reflection).
 SERVICES = [m.DESCRIPTOR.services_by_name[name].full_name for m, name in (
     (control_pb2, "Control"), (ca_pb2, "NodeCA"), (raft_pb2, "RaftMembership"), (dispatcher_pb2, "Dispatcher"))]
@@ -99,7 +102,8 @@ class Manager:
                                          data_dir=nodedir.raft_dir, tls=self.tls,
                                          state_machine=KeyedStateMachine(self.store, self.data_key,
                                                                          self._data_key_missing),
-                                         timing=timing, observer=self.metrics.raft_observer()),
+                                         timing=timing, observer=self.metrics.raft_observer(),
+                                         read_index_ready=self._managers_read_index),
                                 node_id=state.node_id, on_proposal=self.metrics.observe_proposal)
         # Set by the node: fetch the ring from another manager (on the raft thread; see ``DataKey.missing``).
         self.on_missing_data_key: Callable[[], None] | None = None
@@ -125,6 +129,10 @@ class Manager:
                                              save_roots=save_roots or (lambda pem: write_private(nodedir.ca_path, pem)),
                                              on_new_ca_key=on_new_ca_key, renew_now=renew_now)
         self.store.subscribe(self.rotation.on_apply)
+
+    def _managers_read_index(self) -> bool:
+        """Whether every manager's raft reads read-index fields (on the raft thread)."""
+        return supported_version(self.store.managers()) >= READ_INDEX_SINCE
 
     # --- lifecycle ----------------------------------------------------------------------
 

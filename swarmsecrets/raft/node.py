@@ -49,7 +49,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pysyncobj import SyncObj, SyncObjConf, SyncObjException
+from pysyncobj import SyncObjConf, SyncObjException
 from pysyncobj.config import FAIL_REASON
 from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.poller import POLL_EVENT_TYPE
@@ -71,6 +71,7 @@ from swarmsecrets.raft.errors import (
 from swarmsecrets.raft.journal import DurableJournal
 from swarmsecrets.raft.membership import MembershipMixin, check_addr, encode_change, parse_change
 from swarmsecrets.raft.prevote import PreVoteMixin
+from swarmsecrets.raft.readindex import ReadIndexMixin
 from swarmsecrets.raft.snapshots import SnapshotStore
 from swarmsecrets.raft.transport import Admission, PeerVerifier, TLSConfig, TlsTransport
 
@@ -248,7 +249,7 @@ class _Wakeup:
             os.close(self._w)
 
 
-class _RaftSyncObj(PreVoteMixin, MembershipMixin):
+class _RaftSyncObj(PreVoteMixin, MembershipMixin, ReadIndexMixin):
     """SyncObj with our storage, transport, loop and fixes (pysyncobj==0.3.17 internals)."""
 
     _journal: DurableJournal
@@ -264,6 +265,7 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         self._acks: list[tuple[Any, bool, int, bool]] = []
         self._init_membership()
         self._init_pre_vote()
+        self._init_read_index(owner.read_index_ready)
         self._sent = (0, -1)  # (last log index, commit index) of the last AppendEntries round
         self._wakeup: _Wakeup | None = None
         self._loop_thread = 0
@@ -276,6 +278,7 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         self._disk_retry_at = 0.0
         super().__init__(self_addr, others, conf=conf, transportClass=TlsTransport)
         self._install_storage()
+        self.transport.stamp_append_entries = self.stamp_read_seq
         self._wakeup = _Wakeup(self._poller)
         self.addOnTickCallback(self._before_poll)
 
@@ -341,7 +344,9 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         """Group commit, run just before SyncObj polls: a leader sends what it appended this tick
         (or a new commit index) as one AppendEntries per follower, then fdatasyncs while the
         followers do the same; every node then sends the acknowledgements held for the sync."""
-        if self._isLeader() and (self._SyncObj__getCurrentLogIndex(), self.raftCommitIndex) != self._sent:
+        read_round = self.read_round_due()
+        appended = (self._SyncObj__getCurrentLogIndex(), self.raftCommitIndex) != self._sent
+        if self._isLeader() and (read_round or appended):
             self._SyncObj__sendAppendEntries()
         if self._leaving:
             self._remove_departed()
@@ -374,8 +379,10 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
                             "entries again")
                 self.disk_full = None
         acks, self._acks = self._acks, []
+        transport = self._SyncObj__transport
         for node, reset, next_idx, success in acks:
-            SyncObj._SyncObj__sendNextNodeIdx(self, node, reset=reset, nextNodeIdx=next_idx, success=success)
+            transport.send(node, {"type": "next_node_idx", "next_node_idx": next_idx, "reset": reset,
+                                  "success": success, **self.read_echo(node)})
         return synced
 
     # --- a full disk ------------------------------------------------------------------------
@@ -449,6 +456,7 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
     def _SyncObj__onBecomeLeader(self) -> None:
         """Durability: the new leader's no-op must be on disk before the next commit count, which
         always counts the leader itself."""
+        self._drop_reads()
         super()._SyncObj__onBecomeLeader()
         try:
             self._journal.sync()
@@ -479,6 +487,7 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
             return None  # never proposed by us; stock would unpickle it without restriction
         if kind == _MEMBERSHIP:
             self._owner._applied_membership(parse_change(command[1:]))
+            self.members_changed()
         return super()._SyncObj__doApplyCommand(command)
 
     def _apply_regular(self, payload: bytes) -> Any:
@@ -564,6 +573,7 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
             if trimmed is None:
                 return
             message, redundant_ack = trimmed
+            self._accept_read_seq(node, message)
         before = self._SyncObj__raftNextIndex.get(node) if kind == "next_node_idx" else None
         try:
             super()._SyncObj__onMessageReceived(node, message)
@@ -574,6 +584,8 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
             return
         if before is not None:
             self._keep_next_index(node, message, before)
+        if kind == "next_node_idx":
+            self._read_echo(node, message)
         if redundant_ack is not None:
             self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=redundant_ack, success=True)
 
@@ -672,10 +684,12 @@ class RaftNode:
     def __init__(self, *, self_addr: str, members: list[str], data_dir: str, tls: TLSConfig,
                  state_machine: StateMachine, timing: RaftTiming = RaftTiming(),
                  tuning: RaftTuning = RaftTuning(), clock: Callable[[], float] = time.monotonic,
-                 observer: RaftObserver = RaftObserver()) -> None:
+                 observer: RaftObserver = RaftObserver(), read_index_ready: Callable[[], bool] = lambda: True) -> None:
         """``clock`` is read wherever this library measures time (proposal deadlines, election
         stickiness, handshake and snapshot timeouts). pysyncobj's own election timers read
-        time.monotonic, so a clock handed in must keep its pace and epoch (e.g. a test's offset)."""
+        time.monotonic, so a clock handed in must keep its pace and epoch (e.g. a test's offset).
+        ``read_index_ready``: whether every member runs a release that reads the read-index
+        fields (see ``readindex``); asked on the raft thread, at most once a second."""
         check_addr(self_addr)
         for m in members:
             check_addr(m)
@@ -686,6 +700,7 @@ class RaftNode:
         self.timing = timing
         self.tuning = tuning
         self.observer = observer
+        self.read_index_ready = read_index_ready
         self.data_dir = data_dir
         self.apply_errors = 0
         self._members_arg = sorted(set(members) | {self_addr})
@@ -784,6 +799,8 @@ class RaftNode:
                 expired.append(heapq.heappop(self._deadlines)[2])
         for fut in expired:
             self._fail(fut, UnknownOutcome())
+        if self._sync is not None:
+            self._sync.serve_reads()
         while self._calls:
             self._calls.popleft()()
 
@@ -888,17 +905,48 @@ class RaftNode:
             raise UnknownOutcome() from None
 
     def read_barrier(self, timeout: float) -> None:
-        """Linearizable read point: a no-op entry proposed after this call started is applied
-        locally. Concurrent callers share the next barrier (one entry for all of them)."""
+        """Linearizable read point: once it returns, local state reflects every write
+        acknowledged before this call started (see ``read_barrier_async``)."""
         self._wait(self.read_barrier_async(timeout), timeout)
 
     def read_barrier_async(self, timeout: float) -> Future[None]:
-        """``read_barrier`` without blocking: the future is resolved once the barrier is applied
-        here (or failed with the raft error), on the raft thread."""
+        """``read_barrier`` without blocking: the future is resolved once the read point is
+        applied here (or failed with the raft error), on the raft thread. On the leader the read
+        point is its commit index, confirmed by a round of AppendEntries (see ``readindex``);
+        elsewhere, or when that cannot answer, a no-op entry."""
+        done: Future[None] = Future()
         if self._lone_and_full():
-            done: Future[None] = Future()
             done.set_result(None)
             return done
+        so = self._sync
+        if so is None or not so._isLeader():
+            return self._barrier_entry(timeout)
+        with self._deadline_lock:
+            heapq.heappush(self._deadlines, (self.clock() + timeout, next(self._seq), done))
+
+        def begin() -> None:
+            if not so.begin_read(done):
+                self._barrier_entry(timeout).add_done_callback(functools.partial(self._pass_on, done))
+
+        try:
+            self.call_in_loop(begin)
+        except Unavailable as e:
+            self._fail(done, e)
+        return done
+
+    def _pass_on(self, target: Future[None], source: Future[None]) -> None:
+        exc = source.exception()
+        if exc is not None:
+            self._fail(target, exc)
+        elif not target.done():
+            try:
+                target.set_result(None)
+            except InvalidStateError:
+                pass
+
+    def _barrier_entry(self, timeout: float) -> Future[None]:
+        """A read point through the log: a no-op entry proposed after this call started, applied
+        here. Concurrent callers share the next one."""
         with self._barrier_lock:
             if self._barrier_waiting is None:
                 self._barrier_waiting = Future()

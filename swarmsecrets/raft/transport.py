@@ -523,7 +523,15 @@ class TlsTransport(TCPTransport):  # type: ignore[misc]  # pysyncobj ships no ty
         self._refused_unauthenticated = 0
         self._refusal_logged_at = -REFUSAL_LOG_INTERVAL
         self._last_refusal = ""
+        # Set by the owner: adds its fields to each AppendEntries on its way out.
+        self.stamp_append_entries: Callable[[dict[str, Any]], None] | None = None
         super().__init__(syncObj, selfNode, otherNodes)
+
+    def send(self, node: Any, message: Any) -> bool:
+        if self.stamp_append_entries is not None and message["type"] == "append_entries":
+            self.stamp_append_entries(message)
+        sent: bool = super().send(node, message)
+        return sent
 
     # --- construction hooks of TCPTransport ------------------------------------------------
 

@@ -76,7 +76,8 @@ _REQUIRED: dict[str, dict[str, Any]] = {
 }
 _OPTIONAL: dict[str, dict[str, Any]] = {
     "append_entries": {"prevLogIdx": _OPT_INT, "prevLogTerm": _OPT_INT, "entries": list,
-                       "serialized": (tuple, type(None))},
+                       "serialized": (tuple, type(None)), "rs": _INT},
+    "next_node_idx": {"rs": _INT, "rt": _INT},  # read-index echoes (readindex.py)
     "apply_command": {"request_id": _INT},
     "apply_command_response": {"error": _INT, "log_idx": _INT, "log_term": _INT},
 }

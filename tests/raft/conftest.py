@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pysyncobj import SyncObj
 
-from swarmsecrets.raft import journal, membership, node, prevote, snapshots, transport, wire
+from swarmsecrets.raft import journal, membership, node, prevote, readindex, snapshots, transport, wire
 from swarmsecrets.raft.node import RaftNode, RaftTiming, RaftTuning
 from tests.raft.raft_harness import DictMachine, Pki, free_ports
 
@@ -34,6 +34,8 @@ def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
     M = membership.MembershipMixin
     if name == "prevote":
         mp.setattr(prevote, "PRE_VOTE", False)
+    elif name == "read_index":
+        mp.setattr(readindex, "READ_INDEX", False)
     elif name == "leader_loss":
         mp.setattr(prevote, "LEADER_LOSS_PREVOTE", False)
     elif name == "sync_ack":
@@ -143,8 +145,10 @@ IN_PROCESS_TIMING = RaftTiming(heartbeat=0.05, election_min=0.6, election_max=1.
 
 class Cluster:
     def __init__(self, pki: Pki, root: Path, n: int = 3, *, timing: RaftTiming | None = None,
-                 tuning: RaftTuning | None = None, machine: Callable[[], DictMachine] = DictMachine) -> None:
+                 tuning: RaftTuning | None = None, machine: Callable[[], DictMachine] = DictMachine,
+                 read_index_ready: Callable[[], bool] = lambda: True) -> None:
         self.pki = pki
+        self.read_index_ready = read_index_ready
         self.root = root
         self.timing = timing or IN_PROCESS_TIMING
         self.tuning = tuning or RaftTuning()
@@ -158,7 +162,8 @@ class Cluster:
         self.machines[addr] = self.make_machine()
         n = RaftNode(self_addr=addr, members=members or self.addrs,
                      data_dir=str(self.root / addr.replace(":", "_")), tls=self.tls[addr],
-                     state_machine=self.machines[addr], timing=self.timing, tuning=self.tuning)
+                     state_machine=self.machines[addr], timing=self.timing, tuning=self.tuning,
+                     read_index_ready=self.read_index_ready)
         self.nodes[addr] = n
         return n
 

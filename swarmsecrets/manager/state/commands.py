@@ -51,7 +51,10 @@ from swarmsecrets.manager.state.objects import (
 # Version 5: no new command; snapshots are written as a stream of frames (manager/state/codec.py),
 #   which members of earlier versions cannot read, so a member writes them only once every
 #   manager advertises version 5.
-STATE_VERSION = 5
+# Version 6: no new command; a leader's raft messages carry read-index fields (raft/readindex.py),
+#   which members of earlier versions refuse, so a leader adds them only once every manager
+#   advertises version 6.
+STATE_VERSION = 6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
