@@ -1,5 +1,5 @@
 """A raft library: a hardened pysyncobj 0.3.17 with durable storage, a mutual-TLS transport,
-pre-vote and safe membership changes. It knows nothing of its host: the state machine, the TLS
+pre-vote, read indexes and safe membership changes. It knows nothing of its host: the state machine, the TLS
 contexts with the peer verifier, and the clock are handed in (see ``RaftNode``).
 
 The public surface is what this module exports; the other modules are its parts.
