@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Failover benchmark: kill -9 the leader of 3 managers under a steady write load, N rounds.
+"""Failover benchmark: kill -9 (or pause) the leader of 3 managers under a steady write load, N rounds.
 
 Per round it measures, from the kill:
 
@@ -14,6 +14,10 @@ and committed its first entry (the new leader's no-op); the client's first ackno
 Then the killed member is restarted and the cluster is allowed to become healthy again (every
 member answers, a write through the restarted member succeeds) before the next round; for
 swarmsecrets the time from the restart to that is reported too (**rejoin**).
+
+``--fault pause`` stops the leader with SIGSTOP instead (a hung or swapped-out process: its
+connections stay open, so only the election timers find it) and resumes it (SIGCONT) after the
+round, in place of the restart; the figures are the same, from the stop.
 
 swarmsecrets: real ``swarmsecretsd`` daemons started by tests/framework, with the daemon's DEFAULT
 raft timings (not the framework's fast test timings; ``--raft-flags`` passes others). Writes are
@@ -40,6 +44,7 @@ with the reason and exit status 1; a MISS of a target is not a failure.
     python -m scripts.bench.failover --json out.json      # also every round and its breakdown
     python -m scripts.bench.failover --quick --flood      # 3 rounds each, and under a flood
     python -m scripts.bench.failover --quick --loaded 60  # and elections on a loaded, idle cluster
+    python -m scripts.bench.failover --fault pause        # SIGSTOP the leader instead of kill -9
 """
 
 from __future__ import annotations
@@ -287,7 +292,7 @@ def swarm_healthy(c: Cluster, probe: SwarmProbe, rpc_timeout: float, timeout: fl
 
 
 def run_swarm(root: Path, rounds: int, clients: int, rpc_timeout: float, raft_flags: list[str],
-              log: Callable[[str], None], flood: bool = False) -> Result:
+              log: Callable[[str], None], flood: bool = False, pause: bool = False) -> Result:
     res = Result("swarmsecrets+flood" if flood else "swarmsecrets")
     c = Cluster(root / res.system, 3, timings=DEFAULT_TIMINGS, log_level="debug", extra_args=tuple(raft_flags))
     probe = SwarmProbe()
@@ -307,20 +312,24 @@ def run_swarm(root: Path, rounds: int, clients: int, rpc_timeout: float, raft_fl
             def known(s: list[Node] = survivors) -> bool:
                 return any(probe.is_leader(n) for n in s)
 
-            rnd = measure_round(leader.kill, [swarm_writer(n.sock, rpc_timeout) for n in survivors], known,
+            rnd = measure_round(leader.pause if pause else leader.kill,
+                                [swarm_writer(n.sock, rpc_timeout) for n in survivors], known,
                                 clients, warm=1.0, limit=30.0)
             rnd.breakdown = log_events([n.log_path for n in survivors], rnd.kill_wall)
             res.rounds.append(rnd)
             steps = ", ".join(f"{k} {v:.3f}" for k, v in sorted(rnd.breakdown.items(), key=lambda kv: kv[1]))
-            log(f"  {res.system} round {r + 1:2d}/{rounds}: killed {leader.name}: "
+            log(f"  {res.system} round {r + 1:2d}/{rounds}: {'paused' if pause else 'killed'} {leader.name}: "
                 f"writes back {fmt(rnd.unavailable)} s, leader known {fmt(rnd.leader_known)} s, "
-                f"{rnd.failed_writes} failed writes {rnd.note}; from the kill: {steps}")
-            leader.start()
+                f"{rnd.failed_writes} failed writes {rnd.note}; from the fault: {steps}")
+            if pause:
+                leader.resume()
+            else:
+                leader.start()
             started = time.monotonic()
             swarm_healthy(c, probe, rpc_timeout)
             rnd.rejoin = time.monotonic() - started
             log(f"  {res.system} round {r + 1:2d}/{rounds}: {leader.name} rejoined "
-                f"{fmt(rnd.rejoin)} s after its restart")
+                f"{fmt(rnd.rejoin)} s after its {'resumption' if pause else 'restart'}")
         if attack is not None:
             log(f"  flood from {FLOOD_SOURCE}: {attack.opened} connections opened, "
                 f"{attack.closed_by_target} closed by the managers")
@@ -429,7 +438,7 @@ def etcd_healthy(ec: EtcdCluster, timeout: float = 60.0) -> None:
 
 
 def run_etcd(root: Path, binary: str, rounds: int, clients: int, rpc_timeout: float,
-             log: Callable[[str], None]) -> Result:
+             log: Callable[[str], None], pause: bool = False) -> Result:
     res = Result("etcd")
     (root / "etcd").mkdir()
     ec = EtcdCluster(root / "etcd", binary)
@@ -450,16 +459,23 @@ def run_etcd(root: Path, binary: str, rounds: int, clients: int, rpc_timeout: fl
 
             def kill(m: EtcdMember = leader) -> None:
                 assert m.proc is not None
+                if pause:
+                    m.proc.send_signal(signal.SIGSTOP)
+                    return
                 m.proc.send_signal(signal.SIGKILL)
                 m.proc.wait(timeout=20)
 
             rnd = measure_round(kill, [etcd_writer(m.client_port, rpc_timeout) for m in survivors],
                                 known, clients, warm=1.0, limit=30.0)
             res.rounds.append(rnd)
-            log(f"  etcd         round {r + 1:2d}/{rounds}: killed {leader.name}: "
+            log(f"  etcd         round {r + 1:2d}/{rounds}: {'paused' if pause else 'killed'} {leader.name}: "
                 f"writes back {fmt(rnd.unavailable)} s, leader known {fmt(rnd.leader_known)} s, "
                 f"{rnd.failed_writes} failed writes {rnd.note}")
-            etcd_restart(ec, leader)
+            if pause:
+                assert leader.proc is not None
+                leader.proc.send_signal(signal.SIGCONT)
+            else:
+                etcd_restart(ec, leader)
     except Exception as e:
         log(f"  etcd: stopped\n{ec.logs()[-3000:]}")
         raise e if isinstance(e, Unmeasurable) else Unmeasurable(f"etcd: {type(e).__name__}: {e}") from e
@@ -500,8 +516,9 @@ def named(figures: tuple[float, float, float]) -> dict[str, float]:
 
 
 def report(results: list[Result], timings: str, rounds: int, clients: int,
-           rpc_timeout: float) -> tuple[str, dict[str, Any]]:
-    out = [f"\nfailover: kill -9 of the leader, 3 managers, {clients} writer threads on the survivors, "
+           rpc_timeout: float, fault: str) -> tuple[str, dict[str, Any]]:
+    what = "SIGSTOP" if fault == "pause" else "kill -9"
+    out = [f"\nfailover: {what} of the leader, 3 managers, {clients} writer threads on the survivors, "
            f"RPC timeout {rpc_timeout} s, {rounds} rounds",
            f"swarmsecrets raft timings: {timings}",
            "etcd timings: heartbeat 100 ms, election 1000 ms (defaults)"]
@@ -553,7 +570,8 @@ def report(results: list[Result], timings: str, rounds: int, clients: int,
         out.append(f"{r.system}: every round < {TARGET_MAX} s: {'PASS' if over == 0 else f'MISS ({over} over)'}; "
                    f"p50 {w['p50']:.3f} s < {TARGET_P50} s: {'PASS' if w['p50'] < TARGET_P50 else 'MISS'}; "
                    f"p99 below etcd's ({ew[1]:.3f} s): {'PASS' if w['p99'] < ew[1] else 'MISS'}")
-    record = {"clients": clients, "rpc_timeout": rpc_timeout, "rounds": rounds, "swarm_timings": timings,
+    record = {"fault": fault, "clients": clients, "rpc_timeout": rpc_timeout, "rounds": rounds,
+              "swarm_timings": timings,
               "summary": summary,
               "per_round": {r.system: [{"writes": x.unavailable, "leader": x.leader_known,
                                         "failed_writes": x.failed_writes, "rejoin": x.rejoin,
@@ -577,6 +595,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="also count elections while a cluster takes writes for SECONDS next to CPU burners")
     ap.add_argument("--burners", type=int, default=2, help="CPU burners for --loaded")
     ap.add_argument("--raft-flags", default="", help="daemon raft flags (default: none, i.e. the defaults)")
+    ap.add_argument("--fault", choices=("kill", "pause"), default="kill",
+                    help="kill -9 the leader (default), or stop it with SIGSTOP and resume it after the round")
     ap.add_argument("--json", metavar="PATH", help="also write every round, its breakdown and the summary to PATH")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs)")
     args = ap.parse_args(argv)
@@ -607,13 +627,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         log(f"swarmsecrets: {rounds} rounds ({timings}); data in {root}")
-        results.append(run_swarm(root, rounds, args.clients, args.rpc_timeout, flags, log))
+        pause = args.fault == "pause"
+        results.append(run_swarm(root, rounds, args.clients, args.rpc_timeout, flags, log, pause=pause))
         if args.flood:
             log(f"swarmsecrets under a flood from {FLOOD_SOURCE}: {rounds} rounds")
-            results.append(run_swarm(root, rounds, args.clients, args.rpc_timeout, flags, log, flood=True))
+            results.append(run_swarm(root, rounds, args.clients, args.rpc_timeout, flags, log, flood=True,
+                                     pause=pause))
         log(f"etcd {EtcdCluster.version(binary)}: {rounds} rounds")
-        results.append(run_etcd(root, binary, rounds, args.clients, args.rpc_timeout, log))
-        text, record = report(results, timings, rounds, args.clients, args.rpc_timeout)
+        results.append(run_etcd(root, binary, rounds, args.clients, args.rpc_timeout, log, pause=pause))
+        text, record = report(results, timings, rounds, args.clients, args.rpc_timeout, args.fault)
         if args.loaded > 0:
             log(f"loaded idle check: {args.loaded:g} s, {args.burners} CPU burners")
             loaded = run_loaded_idle(root, args.loaded, args.burners, log)

@@ -13,6 +13,12 @@ its sockets at once) does not wait out an election timeout: it forgets the leade
 pre-votes after a short random delay. A member that still hears the leader refuses, so a link
 that merely reset (or a leader that is only slow) costs no election; a leader that pauses or is
 cut off without closing its connections is still found by the election timeout.
+
+Such a leader (paused, or cut off) went silent for every member at about the same moment, but a
+member whose timer runs out first may ask one that heard the leader a heartbeat later and still
+refuses, for a few milliseconds more. Stock would wait out a whole new election timeout before
+asking again; a member refused so soon after it last heard the leader asks once more as soon as
+every member's refusal window can have closed.
 """
 
 from __future__ import annotations
@@ -33,6 +39,11 @@ PRE_VOTE = True
 # usually stands alone instead of both splitting the vote.
 LEADER_LOSS_PREVOTE = True
 LEADER_LOSS_DELAY = (0.0, 0.06)
+# False: a pre-vote refused by a member still within its refusal window is asked again only after
+# a whole new election timeout (stock's pace). The margin, in heartbeats, covers how much later
+# than this member another one may have heard the leader.
+EARLY_RETRY = True
+EARLY_RETRY_HEARTBEATS = 2
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +62,10 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
         self._prevote_won = False
         self.pre_votes_sent = 0  # pre-vote rounds this member started (tests wait on it)
         self._first_entry = 0  # as a new leader, the index of its no-op until it commits
+        # When a current leader was last heard (unlike _leader_seen, kept when its connection
+        # closes), and whether the one early retry after a refusal was used since.
+        self._leader_heard = -1e18
+        self._early_retry_used = False
 
     def _election_deadline(self) -> float:
         return float(self._SyncObj__raftElectionDeadline)
@@ -162,9 +177,11 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
             self._SyncObj__raftLeader = None
             return
         round_ = self._prevote
-        if (round_ is None or not message["granted"] or message["term"] != round_[0]
-                or round_[0] != self.raftCurrentTerm + 1
+        if (round_ is None or message["term"] != round_[0] or round_[0] != self.raftCurrentTerm + 1
                 or self._SyncObj__raftState == _RAFT_STATE.LEADER):
+            return
+        if not message["granted"]:
+            self._retry_early()
             return
         round_[1].add(node)
         voters = {self.selfNode} | set(self._SyncObj__otherNodes)
@@ -173,6 +190,22 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
             self._prevote_won = True
             self._SyncObj__raftElectionDeadline = 0
             log.info("raft: pre-vote for term %d won: standing for election", round_[0])
+
+    def _retry_early(self) -> None:
+        """A member refused our pre-vote, maybe only because it heard the leader a little after
+        we did: ask again once its refusal window has closed (once per silence of the leader)."""
+        if not EARLY_RETRY or self._early_retry_used:
+            return
+        heartbeat = self.conf.appendEntriesPeriod
+        closes = self._leader_heard + self.conf.raftMinTimeout + EARLY_RETRY_HEARTBEATS * heartbeat
+        if self.clock() >= closes:
+            return  # the window has closed already: it refused for another reason
+        self._early_retry_used = True
+        retry_at = closes + random.uniform(0, heartbeat)
+        if retry_at < self._election_deadline():
+            self._SyncObj__raftElectionDeadline = retry_at
+            log.debug("raft: pre-vote refused %.0f ms after the leader was last heard: asking again in %.0f ms",
+                      (self.clock() - self._leader_heard) * 1e3, (retry_at - self.clock()) * 1e3)
 
     def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -186,7 +219,8 @@ class PreVoteMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type in
         if kind == "append_entries" and message["term"] >= self.raftCurrentTerm:
             # A current leader: refuse pre-votes for a minimum election timeout (stickiness),
             # and drop any pre-vote round of ours (a late majority must not start an election).
-            self._leader_seen = self.clock()
+            self._leader_seen = self._leader_heard = self.clock()
+            self._early_retry_used = False
             self._prevote = None
             self._prevote_won = False
         super()._SyncObj__onMessageReceived(node, message)

@@ -36,6 +36,8 @@ def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
         mp.setattr(prevote, "PRE_VOTE", False)
     elif name == "read_index":
         mp.setattr(readindex, "READ_INDEX", False)
+    elif name == "early_retry":
+        mp.setattr(prevote, "EARLY_RETRY", False)
     elif name == "leader_loss":
         mp.setattr(prevote, "LEADER_LOSS_PREVOTE", False)
     elif name == "sync_ack":

@@ -5,6 +5,8 @@ depose a healthy leader, and failover still works.
 (prevote.PRE_VOTE = False): the rejoin and restart tests then fail. ``RAFT_STOCK=leader_loss``
 restores stock's indifference to a closed connection to the leader: the two leader-loss tests
 then fail (no survivor stands before its election timer, which they set far beyond their waits).
+``RAFT_STOCK=early_retry`` restores stock's pace after a refused pre-vote (a whole new election
+timeout): the test of a pre-vote refused only for hearing the leader later then fails.
 
 No test here sleeps to let "nothing happen": each waits for the member under test to have run
 its election timer out (its pre-vote rounds, or under stock elections its term) and for the
@@ -329,3 +331,44 @@ def test_a_connection_reset_while_the_leader_lives_costs_no_election(cluster_fac
     assert watch.seen() == [], f"terms or candidacies changed: {watch.seen()}"
     leader.propose({"op": "set", "k": "after", "v": 1}, 5.0)
     assert c.converge()["after"] == 1
+
+
+def test_a_pre_vote_refused_only_for_hearing_the_leader_later_is_asked_again_soon(cluster_factory: Factory) -> None:
+    """The leader goes silent for both followers at once (a pause); the one whose timer runs out
+    first heard it 50 ms before the other, which therefore still refuses. It asks once more when
+    the other's refusal window has closed, and is elected; every other election timer is set
+    far beyond the wait (``RAFT_STOCK=early_retry``: nobody asks again, no leader)."""
+    timing = RaftTiming(heartbeat=0.05, election_min=0.6, election_max=1.2, leader_fallback=60.0)
+    c = cluster_factory(timing=timing)
+    c.start()
+    links = Links()
+    for n in c.nodes.values():
+        links.install(n)
+    leader = c.leader()
+    leader.propose({"op": "set", "k": "before", "v": 1}, 5.0)
+    _settled(c, leader)
+    first, other = c.followers()
+    sf, so = first._sync, other._sync
+    assert sf is not None and so is not None
+    for s in (sf, so):
+        s._SyncObj__generateRaftTimeout = lambda: 1000.0
+    rounds = _pre_votes(first)
+    links.isolate(leader.self_addr, c.addrs)
+
+    def hold_other() -> float:
+        so._SyncObj__raftElectionDeadline = so.clock() + 1000.0
+        return float(so._leader_heard)
+
+    heard = other.call_in_loop(hold_other).result(5)
+
+    def run_out_first() -> None:
+        sf._leader_heard = heard - 0.05
+        sf._SyncObj__raftElectionDeadline = sf._leader_heard + timing.election_min
+
+    first.call_in_loop(run_out_first).result(5)
+    new = c.leader(timeout=30, among=[first.self_addr, other.self_addr])
+    assert new is first and _pre_votes(first) == rounds + 2, \
+        f"elected {new.self_addr} after {_pre_votes(first) - rounds} pre-vote rounds of the first follower"
+    new.propose({"op": "set", "k": "after", "v": 2}, 5.0)
+    links.heal()
+    assert c.converge()["after"] == 2
