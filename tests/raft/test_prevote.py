@@ -130,15 +130,22 @@ def _settled(c: Cluster, leader: RaftNode, timeout: float = 30.0) -> None:
             _wait_caught_up(c, a, leader, timeout)
 
 
-def test_isolated_member_rejoins_without_deposing_the_leader(cluster_factory: Factory) -> None:
-    c = cluster_factory()
+def started_with_links(c: Cluster) -> tuple[Links, RaftNode]:
+    """Start ``c`` with links that can be cut; return them and the leader, once every member has
+    applied a first write (on a loaded box a member may not have heard the term yet)."""
     c.start()
     links = Links()
     for n in c.nodes.values():
         links.install(n)
     leader = c.leader()
     leader.propose({"op": "set", "k": "before", "v": 1}, 5.0)
-    _settled(c, leader)  # on a loaded box a member may not have heard this term yet
+    _settled(c, leader)
+    return links, leader
+
+
+def test_isolated_member_rejoins_without_deposing_the_leader(cluster_factory: Factory) -> None:
+    c = cluster_factory()
+    links, leader = started_with_links(c)
     term = leader.status().term
     lone = c.followers()[0].self_addr
     watch = Watch()
@@ -340,13 +347,7 @@ def test_a_pre_vote_refused_only_for_hearing_the_leader_later_is_asked_again_soo
     far beyond the wait (``RAFT_STOCK=early_retry``: nobody asks again, no leader)."""
     timing = RaftTiming(heartbeat=0.05, election_min=0.6, election_max=1.2, leader_fallback=60.0)
     c = cluster_factory(timing=timing)
-    c.start()
-    links = Links()
-    for n in c.nodes.values():
-        links.install(n)
-    leader = c.leader()
-    leader.propose({"op": "set", "k": "before", "v": 1}, 5.0)
-    _settled(c, leader)
+    links, leader = started_with_links(c)
     first, other = c.followers()
     sf, so = first._sync, other._sync
     assert sf is not None and so is not None
