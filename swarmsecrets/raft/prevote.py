@@ -43,7 +43,7 @@ LEADER_LOSS_DELAY = (0.0, 0.06)
 # a whole new election timeout (stock's pace). The margin, in heartbeats, covers how much later
 # than this member another one may have heard the leader.
 EARLY_RETRY = True
-EARLY_RETRY_HEARTBEATS = 2
+EARLY_RETRY_HEARTBEATS = 1
 
 log = logging.getLogger(__name__)
 

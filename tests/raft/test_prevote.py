@@ -342,7 +342,7 @@ def test_a_connection_reset_while_the_leader_lives_costs_no_election(cluster_fac
 
 def test_a_pre_vote_refused_only_for_hearing_the_leader_later_is_asked_again_soon(cluster_factory: Factory) -> None:
     """The leader goes silent for both followers at once (a pause); the one whose timer runs out
-    first heard it 50 ms before the other, which therefore still refuses. It asks once more when
+    first heard it 30 ms before the other, which therefore still refuses. It asks once more when
     the other's refusal window has closed, and is elected; every other election timer is set
     far beyond the wait (``RAFT_STOCK=early_retry``: nobody asks again, no leader)."""
     timing = RaftTiming(heartbeat=0.05, election_min=0.6, election_max=1.2, leader_fallback=60.0)
@@ -363,7 +363,7 @@ def test_a_pre_vote_refused_only_for_hearing_the_leader_later_is_asked_again_soo
     heard = other.call_in_loop(hold_other).result(5)
 
     def run_out_first() -> None:
-        sf._leader_heard = heard - 0.05
+        sf._leader_heard = heard - 0.03
         sf._SyncObj__raftElectionDeadline = sf._leader_heard + timing.election_min
 
     first.call_in_loop(run_out_first).result(5)
