@@ -246,8 +246,10 @@ def encode_batch(entries: list[dict[str, Any]]) -> dict[str, Any]:
 def plain_size(value: Any) -> int:
     """About how many bytes ``value`` (plain data) takes in a raft entry: the lengths of its
     strings and bytes plus a little per item, an overestimate of the pickle's length."""
-    if isinstance(value, bytes | str):
+    if isinstance(value, bytes):
         return len(value) + 9
+    if isinstance(value, str):
+        return (len(value) if value.isascii() else len(value.encode())) + 9
     if isinstance(value, dict):
         return 2 + sum(plain_size(k) + plain_size(v) for k, v in value.items())
     if isinstance(value, list | tuple):
