@@ -130,16 +130,18 @@ class RaftProposer:
         forwarded to another leader, and are not retried.
 
         Other commands that wait at the same moment share one raft entry (``_flush``), each
-        with its own outcome; an ``ALONE`` command always has an entry of its own.
+        with its own outcome, once every manager can apply such an entry; an ``ALONE`` command
+        always has an entry of its own.
         """
-        state.require_supported(cmd, self.store.managers())
+        managers = self.store.managers()
+        state.require_supported(cmd, managers)
         self.store.check_request(cmd)
         entry = state.encode_command(cmd if cmd.ts else replace(cmd, ts=self.clock.now_ns()))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if leader_only is not None:
             return state.unwrap(await self._propose_as_leader(entry, timeout, leader_only))
-        if cmd.ALONE:
+        if cmd.ALONE or state.supported_version(managers) < state.BATCH_SINCE:
             result = await self._ride_out_failover(
                 lambda: self._on_loop(self.raft.propose_async(entry, max(0.1, deadline - loop.time()))),
                 deadline)
@@ -164,7 +166,7 @@ class RaftProposer:
 
     def _flush(self) -> None:
         self._flush_soon = False
-        # A batch entry only once every manager can apply it; until then one entry per command.
+        # A manager of an earlier release joined since these commands were proposed.
         batches = state.supported_version(self.store.managers()) >= state.BATCH_SINCE
         while self._waiting and self._batches_in_flight < MAX_BATCHES_IN_FLIGHT:
             batch = self._next_batch() if batches else [self._waiting.popleft()]
@@ -191,8 +193,10 @@ class RaftProposer:
         rides out the failover on its own, and may go in another batch)."""
         self._batches_in_flight -= 1
         exc = errors.DeadlineExceeded(errors.UNKNOWN_OUTCOME) if answer.cancelled() else answer.exception()
+        results: list[Any] = []
         if exc is None:
             result = answer.result()
+            # A batch refused whole (one error) gives every command that error.
             results = result if len(batch) > 1 and isinstance(result, list) else [result] * len(batch)
         for i, w in enumerate(batch):
             if w.outcome.done():
