@@ -4,10 +4,12 @@ and membership changes. Implements ``collaborators.Proposer`` and ``collaborator
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from swarmsecrets import errors
@@ -19,6 +21,13 @@ PROPOSE_TIMEOUT = 5.0
 BARRIER_TIMEOUT = 5.0
 # How long adding or removing a raft member may take before the call fails.
 MEMBERSHIP_TIMEOUT = 15.0
+# Commands waiting together go into one raft entry of at most this many commands and about this
+# many bytes (codec.plain_size; the raft cap on one entry is 1 MiB); a larger command goes alone.
+MAX_BATCH_COMMANDS = 64
+MAX_BATCH_BYTES = 256 * 1024
+# Batches of this manager in raft at once: later commands wait for one of them to be answered and
+# go together in the next. A command proposed while fewer are in flight leaves at once.
+MAX_BATCHES_IN_FLIGHT = 2
 
 
 class RaftHandle(Protocol):
@@ -81,12 +90,25 @@ class LoopReplies:
                 fut.set_result(inner.result())
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """A command waiting for its batch: its log entry, its size and its caller's future."""
+
+    entry: dict[str, Any]
+    size: int
+    deadline: float  # loop time
+    outcome: asyncio.Future[Any]
+
+
 class RaftProposer:
     def __init__(self, raft: RaftHandle, store: StoreReader, clock: Clock, no_leader_grace: float) -> None:
         self.raft = raft
         self.store = store
         self.clock = clock
         self._replies: LoopReplies | None = None
+        self._waiting: deque[_Waiting] = deque()
+        self._batches_in_flight = 0
+        self._flush_soon = False
         # About one election: how long a request waits for a leader before reporting none.
         self.no_leader_grace = no_leader_grace
 
@@ -106,18 +128,86 @@ class RaftProposer:
         worker reports it received): made from this leader's view in that term, they must
         not outlive it. They go in only while this node still leads in TERM, are never
         forwarded to another leader, and are not retried.
+
+        Other commands that wait at the same moment share one raft entry (``_flush``), each
+        with its own outcome, once every manager can apply such an entry; an ``ALONE`` command
+        always has an entry of its own.
         """
-        state.require_supported(cmd, self.store.managers())
+        managers = self.store.managers()
+        state.require_supported(cmd, managers)
         self.store.check_request(cmd)
         entry = state.encode_command(cmd if cmd.ts else replace(cmd, ts=self.clock.now_ns()))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if leader_only is not None:
             return state.unwrap(await self._propose_as_leader(entry, timeout, leader_only))
-        result = await self._ride_out_failover(
-            lambda: self._on_loop(self.raft.propose_async(entry, max(0.1, deadline - loop.time()))),
-            deadline)
+        if cmd.ALONE or state.supported_version(managers) < state.BATCH_SINCE:
+            result = await self._ride_out_failover(
+                lambda: self._on_loop(self.raft.propose_async(entry, max(0.1, deadline - loop.time()))),
+                deadline)
+        else:
+            result = await self._ride_out_failover(lambda: self._in_batch(entry, deadline), deadline)
         return state.unwrap(result)
+
+    # --- batches ------------------------------------------------------------------------------
+
+    def _in_batch(self, entry: dict[str, Any], deadline: float) -> asyncio.Future[Any]:
+        """The outcome of ``entry`` proposed in the next batch."""
+        outcome = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(entry, state.plain_size(entry), deadline, outcome))
+        self._schedule_flush()
+        return outcome
+
+    def _schedule_flush(self) -> None:
+        """Flush at the loop's next pass, so that the commands proposed in this one go together."""
+        if self._waiting and not self._flush_soon and self._batches_in_flight < MAX_BATCHES_IN_FLIGHT:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        # A manager of an earlier release joined since these commands were proposed.
+        batches = state.supported_version(self.store.managers()) >= state.BATCH_SINCE
+        while self._waiting and self._batches_in_flight < MAX_BATCHES_IN_FLIGHT:
+            batch = self._next_batch() if batches else [self._waiting.popleft()]
+            batch = [w for w in batch if not w.outcome.done()]  # its caller gave up meanwhile
+            if not batch:
+                continue
+            entry = batch[0].entry if len(batch) == 1 else state.encode_batch([w.entry for w in batch])
+            timeout = max(0.1, max(w.deadline for w in batch) - asyncio.get_running_loop().time())
+            self._batches_in_flight += 1
+            answer = self._on_loop(self.raft.propose_async(entry, timeout))
+            answer.add_done_callback(functools.partial(self._answered, batch))
+
+    def _next_batch(self) -> list[_Waiting]:
+        batch = [self._waiting.popleft()]
+        size = batch[0].size
+        while (self._waiting and len(batch) < MAX_BATCH_COMMANDS
+               and size + self._waiting[0].size <= MAX_BATCH_BYTES):
+            size += self._waiting[0].size
+            batch.append(self._waiting.popleft())
+        return batch
+
+    def _answered(self, batch: list[_Waiting], answer: asyncio.Future[Any]) -> None:
+        """Each command of the batch gets its own outcome, or the batch's raft error (then each
+        rides out the failover on its own, and may go in another batch)."""
+        self._batches_in_flight -= 1
+        exc = errors.DeadlineExceeded(errors.UNKNOWN_OUTCOME) if answer.cancelled() else answer.exception()
+        results: list[Any] = []
+        if exc is None:
+            result = answer.result()
+            # A batch refused whole (one error) gives every command that error.
+            results = result if len(batch) > 1 and isinstance(result, list) else [result] * len(batch)
+        for i, w in enumerate(batch):
+            if w.outcome.done():
+                continue
+            if exc is not None:
+                w.outcome.set_exception(exc)
+            elif i < len(results):
+                w.outcome.set_result(results[i])
+            else:  # a batch answered with fewer outcomes than it holds: never from this codec
+                w.outcome.set_exception(errors.Internal("a batch entry was answered without this command's outcome"))
+        self._schedule_flush()
 
     async def _propose_as_leader(self, entry: dict[str, Any], timeout: float, term: int) -> Any:
         st = self.raft.status()

@@ -111,7 +111,8 @@ def test_the_new_snapshot_carries_its_version_and_round_trips() -> None:
         if index > s.applied_index:
             machine.apply(entry, index)
     snap = machine.snapshot()  # its manager never advertised a version: the whole-state form it reads
-    assert isinstance(snap, dict) and snap["state_version"] == state.STATE_VERSION
+    # Tagged with the version its content needs (no batch was applied: the same as before batches).
+    assert isinstance(snap, dict) and snap["state_version"] == codec.FRAMED_SINCE
     again = Store()
     codec.LogStateMachine(again).restore(_loads(pickle.dumps(snap, protocol=4)))  # plain data only
     assert again.tables() == s.tables() and again.applied_index == s.applied_index
@@ -135,7 +136,7 @@ def _every_table_filled() -> Store:
 def test_the_framed_snapshot_restores_every_table_frame_by_frame() -> None:
     s = _every_table_filled()
     frames = [_loads(pickle.dumps(f, protocol=4)) for f in codec.LogStateMachine(s).snapshot()]  # plain data
-    assert frames[0]["format"] == codec.FRAMED and frames[0]["state_version"] == state.STATE_VERSION
+    assert frames[0]["format"] == codec.FRAMED and frames[0]["state_version"] == codec.FRAMED_SINCE
     again = Store()
     codec.LogStateMachine(again).restore(iter(frames))
     assert again.tables() == s.tables() and again.applied_index == s.applied_index == 54

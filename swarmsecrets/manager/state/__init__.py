@@ -4,7 +4,7 @@ its subscribers receive, and the versioned encoding for the raft log and snapsho
 Import from here: ``from swarmsecrets.manager import state`` then ``state.CreateSecret(...)``.
 """
 
-from swarmsecrets.manager.state.codec import LogStateMachine, encode_command
+from swarmsecrets.manager.state.codec import BATCH_SINCE, LogStateMachine, encode_batch, encode_command, plain_size
 from swarmsecrets.manager.state.commands import (
     STATE_VERSION,
     AddNode,
@@ -60,7 +60,7 @@ from swarmsecrets.manager.state.objects import (
 from swarmsecrets.manager.state.store import StateView, Store
 
 __all__ = [
-    "STATE_VERSION", "TERMINAL_STATES",
+    "BATCH_SINCE", "STATE_VERSION", "TERMINAL_STATES",
     "AddNode", "Applied", "Cluster", "Command", "CreateSecret", "CreateService", "Err", "InitCluster",
     "JoinTokens", "LogStateMachine", "Node", "Ok", "RemoveNode", "RemoveSecret", "RemoveService", "Result",
     "Schedule", "Secret", "SecretRef", "Service", "SetAutolock", "StateView", "StatusReport", "Store", "Task",
@@ -70,6 +70,6 @@ __all__ = [
     "FinishRootRotation", "RootRotation", "SetTrustRoots", "StartRootRotation",
     "RecordNodeCert", "SetCertExpiry",
     "SetClusterSettings", "UpdateNodeLabels",
-    "SealsClusterValues", "bind_request_id", "client_request_id", "encode_command", "require_supported",
-    "sealed_with", "supported_version", "unwrap",
+    "SealsClusterValues", "bind_request_id", "client_request_id", "encode_batch", "encode_command", "require_supported",
+    "plain_size", "sealed_with", "supported_version", "unwrap",
 ]

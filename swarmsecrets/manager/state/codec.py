@@ -11,6 +11,11 @@ that entries and snapshots written by earlier members still load (no tag: read a
 and that during a rolling upgrade a member of the earlier release can still read what an
 upgraded leader writes. A command whose kind or version this member does not know is not
 decoded at all (``Unsupported``), so it can never be half applied.
+
+A batch entry (state version 6) is ``{"op": "batch", "v": 6, "cmds": [<command>, ...]}``: the
+commands are applied in order, each with its own outcome, version and request id, as if each had
+an entry of its own. A member of an earlier release refuses it whole (an unknown kind), so one is
+written only once every manager advertises version 6.
 """
 
 from __future__ import annotations
@@ -229,6 +234,29 @@ _LAYOUTS: dict[type[c.Command], _Layout] = {
 }
 
 
+BATCH_OP = "batch"
+BATCH_SINCE = 6
+
+
+def encode_batch(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several command entries (as ``encode_command`` makes them) as one raft log entry."""
+    return {"op": BATCH_OP, "v": BATCH_SINCE, "cmds": entries}
+
+
+def plain_size(value: Any) -> int:
+    """About how many bytes ``value`` (plain data) takes in a raft entry: the lengths of its
+    strings and bytes plus a little per item, an overestimate of the pickle's length."""
+    if isinstance(value, bytes):
+        return len(value) + 9
+    if isinstance(value, str):
+        return (len(value) if value.isascii() else len(value.encode())) + 9
+    if isinstance(value, dict):
+        return 2 + sum(plain_size(k) + plain_size(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return 2 + sum(plain_size(v) for v in value)
+    return 9
+
+
 def encode_command(cmd: c.Command) -> dict[str, Any]:
     """A command as a raft log entry."""
     if c.KINDS.get(cmd.KIND) is not type(cmd):
@@ -332,6 +360,22 @@ REQUEST_COLUMNS = ("rid", "ts", "result")
 FRAMED_SINCE = 5
 
 
+def _versioning(tables: Tables, applied_index: int) -> dict[str, Any]:
+    """The snapshot's state version, and the store's version counter when a reader cannot derive
+    it from the applied index. Only a batch moves the counter past the applied index; until then
+    a member of version 5 reads the snapshot as it reads its own."""
+    if tables.last_version > applied_index:
+        return {"state_version": BATCH_SINCE, "last_version": tables.last_version}
+    return {"state_version": FRAMED_SINCE}
+
+
+def _last_version(data: dict[str, Any], applied_index: int) -> int:
+    last = data.get("last_version", applied_index)
+    if type(last) is not int:
+        raise Malformed("the snapshot's last_version is not an int")
+    return last
+
+
 def encode_snapshot(tables: Tables, applied_index: int) -> dict[str, Any]:
     """The whole-state form (backups; swarms with a manager before state version 5)."""
     state: dict[str, Any] = {name: {oid: to_plain(o) for oid, o in getattr(tables, name).items()}
@@ -339,7 +383,7 @@ def encode_snapshot(tables: Tables, applied_index: int) -> dict[str, Any]:
     state["cluster"] = to_plain(tables.cluster) if tables.cluster else None
     state["removed_nodes"] = dict(tables.removed_nodes)
     state["requests"] = {rid: {"result": _encode_result(r.result), "ts": r.ts} for rid, r in tables.requests.items()}
-    return {"state_version": c.STATE_VERSION, "applied_index": applied_index, "state": state}
+    return {**_versioning(tables, applied_index), "applied_index": applied_index, "state": state}
 
 
 def decode_snapshot(data: Any) -> tuple[Tables, int]:
@@ -360,7 +404,9 @@ def decode_snapshot(data: Any) -> tuple[Tables, int]:
     tables.removed_nodes = {str(k): int(v) for k, v in (state.get("removed_nodes") or {}).items()}
     tables.requests = {str(rid): Request(_decode_result(r["result"]), int(r.get("ts", 0)))
                        for rid, r in (state.get("requests") or {}).items()}
-    return tables, int(data.get("applied_index", 0))
+    applied_index = int(data.get("applied_index", 0))
+    tables.last_version = _last_version(data, applied_index)
+    return tables, applied_index
 
 
 def _check_version(version: Any) -> None:
@@ -378,7 +424,7 @@ def _shared(obj: Any) -> Any:
 
 def snapshot_frames(tables: Tables, applied_index: int) -> Iterator[Any]:
     """The framed form, produced lazily (a snapshot child encodes one frame at a time)."""
-    yield {"format": FRAMED, "state_version": c.STATE_VERSION, "applied_index": applied_index,
+    yield {"format": FRAMED, **_versioning(tables, applied_index), "applied_index": applied_index,
            "columns": {"secrets": list(SECRET_COLUMNS), "requests": list(REQUEST_COLUMNS)}}
     yield "cluster", to_plain(tables.cluster) if tables.cluster else None
     yield "removed_nodes", dict(tables.removed_nodes)
@@ -493,7 +539,9 @@ def restore_frames(frames: Iterable[Any]) -> tuple[Tables, int]:
             _check_counts(tables, body)
             if next(it, None) is not None:
                 raise Malformed("frames after the end of the snapshot")
-            return tables, int(head.get("applied_index", 0))
+            applied_index = int(head.get("applied_index", 0))
+            tables.last_version = _last_version(head, applied_index)
+            return tables, applied_index
         _load_frame(tables, kind, body)
     raise Malformed("the snapshot ends before its end frame")
 
@@ -552,12 +600,28 @@ class LogStateMachine:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def apply(self, entry: Any, index: int) -> Result:
+    def apply(self, entry: Any, index: int) -> Result | list[Result]:
+        """The outcome of a command entry; of a batch entry, the list of its commands' outcomes
+        in order (or one error for the whole entry, when it is not a well-formed batch)."""
+        if isinstance(entry, dict) and entry.get("op") == BATCH_OP:
+            return self._apply_batch(entry, index)
+        return self._apply_one(entry, index)
+
+    def _apply_one(self, entry: Any, index: int) -> Result:
         try:
             cmd = decode_command(entry)
         except (Unsupported, Malformed) as e:
             return self.store.refuse(index, str(e))
         return self.store.apply(cmd, index)
+
+    def _apply_batch(self, entry: dict[str, Any], index: int) -> Result | list[Result]:
+        version, cmds = entry.get("v"), entry.get("cmds")
+        if type(version) is not int or version > c.STATE_VERSION:
+            return self.store.refuse(index, f"a batch of state version {version!r}; this manager supports "
+                                            f"{c.STATE_VERSION}")
+        if not isinstance(cmds, list) or set(entry) != {"op", "v", "cmds"}:
+            return self.store.refuse(index, "a batch is {op, v, cmds} with a list of commands")
+        return [self._apply_one(cmd, index) for cmd in cmds]
 
     def snapshot(self) -> Iterator[Any] | dict[str, Any]:
         """The state for the raft snapshot file: an iterator of frames once every manager reads

@@ -51,19 +51,25 @@ from swarmsecrets.manager.state.objects import (
 # Version 5: no new command; snapshots are written as a stream of frames (manager/state/codec.py),
 #   which members of earlier versions cannot read, so a member writes them only once every
 #   manager advertises version 5.
-# Version 6: no new command; a leader's raft messages carry read-index fields (raft/readindex.py),
-#   which members of earlier versions refuse, so a leader adds them only once every manager
-#   advertises version 6.
+# Version 6: batch entries (several commands in one raft entry, applied in order: see
+#   manager/state/codec.py), written only once every manager advertises version 6. Objects are
+#   versioned by the store's own counter (``Tables.last_version``), which equals the raft index
+#   for every command written singly while no batch has been applied. From the same version a
+#   leader's raft messages carry read-index fields (raft/readindex.py), which members of earlier
+#   versions refuse: a leader adds them only once every manager advertises version 6.
 STATE_VERSION = 6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Command:
     """Base of every command. ``KIND`` names it in the log; ``SINCE`` is the state version that
-    introduced it."""
+    introduced it. An ``ALONE`` command always has a raft entry of its own, never shares a batch:
+    this manager's subscribers act on it by raft index (the key file's ``as_of``), which must be
+    one command's."""
 
     KIND: ClassVar[str] = ""
     SINCE: ClassVar[int] = 1
+    ALONE: ClassVar[bool] = False
 
     rid: str = field(default_factory=ids.new_request_id)
     ts: int = 0  # the proposer's clock (ns); the manager sets it when proposing
@@ -80,14 +86,16 @@ C = TypeVar("C", bound=type[Command])
 KINDS: dict[str, type[Command]] = {}
 
 
-def command(kind: str, since: int = 1) -> Callable[[C], C]:
-    """Register a command class under ``kind``, introduced in state version ``since``."""
+def command(kind: str, since: int = 1, *, alone: bool = False) -> Callable[[C], C]:
+    """Register a command class under ``kind``, introduced in state version ``since`` (``alone``:
+    see ``Command.ALONE``)."""
 
     def register(cls: C) -> C:
         if kind in KINDS:
             raise ValueError(f"command kind {kind!r} is defined twice")
         cls.KIND = kind
         cls.SINCE = since
+        cls.ALONE = alone
         KINDS[kind] = cls
         return cls
 
@@ -136,7 +144,7 @@ def client_request_id(rid: str) -> tuple[str, bool]:
 
 # --- cluster and nodes -----------------------------------------------------------------------------
 
-@command("init_cluster")
+@command("init_cluster", alone=True)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InitCluster(Command):
     """Create the cluster record and the first manager's node record (their times are stamped)."""
@@ -166,7 +174,7 @@ def sealed_with(key_id: str, managers: Iterable[Node]) -> str:
     return key_id if supported_version(managers) >= 4 else ""
 
 
-@command("update_cluster")
+@command("update_cluster", alone=True)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpdateCluster(SealsClusterValues):
     """Change the sealed join tokens and/or the sealed unlock key (None: unchanged)."""
@@ -175,7 +183,7 @@ class UpdateCluster(SealsClusterValues):
     unlock_key: bytes | None = None
 
 
-@command("set_autolock", since=2)
+@command("set_autolock", since=2, alone=True)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SetAutolock(SealsClusterValues):
     """Turn autolock on with ``unlock_key`` (sealed with the data key), or off (the key is dropped)."""
@@ -184,7 +192,7 @@ class SetAutolock(SealsClusterValues):
     unlock_key: bytes | None = None
 
 
-@command("start_root_rotation", since=3)
+@command("start_root_rotation", since=3, alone=True)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartRootRotation(SealsClusterValues):
     """Begin a root CA rotation from the root ``from_root`` (PEM; refused if it is no longer the
@@ -195,7 +203,7 @@ class StartRootRotation(SealsClusterValues):
     join_tokens: JoinTokens
 
 
-@command("finish_root_rotation", since=3)
+@command("finish_root_rotation", since=3, alone=True)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FinishRootRotation(Command):
     """The new root ``root`` (PEM) becomes the only one; the old one is no longer trusted.
@@ -330,7 +338,7 @@ class RemoveSecret(Command):
 
 # --- data-key rotation ----------------------------------------------------------------------------
 
-@command("begin_data_key_rotation", since=3)
+@command("begin_data_key_rotation", since=3, alone=True)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BeginDataKeyRotation(Command):
     """Make ``key_id`` the current data key: ``sealed_key`` is that key sealed under the current
@@ -361,7 +369,7 @@ class ReencryptSecrets(Command):
     secrets: tuple[Reencrypted, ...]
 
 
-@command("finish_data_key_rotation", since=3)
+@command("finish_data_key_rotation", since=3, alone=True)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FinishDataKeyRotation(Command):
     """End the rotation to ``key_id``: the cluster's sealed values, sealed again under it, replace

@@ -56,6 +56,9 @@ class Tables:
     tasks: dict[str, Task] = field(default_factory=dict)
     removed_nodes: dict[str, int] = field(default_factory=dict)  # node id -> when it was removed
     requests: dict[str, Request] = field(default_factory=dict)  # in apply order (oldest first)
+    # The version the last applied command stamped (see Store.apply); a snapshot written before
+    # the counter existed starts it at its applied index.
+    last_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,19 +88,25 @@ class Store:
     # --- applying ----------------------------------------------------------------------------
 
     def apply(self, cmd: c.Command, index: int) -> Result:
+        """Apply ``cmd`` from the raft entry at ``index`` (several commands of a batch entry share
+        one index). The objects it writes get the next version of the store's counter: the raft
+        index itself for a command that has its entry to itself while the counter is behind
+        (always, before the first batch: members of earlier releases stamp the index), else one
+        past the previous command's, so versions grow by command and are the same on every member."""
         with self.lock:
             self.applied_index = index
             self._view = None
             seen = self._t.requests.get(cmd.rid) if cmd.rid else None
             if seen is not None:
                 return seen.result
+            version = self._t.last_version = max(self._t.last_version + 1, index)
             if self._replayed(cmd):
                 # Proposed before the first one applied (check_request could not see it): it runs
                 # as the new request it is, never with the other's outcome.
                 log.warning("request id %s of %s at index %d was already used by another caller or for "
                             "another request: applied as a new request", c.client_request_id(cmd.rid)[0],
                             cmd.KIND, index)
-            result = self._run(cmd, index)
+            result = self._run(cmd, version)
             if cmd.rid:
                 self._t.requests[cmd.rid] = Request(result, cmd.ts)
                 self._clients.setdefault(c.client_request_id(cmd.rid)[0], cmd.rid)
@@ -132,19 +141,19 @@ class Store:
             self.applied_index = index
         return Err.of(errors.FailedPrecondition(f"this manager cannot apply the command: {reason}"))
 
-    def _run(self, cmd: c.Command, index: int) -> Result:
+    def _run(self, cmd: c.Command, version: int) -> Result:
         handler = _HANDLERS.get(type(cmd))
         if handler is None or cmd.SINCE > c.STATE_VERSION:
-            log.error("refused command %s (state version %d) at index %d: unknown to this manager",
-                      cmd.KIND or type(cmd).__name__, cmd.SINCE, index)
+            log.error("refused command %s (state version %d) at version %d: unknown to this manager",
+                      cmd.KIND or type(cmd).__name__, cmd.SINCE, version)
             return Err.of(errors.FailedPrecondition(
                 f"this manager cannot apply command {cmd.KIND or type(cmd).__name__!r}"))
         try:
-            return Ok(handler(self, cmd, index))
+            return Ok(handler(self, cmd, version))
         except errors.SwarmError as e:
             return Err.of(e)
         except Exception as e:  # apply never raises: a bad command fails alone, on every node alike
-            log.exception("command %s at index %d failed", cmd.KIND, index)
+            log.exception("command %s at version %d failed", cmd.KIND, version)
             return Err.of(errors.SwarmError(f"internal error applying {cmd.KIND}: {e}"))
 
     def _prune_requests(self, now_ns: int) -> None:
@@ -318,7 +327,7 @@ def _resolve(table: Mapping[str, Obj], ref: str, name: Callable[[Obj], str]) -> 
     return by_name if len(by_name) >= len(by_prefix) else by_prefix
 
 
-# --- command handlers: (store, command, raft index) -> result value; raise SwarmError to fail -------
+# --- command handlers: (store, command, version) -> result value; raise SwarmError to fail ----------
 
 CommandT = TypeVar("CommandT", bound=c.Command)
 Handler = Callable[["Store", Any, int], object]
@@ -336,43 +345,43 @@ def _handles(kind: type[CommandT]) -> Callable[[Callable[[Store, CommandT, int],
 M = TypeVar("M", bound=Meta)
 
 
-def _stamp(obj: M, ts: int, index: int, *, created: bool = False) -> M:
+def _stamp(obj: M, ts: int, version: int, *, created: bool = False) -> M:
     if created:
-        return replace(obj, created_at=ts, updated_at=ts, version=index)
-    return replace(obj, updated_at=ts, version=index)
+        return replace(obj, created_at=ts, updated_at=ts, version=version)
+    return replace(obj, updated_at=ts, version=version)
 
 
 @_handles(c.InitCluster)
-def _init_cluster(s: Store, cmd: c.InitCluster, index: int) -> str:
+def _init_cluster(s: Store, cmd: c.InitCluster, version: int) -> str:
     if s._t.cluster is not None:
         raise errors.FailedPrecondition("the cluster is already initialized")
-    s._t.cluster = _stamp(cmd.cluster, cmd.ts, index, created=True)
-    s._t.nodes[cmd.node.id] = _stamp(cmd.node, cmd.ts, index, created=True)
+    s._t.cluster = _stamp(cmd.cluster, cmd.ts, version, created=True)
+    s._t.nodes[cmd.node.id] = _stamp(cmd.node, cmd.ts, version, created=True)
     return s._t.cluster.id
 
 
 @_handles(c.AddNode)
-def _add_node(s: Store, cmd: c.AddNode, index: int) -> Node:
+def _add_node(s: Store, cmd: c.AddNode, version: int) -> Node:
     node = cmd.node
     if node.id in s._t.nodes:
         raise errors.AlreadyExists(f"node {node.id} already exists")
     if node.raft_addr and any(n.raft_addr == node.raft_addr for n in s._t.nodes.values()):
         raise errors.AlreadyExists(f"raft address {node.raft_addr} is already used by another manager")
-    new = s._t.nodes[node.id] = _stamp(node, cmd.ts, index, created=True)
+    new = s._t.nodes[node.id] = _stamp(node, cmd.ts, version, created=True)
     return new
 
 
 @_handles(c.UpdateNode)
-def _update_node(s: Store, cmd: c.UpdateNode, index: int) -> Node:
+def _update_node(s: Store, cmd: c.UpdateNode, version: int) -> Node:
     old = s._t.nodes.get(cmd.id)
     if old is None:
         raise errors.node_not_found(cmd.id)
-    new = s._t.nodes[cmd.id] = _stamp(replace(old, **cmd.changes()), cmd.ts, index)  # type: ignore[arg-type]
+    new = s._t.nodes[cmd.id] = _stamp(replace(old, **cmd.changes()), cmd.ts, version)  # type: ignore[arg-type]
     return new
 
 
 @_handles(c.UpdateNodeLabels)
-def _update_node_labels(s: Store, cmd: c.UpdateNodeLabels, index: int) -> Node:
+def _update_node_labels(s: Store, cmd: c.UpdateNodeLabels, version: int) -> Node:
     old = s._t.nodes.get(cmd.node_id)
     if old is None:
         raise errors.node_not_found(cmd.node_id)
@@ -380,19 +389,19 @@ def _update_node_labels(s: Store, cmd: c.UpdateNodeLabels, index: int) -> Node:
     for key in cmd.remove:
         labels.pop(key, None)
     validation.validate_labels(labels)
-    new = s._t.nodes[cmd.node_id] = _stamp(replace(old, labels=labels), cmd.ts, index)
+    new = s._t.nodes[cmd.node_id] = _stamp(replace(old, labels=labels), cmd.ts, version)
     return new
 
 
 @_handles(c.RemoveNode)
-def _remove_node(s: Store, cmd: c.RemoveNode, index: int) -> None:
+def _remove_node(s: Store, cmd: c.RemoveNode, version: int) -> None:
     if s._t.nodes.pop(cmd.node_id, None) is None:
         raise errors.node_not_found(cmd.node_id)
     s._t.removed_nodes[cmd.node_id] = cmd.ts
     tasks = s._t.tasks
     for tid, task in list(tasks.items()):
         if task.node_id == cmd.node_id:
-            tasks[tid] = _stamp(replace(task, state="orphaned", desired_state="shutdown"), cmd.ts, index)
+            tasks[tid] = _stamp(replace(task, state="orphaned", desired_state="shutdown"), cmd.ts, version)
 
 
 def _require_live_key(cluster: Cluster, cmd: c.SealsClusterValues) -> None:
@@ -401,7 +410,7 @@ def _require_live_key(cluster: Cluster, cmd: c.SealsClusterValues) -> None:
 
 
 @_handles(c.UpdateCluster)
-def _update_cluster(s: Store, cmd: c.UpdateCluster, index: int) -> Cluster:
+def _update_cluster(s: Store, cmd: c.UpdateCluster, version: int) -> Cluster:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
@@ -412,23 +421,23 @@ def _update_cluster(s: Store, cmd: c.UpdateCluster, index: int) -> Cluster:
         if not cluster.autolock:  # turned off by a command that won the race with this rotation
             raise errors.FailedPrecondition("cannot rotate because autolock is not turned on")
         cluster = replace(cluster, unlock_key=cmd.unlock_key)
-    new = s._t.cluster = _stamp(cluster, cmd.ts, index)
+    new = s._t.cluster = _stamp(cluster, cmd.ts, version)
     return new
 
 
 @_handles(c.SetCertExpiry)
-def _set_cert_expiry(s: Store, cmd: c.SetCertExpiry, index: int) -> Cluster:
+def _set_cert_expiry(s: Store, cmd: c.SetCertExpiry, version: int) -> Cluster:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
     if not 0 < cmd.seconds <= validation.MAX_CERT_EXPIRY:
         raise errors.InvalidArgument(f"a certificate lifetime is between 1 and {validation.MAX_CERT_EXPIRY} seconds")
-    new = s._t.cluster = _stamp(replace(cluster, node_cert_expiry=cmd.seconds), cmd.ts, index)
+    new = s._t.cluster = _stamp(replace(cluster, node_cert_expiry=cmd.seconds), cmd.ts, version)
     return new
 
 
 @_handles(c.SetClusterSettings)
-def _set_cluster_settings(s: Store, cmd: c.SetClusterSettings, index: int) -> Cluster:
+def _set_cluster_settings(s: Store, cmd: c.SetClusterSettings, version: int) -> Cluster:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
@@ -438,12 +447,12 @@ def _set_cluster_settings(s: Store, cmd: c.SetClusterSettings, index: int) -> Cl
         cluster = replace(cluster, task_history_limit=cmd.task_history_limit)
     if cmd.dispatcher_heartbeat is not None:
         cluster = replace(cluster, dispatcher_heartbeat=cmd.dispatcher_heartbeat)
-    new = s._t.cluster = _stamp(cluster, cmd.ts, index)
+    new = s._t.cluster = _stamp(cluster, cmd.ts, version)
     return new
 
 
 @_handles(c.RecordNodeCert)
-def _record_node_cert(s: Store, cmd: c.RecordNodeCert, index: int) -> Node:
+def _record_node_cert(s: Store, cmd: c.RecordNodeCert, version: int) -> Node:
     old = s._t.nodes.get(cmd.node_id)
     if old is None:
         raise errors.node_not_found(cmd.node_id)
@@ -451,12 +460,12 @@ def _record_node_cert(s: Store, cmd: c.RecordNodeCert, index: int) -> Node:
         return old
     new = s._t.nodes[cmd.node_id] = _stamp(replace(old, cert_serial=cmd.serial, cert_not_after=cmd.not_after,
                                                    cert_issued_at=cmd.issued_at, cert_issuer=cmd.issuer,
-                                                   cert_issuer_key=cmd.issuer_key), cmd.ts, index)
+                                                   cert_issuer_key=cmd.issuer_key), cmd.ts, version)
     return new
 
 
 @_handles(c.SetAutolock)
-def _set_autolock(s: Store, cmd: c.SetAutolock, index: int) -> Cluster:
+def _set_autolock(s: Store, cmd: c.SetAutolock, version: int) -> Cluster:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
@@ -466,12 +475,12 @@ def _set_autolock(s: Store, cmd: c.SetAutolock, index: int) -> Cluster:
     if cmd.autolock and cluster.autolock:
         return cluster  # already on (a concurrent request won): its key stays, the only one anyone was shown
     new = s._t.cluster = _stamp(replace(cluster, autolock=cmd.autolock,
-                                        unlock_key=cmd.unlock_key if cmd.autolock else None), cmd.ts, index)
+                                        unlock_key=cmd.unlock_key if cmd.autolock else None), cmd.ts, version)
     return new
 
 
 @_handles(c.BeginDataKeyRotation)
-def _begin_data_key_rotation(s: Store, cmd: c.BeginDataKeyRotation, index: int) -> str:
+def _begin_data_key_rotation(s: Store, cmd: c.BeginDataKeyRotation, version: int) -> str:
     """Returns the key id (never the record: remembered outcomes must hold nothing sealed)."""
     cluster = s._t.cluster
     if cluster is None:
@@ -486,12 +495,12 @@ def _begin_data_key_rotation(s: Store, cmd: c.BeginDataKeyRotation, index: int) 
     if cluster.key_id != cmd.under:
         raise errors.FailedPrecondition("the data key changed since this rotation was prepared")
     s._t.cluster = _stamp(replace(cluster, key_id=cmd.key_id, rotation_from=cmd.under, rotation_key=cmd.sealed_key,
-                                  key_rotated_at=cmd.ts, data_key_rotation_requested=False), cmd.ts, index)
+                                  key_rotated_at=cmd.ts, data_key_rotation_requested=False), cmd.ts, version)
     return cmd.key_id
 
 
 @_handles(c.ReencryptSecrets)
-def _reencrypt_secrets(s: Store, cmd: c.ReencryptSecrets, index: int) -> int:
+def _reencrypt_secrets(s: Store, cmd: c.ReencryptSecrets, version: int) -> int:
     """Only records still under the key the proposer read them under, and only into the current
     key: a secret changed meanwhile keeps its newer ciphertext. Not a user change: no stamp."""
     cluster = s._t.cluster
@@ -508,7 +517,7 @@ def _reencrypt_secrets(s: Store, cmd: c.ReencryptSecrets, index: int) -> int:
 
 
 @_handles(c.FinishDataKeyRotation)
-def _finish_data_key_rotation(s: Store, cmd: c.FinishDataKeyRotation, index: int) -> str:
+def _finish_data_key_rotation(s: Store, cmd: c.FinishDataKeyRotation, version: int) -> str:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
@@ -524,7 +533,7 @@ def _finish_data_key_rotation(s: Store, cmd: c.FinishDataKeyRotation, index: int
     if (cmd.unlock_key is None) != (cluster.unlock_key is None):
         raise errors.UpdateOutOfSequence()
     new = s._t.cluster = _stamp(replace(cluster, rotation_from="", rotation_key=b"", join_tokens=cmd.join_tokens,
-                                        unlock_key=cmd.unlock_key), cmd.ts, index)
+                                        unlock_key=cmd.unlock_key), cmd.ts, version)
     # Remembered outcomes that hold the cluster record hold values sealed under the previous key:
     # they answer a retry with the current values instead.
     for rid, seen in s._t.requests.items():
@@ -535,27 +544,27 @@ def _finish_data_key_rotation(s: Store, cmd: c.FinishDataKeyRotation, index: int
 
 
 @_handles(c.SetDataKeyRotation)
-def _set_data_key_rotation(s: Store, cmd: c.SetDataKeyRotation, index: int) -> Cluster:
+def _set_data_key_rotation(s: Store, cmd: c.SetDataKeyRotation, version: int) -> Cluster:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
     if cmd.interval < 0:
         raise errors.InvalidArgument("the data key rotation interval cannot be negative")
     new = s._t.cluster = _stamp(replace(cluster, key_rotation_interval=cmd.interval,
-                                        key_rotated_at=cluster.key_rotated_at or cmd.ts), cmd.ts, index)
+                                        key_rotated_at=cluster.key_rotated_at or cmd.ts), cmd.ts, version)
     return new
 
 
 @_handles(c.RequestDataKeyRotation)
-def _request_data_key_rotation(s: Store, cmd: c.RequestDataKeyRotation, index: int) -> None:
+def _request_data_key_rotation(s: Store, cmd: c.RequestDataKeyRotation, version: int) -> None:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
-    s._t.cluster = _stamp(replace(cluster, data_key_rotation_requested=True), cmd.ts, index)
+    s._t.cluster = _stamp(replace(cluster, data_key_rotation_requested=True), cmd.ts, version)
 
 
 @_handles(c.StartRootRotation)
-def _start_root_rotation(s: Store, cmd: c.StartRootRotation, index: int) -> Cluster:
+def _start_root_rotation(s: Store, cmd: c.StartRootRotation, version: int) -> Cluster:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
@@ -565,32 +574,32 @@ def _start_root_rotation(s: Store, cmd: c.StartRootRotation, index: int) -> Clus
     if cluster.rotation_from:
         raise errors.FailedPrecondition("a data key rotation is in progress; rotate the root CA once it ends")
     new = s._t.cluster = _stamp(replace(cluster, root_rotation=cmd.rotation, join_tokens=cmd.join_tokens),
-                                cmd.ts, index)
+                                cmd.ts, version)
     return new
 
 
 @_handles(c.FinishRootRotation)
-def _finish_root_rotation(s: Store, cmd: c.FinishRootRotation, index: int) -> Cluster:
+def _finish_root_rotation(s: Store, cmd: c.FinishRootRotation, version: int) -> Cluster:
     cluster = s._t.cluster
     if cluster is None:
         raise errors.NotInSwarm()
     if cluster.root_rotation is None or cluster.root_rotation.ca_cert != cmd.root:
         raise errors.FailedPrecondition("no root CA rotation to this root is in progress")
-    new = s._t.cluster = _stamp(replace(cluster, root_ca_cert=cmd.root, root_rotation=None), cmd.ts, index)
+    new = s._t.cluster = _stamp(replace(cluster, root_ca_cert=cmd.root, root_rotation=None), cmd.ts, version)
     return new
 
 
 @_handles(c.SetTrustRoots)
-def _set_trust_roots(s: Store, cmd: c.SetTrustRoots, index: int) -> Node:
+def _set_trust_roots(s: Store, cmd: c.SetTrustRoots, version: int) -> Node:
     old = s._t.nodes.get(cmd.node_id)
     if old is None:
         raise errors.node_not_found(cmd.node_id)
-    new = s._t.nodes[cmd.node_id] = _stamp(replace(old, trust_roots=cmd.trust_roots), cmd.ts, index)
+    new = s._t.nodes[cmd.node_id] = _stamp(replace(old, trust_roots=cmd.trust_roots), cmd.ts, version)
     return new
 
 
 @_handles(c.CreateSecret)
-def _create_secret(s: Store, cmd: c.CreateSecret, index: int) -> Secret:
+def _create_secret(s: Store, cmd: c.CreateSecret, version: int) -> Secret:
     if name_key(cmd.name) in s._names:
         raise errors.secret_exists(cmd.name)
     if cmd.id in s._t.secrets:
@@ -604,26 +613,26 @@ def _create_secret(s: Store, cmd: c.CreateSecret, index: int) -> Secret:
     # by the hundred thousand secrets a swarm may hold.
     secret = Secret(id=cmd.id, name=cmd.name, labels=dict(cmd.labels) if cmd.labels else NO_LABELS,
                     data=cmd.data, key_id=sys.intern(cmd.key_id),
-                    created_at=cmd.ts, updated_at=cmd.ts, version=index)
+                    created_at=cmd.ts, updated_at=cmd.ts, version=version)
     s._t.secrets[secret.id] = secret
     s._names[name_key(secret.name)] = secret.id
     return secret.public()
 
 
 @_handles(c.UpdateSecret)
-def _update_secret(s: Store, cmd: c.UpdateSecret, index: int) -> Secret:
+def _update_secret(s: Store, cmd: c.UpdateSecret, version: int) -> Secret:
     secret = s._t.secrets.get(cmd.id)
     if secret is None:
         raise errors.secret_not_found(cmd.id)
     if cmd.version != secret.version:
         raise errors.UpdateOutOfSequence()
     new = s._t.secrets[cmd.id] = _stamp(replace(secret, labels=dict(cmd.labels) if cmd.labels else NO_LABELS),
-                                        cmd.ts, index)
+                                        cmd.ts, version)
     return new.public()
 
 
 @_handles(c.RemoveSecret)
-def _remove_secret(s: Store, cmd: c.RemoveSecret, index: int) -> None:
+def _remove_secret(s: Store, cmd: c.RemoveSecret, version: int) -> None:
     secret = s._t.secrets.get(cmd.id)
     if secret is None:
         raise errors.NotFound(f"could not find secret {cmd.id}")
@@ -645,17 +654,17 @@ def _check_secret_refs(s: Store, refs: Iterable[SecretRef]) -> None:
 
 
 @_handles(c.CreateService)
-def _create_service(s: Store, cmd: c.CreateService, index: int) -> Service:
+def _create_service(s: Store, cmd: c.CreateService, version: int) -> Service:
     svc = cmd.service
     if any(o.name.lower() == svc.name.lower() for o in s._t.services.values()):
         raise errors.service_exists(svc.name)
     _check_secret_refs(s, svc.secrets)
-    new = s._t.services[svc.id] = _stamp(replace(svc, spec_version=1), cmd.ts, index, created=True)
+    new = s._t.services[svc.id] = _stamp(replace(svc, spec_version=1), cmd.ts, version, created=True)
     return new
 
 
 @_handles(c.UpdateService)
-def _update_service(s: Store, cmd: c.UpdateService, index: int) -> Service:
+def _update_service(s: Store, cmd: c.UpdateService, version: int) -> Service:
     svc = s._t.services.get(cmd.id)
     if svc is None:
         raise errors.NotFound(f"service {cmd.id} not found")
@@ -673,12 +682,12 @@ def _update_service(s: Store, cmd: c.UpdateService, index: int) -> Service:
     # A change of anything but the replica count is a new spec: its tasks restart.
     if cmd.force or new.secrets != svc.secrets:
         new = replace(new, spec_version=svc.spec_version + 1)
-    new = s._t.services[cmd.id] = _stamp(new, cmd.ts, index)
+    new = s._t.services[cmd.id] = _stamp(new, cmd.ts, version)
     return new
 
 
 @_handles(c.RemoveService)
-def _remove_service(s: Store, cmd: c.RemoveService, index: int) -> None:
+def _remove_service(s: Store, cmd: c.RemoveService, version: int) -> None:
     if s._t.services.pop(cmd.id, None) is None:
         raise errors.NotFound(f"service {cmd.id} not found")
     tasks = s._t.tasks
@@ -687,22 +696,22 @@ def _remove_service(s: Store, cmd: c.RemoveService, index: int) -> None:
 
 
 @_handles(c.Schedule)
-def _schedule(s: Store, cmd: c.Schedule, index: int) -> None:
+def _schedule(s: Store, cmd: c.Schedule, version: int) -> None:
     tasks = s._t.tasks
     for t in cmd.create:
         if t.service_id in s._t.services and t.id not in tasks:
-            tasks[t.id] = _stamp(t, cmd.ts, index, created=True)
+            tasks[t.id] = _stamp(t, cmd.ts, version, created=True)
     for change in cmd.update:
         task = tasks.get(change.id)
         if task is not None:
             tasks[change.id] = _stamp(replace(task, desired_state=change.desired_state, state=change.state),
-                                      cmd.ts, index)
+                                      cmd.ts, version)
     for tid in cmd.delete:
         tasks.pop(tid, None)
 
 
 @_handles(c.TaskStatus)
-def _task_status(s: Store, cmd: c.TaskStatus, index: int) -> None:
+def _task_status(s: Store, cmd: c.TaskStatus, version: int) -> None:
     tasks = s._t.tasks
     for report in cmd.reports:
         for u in report.updates:
@@ -713,4 +722,4 @@ def _task_status(s: Store, cmd: c.TaskStatus, index: int) -> None:
                           status_ts=u.ts or cmd.ts)
             if u.spec_version:
                 new = replace(new, spec_version=u.spec_version)
-            tasks[u.task_id] = _stamp(new, cmd.ts, index)
+            tasks[u.task_id] = _stamp(new, cmd.ts, version)
