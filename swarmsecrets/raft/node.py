@@ -345,11 +345,25 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
             self._SyncObj__sendAppendEntries()
         if self._leaving:
             self._remove_departed()
-        if self._sync_and_flush() and self._isLeader() and self._wakeup is not None:
-            # The leader counts its own copy only from the next pass on; that vote may be the one
-            # that commits (always, alone in its group), so the next pass must not wait for the
-            # poll's timeout.
+        if self._sync_and_flush() and self._wakeup is not None and self._own_copy_commits():
+            # The leader counts its own copy only from the next pass on; when that vote is the one
+            # that commits (always, alone in its group), the next pass must not wait for the poll's
+            # timeout.
             self._wakeup.notify()
+
+    def _own_copy_commits(self) -> bool:
+        """Leader: whether its own copy completes a majority for the entry after the commit index.
+        Usually it does not: the followers reply after the leader's sync, and their replies wake
+        the loop, so an extra pass (a wake-up per write) would find nothing to commit."""
+        if not self._isLeader():
+            return False
+        following = self.raftCommitIndex + 1
+        if following > self._SyncObj__getCurrentLogIndex():
+            return False
+        others = self._SyncObj__otherNodes
+        match = self._SyncObj__raftMatchIndex
+        held = 1 + sum(1 for n in others if match.get(n, 0) >= following)
+        return held * 2 > len(others) + 1
 
     def _sync_and_flush(self) -> bool:
         """Make the journal durable, then send the acknowledgements held for it. Returns whether
