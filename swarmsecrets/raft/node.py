@@ -19,7 +19,8 @@ fixes):
   address a peer claims bound to its certificate; restricted unpickling and a frame cap.
 - latency: our own loop drives SyncObj's tick; a proposal wakes it through a pipe, the queue is
   drained, appended and sent as one AppendEntries per follower with one fdatasync, and replies
-  are handled as they arrive.
+  are handled as they arrive. A follower does not answer an AppendEntries that only moves the
+  commit index on (stock does: two replies and two passes of the leader's loop per write).
 - membership (membership.py): one change at a time, addresses as plain strings, the member list
   persisted, a removal effective on the leader when committed.
 - elections (prevote.py): pre-vote with leader stickiness, so a member that rejoins after a
@@ -262,6 +263,7 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         self._snapshots = snapshots
         self.clock = owner.clock
         self._acks: list[tuple[Any, bool, int, bool]] = []
+        self._unanswered: tuple[Any, int] | None = None  # see _only_commits
         self._init_membership()
         self._init_pre_vote()
         self._sent = (0, -1)  # (last log index, commit index) of the last AppendEntries round
@@ -454,6 +456,8 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         reply until the journal is fdatasync'd (by _sync_and_flush, right after this poll)."""
         if nextNodeIdx is None:
             nextNodeIdx = self._SyncObj__getCurrentLogIndex() + 1
+        if success and not reset and self._unanswered == (node, nextNodeIdx):
+            return
         self._acks.append((node, reset, nextNodeIdx, success))
 
     def _SyncObj__sendAppendEntries(self) -> None:
@@ -574,6 +578,8 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
             return
         redundant_ack = None
         if kind == "append_entries":
+            if self._only_commits(node, message):
+                self._unanswered = (node, message["prevLogIdx"] + 1)
             trimmed = self._trim_append_entries(message)
             if trimmed is None:
                 return
@@ -586,10 +592,26 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
             # link stays (the transport drops a peer whose message raised).
             self._no_room(str(e))
             return
+        finally:
+            self._unanswered = None
         if before is not None:
             self._keep_next_index(node, message, before)
         if redundant_ack is not None:
             self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=redundant_ack, success=True)
+
+    def _only_commits(self, node: Any, message: dict[str, Any]) -> bool:
+        """Follower: whether an AppendEntries from our leader carries no entry and only moves the
+        commit index on, over a log that ends where the leader's does. Stock answers it like any
+        other, though the answer tells the leader nothing new (this log's end was acknowledged
+        with the entries). The leader sends one after every commit, so each write cost every
+        follower a reply and the leader a pass of its loop per follower, on the next write's way.
+        Heartbeats (whose replies keep the leader's check-quorum) move no commit index and are
+        answered as before; so is every entry, a refusal and any log that does not match."""
+        return (not message.get("entries") and "serialized" not in message
+                and message["term"] == self.raftCurrentTerm and node == self._SyncObj__raftLeader
+                and message.get("prevLogIdx") == self._SyncObj__getCurrentLogIndex()
+                and message.get("prevLogTerm") == self._SyncObj__getCurrentLogTerm()
+                and message["commit_index"] > self.raftCommitIndex)
 
     def _keep_next_index(self, node: Any, message: dict[str, Any], before: int) -> None:
         """Leader: a success reply to an earlier batch sets nextIndex to that batch's end,
