@@ -19,8 +19,9 @@ fixes):
   address a peer claims bound to its certificate; restricted unpickling and a frame cap.
 - latency: our own loop drives SyncObj's tick; a proposal wakes it through a pipe, the queue is
   drained, appended and sent as one AppendEntries per follower with one fdatasync, and replies
-  are handled as they arrive. A follower does not answer an AppendEntries that only moves the
-  commit index on (stock does: two replies and two passes of the leader's loop per write).
+  are handled as they arrive. A new commit index is sent at once only when a follower waits for
+  it (a command it forwarded, a membership change), else with the next AppendEntries; a
+  follower does not answer an AppendEntries that only moves the commit index on.
 - membership (membership.py): one change at a time, addresses as plain strings, the member list
   persisted, a removal effective on the leader when committed.
 - elections (prevote.py): pre-vote with leader stickiness, so a member that rejoins after a
@@ -267,6 +268,10 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         self._init_membership()
         self._init_pre_vote()
         self._sent = (0, -1)  # (last log index, commit index) of the last AppendEntries round
+        # Leader: the last log index a follower waits to see committed (see _append_entries_due),
+        # and whether a proposal queued since the loop last took the queue is one it waits for.
+        self._awaited = 0
+        self._awaited_queued = False
         self._wakeup: _Wakeup | None = None
         self._loop_thread = 0
         self.tick_errors = 0
@@ -343,7 +348,7 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         """Group commit, run just before SyncObj polls: a leader sends what it appended this tick
         (or a new commit index) as one AppendEntries per follower, then fdatasyncs while the
         followers do the same; every node then sends the acknowledgements held for the sync."""
-        if self._isLeader() and (self._SyncObj__getCurrentLogIndex(), self.raftCommitIndex) != self._sent:
+        if self._isLeader() and self._append_entries_due():
             self._SyncObj__sendAppendEntries()
         if self._leaving:
             self._remove_departed()
@@ -366,6 +371,25 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         match = self._SyncObj__raftMatchIndex
         held = 1 + sum(1 for n in others if match.get(n, 0) >= following)
         return held * 2 > len(others) + 1
+
+    def _append_entries_due(self) -> bool:
+        """Leader: new entries go out at once. A new commit index goes out at once only when a
+        follower waits for it: a command it forwarded (its proposer, or its read barrier, waits
+        until the follower has applied it) or a membership change. Otherwise it rides with the
+        next AppendEntries (the next write's, or the heartbeat): sent after every commit, it
+        cost the leader a message per follower and every follower an apply and its wake-ups on
+        the next write's way, just as that write was being answered and the next one sent."""
+        sent_last, sent_commit = self._sent
+        if self._SyncObj__getCurrentLogIndex() != sent_last:
+            return True
+        return sent_commit < self._awaited <= int(self.raftCommitIndex)
+
+    def _checkCommandsToApply(self) -> None:
+        awaited = self._awaited_queued
+        self._awaited_queued = False
+        super()._checkCommandsToApply()
+        if awaited:
+            self._awaited = self._SyncObj__getCurrentLogIndex()
 
     def _sync_and_flush(self) -> bool:
         """Make the journal durable, then send the acknowledgements held for it. Returns whether
@@ -487,6 +511,8 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
             self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, callback)
             return
         super()._applyCommand(full, callback)
+        if isinstance(callback, tuple) or kind == _MEMBERSHIP:  # forwarded by a follower: (node, id)
+            self._awaited_queued = True  # set after queueing: the loop's next take sees it
         self.wake()
 
     def _SyncObj__doApplyCommand(self, command: bytes) -> Any:
