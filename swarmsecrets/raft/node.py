@@ -384,6 +384,22 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
             return True
         return sent_commit < self._awaited <= int(self.raftCommitIndex)
 
+    def _SyncObj__applyLogEntries(self) -> Any:
+        """Leader: a new commit index a follower waits for goes out before the entries are applied
+        here, so that the follower applies them meanwhile instead of after. Not one that commits a
+        membership change: a member that sees its removal applied may stop at once, and by then
+        the leader must have applied it too (and no longer count that member)."""
+        if self._isLeader() and self._append_entries_due() and not self._commits_membership():
+            self._SyncObj__sendAppendEntries()
+        return super()._SyncObj__applyLogEntries()
+
+    def _commits_membership(self) -> bool:
+        """Whether the entries committed but not applied yet hold a membership change."""
+        log_ = self._journal
+        first = int(log_[0][1]) if len(log_) else 0
+        return any(log_[i - first][0][:1] == _MEMBERSHIP
+                   for i in range(max(int(self.raftLastApplied) + 1, first), int(self.raftCommitIndex) + 1))
+
     def _checkCommandsToApply(self) -> None:
         awaited = self._awaited_queued
         self._awaited_queued = False
