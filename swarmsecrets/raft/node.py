@@ -645,10 +645,10 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin):
         """Follower: whether an AppendEntries from our leader carries no entry and only moves the
         commit index on, over a log that ends where the leader's does. Stock answers it like any
         other, though the answer tells the leader nothing new (this log's end was acknowledged
-        with the entries). The leader sends one after every commit, so each write cost every
-        follower a reply and the leader a pass of its loop per follower, on the next write's way.
-        Heartbeats (whose replies keep the leader's check-quorum) move no commit index and are
-        answered as before; so is every entry, a refusal and any log that does not match."""
+        with the entries): a reply and a pass of the leader's loop per follower, on the next
+        write's way. The replies the leader's check-quorum counts keep coming: every entry is
+        answered, and so is every heartbeat but one carrying a new commit index (never two in a
+        row: the commit index moves only after entries, which are answered)."""
         return (not message.get("entries") and "serialized" not in message
                 and message["term"] == self.raftCurrentTerm and node == self._SyncObj__raftLeader
                 and message.get("prevLogIdx") == self._SyncObj__getCurrentLogIndex()
