@@ -181,12 +181,18 @@ class Manager:
         health = self.health = Health(self.raft.status, SERVICES)
         feed = StatusFeed(self.raft.status, [health.refresh, self.raft_watch.sample, self.dispatcher.follow])
 
+        def poke(rotation: bool) -> None:
+            scheduler.poke()
+            feed.poke()
+            applied.set()
+            if rotation:
+                self.rotator.poke()
+
         def on_apply(event: Applied) -> None:
-            loop.call_soon_threadsafe(scheduler.poke)
-            loop.call_soon_threadsafe(feed.poke)
-            loop.call_soon_threadsafe(applied.set)
-            if isinstance(event.command, BeginDataKeyRotation):
-                loop.call_soon_threadsafe(self.rotator.poke)
+            # Two hops: the pokes queue up behind the replies to the proposals this apply answers
+            # (delivered in the same wake-up of the loop), so those requests are answered before
+            # the tasks the pokes wake run.
+            loop.call_soon_threadsafe(loop.call_soon, poke, isinstance(event.command, BeginDataKeyRotation))
 
         self.store.subscribe(self.dispatcher.on_apply)
         self.store.subscribe(on_apply)

@@ -19,7 +19,9 @@ fixes):
   address a peer claims bound to its certificate; restricted unpickling and a frame cap.
 - latency: our own loop drives SyncObj's tick; a proposal wakes it through a pipe, the queue is
   drained, appended and sent as one AppendEntries per follower with one fdatasync, and replies
-  are handled as they arrive.
+  are handled as they arrive. A new commit index is sent at once only when a follower waits for
+  it (a command it forwarded, a membership change), else with the next AppendEntries; a
+  follower does not answer an AppendEntries that only moves the commit index on.
 - membership (membership.py): one change at a time, addresses as plain strings, the member list
   persisted, a removal effective on the leader when committed.
 - elections (prevote.py): pre-vote with leader stickiness, so a member that rejoins after a
@@ -263,10 +265,15 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin, ReadIndexMixin):
         self._snapshots = snapshots
         self.clock = owner.clock
         self._acks: list[tuple[Any, bool, int, bool]] = []
+        self._unanswered: tuple[Any, int] | None = None  # see _only_commits
         self._init_membership()
         self._init_pre_vote()
         self._init_read_index(owner.read_index_ready)
         self._sent = (0, -1)  # (last log index, commit index) of the last AppendEntries round
+        # Leader: the last log index a follower waits to see committed (see _append_entries_due),
+        # and whether a proposal queued since the loop last took the queue is one it waits for.
+        self._awaited = 0
+        self._awaited_queued = False
         self._wakeup: _Wakeup | None = None
         self._loop_thread = 0
         self.tick_errors = 0
@@ -344,17 +351,64 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin, ReadIndexMixin):
         """Group commit, run just before SyncObj polls: a leader sends what it appended this tick
         (or a new commit index) as one AppendEntries per follower, then fdatasyncs while the
         followers do the same; every node then sends the acknowledgements held for the sync."""
-        read_round = self.read_round_due()
-        appended = (self._SyncObj__getCurrentLogIndex(), self.raftCommitIndex) != self._sent
-        if self._isLeader() and (read_round or appended):
+        if self._isLeader() and (self.read_round_due() or self._append_entries_due()):
             self._SyncObj__sendAppendEntries()
         if self._leaving:
             self._remove_departed()
-        if self._sync_and_flush() and self._isLeader() and self._wakeup is not None:
-            # The leader counts its own copy only from the next pass on; that vote may be the one
-            # that commits (always, alone in its group), so the next pass must not wait for the
-            # poll's timeout.
+        if self._sync_and_flush() and self._wakeup is not None and self._own_copy_commits():
+            # The leader counts its own copy only from the next pass on; when that vote is the one
+            # that commits (always, alone in its group), the next pass must not wait for the poll's
+            # timeout.
             self._wakeup.notify()
+
+    def _own_copy_commits(self) -> bool:
+        """Leader: whether its own copy completes a majority for the entry after the commit index.
+        Usually it does not: the followers reply after the leader's sync, and their replies wake
+        the loop, so an extra pass (a wake-up per write) would find nothing to commit."""
+        if not self._isLeader():
+            return False
+        following = self.raftCommitIndex + 1
+        if following > self._SyncObj__getCurrentLogIndex():
+            return False
+        others = self._SyncObj__otherNodes
+        match = self._SyncObj__raftMatchIndex
+        held = 1 + sum(1 for n in others if match.get(n, 0) >= following)
+        return held * 2 > len(others) + 1
+
+    def _append_entries_due(self) -> bool:
+        """Leader: new entries go out at once. A new commit index goes out at once only when a
+        follower waits for it: a command it forwarded (its proposer, or its read barrier, waits
+        until the follower has applied it) or a membership change. Otherwise it rides with the
+        next AppendEntries (the next write's, or the heartbeat): sent after every commit, it
+        cost the leader a message per follower and every follower an apply and its wake-ups on
+        the next write's way, just as that write was being answered and the next one sent."""
+        sent_last, sent_commit = self._sent
+        if self._SyncObj__getCurrentLogIndex() != sent_last:
+            return True
+        return sent_commit < self._awaited <= int(self.raftCommitIndex)
+
+    def _SyncObj__applyLogEntries(self) -> Any:
+        """Leader: a new commit index a follower waits for goes out before the entries are applied
+        here, so that the follower applies them meanwhile instead of after. Not one that commits a
+        membership change: a member that sees its removal applied may stop at once, and by then
+        the leader must have applied it too (and no longer count that member)."""
+        if self._isLeader() and self._append_entries_due() and not self._commits_membership():
+            self._SyncObj__sendAppendEntries()
+        return super()._SyncObj__applyLogEntries()
+
+    def _commits_membership(self) -> bool:
+        """Whether the entries committed but not applied yet hold a membership change."""
+        log_ = self._journal
+        first = int(log_[0][1]) if len(log_) else 0
+        return any(log_[i - first][0][:1] == _MEMBERSHIP
+                   for i in range(max(int(self.raftLastApplied) + 1, first), int(self.raftCommitIndex) + 1))
+
+    def _checkCommandsToApply(self) -> None:
+        awaited = self._awaited_queued
+        self._awaited_queued = False
+        super()._checkCommandsToApply()
+        if awaited:
+            self._awaited = self._SyncObj__getCurrentLogIndex()
 
     def _sync_and_flush(self) -> bool:
         """Make the journal durable, then send the acknowledgements held for it. Returns whether
@@ -447,6 +501,8 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin, ReadIndexMixin):
         reply until the journal is fdatasync'd (by _sync_and_flush, right after this poll)."""
         if nextNodeIdx is None:
             nextNodeIdx = self._SyncObj__getCurrentLogIndex() + 1
+        if success and not reset and self._unanswered == (node, nextNodeIdx):
+            return
         self._acks.append((node, reset, nextNodeIdx, success))
 
     def _SyncObj__sendAppendEntries(self) -> None:
@@ -477,6 +533,8 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin, ReadIndexMixin):
             self._SyncObj__callErrCallback(FAIL_REASON.REQUEST_DENIED, callback)
             return
         super()._applyCommand(full, callback)
+        if isinstance(callback, tuple) or kind == _MEMBERSHIP:  # forwarded by a follower: (node, id)
+            self._awaited_queued = True  # set after queueing: the loop's next take sees it
         self.wake()
 
     def _SyncObj__doApplyCommand(self, command: bytes) -> Any:
@@ -569,6 +627,8 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin, ReadIndexMixin):
             return
         redundant_ack = None
         if kind == "append_entries":
+            if self._only_commits(node, message) and not self.asks_read_echo(node, message):
+                self._unanswered = (node, message["prevLogIdx"] + 1)
             trimmed = self._trim_append_entries(message)
             if trimmed is None:
                 return
@@ -582,12 +642,28 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin, ReadIndexMixin):
             # link stays (the transport drops a peer whose message raised).
             self._no_room(str(e))
             return
+        finally:
+            self._unanswered = None
         if before is not None:
             self._keep_next_index(node, message, before)
         if kind == "next_node_idx":
             self._read_echo(node, message)
         if redundant_ack is not None:
             self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=redundant_ack, success=True)
+
+    def _only_commits(self, node: Any, message: dict[str, Any]) -> bool:
+        """Follower: whether an AppendEntries from our leader carries no entry and only moves the
+        commit index on, over a log that ends where the leader's does. Stock answers it like any
+        other, though the answer tells the leader nothing new (this log's end was acknowledged
+        with the entries): a reply and a pass of the leader's loop per follower, on the next
+        write's way. The replies the leader's check-quorum counts keep coming: every entry is
+        answered, and so is every heartbeat but one carrying a new commit index (never two in a
+        row: the commit index moves only after entries, which are answered)."""
+        return (not message.get("entries") and "serialized" not in message
+                and message["term"] == self.raftCurrentTerm and node == self._SyncObj__raftLeader
+                and message.get("prevLogIdx") == self._SyncObj__getCurrentLogIndex()
+                and message.get("prevLogTerm") == self._SyncObj__getCurrentLogTerm()
+                and message["commit_index"] > self.raftCommitIndex)
 
     def _keep_next_index(self, node: Any, message: dict[str, Any], before: int) -> None:
         """Leader: a success reply to an earlier batch sets nextIndex to that batch's end,

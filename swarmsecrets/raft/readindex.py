@@ -150,6 +150,12 @@ class ReadIndexMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type 
 
     # --- member -----------------------------------------------------------------------------
 
+    def asks_read_echo(self, node: Any, message: dict[str, Any]) -> bool:
+        """Whether an AppendEntries carries a read number this member has not accepted yet: it
+        must be answered (with the echo), even when it only moves the commit index on."""
+        rs = message.get("rs")
+        return isinstance(rs, int) and self._accepted_rs.get(node) != (message["term"], rs)
+
     def _accept_read_seq(self, node: Any, message: dict[str, Any]) -> None:
         """An AppendEntries this member accepts (its term is current): remember its number. Call
         before SyncObj handles the message (which may raise this member's term to it)."""

@@ -49,6 +49,8 @@ def _restore_stock(mp: pytest.MonkeyPatch, name: str) -> None:
         mp.setattr(node, "SOCKET_BUFFER_BYTES", 2 ** 16)
     elif name == "rearm":
         mp.setattr(transport.TlsConnection, "_rearm_after_send", lambda self: None)
+    elif name == "commit_ack":
+        mp.setattr(S, "_only_commits", lambda self, node, message: False)
     elif name == "next_index":
         mp.setattr(S, "_keep_next_index", lambda self, node, message, before: None)
     elif name == "trim":

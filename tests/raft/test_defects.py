@@ -69,6 +69,27 @@ def test_follower_truncates_only_on_a_real_conflict(cluster_factory: Factory) ->
     assert log_ == [(1, 0)] + [(i, 1) for i in range(2, 8)] + [(8, 2), (9, 2)]
 
 
+def test_follower_does_not_answer_a_message_that_only_commits(cluster_factory: Factory) -> None:
+    """Stock answers the AppendEntries a leader sends after each commit, though the answer tells it
+    nothing new: two replies and two passes of the leader's loop per write."""
+    c = cluster_factory(2)
+    node, so, leader = lone_follower(c)
+
+    def answers(message: dict[str, Any]) -> list[tuple[int, bool]]:
+        def run() -> list[tuple[int, bool]]:
+            held = len(so._acks)
+            so._SyncObj__onMessageReceived(leader, message)
+            return [(next_idx, success) for _, _, next_idx, success in so._acks[held:]]
+        return node.call_in_loop(run).result(5)
+
+    batch = [(cmd(f"k{i}"), i, 1) for i in range(2, 6)]
+    assert answers(ae(1, 1, 0, batch, commit=1)) == [(6, True)]  # entries: answered
+    assert answers(ae(1, 5, 1, [], commit=3)) == []               # only commits: not answered
+    assert answers(ae(1, 5, 1, [], commit=3)) == [(6, True)]      # a heartbeat: answered
+    assert answers(ae(1, 7, 1, [], commit=4)) == [(6, False)]     # not this log's end: refused
+    assert answers(ae(2, 5, 1, [], commit=4)) == [(6, True)]      # a new term: answered
+
+
 def test_leader_never_moves_next_index_back(cluster_factory: Factory) -> None:
     """Stock: a success reply for an earlier batch pulled nextIndex back below batches in flight."""
     c = cluster_factory(2)

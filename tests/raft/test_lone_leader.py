@@ -1,7 +1,10 @@
-"""A leader alone in its group commits on its own fdatasync, without waiting out the loop's poll."""
+"""A leader's own fdatasync wakes its loop exactly when its copy is the vote that commits: alone in
+its group at every write (without waiting out the loop's poll), in a group never in steady writes
+(the followers' replies wake the loop, so a wake-up of its own would be a pass for nothing)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -25,3 +28,25 @@ def test_a_lone_leader_commits_once_its_sync_is_done(cluster_factory: Callable[.
     for i in range(20):
         assert leader.propose({"op": "set", "k": f"k{i}", "v": i}, timeout=30.0) > 0
     assert c.converge()["k19"] == 19
+
+
+def test_a_leader_with_followers_does_not_wake_itself_after_its_sync(cluster_factory: Callable[..., Cluster]) -> None:
+    c = cluster_factory(3)
+    c.start()
+    leader = c.leader()
+    sync = leader._sync
+    assert sync is not None and sync._wakeup is not None
+    wakeup = sync._wakeup
+    notify = wakeup.notify
+    own_wakes: list[int] = []
+
+    def counting_notify() -> None:
+        if threading.get_ident() == sync._loop_thread:  # proposals wake it from other threads
+            own_wakes.append(sync.raftCommitIndex)
+        notify()
+
+    wakeup.notify = counting_notify  # type: ignore[method-assign]
+    for i in range(20):
+        assert leader.propose({"op": "set", "k": f"k{i}", "v": i}, timeout=30.0) > 0
+    assert c.converge()["k19"] == 19
+    assert own_wakes == []
