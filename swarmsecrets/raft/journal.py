@@ -122,6 +122,10 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
                 self._entries.append((command, idx, term))
                 self._offsets.append(offset)
                 offset += _RECORD.size + length
+                old = len(self._entries) - 1 - RESIDENT_ENTRIES
+                if old >= 2:  # read from the file: drop its command now, never hold them all
+                    self._entries[old] = (None, *self._entries[old][1:])
+                    self._resident_from = old + 1
         if offset < size:
             log.warning("raft journal %s: dropping %d bytes of torn tail at offset %d (%s)",
                         self._path, size - offset, offset, why)
