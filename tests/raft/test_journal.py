@@ -353,6 +353,11 @@ def test_snapshot_transfer_rejects_gaps_and_corruption(tmp_path: Path) -> None:
         return (data[0], data[1], data[2], bytes(chunk))
 
     assert not transfer(leader, follower, flip)
+
+    def flip_trailer(data: Any) -> Any:  # the checksum itself, in the last chunk
+        return (data[0], data[1], data[2], data[3][:-1] + bytes([data[3][-1] ^ 1]) if data[2] else data[3])
+
+    assert not transfer(leader, follower, flip_trailer)
     assert not (tmp_path / "b").exists()
     assert transfer(leader, follower)
 
