@@ -149,6 +149,11 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
     def _read_command(self, pos: int) -> bytes:
         """The command of the entry at ``pos``, from the file (or the buffer not yet written)."""
         offset = self._offsets[pos]
+        if pos + 1 < len(self._offsets) and self._offsets[pos + 1] <= self._end:
+            # The next record's offset bounds this one: one read for its header and command.
+            record = os.pread(self._fd, self._offsets[pos + 1] - offset, offset)
+            if len(record) == self._offsets[pos + 1] - offset:
+                return record[_RECORD.size:]
         if offset >= self._end:
             head = bytes(self._pending[offset - self._end:offset - self._end + _RECORD.size])
         else:
