@@ -16,8 +16,6 @@ decoded at all (``Unsupported``), so it can never be half applied.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import gc
 import logging
 import sys
@@ -27,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import MISSING, fields, is_dataclass, replace
 from typing import Any
 
+from swarmsecrets.heap import return_freed_memory
 from swarmsecrets.manager.state import commands as c
 from swarmsecrets.manager.state.events import Err, Ok, Result
 from swarmsecrets.manager.state.objects import NO_LABELS, Cluster, Meta, Node, Secret, Service, Task
@@ -577,7 +576,7 @@ class LogStateMachine:
         with _collector_paused():
             tables, index = decode_snapshot(data) if data is None or isinstance(data, dict) else restore_frames(data)
         self.store.load(tables, index)
-        _return_freed_memory()
+        return_freed_memory()
 
 
 @contextlib.contextmanager
@@ -592,22 +591,3 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
-    except (OSError, AttributeError, TypeError):  # not glibc
-        return None
-    return trim
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def _return_freed_memory() -> None:
-    """Give the pages of a replaced state back to the system. The payloads (over 512 bytes) live
-    in the C heap, whose free pages glibc keeps for reuse: a follower that installed a snapshot
-    over a smaller state would otherwise keep both sizes resident. A few milliseconds."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
