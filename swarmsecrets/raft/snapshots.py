@@ -113,12 +113,13 @@ def _frames(f: BinaryIO, path: str, end: int, digest: Any = None) -> Iterator[An
 
 def _hash_received(recv: dict[str, Any], offset: int, chunk: bytes, size: int) -> None:
     """Checksum a received chunk as it arrives (the file is not read a second time): the bytes
-    before the trailer go into the digest, the trailer's are kept to compare with it."""
+    before the trailer go into the digest, the trailer's are kept to compare with it (one byte
+    more at most: a transfer longer than it announced fails the comparison, holding no more)."""
     body_end = size - _DIGEST
     view = memoryview(chunk)
     split = max(0, min(len(chunk), body_end - offset))
     recv["digest"].update(view[:split])
-    recv["trailer"] += view[split:]
+    recv["trailer"] = (recv["trailer"] + view[split:])[-(_DIGEST + 1):]
 
 
 class _Hashing:
