@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import uvloop
 
 from swarmsecrets import __version__, errors
+from swarmsecrets.heap import return_large_buffers
 from swarmsecrets.logfmt import setup_logging
 from swarmsecrets.manager.controlapi import ControlServicer
 from swarmsecrets.metrics import Metrics, MetricsServer
@@ -93,6 +94,7 @@ def make_undumpable() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     make_undumpable()  # before any key or secret is in memory
+    return_large_buffers()
     config = parse_args(argv)
     setup_logging(config.log_level, config.log_format)
     try:

@@ -16,6 +16,10 @@ in one term after a crash). DurableJournal replaces both:
   retries ``persist()``, which rewrites every byte not known to be on disk (after a failed
   fdatasync the kernel may have dropped the pages, so they are never trusted) until it
   succeeds. Any other write error is fatal, as before.
+- Only the newest ``RESIDENT_ENTRIES`` commands (and the first two entries, which SyncObj reads
+  on every tick) are held in memory; an older entry keeps its index and term, and its command
+  is read back from the file when asked for (a lagging follower, a compaction). Between two
+  snapshots the log holds thousands of entries, each a copy of a value the state already holds.
 - Metadata (term, vote, commit index, members) is JSON written atomically and durably before
   ``setCurrentTerm`` returns, i.e. before SyncObj sends a vote or a RequestVote. On a full
   disk a vote raises ``DiskFull`` (so it is never sent); a new term without a vote, or a new
@@ -48,6 +52,9 @@ JOURNAL_MAGIC = b"SWRJ\x00\x00\x00\x01"
 _RECORD = struct.Struct("!IIQQ")  # command length, crc32(idx, term, command), idx, term
 _IDX_TERM = struct.Struct("!QQ")
 MAX_RECORD = 64 * 1024 * 1024
+# Commands kept in memory at the end of the log: what followers that keep up and the apply loop
+# read. Older ones are read from the file (they are on disk: only synced entries are dropped).
+RESIDENT_ENTRIES = 256
 # Write errors that mean "no room now": retried once space returns. Every other error is fatal.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -64,8 +71,10 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
         self._path = path
         self._meta_path = meta_path
         self._dir = os.path.dirname(os.path.abspath(path))
-        self._entries: list[Entry] = []
+        # Each entry as (command, idx, term); an entry whose command is only on disk holds None.
+        self._entries: list[tuple[bytes | None, int, int]] = []
         self._offsets: list[int] = []  # file offset of each entry's record
+        self._resident_from = 0        # entries before this position (but the first two) hold None
         self._pending = bytearray()    # records after _end: not known to be on disk
         self._end = 0                  # file offset up to which every byte is fdatasync'd
         self._dirty = False            # truncated since the last fdatasync
@@ -113,6 +122,10 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
                 self._entries.append((command, idx, term))
                 self._offsets.append(offset)
                 offset += _RECORD.size + length
+                old = len(self._entries) - 1 - RESIDENT_ENTRIES
+                if old >= 2:  # read from the file: drop its command now, never hold them all
+                    self._entries[old] = (None, *self._entries[old][1:])
+                    self._resident_from = old + 1
         if offset < size:
             log.warning("raft journal %s: dropping %d bytes of torn tail at offset %d (%s)",
                         self._path, size - offset, offset, why)
@@ -120,6 +133,60 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
             os.fsync(self._fd)
         self._end = offset
         self.synced_index = self._entries[-1][1] if self._entries else 0
+        self._drop_old_commands()
+
+    def _drop_old_commands(self) -> None:
+        """Let go of the commands of synced entries older than the resident window."""
+        entries = self._entries
+        stop = len(entries) - RESIDENT_ENTRIES
+        pos = max(self._resident_from, 2)
+        while pos < stop and self._offsets[pos] < self._end:
+            _, idx, term = entries[pos]
+            entries[pos] = (None, idx, term)
+            pos += 1
+        self._resident_from = max(self._resident_from, pos)
+
+    def _read_command(self, pos: int) -> bytes:
+        """The command of the entry at ``pos``, from the file (or the buffer not yet written)."""
+        offset = self._offsets[pos]
+        if pos + 1 < len(self._offsets) and self._offsets[pos + 1] <= self._end:
+            # The next record's offset bounds this one: one read for its header and command.
+            record = os.pread(self._fd, self._offsets[pos + 1] - offset, offset)
+            if len(record) == self._offsets[pos + 1] - offset:
+                return record[_RECORD.size:]
+        if offset >= self._end:
+            head = bytes(self._pending[offset - self._end:offset - self._end + _RECORD.size])
+        else:
+            head = os.pread(self._fd, _RECORD.size, offset)
+        length = _RECORD.unpack(head)[0]
+        start = offset + _RECORD.size
+        if start >= self._end:
+            return bytes(self._pending[start - self._end:start - self._end + length])
+        command = os.pread(self._fd, length, start)
+        if len(command) != length:
+            raise StorageError(f"raft journal {self._path}: entry at offset {offset} is short on disk")
+        return command
+
+    def _entry(self, pos: int) -> Entry:
+        command, idx, term = self._entries[pos]
+        if command is None:
+            return self._read_command(pos), idx, term
+        return command, idx, term
+
+    def entries(self, pos: int, count: int | None = None, max_bytes: int | None = None) -> list[Entry]:
+        """The entries from position ``pos``: at most ``count``, and stopping at the first that
+        brings their commands' total to ``max_bytes`` (SyncObj's batching rule), so that a
+        lagging follower's batch reads only what it sends."""
+        stop = len(self._entries) if count is None else min(len(self._entries), pos + count)
+        out: list[Entry] = []
+        total = 0
+        for i in range(max(pos, 0), stop):
+            entry = self._entry(i)
+            out.append(entry)
+            total += len(entry[0])
+            if max_bytes is not None and total >= max_bytes:
+                break
+        return out
 
     def sync(self) -> None:
         """Write buffered appends and fdatasync them: the group commit point. A truncation is
@@ -141,6 +208,7 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
                 self.syncs += 1
         if self._entries:
             self.synced_index = self._entries[-1][1]
+            self._drop_old_commands()
 
     def _cut_unsynced(self) -> None:
         """After a failed write: drop whatever part of it reached the file. A partial record
@@ -199,6 +267,7 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
     def clear(self) -> None:
         self._entries = []
         self._offsets = []
+        self._resident_from = 0
         self._truncate_file(len(JOURNAL_MAGIC))
         self.synced_index = 0
 
@@ -212,6 +281,7 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
             self._truncate_file(offset)
         del self._entries[entryFrom:]
         del self._offsets[entryFrom:]
+        self._resident_from = min(self._resident_from, entryFrom)
         self.synced_index = min(self.synced_index, self._entries[-1][1] if self._entries else 0)
 
     def deleteEntriesTo(self, entryTo: int) -> None:
@@ -220,7 +290,7 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
             return
         if entryTo >= len(self._entries):
             raise ValueError("raft journal: compaction would delete every entry")
-        keep = self._entries[entryTo:]
+        keep = self.entries(entryTo)
         tmp = f"{self._path}.compact"
         out = bytearray(JOURNAL_MAGIC)
         offsets = []
@@ -235,19 +305,26 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no type 
             self._fd = os.open(self._path, os.O_RDWR)
         self._entries = list(keep)
         self._offsets = offsets
+        self._resident_from = 0
         self._pending = bytearray()
         self._end = len(out)
         self._dirty = False
         self.synced_index = keep[-1][1]
+        self._drop_old_commands()
 
     def __getitem__(self, item: Any) -> Any:
-        return self._entries[item]
+        if isinstance(item, slice):
+            return [self._entry(pos) for pos in range(*item.indices(len(self._entries)))]
+        entry = self._entries[item]
+        if entry[0] is None:
+            return self._entry(item if item >= 0 else len(self._entries) + item)
+        return entry
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __iter__(self) -> Iterator[Entry]:
-        return iter(self._entries)
+        return (self._entry(pos) for pos in range(len(self._entries)))
 
     def _destroy(self) -> None:
         if self._fd < 0:

@@ -605,6 +605,16 @@ class _RaftSyncObj(PreVoteMixin, MembershipMixin, ReadIndexMixin):
         if not self._SyncObj__forceLogCompaction:
             self._compact_now = False  # the snapshot started (or nothing was new to snapshot)
 
+    def _SyncObj__getEntries(self, fromIDx: int | None, count: int | None = None,
+                             maxSizeBytes: int | None = None) -> list[Any]:
+        """Stock's batch rule, but stock slices the whole rest of the log before cutting the batch
+        at ``maxSizeBytes``: the journal reads older commands from disk, so only what is sent."""
+        journal = self._journal
+        first = journal[0][1]
+        if fromIDx is None or fromIDx < first:
+            return []
+        return journal.entries(fromIDx - first, count, maxSizeBytes)
+
     def _SyncObj__deleteEntriesTo(self, toIDx: int) -> None:
         """Compact only up to the snapshot's own entry, and only while the log still holds
         it with at least one entry after. Stock deletes blindly: after a truncation raced the

@@ -111,6 +111,17 @@ def _frames(f: BinaryIO, path: str, end: int, digest: Any = None) -> Iterator[An
         raise SnapshotError(f"{path}: checksum mismatch")
 
 
+def _hash_received(recv: dict[str, Any], offset: int, chunk: bytes, size: int) -> None:
+    """Checksum a received chunk as it arrives (the file is not read a second time): the bytes
+    before the trailer go into the digest, the trailer's are kept to compare with it (one byte
+    more at most: a transfer longer than it announced fails the comparison, holding no more)."""
+    body_end = size - _DIGEST
+    view = memoryview(chunk)
+    split = max(0, min(len(chunk), body_end - offset))
+    recv["digest"].update(view[:split])
+    recv["trailer"] = (recv["trailer"] + view[split:])[-(_DIGEST + 1):]
+
+
 class _Hashing:
     """A write-only file wrapper that hashes what passes through it."""
 
@@ -369,10 +380,12 @@ class SnapshotStore:
             if offset == 0:
                 if recv is not None:
                     recv["file"].close()
-                recv = self._receiving = {"ident": ident, "received": 0, "file": open_private(tmp)}
+                recv = self._receiving = {"ident": ident, "received": 0, "file": open_private(tmp),
+                                          "digest": hashlib.blake2b(digest_size=_DIGEST), "trailer": b""}
             elif recv is None or recv["ident"] != ident or recv["received"] != offset:
                 return False  # a chunk of another transfer, or out of order: wait for a fresh start
             recv["file"].write(chunk)
+            _hash_received(recv, offset, chunk, ident[2])
             recv["received"] += len(chunk)
             if not last:
                 return False
@@ -391,7 +404,9 @@ class SnapshotStore:
         try:
             if recv["received"] != ident[2]:
                 raise SnapshotError("snapshot transfer ended short")
-            head = _read_snapshot(tmp, verify=True)
+            if recv["trailer"] != recv["digest"].digest():
+                raise SnapshotError(f"{tmp}: checksum mismatch")
+            head = _read_snapshot(tmp, verify=False)
         except Exception:
             log.exception("raft: discarding a snapshot received from the leader")
             os.unlink(tmp)

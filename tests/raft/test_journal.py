@@ -14,6 +14,7 @@ from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.journal import FileJournal
 from pysyncobj.node import TCPNode
 
+from swarmsecrets.raft import journal as journal_module
 from swarmsecrets.raft import node, snapshots, wire
 from swarmsecrets.raft.journal import JOURNAL_MAGIC, DurableJournal
 from swarmsecrets.raft.snapshots import SnapshotError, SnapshotStore
@@ -68,6 +69,33 @@ def test_group_commit_one_fdatasync_for_a_batch(tmp_path: Path, monkeypatch: pyt
     journal_path = os.path.realpath(tmp_path / "raft.journal")
     assert spy.paths().count(journal_path) == 1, spy.calls
     assert os.path.getsize(journal_path) > 100 * 20
+
+
+def test_only_the_newest_commands_stay_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Older synced commands are dropped from memory and read back from the file: every read
+    (an entry, a slice, a batch, iteration, a compaction, a truncation) still sees them."""
+    monkeypatch.setattr(journal_module, "RESIDENT_ENTRIES", 3)
+    j = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    want = entries(20)
+    for e in want:
+        j.add(*e)
+    assert sum(c is not None for c, _, _ in j._entries) == 20  # nothing dropped before it is on disk
+    j.sync()
+    assert sum(c is not None for c, _, _ in j._entries) == 2 + 3  # the first two and the newest three
+    assert list(j) == want and j[5] == want[5] and j[-1] == want[-1] and j[4:9] == want[4:9]
+    assert j.entries(4, max_bytes=2 * len(want[4][0])) == want[4:6]
+    assert j.entries(4, count=3) == want[4:7]
+    j.deleteEntriesFrom(15)  # entries 16..20 go
+    j.add(b"new", 16, 2)
+    assert j[-2:] == [want[14], (b"new", 16, 2)]
+    j.sync()
+    j.deleteEntriesTo(5)  # keep 6..16
+    assert list(j) == [*want[5:15], (b"new", 16, 2)]
+    assert sum(c is not None for c, _, _ in j._entries) == 2 + 3
+    j._destroy()
+    j2 = DurableJournal(str(tmp_path / "j"), str(tmp_path / "m"))
+    assert list(j2) == [*want[5:15], (b"new", 16, 2)]
+    assert sum(c is not None for c, _, _ in j2._entries) == 2 + 3
 
 
 def test_add_refuses_a_gap(tmp_path: Path) -> None:
@@ -325,6 +353,11 @@ def test_snapshot_transfer_rejects_gaps_and_corruption(tmp_path: Path) -> None:
         return (data[0], data[1], data[2], bytes(chunk))
 
     assert not transfer(leader, follower, flip)
+
+    def flip_trailer(data: Any) -> Any:  # the checksum itself, in the last chunk
+        return (data[0], data[1], data[2], data[3][:-1] + bytes([data[3][-1] ^ 1]) if data[2] else data[3])
+
+    assert not transfer(leader, follower, flip_trailer)
     assert not (tmp_path / "b").exists()
     assert transfer(leader, follower)
 

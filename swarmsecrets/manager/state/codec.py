@@ -20,8 +20,8 @@ written only once every manager advertises version 6.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import contextlib
+import gc
 import logging
 import sys
 import types
@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import MISSING, fields, is_dataclass, replace
 from typing import Any
 
+from swarmsecrets.heap import return_freed_memory
 from swarmsecrets.manager.state import commands as c
 from swarmsecrets.manager.state.events import Err, Ok, Result
 from swarmsecrets.manager.state.objects import NO_LABELS, Cluster, Meta, Node, Secret, Service, Task
@@ -636,25 +637,21 @@ class LogStateMachine:
     def restore(self, data: Any) -> None:
         """Replace the state with a snapshot: frames (as ``snapshot`` gives them), a whole-state
         dict, or None (raft restores "nothing")."""
-        tables, index = decode_snapshot(data) if data is None or isinstance(data, dict) else restore_frames(data)
+        with _collector_paused():
+            tables, index = decode_snapshot(data) if data is None or isinstance(data, dict) else restore_frames(data)
         self.store.load(tables, index)
-        _return_freed_memory()
+        return_freed_memory()
 
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Building a hundred thousand objects that all stay alive sets off the cyclic garbage
+    collector every few hundred of them, each pass over objects that can only survive: a fifth
+    of a snapshot's load. It runs again once the load is done."""
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
-    except (OSError, AttributeError, TypeError):  # not glibc
-        return None
-    return trim
-
-
-_MALLOC_TRIM = _load_malloc_trim()
-
-
-def _return_freed_memory() -> None:
-    """Give the pages of a replaced state back to the system. The payloads (over 512 bytes) live
-    in the C heap, whose free pages glibc keeps for reuse: a follower that installed a snapshot
-    over a smaller state would otherwise keep both sizes resident. A few milliseconds."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
