@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import inspect
 import logging
 import os
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import grpc
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from swarmsecrets import audit, errors, wire
@@ -351,11 +353,19 @@ def _frame(flag: int, payload: bytes) -> bytes:
     return b"%x\r\n" % size + FRAME.pack(flag, len(payload)) + payload + b"\r\n"
 
 
-def _created_id(response: Any) -> str:
-    for name in ("secret", "service"):
-        if name in response.DESCRIPTOR.fields_by_name and response.HasField(name):
-            return str(getattr(response, name).id)
+def _created_id(response: Message) -> str:
+    """The id of the object a write's response carries ("" when it carries none)."""
+    name = _created_field(response.DESCRIPTOR)
+    if name and response.HasField(name):
+        return str(getattr(response, name).id)
     return ""
+
+
+@functools.cache
+def _created_field(descriptor: Descriptor) -> str:
+    """The field of a response type that carries the object a write made ("" for none): looked up
+    once per type, as every write's audit line asks."""
+    return next((name for name in ("secret", "service") if name in descriptor.fields_by_name), "")
 
 
 class _Connection:
@@ -506,6 +516,9 @@ class LocalAPI:
         self.metrics = metrics
         self.methods = {**_methods(swarm_pb2, "Swarm", swarm), **_methods(control_pb2, "Control", control)}
         self.stopping = False
+        # The metric series by method (and code): a series' child is looked up once, not per call.
+        self._counted: dict[tuple[str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
         self._server: asyncio.AbstractServer | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
 
@@ -513,9 +526,15 @@ class LocalAPI:
         """Count a finished call (the series the TLS port's calls use, by full method name); time a unary one."""
         if self.metrics is None:
             return
-        self.metrics.grpc_calls.labels(method.full_name, result).inc()
+        counted = self._counted.get((method.full_name, result))
+        if counted is None:
+            counted = self._counted[method.full_name, result] = self.metrics.grpc_calls.labels(method.full_name, result)
+        counted.inc()
         if seconds is not None:
-            self.metrics.grpc_seconds.labels(method.full_name).observe(seconds)
+            timed = self._timed.get(method.full_name)
+            if timed is None:
+                timed = self._timed[method.full_name] = self.metrics.grpc_seconds.labels(method.full_name)
+            timed.observe(seconds)
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Connection(self, reader, writer)
