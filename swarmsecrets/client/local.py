@@ -7,6 +7,7 @@ client is safe to share between threads: each call takes an idle kept-alive conn
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -47,6 +48,9 @@ class LocalError(Exception):
 
 
 class _Connection:
+    """A kept-alive connection, read through its own buffer: an answer's head is split out of what
+    one receive brought, not read line by line."""
+
     def __init__(self, path: str, timeout: float | None) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -57,42 +61,74 @@ class _Connection:
             reason = os.strerror(e.errno).lower() if e.errno else str(e)
             raise LocalError(Status.UNAVAILABLE, f"failed to connect to unix:{path}: {reason}",
                              reached=False) from None
-        self.file = self.sock.makefile("rb")
+        self.pending = b""  # received, not read yet
 
     def close(self) -> None:
-        self.file.close()
         self.sock.close()
+
+    def _receive(self) -> bytes:
+        data = self.sock.recv(_RECEIVE_SIZE)
+        if not data:
+            raise ConnectionResetError("the daemon closed the connection" if not self.pending
+                                       else "the daemon closed the connection mid-answer")
+        return data
+
+    def _until(self, mark: bytes) -> bytes:
+        """The bytes before the next ``mark`` (which is consumed); at most MAX_HEAD of them."""
+        buf = self.pending
+        at = buf.find(mark)
+        while at < 0:
+            if len(buf) > MAX_HEAD:
+                raise ConnectionResetError(f"not an HTTP response: {buf[:80]!r}")
+            more = self._receive()
+            buf += more
+            at = buf.find(mark, max(0, len(buf) - len(more) - len(mark)))
+        self.pending = buf[at + len(mark):]
+        return buf[:at]
 
     def head(self) -> tuple[int, dict[bytes, bytes]]:
         """The response's status and headers (names lower-cased)."""
-        line = self.file.readline(MAX_HEAD)
-        if not line:
-            raise ConnectionResetError("the daemon closed the connection")
-        parts = line.split(None, 2)
+        status_line, *lines = self._until(b"\r\n\r\n").split(b"\r\n")
+        parts = status_line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise ConnectionResetError(f"not an HTTP response: {line[:80]!r}")
+            raise ConnectionResetError(f"not an HTTP response: {status_line[:80]!r}")
         headers: dict[bytes, bytes] = {}
-        while (line := self.file.readline(MAX_HEAD)) not in (b"\r\n", b"\n", b""):
+        for line in lines:
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip()
         return int(parts[1]), headers
 
     def exactly(self, n: int) -> bytes:
-        data = self.file.read(n)
-        if len(data) != n:
-            raise ConnectionResetError("the daemon closed the connection mid-answer")
-        return data
+        buf = self.pending
+        if len(buf) >= n:
+            self.pending = buf[n:]
+            return buf[:n]
+        # A large answer: received straight into one buffer of its size.
+        out = bytearray(n)
+        out[:len(buf)] = buf
+        self.pending = b""
+        view, got = memoryview(out), len(buf)
+        while got < n:
+            k = self.sock.recv_into(view[got:])
+            if not k:
+                raise ConnectionResetError("the daemon closed the connection mid-answer")
+            got += k
+        return bytes(out)
 
     def chunks(self) -> Iterator[bytes]:
         """A chunked body's chunks, until the last (empty) one."""
         while True:
-            size = int(self.file.readline(MAX_HEAD).split(b";", 1)[0], 16)
+            size = int(self._until(b"\r\n").split(b";", 1)[0], 16)
             if size == 0:
-                self.file.readline(MAX_HEAD)
+                self._until(b"\r\n")
                 return
             chunk = self.exactly(size)
             self.exactly(2)
             yield chunk
+
+
+# What one receive asks for: a unary answer in one go, a stream's frames in a few.
+_RECEIVE_SIZE = 256 * 1024
 
 
 class LocalClient:
@@ -136,8 +172,7 @@ class LocalClient:
     def _send(self, path: str, body: bytes, timeout: float | None) -> tuple[_Connection, int, dict[bytes, bytes]]:
         """Send the request and read the answer's head. A kept-alive connection the daemon has closed
         since (it restarted) fails before any answer: the request goes once more on a new one."""
-        data = (f"POST {path} HTTP/1.1\r\nHost: swarmsecretsd\r\nContent-Type: {CONTENT_TYPE}\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        data = b"%s%d\r\n\r\n%s" % (_request_head(path), len(body), body)
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
@@ -214,6 +249,12 @@ class LocalClient:
                 self._release(conn, headers)
             else:  # left mid-stream (an error, or the caller stopped reading)
                 conn.close()
+
+
+@functools.cache
+def _request_head(path: str) -> bytes:
+    """A request's head up to its Content-Length value."""
+    return f"POST {path} HTTP/1.1\r\nHost: swarmsecretsd\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: ".encode()
 
 
 def _error(status: int, body: bytes) -> LocalError:
