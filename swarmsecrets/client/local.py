@@ -61,30 +61,34 @@ class _Connection:
             reason = os.strerror(e.errno).lower() if e.errno else str(e)
             raise LocalError(Status.UNAVAILABLE, f"failed to connect to unix:{path}: {reason}",
                              reached=False) from None
-        self.pending = b""  # received, not read yet
+        # Received, not read yet: the bytes from ``self.at`` on (an offset, so that reading a
+        # stream's many small frames out of one receive copies none of the rest).
+        self.pending = b""
+        self.at = 0
 
     def close(self) -> None:
         self.sock.close()
 
-    def _receive(self) -> bytes:
+    def _receive(self) -> None:
         data = self.sock.recv(_RECEIVE_SIZE)
         if not data:
-            raise ConnectionResetError("the daemon closed the connection" if not self.pending
+            raise ConnectionResetError("the daemon closed the connection" if self.at == len(self.pending)
                                        else "the daemon closed the connection mid-answer")
-        return data
+        self.pending = self.pending[self.at:] + data
+        self.at = 0
 
     def _until(self, mark: bytes) -> bytes:
         """The bytes before the next ``mark`` (which is consumed); at most MAX_HEAD of them."""
-        buf = self.pending
-        at = buf.find(mark)
-        while at < 0:
-            if len(buf) > MAX_HEAD:
-                raise ConnectionResetError(f"not an HTTP response: {buf[:80]!r}")
-            more = self._receive()
-            buf += more
-            at = buf.find(mark, max(0, len(buf) - len(more) - len(mark)))
-        self.pending = buf[at + len(mark):]
-        return buf[:at]
+        found = self.pending.find(mark, self.at)
+        while found < 0:
+            searched = len(self.pending) - self.at
+            if searched > MAX_HEAD:
+                raise ConnectionResetError(f"not an HTTP response: {self.pending[self.at:self.at + 80]!r}")
+            self._receive()
+            found = self.pending.find(mark, max(0, searched - len(mark)))
+        line = self.pending[self.at:found]
+        self.at = found + len(mark)
+        return line
 
     def head(self) -> tuple[int, dict[bytes, bytes]]:
         """The response's status and headers (names lower-cased)."""
@@ -99,15 +103,16 @@ class _Connection:
         return int(parts[1]), headers
 
     def exactly(self, n: int) -> bytes:
-        buf = self.pending
-        if len(buf) >= n:
-            self.pending = buf[n:]
-            return buf[:n]
+        start, buf = self.at, self.pending
+        if len(buf) - start >= n:
+            self.at = start + n
+            return buf[start:start + n]
         # A large answer: received straight into one buffer of its size.
         out = bytearray(n)
-        out[:len(buf)] = buf
-        self.pending = b""
-        view, got = memoryview(out), len(buf)
+        got = len(buf) - start
+        out[:got] = buf[start:]
+        self.pending, self.at = b"", 0
+        view = memoryview(out)
         while got < n:
             k = self.sock.recv_into(view[got:])
             if not k:
@@ -127,8 +132,9 @@ class _Connection:
             yield chunk
 
 
-# What one receive asks for: a unary answer in one go, a stream's frames in a few.
-_RECEIVE_SIZE = 256 * 1024
+# What one receive asks for: a unary answer in one go (and below malloc's mmap threshold, so a
+# receive costs no mapping of its own).
+_RECEIVE_SIZE = 64 * 1024
 
 
 class LocalClient:
