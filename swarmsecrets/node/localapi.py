@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import inspect
 import logging
 import os
@@ -26,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 import grpc
-from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from swarmsecrets import audit, errors, wire
@@ -353,19 +351,11 @@ def _frame(flag: int, payload: bytes) -> bytes:
     return b"%x\r\n" % size + FRAME.pack(flag, len(payload)) + payload + b"\r\n"
 
 
-def _created_id(response: Message) -> str:
-    """The id of the object a write's response carries ("" when it carries none)."""
-    name = _created_field(response.DESCRIPTOR)
-    if name and response.HasField(name):
-        return str(getattr(response, name).id)
+def _created_id(response: Any) -> str:
+    for name in ("secret", "service"):
+        if name in response.DESCRIPTOR.fields_by_name and response.HasField(name):
+            return str(getattr(response, name).id)
     return ""
-
-
-@functools.cache
-def _created_field(descriptor: Descriptor) -> str:
-    """The field of a response type that carries the object a write made ("" for none): looked up
-    once per type, as every write's audit line asks."""
-    return next((name for name in ("secret", "service") if name in descriptor.fields_by_name), "")
 
 
 class _Connection:
