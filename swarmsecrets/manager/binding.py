@@ -39,13 +39,11 @@ def bound_request_id(sealer: Sealer, kind: type[state.Command], caller: str, cli
 
 def control_request_id(sealer: Sealer, kind: type[state.Command], caller: str, request: Message) -> str:
     """The request id of a Control write: its content is the whole request but its id."""
-    client_rid: str = request.request_id  # type: ignore[attr-defined]  # every Control write has one
-    # Serialized without its id by clearing it for a moment (a copy of the request costs more).
-    request.ClearField("request_id")  # type: ignore[arg-type]
-    try:
-        content = request.DESCRIPTOR.full_name.encode() + b"\0" + request.SerializeToString(deterministic=True)
-    finally:
-        request.request_id = client_rid  # type: ignore[attr-defined]
+    body = type(request)()
+    body.CopyFrom(request)
+    body.ClearField("request_id")  # type: ignore[arg-type]  # every Control write has one
+    content = request.DESCRIPTOR.full_name.encode() + b"\0" + body.SerializeToString(deterministic=True)
+    client_rid: str = request.request_id  # type: ignore[attr-defined]
     return bound_request_id(sealer, kind, caller, client_rid, content)
 
 
