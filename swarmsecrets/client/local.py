@@ -7,7 +7,6 @@ client is safe to share between threads: each call takes an idle kept-alive conn
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import threading
@@ -48,9 +47,6 @@ class LocalError(Exception):
 
 
 class _Connection:
-    """A kept-alive connection, read through its own buffer: an answer's head is split out of what
-    one receive brought, not read line by line."""
-
     def __init__(self, path: str, timeout: float | None) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -61,80 +57,42 @@ class _Connection:
             reason = os.strerror(e.errno).lower() if e.errno else str(e)
             raise LocalError(Status.UNAVAILABLE, f"failed to connect to unix:{path}: {reason}",
                              reached=False) from None
-        # Received, not read yet: the bytes from ``self.at`` on (an offset, so that reading a
-        # stream's many small frames out of one receive copies none of the rest).
-        self.pending = b""
-        self.at = 0
+        self.file = self.sock.makefile("rb")
 
     def close(self) -> None:
+        self.file.close()
         self.sock.close()
-
-    def _receive(self) -> None:
-        data = self.sock.recv(_RECEIVE_SIZE)
-        if not data:
-            raise ConnectionResetError("the daemon closed the connection" if self.at == len(self.pending)
-                                       else "the daemon closed the connection mid-answer")
-        self.pending = self.pending[self.at:] + data
-        self.at = 0
-
-    def _until(self, mark: bytes) -> bytes:
-        """The bytes before the next ``mark`` (which is consumed); at most MAX_HEAD of them."""
-        found = self.pending.find(mark, self.at)
-        while found < 0:
-            searched = len(self.pending) - self.at
-            if searched > MAX_HEAD:
-                raise ConnectionResetError(f"not an HTTP response: {self.pending[self.at:self.at + 80]!r}")
-            self._receive()
-            found = self.pending.find(mark, max(0, searched - len(mark)))
-        line = self.pending[self.at:found]
-        self.at = found + len(mark)
-        return line
 
     def head(self) -> tuple[int, dict[bytes, bytes]]:
         """The response's status and headers (names lower-cased)."""
-        status_line, *lines = self._until(b"\r\n\r\n").split(b"\r\n")
-        parts = status_line.split(None, 2)
+        line = self.file.readline(MAX_HEAD)
+        if not line:
+            raise ConnectionResetError("the daemon closed the connection")
+        parts = line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise ConnectionResetError(f"not an HTTP response: {status_line[:80]!r}")
+            raise ConnectionResetError(f"not an HTTP response: {line[:80]!r}")
         headers: dict[bytes, bytes] = {}
-        for line in lines:
+        while (line := self.file.readline(MAX_HEAD)) not in (b"\r\n", b"\n", b""):
             name, _, value = line.partition(b":")
             headers[name.strip().lower()] = value.strip()
         return int(parts[1]), headers
 
     def exactly(self, n: int) -> bytes:
-        start, buf = self.at, self.pending
-        if len(buf) - start >= n:
-            self.at = start + n
-            return buf[start:start + n]
-        # A large answer: received straight into one buffer of its size.
-        out = bytearray(n)
-        got = len(buf) - start
-        out[:got] = buf[start:]
-        self.pending, self.at = b"", 0
-        view = memoryview(out)
-        while got < n:
-            k = self.sock.recv_into(view[got:])
-            if not k:
-                raise ConnectionResetError("the daemon closed the connection mid-answer")
-            got += k
-        return bytes(out)
+        data = self.file.read(n)
+        if len(data) != n:
+            raise ConnectionResetError("the daemon closed the connection mid-answer")
+        return data
 
     def chunks(self) -> Iterator[bytes]:
         """A chunked body's chunks, until the last (empty) one."""
         while True:
-            size = int(self._until(b"\r\n").split(b";", 1)[0], 16)
+            size = int(self.file.readline(MAX_HEAD).split(b";", 1)[0], 16)
             if size == 0:
-                self._until(b"\r\n")
+                self.file.readline(MAX_HEAD)
                 return
             chunk = self.exactly(size)
             self.exactly(2)
             yield chunk
-
-
-# What one receive asks for: a unary answer in one go (and below malloc's mmap threshold, so a
-# receive costs no mapping of its own).
-_RECEIVE_SIZE = 64 * 1024
 
 
 class LocalClient:
@@ -178,7 +136,8 @@ class LocalClient:
     def _send(self, path: str, body: bytes, timeout: float | None) -> tuple[_Connection, int, dict[bytes, bytes]]:
         """Send the request and read the answer's head. A kept-alive connection the daemon has closed
         since (it restarted) fails before any answer: the request goes once more on a new one."""
-        data = b"%s%d\r\n\r\n%s" % (_request_head(path), len(body), body)
+        data = (f"POST {path} HTTP/1.1\r\nHost: swarmsecretsd\r\nContent-Type: {CONTENT_TYPE}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         while True:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
@@ -255,12 +214,6 @@ class LocalClient:
                 self._release(conn, headers)
             else:  # left mid-stream (an error, or the caller stopped reading)
                 conn.close()
-
-
-@functools.cache
-def _request_head(path: str) -> bytes:
-    """A request's head up to its Content-Length value."""
-    return f"POST {path} HTTP/1.1\r\nHost: swarmsecretsd\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: ".encode()
 
 
 def _error(status: int, body: bytes) -> LocalError:
