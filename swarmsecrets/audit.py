@@ -12,11 +12,13 @@ only names, ids and versions are read from a request.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from swarmsecrets.ca import certs
@@ -47,12 +49,21 @@ def caller_of(context: grpc.aio.ServicerContext) -> str:
 
 def object_of(request: Message) -> str:
     """The name or id the request addresses ("cluster" for the swarm-wide settings)."""
-    for name in _OBJECT_FIELDS:
-        if name in request.DESCRIPTOR.fields_by_name and getattr(request, name):
-            return str(getattr(request, name))
-    if "spec" in request.DESCRIPTOR.fields_by_name and request.HasField("spec"):  # type: ignore[arg-type]
+    names, has_spec = _object_fields(request.DESCRIPTOR)
+    for name in names:
+        value = getattr(request, name)
+        if value:
+            return str(value)
+    if has_spec and request.HasField("spec"):  # type: ignore[arg-type]
         return str(request.spec.name)  # type: ignore[attr-defined]
     return "cluster"
+
+
+@functools.cache
+def _object_fields(descriptor: Descriptor) -> tuple[tuple[str, ...], bool]:
+    """Which of ``_OBJECT_FIELDS`` a message type has, and whether it has a spec (looked up once
+    per type: every write is audited)."""
+    return tuple(n for n in _OBJECT_FIELDS if n in descriptor.fields_by_name), "spec" in descriptor.fields_by_name
 
 
 def _created_id(response: Any) -> str:
@@ -91,6 +102,8 @@ class ControlAudit(HandlerInterceptor):
 
 def control_write(caller: str, method: str, request: Any, result: str, new_id: str) -> None:
     """The audit line of one Control write: ``method`` is its short name, ``result`` its status name."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     is_message = isinstance(request, Message)
     obj = object_of(request) if is_message else ""
     rid = str(getattr(request, "request_id", "")) if is_message else ""

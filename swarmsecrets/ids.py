@@ -5,14 +5,19 @@ from __future__ import annotations
 import secrets
 
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+# Two digits per division: an id is made per object created, and each division of a big int costs.
+_PAIRS = [a + b for a in _DIGITS for b in _DIGITS]
 
 
 def base36(n: int, width: int) -> str:
     out = []
-    while n:
-        n, r = divmod(n, 36)
-        out.append(_DIGITS[r])
-    return "".join(reversed(out)).rjust(width, "0")
+    while n >= 1296:  # len(_PAIRS)
+        out.append(_PAIRS[n % 1296])
+        n //= 1296
+    if n:
+        out.append(_DIGITS[n] if n < 36 else _PAIRS[n])
+    out.reverse()
+    return "".join(out).rjust(width, "0")
 
 
 def new_id() -> str:

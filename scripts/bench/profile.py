@@ -36,7 +36,7 @@ WAITS: tuple[tuple[str, tuple[str, ...]], ...] = (
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("encryption (SecretBox)", ("nacl/", "crypto/keys.py")),
     ("request id binding (HMAC)", ("manager/binding.py",)),
-    ("audit + logging", ("ControlAudit.record", "logging/", "logfmt.py")),
+    ("audit + logging", ("swarmsecrets/audit.py", "logging/", "logfmt.py")),
     ("metrics", ("prometheus_client/",)),
     ("validation", ("swarmsecrets/validation.py",)),
     ("store apply", ("manager/state/", "on_apply")),
@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("proposer + thread hops", ("manager/proposer.py", "manager/raftedge.py", "concurrent/futures",
                                 "call_soon_threadsafe", "_write_to_self", "_read_from_self")),
     ("control API + protobuf", ("manager/controlapi/",)),
+    ("local API server (HTTP, streams)", ("node/localapi.py", "asyncio/streams.py")),
     ("local socket relay", ("node/peercred.py",)),
     ("gRPC server + asyncio", ("grpc", "asyncio/", "rpcutil.py", "_poll_wrapper")),
 )

@@ -506,6 +506,9 @@ class LocalAPI:
         self.metrics = metrics
         self.methods = {**_methods(swarm_pb2, "Swarm", swarm), **_methods(control_pb2, "Control", control)}
         self.stopping = False
+        # The metric series by method (and code): a series' child is looked up once, not per call.
+        self._counted: dict[tuple[str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
         self._server: asyncio.AbstractServer | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
 
@@ -513,9 +516,15 @@ class LocalAPI:
         """Count a finished call (the series the TLS port's calls use, by full method name); time a unary one."""
         if self.metrics is None:
             return
-        self.metrics.grpc_calls.labels(method.full_name, result).inc()
+        counted = self._counted.get((method.full_name, result))
+        if counted is None:
+            counted = self._counted[method.full_name, result] = self.metrics.grpc_calls.labels(method.full_name, result)
+        counted.inc()
         if seconds is not None:
-            self.metrics.grpc_seconds.labels(method.full_name).observe(seconds)
+            timed = self._timed.get(method.full_name)
+            if timed is None:
+                timed = self._timed[method.full_name] = self.metrics.grpc_seconds.labels(method.full_name)
+            timed.observe(seconds)
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _Connection(self, reader, writer)
