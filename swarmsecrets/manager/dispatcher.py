@@ -16,12 +16,13 @@ and wakes only the streams whose node's part changed; one periodic sweep finds s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -31,6 +32,7 @@ from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
 from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
+from swarmsecrets.ca.certs import NodeIdentity
 from swarmsecrets.manager import state
 from swarmsecrets.manager.logbroker import LogBroker
 from swarmsecrets.raft import RaftStatus
@@ -53,7 +55,7 @@ DELIVERIES_TRACKED = 10_000
 
 
 @dataclass
-class Session:
+class AgentSession:
     node_id: str
     last_seen: float  # on the dispatcher's monotonic clock
     role: str = "worker"  # the node's role when the session began
@@ -103,7 +105,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.authz = authz
         self.sealer = sealer
         self.clock = clock or SystemClock()
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, AgentSession] = {}
         # Every apply bumps `generation`; the plan follows BATCH_DELAY later (one rebuild for a burst
         # of applies) and wakes the streams whose node's part of it changed.
         self.generation = 0
@@ -193,7 +195,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             if s is not None:
                 s.notice.set()
 
-    def _end(self, session: Session) -> None:
+    def _end(self, session: AgentSession) -> None:
         session.ended.set()
         session.notice.set()
         session.assigned.set()
@@ -201,16 +203,17 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     # --- authorization -------------------------------------------------------------------------
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> str:
-        """The caller's node id: any member of the swarm, asking the leader."""
+    def _authorize(self, context: grpc.aio.ServicerContext) -> NodeIdentity:
+        """The caller's identity: any member of the swarm, asking the leader."""
         status = self.proposer.status()
         if not status.is_leader:
             raise errors.NotLeader(leader=self.store.control_addr_of(status.leader) if status.leader else "")
-        return self.authz.admit(peer_certificate(context), MEMBERS).node_id
+        ident = self.authz.authenticate(peer_certificate(context), MEMBERS)
+        self.authz.authorize(ident, MEMBERS)
+        return ident
 
-    def _session(self, context: grpc.aio.ServicerContext, session_id: str) -> Session:
-        node_id = self._authorize(context)
-        s = self.sessions.get(node_id)
+    def _session(self, context: grpc.aio.ServicerContext, session_id: str) -> AgentSession:
+        s = self.sessions.get(self._authorize(context).node_id)
         if s is None or s.session_id != session_id or s.ended.is_set():
             raise errors.InvalidArgument("session invalid")
         return s
@@ -225,10 +228,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         cluster = self.store.cluster
         return int(certs.node_validity(cluster.node_cert_expiry if cluster is not None else 0).total_seconds())
 
-    @rpc
-    async def Session(self, request: pb.SessionRequest,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
-        node_id = self._authorize(context)
+    async def _open(self, node_id: str, request: pb.SessionRequest) -> AgentSession:
+        """A new session for ``node_id`` (ending the one it had), its node marked ready."""
         if request.hostname:
             validation.validate_hostname(request.hostname)
         validation.validate_engine_version(request.engine_version)
@@ -238,10 +239,16 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         old = self.sessions.get(node_id)
         if old is not None:
             self._end(old)
-        session = self.sessions[node_id] = Session(node_id, last_seen=self.clock.monotonic(), role=record.role,
+        session = self.sessions[node_id] = AgentSession(node_id, last_seen=self.clock.monotonic(), role=record.role,
                                                    period=self.heartbeat_period)
         await self._set_node(state.UpdateNode(id=node_id, status="ready", hostname=request.hostname,
                                               engine_version=request.engine_version))
+        return session
+
+    async def _session_messages(self, session: AgentSession) -> AsyncGenerator[pb.SessionMessage, None]:
+        """What a session stream carries: the session first, then what the node must hear of
+        (log subscriptions, new roots or certificate lifetime, a promotion) until the session ends."""
+        node_id = session.node_id
         roots = self._roots()
         expiry = self._cert_expiry()
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.store.manager_addrs(),
@@ -275,26 +282,84 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                                         node_cert_expiry_seconds=expiry)
 
     @rpc
+    async def Connect(self, request_iterator: AsyncIterator[pb.AgentMessage],
+                      context: grpc.aio.ServicerContext) -> None:
+        """A session whose heartbeats come on its own stream: per heartbeat, one message read and one
+        written, no call to set up, no certificate to parse, no task or timer."""
+        ident = self._authorize(context)
+        opening = await context.read()
+        if opening is grpc.aio.EOF:
+            return
+        if opening.WhichOneof("kind") != "open":
+            raise errors.InvalidArgument("the first message of a session must open it")
+        session = await self._open(ident.node_id, opening.open)
+        writing = asyncio.Lock()  # one write at a time on a stream; heartbeats and notices interleave
+
+        async def send(msg: pb.SessionMessage) -> None:
+            async with writing:
+                await context.write(msg)
+
+        async def notices() -> None:
+            async with contextlib.aclosing(self._session_messages(session)) as messages:
+                async for msg in messages:
+                    await send(msg)
+
+        async def beats() -> None:
+            while (msg := await context.read()) is not grpc.aio.EOF:
+                if msg.WhichOneof("kind") != "heartbeat":
+                    raise errors.InvalidArgument("a session is opened once: expected a heartbeat")
+                # The node as the swarm knows it now (its certificate was checked at the opening).
+                self.authz.authorize(ident, MEMBERS)
+                if session.ended.is_set():
+                    return
+                await send(pb.SessionMessage(heartbeat=await self._beat(session, msg.heartbeat)))
+
+        # The stream lives while both do: the session ends (the notices end) or the node goes away.
+        parts = [asyncio.create_task(notices()), asyncio.create_task(beats())]
+        try:
+            done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for p in parts:
+                p.cancel()
+        for p in done:
+            p.result()  # what ended it, if it was an error
+
+    @rpc
+    async def Session(self, request: pb.SessionRequest,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
+        session = await self._open(self._authorize(context).node_id, request)
+        async with contextlib.aclosing(self._session_messages(session)) as messages:
+            async for msg in messages:
+                yield msg
+
+    @rpc
     async def Heartbeat(self, request: pb.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
+        """The heartbeat of agents of earlier releases, one call each."""
+        return await self._beat(self._session(context, request.session_id), request)
+
+    async def _beat(self, s: AgentSession, request: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
         received = time.time_ns()
-        s = self._session(context, request.session_id)
         s.last_seen = self.clock.monotonic()
-        node = self.store.node(s.node_id)
-        if request.trust_roots and node is not None and node.trust_roots != request.trust_roots:
-            if not _DIGEST.fullmatch(request.trust_roots):
-                raise errors.InvalidArgument("trust_roots: expected a hex SHA-256 digest")
-            term = self.proposer.leader_term()
-            cmd = state.SetTrustRoots(node_id=s.node_id, trust_roots=request.trust_roots)
-            try:  # the report is retried with the next heartbeat; the heartbeat itself counts now
-                state.require_supported(cmd, self.store.managers())
-                if term is not None:
-                    await self.proposer.propose(cmd, leader_only=term)
-            except errors.SwarmError as e:
-                log.info("trusted roots of node %s not recorded yet: %s", s.node_id, e)
+        if request.trust_roots:
+            node = self.store.node(s.node_id)
+            if node is not None and node.trust_roots != request.trust_roots:
+                await self._record_trust_roots(s.node_id, request.trust_roots)
         s.period = self.heartbeat_period
         period = s.period + random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * (s.period / HEARTBEAT_PERIOD)
         return pb.HeartbeatResponse(period_ms=int(period * 1000), received_ns=received, replied_ns=time.time_ns())
+
+    async def _record_trust_roots(self, node_id: str, digest: str) -> None:
+        if not _DIGEST.fullmatch(digest):
+            raise errors.InvalidArgument("trust_roots: expected a hex SHA-256 digest")
+        term = self.proposer.leader_term()
+        cmd = state.SetTrustRoots(node_id=node_id, trust_roots=digest)
+        try:  # the report is retried with the next heartbeat; the heartbeat itself counts now
+            state.require_supported(cmd, self.store.managers())
+            if term is not None:
+                await self.proposer.propose(cmd, leader_only=term)
+        except errors.SwarmError as e:
+            log.info("trusted roots of node %s not recorded yet: %s", node_id, e)
 
     @rpc
     async def UpdateTaskStatus(self, request: pb.UpdateTaskStatusRequest,
