@@ -103,6 +103,7 @@ from swarmsecrets.api.v1 import (
 )
 from swarmsecrets.ca import certs, tokens
 from swarmsecrets.client import LocalClient, LocalError, Status
+from scripts.bench import profile as profiling
 from scripts.bench.common import fmt_num, json_clean, percentile, summarize, table
 from tests.framework import FAST_TIMINGS, Cluster
 
@@ -926,7 +927,11 @@ class Bench:
 
         # --- rounds -------------------------------------------------------------------------
         if not self.idle_only:
-            self._rounds(node_ids, pids)
+            sampled = (profiling.sampling(self.args.py_spy, leader.pid, Path(self.args.profile), log,
+                                          f"leader-rounds-n{self.n}", lambda: self.result.samples)
+                       if self.args.profile else contextlib.nullcontext())
+            with sampled:
+                self._rounds(node_ids, pids)
 
         # --- wrap up ------------------------------------------------------------------------
         now_leader = leader.cli("node", "inspect", "self", "--format", "{{.ManagerStatus.Leader}}")
@@ -1332,6 +1337,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-logs", metavar="DIR", help="copy the managers' logs here before cleaning up")
     p.add_argument("--profile-idle", metavar="DIR",
                    help="after the idle window, py-spy the idle leader as long again: collapsed stacks in DIR")
+    p.add_argument("--profile", metavar="DIR",
+                   help="py-spy the leader during the delivery rounds: flame graph, folded stacks and the CPU per "
+                        "layer in DIR (see scripts/bench/profile.py; 'ops' there = files delivered)")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="write every figure as JSON to FILE; without FILE: JSON on stdout, the table on stderr")
     a = p.parse_args(argv)
@@ -1340,6 +1348,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         a.idle_only = None
     if a.rounds < 1:
         p.error("--rounds must be >= 1")
+    a.py_spy = None
+    if a.profile:
+        try:
+            a.py_spy = profiling.find_py_spy()
+        except ValueError as e:
+            p.error(str(e))
     return a
 
 

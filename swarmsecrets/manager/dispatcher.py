@@ -120,6 +120,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.default_heartbeat = heartbeat_period
         self.on_delivery = on_delivery
         self._sent_at: dict[tuple[str, int], float] = {}  # (task id, spec version) -> when it was sent
+        self._audits: list[tuple[str, list[str], str, int]] = []  # secrets sent, their audit lines not yet written
         self.logs = logs or LogBroker()
         self.logs.wake = self._notify
         self.logs.live_nodes = lambda: {n for n, s in self.sessions.items() if not s.ended.is_set()}
@@ -484,12 +485,25 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             if secret is not None:
                 changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, secret=secret[1]))
                 sent_secrets.add(sid)
-                audit.secret_delivered(node_id, [tid for tid, (_, msg) in tasks.items()
-                                                 if any(f.secret_id == sid for f in msg.secrets)], sid, secret[0])
+                self._audit_delivery(node_id, [tid for tid, (_, msg) in tasks.items()
+                                               if any(f.secret_id == sid for f in msg.secrets)], sid, secret[0])
         for sid in sorted(sent_secrets - secret_ids):
             sent_secrets.discard(sid)
             changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, secret=pb.AssignedSecret(id=sid)))
         return changes
+
+    def _audit_delivery(self, node_id: str, tasks: list[str], secret_id: str, version: int) -> None:
+        """The audit line of a secret sent to a node, written once this pass of the event loop has
+        started every stream's message: a plan change wakes every stream at once, and a log line
+        each before their sends would hold the last node's secret back by all the others' lines."""
+        if not self._audits:
+            self.loop.call_soon(self._write_audits)
+        self._audits.append((node_id, tasks, secret_id, version))
+
+    def _write_audits(self) -> None:
+        audits, self._audits = self._audits, []
+        for node_id, tasks, secret_id, version in audits:
+            audit.secret_delivered(node_id, tasks, secret_id, version)
 
     def _secret(self, sid: str) -> tuple[int, pb.AssignedSecret] | None:
         """(version, message) of a secret in the plan, unsealed once per version."""
