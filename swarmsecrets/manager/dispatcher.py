@@ -74,11 +74,12 @@ TaskKey = tuple[str, int, str, str, int]
 
 @dataclass
 class Plan:
-    """What every node should hold at one generation of the store: its tasks (each message built
-    once and shared by every stream that sends it) and the ids of the secrets they use."""
+    """What every node should hold at one generation of the store: its tasks (each as the change
+    that sends it, built once and shared by every message that carries it) and the secrets they
+    use (each secret's id -> the ids of the node's tasks that use it)."""
     generation: int = -1
-    tasks: dict[str, dict[str, tuple[TaskKey, pb.AssignedTask]]] = field(default_factory=dict)
-    secrets: dict[str, frozenset[str]] = field(default_factory=dict)
+    tasks: dict[str, dict[str, tuple[TaskKey, pb.AssignmentChange]]] = field(default_factory=dict)
+    secrets: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     roots: bytes = b""
     cert_expiry: int = 0
 
@@ -111,8 +112,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.generation = 0
         self.plan = Plan()
         self._replan: asyncio.TimerHandle | None = None
-        # Secrets in the plan, unsealed once per version for every node that receives them.
-        self._secrets: dict[str, tuple[int, pb.AssignedSecret]] = {}
+        # Secrets in the plan, unsealed (and their change built) once per version for every node.
+        self._secrets: dict[str, tuple[int, pb.AssignmentChange]] = {}
         self._status_batch: list[tuple[str, list[state.TaskStatusUpdate], asyncio.Future[None]]] = []
         self._status_flush: asyncio.Task[None] | None = None
         self.loop = asyncio.get_running_loop()
@@ -169,19 +170,27 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     def _build_plan(self) -> Plan:
         plan = Plan(generation=self.generation, roots=self._roots(), cert_expiry=self._cert_expiry())
-        built = {key: msg for tasks in self.plan.tasks.values() for key, msg in tasks.values()}
+        built = {key: change for tasks in self.plan.tasks.values() for key, change in tasks.values()}
         services = {svc.id: svc for svc in self.store.services()}
+        specs: dict[str, pb.AssignmentChange] = {}  # per service: its part of every task's change, built once
         for t in self.store.tasks():
             svc = services.get(t.service_id)
             if t.desired_state != "running" or svc is None:
                 continue
             key: TaskKey = (t.id, t.slot, t.desired_state, svc.id, svc.spec_version)
-            msg = built.get(key)
-            if msg is None:
-                msg = built[key] = _assigned_task(t, svc)
-            plan.tasks.setdefault(t.node_id, {})[t.id] = (key, msg)
+            change = built.get(key)
+            if change is None:
+                spec = specs.get(svc.id)
+                if spec is None:
+                    spec = specs[svc.id] = _service_change(svc)
+                change = built[key] = _task_change(t, spec)
+            plan.tasks.setdefault(t.node_id, {})[t.id] = (key, change)
         for node_id, tasks in plan.tasks.items():
-            plan.secrets[node_id] = frozenset(f.secret_id for _, msg in tasks.values() for f in msg.secrets)
+            users: dict[str, list[str]] = {}
+            for tid, (_, change) in tasks.items():
+                for f in change.task.secrets:
+                    users.setdefault(f.secret_id, []).append(tid)
+            plan.secrets[node_id] = users
         return plan
 
     def _current_plan(self) -> Plan:
@@ -471,23 +480,22 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         """What takes a node from what it was sent (updated in place) to its part of the plan."""
         plan = self._current_plan()
         tasks = plan.tasks.get(node_id, {})
-        secret_ids = plan.secrets.get(node_id, frozenset())
+        secret_users = plan.secrets.get(node_id, {})
         changes: list[pb.AssignmentChange] = []
-        for tid, (key, msg) in tasks.items():
+        for tid, (key, change) in tasks.items():
             if sent_tasks.get(tid) != key:
-                changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, task=msg))
+                changes.append(change)
                 sent_tasks[tid] = key
         for tid in [t for t in sent_tasks if t not in tasks]:
             del sent_tasks[tid]
             changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, task=pb.AssignedTask(id=tid)))
-        for sid in sorted(secret_ids - sent_secrets):
+        for sid in sorted(secret_users.keys() - sent_secrets):
             secret = self._secret(sid)
             if secret is not None:
-                changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, secret=secret[1]))
+                changes.append(secret[1])
                 sent_secrets.add(sid)
-                self._audit_delivery(node_id, [tid for tid, (_, msg) in tasks.items()
-                                               if any(f.secret_id == sid for f in msg.secrets)], sid, secret[0])
-        for sid in sorted(sent_secrets - secret_ids):
+                self._audit_delivery(node_id, secret_users[sid], sid, secret[0])
+        for sid in sorted(sent_secrets - secret_users.keys()):
             sent_secrets.discard(sid)
             changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, secret=pb.AssignedSecret(id=sid)))
         return changes
@@ -505,15 +513,16 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         for node_id, tasks, secret_id, version in audits:
             audit.secret_delivered(node_id, tasks, secret_id, version)
 
-    def _secret(self, sid: str) -> tuple[int, pb.AssignedSecret] | None:
-        """(version, message) of a secret in the plan, unsealed once per version."""
+    def _secret(self, sid: str) -> tuple[int, pb.AssignmentChange] | None:
+        """(version, the change that sends it) of a secret in the plan, unsealed once per version."""
         secret = self.store.secret(sid)
         if secret is None:
             return None
         cached = self._secrets.get(sid)
         if cached is None or cached[0] != secret.version:
-            cached = self._secrets[sid] = (secret.version, pb.AssignedSecret(
-                id=sid, name=secret.name, data=self.sealer.unseal(secret.data)))
+            cached = self._secrets[sid] = (secret.version, pb.AssignmentChange(
+                action=pb.AssignmentChange.UPDATE,
+                secret=pb.AssignedSecret(id=sid, name=secret.name, data=self.sealer.unseal(secret.data))))
         return cached
 
     def _sending(self, tasks: list[pb.AssignedTask]) -> None:
@@ -626,13 +635,21 @@ def _status_chunks(pending: list[StatusItem]) -> list[list[StatusItem]]:
     return [c for c in chunks if c]
 
 
-def _assigned_task(t: state.Task, svc: state.Service) -> pb.AssignedTask:
-    """A desired-running task as its node receives it: with its service's current spec."""
+def _service_change(svc: state.Service) -> pb.AssignmentChange:
+    """What every task of ``svc`` carries: its current spec (a copy per task is cheaper than a build)."""
     files = [pb.AssignedSecretFile(secret_id=r.secret_id, target=r.target, uid=int(r.uid), gid=int(r.gid),
                                    mode=r.mode) for r in svc.secrets]
-    return pb.AssignedTask(id=t.id, service_id=svc.id, service_name=svc.name, slot=t.slot,
-                           desired_state=t.desired_state, command=svc.command, env=svc.env, user=svc.user,
-                           secrets=files, update_action=svc.update_action, spec_version=svc.spec_version)
+    return pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, task=pb.AssignedTask(
+        service_id=svc.id, service_name=svc.name, command=svc.command, env=svc.env, user=svc.user, secrets=files,
+        update_action=svc.update_action, spec_version=svc.spec_version))
+
+
+def _task_change(t: state.Task, spec: pb.AssignmentChange) -> pb.AssignmentChange:
+    """A desired-running task as its node receives it: with its service's current spec."""
+    change = pb.AssignmentChange()
+    change.CopyFrom(spec)
+    change.task.id, change.task.slot, change.task.desired_state = t.id, t.slot, t.desired_state
+    return change
 
 
 def _down(node_id: str) -> state.UpdateNode:
