@@ -1,7 +1,8 @@
 """Agent sessions and assignments, on the leader only.
 
 Every node that runs the worker agent has a session: workers, and managers that may take tasks.
-One session per node (heartbeat every 5 s ± 10 %, the cluster's setting; down after 3 missed) and
+One session per node (heartbeat every 5 s ± 10 %, the cluster's setting; down after 3 missed; the
+heartbeats travel on the session's own stream, or as calls from agents of the previous release) and
 one assignments stream: COMPLETE first, then INCREMENTAL changes whose
 ``applies_to`` is the previous ``results_in``. A worker receives a secret only
 while one of its tasks references it, and a REMOVE when none does. The node is
