@@ -224,9 +224,14 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         return ident
 
     def _session(self, context: grpc.aio.ServicerContext, session_id: str) -> AgentSession:
-        s = self.sessions.get(self._authorize(context).node_id)
+        """The caller's open session. Only a leader holds sessions (losing its place ends them all), so
+        a call on one skips the raft status, which costs more than the rest of a status report's checks."""
+        ident = self.authz.authenticate(peer_certificate(context), MEMBERS)
+        s = self.sessions.get(ident.node_id)
         if s is None or s.session_id != session_id or s.ended.is_set():
+            self._authorize(context)  # a follower names the leader; a removed node hears it was removed
             raise errors.InvalidArgument("session invalid")
+        self.authz.authorize(ident, MEMBERS)  # the node as the swarm knows it now
         return s
 
     def _roots(self) -> bytes:
