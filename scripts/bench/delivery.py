@@ -27,7 +27,8 @@ How it works, per N (a fresh cluster for every N, so the figures of one N do not
    socket; the scheduler places one task on each worker once its session makes it Ready.
 4. N simulated agents in ``--procs`` processes (one asyncio loop each; auto: 1 for N < 100, else 2 = the
    cores of this box). Each has its own mutual-TLS ``grpc.aio`` channel (its own TCP/TLS connection), opens
-   Session, Heartbeat (at the period the server returns) and Assignments like swarmsecrets/worker/agent.py:
+   Connect (heartbeats on that stream, at the period the server returns; with ``--heartbeats calls``
+   Session and Heartbeat calls, as agents of the previous release) and Assignments like swarmsecrets/worker/agent.py:
    it starts at manager i mod 3 and follows the ``swarmsecrets-leader`` trailing metadata of a follower,
    checks applies_to/results_in (a gap: resubscribe), converges to the assigned tasks' secret files and
    reports task status (``running``) with UpdateTaskStatus as the real agent does (what 100 ms after
@@ -102,6 +103,7 @@ from swarmsecrets.api.v1 import (
 )
 from swarmsecrets.ca import certs, tokens
 from swarmsecrets.client import LocalClient, LocalError, Status
+from scripts.bench import profile as profiling
 from scripts.bench.common import fmt_num, json_clean, percentile, summarize, table
 from tests.framework import FAST_TIMINGS, Cluster
 
@@ -182,11 +184,8 @@ class Resubscribe(Exception):
 
 
 def _client_options() -> list[tuple[str, Any]]:
-    return [("grpc.ssl_target_name_override", wire.MANAGER_SERVER_NAME),
-            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-            ("grpc.max_send_message_length", 4 * 1024 * 1024),
-            # One connection per simulated node, as N machines would have.
-            ("grpc.use_local_subchannel_pool", 1)]
+    # The real agent's channel options, and one connection per simulated node, as N machines would have.
+    return [*wire.TLS_CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
 
 
 class SimWorker:
@@ -194,11 +193,14 @@ class SimWorker:
 
     def __init__(self, spec: WorkerSpec, ca_pem: bytes, managers: list[str], benchdir: str,
                  emit: Callable[[tuple[Any, ...]], None], counters: Counter[str], lag: LoopLag, beats: list[Beat],
-                 report_status: bool = True) -> None:
+                 report_status: bool = True, beats_on_stream: bool = True) -> None:
         self.spec = spec
         self.lag = lag
         self.beats = beats
         self.report_status = report_status
+        self.beats_on_stream = beats_on_stream
+        self.period = 5.0  # the heartbeat period the leader said last
+        self.unanswered: tuple[float, int] | None = None  # (how late, wall ns when sent) of the beat on the stream
         self.creds = grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=spec.key_pem,
                                                   certificate_chain=spec.cert_pem)
         self.managers = list(managers)
@@ -261,8 +263,12 @@ class SimWorker:
             if first_time:
                 await ramp.acquire()
             try:
-                session = stub.Session(dispatcher_pb2.SessionRequest(hostname=self.spec.name,
-                                                                    engine_version=__version__))
+                opening = dispatcher_pb2.SessionRequest(hostname=self.spec.name, engine_version=__version__)
+                if self.beats_on_stream:
+                    session = stub.Connect()
+                    await session.write(dispatcher_pb2.AgentMessage(open=opening))
+                else:
+                    session = stub.Session(opening)
                 first = await session.read()
             finally:
                 if first_time:
@@ -276,7 +282,10 @@ class SimWorker:
             self.c["sessions"] += 1
             self.c["streams_open"] += 1
             self.emit(("up", self.spec.idx, time.monotonic()))
-            helpers = [asyncio.create_task(self._heartbeats(stub, first.session_id, first.heartbeat_period_ms)),
+            self.period = first.heartbeat_period_ms / 1000 if first.heartbeat_period_ms else 5.0
+            self.unanswered = None
+            beats = self._beats_on_stream(session) if self.beats_on_stream else self._heartbeats(stub, first.session_id)
+            helpers = [asyncio.create_task(beats),
                        asyncio.create_task(self._reporter(stub, first.session_id)),
                        asyncio.create_task(self._watch_session(session))]
             try:
@@ -288,20 +297,56 @@ class SimWorker:
                 session.cancel()
 
     async def _watch_session(self, session: Any) -> None:
-        """Read the rest of the session stream as agent.py does (a promotion would arrive here)."""
+        """Read the rest of the session stream as agent.py does (a promotion would arrive here, and
+        the answers to the heartbeats sent on it)."""
         while True:
             msg = await session.read()
             if msg is grpc.aio.EOF:
                 return
+            if msg.HasField("heartbeat"):
+                got = time.time_ns()
+                if self.unanswered is not None:
+                    late, sent = self.unanswered
+                    self.unanswered = None
+                    self._answered(msg.heartbeat, late, sent, got)
+                continue
             self.c["session_messages"] += 1
 
-    async def _heartbeats(self, stub: Any, session_id: str, period_ms: int) -> None:
+    def _answered(self, resp: dispatcher_pb2.HeartbeatResponse, late: float, sent: int, got: int) -> None:
+        self.c["heartbeats"] += 1
+        if not resp.received_ns:
+            self.emit(("fatal", self.spec.idx, "the leader's heartbeat reply carries no timestamps (an older "
+                                               "manager?): the heartbeat legs cannot be measured"))
+            return
+        self.beats.append(Beat(late, (resp.received_ns - sent) / 1e9, (resp.replied_ns - resp.received_ns) / 1e9,
+                               (got - resp.replied_ns) / 1e9, (got - sent) / 1e9))
+        self.period = resp.period_ms / 1000 if resp.period_ms else self.period
+
+    async def _beats_on_stream(self, session: Any) -> None:
+        # As agent.py's: beat on the session stream every period after the last beat; the answer comes
+        # in _watch_session. A beat still unanswered when the next is due (a period later, at least
+        # HEARTBEAT_TIMEOUT) counts as timed out, as a call would have.
+        due = time.monotonic() + self.period
+        while True:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if self.unanswered is not None:
+                late, sent = self.unanswered
+                if time.time_ns() - sent >= HEARTBEAT_TIMEOUT * 1e9:
+                    self.unanswered = None
+                    self.c["heartbeat_error:DEADLINE_EXCEEDED"] += 1
+                    self.beats.append(Beat(late, math.nan, math.nan, math.nan, (time.time_ns() - sent) / 1e9,
+                                           self.lag.worst_since(sent / 1e9), "DEADLINE_EXCEEDED"))
+            late = max(0.0, time.monotonic() - due)
+            self.unanswered = (late, time.time_ns())
+            await session.write(dispatcher_pb2.AgentMessage(heartbeat=dispatcher_pb2.HeartbeatRequest()))
+            due = time.monotonic() + self.period
+
+    async def _heartbeats(self, stub: Any, session_id: str) -> None:
         # Unlike agent.py (whose heartbeat task dies on the first failed call), retry at the next period
         # and count the failures: the benchmark should measure the managers, not that agent quirk.
         # Each heartbeat is split into its legs on the one wall clock this box shares: how late this
         # agent sent it, agent send -> leader handler, leader handler, leader reply -> agent receive.
-        period = period_ms / 1000 if period_ms else 5.0
-        due = time.monotonic() + period
+        due = time.monotonic() + self.period
         while True:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             late = max(0.0, time.monotonic() - due)
@@ -314,18 +359,10 @@ class SimWorker:
                 lag = self.lag.worst_since(sent / 1e9)
                 self.beats.append(Beat(late, math.nan, math.nan, math.nan, (time.time_ns() - sent) / 1e9, lag,
                                        e.code().name))
-                due = time.monotonic() + period
+                due = time.monotonic() + self.period
                 continue
-            got = time.time_ns()
-            self.c["heartbeats"] += 1
-            if not resp.received_ns:
-                self.emit(("fatal", self.spec.idx, "the leader's heartbeat reply carries no timestamps (an older "
-                                                   "manager?): the heartbeat legs cannot be measured"))
-                return
-            self.beats.append(Beat(late, (resp.received_ns - sent) / 1e9, (resp.replied_ns - resp.received_ns) / 1e9,
-                                   (got - resp.replied_ns) / 1e9, (got - sent) / 1e9))
-            period = resp.period_ms / 1000 if resp.period_ms else period
-            due = time.monotonic() + period
+            self._answered(resp, late, sent, time.time_ns())
+            due = time.monotonic() + self.period
 
     async def _reporter(self, stub: Any, session_id: str) -> None:
         # As agent.py's: woken by a report to send, it sends what REPORT_INTERVAL gathered in one call.
@@ -442,7 +479,7 @@ class SimWorker:
 
 def _worker_process(pidx: int, specs_path: str, ca_pem: bytes, managers: list[str], benchdir: str,
                     q: Any, stop_ev: Any, hard_deadline: float, parent_pid: int, ramp: int,
-                    report_status: bool) -> None:
+                    report_status: bool, beats_on_stream: bool) -> None:
     """Child process entry: one asyncio loop for its share of the simulated workers.
 
     The identities come in a file (0600, in the run's temp dir), not as spawn arguments: hundreds of keys and
@@ -454,7 +491,7 @@ def _worker_process(pidx: int, specs_path: str, ca_pem: bytes, managers: list[st
             specs = [WorkerSpec(**d) for d in pickle.load(f)]
         os.unlink(specs_path)
         asyncio.run(_worker_main(pidx, specs, ca_pem, managers, benchdir, q, stop_ev, hard_deadline,
-                                 parent_pid, ramp, report_status))
+                                 parent_pid, ramp, report_status, beats_on_stream))
     except BaseException as e:  # noqa: BLE001 - report anything to the coordinator
         with contextlib.suppress(Exception):
             q.put(("fatal", pidx, repr(e)))
@@ -462,14 +499,15 @@ def _worker_process(pidx: int, specs_path: str, ca_pem: bytes, managers: list[st
 
 async def _worker_main(pidx: int, specs: list[WorkerSpec], ca_pem: bytes, managers: list[str], benchdir: str,
                        q: Any, stop_ev: Any, hard_deadline: float, parent_pid: int, ramp: int,
-                       report_status: bool) -> None:
+                       report_status: bool, beats_on_stream: bool) -> None:
     counters: Counter[str] = Counter()
     emit = q.put_nowait
     stop = asyncio.Event()
     sem = asyncio.Semaphore(ramp)
     lag = LoopLag()
     beats: list[Beat] = []
-    workers = [SimWorker(s, ca_pem, managers, benchdir, emit, counters, lag, beats, report_status) for s in specs]
+    workers = [SimWorker(s, ca_pem, managers, benchdir, emit, counters, lag, beats, report_status, beats_on_stream)
+               for s in specs]
     tasks = [asyncio.create_task(w.run(stop, sem)) for w in workers]
     lag_task = asyncio.create_task(lag.run())
     last_stats = 0.0
@@ -778,6 +816,8 @@ class Bench:
         mode = "idle" if idle_only else "delivery"
         if args.no_status_reports:
             mode += "/no-status"
+        if args.heartbeats == "calls":
+            mode += "/hb-calls"
         self.result = Result(n=n, mode=mode, rounds_requested=rounds)
         self.root: Path | None = None
         self.benchdir: Path | None = None
@@ -840,7 +880,8 @@ class Bench:
                 pickle.dump([vars(s) for s in specs[p::nprocs]], f)
             proc = ctx.Process(target=_worker_process, name=f"bench-workers-{p}", daemon=True,
                                args=(p, str(specs_path), ca_pem, managers, str(self.benchdir), self.q, self.stop_ev,
-                                     hard_deadline, os.getpid(), self.args.ramp, not self.args.no_status_reports))
+                                     hard_deadline, os.getpid(), self.args.ramp, not self.args.no_status_reports,
+                                     self.args.heartbeats == "stream"))
             proc.start()
             self.procs.append(proc)
         col = self.collector
@@ -863,6 +904,15 @@ class Bench:
 
         # --- idle ---------------------------------------------------------------------------
         time.sleep(self.args.settle)
+        # The leader may have changed while N sessions opened (a loaded box): measure the one that leads now.
+        now_leading = self.cluster.leader()
+        if now_leading is not leader:
+            r.problems.append(f"the leader changed while the sessions opened ({leader.name} -> "
+                              f"{now_leading.name}); measured: {now_leading.name}")
+            leader = now_leading
+            self.control.close()
+            self.control = Control(leader.sock)
+            log(f"N={self.n}: the leader is now {leader.name} pid {leader.pid}")
         pids = self._pids(leader)
         log_size0 = leader.log_path.stat().st_size
         log(f"N={self.n}: measuring {self.args.idle_seconds:.0f} s idle with {self.n} streams")
@@ -877,7 +927,11 @@ class Bench:
 
         # --- rounds -------------------------------------------------------------------------
         if not self.idle_only:
-            self._rounds(node_ids, pids)
+            sampled = (profiling.sampling(self.args.py_spy, leader.pid, Path(self.args.profile), log,
+                                          f"leader-rounds-n{self.n}", lambda: self.result.samples)
+                       if self.args.profile else contextlib.nullcontext())
+            with sampled:
+                self._rounds(node_ids, pids)
 
         # --- wrap up ------------------------------------------------------------------------
         now_leader = leader.cli("node", "inspect", "self", "--format", "{{.ManagerStatus.Leader}}")
@@ -1270,6 +1324,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--dispatcher-heartbeat", type=float, default=5.0, metavar="SECONDS",
                    help="the managers' --dispatcher-heartbeat (default 5 = the daemon's default; "
                         "0 keeps the framework's fast timings, which use 1 s)")
+    p.add_argument("--heartbeats", choices=("stream", "calls"), default="stream",
+                   help="how the simulated agents beat: on their session stream (Connect, as this release's agent; "
+                        "the default) or as Heartbeat calls (Session + Heartbeat, as agents of the previous release)")
     p.add_argument("--no-status-reports", action="store_true",
                    help="what-if: the simulated agents never call UpdateTaskStatus (the real agent does)")
     p.add_argument("--procs", type=int, default=0, help="worker processes (default: 1 for N < 100, else 2)")
@@ -1280,6 +1337,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-logs", metavar="DIR", help="copy the managers' logs here before cleaning up")
     p.add_argument("--profile-idle", metavar="DIR",
                    help="after the idle window, py-spy the idle leader as long again: collapsed stacks in DIR")
+    p.add_argument("--profile", metavar="DIR",
+                   help="py-spy the leader during the delivery rounds: flame graph, folded stacks and the CPU per "
+                        "layer in DIR (see scripts/bench/profile.py; 'ops' there = files delivered)")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="write every figure as JSON to FILE; without FILE: JSON on stdout, the table on stderr")
     a = p.parse_args(argv)
@@ -1288,6 +1348,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         a.idle_only = None
     if a.rounds < 1:
         p.error("--rounds must be >= 1")
+    a.py_spy = None
+    if a.profile:
+        try:
+            a.py_spy = profiling.find_py_spy()
+        except ValueError as e:
+            p.error(str(e))
     return a
 
 

@@ -1,7 +1,8 @@
 """Agent sessions and assignments, on the leader only.
 
 Every node that runs the worker agent has a session: workers, and managers that may take tasks.
-One session per node (heartbeat every 5 s ± 10 %, the cluster's setting; down after 3 missed) and
+One session per node (heartbeat every 5 s ± 10 %, the cluster's setting; down after 3 missed; the
+heartbeats travel on the session's own stream, or as calls from agents of the previous release) and
 one assignments stream: COMPLETE first, then INCREMENTAL changes whose
 ``applies_to`` is the previous ``results_in``. A worker receives a secret only
 while one of its tasks references it, and a REMOVE when none does. The node is
@@ -16,12 +17,13 @@ and wakes only the streams whose node's part changed; one periodic sweep finds s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -31,6 +33,7 @@ from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
 from swarmsecrets.ca import certs
 from swarmsecrets.ca.authz import MEMBERS, PeerAuthorizer
+from swarmsecrets.ca.certs import NodeIdentity
 from swarmsecrets.manager import state
 from swarmsecrets.manager.logbroker import LogBroker
 from swarmsecrets.raft import RaftStatus
@@ -53,7 +56,7 @@ DELIVERIES_TRACKED = 10_000
 
 
 @dataclass
-class Session:
+class AgentSession:
     node_id: str
     last_seen: float  # on the dispatcher's monotonic clock
     role: str = "worker"  # the node's role when the session began
@@ -72,11 +75,12 @@ TaskKey = tuple[str, int, str, str, int]
 
 @dataclass
 class Plan:
-    """What every node should hold at one generation of the store: its tasks (each message built
-    once and shared by every stream that sends it) and the ids of the secrets they use."""
+    """What every node should hold at one generation of the store: its tasks (each as the change
+    that sends it, built once and shared by every message that carries it) and the secrets they
+    use (each secret's id -> the ids of the node's tasks that use it)."""
     generation: int = -1
-    tasks: dict[str, dict[str, tuple[TaskKey, pb.AssignedTask]]] = field(default_factory=dict)
-    secrets: dict[str, frozenset[str]] = field(default_factory=dict)
+    tasks: dict[str, dict[str, tuple[TaskKey, pb.AssignmentChange]]] = field(default_factory=dict)
+    secrets: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     roots: bytes = b""
     cert_expiry: int = 0
 
@@ -103,14 +107,14 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.authz = authz
         self.sealer = sealer
         self.clock = clock or SystemClock()
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, AgentSession] = {}
         # Every apply bumps `generation`; the plan follows BATCH_DELAY later (one rebuild for a burst
         # of applies) and wakes the streams whose node's part of it changed.
         self.generation = 0
         self.plan = Plan()
         self._replan: asyncio.TimerHandle | None = None
-        # Secrets in the plan, unsealed once per version for every node that receives them.
-        self._secrets: dict[str, tuple[int, pb.AssignedSecret]] = {}
+        # Secrets in the plan, unsealed (and their change built) once per version for every node.
+        self._secrets: dict[str, tuple[int, pb.AssignmentChange]] = {}
         self._status_batch: list[tuple[str, list[state.TaskStatusUpdate], asyncio.Future[None]]] = []
         self._status_flush: asyncio.Task[None] | None = None
         self.loop = asyncio.get_running_loop()
@@ -118,6 +122,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         self.default_heartbeat = heartbeat_period
         self.on_delivery = on_delivery
         self._sent_at: dict[tuple[str, int], float] = {}  # (task id, spec version) -> when it was sent
+        self._audits: list[tuple[str, list[str], str, int]] = []  # secrets sent, their audit lines not yet written
         self.logs = logs or LogBroker()
         self.logs.wake = self._notify
         self.logs.live_nodes = lambda: {n for n, s in self.sessions.items() if not s.ended.is_set()}
@@ -166,19 +171,27 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     def _build_plan(self) -> Plan:
         plan = Plan(generation=self.generation, roots=self._roots(), cert_expiry=self._cert_expiry())
-        built = {key: msg for tasks in self.plan.tasks.values() for key, msg in tasks.values()}
+        built = {key: change for tasks in self.plan.tasks.values() for key, change in tasks.values()}
         services = {svc.id: svc for svc in self.store.services()}
+        specs: dict[str, pb.AssignmentChange] = {}  # per service: its part of every task's change, built once
         for t in self.store.tasks():
             svc = services.get(t.service_id)
             if t.desired_state != "running" or svc is None:
                 continue
             key: TaskKey = (t.id, t.slot, t.desired_state, svc.id, svc.spec_version)
-            msg = built.get(key)
-            if msg is None:
-                msg = built[key] = _assigned_task(t, svc)
-            plan.tasks.setdefault(t.node_id, {})[t.id] = (key, msg)
+            change = built.get(key)
+            if change is None:
+                spec = specs.get(svc.id)
+                if spec is None:
+                    spec = specs[svc.id] = _service_change(svc)
+                change = built[key] = _task_change(t, spec)
+            plan.tasks.setdefault(t.node_id, {})[t.id] = (key, change)
         for node_id, tasks in plan.tasks.items():
-            plan.secrets[node_id] = frozenset(f.secret_id for _, msg in tasks.values() for f in msg.secrets)
+            users: dict[str, list[str]] = {}
+            for tid, (_, change) in tasks.items():
+                for f in change.task.secrets:
+                    users.setdefault(f.secret_id, []).append(tid)
+            plan.secrets[node_id] = users
         return plan
 
     def _current_plan(self) -> Plan:
@@ -193,7 +206,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             if s is not None:
                 s.notice.set()
 
-    def _end(self, session: Session) -> None:
+    def _end(self, session: AgentSession) -> None:
         session.ended.set()
         session.notice.set()
         session.assigned.set()
@@ -201,18 +214,24 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
 
     # --- authorization -------------------------------------------------------------------------
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> str:
-        """The caller's node id: any member of the swarm, asking the leader."""
+    def _authorize(self, context: grpc.aio.ServicerContext) -> NodeIdentity:
+        """The caller's identity: any member of the swarm, asking the leader."""
         status = self.proposer.status()
         if not status.is_leader:
             raise errors.NotLeader(leader=self.store.control_addr_of(status.leader) if status.leader else "")
-        return self.authz.admit(peer_certificate(context), MEMBERS).node_id
+        ident = self.authz.authenticate(peer_certificate(context), MEMBERS)
+        self.authz.authorize(ident, MEMBERS)
+        return ident
 
-    def _session(self, context: grpc.aio.ServicerContext, session_id: str) -> Session:
-        node_id = self._authorize(context)
-        s = self.sessions.get(node_id)
+    def _session(self, context: grpc.aio.ServicerContext, session_id: str) -> AgentSession:
+        """The caller's open session. Only a leader holds sessions (losing its place ends them all), so
+        a call on one skips the raft status, which costs more than the rest of a status report's checks."""
+        ident = self.authz.authenticate(peer_certificate(context), MEMBERS)
+        s = self.sessions.get(ident.node_id)
         if s is None or s.session_id != session_id or s.ended.is_set():
+            self._authorize(context)  # a follower names the leader; a removed node hears it was removed
             raise errors.InvalidArgument("session invalid")
+        self.authz.authorize(ident, MEMBERS)  # the node as the swarm knows it now
         return s
 
     def _roots(self) -> bytes:
@@ -225,10 +244,8 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         cluster = self.store.cluster
         return int(certs.node_validity(cluster.node_cert_expiry if cluster is not None else 0).total_seconds())
 
-    @rpc
-    async def Session(self, request: pb.SessionRequest,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
-        node_id = self._authorize(context)
+    async def _open(self, node_id: str, request: pb.SessionRequest) -> AgentSession:
+        """A new session for ``node_id`` (ending the one it had), its node marked ready."""
         if request.hostname:
             validation.validate_hostname(request.hostname)
         validation.validate_engine_version(request.engine_version)
@@ -238,10 +255,16 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         old = self.sessions.get(node_id)
         if old is not None:
             self._end(old)
-        session = self.sessions[node_id] = Session(node_id, last_seen=self.clock.monotonic(), role=record.role,
+        session = self.sessions[node_id] = AgentSession(node_id, last_seen=self.clock.monotonic(), role=record.role,
                                                    period=self.heartbeat_period)
         await self._set_node(state.UpdateNode(id=node_id, status="ready", hostname=request.hostname,
                                               engine_version=request.engine_version))
+        return session
+
+    async def _session_messages(self, session: AgentSession) -> AsyncGenerator[pb.SessionMessage, None]:
+        """What a session stream carries: the session first, then what the node must hear of
+        (log subscriptions, new roots or certificate lifetime, a promotion) until the session ends."""
+        node_id = session.node_id
         roots = self._roots()
         expiry = self._cert_expiry()
         yield pb.SessionMessage(session_id=session.session_id, node_id=node_id, managers=self.store.manager_addrs(),
@@ -275,26 +298,84 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
                                         node_cert_expiry_seconds=expiry)
 
     @rpc
+    async def Connect(self, request_iterator: AsyncIterator[pb.AgentMessage],
+                      context: grpc.aio.ServicerContext) -> None:
+        """A session whose heartbeats come on its own stream: per heartbeat, one message read and one
+        written, no call to set up, no certificate to parse, no task or timer."""
+        ident = self._authorize(context)
+        opening = await context.read()
+        if opening is grpc.aio.EOF:
+            return
+        if opening.WhichOneof("kind") != "open":
+            raise errors.InvalidArgument("the first message of a session must open it")
+        session = await self._open(ident.node_id, opening.open)
+        writing = asyncio.Lock()  # one write at a time on a stream; heartbeats and notices interleave
+
+        async def send(msg: pb.SessionMessage) -> None:
+            async with writing:
+                await context.write(msg)
+
+        async def notices() -> None:
+            async with contextlib.aclosing(self._session_messages(session)) as messages:
+                async for msg in messages:
+                    await send(msg)
+
+        async def beats() -> None:
+            while (msg := await context.read()) is not grpc.aio.EOF:
+                if msg.WhichOneof("kind") != "heartbeat":
+                    raise errors.InvalidArgument("a session is opened once: expected a heartbeat")
+                # The node as the swarm knows it now (its certificate was checked at the opening).
+                self.authz.authorize(ident, MEMBERS)
+                if session.ended.is_set():
+                    return
+                await send(pb.SessionMessage(heartbeat=await self._beat(session, msg.heartbeat)))
+
+        # The stream lives while both do: the session ends (the notices end) or the node goes away.
+        parts = [asyncio.create_task(notices()), asyncio.create_task(beats())]
+        try:
+            done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for p in parts:
+                p.cancel()
+        for p in done:
+            p.result()  # what ended it, if it was an error
+
+    @rpc
+    async def Session(self, request: pb.SessionRequest,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
+        session = await self._open(self._authorize(context).node_id, request)
+        async with contextlib.aclosing(self._session_messages(session)) as messages:
+            async for msg in messages:
+                yield msg
+
+    @rpc
     async def Heartbeat(self, request: pb.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
+        """The heartbeat of agents of earlier releases, one call each."""
+        return await self._beat(self._session(context, request.session_id), request)
+
+    async def _beat(self, s: AgentSession, request: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
         received = time.time_ns()
-        s = self._session(context, request.session_id)
         s.last_seen = self.clock.monotonic()
-        node = self.store.node(s.node_id)
-        if request.trust_roots and node is not None and node.trust_roots != request.trust_roots:
-            if not _DIGEST.fullmatch(request.trust_roots):
-                raise errors.InvalidArgument("trust_roots: expected a hex SHA-256 digest")
-            term = self.proposer.leader_term()
-            cmd = state.SetTrustRoots(node_id=s.node_id, trust_roots=request.trust_roots)
-            try:  # the report is retried with the next heartbeat; the heartbeat itself counts now
-                state.require_supported(cmd, self.store.managers())
-                if term is not None:
-                    await self.proposer.propose(cmd, leader_only=term)
-            except errors.SwarmError as e:
-                log.info("trusted roots of node %s not recorded yet: %s", s.node_id, e)
+        if request.trust_roots:
+            node = self.store.node(s.node_id)
+            if node is not None and node.trust_roots != request.trust_roots:
+                await self._record_trust_roots(s.node_id, request.trust_roots)
         s.period = self.heartbeat_period
         period = s.period + random.uniform(-HEARTBEAT_JITTER, HEARTBEAT_JITTER) * (s.period / HEARTBEAT_PERIOD)
         return pb.HeartbeatResponse(period_ms=int(period * 1000), received_ns=received, replied_ns=time.time_ns())
+
+    async def _record_trust_roots(self, node_id: str, digest: str) -> None:
+        if not _DIGEST.fullmatch(digest):
+            raise errors.InvalidArgument("trust_roots: expected a hex SHA-256 digest")
+        term = self.proposer.leader_term()
+        cmd = state.SetTrustRoots(node_id=node_id, trust_roots=digest)
+        try:  # the report is retried with the next heartbeat; the heartbeat itself counts now
+            state.require_supported(cmd, self.store.managers())
+            if term is not None:
+                await self.proposer.propose(cmd, leader_only=term)
+        except errors.SwarmError as e:
+            log.info("trusted roots of node %s not recorded yet: %s", node_id, e)
 
     @rpc
     async def UpdateTaskStatus(self, request: pb.UpdateTaskStatusRequest,
@@ -405,36 +486,49 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         """What takes a node from what it was sent (updated in place) to its part of the plan."""
         plan = self._current_plan()
         tasks = plan.tasks.get(node_id, {})
-        secret_ids = plan.secrets.get(node_id, frozenset())
+        secret_users = plan.secrets.get(node_id, {})
         changes: list[pb.AssignmentChange] = []
-        for tid, (key, msg) in tasks.items():
+        for tid, (key, change) in tasks.items():
             if sent_tasks.get(tid) != key:
-                changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, task=msg))
+                changes.append(change)
                 sent_tasks[tid] = key
         for tid in [t for t in sent_tasks if t not in tasks]:
             del sent_tasks[tid]
             changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, task=pb.AssignedTask(id=tid)))
-        for sid in sorted(secret_ids - sent_secrets):
+        for sid in sorted(secret_users.keys() - sent_secrets):
             secret = self._secret(sid)
             if secret is not None:
-                changes.append(pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, secret=secret[1]))
+                changes.append(secret[1])
                 sent_secrets.add(sid)
-                audit.secret_delivered(node_id, [tid for tid, (_, msg) in tasks.items()
-                                                 if any(f.secret_id == sid for f in msg.secrets)], sid, secret[0])
-        for sid in sorted(sent_secrets - secret_ids):
+                self._audit_delivery(node_id, secret_users[sid], sid, secret[0])
+        for sid in sorted(sent_secrets - secret_users.keys()):
             sent_secrets.discard(sid)
             changes.append(pb.AssignmentChange(action=pb.AssignmentChange.REMOVE, secret=pb.AssignedSecret(id=sid)))
         return changes
 
-    def _secret(self, sid: str) -> tuple[int, pb.AssignedSecret] | None:
-        """(version, message) of a secret in the plan, unsealed once per version."""
+    def _audit_delivery(self, node_id: str, tasks: list[str], secret_id: str, version: int) -> None:
+        """The audit line of a secret sent to a node, written once this pass of the event loop has
+        started every stream's message: a plan change wakes every stream at once, and a log line
+        each before their sends would hold the last node's secret back by all the others' lines."""
+        if not self._audits:
+            self.loop.call_soon(self._write_audits)
+        self._audits.append((node_id, tasks, secret_id, version))
+
+    def _write_audits(self) -> None:
+        audits, self._audits = self._audits, []
+        for node_id, tasks, secret_id, version in audits:
+            audit.secret_delivered(node_id, tasks, secret_id, version)
+
+    def _secret(self, sid: str) -> tuple[int, pb.AssignmentChange] | None:
+        """(version, the change that sends it) of a secret in the plan, unsealed once per version."""
         secret = self.store.secret(sid)
         if secret is None:
             return None
         cached = self._secrets.get(sid)
         if cached is None or cached[0] != secret.version:
-            cached = self._secrets[sid] = (secret.version, pb.AssignedSecret(
-                id=sid, name=secret.name, data=self.sealer.unseal(secret.data)))
+            cached = self._secrets[sid] = (secret.version, pb.AssignmentChange(
+                action=pb.AssignmentChange.UPDATE,
+                secret=pb.AssignedSecret(id=sid, name=secret.name, data=self.sealer.unseal(secret.data))))
         return cached
 
     def _sending(self, tasks: list[pb.AssignedTask]) -> None:
@@ -547,13 +641,21 @@ def _status_chunks(pending: list[StatusItem]) -> list[list[StatusItem]]:
     return [c for c in chunks if c]
 
 
-def _assigned_task(t: state.Task, svc: state.Service) -> pb.AssignedTask:
-    """A desired-running task as its node receives it: with its service's current spec."""
+def _service_change(svc: state.Service) -> pb.AssignmentChange:
+    """What every task of ``svc`` carries: its current spec (a copy per task is cheaper than a build)."""
     files = [pb.AssignedSecretFile(secret_id=r.secret_id, target=r.target, uid=int(r.uid), gid=int(r.gid),
                                    mode=r.mode) for r in svc.secrets]
-    return pb.AssignedTask(id=t.id, service_id=svc.id, service_name=svc.name, slot=t.slot,
-                           desired_state=t.desired_state, command=svc.command, env=svc.env, user=svc.user,
-                           secrets=files, update_action=svc.update_action, spec_version=svc.spec_version)
+    return pb.AssignmentChange(action=pb.AssignmentChange.UPDATE, task=pb.AssignedTask(
+        service_id=svc.id, service_name=svc.name, command=svc.command, env=svc.env, user=svc.user, secrets=files,
+        update_action=svc.update_action, spec_version=svc.spec_version))
+
+
+def _task_change(t: state.Task, spec: pb.AssignmentChange) -> pb.AssignmentChange:
+    """A desired-running task as its node receives it: with its service's current spec."""
+    change = pb.AssignmentChange()
+    change.CopyFrom(spec)
+    change.task.id, change.task.slot, change.task.desired_state = t.id, t.slot, t.desired_state
+    return change
 
 
 def _down(node_id: str) -> state.UpdateNode:

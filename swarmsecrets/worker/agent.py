@@ -10,6 +10,7 @@ COMPLETE set, and the agent converges to it, touching only the tasks that differ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -38,6 +39,29 @@ LOG_POLL = 0.2
 LOG_BATCH = 256
 
 ChannelFactory = Callable[[str], grpc.aio.Channel]
+
+
+class Pulse:
+    """A session's heartbeat: the period the leader says, and when it last answered (on the
+    event loop's clock)."""
+
+    def __init__(self, period_ms: int, now: float) -> None:
+        self.period = period_ms / 1000 if period_ms else 5.0
+        self.told = self.period
+        self.answered = now
+        log.info("heartbeat period: %gs", self.told)
+
+    def answer(self, resp: pb.HeartbeatResponse, now: float) -> None:
+        self.answered = now
+        self.period = resp.period_ms / 1000 if resp.period_ms else self.period
+        # The leader jitters each period by up to 10 %: a larger change is the swarm's new setting.
+        if not 0.8 <= self.period / self.told <= 1.25:
+            self.told = self.period
+            log.info("heartbeat period: %gs", self.told)
+
+    def expired(self, now: float) -> bool:
+        """The leader has dropped the session by now: nothing answered for its grace."""
+        return now - self.answered > self.period * GRACE_PERIODS
 
 
 class Agent:
@@ -127,8 +151,8 @@ class Agent:
     async def _session(self, target: str) -> None:
         async with self.channel(target) as ch:
             stub = dispatcher_pb2_grpc.DispatcherStub(ch)
-            session = stub.Session(pb.SessionRequest(hostname=socket.gethostname(), engine_version=__version__))
-            first = await session.read()
+            session, first, beats_on_stream = await self._open(
+                stub, pb.SessionRequest(hostname=socket.gethostname(), engine_version=__version__))
             if first is grpc.aio.EOF:
                 raise OSError("the session closed before it started")
             self.on_root_ca(first.root_ca)
@@ -138,12 +162,15 @@ class Agent:
             log.info("session %s with %s", first.session_id[:8], target)
             if first.node_cert_expiry_seconds:
                 self.on_cert_expiry(first.node_cert_expiry_seconds)
+            pulse = Pulse(first.heartbeat_period_ms, asyncio.get_running_loop().time())
+            beats = (self._beats_on_stream(session, pulse) if beats_on_stream
+                     else self._heartbeats(stub, first.session_id, pulse))
             # The session lives while all four do; the first to end (an error, a failed heartbeat,
             # a promotion, the stream closing) ends it, and the agent reconnects.
             parts = [asyncio.create_task(self._assignments(stub, first.session_id)),
-                     asyncio.create_task(self._heartbeats(stub, first.session_id, first.heartbeat_period_ms)),
+                     asyncio.create_task(beats),
                      asyncio.create_task(self._reporter(stub, first.session_id)),
-                     asyncio.create_task(self._watch_role(session, stub, first.session_id))]
+                     asyncio.create_task(self._watch_role(session, stub, first.session_id, pulse))]
             try:
                 done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -155,13 +182,33 @@ class Agent:
                 p.result()  # re-raise what ended the session
             raise OSError("the session ended")
 
-    async def _watch_role(self, session: Any, stub: Any, session_id: str) -> None:
+    async def _open(self, stub: Any, request: pb.SessionRequest) -> tuple[Any, Any, bool]:
+        """(the session stream, its first message, whether heartbeats go on the stream): a Connect
+        stream, or with a leader of an earlier release (which has no Connect) a Session stream and
+        Heartbeat calls."""
+        call = stub.Connect()
+        try:
+            with contextlib.suppress(asyncio.InvalidStateError):  # the call ended already: read says why
+                await call.write(pb.AgentMessage(open=request))
+            return call, await call.read(), True
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+        log.info("the leader is of an earlier release: heartbeats as calls")
+        session = stub.Session(request)
+        return session, await session.read(), False
+
+    async def _watch_role(self, session: Any, stub: Any, session_id: str, pulse: Pulse) -> None:
         """A promotion arrives on the session stream; the daemon then turns this node into a manager.
-        So do requests for the logs of this node's tasks."""
+        So do requests for the logs of this node's tasks, and the answers to heartbeats."""
+        loop = asyncio.get_running_loop()
         while True:
             msg = await session.read()
             if msg is grpc.aio.EOF:
                 return
+            if msg.HasField("heartbeat"):
+                pulse.answer(msg.heartbeat, loop.time())
+                continue
             for sub in msg.log_subscriptions:
                 self._subscription(stub, session_id, sub)
             if msg.root_ca:
@@ -241,31 +288,32 @@ class Agent:
             return []
         return sorted((t for t in self.assignments.tasks.values() if t.service_id == service_id), key=lambda t: t.id)
 
-    async def _heartbeats(self, stub: Any, session_id: str, period_ms: int) -> None:
-        """Beat at the period the leader says. A beat that times out (a busy leader or a starved
-        node) is tried again at the next period while the leader would still keep the session;
-        any other failure ends the session."""
-        period = period_ms / 1000 if period_ms else 5.0
-        told = period
-        log.info("heartbeat period: %gs", told)
+    async def _beats_on_stream(self, session: Any, pulse: Pulse) -> None:
+        """Beat on the session stream at the period the leader says (``_watch_role`` takes the
+        answers); a leader silent for as long as it would keep the session ends it."""
         loop = asyncio.get_running_loop()
-        last_beat = loop.time()
         while True:
-            await asyncio.sleep(period)
+            await asyncio.sleep(pulse.period)
+            if pulse.expired(loop.time()):
+                raise OSError("the leader stopped answering heartbeats")
+            await session.write(pb.AgentMessage(heartbeat=pb.HeartbeatRequest(trust_roots=self.trust_roots())))
+
+    async def _heartbeats(self, stub: Any, session_id: str, pulse: Pulse) -> None:
+        """Beat with Heartbeat calls (a leader of an earlier release). A beat that times out (a busy
+        leader or a starved node) is tried again at the next period while the leader would still keep
+        the session; any other failure ends the session."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(pulse.period)
             try:
                 resp = await stub.Heartbeat(pb.HeartbeatRequest(session_id=session_id,
                                                                 trust_roots=self.trust_roots()), timeout=5)
             except grpc.aio.AioRpcError as e:
-                if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED or loop.time() - last_beat > period * GRACE_PERIODS:
+                if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED or pulse.expired(loop.time()):
                     raise
-                log.info("heartbeat timed out: trying again in %gs", period)
+                log.info("heartbeat timed out: trying again in %gs", pulse.period)
                 continue
-            last_beat = loop.time()
-            period = resp.period_ms / 1000 if resp.period_ms else period
-            # The leader jitters each period by up to 10 %: a larger change is the swarm's new setting.
-            if not 0.8 <= period / told <= 1.25:
-                told = period
-                log.info("heartbeat period: %gs", told)
+            pulse.answer(resp, loop.time())
 
     async def _reporter(self, stub: Any, session_id: str) -> None:
         """Send the status reports of REPORT_INTERVAL after the first in one call (a burst of changes

@@ -19,7 +19,7 @@ from swarmsecrets.manager import dispatcher as dispatcher_module
 from swarmsecrets.manager.dispatcher import MISSED_HEARTBEATS, Dispatcher
 from swarmsecrets.raft import RaftStatus
 from swarmsecrets.raft import wire as raft_wire
-from tests.unit.managerkit import Swarm, aborted, ctx
+from tests.unit.managerkit import Context, Swarm, aborted, ctx
 
 PERIOD = 5.0
 
@@ -46,6 +46,25 @@ async def open_session(d: Dispatcher, cert: bytes) -> tuple[Any, pb.SessionMessa
 
 async def next_message(stream: Any) -> Any:
     return await asyncio.wait_for(stream.__anext__(), 10)
+
+
+class StreamContext(Context):
+    """A bidi call's context: what the node sends, and what the servicer wrote."""
+
+    def __init__(self, cert_pem: bytes) -> None:
+        super().__init__(cert_pem)
+        self.inbound: asyncio.Queue[Any] = asyncio.Queue()
+        self.outbound: asyncio.Queue[pb.SessionMessage] = asyncio.Queue()
+
+    async def read(self) -> Any:
+        return await self.inbound.get()
+
+    async def write(self, msg: pb.SessionMessage) -> None:
+        await self.outbound.put(msg)
+
+    async def exchange(self, msg: pb.AgentMessage) -> pb.SessionMessage:
+        await self.inbound.put(msg)
+        return await asyncio.wait_for(self.outbound.get(), 10)
 
 
 def status(task_id: str, st: str, spec_version: int = 1) -> pb.TaskStatusUpdate:
@@ -163,6 +182,53 @@ def test_heartbeats_keep_a_session_alive_and_silence_marks_the_node_down() -> No
         late = await aborted(d.Heartbeat(pb.HeartbeatRequest(session_id=first.session_id), ctx(cert)))
         assert (late.code, late.details) == (grpc.StatusCode.INVALID_ARGUMENT, "session invalid")
         await stream.aclose()
+
+    run(test)
+
+
+def test_heartbeats_on_the_session_stream_keep_it_alive_and_silence_ends_it() -> None:
+    async def test(swarm: Swarm) -> None:
+        swarm.add_node("w1", status="unknown")
+        d = dispatcher(swarm)
+        c = StreamContext(swarm.cert("w1", "worker"))
+        call = asyncio.create_task(d.Connect(None, c))  # type: ignore[arg-type]
+        first = await c.exchange(pb.AgentMessage(open=pb.SessionRequest(hostname="box", engine_version="9.9")))
+        assert first.node_id == "w1" and first.session_id and first.heartbeat_period_ms == 5000
+        node = swarm.store.node("w1")
+        assert node is not None and node.status == "ready"
+        grace = PERIOD * MISSED_HEARTBEATS
+        swarm.clock.mono += grace - 1
+        answer = await c.exchange(pb.AgentMessage(heartbeat=pb.HeartbeatRequest()))
+        assert 4500 <= answer.heartbeat.period_ms <= 5500 and answer.heartbeat.received_ns
+        swarm.clock.mono += grace - 1
+        await d.sweep(swarm.clock.monotonic())
+        node = swarm.store.node("w1")
+        assert node is not None and node.status == "ready" and "w1" in d.sessions
+        swarm.clock.mono += 2
+        await d.sweep(swarm.clock.monotonic())
+        node = swarm.store.node("w1")
+        assert node is not None and (node.status, node.status_message) == ("down", "heartbeat failure")
+        await asyncio.wait_for(call, 10)  # the session ended: so did its stream
+
+    run(test)
+
+
+def test_a_session_stream_opens_once_and_carries_heartbeats_after() -> None:
+    async def test(swarm: Swarm) -> None:
+        swarm.add_node("w1")
+        d = dispatcher(swarm)
+        c = StreamContext(swarm.cert("w1", "worker"))
+        await c.inbound.put(pb.AgentMessage(heartbeat=pb.HeartbeatRequest()))
+        err = await aborted(d.Connect(None, c))  # type: ignore[arg-type]
+        assert (err.code, err.details) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                           "the first message of a session must open it")
+        c = StreamContext(swarm.cert("w1", "worker"))
+        call = asyncio.create_task(d.Connect(None, c))  # type: ignore[arg-type]
+        await c.exchange(pb.AgentMessage(open=pb.SessionRequest()))
+        await c.inbound.put(pb.AgentMessage(open=pb.SessionRequest()))
+        err = await aborted(asyncio.wait_for(call, 10))
+        assert (err.code, err.details) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                           "a session is opened once: expected a heartbeat")
 
     run(test)
 

@@ -19,7 +19,7 @@ import grpc
 from swarmsecrets import errors, rpcutil
 from swarmsecrets.api.v1 import dispatcher_pb2 as pb
 from swarmsecrets.api.v1 import dispatcher_pb2_grpc
-from swarmsecrets.worker.agent import Agent
+from swarmsecrets.worker.agent import Agent, Pulse
 from tests.worker.test_reconcile import DB, Stream, let_the_clock_tick, newest_ctime, remove, snapshot, task, update
 
 T = TypeVar("T")
@@ -29,16 +29,17 @@ NODE_ID = "node-1"
 class FakeDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
     """One manager's Dispatcher service, scripted by the test."""
 
-    def __init__(self) -> None:
+    def __init__(self, period_ms: int = 60_000) -> None:
         self.streams: asyncio.Queue[asyncio.Queue[pb.AssignmentsMessage | None]] = asyncio.Queue()
         self.sessions = 0
+        self.period_ms = period_ms
+        self.beats: list[str] = []  # how each heartbeat came: "stream" or "call"
         self.reports: dict[str, pb.TaskStatusUpdate] = {}
         self.removed = False
         self.redirect_to = ""
         self.end_session = asyncio.Event()
 
-    async def Session(self, request: pb.SessionRequest,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
+    async def _opening(self, context: grpc.aio.ServicerContext) -> pb.SessionMessage:
         if self.redirect_to:
             await rpcutil.abort(context, errors.NotLeader(leader=self.redirect_to))
         if self.removed:
@@ -46,12 +47,35 @@ class FakeDispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             await rpcutil.abort(context, errors.node_removed(NODE_ID))
         self.sessions += 1
         self.end_session.clear()
-        yield pb.SessionMessage(session_id=f"s{self.sessions}", node_id=NODE_ID, heartbeat_period_ms=60_000)
+        return pb.SessionMessage(session_id=f"s{self.sessions}", node_id=NODE_ID, heartbeat_period_ms=self.period_ms)
+
+    async def Connect(self, request_iterator: AsyncIterator[pb.AgentMessage],
+                      context: grpc.aio.ServicerContext) -> None:
+        opening = await context.read()
+        assert opening.WhichOneof("kind") == "open"
+        await context.write(await self._opening(context))
+
+        async def answer() -> None:
+            while (msg := await context.read()) is not grpc.aio.EOF:
+                assert msg.WhichOneof("kind") == "heartbeat"
+                self.beats.append("stream")
+                await context.write(pb.SessionMessage(heartbeat=pb.HeartbeatResponse(period_ms=self.period_ms)))
+
+        answering = asyncio.create_task(answer())
+        try:
+            await self.end_session.wait()
+        finally:
+            answering.cancel()
+
+    async def Session(self, request: pb.SessionRequest,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SessionMessage]:
+        yield await self._opening(context)
         await self.end_session.wait()
 
     async def Heartbeat(self, request: pb.HeartbeatRequest,
                         context: grpc.aio.ServicerContext) -> pb.HeartbeatResponse:
-        return pb.HeartbeatResponse(period_ms=60_000)
+        self.beats.append("call")
+        return pb.HeartbeatResponse(period_ms=self.period_ms)
 
     async def UpdateTaskStatus(self, request: pb.UpdateTaskStatusRequest,
                                context: grpc.aio.ServicerContext) -> pb.UpdateTaskStatusResponse:
@@ -84,8 +108,8 @@ class Harness:
         self.removed = asyncio.Event()
         self.servers: list[grpc.aio.Server] = []
 
-    async def dispatcher(self) -> tuple[FakeDispatcher, str]:
-        fake = FakeDispatcher()
+    async def dispatcher(self, fake: FakeDispatcher | None = None) -> tuple[FakeDispatcher, str]:
+        fake = fake or FakeDispatcher()
         server = grpc.aio.server()
         dispatcher_pb2_grpc.add_DispatcherServicer_to_server(fake, server)
         port = server.add_insecure_port("127.0.0.1:0")
@@ -189,6 +213,34 @@ def test_a_removed_node_wipes_its_secrets(root: str) -> None:
     run(test, root)
 
 
+class EarlierReleaseDispatcher(FakeDispatcher):
+    """A leader of the previous release: sessions without Connect, heartbeats as calls."""
+
+    Connect = dispatcher_pb2_grpc.DispatcherServicer.Connect  # type: ignore[assignment]
+
+
+def test_heartbeats_go_on_the_session_stream_and_as_calls_to_a_leader_of_an_earlier_release(root: str) -> None:
+    async def beats(h: Harness, fake: FakeDispatcher) -> list[str]:
+        _, addr = await h.dispatcher(fake)
+        agent = h.agent([addr])
+        agent.start()
+        try:
+            stream = await fake.next_stream()
+            await stream.put(Stream().complete(update(task("t1", [("sec-db", "db")])), update(DB)))
+            await until(lambda: "t1" in fake.reports and len(fake.beats) >= 3)
+            assert fake.sessions == 1  # answered beats keep the session
+            return fake.beats
+        finally:
+            fake.end_session.set()
+            await agent.stop(wipe=True)
+
+    async def test(h: Harness) -> None:
+        assert set(await beats(h, FakeDispatcher(period_ms=10))) == {"stream"}
+        assert set(await beats(h, EarlierReleaseDispatcher(period_ms=10))) == {"call"}
+
+    run(test, root)
+
+
 class _FlakyHeartbeats:
     """A stub whose Heartbeat fails with the codes given, in turn, then answers."""
 
@@ -209,13 +261,13 @@ def test_a_heartbeat_that_times_out_is_tried_again_and_any_other_failure_ends_th
         agent = h.agent(["127.0.0.1:1"])
         slow = _FlakyHeartbeats(grpc.StatusCode.DEADLINE_EXCEEDED)
         try:
-            await agent._heartbeats(slow, "s", period_ms=1)
+            await agent._heartbeats(slow, "s", Pulse(50, asyncio.get_running_loop().time()))
         except asyncio.CancelledError:
             pass
         assert slow.calls == 2
         gone = _FlakyHeartbeats(grpc.StatusCode.INVALID_ARGUMENT)
         try:
-            await agent._heartbeats(gone, "s", period_ms=1)
+            await agent._heartbeats(gone, "s", Pulse(50, asyncio.get_running_loop().time()))
         except grpc.aio.AioRpcError as e:
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert gone.calls == 1

@@ -17,7 +17,7 @@ class SessionRequest(_message.Message):
     def __init__(self, hostname: _Optional[str] = ..., engine_version: _Optional[str] = ...) -> None: ...
 
 class SessionMessage(_message.Message):
-    __slots__ = ("session_id", "node_id", "managers", "heartbeat_period_ms", "role", "node_cert_expiry_seconds", "root_ca", "log_subscriptions")
+    __slots__ = ("session_id", "node_id", "managers", "heartbeat_period_ms", "role", "node_cert_expiry_seconds", "root_ca", "log_subscriptions", "heartbeat")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     MANAGERS_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class SessionMessage(_message.Message):
     NODE_CERT_EXPIRY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ROOT_CA_FIELD_NUMBER: _ClassVar[int]
     LOG_SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     node_id: str
     managers: _containers.RepeatedScalarFieldContainer[str]
@@ -34,7 +35,16 @@ class SessionMessage(_message.Message):
     node_cert_expiry_seconds: int
     root_ca: bytes
     log_subscriptions: _containers.RepeatedCompositeFieldContainer[LogSubscription]
-    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., managers: _Optional[_Iterable[str]] = ..., heartbeat_period_ms: _Optional[int] = ..., role: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ..., root_ca: _Optional[bytes] = ..., log_subscriptions: _Optional[_Iterable[_Union[LogSubscription, _Mapping]]] = ...) -> None: ...
+    heartbeat: HeartbeatResponse
+    def __init__(self, session_id: _Optional[str] = ..., node_id: _Optional[str] = ..., managers: _Optional[_Iterable[str]] = ..., heartbeat_period_ms: _Optional[int] = ..., role: _Optional[str] = ..., node_cert_expiry_seconds: _Optional[int] = ..., root_ca: _Optional[bytes] = ..., log_subscriptions: _Optional[_Iterable[_Union[LogSubscription, _Mapping]]] = ..., heartbeat: _Optional[_Union[HeartbeatResponse, _Mapping]] = ...) -> None: ...
+
+class AgentMessage(_message.Message):
+    __slots__ = ("open", "heartbeat")
+    OPEN_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    open: SessionRequest
+    heartbeat: HeartbeatRequest
+    def __init__(self, open: _Optional[_Union[SessionRequest, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ...) -> None: ...
 
 class LogSubscription(_message.Message):
     __slots__ = ("id", "service_id", "follow", "tail", "close")

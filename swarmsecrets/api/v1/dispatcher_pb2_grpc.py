@@ -34,6 +34,11 @@ class DispatcherStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.Connect = channel.stream_stream(
+                '/swarmsecrets.v1.Dispatcher/Connect',
+                request_serializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.AgentMessage.SerializeToString,
+                response_deserializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.SessionMessage.FromString,
+                _registered_method=True)
         self.Session = channel.unary_stream(
                 '/swarmsecrets.v1.Dispatcher/Session',
                 request_serializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.SessionRequest.SerializeToString,
@@ -64,8 +69,18 @@ class DispatcherStub:
 class DispatcherServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def Connect(self, request_iterator, context):
+        """A session with its heartbeats on it: the node's first message opens the session (``open``),
+        each later one is a heartbeat, answered by a SessionMessage with ``heartbeat`` set; the rest of
+        the stream is what Session's is. A heartbeat costs the leader one message each way, not a call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Session(self, request, context):
-        """Opens a session; the stream carries the session id first, then manager list updates.
+        """The session of agents of earlier releases: the session id first, then manager list updates;
+        they beat with Heartbeat calls.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -101,6 +116,11 @@ class DispatcherServicer:
 
 def add_DispatcherServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.AgentMessage.FromString,
+                    response_serializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.SessionMessage.SerializeToString,
+            ),
             'Session': grpc.unary_stream_rpc_method_handler(
                     servicer.Session,
                     request_deserializer=swarmsecrets_dot_v1_dot_dispatcher__pb2.SessionRequest.FromString,
@@ -136,6 +156,33 @@ def add_DispatcherServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Dispatcher:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/swarmsecrets.v1.Dispatcher/Connect',
+            swarmsecrets_dot_v1_dot_dispatcher__pb2.AgentMessage.SerializeToString,
+            swarmsecrets_dot_v1_dot_dispatcher__pb2.SessionMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Session(request,
