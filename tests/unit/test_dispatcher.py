@@ -71,6 +71,19 @@ def status(task_id: str, st: str, spec_version: int = 1) -> pb.TaskStatusUpdate:
     return pb.TaskStatusUpdate(task_id=task_id, status=objects_pb2.TaskStatus(state=st), spec_version=spec_version)
 
 
+async def kept_then_marked_down(d: Dispatcher, swarm: Swarm, node_id: str, grace: float) -> None:
+    """A node that beat just now stays ready for ``grace`` less a second; a sweep two seconds
+    later marks it down and ends its session."""
+    swarm.clock.mono += grace - 1
+    await d.sweep(swarm.clock.monotonic())
+    node = swarm.store.node(node_id)
+    assert node is not None and node.status == "ready" and node_id in d.sessions
+    swarm.clock.mono += 2
+    await d.sweep(swarm.clock.monotonic())
+    node = swarm.store.node(node_id)
+    assert node is not None and (node.status, node.status_message) == ("down", "heartbeat failure")
+
+
 # --- sessions ------------------------------------------------------------------------------------
 
 def test_a_worker_opens_a_session_and_is_marked_ready() -> None:
@@ -170,14 +183,7 @@ def test_heartbeats_keep_a_session_alive_and_silence_marks_the_node_down() -> No
         swarm.clock.mono += grace - 1
         beat = await d.Heartbeat(pb.HeartbeatRequest(session_id=first.session_id), ctx(cert))
         assert 4500 <= beat.period_ms <= 5500
-        swarm.clock.mono += grace - 1
-        await d.sweep(swarm.clock.monotonic())
-        node = swarm.store.node("w1")
-        assert node is not None and node.status == "ready" and "w1" in d.sessions
-        swarm.clock.mono += 2
-        await d.sweep(swarm.clock.monotonic())
-        node = swarm.store.node("w1")
-        assert node is not None and (node.status, node.status_message) == ("down", "heartbeat failure")
+        await kept_then_marked_down(d, swarm, "w1", grace)
         assert "w1" not in d.sessions
         late = await aborted(d.Heartbeat(pb.HeartbeatRequest(session_id=first.session_id), ctx(cert)))
         assert (late.code, late.details) == (grpc.StatusCode.INVALID_ARGUMENT, "session invalid")
@@ -200,14 +206,7 @@ def test_heartbeats_on_the_session_stream_keep_it_alive_and_silence_ends_it() ->
         swarm.clock.mono += grace - 1
         answer = await c.exchange(pb.AgentMessage(heartbeat=pb.HeartbeatRequest()))
         assert 4500 <= answer.heartbeat.period_ms <= 5500 and answer.heartbeat.received_ns
-        swarm.clock.mono += grace - 1
-        await d.sweep(swarm.clock.monotonic())
-        node = swarm.store.node("w1")
-        assert node is not None and node.status == "ready" and "w1" in d.sessions
-        swarm.clock.mono += 2
-        await d.sweep(swarm.clock.monotonic())
-        node = swarm.store.node("w1")
-        assert node is not None and (node.status, node.status_message) == ("down", "heartbeat failure")
+        await kept_then_marked_down(d, swarm, "w1", grace)
         await asyncio.wait_for(call, 10)  # the session ended: so did its stream
 
     run(test)
