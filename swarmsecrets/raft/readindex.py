@@ -92,9 +92,11 @@ class ReadIndexMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type 
         return self._fields_ok
 
     def members_changed(self) -> None:
-        """Ask ``ready`` again before the next read: a member may have joined."""
+        """Ask ``ready`` again before the next read: a member may have joined. Reads waiting for
+        echoes are failed at once (their callers retry), not left to time out unstamped."""
         self._ready_checked_at = -1e18
         self._fields_ok = False
+        self._drop_reads()
 
     def read_round_due(self) -> bool:
         """Whether an AppendEntries round must go out now to carry a read's number (then taken)."""
@@ -146,7 +148,8 @@ class ReadIndexMixin(SyncObj):  # type: ignore[misc]  # pysyncobj ships no type 
         self._echoed.clear()
         for read in reads:
             if not read.done.done():
-                read.done.set_exception(NoLeader("this member stopped leading before the read was confirmed"))
+                read.done.set_exception(
+                    NoLeader("the read was not confirmed before this member's leadership or membership changed"))
 
     # --- member -----------------------------------------------------------------------------
 
