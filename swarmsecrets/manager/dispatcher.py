@@ -310,10 +310,15 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
             raise errors.InvalidArgument("the first message of a session must open it")
         session = await self._open(ident.node_id, opening.open)
         writing = asyncio.Lock()  # one write at a time on a stream; heartbeats and notices interleave
+        in_flight: list[asyncio.Future[None]] = []
 
         async def send(msg: pb.SessionMessage) -> None:
             async with writing:
-                await context.write(msg)
+                # Shielded: a write cancelled halfway still holds its operation in gRPC's core, and
+                # the call must not end (status sent) until it completes (see the end below).
+                write = asyncio.ensure_future(context.write(msg))
+                in_flight[:] = [write]
+                await asyncio.shield(write)
 
         async def notices() -> None:
             async with contextlib.aclosing(self._session_messages(session)) as messages:
@@ -337,6 +342,7 @@ class Dispatcher(dispatcher_pb2_grpc.DispatcherServicer):
         finally:
             for p in parts:
                 p.cancel()
+            await asyncio.gather(*parts, *in_flight, return_exceptions=True)
         for p in done:
             p.result()  # what ended it, if it was an error
 
