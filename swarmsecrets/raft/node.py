@@ -1020,7 +1020,8 @@ class RaftNode:
             self._fail(done, e)
         return done
 
-    def _pass_on(self, target: Future[None], source: Future[None]) -> None:
+    def _pass_on(self, target: Future[None], source: Future[Any]) -> None:
+        """Resolve ``target`` as ``source`` was: failed with its error, else done."""
         exc = source.exception()
         if exc is not None:
             self._fail(target, exc)
@@ -1067,11 +1068,7 @@ class RaftNode:
         self._submit(_BARRIER, _COMMAND_TYPE.REGULAR, inner, timeout)
 
     def _barrier_done(self, group: Future[None], inner: Future[Any]) -> None:
-        exc = inner.exception()
-        if exc is not None:
-            self._fail(group, exc)
-        elif not group.done():
-            group.set_result(None)
+        self._pass_on(group, inner)
         with self._barrier_lock:
             self._barrier_running = False
         self._launch_barrier()

@@ -7,7 +7,6 @@ since the no-op entry is safe too.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ import pytest
 from swarmsecrets.raft import readindex, wire
 from swarmsecrets.raft.errors import RaftError
 from swarmsecrets.raft.node import RaftNode, RaftTiming
+from tests.framework import wait_until
 from tests.raft.conftest import Cluster
 from tests.raft.test_prevote import started_with_links
 
@@ -30,10 +30,8 @@ def _echoing(leader: RaftNode, timeout: float = 20.0) -> None:
     leader.read_barrier(5.0)
     if not readindex.READ_INDEX:
         return  # every read takes a no-op entry
-    deadline = time.monotonic() + timeout
-    while len(leader.call_in_loop(lambda: dict(so._echoed)).result(5.0)) < len(so.otherNodes):
-        assert time.monotonic() < deadline, "the followers never echoed a read number"
-        time.sleep(0.02)
+    wait_until(lambda: len(leader.call_in_loop(lambda: dict(so._echoed)).result(5.0)) == len(so.otherNodes),
+               timeout, 0.02, "every follower to echo a read number")
 
 
 def test_reads_on_the_leader_append_nothing_to_the_log(cluster_factory: Factory) -> None:
